@@ -1,0 +1,3 @@
+from recoverctl.cli.main import main
+
+main()

@@ -1,0 +1,231 @@
+"""recoverctl's own state: runs, jobs, releases, drills, alerts, events, notifications, audit log.
+
+SQLite by default (in the XDG data dir), PostgreSQL (`postgresql+psycopg://...`) for shared or
+HA setups. The schema is migrated with alembic automatically on first use.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from recoverctl.catalog import tables as t
+from recoverctl.config import ENV_CATALOG, Config, redact_url
+from recoverctl.errors import CatalogError
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def default_url(env: dict[str, str] | None = None) -> str:
+    """Return the SQLite URL in the XDG data dir (created if needed)."""
+    env = dict(os.environ) if env is None else env
+    base = Path(env.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "recoverctl"
+    base.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{base / 'catalog.db'}"
+
+
+def normalize_url(url: str) -> str:
+    """Accept a bare path or postgresql:// and return a SQLAlchemy URL."""
+    if "://" not in url:
+        return f"sqlite:///{Path(url).expanduser().absolute()}"
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def actor() -> str:
+    """Return who is acting: the invoking user (through sudo) at this host."""
+    user = os.environ.get("SUDO_USER") or getpass.getuser()
+    return f"{user}@{socket.gethostname()}"
+
+
+def now() -> float:
+    return time.time()
+
+
+class Catalog:
+    """A handle on the catalog database. Cheap to create; connections are pooled."""
+
+    def __init__(self, url: str, *, migrate: bool = True):
+        self.url = normalize_url(url)
+        self.display_url = redact_url(self.url)
+        kwargs: dict[str, Any] = {"future": True}
+        if self.url.startswith("sqlite"):
+            path = self.url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        else:
+            kwargs["pool_pre_ping"] = True
+        try:
+            self.engine: Engine = sa.create_engine(self.url, **kwargs)
+        except Exception as e:
+            raise CatalogError(f"invalid catalog URL '{self.display_url}': {e}") from None
+        if self.url.startswith("sqlite"):
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            # SQLite's default deferred transactions deadlock writers that first read; take the
+            # write lock at BEGIN so concurrent processes queue instead of failing.
+            sa.event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        if migrate:
+            self.migrate()
+
+    @classmethod
+    def from_config(cls, cfg: Config, *, migrate: bool = True) -> Catalog:
+        return cls(cfg.catalog or os.environ.get(ENV_CATALOG) or default_url(), migrate=migrate)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+    def _alembic_config(self, conn: Connection) -> Any:
+        from alembic.config import Config as AlembicConfig
+
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg.attributes["connection"] = conn
+        return cfg
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision; raise CatalogError when unreachable."""
+        from alembic import command
+
+        try:
+            with self.engine.begin() as conn:
+                if self.current_revision(conn) == self.head_revision():
+                    return
+                command.upgrade(self._alembic_config(conn), "head")
+        except sa.exc.OperationalError as e:
+            raise CatalogError(f"unable to open catalog '{self.display_url}': {e.orig}") from None
+
+    def head_revision(self) -> str | None:
+        from alembic.config import Config as AlembicConfig
+        from alembic.script import ScriptDirectory
+
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        return ScriptDirectory.from_config(cfg).get_current_head()
+
+    def current_revision(self, conn: Connection | None = None) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        if conn is None:
+            with self.engine.connect() as c:
+                return MigrationContext.configure(c).get_current_revision()
+        return MigrationContext.configure(conn).get_current_revision()
+
+    def info(self) -> dict[str, Any]:
+        """Return the URL (redacted), revisions and row counts per table."""
+        try:
+            with self.engine.connect() as conn:
+                counts = {
+                    name: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+                    for name, table in t.metadata.tables.items()
+                }
+                current = self.current_revision(conn)
+        except sa.exc.OperationalError as e:
+            raise CatalogError(f"unable to read catalog '{self.display_url}': {e.orig}") from None
+        return {
+            "url": self.display_url,
+            "dialect": self.engine.dialect.name,
+            "revision": current,
+            "head": self.head_revision(),
+            "tables": counts,
+        }
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """Yield a connection inside one transaction; raise CatalogError when unreachable."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except sa.exc.OperationalError as e:
+            raise CatalogError(f"catalog '{self.display_url}' is unavailable: {e.orig}") from None
+
+    # --- small shared writes -----------------------------------------------------------------------
+
+    def start_run(self, kind: str, source: str | None = None, repository: str | None = None) -> int:
+        with self.begin() as conn:
+            return int(
+                conn.execute(
+                    t.runs.insert().values(
+                        kind=kind, source=source, repository=repository, started_at=now(), status="running"
+                    )
+                ).inserted_primary_key[0]  # type: ignore[index]
+            )
+
+    def finish_run(self, run_id: int, status: str, **fields: Any) -> None:
+        with self.begin() as conn:
+            conn.execute(
+                t.runs.update()
+                .where(t.runs.c.id == run_id)
+                .values(status=status, finished_at=now(), **fields)
+            )
+
+    def audit(
+        self,
+        action: str,
+        target: str | None,
+        outcome: str,
+        details: dict[str, Any] | None = None,
+        who: str | None = None,
+    ) -> None:
+        """Append one entry to the audit log (rows are never updated or deleted)."""
+        with self.begin() as conn:
+            conn.execute(
+                t.audit_log.insert().values(
+                    at=now(),
+                    actor=who or actor(),
+                    action=action,
+                    target=target,
+                    outcome=outcome,
+                    details=details,
+                )
+            )
+
+    def emit_event(
+        self,
+        kind: str,
+        severity: str,
+        subject: str | None,
+        summary: str,
+        details: dict[str, Any] | None = None,
+        dedup_key: str | None = None,
+    ) -> int:
+        """Record an event for the notification layer; return its id."""
+        with self.begin() as conn:
+            return int(
+                conn.execute(
+                    t.events.insert().values(
+                        at=now(),
+                        kind=kind,
+                        severity=severity,
+                        subject=subject,
+                        summary=summary,
+                        details=details,
+                        dedup_key=dedup_key,
+                        delivered=False,
+                    )
+                ).inserted_primary_key[0]  # type: ignore[index]
+            )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # Python's sqlite3 opens its own implicit transactions; let SQLAlchemy's BEGIN do it.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()

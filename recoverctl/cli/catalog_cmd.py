@@ -1,0 +1,58 @@
+"""`recoverctl catalog migrate|info`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from recoverctl.catalog import Catalog
+from recoverctl.cli.context import App, pass_app
+
+
+@click.group("catalog")
+def catalog_group() -> None:
+    """recoverctl's own state database (SQLite by default, PostgreSQL for shared setups)."""
+
+
+@catalog_group.command("migrate")
+@pass_app
+def migrate(app: App) -> None:
+    """Create or upgrade the catalog schema (also done automatically on first use).
+
+    \b
+    Example:
+      RECOVERCTL_CATALOG=postgresql://recoverctl@db/recoverctl recoverctl catalog migrate
+    """
+    catalog = Catalog.from_config(app.config, migrate=False)
+    try:
+        before = catalog.current_revision()
+        catalog.migrate()
+        info = catalog.info()
+    finally:
+        catalog.close()
+    app.render(
+        {"url": info["url"], "from": before, "to": info["revision"]},
+        f"catalog {info['url']}: {before or 'empty'} -> {info['revision']}",
+    )
+
+
+@catalog_group.command("info")
+@pass_app
+def info(app: App) -> None:
+    """Show the catalog URL, schema revision and rows per table.
+
+    \b
+    Example:
+      recoverctl catalog info --json
+    """
+
+    def text(d: dict[str, Any]) -> str:
+        lines = [f"url:      {d['url']}", f"revision: {d['revision']} (head {d['head']})", "tables:"]
+        lines += [f"  {name:<16} {count}" for name, count in sorted(d["tables"].items())]
+        return "\n".join(lines)
+
+    app.render(app.catalog.info(), text)
+
+
+COMMANDS = [catalog_group]

@@ -1,0 +1,60 @@
+"""The object every command receives: global flags, lazily loaded config and catalog, rendering."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from recoverctl.catalog import Catalog
+from recoverctl.config import Config, load_config
+
+
+@dataclass
+class App:
+    config_path: str | None = None
+    json: bool = False
+    log_json: bool = False
+    verbosity: int = 0
+    _config: Config | None = field(default=None, repr=False)
+    _catalog: Catalog | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = Catalog.from_config(self.config)
+        return self._catalog
+
+    @property
+    def show_progress(self) -> bool:
+        return not self.json and sys.stderr.isatty() and self.verbosity >= 0
+
+    def render(self, data: Any, text: Callable[[Any], str] | str | None = None) -> None:
+        """Print `data` as JSON with --json, else the text form (a string or a function of data)."""
+        if self.json:
+            click.echo(json.dumps(data, indent=2, default=str))
+        elif callable(text):
+            out = text(data)
+            if out:
+                click.echo(out)
+        elif text is not None:
+            click.echo(text)
+        else:
+            click.echo(json.dumps(data, indent=2, default=str))
+
+    def close(self) -> None:
+        if self._catalog is not None:
+            self._catalog.close()
+
+
+pass_app = click.make_pass_decorator(App)

@@ -1,0 +1,45 @@
+"""`recoverctl storage check URL`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from recoverctl.actions.storage_check import check_storage
+from recoverctl.cli.context import App, pass_app
+from recoverctl.config import RepositoryConfig
+
+
+@click.group("storage")
+def storage_group() -> None:
+    """Storage backends (local path, s3://, sftp://)."""
+
+
+@storage_group.command("check")
+@click.argument("url", required=False)
+@click.option("--size", default=1024 * 1024, show_default=True, help="Probe object size in bytes.")
+@pass_app
+def check(app: App, url: str | None, size: int) -> None:
+    """Write, read, list and delete a probe object on URL (default: the configured repository).
+
+    \b
+    Example:
+      recoverctl storage check s3://backups/prod
+    """
+    repo = app.config.repository
+    if url is None:
+        options = app.config.require_repository()
+        url = options.url
+    else:
+        options = repo.model_copy(update={"url": url}) if repo else RepositoryConfig(url=url)
+    result = check_storage(url, options, size)
+
+    def text(d: dict[str, Any]) -> str:
+        lat = ", ".join(f"{k} {v:.1f} ms" for k, v in d["latency_ms"].items())
+        return f"{d['url']}: ok ({lat})"
+
+    app.render(result, text)
+
+
+COMMANDS = [storage_group]

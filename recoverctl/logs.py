@@ -1,0 +1,56 @@
+"""Logging setup: human or JSON lines on stderr, with secret values redacted from every record."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterable
+
+
+class RedactingFilter(logging.Filter):
+    """Replace known secret values in the formatted message with '***'."""
+
+    def __init__(self, secrets: Iterable[str]):
+        super().__init__()
+        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            msg = record.getMessage()
+            for s in self.secrets:
+                msg = msg.replace(s, "***")
+            record.msg, record.args = msg, None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        extra = getattr(record, "fields", None)
+        if isinstance(extra, dict):
+            out.update(extra)
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def setup_logging(verbosity: int, as_json: bool, secrets: Iterable[str] = ()) -> None:
+    """Configure the 'recoverctl' logger: -q → errors, default → warnings, -v → info, -vv → debug."""
+    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(max(-1, verbosity), logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if as_json else logging.Formatter("%(levelname)s %(name)s: %(message)s")
+    )
+    handler.addFilter(RedactingFilter(secrets))
+    root = logging.getLogger("recoverctl")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False

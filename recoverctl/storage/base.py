@@ -1,0 +1,50 @@
+"""The Storage protocol every backend implements, and what it may raise."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    mtime: float | None = None
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """A flat namespace of immutable-ish objects addressed by '/'-separated keys.
+
+    Implementations raise ObjectNotFound for a missing key, TransientStorageError for faults worth
+    retrying and StorageError (or StorageUnavailable) for everything else, always naming `url`.
+    Writes are atomic: a reader sees the old object, the new one, or nothing — never a part.
+    """
+
+    url: str  # redacted, safe to print
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store `data` under `key`, replacing any existing object."""
+        ...
+
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Return the object's bytes, or `length` bytes from `offset`; raise ObjectNotFound."""
+        ...
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Yield every object whose key starts with `prefix`, in no particular order."""
+        ...
+
+    def stat(self, key: str) -> ObjectInfo:
+        """Return the object's size; raise ObjectNotFound."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the object; deleting a missing key is not an error."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...

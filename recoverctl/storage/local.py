@@ -1,0 +1,107 @@
+"""Local filesystem backend: `file:///path` or a plain path."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from recoverctl.errors import ObjectNotFound, StorageError
+from recoverctl.storage.base import ObjectInfo
+
+
+class LocalStorage:
+    """Objects are files under `root`; writes go to a temp file, fsync, rename (atomic, crash-safe)."""
+
+    def __init__(self, root: str | Path, *, create: bool = True):
+        self.root = Path(root).expanduser().absolute()
+        self.url = f"file://{self.root}"
+        if create:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StorageError(
+                    f"unable to create '{self.url}': {e.strerror}", hint="check the path and permissions"
+                ) from None
+
+    def _path(self, key: str) -> Path:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise StorageError(f"invalid object key {key!r} on '{self.url}'")
+        return self.root / key
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+            dfd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as e:
+            raise StorageError(
+                f"unable to write '{key}' to '{self.url}': {e.strerror}",
+                hint="check free space and permissions" if e.errno in (errno.ENOSPC, errno.EACCES) else "",
+            ) from None
+
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as f:
+                if offset:
+                    f.seek(offset)
+                return f.read() if length is None else f.read(length)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"object '{key}' not found in '{self.url}'") from None
+        except OSError as e:
+            raise StorageError(f"unable to read '{key}' from '{self.url}': {e.strerror}") from None
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        # Walk only the directory the prefix points into, not the whole tree.
+        base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+        if not base.is_dir():
+            return
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                if name.startswith(".tmp-"):
+                    continue
+                full = os.path.join(dirpath, name)
+                key = os.path.relpath(full, self.root).replace(os.sep, "/")
+                if key.startswith(prefix):
+                    try:
+                        st = os.stat(full)
+                    except FileNotFoundError:
+                        continue
+                    yield ObjectInfo(key, st.st_size, st.st_mtime)
+
+    def stat(self, key: str) -> ObjectInfo:
+        try:
+            st = os.stat(self._path(key))
+        except FileNotFoundError:
+            raise ObjectNotFound(f"object '{key}' not found in '{self.url}'") from None
+        return ObjectInfo(key, st.st_size, st.st_mtime)
+
+    def delete(self, key: str) -> None:
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise StorageError(f"unable to delete '{key}' from '{self.url}': {e.strerror}") from None
+
+    def close(self) -> None:
+        pass
