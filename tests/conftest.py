@@ -18,6 +18,11 @@ from tests.fixtures.postgres import PgCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Every module in tests/fixtures/ is a fixture plugin: a new server fixture is one new module.
+pytest_plugins = sorted(
+    f"tests.fixtures.{p.stem}" for p in (ROOT / "tests" / "fixtures").glob("*.py") if p.stem != "__init__"
+)
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
