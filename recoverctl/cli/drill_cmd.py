@@ -8,11 +8,11 @@ from typing import Any
 
 import click
 
-from recoverctl.actions.drill import discover_playbooks, drill_history, drill_report, run_drills
 from recoverctl.cli.context import App, pass_app
-from recoverctl.drill.report import summary_rows
 from recoverctl.drill.scoring import human_duration
 from recoverctl.errors import VerificationError
+
+# Actions are imported inside the commands: psycopg & co. stay off every other command's start-up.
 
 _COLOUR = {"green": "green", "amber": "yellow", "red": "red", "pass": "green", "fail": "red"}
 
@@ -29,6 +29,8 @@ def _restorer_factory(app: App, cold: bool) -> Any:
 
 
 def _drill_text(d: dict[str, Any]) -> str:
+    from recoverctl.drill.report import summary_rows
+
     colour = _COLOUR.get(d["verdict"], "yellow")
     lines = [click.style(f"drill {d['name']}: {d['verdict'].upper()}", fg=colour, bold=True)]
     if d.get("reason"):
@@ -63,6 +65,8 @@ def run_cmd(app: App, playbooks: tuple[str, ...], keep: bool, cold: bool) -> Non
       recoverctl drill run playbooks/main-nightly.yaml
       recoverctl drill run --cold --json playbooks/ > drill.json
     """
+    from recoverctl.actions.drill import discover_playbooks, run_drills
+
     books = discover_playbooks(app.config, list(playbooks))
 
     def progress(name: str, phase: str) -> None:
@@ -99,6 +103,8 @@ def history_cmd(app: App, name: str | None, source: str | None, limit: int) -> N
     Example:
       recoverctl drill history --source main --limit 10
     """
+    from recoverctl.actions.drill import drill_history
+
     rows = drill_history(app.catalog, name=name, source=source, limit=limit)
 
     def text(rs: list[dict[str, Any]]) -> str:
@@ -137,6 +143,8 @@ def report_cmd(app: App, drill_id: int, fmt: str, output: str | None) -> None:
     Example:
       recoverctl drill report 42 --format html -o drill-42.html
     """
+    from recoverctl.actions.drill import drill_report
+
     text = drill_report(app.catalog, drill_id, fmt)
     if output:
         Path(output).write_text(text)

@@ -6,7 +6,6 @@ from typing import Any
 
 import click
 
-from recoverctl.actions.status import status as status_action
 from recoverctl.cli.context import App, pass_app
 from recoverctl.errors import VerificationError
 
@@ -26,6 +25,8 @@ def status_cmd(app: App) -> None:
       recoverctl status
       recoverctl status --json | jq '.sources[] | {source, status, reasons}'
     """
+    from recoverctl.actions.status import status as status_action
+
     data = status_action(app.config, app.catalog)
 
     def paint(s: str) -> str:

@@ -288,8 +288,10 @@ def parse_playbook(data: Any, path: Path | None = None) -> Playbook:
         pb = Playbook.model_validate(data)
     except ValidationError as e:
         err = _humanize(e, path, Playbook)
+        errors = err.details.get("errors")
+        lines = "\n  ".join(str(x) for x in errors) if isinstance(errors, list) else err.message
         raise ConfigError(
-            err.message.replace("invalid configuration in", "invalid playbook", 1),
+            f"invalid playbook{f' {str(path)!r}' if path else ''}:\n  {lines}",
             hint="fix the keys named above; see docs/drills.md for the playbook format",
             details=err.details,
         ) from None

@@ -6,6 +6,7 @@ protocol, so the scratch-server lifecycle, checks and scoring do not depend on t
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -46,3 +47,16 @@ class Restorer(Protocol):
         Raise RecoverctlError naming what is damaged or missing (a pack, a WAL segment).
         """
         ...
+
+
+def random_time(
+    window: float, drill_start: float, oldest: float | None, rng: random.Random | None = None
+) -> float:
+    """Return a time picked uniformly within `window` before `drill_start`, never before `oldest`
+    (the oldest recoverable point), so a random drill never asks for a state no backup covers."""
+    low = drill_start - window
+    if oldest is not None:
+        low = max(low, oldest)
+    if low >= drill_start:
+        return drill_start
+    return (rng or random.SystemRandom()).uniform(low, drill_start)

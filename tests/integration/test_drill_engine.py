@@ -20,7 +20,12 @@ from recoverctl.config import parse_config
 from recoverctl.drill import engine
 from recoverctl.drill.playbook import parse_playbook
 from tests.conftest import ROOT
-from tests.fixtures.drill_sources import ArchivedSource, BaseBackupRestorer, drill_leftovers
+from tests.fixtures.drill_sources import (
+    ArchivedSource,
+    BaseBackupRestorer,
+    DrillSourceState,
+    drill_leftovers,
+)
 from tests.fixtures.net import wait_until
 
 pytestmark = pytest.mark.integration
@@ -54,14 +59,9 @@ def _run(
 
 
 def test_drill_passes_with_measured_rto_rpo_and_cleans_up(
-    archived_source: ArchivedSource, drill_parent: Path, tmp_path: Path
+    backed_up_source: DrillSourceState, drill_parent: Path, tmp_path: Path
 ) -> None:
-    src = archived_source
-    backup = src.take_backup(["t"])
-    # Writes after the backup reach the drill only through WAL replay from the archive.
-    src.cluster.psql("insert into t (created_at) select now() from generate_series(1, 50)")
-    last_commit = float(src.cluster.psql("select extract(epoch from now())"))
-    src.archive_now()
+    src, backup, last_commit = backed_up_source.source, backed_up_source.backup, backed_up_source.last_commit
     restorer = BaseBackupRestorer(backup, src.archive)
     result = _run(
         src,
@@ -102,11 +102,9 @@ def test_drill_passes_with_measured_rto_rpo_and_cleans_up(
 
 
 def test_failing_assertion_and_tight_rpo_fail_with_reasons_and_event(
-    archived_source: ArchivedSource, drill_parent: Path, tmp_path: Path
+    backed_up_source: DrillSourceState, drill_parent: Path, tmp_path: Path
 ) -> None:
-    src = archived_source
-    backup = src.take_backup(["t"])
-    src.archive_now()
+    src, backup = backed_up_source.source, backed_up_source.backup
     result = _run(
         src,
         drill_parent,
@@ -118,8 +116,8 @@ def test_failing_assertion_and_tight_rpo_fail_with_reasons_and_event(
     )
     assert result["verdict"] == "fail"
     check = result["checks"][0]
-    assert not check["ok"] and check["expected"] == ">= 1000" and check["actual"] == 100
-    assert "got 100, expected >= 1000" in result["reason"]
+    assert not check["ok"] and check["expected"] == ">= 1000" and check["actual"] == 150
+    assert "got 150, expected >= 1000" in result["reason"]
     # RPO names the measured value and the target.
     assert f"RPO {result['rpo_s']:.1f}s" in result["reason"] and "target 0s" in result["reason"]
     assert result["rto_s"] is None  # checks did not all pass: no recovery time was achieved
@@ -128,14 +126,13 @@ def test_failing_assertion_and_tight_rpo_fail_with_reasons_and_event(
     with catalog.begin() as conn:
         ev = conn.execute(sa.select(t.events)).one()
     assert (ev.kind, ev.severity, ev.subject) == ("drill.failed", "critical", "main")
-    assert "got 100, expected >= 1000" in ev.summary
+    assert "got 150, expected >= 1000" in ev.summary
 
 
 def test_port_in_use_fails_clearly_and_cleans_up(
-    archived_source: ArchivedSource, drill_parent: Path, tmp_path: Path
+    backed_up_source: DrillSourceState, drill_parent: Path, tmp_path: Path
 ) -> None:
-    src = archived_source
-    backup = src.take_backup(["t"])
+    src, backup = backed_up_source.source, backed_up_source.backup
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
@@ -154,10 +151,9 @@ def test_port_in_use_fails_clearly_and_cleans_up(
 
 
 def test_production_port_is_refused(
-    archived_source: ArchivedSource, drill_parent: Path, tmp_path: Path
+    backed_up_source: DrillSourceState, drill_parent: Path, tmp_path: Path
 ) -> None:
-    src = archived_source
-    backup = src.take_backup(["t"])
+    src, backup = backed_up_source.source, backed_up_source.backup
     result = _run(
         src,
         drill_parent,
@@ -180,10 +176,9 @@ def small_tmpfs(tmp_path: Path) -> Any:
 
 
 def test_no_space_precheck_and_enospc_during_fetch(
-    archived_source: ArchivedSource, small_tmpfs: Path, tmp_path: Path
+    backed_up_source: DrillSourceState, small_tmpfs: Path, tmp_path: Path
 ) -> None:
-    src = archived_source
-    backup = src.take_backup(["t"])
+    src, backup = backed_up_source.source, backed_up_source.backup
     # The snapshot's size is known: refused before writing anything.
     result = _run(
         src,
@@ -209,10 +204,9 @@ def test_no_space_precheck_and_enospc_during_fetch(
 
 
 def test_missing_wal_for_target_fails_naming_the_server_error(
-    archived_source: ArchivedSource, drill_parent: Path, tmp_path: Path
+    backed_up_source: DrillSourceState, drill_parent: Path, tmp_path: Path
 ) -> None:
-    src = archived_source
-    backup = src.take_backup(["t"])
+    src, backup = backed_up_source.source, backed_up_source.backup
     # A target time past the end of the archive: PostgreSQL refuses to promote short of it.
     result = _run(
         src,
@@ -253,12 +247,11 @@ SIGNAL_SCRIPT = textwrap.dedent(
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_mid_recovery_leaves_no_process_and_no_dir(
-    archived_source: ArchivedSource, drill_parent: Path, tmp_path: Path, signum: int
+    backed_up_source: DrillSourceState, drill_parent: Path, tmp_path: Path, signum: int
 ) -> None:
     import pickle
 
-    src = archived_source
-    backup = src.take_backup(["t"])
+    src, backup = backed_up_source.source, backed_up_source.backup
     marker = f"{drill_parent}/never-there"
     # Recovery blocks in restore_command: the server is mid-recovery when the signal arrives.
     args = {
