@@ -151,7 +151,9 @@ def test_sftp_changed_host_key_refused_even_with_accept_new(
     # b's host key recorded under a's address: what a reinstalled or impostor server looks like.
     forged = tmp_path / "known_hosts"
     forged.write_text(b.host_key_line.replace(f"]:{b.port} ", f"]:{a.port} ") + "\n")
-    cli.write_config({"repository": _sftp_repo(a, known_hosts=str(forged), insecure_accept_new_host_keys=True)})
+    cli.write_config(
+        {"repository": _sftp_repo(a, known_hosts=str(forged), insecure_accept_new_host_keys=True)}
+    )
     err = cli("--json", "storage", "check", check=1).error_json()
     assert "does not match known_hosts" in err["message"]
     assert not (a.root / "repo").exists()

@@ -146,10 +146,14 @@ def test_sftp_server_killed_mid_transfer(sshd: SshServer) -> None:
 
 def test_fault_injection_env_through_cli(cli: Cli, tmp_path: Path) -> None:
     repo = str(tmp_path / "repo")
-    cli.write_config({"repository": {"url": repo, "retry": {"attempts": 3, "initial": 0.01, "maximum": 0.02}}})
+    cli.write_config(
+        {"repository": {"url": repo, "retry": {"attempts": 3, "initial": 0.01, "maximum": 0.02}}}
+    )
     r = cli("storage", "check", env={"RECOVERCTL_FAULTS": "put:transient:2"}, check=0)
     assert r.stderr.count("injected transient fault") == 2
-    err = cli("--json", "storage", "check", env={"RECOVERCTL_FAULTS": "put:transient:*"}, check=1).error_json()
+    err = cli(
+        "--json", "storage", "check", env={"RECOVERCTL_FAULTS": "put:transient:*"}, check=1
+    ).error_json()
     assert "failed after retries" in err["message"] and "injected transient fault" in err["message"]
     # Non-transient faults are not retried.
     r = cli("--json", "storage", "check", env={"RECOVERCTL_FAULTS": "get:error:1"}, check=1)
