@@ -7,24 +7,7 @@ from typing import Any
 import click
 
 from recoverctl.cli.context import App, pass_app
-
-
-def json_option(fn: Any) -> Any:
-    """`--json` after the command name too (same as the global `recoverctl --json`)."""
-
-    def set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-        if value:
-            ctx.find_object(App).json = True  # type: ignore[union-attr]
-
-    return click.option(
-        "--json",
-        "as_json",
-        is_flag=True,
-        expose_value=False,
-        is_eager=True,
-        callback=set_json,
-        help="Machine-readable output (one JSON object).",
-    )(fn)
+from recoverctl.cli.options import json_option
 
 
 @click.command("deploy")

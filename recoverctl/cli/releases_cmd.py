@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.deploy_cmd import json_option
+from recoverctl.cli.options import json_option
 
 
 @click.command("releases")

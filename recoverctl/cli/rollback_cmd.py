@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.deploy_cmd import json_option
+from recoverctl.cli.options import json_option
 from recoverctl.errors import RecoverctlError, UsageError
 
 # Kept here (not imported from the action) so `recoverctl --help` does not load alembic and docker.
