@@ -178,8 +178,12 @@ class HealthPolicy(Model):
 class DatabaseLink(Model):
     source: str
     alembic_config: str | None = None
+    # May contain {version}: the migration scripts shipped with that release.
     script_location: str | None = None
     url: SecretStr | None = None
+    dbname: str | None = None
+    restore_point: bool = True
+    migrate: bool = True
 
 
 class DockerService(Model):

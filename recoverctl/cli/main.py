@@ -48,9 +48,29 @@ def cli(
 
 def _register() -> None:
     # One line per command module: a new capability adds its module here.
-    from recoverctl.cli import backup_cmd, browse_cmd, catalog_cmd, config_cmd, repo_cmd, storage_cmd
+    from recoverctl.cli import (
+        backup_cmd,
+        browse_cmd,
+        catalog_cmd,
+        config_cmd,
+        deploy_cmd,
+        releases_cmd,
+        repo_cmd,
+        rollback_cmd,
+        storage_cmd,
+    )
 
-    for module in (config_cmd, catalog_cmd, storage_cmd, repo_cmd, backup_cmd, browse_cmd):
+    for module in (
+        config_cmd,
+        catalog_cmd,
+        storage_cmd,
+        repo_cmd,
+        backup_cmd,
+        browse_cmd,
+        deploy_cmd,
+        rollback_cmd,
+        releases_cmd,
+    ):
         for command in module.COMMANDS:
             cli.add_command(command)
 
