@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from recoverctl.cli.context import App, pass_app
+from recoverctl.cli.options import json_option
 from recoverctl.drill.scoring import human_duration
 
 # Actions are imported inside the commands: psycopg & co. stay off every other command's start-up.
@@ -25,6 +26,7 @@ def drill_group() -> None:
 @click.option("--name", help="Only drills of this playbook name.")
 @click.option("--source", help="Only drills of this source.")
 @click.option("--limit", default=30, show_default=True, help="Newest N drills.")
+@json_option
 @pass_app
 def history_cmd(app: App, name: str | None, source: str | None, limit: int) -> None:
     """Show past drills oldest first: verdict, RTO and RPO with the margin to target.
@@ -63,6 +65,7 @@ def history_cmd(app: App, name: str | None, source: str | None, limit: int) -> N
 @click.argument("drill_id", type=int)
 @click.option("--format", "fmt", type=click.Choice(["md", "html", "json"]), default="md", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
+@json_option
 @pass_app
 def report_cmd(app: App, drill_id: int, fmt: str, output: str | None) -> None:
     """Write the report of drill DRILL_ID: phases, checks with outputs, RTO/RPO trend.

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from recoverctl.cli.context import App, pass_app
+from recoverctl.cli.options import json_option
 from recoverctl.errors import VerificationError
 
 _MARK = {"green": "●", "amber": "▲", "red": "✘"}
@@ -14,6 +15,7 @@ _COLOUR = {"green": "green", "amber": "yellow", "red": "red"}
 
 
 @click.command("status")
+@json_option
 @pass_app
 def status_cmd(app: App) -> None:
     """One screen for on-call: backups, RPO exposure, drills, repository, releases; green/amber/red.

@@ -138,7 +138,7 @@ def test_status_colours_and_exit_codes(cli: Cli) -> None:
             )
         )
     _add_drill(catalog)
-    data = cli("--json", "status", check=0).json()
+    data = cli("status", "--json", check=0).json()  # --json after the subcommand works too
     main = data["sources"][0]
     assert data["status"] == "green", main["reasons"]
     assert main["items"]["full_backup"]["basis"] == "schedule 'main-full'"
