@@ -94,6 +94,18 @@ def test_history_and_reports(cli: Cli, tmp_path: Path) -> None:
     assert err["message"] == "no drill #999 in the catalog"
 
 
+def test_run_rejects_bad_playbooks_with_exit_2(cli: Cli) -> None:
+    cli.write_config({"sources": {"main": {"type": "postgres"}}})
+    bad = cli.home / "bad.yaml"
+    bad.write_text("drill:\n  name: x\n  source: main\n  chekcs: []\n")
+    r = cli("drill", "run", str(bad), check=2)
+    assert "did you mean 'checks'" in r.stderr and str(bad) in r.stderr
+    other = cli.home / "other.yaml"
+    other.write_text("drill:\n  name: x\n  source: nope\n")
+    assert "unknown source 'nope'" in cli("drill", "run", str(other), check=2).stderr
+    assert "no drill playbooks found" in cli("drill", "run", check=2).stderr
+
+
 def test_status_colours_and_exit_codes(cli: Cli) -> None:
     cli.write_config(
         {
