@@ -11,6 +11,7 @@ import click
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import json_option
 from recoverctl.drill.scoring import human_duration
+from recoverctl.errors import VerificationError
 
 # Actions are imported inside the commands: psycopg & co. stay off every other command's start-up.
 

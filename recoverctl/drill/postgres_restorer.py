@@ -19,7 +19,25 @@ from recoverctl.catalog import Catalog
 from recoverctl.config import Config
 from recoverctl.drill.playbook import RecoveryPoint
 from recoverctl.drill.restorer import Fetched, Selection, random_time
-from recoverctl.errors import NotFoundError
+from recoverctl.errors import NotFoundError, RecoverctlError, VerificationError
+from recoverctl.progress import Progress
+
+_PACK_RE = re.compile(r"\bpack ([0-9a-f]{8,})")
+
+
+class _WarningLog(Progress):
+    """Keeps the restore's per-file warnings: they name the damaged pack, the final error does not."""
+
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+        self._lock = threading.Lock()
+
+    def warn(self, text: str) -> None:
+        with self._lock:
+            self.warnings.append(text)
+
+    def damaged_packs(self) -> list[str]:
+        return sorted({m for w in self.warnings for m in _PACK_RE.findall(w)})
 
 
 def _iso(ts: float) -> str:
@@ -71,18 +89,35 @@ class PostgresRestorer:
         )
 
     def fetch(self, selection: Selection, data_dir: Path, os_user: str | None) -> Fetched:
-        """Restore the selected snapshot into `data_dir` with recovery to the selected target."""
-        out = restore_postgres(
-            self.cfg,
-            self.catalog,
-            self.password,
-            source=self.source,
-            target_dir=data_dir,
-            snapshot=selection.snapshot_id,
-            target=self.target,
-            target_action="promote",
-            os_user=os_user,
-        )
+        """Restore the selected snapshot into `data_dir` with recovery to the selected target.
+
+        Raise VerificationError naming the damaged pack(s) when blobs fail authentication.
+        """
+        log = _WarningLog()
+        try:
+            out = restore_postgres(
+                self.cfg,
+                self.catalog,
+                self.password,
+                source=self.source,
+                target_dir=data_dir,
+                snapshot=selection.snapshot_id,
+                target=self.target,
+                target_action="promote",
+                os_user=os_user,
+                progress=log,
+            )
+        except RecoverctlError as e:
+            packs = log.damaged_packs()
+            if not packs:
+                raise
+            raise VerificationError(
+                f"snapshot {selection.snapshot_id[:8]} of '{self.source}' has damaged data in "
+                f"pack{'s' if len(packs) > 1 else ''} {', '.join(packs)}: {e.message}",
+                hint="run 'recoverctl verify --read-data' and take a new backup; "
+                "older snapshots may not share the damaged pack",
+                details={"damaged_packs": packs, "warnings": log.warnings[:20]},
+            ) from None
         return Fetched(
             bytes=int(out.get("bytes_restored") or 0),
             details={
