@@ -8,6 +8,8 @@ the server — the drill's scratch cluster starts it so recovery and startup are
 
 from __future__ import annotations
 
+import re
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
