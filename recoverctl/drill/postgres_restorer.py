@@ -110,7 +110,7 @@ class PostgresRestorer:
                 progress=log,
             )
         except RecoverctlError as e:
-            packs = log.damaged_packs()
+            packs = sorted({*log.damaged_packs(), *_PACK_RE.findall(e.message)})
             if not packs:
                 raise
             raise VerificationError(
