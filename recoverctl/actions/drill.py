@@ -129,10 +129,10 @@ def drill_run(
     Return one result per drill; raise ConfigError for bad playbooks, DrillInterrupted (exit 130)
     after cleanup on SIGINT/SIGTERM.
     """
+    books = discover_playbooks(cfg, paths)
     # The restore stack is imported here so history/report/status start without it.
     from recoverctl.drill.postgres_restorer import restorer_factory
 
-    books = discover_playbooks(cfg, paths)
     factory = restorer_factory(cfg, catalog, password())
     with _cold_cache() if cold else contextlib.nullcontext():
         return run_drills(cfg, catalog, books, factory, keep=keep, cold=cold, on_phase=on_phase)
