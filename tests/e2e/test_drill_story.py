@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import yaml
 
+from recoverctl.catalog import Catalog
+from recoverctl.catalog import tables as t
 from tests.fixtures.drill_sources import drill_leftovers
 from tests.fixtures.net import wait_until
 from tests.fixtures.pgbackup import PgCli
@@ -193,6 +196,12 @@ def test_sigint_mid_recovery_leaves_nothing_behind(story: Story) -> None:
             interval=0.02,
             what="the scratch server to fetch WAL",
         )
+        # The snapshot is pinned while the drill runs, so forget/prune cannot remove it.
+        catalog = Catalog(story.cli.env["RECOVERCTL_CATALOG"], migrate=False)
+        with catalog.begin() as conn:
+            pins = conn.execute(sa.select(t.pins.c.reason)).scalars().all()
+        catalog.close()
+        assert len(pins) == 1 and pins[0].startswith("drill main-")
         target = _children(proc.pid) if os.geteuid() == 0 else [proc.pid]
         for pid in target or [proc.pid]:
             os.kill(pid, signal.SIGINT)
@@ -205,6 +214,9 @@ def test_sigint_mid_recovery_leaves_nothing_behind(story: Story) -> None:
     story.assert_clean()
     hist = story.cli("drill", "history", "--json", check=0).json()
     assert hist[-1]["verdict"] == "cancelled"
+    with catalog.begin() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.pins)).scalar_one() == 0
+    catalog.close()
 
 
 def test_damaged_pack_fails_at_fetch_naming_the_pack(story: Story) -> None:
