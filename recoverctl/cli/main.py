@@ -48,9 +48,17 @@ def cli(
 
 def _register() -> None:
     # One line per command module: a new capability adds its module here.
-    from recoverctl.cli import catalog_cmd, config_cmd, postgres_cmd, storage_cmd
+    from recoverctl.cli import (
+        backup_cmd,
+        browse_cmd,
+        catalog_cmd,
+        config_cmd,
+        postgres_cmd,
+        repo_cmd,
+        storage_cmd,
+    )
 
-    for module in (config_cmd, catalog_cmd, storage_cmd, postgres_cmd):
+    for module in (config_cmd, catalog_cmd, storage_cmd, repo_cmd, backup_cmd, browse_cmd, postgres_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
 
