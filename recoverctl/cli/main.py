@@ -56,9 +56,19 @@ def _register() -> None:
         postgres_cmd,
         repo_cmd,
         storage_cmd,
+        wal_cmd,
     )
 
-    for module in (config_cmd, catalog_cmd, storage_cmd, repo_cmd, backup_cmd, browse_cmd, postgres_cmd):
+    for module in (
+        config_cmd,
+        catalog_cmd,
+        storage_cmd,
+        repo_cmd,
+        backup_cmd,
+        browse_cmd,
+        postgres_cmd,
+        wal_cmd,
+    ):
         for command in module.COMMANDS:
             cli.add_command(command)
 

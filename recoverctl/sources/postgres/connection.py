@@ -42,9 +42,8 @@ def connect(
     """Open an autocommit connection to the source; raise RecoverctlError naming host and port."""
     password = connect_env(src).get("PGPASSWORD")
     try:
-        return psycopg.connect(
-            conninfo(src, dbname), autocommit=True, **({"password": password} if password else {}), **kwargs
-        )
+        extra = {"password": password} if password else {}
+        return psycopg.connect(make_conninfo(conninfo(src, dbname), **extra), autocommit=True, **kwargs)
     except psycopg.OperationalError as e:
         raise RecoverctlError(
             f"unable to connect to PostgreSQL source '{name}' at {src.host}:{src.port}: "
