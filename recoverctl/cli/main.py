@@ -53,8 +53,11 @@ def _register() -> None:
         browse_cmd,
         catalog_cmd,
         config_cmd,
+        deploy_cmd,
         postgres_cmd,
+        releases_cmd,
         repo_cmd,
+        rollback_cmd,
         storage_cmd,
         wal_cmd,
     )
@@ -66,6 +69,9 @@ def _register() -> None:
         repo_cmd,
         backup_cmd,
         browse_cmd,
+        deploy_cmd,
+        rollback_cmd,
+        releases_cmd,
         postgres_cmd,
         wal_cmd,
     ):

@@ -388,8 +388,8 @@ class _Restorer:
                 with os.fdopen(fd, "wb") as f:
                     sparse = bool(node.get("sparse"))
                     for data in iter_content(self.repo, node.get("content", [])):
-                        if sparse and not data.strip(b"\0"):
-                            f.seek(len(data), os.SEEK_CUR)
+                        if sparse:
+                            _write_sparse(f, data)
                         else:
                             f.write(data)
                         written += len(data)
@@ -422,6 +422,21 @@ class _Restorer:
                 assert loc is not None
                 if self.repo.cipher.blob_id(f.read(loc.raw_length)) != bytes.fromhex(hex_id):
                     raise DecryptError(f"restored bytes of '{node['name']}' differ from the snapshot")
+
+
+_HOLE = 64 * 1024
+_ZEROS = bytes(_HOLE)
+
+
+def _write_sparse(f: Any, data: bytes) -> None:
+    """Write data, seeking over all-zero 64 KiB pieces so they stay holes."""
+    mv = memoryview(data)
+    for i in range(0, len(mv), _HOLE):
+        piece = mv[i : i + _HOLE]
+        if piece == _ZEROS[: len(piece)]:
+            f.seek(len(piece), os.SEEK_CUR)
+        else:
+            f.write(piece)
 
 
 def _apply_meta(path: str, node: Node, is_root: bool) -> None:
