@@ -42,6 +42,7 @@ from recoverctl.sources.postgres.server import (
     chown_tree,
     default_os_user,
     postmaster_pid,
+    postmaster_status,
     server_failure,
     start_server,
     stop_server,
@@ -332,9 +333,11 @@ def restore_postgres(
             "phases": {"fetch": round(fetch_s, 3)},
         }
         if start_port is not None:
-            out.update(
-                _run_recovery(repo, cfg, name, src, snap, target_dir, start_port, user, target, target_action)
+            recovered = _run_recovery(
+                repo, cfg, name, src, snap, target_dir, start_port, user, target, target_action
             )
+            out["phases"].update(recovered.pop("phases"))
+            out.update(recovered)
         out["phases"]["total"] = round(time.monotonic() - started, 3)
     except BaseException as e:
         catalog.finish_run(run_id, "failed", error=str(e)[:2000])
@@ -385,6 +388,14 @@ def _run_recovery(
                 hint=f"server log: {log}",
                 details={"missing_segment": missing, "log": str(log)},
             )
+        if time.monotonic() > deadline:
+            stop_server(target_dir, bin_dir, user, "immediate")
+            raise VerificationError(
+                f"recovery of '{target_dir}' did not finish within {_RECOVERY_TIMEOUT:.0f}s"
+            )
+        if postmaster_status(target_dir) not in ("ready", "standby"):
+            time.sleep(0.2)  # not accepting connections before it is consistent
+            continue
         try:
             lsn, commit, in_recovery = _recovered_point(src, port)
             if target_action == "pause" and in_recovery:
@@ -395,12 +406,7 @@ def _run_recovery(
             elif not in_recovery:
                 break
         except psycopg.OperationalError:
-            pass  # not accepting connections before it is consistent
-        if time.monotonic() > deadline:
-            stop_server(target_dir, bin_dir, user, "immediate")
-            raise VerificationError(
-                f"recovery of '{target_dir}' did not finish within {_RECOVERY_TIMEOUT:.0f}s"
-            )
+            pass  # between consistency and promotion connections may still be refused
         time.sleep(0.2)
     if target.kind != "latest":
         reached = "recovery stopping" in log.read_text(errors="replace") or target.kind == "immediate"

@@ -98,6 +98,15 @@ def postmaster_pid(data_dir: Path) -> int | None:
     return pid
 
 
+def postmaster_status(data_dir: Path) -> str | None:
+    """Return the status line of postmaster.pid ('starting', 'standby', 'ready', 'stopping')."""
+    try:
+        lines = (data_dir / "postmaster.pid").read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    return lines[7].strip() if len(lines) > 7 else None
+
+
 def stop_server(data_dir: Path, bin_dir: Path, os_user: str | None, mode: str = "fast") -> None:
     """Stop the server on `data_dir` and wait for it to exit (no-op when it is not running)."""
     if postmaster_pid(data_dir) is None:

@@ -59,7 +59,8 @@ class Env:
 
 def psql(port: int, sql: str, db: str = "postgres") -> list[str]:
     r = subprocess.run(
-        [str(BIN_DIR / "psql"), "-X", "-A", "-t", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", db,
+        [str(BIN_DIR / "psql"), "-X", "-A", "-t", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+         "-d", db,
          "-c", sql],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
@@ -68,7 +69,8 @@ def psql(port: int, sql: str, db: str = "postgres") -> list[str]:
 
 def stop(data_dir: Path) -> None:
     if (data_dir / "postmaster.pid").exists():
-        subprocess.run(_as_pg_user([str(BIN_DIR / "pg_ctl"), "-D", str(data_dir), "-m", "immediate", "-w", "stop"]),
+        ctl = [str(BIN_DIR / "pg_ctl"), "-D", str(data_dir), "-m", "immediate", "-w", "stop"]
+        subprocess.run(_as_pg_user(ctl),
                        capture_output=True)  # fmt: skip
 
 
@@ -124,9 +126,7 @@ def test_full_backup_while_pgbench_writes_then_pitr_to_each_target(env: Env) -> 
     pg.psql("insert into marks(note) values ('before_name')")
     cli("postgres", "restore-point", "rp1", check=0)
     pg.psql("insert into marks(note) values ('after_name')")
-    xid = pg.psql(
-        "begin; insert into marks(note) values ('at_xid'); select txid_current(); commit;"
-    ).splitlines()[-1]
+    xid = pg.psql("insert into marks(note) values ('at_xid') returning txid_current()").splitlines()[0]
     pg.psql("insert into marks(note) values ('after_xid')")
     env.archive_current()
 
@@ -178,10 +178,12 @@ def test_incremental_restores_the_same_database_as_full(env: Env) -> None:
     for snap in (base["snapshot_id"], inc["snapshot_id"]):
         target = env.target()
         port = free_port()
-        cli("restore", "postgres", "--target-dir", str(target), "--snapshot", snap, "--to-lsn", lsn, "--start",
+        cli("restore", "postgres", "--target-dir", str(target), "--snapshot", snap, "--to-lsn", lsn,
+            "--start",
             "--port", str(port), check=0)  # fmt: skip
         try:
-            dump = subprocess.run([str(BIN_DIR / "pg_dumpall"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres"],
+            dumpall = [str(BIN_DIR / "pg_dumpall"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres"]
+            dump = subprocess.run(dumpall,
                                   capture_output=True, text=True, check=True).stdout  # fmt: skip
         finally:
             stop(target)
