@@ -48,9 +48,27 @@ def cli(
 
 def _register() -> None:
     # One line per command module: a new capability adds its module here.
-    from recoverctl.cli import backup_cmd, browse_cmd, catalog_cmd, config_cmd, repo_cmd, storage_cmd
+    from recoverctl.cli import (
+        backup_cmd,
+        browse_cmd,
+        catalog_cmd,
+        config_cmd,
+        forget_cmd,
+        repo_cmd,
+        storage_cmd,
+        verify_cmd,
+    )
 
-    for module in (config_cmd, catalog_cmd, storage_cmd, repo_cmd, backup_cmd, browse_cmd):
+    for module in (
+        config_cmd,
+        catalog_cmd,
+        storage_cmd,
+        repo_cmd,
+        backup_cmd,
+        browse_cmd,
+        verify_cmd,
+        forget_cmd,
+    ):
         for command in module.COMMANDS:
             cli.add_command(command)
 
