@@ -23,6 +23,7 @@ from recoverctl.repo.pack import pack_key
 from recoverctl.storage.local import LocalStorage
 from tests.conftest import Cli
 from tests.fixtures.net import wait_until
+from tests.inproc_cli import InProcessCli
 
 FAST_KDF = {"name": "scrypt", "n": 2**10, "r": 8, "p": 1}
 
@@ -32,18 +33,19 @@ def make_repo(path: Path) -> Repository:
 
 
 @pytest.fixture
-def env(cli: Cli, tmp_path: Path) -> Cli:
+def env(cli: Cli, tmp_path: Path) -> InProcessCli:
+    cli = InProcessCli(cli)  # type: ignore[assignment]
     cli.write_config({"repository": {"url": str(tmp_path / "repo"), "pack_size_mib": 1}})
     cli.env["RECOVERCTL_PASSWORD"] = "pw"
     make_repo(tmp_path / "repo")
-    return cli
+    return cli  # type: ignore[return-value]
 
 
 def summary(stdout: str) -> dict[str, Any]:
     return [json.loads(x) for x in stdout.splitlines() if '"summary"' in x][-1]
 
 
-def test_flipped_byte_verify_names_pack_and_files_restore_refuses(env: Cli, tmp_path: Path) -> None:
+def test_flipped_byte_verify_names_pack_and_files_restore_refuses(env: InProcessCli, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     a, b = os.urandom(1_500_000), os.urandom(1_500_000)
@@ -86,7 +88,7 @@ def test_flipped_byte_verify_names_pack_and_files_restore_refuses(env: Cli, tmp_
     assert rows[loc.pack] == 0 and sum(rows.values()) == len(rows) - 1
 
 
-def test_deleted_index_reported_and_repaired(env: Cli, tmp_path: Path) -> None:
+def test_deleted_index_reported_and_repaired(env: InProcessCli, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     (src / "f.bin").write_bytes(os.urandom(300_000))
@@ -103,7 +105,7 @@ def test_deleted_index_reported_and_repaired(env: Cli, tmp_path: Path) -> None:
     assert (tmp_path / "out" / str(src).lstrip("/") / "g.txt").read_text() == "text\n" * 1000
 
 
-def test_locks_exit_11_naming_holder_and_stale_locks(env: Cli, tmp_path: Path) -> None:
+def test_locks_exit_11_naming_holder_and_stale_locks(env: InProcessCli, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     (src / "f").write_text("x")
@@ -138,7 +140,7 @@ def test_locks_exit_11_naming_holder_and_stale_locks(env: Cli, tmp_path: Path) -
     assert not list((tmp_path / "repo" / "locks").iterdir())
 
 
-def test_kill_9_mid_backup_then_retry_uploads_less(env: Cli, tmp_path: Path) -> None:
+def test_kill_9_mid_backup_then_retry_uploads_less(env: InProcessCli, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     for i in range(50):
@@ -176,7 +178,7 @@ def test_kill_9_mid_backup_then_retry_uploads_less(env: Cli, tmp_path: Path) -> 
     ).read_bytes()
 
 
-def test_forget_pins_prune_object_lock_and_catalog_sync(env: Cli, tmp_path: Path) -> None:
+def test_forget_pins_prune_object_lock_and_catalog_sync(env: InProcessCli, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     ids = []
@@ -235,7 +237,7 @@ def test_forget_without_rule_refused(env: Cli) -> None:
     assert "no keep rule" in r.error_json()["message"]
 
 
-def test_partial_backup_of_unreadable_file_exit_3(env: Cli, tmp_path: Path) -> None:
+def test_partial_backup_of_unreadable_file_exit_3(env: InProcessCli, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     (src / "ok").write_text("fine")
