@@ -53,8 +53,13 @@ def _register() -> None:
         browse_cmd,
         catalog_cmd,
         config_cmd,
+        deploy_cmd,
+        drill_cmd,
         forget_cmd,
+        releases_cmd,
         repo_cmd,
+        rollback_cmd,
+        status_cmd,
         storage_cmd,
         verify_cmd,
     )
@@ -68,6 +73,11 @@ def _register() -> None:
         browse_cmd,
         verify_cmd,
         forget_cmd,
+        deploy_cmd,
+        rollback_cmd,
+        releases_cmd,
+        drill_cmd,
+        status_cmd,
     ):
         for command in module.COMMANDS:
             cli.add_command(command)
