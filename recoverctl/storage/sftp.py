@@ -199,6 +199,8 @@ class SftpStorage:
                     sftp.get_channel().settimeout(self.options.timeout)  # type: ignore[union-attr]
                 yield sftp
             except StorageError:
+                self._release(sftp)
+                sftp = None
                 raise
             except FileNotFoundError as e:
                 self._release(sftp)
