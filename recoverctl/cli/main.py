@@ -48,9 +48,16 @@ def cli(
 
 def _register() -> None:
     # One line per command module: a new capability adds its module here.
-    from recoverctl.cli import catalog_cmd, config_cmd, storage_cmd
+    from recoverctl.cli import (
+        catalog_cmd,
+        config_cmd,
+        notify_cmd,
+        scheduler_cmd,
+        storage_cmd,
+        summary_cmd,
+    )
 
-    for module in (config_cmd, catalog_cmd, storage_cmd):
+    for module in (config_cmd, catalog_cmd, storage_cmd, notify_cmd, scheduler_cmd, summary_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
 
