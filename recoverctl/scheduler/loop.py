@@ -45,6 +45,7 @@ class SchedulerLoop:
     started: list[dict[str, Any]] = field(default_factory=list)
     _threads: list[threading.Thread] = field(default_factory=list)
     _last_seen: dict[str, float] = field(default_factory=dict)
+    _since: float = 0.0
 
     def schedules(self) -> list[Schedule]:
         return [s for s in self.cfg.schedules if s.enabled]
@@ -115,7 +116,13 @@ class SchedulerLoop:
             self.catalog,
             self.runner,
             "scheduler",
-            {"state": state, "running": running, "schedules": len(self.schedules()), "poll": self.poll},
+            {
+                "state": state,
+                "since": self._since,
+                "running": running,
+                "schedules": len(self.schedules()),
+                "poll": self.poll,
+            },
         )
         if self.metrics_textfile:
             from recoverctl.scheduler.metrics import write_textfile
@@ -132,7 +139,8 @@ class SchedulerLoop:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stopping.set())
-        self._init_last_seen(time.time())
+        self._since = time.time()
+        self._init_last_seen(self._since)
         self._heartbeat("running")
         last_beat = last_deliver = time.monotonic()
         while not self.stopping.is_set():

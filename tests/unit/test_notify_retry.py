@@ -75,5 +75,7 @@ def test_incident_key_is_stable_and_actions_follow_the_kind() -> None:
     b = Message(severity="critical", kind="backup.failed", summary="y", subject="main", at=2)
     assert a.incident_key == b.incident_key == "recoverctl/backup/main"
     assert a.action == "trigger"
-    assert Message(severity="warning", kind="backup.resolved", summary="ok", subject="main").action == "resolve"
+    assert (
+        Message(severity="warning", kind="backup.resolved", summary="ok", subject="main").action == "resolve"
+    )
     assert Message(severity="warning", kind="rollback.succeeded", summary="r").action == "change"

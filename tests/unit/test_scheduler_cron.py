@@ -47,7 +47,7 @@ def test_route_to_unknown_channel_and_bad_phone_number_are_config_errors() -> No
     with pytest.raises(ConfigError, match="unknown channel 'pager'"):
         parse_config({"notifications": {"routes": {"critical": ["pager"]}}}, env={})
     sms = {"type": "sms", "account_sid": "AC1", "auth_token": "t", "from": "+15550001111", "to": ["0170 123"]}
-    with pytest.raises(ConfigError, match="not an E.164 phone number"):
+    with pytest.raises(ConfigError, match=r"not an E\.164 phone number"):
         parse_config({"notifications": {"channels": {"sms": sms}}}, env={})
 
 
@@ -71,7 +71,9 @@ def test_cron_translates_to_systemd_calendar(expr: str, tz: str, calendar: str) 
 
 
 def test_cron_cannot_express_seconds_or_day_or_weekday() -> None:
-    cfg = parse_config({"schedules": [{"name": "fast", "cron": "* * * * * */5", "job": "catalog info"}]}, env={})
+    cfg = parse_config(
+        {"schedules": [{"name": "fast", "cron": "* * * * * */5", "job": "catalog info"}]}, env={}
+    )
     with pytest.raises(UsageError, match="second granularity"):
         crontab_lines(cfg)
     with pytest.raises(UsageError, match="OR weekday"):
