@@ -49,15 +49,34 @@ def cli(
 def _register() -> None:
     # One line per command module: a new capability adds its module here.
     from recoverctl.cli import (
+        backup_cmd,
+        browse_cmd,
         catalog_cmd,
         config_cmd,
+        deploy_cmd,
         notify_cmd,
+        releases_cmd,
+        repo_cmd,
+        rollback_cmd,
         scheduler_cmd,
         storage_cmd,
         summary_cmd,
     )
 
-    for module in (config_cmd, catalog_cmd, storage_cmd, notify_cmd, scheduler_cmd, summary_cmd):
+    for module in (
+        config_cmd,
+        catalog_cmd,
+        storage_cmd,
+        repo_cmd,
+        backup_cmd,
+        browse_cmd,
+        deploy_cmd,
+        rollback_cmd,
+        releases_cmd,
+        notify_cmd,
+        scheduler_cmd,
+        summary_cmd,
+    ):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -8,6 +8,7 @@ import click
 
 from recoverctl.actions.deliver import deliver_pending, send_test
 from recoverctl.cli.context import App, pass_app
+from recoverctl.cli.options import json_option
 from recoverctl.errors import PartialError, RecoverctlError
 
 
@@ -35,6 +36,7 @@ def _result_lines(results: list[dict[str, Any]]) -> str:
     help="Severity of the test message, and the route used without --channel.",
 )
 @click.option("--dry-run", is_flag=True, help="Show which channels would be sent to; send nothing.")
+@json_option
 @pass_app
 def test(app: App, channel: str | None, severity: str, dry_run: bool) -> None:
     """Send a test message and report per-channel results (exit 3 if some failed, 1 if all).
@@ -60,6 +62,7 @@ def test(app: App, channel: str | None, severity: str, dry_run: bool) -> None:
 
 
 @notify_group.command("deliver")
+@json_option
 @pass_app
 def deliver(app: App) -> None:
     """Send events recorded in the catalog that were not delivered yet (the scheduler does this too).

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from recoverctl.actions.schedules import install, run_job
 from recoverctl.catalog import tables as t
 from recoverctl.cli.context import App, pass_app
+from recoverctl.cli.options import json_option
 from recoverctl.config import parse_duration
 from recoverctl.errors import UsageError
 from recoverctl.scheduler.defaults import DEFAULT_SCHEDULE_YAML
@@ -31,6 +32,7 @@ def scheduler_group() -> None:
 
 
 @scheduler_group.command("init")
+@json_option
 @pass_app
 def init(app: App) -> None:
     """Print the runbook's default schedule as YAML to paste into the config.
@@ -54,6 +56,7 @@ def init(app: App) -> None:
 @click.option(
     "--metrics-textfile", metavar="PATH", help="Write Prometheus metrics here (node_exporter textfile)."
 )
+@json_option
 @pass_app
 def run(app: App, poll: float, lease: float, metrics_textfile: str | None) -> None:
     """Run due jobs until SIGTERM; several runners may share one catalog (each job runs once).
@@ -84,6 +87,7 @@ def run(app: App, poll: float, lease: float, metrics_textfile: str | None) -> No
 @click.option("--print", "print_only", is_flag=True, help="Print instead of installing.")
 @click.option("--dir", "directory", metavar="DIR", help="Write systemd units here instead of the default.")
 @click.option("--dry-run", is_flag=True, help="Same as --print: show what would be installed.")
+@json_option
 @pass_app
 def install_cmd(
     app: App, mode: str | None, user: bool, print_only: bool, directory: str | None, dry_run: bool
@@ -113,6 +117,7 @@ def install_cmd(
 
 @scheduler_group.command("status")
 @click.option("--limit", default=20, show_default=True, help="Recent runs to show.")
+@json_option
 @pass_app
 def status(app: App, limit: int) -> None:
     """Show scheduler heartbeats and the most recent scheduled runs.
@@ -170,6 +175,7 @@ def status(app: App, limit: int) -> None:
     "--lease", default="60s", show_default=True, callback=_duration, help="Lease on the claimed run."
 )
 @click.option("--metrics-textfile", metavar="PATH", help="Write Prometheus metrics here after the run.")
+@json_option
 @pass_app
 def run_job_cmd(app: App, name: str, now_as_due: bool, lease: float, metrics_textfile: str | None) -> None:
     """Run one scheduled job with the scheduler's lease, recording and notifications (cron mode).

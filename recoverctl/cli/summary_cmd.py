@@ -8,6 +8,7 @@ import click
 
 from recoverctl.actions.summary import summary
 from recoverctl.cli.context import App, pass_app
+from recoverctl.cli.options import json_option
 from recoverctl.errors import PartialError
 
 
@@ -17,6 +18,7 @@ from recoverctl.errors import PartialError
     "--send", is_flag=True, help="Send it (text + HTML email, Slack text) to notifications.routes.info."
 )
 @click.option("--dry-run", is_flag=True, help="With --send: show the channels it would go to; send nothing.")
+@json_option
 @pass_app
 def summary_cmd(app: App, period: str, send: bool, dry_run: bool) -> None:
     """Summarize the last day or week: backups, RPO exposure, drills, deploys, rollbacks, notifications.
