@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 class Delivery:
     channel: str
     channel_type: str
-    status: str  # sent / failed
+    status: str  # sent / failed / suppressed (min_interval)
     attempts: int
     http_status: int | None = None
     error: str | None = None
@@ -48,6 +48,16 @@ def send_to_channels(
     for name in channels:
         channel = cfg.notifications.channels[name]
         delivery = Delivery(name, channel.type, "failed", 0, event_id=message.event_id)
+        if (
+            catalog is not None
+            and channel.min_interval > 0
+            and _sent_within(catalog, name, channel.min_interval)
+        ):
+            delivery.status = "suppressed"
+            delivery.error = f"min_interval {channel.min_interval:g}s: the channel was used moments ago"
+            results.append(delivery)
+            _record(catalog, message, delivery)
+            continue
         notifier: Notifier | None = None
         try:
             notifier = build_notifier(name, channel)
@@ -74,6 +84,16 @@ def send_to_channels(
         if catalog is not None:
             _record(catalog, message, delivery)
     return results
+
+
+def _sent_within(catalog: Catalog, channel: str, seconds: float) -> bool:
+    with catalog.begin() as conn:
+        last = conn.execute(
+            sa.select(sa.func.max(t.notifications.c.at)).where(
+                t.notifications.c.channel == channel, t.notifications.c.status == "sent"
+            )
+        ).scalar()
+    return last is not None and time.time() - float(last) < seconds
 
 
 def _record(catalog: Catalog, message: Message, d: Delivery) -> None:

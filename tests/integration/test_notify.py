@@ -5,15 +5,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
+from recoverctl.actions.deliver import deliver_pending, send_test
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
+from recoverctl.config import load_config
+from recoverctl.errors import ConfigError
 from tests.conftest import Cli
 from tests.fixtures.http_receiver import HttpReceiver, Reply
 from tests.fixtures.net import free_port
@@ -255,13 +258,14 @@ def test_events_are_routed_by_severity_with_stable_dedup_keys(cli: Cli, http_rec
         "backup.resolved", "critical", "main", "backup of main works again", None, "recoverctl/backup/main"
     )
     catalog.emit_event("rollback.succeeded", "critical", "api", "rolled back to 1.4.1")
-    cli("notify", "deliver", check=0)
+    assert cli.config_path is not None
+    cfg = load_config(str(cli.config_path), env={})
+    deliver_pending(cfg, catalog)
     resolve, rollback = (r.json() for r in rx.at("/v2/enqueue")[2:])
     assert (resolve["event_action"], resolve["dedup_key"]) == ("resolve", "recoverctl/backup/main")
     assert rollback["event_action"] == "trigger"
     # Delivered events are not sent again.
-    again = cli("--json", "notify", "deliver", check=0).json()
-    assert again["events"] == 0 and len(rx.requests) == 10
+    assert deliver_pending(cfg, catalog)["events"] == 0 and len(rx.requests) == 10
     catalog.close()
 
 
@@ -343,7 +347,30 @@ def test_bad_channel_and_missing_route_are_usage_errors(cli: Cli) -> None:
         {"notifications": {"channels": {"s": {"type": "slack", "webhook_url": "http://127.0.0.1:1/"}}}}
     )
     assert "unknown notification channel 'nope'" in cli("notify", "test", "--channel", "nope", check=2).stderr
-    assert "no channels are routed" in cli("notify", "test", "--severity", "critical", check=2).stderr
-    dry = cli("--json", "notify", "test", "--channel", "s", "--dry-run", check=0).json()
+    assert cli.config_path is not None
+    cfg = load_config(str(cli.config_path), env={})
+    catalog = Catalog(cli.env["RECOVERCTL_CATALOG"])
+    with pytest.raises(ConfigError, match="no channels are routed"):
+        send_test(cfg, catalog, None, "critical", dry_run=False)
+    dry = send_test(cfg, catalog, "s", "warning", dry_run=True)
     assert dry["results"] == [{"channel": "s", "channel_type": "slack", "status": "would-send"}]
-    json.dumps(dry)
+    assert _notifications(cli) == []
+    catalog.close()
+
+
+def test_min_interval_suppresses_a_burst(tmp_path: Path, http_receiver: HttpReceiver) -> None:
+    from recoverctl.actions.deliver import send_to_channels
+    from recoverctl.config import parse_config
+    from recoverctl.notify import Message
+
+    slack = {"type": "slack", "webhook_url": http_receiver.url("/s"), "min_interval": "1h"}
+    cfg = parse_config({"notifications": {"channels": {"s": slack}}}, env={})
+    catalog = Catalog(f"sqlite:///{tmp_path / 'c.db'}")
+    msg = Message(severity="warning", kind="backup.failed", summary="x", subject="main")
+    (first,) = send_to_channels(cfg, catalog, msg, ["s"])
+    (second,) = send_to_channels(cfg, catalog, msg, ["s"])
+    assert (first.status, second.status) == ("sent", "suppressed")
+    assert len(http_receiver.at("/s")) == 1
+    with catalog.begin() as conn:
+        assert [r.status for r in conn.execute(sa.select(t.notifications)).all()] == ["sent", "suppressed"]
+    catalog.close()
