@@ -341,3 +341,30 @@ def test_config_check_names_a_bad_schedule(cli: Cli) -> None:
     assert "schedule 'nightly': unknown time zone" in cli("config", "check", check=2).stderr
     assert "name: daily-full" in cli("scheduler", "init", check=0).stdout
     os.environ.get("CI")
+
+
+def test_scheduler_health_for_status(tmp_path: Path) -> None:
+    from recoverctl.config import parse_config
+    from recoverctl.scheduler import leases
+    from recoverctl.scheduler.health import scheduler_health
+
+    hourly = {"name": "hourly", "cron": "0 * * * *", "job": "catalog info"}
+    cfg = parse_config({"schedules": [hourly]}, env={})
+    catalog = Catalog(f"sqlite:///{tmp_path / 'c.db'}")
+    now = time.time()
+    h = scheduler_health(cfg, catalog, now)
+    assert h["status"] == "amber" and "no scheduler is alive" in h["reason"]
+
+    leases.heartbeat(catalog, "scheduler:h:1", "scheduler", {"state": "running"})
+    h = scheduler_health(cfg, catalog, time.time())
+    assert h["status"] == "green" and h["runners"][0]["name"] == "scheduler:h:1"
+
+    due = cron.previous("0 * * * *", "UTC", now)
+    claim = leases.claim(catalog, "hourly", due, "run-job:h:2", 60).claim
+    assert claim is not None
+    leases.finish(catalog, claim, "failed", {"exit_code": 1})
+    h = scheduler_health(cfg, catalog, time.time())
+    assert h["status"] == "amber" and "last run of 'hourly' failed" in h["reason"]
+    # Silent for too long, the heartbeat no longer counts.
+    assert scheduler_health(cfg, catalog, time.time() + 3600)["runners"] == []
+    catalog.close()
