@@ -151,8 +151,7 @@ def _plan_schema(
     plan["current_revision"] = down["from_revision"]
     if down.get("sql_error"):
         warnings.append(
-            f"the downgrade SQL could not be rendered offline ({down['sql_error']}): "
-            "what it drops is unknown"
+            f"the downgrade SQL could not be rendered offline ({down['sql_error']}): what it drops is unknown"
         )
     if down["drops"]["tables"] or down["drops"]["columns"]:
         lost = ", ".join(f"{tbl} ({n} rows)" for tbl, n in down["rows_lost"].items())
