@@ -70,6 +70,9 @@ class S3Options(Model):
     secret_access_key: SecretStr | None = None
     multipart_threshold_mib: int = 64
     multipart_chunk_mib: int = 16
+    max_concurrency: int = 8
+    connect_timeout: Duration = 10.0
+    read_timeout: Duration = 60.0
 
 
 class SftpOptions(Model):
@@ -77,6 +80,7 @@ class SftpOptions(Model):
     known_hosts: str | None = None
     insecure_accept_new_host_keys: bool = False
     timeout: Duration = 15.0
+    connections: int = 4
 
 
 class RetryOptions(Model):

@@ -54,9 +54,11 @@ def _register() -> None:
         catalog_cmd,
         config_cmd,
         deploy_cmd,
+        drill_cmd,
         releases_cmd,
         repo_cmd,
         rollback_cmd,
+        status_cmd,
         storage_cmd,
     )
 
@@ -70,6 +72,8 @@ def _register() -> None:
         deploy_cmd,
         rollback_cmd,
         releases_cmd,
+        drill_cmd,
+        status_cmd,
     ):
         for command in module.COMMANDS:
             cli.add_command(command)
