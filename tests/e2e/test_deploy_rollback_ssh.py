@@ -1,4 +1,4 @@
-"""Deploy and roll back over SSH on three real sshd hosts (loopback ports), each serving with busybox httpd."""
+"""Deploy and roll back over SSH on three real sshd hosts (loopback ports) serving with busybox httpd."""
 
 from __future__ import annotations
 
