@@ -55,11 +55,13 @@ def _register() -> None:
         config_cmd,
         deploy_cmd,
         drill_cmd,
+        forget_cmd,
         releases_cmd,
         repo_cmd,
         rollback_cmd,
         status_cmd,
         storage_cmd,
+        verify_cmd,
     )
 
     for module in (
@@ -69,6 +71,8 @@ def _register() -> None:
         repo_cmd,
         backup_cmd,
         browse_cmd,
+        verify_cmd,
+        forget_cmd,
         deploy_cmd,
         rollback_cmd,
         releases_cmd,
