@@ -222,6 +222,9 @@ class SshHost(Model):
     user: str | None = None
     key_file: str | None = None
     health_url: str | None = None
+    # Per-host layout, for fleets whose hosts differ (defaults: the service's).
+    releases_dir: str | None = None
+    current_link: str | None = None
 
 
 class SshService(Model):
