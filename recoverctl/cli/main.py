@@ -56,11 +56,14 @@ def _register() -> None:
         deploy_cmd,
         drill_cmd,
         forget_cmd,
+        notify_cmd,
         releases_cmd,
         repo_cmd,
         rollback_cmd,
+        scheduler_cmd,
         status_cmd,
         storage_cmd,
+        summary_cmd,
         verify_cmd,
     )
 
@@ -78,6 +81,9 @@ def _register() -> None:
         releases_cmd,
         drill_cmd,
         status_cmd,
+        notify_cmd,
+        scheduler_cmd,
+        summary_cmd,
     ):
         for command in module.COMMANDS:
             cli.add_command(command)
