@@ -48,9 +48,9 @@ def cli(
 
 def _register() -> None:
     # One line per command module: a new capability adds its module here.
-    from recoverctl.cli import catalog_cmd, config_cmd, storage_cmd
+    from recoverctl.cli import catalog_cmd, config_cmd, serve_cmd, storage_cmd
 
-    for module in (config_cmd, catalog_cmd, storage_cmd):
+    for module in (config_cmd, catalog_cmd, storage_cmd, serve_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
 
