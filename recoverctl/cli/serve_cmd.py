@@ -14,6 +14,17 @@ from recoverctl.config import parse_duration
 from recoverctl.service.worker import Worker
 
 
+def _json_flag(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    # `recoverctl alerts --json` as well as `recoverctl --json alerts`.
+    if value:
+        ctx.find_object(App).json = True  # type: ignore[union-attr]
+
+
+json_option = click.option(
+    "--json", is_flag=True, expose_value=False, callback=_json_flag, help="Machine-readable output."
+)
+
+
 @click.command("serve")
 @click.option("--host", default=None, help="Address to bind (default: serve.host, 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default: serve.port, 8035).")
@@ -58,6 +69,7 @@ def serve(
 @click.command("worker")
 @click.option("--concurrency", type=int, default=None, help="Job threads (default: serve.workers).")
 @click.option("--once", is_flag=True, help="Run the queued jobs, then exit.")
+@json_option
 @pass_app
 def worker(app: App, concurrency: int | None, once: bool) -> None:
     """Run jobs from the persistent queue (what webhooks accepted) until stopped.
@@ -109,6 +121,7 @@ def worker(app: App, concurrency: int | None, once: bool) -> None:
 )
 @click.option("--decision", type=click.Choice(DECISIONS), default=None, help="Only this decision.")
 @click.option("--service", default=None, help="Only this service.")
+@json_option
 @pass_app
 def alerts(app: App, limit: int, since: str | None, decision: str | None, service: str | None) -> None:
     """Show what recoverctl decided for each alert it received, and why.
