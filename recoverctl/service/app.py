@@ -25,13 +25,14 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recoverctl import __version__
-from recoverctl.actions.alert_intake import SOURCES, AlertIn, intake, list_decisions, record_rejection
+from recoverctl.actions.alert_intake import SOURCES, AlertIn, list_decisions, record_rejection
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import jobs as jobq
 from recoverctl.catalog import tables as t
 from recoverctl.config import Config
 from recoverctl.errors import CatalogError, RecoverctlError
 from recoverctl.service.auth import Secrets, authenticate
+from recoverctl.service.batcher import IntakeBatcher
 from recoverctl.service.metrics import Metrics
 from recoverctl.service.payloads import AlertmanagerWebhook, GenericEvent, GrafanaWebhook
 from recoverctl.service.worker import HEARTBEAT_EVERY, Worker
@@ -51,6 +52,13 @@ class ServiceState:
     worker: Worker | None = None
     force_dry_run: bool = False
     _repo_check: tuple[float, dict[str, Any]] | None = field(default=None, repr=False)
+    _batcher: IntakeBatcher | None = field(default=None, repr=False)
+
+    @property
+    def batcher(self) -> IntakeBatcher:
+        if self._batcher is None:
+            self._batcher = IntakeBatcher(self.cfg, self.catalog, force_dry_run=self.force_dry_run)
+        return self._batcher
 
     def reject(self, source: str, reason: str) -> None:
         """Store a rejected decision; a catalog outage must not turn a 4xx into a 5xx."""
@@ -61,7 +69,7 @@ class ServiceState:
 
     def accept(self, source: str, alerts: list[AlertIn]) -> dict[str, Any]:
         try:
-            decisions = intake(self.cfg, self.catalog, alerts, force_dry_run=self.force_dry_run)
+            decisions = self.batcher.submit(alerts)
         except CatalogError as e:
             self.metrics.requests.labels(source, "unavailable").inc()
             raise HTTPException(503, detail=f"catalog unavailable, retry later: {e.message}") from None
@@ -124,6 +132,11 @@ class ServiceState:
         return result
 
 
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON (RFC 8259) though Python's parser accepts them.
+    raise ValueError(f"{name} is not valid JSON")
+
+
 class HookGuard:
     """ASGI middleware for POST /hooks/*: body limit, authentication, JSON syntax — before FastAPI parses."""
 
@@ -182,7 +195,7 @@ class HookGuard:
             await refuse(401, "unauthorized", why)
             return
         try:
-            json.loads(body)
+            json.loads(body, parse_constant=_refuse_constant)
         except (ValueError, UnicodeDecodeError) as e:
             await refuse(400, "malformed", f"body is not JSON: {e}")
             return
@@ -237,6 +250,7 @@ def create_app(state: ServiceState) -> FastAPI:
         return JSONResponse({"error": "invalid", "detail": errors}, status_code=422)
 
     responses: dict[int | str, dict[str, Any]] = {
+        202: {"model": Accepted, "description": "decided and committed"},
         400: {"description": "body is not JSON"},
         401: {"description": "bad or missing token/signature, or stale timestamp"},
         413: {"description": "body too large"},
@@ -244,20 +258,20 @@ def create_app(state: ServiceState) -> FastAPI:
         503: {"description": "catalog unavailable: retry"},
     }
 
-    @app.post("/hooks/alertmanager", status_code=202, response_model=Accepted, responses=responses)
-    def alertmanager(payload: AlertmanagerWebhook) -> dict[str, Any]:
+    @app.post("/hooks/alertmanager", status_code=202, response_class=JSONResponse, responses=responses)
+    def alertmanager(payload: AlertmanagerWebhook) -> JSONResponse:
         """Alertmanager webhook (version 4)."""
-        return state.accept("alertmanager", payload.to_alerts())
+        return JSONResponse(state.accept("alertmanager", payload.to_alerts()), status_code=202)
 
-    @app.post("/hooks/grafana", status_code=202, response_model=Accepted, responses=responses)
-    def grafana(payload: GrafanaWebhook) -> dict[str, Any]:
+    @app.post("/hooks/grafana", status_code=202, response_class=JSONResponse, responses=responses)
+    def grafana(payload: GrafanaWebhook) -> JSONResponse:
         """Grafana-managed alerting webhook (version 1)."""
-        return state.accept("grafana", payload.to_alerts())
+        return JSONResponse(state.accept("grafana", payload.to_alerts()), status_code=202)
 
-    @app.post("/hooks/generic", status_code=202, response_model=Accepted, responses=responses)
-    def generic(payload: GenericEvent) -> dict[str, Any]:
+    @app.post("/hooks/generic", status_code=202, response_class=JSONResponse, responses=responses)
+    def generic(payload: GenericEvent) -> JSONResponse:
         """A signed event from any other sender."""
-        return state.accept("generic", payload.to_alerts())
+        return JSONResponse(state.accept("generic", payload.to_alerts()), status_code=202)
 
     @app.get("/health")
     def health() -> JSONResponse:

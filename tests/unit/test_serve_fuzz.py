@@ -93,7 +93,7 @@ def test_openapi_documents_the_hooks(client: TestClient) -> None:
         assert "requestBody" in spec["paths"][hook]["post"]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     hook=st.sampled_from(["alertmanager", "grafana", "generic"]),
     body=payload | json_values,
