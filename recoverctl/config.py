@@ -70,6 +70,9 @@ class S3Options(Model):
     secret_access_key: SecretStr | None = None
     multipart_threshold_mib: int = 64
     multipart_chunk_mib: int = 16
+    max_concurrency: int = 8
+    connect_timeout: Duration = 10.0
+    read_timeout: Duration = 60.0
 
 
 class SftpOptions(Model):
@@ -77,6 +80,7 @@ class SftpOptions(Model):
     known_hosts: str | None = None
     insecure_accept_new_host_keys: bool = False
     timeout: Duration = 15.0
+    connections: int = 4
 
 
 class RetryOptions(Model):
@@ -174,8 +178,12 @@ class HealthPolicy(Model):
 class DatabaseLink(Model):
     source: str
     alembic_config: str | None = None
+    # May contain {version}: the migration scripts shipped with that release.
     script_location: str | None = None
     url: SecretStr | None = None
+    dbname: str | None = None
+    restore_point: bool = True
+    migrate: bool = True
 
 
 class DockerService(Model):

@@ -48,9 +48,39 @@ def cli(
 
 def _register() -> None:
     # One line per command module: a new capability adds its module here.
-    from recoverctl.cli import catalog_cmd, config_cmd, serve_cmd, storage_cmd
+    from recoverctl.cli import (
+        backup_cmd,
+        browse_cmd,
+        catalog_cmd,
+        config_cmd,
+        deploy_cmd,
+        drill_cmd,
+        forget_cmd,
+        releases_cmd,
+        repo_cmd,
+        rollback_cmd,
+        serve_cmd,
+        status_cmd,
+        storage_cmd,
+        verify_cmd,
+    )
 
-    for module in (config_cmd, catalog_cmd, storage_cmd, serve_cmd):
+    for module in (
+        config_cmd,
+        catalog_cmd,
+        storage_cmd,
+        repo_cmd,
+        backup_cmd,
+        browse_cmd,
+        verify_cmd,
+        forget_cmd,
+        deploy_cmd,
+        rollback_cmd,
+        releases_cmd,
+        drill_cmd,
+        status_cmd,
+        serve_cmd,
+    ):
         for command in module.COMMANDS:
             cli.add_command(command)
 

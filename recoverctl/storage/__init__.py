@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from urllib.parse import urlsplit
 
 from recoverctl.config import RepositoryConfig
@@ -34,8 +35,15 @@ def open_backend(url: str, options: RepositoryConfig | None = None) -> Storage:
 
 
 def open_storage(url: str, options: RepositoryConfig | None = None) -> Storage:
-    """Given a repository URL, return its backend wrapped in the retry layer."""
+    """Given a repository URL, return its backend wrapped in the retry layer.
+
+    With RECOVERCTL_FAULTS set, the fault injector sits between the two (see storage/faults.py).
+    """
+    from recoverctl.storage.faults import ENV_FAULTS, FaultyStorage, parse_faults
     from recoverctl.storage.retry import RetryingStorage
 
     options = options or RepositoryConfig(url=url)
-    return RetryingStorage(open_backend(url, options), options.retry)
+    backend = open_backend(url, options)
+    if os.environ.get(ENV_FAULTS):
+        backend = FaultyStorage(backend, parse_faults(os.environ[ENV_FAULTS]))
+    return RetryingStorage(backend, options.retry)

@@ -1,0 +1,86 @@
+"""The `backup files` use case: lock, back up, record the run and the snapshot in the catalog."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from recoverctl.actions.repository import open_repository
+from recoverctl.catalog import Catalog
+from recoverctl.catalog import tables as t
+from recoverctl.config import Config
+from recoverctl.progress import Progress
+from recoverctl.repo import BackupResult, Repository, Snapshot
+from recoverctl.sources.files import backup_files as files_backup
+
+
+def record_snapshot(catalog: Catalog, repo: Repository, snap: Snapshot) -> None:
+    """Insert or replace a snapshot row in the catalog."""
+    row = {
+        "repository": repo.url,
+        "time": snap.time,
+        "kind": snap.kind,
+        "source": snap.source,
+        "paths": snap.paths,
+        "tags": snap.tags,
+        "parent": snap.parent,
+        "summary": snap.summary,
+    }
+    with catalog.begin() as conn:
+        conn.execute(t.snapshots.delete().where(t.snapshots.c.id == snap.id))
+        conn.execute(t.snapshots.insert().values(id=snap.id, **row))
+
+
+def backup_files(
+    cfg: Config,
+    catalog: Catalog,
+    password: str,
+    paths: list[str],
+    *,
+    tags: dict[str, str] | None = None,
+    excludes: list[str] | None = None,
+    one_file_system: bool = False,
+    force_read: bool = False,
+    dry_run: bool = False,
+    source: str | None = None,
+    progress: Progress | None = None,
+) -> BackupResult:
+    """Back up paths into the configured repository under a shared lock.
+
+    Return the result (summary, warnings, `partial`); record a run (and the snapshot) in the
+    catalog. Raise StorageError / LockedError / WrongKeyError; a failed run is recorded too.
+    """
+    repo = open_repository(cfg, password)
+    run_id = None if dry_run else catalog.start_run("backup", source or "files", repo.url)
+    try:
+        with repo.lock(operation="backup"):
+            if not dry_run:
+                repo.index_orphan_packs()
+            result = files_backup(
+                repo,
+                paths,
+                tags=tags,
+                excludes=excludes,
+                one_file_system=one_file_system,
+                force_read=force_read,
+                dry_run=dry_run,
+                source=source,
+                progress=progress,
+            )
+    except BaseException as e:
+        if run_id is not None:
+            catalog.finish_run(run_id, "failed", error=str(e)[:2000])
+        raise
+    finally:
+        repo.close()
+    if run_id is not None and result.snapshot is not None:
+        record_snapshot(catalog, repo, result.snapshot)
+        details: dict[str, Any] = {"summary": result.summary, "warnings": result.warnings[:100]}
+        catalog.finish_run(
+            run_id,
+            "partial" if result.partial else "succeeded",
+            bytes_read=result.summary["bytes_read"],
+            bytes_added=result.summary["bytes_added"],
+            snapshot_id=result.snapshot_id,
+            details=details,
+        )
+    return result

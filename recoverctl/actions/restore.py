@@ -1,0 +1,58 @@
+"""The `restore` use case: lock, restore into a directory, record the run, fail loudly on damage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from recoverctl.actions.repository import open_repository
+from recoverctl.catalog import Catalog
+from recoverctl.config import Config
+from recoverctl.errors import PartialError, VerificationError
+from recoverctl.progress import Progress
+from recoverctl.repo import restore_snapshot
+
+
+def restore(
+    cfg: Config,
+    catalog: Catalog,
+    password: str,
+    ref: str,
+    target: str,
+    *,
+    include: list[str] | None = None,
+    verify: bool = False,
+    delta: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Restore snapshot `ref` into `target`; return counts.
+
+    Raise VerificationError (exit 13) when damaged blobs kept files from being restored (the
+    other files are restored), PartialError (exit 3) for other per-file failures.
+    """
+    repo = open_repository(cfg, password)
+    run_id = catalog.start_run("restore", None, repo.url)
+    try:
+        with repo.lock(operation="restore"):
+            snap = repo.resolve_snapshot(ref)
+            result = restore_snapshot(
+                repo, snap.id, target, include=include, delta=delta, verify=verify, progress=progress
+            )
+    except BaseException as e:
+        catalog.finish_run(run_id, "failed", error=str(e)[:2000])
+        raise
+    finally:
+        repo.close()
+    out = {"snapshot": snap.id, "target": target, **result.to_dict()}
+    status = "partial" if result.errors else "succeeded"
+    catalog.finish_run(run_id, status, bytes_read=result.bytes, snapshot_id=snap.id, details=out)
+    if result.errors:
+        names = ", ".join(e["path"] for e in result.errors[:10])
+        more = f" and {len(result.errors) - 10} more" if len(result.errors) > 10 else ""
+        cls = VerificationError if any(e["damaged"] == "yes" for e in result.errors) else PartialError
+        raise cls(
+            f"restore of snapshot {snap.id[:8]} into '{target}': {len(result.errors)} file(s) not restored: "
+            f"{names}{more}",
+            hint="run 'recoverctl verify --read-data' to find damaged packs; the other files were restored",
+            details=out,
+        )
+    return out

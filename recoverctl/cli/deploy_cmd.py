@@ -1,0 +1,52 @@
+"""`recoverctl deploy SERVICE VERSION`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from recoverctl.cli.context import App, pass_app
+from recoverctl.cli.options import json_option
+
+
+@click.command("deploy")
+@click.argument("service")
+@click.argument("version")
+@click.option(
+    "--no-verify", is_flag=True, help="Do not run the health check (the release is marked unverified)."
+)
+@click.option("--dry-run", is_flag=True, help="Show what would happen; change nothing.")
+@json_option
+@pass_app
+def deploy_command(app: App, service: str, version: str, no_verify: bool, dry_run: bool) -> None:
+    """Deploy VERSION of SERVICE: restore point, migrations, start, verify, retire old releases.
+
+    If the health check fails the previous version is started again, the release is marked
+    failed and the exit code is 13. Docker images are tags of the service's `image`; an image
+    missing from the engine is pulled.
+
+    \b
+    Example:
+      recoverctl deploy web v2
+      recoverctl deploy web v2 --no-verify --json
+    """
+    from recoverctl.actions.deploy import deploy
+
+    result = deploy(app.config, app.catalog, service, version, verify=not no_verify, dry_run=dry_run)
+
+    def text(d: dict[str, Any]) -> str:
+        if d.get("dry_run"):
+            return (
+                f"would deploy {d['service']} {d['version']} (now: {d['previous'] or 'nothing'}) "
+                f"on {d['target']}; restore point: {'yes' if d['restore_point'] else 'no'}; "
+                f"migrate to: {d['migrate_to'] or '-'}; verify: {'yes' if d['verify'] else 'no'}"
+            )
+        steps = ", ".join(f"{s['name']} {s['seconds']:.2f}s" for s in d["steps"])
+        note = "" if d["verified"] else " (NOT verified)"
+        return f"{d['service']} {d['version']} is live{note} in {d['duration_s']:.2f}s ({steps})"
+
+    app.render(result, text)
+
+
+COMMANDS = [deploy_command]

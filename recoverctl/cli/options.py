@@ -1,0 +1,29 @@
+"""Options shared by commands: `--json` after the subcommand works like the global flag."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from recoverctl.cli.context import App
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.find_object(App).json = True  # type: ignore[union-attr]
+
+
+def json_option(f: F) -> F:
+    """Accept `--json` on the subcommand itself (same effect as `recoverctl --json ...`)."""
+    return click.option(
+        "--json",
+        "_json",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_json,
+        help="Machine-readable output.",
+    )(f)

@@ -1,0 +1,101 @@
+"""Pack files: many sealed blobs followed by a sealed header that lists them.
+
+Layout: ``blob_0 .. blob_n | sealed header | u32 header length | b"RCP1"``. The header holds, per
+blob, its type, id, stored length and plaintext length (offsets follow from the order), so
+`repair index` can rebuild every index entry from the packs alone. A pack's name is the SHA-256
+of its bytes, which lets verification spot a damaged pack without the key.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from recoverctl.repo.crypto import Cipher, DecryptError, sha256_hex
+
+MAGIC = b"RCP1"
+TRAILER = struct.Struct("<I4s")
+ENTRY = struct.Struct("<B32sII")
+HEADER_AAD = b"recoverctl-pack-header"
+
+DATA = 0
+TREE = 1
+TYPE_NAMES = {DATA: "data", TREE: "tree"}
+
+
+def blob_aad(blob_type: int, blob_id: bytes) -> bytes:
+    return bytes([blob_type]) + blob_id
+
+
+@dataclass(frozen=True)
+class PackEntry:
+    type: int
+    id: bytes
+    offset: int
+    length: int
+    raw_length: int
+
+
+def pack_key(pack_id: str) -> str:
+    return f"data/{pack_id[:2]}/{pack_id}"
+
+
+class PackBuilder:
+    """Collects sealed blobs until `full`; `finish()` returns (pack id, bytes, entries)."""
+
+    def __init__(self, cipher: Cipher, target_size: int):
+        self.cipher = cipher
+        self.target_size = target_size
+        self.parts: list[bytes] = []
+        self.entries: list[PackEntry] = []
+        self.size = 0
+
+    def add(self, blob_type: int, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
+        self.entries.append(PackEntry(blob_type, blob_id, self.size, len(sealed), raw_length))
+        self.parts.append(sealed)
+        self.size += len(sealed)
+
+    @property
+    def full(self) -> bool:
+        return self.size >= self.target_size
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def finish(self) -> tuple[str, bytes, list[PackEntry]]:
+        header = b"".join(ENTRY.pack(e.type, e.id, e.length, e.raw_length) for e in self.entries)
+        sealed_header = self.cipher.seal(header, HEADER_AAD, compress=False)
+        self.parts.append(sealed_header)
+        self.parts.append(TRAILER.pack(len(sealed_header), MAGIC))
+        data = b"".join(self.parts)
+        self.parts = []
+        return sha256_hex(data), data, self.entries
+
+
+def parse_header(cipher: Cipher, tail: bytes, pack_size: int, what: str) -> list[PackEntry]:
+    """Given the last bytes of a pack (at least the header), return its entries; raise DecryptError."""
+    if len(tail) < TRAILER.size:
+        raise DecryptError(f"{what} is too short to be a pack")
+    hlen, magic = TRAILER.unpack(tail[-TRAILER.size :])
+    if magic != MAGIC:
+        raise DecryptError(f"{what} is not a recoverctl pack (bad trailer)")
+    if hlen + TRAILER.size > len(tail):
+        raise HeaderTooShort(hlen + TRAILER.size)
+    header = cipher.open(tail[-TRAILER.size - hlen : -TRAILER.size], HEADER_AAD, f"header of {what}")
+    entries = []
+    offset = 0
+    for i in range(0, len(header), ENTRY.size):
+        t, bid, length, raw = ENTRY.unpack_from(header, i)
+        entries.append(PackEntry(t, bid, offset, length, raw))
+        offset += length
+    if offset + hlen + TRAILER.size != pack_size:
+        raise DecryptError(f"{what}: header does not match the pack size")
+    return entries
+
+
+class HeaderTooShort(Exception):
+    """The tail read was too short; retry reading `needed` bytes."""
+
+    def __init__(self, needed: int):
+        super().__init__(needed)
+        self.needed = needed

@@ -1,0 +1,161 @@
+"""Transient faults are retried through the real client paths; persistent ones fail, bounded, with the cause.
+
+S3 faults come from a fault-injecting HTTP proxy in front of moto; SFTP faults from killing sshd.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from recoverctl.config import RepositoryConfig, RetryOptions, S3Options, SftpOptions
+from recoverctl.errors import StorageError
+from recoverctl.storage import open_storage
+from tests.conftest import Cli
+from tests.fixtures.faultproxy import FaultProxy
+from tests.fixtures.net import wait_until
+from tests.fixtures.s3 import S3Bucket
+from tests.fixtures.sshd import SshServer
+
+MIB = 1024 * 1024
+
+
+def _proxied_repo(bucket: S3Bucket, proxy: FaultProxy, attempts: int) -> dict[str, Any]:
+    repo = bucket.repository("prod", endpoint_url=proxy.url)
+    repo["retry"] = {"attempts": attempts, "initial": 0.05, "maximum": 0.2, "max_seconds": 30}
+    return repo
+
+
+def test_s3_503_twice_then_success(cli: Cli, s3_bucket: S3Bucket, fault_proxy_factory: Any) -> None:
+    proxy: FaultProxy = fault_proxy_factory(s3_bucket.server.endpoint_url)
+    proxy.fail(2, status=503, method="PUT")
+    s3_bucket.server.configure(cli)
+    cli.write_config({"repository": _proxied_repo(s3_bucket, proxy, attempts=4)})
+    out = cli("--json", "storage", "check", check=0).json()
+    assert out["ok"] is True
+    assert proxy.count("fail", "PUT") == 2
+    assert proxy.count("forwarded", "PUT") == 1
+    assert s3_bucket.keys() == []
+
+
+def test_s3_persistent_503_fails_after_bounded_retries(
+    cli: Cli, s3_bucket: S3Bucket, fault_proxy_factory: Any
+) -> None:
+    proxy: FaultProxy = fault_proxy_factory(s3_bucket.server.endpoint_url)
+    proxy.fail_always(status=503, code="SlowDown", method="PUT")
+    s3_bucket.server.configure(cli)
+    cli.write_config({"repository": _proxied_repo(s3_bucket, proxy, attempts=3)})
+    r = cli("--json", "storage", "check", check=1)
+    err = r.error_json()
+    assert err["exit_code"] == 1
+    assert f"s3://{s3_bucket.name}/prod" in err["message"]
+    assert "failed after retries" in err["message"]
+    assert "SlowDown" in err["message"]  # the last cause
+    assert proxy.count("fail", "PUT") == 3
+    assert proxy.count("forwarded", "PUT") == 0
+    assert r.stderr.count("retrying") == 2
+    assert s3_bucket.keys() == []
+
+
+def _s3_storage(bucket: S3Bucket, endpoint: str, attempts: int) -> Any:
+    opts = RepositoryConfig(
+        url=bucket.url("prod"),
+        s3=S3Options(
+            endpoint_url=endpoint,
+            path_style=True,
+            region=bucket.server.region,
+            access_key_id=bucket.server.access_key_id,
+            secret_access_key=bucket.server.secret_access_key,  # type: ignore[arg-type]
+            multipart_threshold_mib=5,
+            multipart_chunk_mib=5,
+            max_concurrency=2,
+        ),
+        retry=RetryOptions(attempts=attempts, initial=0.05, maximum=0.2, max_seconds=30),
+    )
+    return open_storage(opts.url, opts)
+
+
+def test_s3_connection_dropped_mid_upload(s3_bucket: S3Bucket, fault_proxy_factory: Any) -> None:
+    proxy: FaultProxy = fault_proxy_factory(s3_bucket.server.endpoint_url)
+    storage = _s3_storage(s3_bucket, proxy.url, attempts=2)
+    data = os.urandom(MIB) * 12
+    # Every part upload dies after 1 MiB of its body: the upload can never complete.
+    proxy.cut(None, after_bytes=MIB, method="PUT")
+    with pytest.raises(StorageError) as e:
+        storage.put("data/pack", data)
+    assert f"s3://{s3_bucket.name}/prod" in e.value.message
+    assert "failed after retries" in e.value.message
+    assert proxy.count("cut") >= 2
+    assert s3_bucket.keys() == []
+    # The failed multipart uploads were aborted, not left to accumulate storage charges.
+    uploads = s3_bucket.client().list_multipart_uploads(Bucket=s3_bucket.name).get("Uploads", [])
+    assert uploads == []
+    # One dropped connection is transient: the retry layer redoes the put and it lands whole.
+    proxy.clear()
+    proxy.cut(1, after_bytes=MIB, method="PUT")
+    storage.put("data/pack", data)
+    assert proxy.count("cut") >= 3
+    assert s3_bucket.client().get_object(Bucket=s3_bucket.name, Key="prod/data/pack")["Body"].read() == data
+    storage.close()
+
+
+def test_sftp_server_killed_mid_transfer(sshd: SshServer) -> None:
+    opts = RepositoryConfig(
+        url=sshd.url("repo"),
+        sftp=SftpOptions(key_file=str(sshd.key_file), known_hosts=str(sshd.known_hosts), timeout=5),
+        retry=RetryOptions(attempts=2, initial=0.05, maximum=0.1, max_seconds=20),
+    )
+    storage = open_storage(opts.url, opts)
+    storage.put("data/warmup", b"x")
+    data = os.urandom(MIB) * 96
+    errors: list[BaseException] = []
+
+    def upload() -> None:
+        try:
+            storage.put("data/pack", data)
+        except BaseException as e:
+            errors.append(e)
+
+    t = threading.Thread(target=upload)
+    t.start()
+    data_dir = sshd.root / "repo" / "data"
+
+    def temp_growing() -> bool:
+        return any(p.name.startswith(".tmp-pack") and p.stat().st_size > MIB for p in data_dir.iterdir())
+
+    wait_until(temp_growing, timeout=60, what="the upload's temp file to grow")
+    sshd.kill()
+    t.join(60)
+    assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], StorageError)
+    message = errors[0].message  # type: ignore[attr-defined]
+    assert sshd.url("repo") in message
+    assert "failed after retries" in message
+    assert not (data_dir / "pack").exists()
+    # Back up again, the same Storage reconnects; the half-written temp file is not an object.
+    sshd.start()
+    assert sorted(o.key for o in storage.list("data/")) == ["data/warmup"]
+    storage.put("data/pack", b"whole")
+    assert storage.get("data/pack") == b"whole"
+    storage.close()
+
+
+def test_fault_injection_env_through_cli(cli: Cli, tmp_path: Path) -> None:
+    repo = str(tmp_path / "repo")
+    cli.write_config(
+        {"repository": {"url": repo, "retry": {"attempts": 3, "initial": 0.01, "maximum": 0.02}}}
+    )
+    r = cli("storage", "check", env={"RECOVERCTL_FAULTS": "put:transient:2"}, check=0)
+    assert r.stderr.count("injected transient fault") == 2
+    err = cli(
+        "--json", "storage", "check", env={"RECOVERCTL_FAULTS": "put:transient:*"}, check=1
+    ).error_json()
+    assert "failed after retries" in err["message"] and "injected transient fault" in err["message"]
+    # Non-transient faults are not retried.
+    r = cli("--json", "storage", "check", env={"RECOVERCTL_FAULTS": "get:error:1"}, check=1)
+    assert "injected error fault" in r.error_json()["message"]
+    assert "retrying" not in r.stderr

@@ -1,0 +1,162 @@
+"""Format-level tests on a local repository, in-process: crypto, packs, index, keys, objects, streams."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from recoverctl.errors import NotFoundError, UsageError, VerificationError, WrongKeyError
+from recoverctl.repo import Repository, backup_stream, backup_tree, open_file, restore_snapshot
+from recoverctl.repo.crypto import Cipher, DecryptError, MasterKey
+from recoverctl.repo.pack import DATA, PackBuilder, parse_header
+from recoverctl.storage.local import LocalStorage
+
+FAST_KDF = {"name": "scrypt", "n": 2**10, "r": 8, "p": 1}
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repository:
+    return Repository.init(LocalStorage(tmp_path / "repo"), "pw", kdf=FAST_KDF, pack_size_mib=1)
+
+
+def test_cipher_round_trip_compresses_and_rejects_tampering() -> None:
+    c = Cipher(MasterKey.generate())
+    text = b"compressible " * 1000
+    sealed = c.seal(text, b"aad")
+    assert len(sealed) < len(text) // 10
+    assert c.open(sealed, b"aad") == text
+    random = os.urandom(5000)
+    assert len(c.seal(random, b"x")) == len(random) + 29  # stored raw: not smaller when compressed
+    flipped = bytearray(sealed)
+    flipped[20] ^= 1
+    with pytest.raises(DecryptError):
+        c.open(bytes(flipped), b"aad")
+    with pytest.raises(DecryptError):
+        c.open(sealed, b"other aad")
+
+
+def test_blob_ids_are_keyed() -> None:
+    a, b = Cipher(MasterKey.generate()), Cipher(MasterKey.generate())
+    assert a.blob_id(b"same") != b.blob_id(b"same")
+    assert a.blob_id(b"same") == a.blob_id(b"same")
+
+
+def test_pack_header_lists_blobs() -> None:
+    c = Cipher(MasterKey.generate())
+    builder = PackBuilder(c, 1024)
+    blobs = [os.urandom(100), b"x" * 500]
+    for data in blobs:
+        builder.add(DATA, c.blob_id(data), c.seal(data, b"a"), len(data))
+    pid, data, entries = builder.finish()
+    parsed = parse_header(c, data, len(data), "pack")
+    assert [(e.id, e.offset, e.length, e.raw_length) for e in parsed] == [
+        (e.id, e.offset, e.length, e.raw_length) for e in entries
+    ]
+    assert len(pid) == 64
+
+
+def test_open_wrong_password_and_missing(tmp_path: Path, repo: Repository) -> None:
+    with pytest.raises(WrongKeyError):
+        Repository.open(LocalStorage(tmp_path / "repo"), "nope")
+    with pytest.raises(NotFoundError):
+        Repository.open(LocalStorage(tmp_path / "nothing"), "pw")
+    with pytest.raises(UsageError, match="already exists"):
+        Repository.init(LocalStorage(tmp_path / "repo"), "pw", kdf=FAST_KDF)
+
+
+def test_newer_format_refused_clearly(tmp_path: Path, repo: Repository) -> None:
+    import json
+
+    cfg = json.loads((tmp_path / "repo" / "config").read_text())
+    cfg["version"] = 99
+    (tmp_path / "repo" / "config").write_text(json.dumps(cfg))
+    with pytest.raises(UsageError, match="format version 99"):
+        Repository.open(LocalStorage(tmp_path / "repo"), "pw")
+
+
+def test_tampered_config_detected(tmp_path: Path, repo: Repository) -> None:
+    import json
+
+    cfg = json.loads((tmp_path / "repo" / "config").read_text())
+    cfg["chunker"]["avg"] = 4096
+    (tmp_path / "repo" / "config").write_text(json.dumps(cfg))
+    with pytest.raises(VerificationError, match="modified"):
+        Repository.open(LocalStorage(tmp_path / "repo"), "pw")
+
+
+def test_keys_add_passwd_remove(tmp_path: Path, repo: Repository) -> None:
+    second = repo.add_key("second")
+    assert len(repo.list_keys()) == 2
+    other = Repository.open(LocalStorage(tmp_path / "repo"), "second")
+    assert other.key_id == second
+    repo.change_password("renamed")
+    with pytest.raises(WrongKeyError):
+        Repository.open(LocalStorage(tmp_path / "repo"), "pw")
+    assert Repository.open(LocalStorage(tmp_path / "repo"), "renamed").id == repo.id
+    other.remove_key(second)
+    with pytest.raises(UsageError, match="last key"):
+        repo.remove_key(repo.key_id)
+
+
+def test_objects_are_encrypted_and_scoped(tmp_path: Path, repo: Repository) -> None:
+    payload = b"WAL segment " * 10000
+    repo.put_object("wal/00000001/000000010000000000000001", payload)
+    raw = (tmp_path / "repo" / "wal" / "00000001" / "000000010000000000000001").read_bytes()
+    assert b"WAL segment" not in raw and len(raw) < len(payload)
+    assert repo.get_object("wal/00000001/000000010000000000000001") == payload
+    assert list(repo.list_objects("wal/")) == ["wal/00000001/000000010000000000000001"]
+    with pytest.raises(UsageError):
+        repo.put_object("snapshots/x", b"no")
+
+
+def test_stream_round_trip(repo: Repository) -> None:
+    data = os.urandom(3_000_000) + b"tail" * 100_000
+    result = backup_stream(repo, io.BytesIO(data), filename="db.dump", kind="pg_dump", source="db")
+    assert result.snapshot_id
+    snap = repo.resolve_snapshot("latest", kind="pg_dump")
+    assert b"".join(open_file(repo, snap, "/db.dump")) == data
+    assert repo.find_snapshots(kind="pg_dump", source="db")[0].id == result.snapshot_id
+    again = backup_stream(repo, io.BytesIO(data), filename="db.dump", kind="pg_dump", source="db")
+    assert again.summary["bytes_added"] < 10_000  # only the new root tree
+
+
+def test_tree_api_with_extra_files_and_force_reread(tmp_path: Path, repo: Repository) -> None:
+    src = tmp_path / "pgdata"
+    (src / "base").mkdir(parents=True)
+    (src / "base" / "1").write_bytes(b"a" * 1000)
+    (src / "skip.tmp").write_bytes(b"nope")
+    first = backup_tree(
+        repo,
+        src,
+        exclude=lambda rel, st: rel.endswith(".tmp"),
+        extra_files={"backup_label": b"START WAL LOCATION: 0/2000028\n"},
+        kind="postgres",
+        source="main",
+        tags={"type": "full"},
+        metadata={"start_lsn": "0/2000028"},
+    )
+    snap = repo.load_snapshot(str(first.snapshot_id))
+    assert snap.metadata == {"start_lsn": "0/2000028"} and snap.tags == {"type": "full"}
+    seen: list[str] = []
+
+    def reread(rel: str, st: os.stat_result) -> bool:
+        seen.append(rel)
+        return True
+
+    second = backup_tree(
+        repo,
+        src,
+        exclude=lambda rel, st: rel.endswith(".tmp"),
+        kind="postgres",
+        parent=snap,
+        force_reread=reread,
+    )
+    assert seen == ["base/1"] and second.summary["files_changed"] == 1
+    out = tmp_path / "out"
+    restore_snapshot(repo, str(first.snapshot_id), str(out))
+    assert (out / "backup_label").read_bytes().startswith(b"START WAL")
+    assert (out / "base" / "1").read_bytes() == b"a" * 1000
+    assert not (out / "skip.tmp").exists()
