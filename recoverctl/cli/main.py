@@ -56,12 +56,15 @@ def _register() -> None:
         deploy_cmd,
         drill_cmd,
         forget_cmd,
+        notify_cmd,
         releases_cmd,
         repo_cmd,
         rollback_cmd,
+        scheduler_cmd,
         serve_cmd,
         status_cmd,
         storage_cmd,
+        summary_cmd,
         verify_cmd,
     )
 
@@ -79,6 +82,9 @@ def _register() -> None:
         releases_cmd,
         drill_cmd,
         status_cmd,
+        notify_cmd,
+        scheduler_cmd,
+        summary_cmd,
         serve_cmd,
     ):
         for command in module.COMMANDS:
