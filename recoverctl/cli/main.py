@@ -61,6 +61,7 @@ def _register() -> None:
         repo_cmd,
         rollback_cmd,
         scheduler_cmd,
+        serve_cmd,
         status_cmd,
         storage_cmd,
         summary_cmd,
@@ -84,6 +85,7 @@ def _register() -> None:
         notify_cmd,
         scheduler_cmd,
         summary_cmd,
+        serve_cmd,
     ):
         for command in module.COMMANDS:
             cli.add_command(command)
