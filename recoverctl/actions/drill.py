@@ -1,0 +1,174 @@
+"""Use cases: run restore drills from playbooks, list their history, render a report."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+import yaml
+
+from recoverctl.catalog import Catalog
+from recoverctl.catalog import tables as t
+from recoverctl.config import Config
+from recoverctl.drill import engine
+from recoverctl.drill.playbook import Playbook, load_playbook, validate_against_config
+from recoverctl.drill.report import RENDERERS
+from recoverctl.drill.restorer import Restorer
+from recoverctl.errors import ConfigError, NotFoundError, UsageError
+
+
+def discover_playbooks(cfg: Config, paths: list[str]) -> list[Playbook]:
+    """Given PLAYBOOK arguments (files or dirs; none = ./playbooks and <config dir>/playbooks),
+    return the validated drill playbooks; raise ConfigError naming the file and key."""
+    roots = [Path(p) for p in paths]
+    if not roots:
+        roots = [Path("playbooks")]
+        if cfg.path is not None:
+            roots.append(cfg.path.parent / "playbooks")
+    # (path, strict): a file named on the command line must be a drill playbook; a directory
+    # may also hold rollback playbooks, so only its files with a top-level `drill:` count.
+    candidates: list[tuple[Path, bool]] = []
+    for root in roots:
+        if root.is_dir():
+            candidates += [(p, False) for p in sorted(root.iterdir()) if p.suffix in (".yaml", ".yml")]
+        elif paths:
+            candidates.append((root, True))
+    seen: set[Path] = set()
+    books: list[Playbook] = []
+    for path, strict in candidates:
+        if path.resolve() in seen:
+            continue
+        seen.add(path.resolve())
+        if not strict and not _is_drill_file(path):
+            continue
+        pb = load_playbook(path)
+        validate_against_config(pb, cfg)
+        books.append(pb)
+    if not books:
+        raise UsageError(
+            f"no drill playbooks found in {', '.join(str(r) for r in roots)}",
+            hint="pass a playbook file: recoverctl drill run playbooks/main-nightly.yaml",
+        )
+    names = [b.drill.name for b in books]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"drill names must be unique; repeated: {', '.join(dupes)}")
+    return books
+
+
+def _is_drill_file(path: Path) -> bool:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "drill" in data
+
+
+def run_drills(
+    cfg: Config,
+    catalog: Catalog,
+    playbooks: list[Playbook],
+    restorer_for: Callable[[Playbook], Restorer],
+    *,
+    keep: bool = False,
+    cold: bool = False,
+    on_phase: Callable[[str, str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run each playbook's drill in turn and return the results (a failed drill is a result).
+
+    Raise DrillInterrupted (exit 130) after cleanup on SIGINT/SIGTERM.
+    """
+    results = []
+    for pb in playbooks:
+        announce: Callable[[str], None] | None = None
+        if on_phase is not None:
+            announce = functools.partial(on_phase, pb.drill.name)
+        results.append(
+            engine.execute(cfg, catalog, pb, restorer_for(pb), keep=keep, cold=cold, on_phase=announce)
+        )
+    return results
+
+
+def _row_to_dict(row: Any) -> dict[str, Any]:
+    d = dict(row._mapping)
+    details = d.get("details") or {}
+    for key in (
+        "rpo_basis",
+        "failed_phase",
+        "hint",
+        "snapshot_time",
+        "recovery_target",
+        "recovered_commit_ts",
+        "recovered_lsn",
+        "cold",
+    ):
+        d.setdefault(key, details.get(key))
+    return d
+
+
+def drill_history(
+    catalog: Catalog, *, name: str | None = None, source: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Return drills oldest first (the newest `limit`), each with RTO/RPO margins to target."""
+    q = sa.select(t.drills).order_by(t.drills.c.started_at.desc(), t.drills.c.id.desc()).limit(limit)
+    if name:
+        q = q.where(t.drills.c.name == name)
+    if source:
+        q = q.where(t.drills.c.source == source)
+    with catalog.begin() as conn:
+        rows = [_row_to_dict(r) for r in conn.execute(q)]
+    out = []
+    for d in reversed(rows):
+        out.append(
+            {
+                "id": d["id"],
+                "name": d["name"],
+                "source": d["source"],
+                "started_at": d["started_at"],
+                "finished_at": d["finished_at"],
+                "verdict": d["verdict"],
+                "snapshot_id": d["snapshot_id"],
+                "recovery_point": d["recovery_point"],
+                "rto_s": d["rto_s"],
+                "rto_target_s": d["rto_target_s"],
+                "rto_margin_s": _margin(d["rto_s"], d["rto_target_s"]),
+                "rpo_s": d["rpo_s"],
+                "rpo_target_s": d["rpo_target_s"],
+                "rpo_margin_s": _margin(d["rpo_s"], d["rpo_target_s"]),
+                "phases": d["phases"] or {},
+                "bytes": d["bytes"],
+                "reason": d["reason"],
+            }
+        )
+    return out
+
+
+def _margin(value: float | None, target: float | None) -> float | None:
+    return None if value is None or target is None else round(target - value, 3)
+
+
+def get_drill(catalog: Catalog, drill_id: int) -> dict[str, Any]:
+    """Return one drill with everything recorded; raise NotFoundError naming the id."""
+    with catalog.begin() as conn:
+        row = conn.execute(sa.select(t.drills).where(t.drills.c.id == drill_id)).first()
+    if row is None:
+        raise NotFoundError(
+            f"no drill #{drill_id} in the catalog", hint="list drills with 'recoverctl drill history'"
+        )
+    return _row_to_dict(row)
+
+
+def drill_report(catalog: Catalog, drill_id: int, fmt: str, history_limit: int = 30) -> str:
+    """Return the report for drill `drill_id` in md, html or json, with the trend of its playbook."""
+    if fmt not in RENDERERS:
+        raise UsageError(f"unknown report format '{fmt}'", hint="use md, html or json")
+    drill = get_drill(catalog, drill_id)
+    history = [
+        h
+        for h in drill_history(catalog, name=drill["name"], source=drill["source"], limit=10_000)
+        if h["id"] <= drill_id
+    ][-history_limit:]
+    return RENDERERS[fmt](drill, history)

@@ -1,0 +1,390 @@
+"""`status`: the one screen an on-call engineer reads first, from the catalog alone.
+
+Per source: last full and incremental backup age vs schedule, RPO exposure (WAL archive lag) vs
+target, last drill vs targets, last repository verify. Per service: current release and last
+rollback. Each item is green, amber or red with a reason; red means a target is breached.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from croniter import croniter
+
+from recoverctl.catalog import Catalog
+from recoverctl.catalog import tables as t
+from recoverctl.config import Config
+from recoverctl.drill.scoring import human_duration
+from recoverctl.scheduler.health import scheduler_health
+
+GREEN, AMBER, RED = "green", "amber", "red"
+_RANK = {GREEN: 0, AMBER: 1, RED: 2}
+
+# Without a schedule, the runbook's cadence: daily full, hourly incremental (daily if non-critical).
+DEFAULT_FULL_INTERVAL = 86400.0
+DRILL_MAX_AGE = 7 * 86400.0
+VERIFY_MAX_AGE = 7 * 86400.0
+# Amber once exposure has used this share of the RPO target.
+RPO_AMBER_SHARE = 0.8
+
+
+def worst(*statuses: str) -> str:
+    return max(statuses, key=lambda s: _RANK[s], default=GREEN)
+
+
+def _item(status: str, reason: str, **values: Any) -> dict[str, Any]:
+    return {"status": status, "reason": reason, **values}
+
+
+def schedule_interval(cfg: Config, source: str, kind: str, now: float) -> tuple[float, str] | None:
+    """Return (seconds between runs, schedule name) of the schedule backing up `source` as `kind`."""
+    for s in cfg.schedules:
+        job = s.job.split()
+        if not s.enabled or "backup" not in job or source not in job:
+            continue
+        job_kind = "incremental" if "incremental" in job else "full"
+        if "--logical" in job or job_kind != kind:
+            continue
+        try:
+            it = croniter(s.cron, datetime.fromtimestamp(now, UTC))
+            a = it.get_next(float)
+            b = it.get_next(float)
+        except (ValueError, KeyError):
+            continue
+        return float(b - a), s.name
+    return None
+
+
+def _backup_type(details: Any) -> str | None:
+    if not isinstance(details, dict):
+        return None
+    for key in ("type", "backup_type"):
+        v = details.get(key)
+        if v in ("full", "incremental"):
+            return str(v)
+    meta = details.get("metadata")
+    return _backup_type(meta) if isinstance(meta, dict) else None
+
+
+def _tags_type(tags: Any) -> str | None:
+    if isinstance(tags, dict):
+        return _backup_type(tags)
+    if isinstance(tags, list):
+        for tag in tags:
+            if tag in ("type=full", "type=incremental"):
+                return str(tag).split("=", 1)[1]
+    return None
+
+
+def last_backups(catalog: Catalog, source: str) -> dict[str, float | None]:
+    """Return the newest successful backup time per type (full/incremental/any) from runs and snapshots."""
+    found: dict[str, float | None] = {"full": None, "incremental": None, "any": None}
+
+    def note(kind: str | None, at: float | None) -> None:
+        if at is None:
+            return
+        for k in (kind, "any"):
+            if k in found and (found[k] is None or at > found[k]):  # type: ignore[operator]
+                found[k] = at
+
+    with catalog.begin() as conn:
+        for row in conn.execute(
+            sa.select(t.runs.c.kind, t.runs.c.finished_at, t.runs.c.started_at, t.runs.c.details).where(
+                t.runs.c.source == source,
+                t.runs.c.kind.like("backup%"),
+                t.runs.c.status.in_(("succeeded", "partial")),
+            )
+        ):
+            if "logical" in row.kind:
+                continue
+            kind = _backup_type(row.details) or ("incremental" if "incremental" in row.kind else "full")
+            note(kind, row.finished_at or row.started_at)
+        for row in conn.execute(
+            sa.select(
+                t.snapshots.c.time, t.snapshots.c.kind, t.snapshots.c.tags, t.snapshots.c.summary
+            ).where(t.snapshots.c.source == source)
+        ):
+            if "logical" in str(row.kind):
+                continue
+            kind = _backup_type(row.summary) or _tags_type(row.tags) or "full"
+            note(kind, row.time)
+    return found
+
+
+def _age_item(
+    what: str, at: float | None, expected: float, schedule: str | None, now: float, required: bool
+) -> dict[str, Any]:
+    basis = f"schedule '{schedule}'" if schedule else "default cadence"
+    if at is None:
+        if not required:
+            return _item(GREEN, f"no {what} backups (none scheduled)", at=None, age_s=None, expected_s=None)
+        return _item(RED, f"no {what} backup recorded", at=None, age_s=None, expected_s=expected)
+    age = now - at
+    values = {"at": at, "age_s": round(age, 1), "expected_s": expected, "basis": basis}
+    # Grace of a quarter interval (at least 5 minutes) for a run that is simply in progress.
+    if age <= expected + max(expected * 0.25, 300):
+        return _item(
+            GREEN, f"last {what} {human_duration(age)} ago (every {human_duration(expected)})", **values
+        )
+    if age <= 2 * expected:
+        return _item(
+            AMBER,
+            f"last {what} {human_duration(age)} ago, overdue (every {human_duration(expected)})",
+            **values,
+        )
+    return _item(
+        RED,
+        f"last {what} {human_duration(age)} ago, missed (every {human_duration(expected)}, {basis})",
+        **values,
+    )
+
+
+def _rpo_item(
+    catalog: Catalog, source: str, target: float, newest_backup: float | None, now: float
+) -> dict[str, Any]:
+    with catalog.begin() as conn:
+        wal = conn.execute(sa.select(t.wal_status).where(t.wal_status.c.source == source)).first()
+    if wal is not None and wal.last_archived_at is not None:
+        newest = max(wal.last_archived_at, newest_backup or 0.0)
+        basis = "last archived WAL segment"
+    elif newest_backup is not None:
+        newest, basis = newest_backup, "newest backup (no WAL archived)"
+    else:
+        return _item(
+            RED, "nothing recoverable recorded: no backup, no archived WAL", exposure_s=None, target_s=target
+        )
+    exposure = max(0.0, now - newest)
+    values: dict[str, Any] = {
+        "exposure_s": round(exposure, 1),
+        "target_s": target,
+        "basis": basis,
+        "last_archived_at": wal.last_archived_at if wal is not None else None,
+        "last_segment": wal.last_segment if wal is not None else None,
+    }
+    failing = (
+        wal is not None
+        and wal.last_failed_at is not None
+        and (wal.last_archived_at is None or wal.last_failed_at > wal.last_archived_at)
+    )
+    failed_segment = wal.last_failed_segment if wal is not None and failing else None
+    if failing:
+        values["last_failed_segment"] = failed_segment
+        values["last_failed_at"] = wal.last_failed_at if wal is not None else None
+    if exposure > target:
+        return _item(
+            RED,
+            f"RPO exposure {human_duration(exposure)} ({exposure:.0f}s) exceeds the target "
+            f"{human_duration(target)} ({target:.0f}s), from the {basis}"
+            + (f"; archiving failing at {failed_segment}" if failing else ""),
+            **values,
+        )
+    if failing:
+        return _item(AMBER, f"WAL archiving failing since segment {failed_segment}", **values)
+    if exposure > RPO_AMBER_SHARE * target:
+        return _item(
+            AMBER,
+            f"RPO exposure {human_duration(exposure)} is close to the target {human_duration(target)}",
+            **values,
+        )
+    return _item(
+        GREEN, f"RPO exposure {human_duration(exposure)} (target {human_duration(target)})", **values
+    )
+
+
+def _drill_item(catalog: Catalog, source: str, now: float) -> dict[str, Any]:
+    with catalog.begin() as conn:
+        row = conn.execute(
+            sa.select(t.drills)
+            .where(t.drills.c.source == source, t.drills.c.verdict.in_(("pass", "fail")))
+            .order_by(t.drills.c.started_at.desc(), t.drills.c.id.desc())
+            .limit(1)
+        ).first()
+    if row is None:
+        return _item(AMBER, "never drilled: no restore has been proven", id=None)
+    values = {
+        "id": row.id,
+        "name": row.name,
+        "verdict": row.verdict,
+        "at": row.started_at,
+        "rto_s": row.rto_s,
+        "rto_target_s": row.rto_target_s,
+        "rpo_s": row.rpo_s,
+        "rpo_target_s": row.rpo_target_s,
+    }
+    age = now - row.started_at
+    if row.verdict == "fail":
+        return _item(RED, f"last drill #{row.id} '{row.name}' failed: {row.reason}", **values)
+    measured = (
+        f"RTO {human_duration(row.rto_s)}/{human_duration(row.rto_target_s)}, "
+        f"RPO {human_duration(row.rpo_s)}/{human_duration(row.rpo_target_s)}"
+    )
+    if age > DRILL_MAX_AGE:
+        return _item(
+            AMBER, f"last drill passed {human_duration(age)} ago ({measured}): drill again", **values
+        )
+    return _item(GREEN, f"last drill #{row.id} passed {human_duration(age)} ago ({measured})", **values)
+
+
+def _repository_item(catalog: Catalog, now: float) -> dict[str, Any]:
+    with catalog.begin() as conn:
+        verify = conn.execute(
+            sa.select(t.runs)
+            .where(t.runs.c.kind == "verify", t.runs.c.status != "running")
+            .order_by(t.runs.c.started_at.desc())
+            .limit(1)
+        ).first()
+        size = None
+        for row in conn.execute(
+            sa.select(t.runs.c.details)
+            .where(t.runs.c.details.is_not(None))
+            .order_by(t.runs.c.started_at.desc())
+            .limit(50)
+        ):
+            d = row.details if isinstance(row.details, dict) else {}
+            for key in ("repository_size", "repository_bytes", "repo_size"):
+                if isinstance(d.get(key), int | float):
+                    size = d[key]
+                    break
+            if size is not None:
+                break
+    values: dict[str, Any] = {"size_bytes": size}
+    if verify is None:
+        return _item(AMBER, "repository never verified", last_verify=None, **values)
+    values["last_verify"] = {"at": verify.started_at, "status": verify.status, "error": verify.error}
+    age = now - verify.started_at
+    if verify.status != "succeeded":
+        return _item(
+            RED,
+            f"last verify {human_duration(age)} ago {verify.status}: {verify.error or ''}".strip(),
+            **values,
+        )
+    if age > VERIFY_MAX_AGE:
+        return _item(AMBER, f"last verify {human_duration(age)} ago", **values)
+    return _item(GREEN, f"verified {human_duration(age)} ago", **values)
+
+
+def _service_entry(catalog: Catalog, name: str) -> dict[str, Any]:
+    with catalog.begin() as conn:
+        release = conn.execute(
+            sa.select(t.releases)
+            .where(t.releases.c.service == name)
+            .order_by(t.releases.c.created_at.desc(), t.releases.c.id.desc())
+            .limit(1)
+        ).first()
+        rollback = conn.execute(
+            sa.select(t.rollbacks)
+            .where(t.rollbacks.c.service == name)
+            .order_by(t.rollbacks.c.started_at.desc(), t.rollbacks.c.id.desc())
+            .limit(1)
+        ).first()
+    reasons: list[str] = []
+    status = GREEN
+    current = None
+    if release is None:
+        status, reasons = AMBER, ["no release recorded"]
+    else:
+        current = {
+            "id": release.id,
+            "version": release.version,
+            "status": release.status,
+            "at": release.created_at,
+        }
+        if release.status == "failed":
+            status = RED
+            reasons.append(f"release {release.version} failed")
+        elif release.status == "deploying":
+            status = AMBER
+            reasons.append(f"release {release.version} is deploying")
+        else:
+            reasons.append(f"release {release.version} ({release.status})")
+    last_rb = None
+    if rollback is not None:
+        last_rb = {
+            "id": rollback.id,
+            "state": rollback.state,
+            "at": rollback.started_at,
+            "reason": rollback.reason,
+        }
+        if rollback.state in ("failed", "interrupted"):
+            status = RED
+            reasons.append(
+                f"last rollback #{rollback.id} {rollback.state}: "
+                f"{rollback.error or rollback.reason or ''}".strip()
+            )
+        elif rollback.state == "running":
+            status = worst(status, AMBER)
+            reasons.append(f"rollback #{rollback.id} running")
+        else:
+            reasons.append(f"last rollback #{rollback.id} {rollback.state}")
+    return {
+        "service": name,
+        "status": status,
+        "reasons": reasons,
+        "release": current,
+        "last_rollback": last_rb,
+    }
+
+
+def status(cfg: Config, catalog: Catalog, now: float | None = None) -> dict[str, Any]:
+    """Return the overall status: sources and services, each green/amber/red with reasons."""
+    now = time.time() if now is None else now
+    repository = _repository_item(catalog, now)
+    sources = []
+    for name, src in sorted(cfg.sources.items()):
+        targets = cfg.targets.for_tier(src.tier)
+        backups = last_backups(catalog, name)
+        full_sched = schedule_interval(cfg, name, "full", now)
+        incr_sched = schedule_interval(cfg, name, "incremental", now)
+        items: dict[str, dict[str, Any]] = {
+            "full_backup": _age_item(
+                "full",
+                backups["full"],
+                full_sched[0] if full_sched else DEFAULT_FULL_INTERVAL,
+                full_sched[1] if full_sched else None,
+                now,
+                required=True,
+            ),
+            "incremental_backup": _age_item(
+                "incremental",
+                backups["incremental"],
+                incr_sched[0] if incr_sched else float(targets.rpo),
+                incr_sched[1] if incr_sched else None,
+                now,
+                # Incrementals only matter where they are scheduled or have been taken.
+                required=incr_sched is not None,
+            ),
+            "rpo": _rpo_item(catalog, name, float(targets.rpo), backups["any"], now),
+        }
+        if src.type == "postgres":
+            items["drill"] = _drill_item(catalog, name, now)
+        overall = worst(*(i["status"] for i in items.values()))
+        sources.append(
+            {
+                "source": name,
+                "type": src.type,
+                "tier": src.tier,
+                "targets": {"rto_s": float(targets.rto), "rpo_s": float(targets.rpo)},
+                "status": overall,
+                "reasons": [f"{k}: {v['reason']}" for k, v in items.items() if v["status"] != GREEN],
+                "items": items,
+            }
+        )
+    services = [_service_entry(catalog, n) for n in sorted(cfg.services)]
+    overall = worst(
+        str(repository["status"]),
+        *(str(s["status"]) for s in sources),
+        *(str(s["status"]) for s in services),
+    )
+    return {
+        "status": overall,
+        "breached": overall == RED,
+        "at": now,
+        "repository": repository,
+        "sources": sources,
+        "services": services,
+        # Reported, not folded into the overall status: cron-mode setups have no loop to watch.
+        "scheduler": scheduler_health(cfg, catalog, now),
+    }

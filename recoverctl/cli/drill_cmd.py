@@ -1,0 +1,91 @@
+"""`recoverctl drill run|history|report`."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import click
+
+from recoverctl.cli.context import App, pass_app
+from recoverctl.cli.options import json_option
+from recoverctl.drill.scoring import human_duration
+
+# Actions are imported inside the commands: psycopg & co. stay off every other command's start-up.
+
+_COLOUR = {"green": "green", "amber": "yellow", "red": "red", "pass": "green", "fail": "red"}
+
+
+@click.group("drill")
+def drill_group() -> None:
+    """Restore drills: restore into a scratch cluster, run checks, score RTO/RPO against targets."""
+
+
+@drill_group.command("history")
+@click.option("--name", help="Only drills of this playbook name.")
+@click.option("--source", help="Only drills of this source.")
+@click.option("--limit", default=30, show_default=True, help="Newest N drills.")
+@json_option
+@pass_app
+def history_cmd(app: App, name: str | None, source: str | None, limit: int) -> None:
+    """Show past drills oldest first: verdict, RTO and RPO with the margin to target.
+
+    \b
+    Example:
+      recoverctl drill history --source main --limit 10
+    """
+    from recoverctl.actions.drill import drill_history
+
+    rows = drill_history(app.catalog, name=name, source=source, limit=limit)
+
+    def text(rs: list[dict[str, Any]]) -> str:
+        if not rs:
+            return "no drills recorded yet: run 'recoverctl drill run PLAYBOOK'"
+        out = [
+            f"{'#':>4}  {'started (UTC)':19}  {'name':20} {'verdict':8} "
+            f"{'RTO':>8} {'margin':>8} {'RPO':>8} {'margin':>8}"
+        ]
+        from datetime import datetime
+
+        for r in rs:
+            started = datetime.fromtimestamp(r["started_at"], UTC).strftime("%Y-%m-%d %H:%M:%S")
+            out.append(
+                f"{r['id']:>4}  {started:19}  {r['name'][:20]:20} "
+                + click.style(f"{r['verdict']:8}", fg=_COLOUR.get(r["verdict"], "yellow"))
+                + f" {human_duration(r['rto_s']):>8} {human_duration(r['rto_margin_s']):>8}"
+                f" {human_duration(r['rpo_s']):>8} {human_duration(r['rpo_margin_s']):>8}"
+            )
+        return "\n".join(out)
+
+    app.render(rows, text)
+
+
+@drill_group.command("report")
+@click.argument("drill_id", type=int)
+@click.option("--format", "fmt", type=click.Choice(["md", "html", "json"]), default="md", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
+@json_option
+@pass_app
+def report_cmd(app: App, drill_id: int, fmt: str, output: str | None) -> None:
+    """Write the report of drill DRILL_ID: phases, checks with outputs, RTO/RPO trend.
+
+    The HTML report is self-contained, with an inline SVG chart of RTO/RPO over time.
+
+    \b
+    Example:
+      recoverctl drill report 42 --format html -o drill-42.html
+    """
+    from recoverctl.actions.drill import drill_report
+
+    text = drill_report(app.catalog, drill_id, fmt)
+    if output:
+        Path(output).write_text(text)
+        app.render({"id": drill_id, "format": fmt, "path": output}, f"wrote {output}")
+    elif app.json and fmt != "json":
+        app.render({"id": drill_id, "format": fmt, "report": text})
+    else:
+        click.echo(text, nl=False)
+
+
+COMMANDS = [drill_group]

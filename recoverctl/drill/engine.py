@@ -1,0 +1,470 @@
+"""One drill, phase by phase: select → fetch → recovery → startup → checks, then score and record.
+
+Every phase is timed on the monotonic clock. Whatever happens (a failed phase, SIGINT, SIGTERM),
+the snapshot pin is released and the scratch cluster is stopped and removed (unless keep).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+
+from recoverctl.catalog import Catalog
+from recoverctl.catalog import tables as t
+from recoverctl.config import Config, PostgresSource
+from recoverctl.drill.checks import CheckContext, run_check
+from recoverctl.drill.playbook import Playbook
+from recoverctl.drill.restorer import Restorer, Selection
+from recoverctl.drill.scoring import human_duration, measured_rpo, score
+from recoverctl.drill.scratch import DrillError, ScratchCluster
+from recoverctl.errors import CancelledError, RecoverctlError
+
+log = logging.getLogger(__name__)
+
+PHASES = ("select", "fetch", "recovery", "startup", "checks")
+
+
+class DrillInterrupted(CancelledError):
+    """SIGINT or SIGTERM arrived during a drill; cleanup ran before this propagates."""
+
+
+@contextlib.contextmanager
+def signals_raise() -> Iterator[None]:
+    """Turn the first SIGINT/SIGTERM into DrillInterrupted; ignore repeats so cleanup can finish."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired: list[int] = []
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if fired:
+            log.warning("drill: %s again, still cleaning up", signal.Signals(signum).name)
+            return
+        fired.append(signum)
+        raise DrillInterrupted(
+            f"drill cancelled by {signal.Signals(signum).name}",
+            hint="the scratch cluster and temp files were removed; run the drill again",
+        )
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@dataclass
+class DrillRun:
+    """The mutable record of one drill while it runs."""
+
+    playbook: Playbook
+    source: PostgresSource
+    rto_target_s: float
+    rpo_target_s: float
+    keep: bool = False
+    cold: bool = False
+    id: int | None = None
+    started_at: float = field(default_factory=time.time)
+    t0: float = field(default_factory=time.monotonic)
+    phases: dict[str, float] = field(default_factory=dict)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    selection: Selection | None = None
+    bytes: int | None = None
+    failed_phase: str | None = None
+    failure: str | None = None
+    failure_hint: str | None = None
+    recovered_commit_ts: float | None = None
+    recovered_lsn: str | None = None
+    cluster: ScratchCluster | None = None
+    checks_done: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        except BaseException:
+            self.failed_phase = self.failed_phase or name
+            raise
+        finally:
+            self.phases[name] = round(time.monotonic() - start, 3)
+
+
+def targets_for(pb: Playbook, cfg: Config, source: PostgresSource) -> tuple[float, float]:
+    """Return (rto_target_s, rpo_target_s): the playbook's, else the source tier's defaults."""
+    tier = cfg.targets.for_tier(source.tier)
+    rto = pb.drill.targets.rto if pb.drill.targets.rto is not None else tier.rto
+    rpo = pb.drill.targets.rpo if pb.drill.targets.rpo is not None else tier.rpo
+    return float(rto), float(rpo)
+
+
+def _host_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pin(catalog: Catalog, run: DrillRun, snapshot_id: str, expires_at: float) -> int:
+    with catalog.begin() as conn:
+        return int(
+            conn.execute(
+                t.pins.insert().values(
+                    snapshot_id=snapshot_id,
+                    reason=f"drill {run.playbook.drill.name} #{run.id}",
+                    owner=f"drill:{run.id}@{_host_owner()}",
+                    created_at=time.time(),
+                    expires_at=expires_at,
+                )
+            ).inserted_primary_key[0]  # type: ignore[index]
+        )
+
+
+def _unpin(catalog: Catalog, pin_id: int) -> None:
+    with catalog.begin() as conn:
+        conn.execute(t.pins.delete().where(t.pins.c.id == pin_id))
+
+
+def _last_archived_at(catalog: Catalog, source: str) -> float | None:
+    with catalog.begin() as conn:
+        row = conn.execute(
+            sa.select(t.wal_status.c.last_archived_at).where(t.wal_status.c.source == source)
+        ).first()
+    return float(row[0]) if row and row[0] is not None else None
+
+
+def _check_space(cluster: ScratchCluster, selection: Selection, min_free: int) -> dict[str, int]:
+    free = shutil.disk_usage(cluster.workspace).free
+    need = (selection.size or 0) + min_free
+    if need and free < need:
+        raise DrillError(
+            f"not enough free space for the scratch restore in '{cluster.workspace.parent}': "
+            f"need {need} bytes (snapshot {selection.size or 0} + min_free {min_free}), {free} free",
+            hint="free space there or set where.temp_dir in the playbook to a larger filesystem",
+        )
+    return {"free_bytes": free, "needed_bytes": need}
+
+
+def _connect(cluster: ScratchCluster, user: str, dbname: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(**cluster.connect_kwargs(dbname, user), autocommit=True)  # type: ignore[arg-type]
+
+
+def _probe(cluster: ScratchCluster, user: str, dbname: str, sql: str) -> Any:
+    """Return the first column of `sql`, or None while the server refuses connections."""
+    try:
+        with _connect(cluster, user, dbname) as conn:
+            row = conn.execute(sql.encode()).fetchone()
+            return row[0] if row else None
+    except psycopg.OperationalError:
+        return None
+
+
+def _bring_up(run: DrillRun, cluster: ScratchCluster, user: str, dbname: str, deadline: float) -> None:
+    """Start the server and time WAL replay (recovery) and end-of-recovery until writable (startup)."""
+    with run.phase("recovery"):
+        cluster.start()
+        cluster.wait(
+            lambda: _probe(cluster, user, dbname, "select not pg_is_in_recovery()") is True,
+            deadline=deadline,
+            what="recovery (WAL replay) to finish",
+        )
+    with run.phase("startup"):
+
+        def writable() -> bool:
+            try:
+                with _connect(cluster, user, dbname) as conn:
+                    conn.execute("create temporary table recoverctl_drill_probe (x int)")
+                return True
+            except psycopg.OperationalError:
+                return False
+            except psycopg.errors.ReadOnlySqlTransaction:
+                return False
+
+        cluster.wait(writable, deadline=deadline, what="the server to accept writes")
+        with _connect(cluster, user, dbname) as conn:
+            row = conn.execute(
+                "select extract(epoch from pg_last_xact_replay_timestamp())::float8, "
+                "pg_last_wal_replay_lsn()::text"
+            ).fetchone()
+        if row is not None:
+            run.recovered_commit_ts = float(row[0]) if row[0] is not None else None
+            run.recovered_lsn = row[1]
+
+
+def _recorded_counts(selection: Selection) -> tuple[dict[str, int], str]:
+    meta = selection.metadata
+    if meta.get("row_counts"):
+        return {k: int(v) for k, v in meta["row_counts"].items()}, "exact counts at backup"
+    if meta.get("reltuples"):
+        return {k: int(v) for k, v in meta["reltuples"].items()}, "pg_class.reltuples at backup"
+    return {}, "none recorded"
+
+
+def execute(
+    cfg: Config,
+    catalog: Catalog,
+    pb: Playbook,
+    restorer: Restorer,
+    *,
+    keep: bool = False,
+    cold: bool = False,
+    on_phase: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run one drill and return its result (verdict pass or fail); record it in the catalog.
+
+    Raise DrillInterrupted (exit 130) after cleanup when SIGINT/SIGTERM arrives. A failed drill is a
+    result, not an exception: the caller decides the exit code from the verdict.
+    """
+    d = pb.drill
+    _, source = cfg.source(d.source, "postgres")
+    rto_target, rpo_target = targets_for(pb, cfg, source)
+    run = DrillRun(pb, source, rto_target, rpo_target, keep=keep, cold=cold)
+    timeout = d.where.timeout or max(2 * rto_target, 600.0)
+    with catalog.begin() as conn:
+        run.id = int(
+            conn.execute(
+                t.drills.insert().values(
+                    name=d.name,
+                    source=d.source,
+                    started_at=run.started_at,
+                    verdict="running",
+                    rto_target_s=rto_target,
+                    rpo_target_s=rpo_target,
+                    recovery_point=d.recovery_point.describe(),
+                    details={"playbook": str(pb.path) if pb.path else None, "cold": cold, "keep": keep},
+                )
+            ).inserted_primary_key[0]  # type: ignore[index]
+        )
+    user = source.user
+    dbname = source.dbname
+    pin_id: int | None = None
+    interrupted: DrillInterrupted | KeyboardInterrupt | None = None
+    deadline = time.monotonic() + timeout
+
+    def announce(name: str) -> None:
+        if on_phase is not None:
+            on_phase(name)
+
+    try:
+        with signals_raise():
+            try:
+                announce("select")
+                with run.phase("select"):
+                    run.selection = restorer.select(d.recovery_point, run.started_at)
+                    pin_id = _pin(catalog, run, run.selection.snapshot_id, time.time() + timeout + 3600)
+                announce("fetch")
+                with run.phase("fetch"):
+                    run.cluster = ScratchCluster.create(
+                        Path(source.bin_dir or "/usr/lib/postgresql/15/bin"),
+                        os_user=d.where.os_user or source.os_user,
+                        parent=d.where.temp_dir,
+                        port=d.where.port,
+                        production_port=source.port,
+                        production_data_dir=source.data_dir,
+                        keep=keep,
+                    )
+                    run.details["space"] = _check_space(run.cluster, run.selection, d.where.min_free)
+                    try:
+                        fetched = restorer.fetch(
+                            run.selection, run.cluster.data_dir, d.where.os_user or source.os_user
+                        )
+                    except OSError as e:
+                        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                            raise DrillError(
+                                f"no space left in '{run.cluster.workspace.parent}' while restoring "
+                                f"snapshot {run.selection.snapshot_id}: {e.strerror}",
+                                hint="free space there or set where.temp_dir to a larger filesystem",
+                            ) from None
+                        raise
+                    run.bytes = fetched.bytes
+                    run.details.update(fetched.details)
+                announce("recovery")
+                _bring_up(run, run.cluster, user, dbname, deadline)
+                announce("checks")
+                with run.phase("checks"):
+                    counts, basis = _recorded_counts(run.selection)
+                    if run.selection.target_kind == "latest":
+                        point_ts = run.recovered_commit_ts or run.selection.snapshot_time
+                    else:
+                        point_ts = run.selection.target_time or run.selection.snapshot_time
+                    ctx = CheckContext(run.cluster, user, dbname, point_ts, counts, basis)
+                    for check in d.effective_checks():
+                        run.checks.append(run_check(check, ctx).to_dict())
+                    run.checks_done = time.monotonic()
+            except RecoverctlError as e:
+                if isinstance(e, DrillInterrupted):
+                    raise
+                run.failure = f"failed at {run.failed_phase or 'setup'}: {e.message}"
+                run.failure_hint = e.hint
+                run.details.update({k: v for k, v in e.details.items() if k == "log_tail"})
+            finally:
+                _teardown(catalog, run, pin_id)
+    except (DrillInterrupted, KeyboardInterrupt) as e:
+        interrupted = e
+    result = _finish(cfg, catalog, run, interrupted)
+    if interrupted is not None:
+        if isinstance(interrupted, DrillInterrupted):
+            raise interrupted
+        raise DrillInterrupted("drill cancelled by SIGINT", hint="the scratch cluster was removed")
+    return result
+
+
+def _teardown(catalog: Catalog, run: DrillRun, pin_id: int | None) -> None:
+    # Cleanup must finish even if another signal arrives; signals_raise ignores repeats.
+    try:
+        if run.cluster is not None:
+            removed = run.cluster.cleanup()
+            run.details["workspace"] = str(run.cluster.workspace)
+            run.details["workspace_removed"] = removed
+            run.details["port"] = run.cluster.port
+            if not removed:
+                run.details["kept"] = {
+                    "data_dir": str(run.cluster.data_dir),
+                    "start": f"pg_ctl -D {run.cluster.data_dir} "
+                    f'-o "{" ".join(run.cluster.server_options())}" start',
+                }
+    finally:
+        if pin_id is not None:
+            _unpin(catalog, pin_id)
+
+
+def _finish(
+    cfg: Config,
+    catalog: Catalog,
+    run: DrillRun,
+    interrupted: BaseException | None,
+) -> dict[str, Any]:
+    reason: str | None
+    d = run.playbook.drill
+    sel = run.selection
+    finished = time.time()
+    all_ok = bool(run.checks) and all(c["ok"] for c in run.checks)
+    # RTO only exists when recovery reached the point where every check passed.
+    rto_s = round(run.checks_done - run.t0, 3) if all_ok and run.checks_done is not None else None
+    rpo_s: float | None = None
+    rpo_basis = "unknown"
+    if sel is not None:
+        rpo_s, rpo_basis = measured_rpo(
+            recovery_kind=sel.target_kind,
+            drill_start=run.started_at,
+            recovered_commit_ts=run.recovered_commit_ts,
+            snapshot_time=sel.snapshot_time,
+            last_archived_at=_last_archived_at(catalog, d.source),
+        )
+        rpo_s = round(rpo_s, 3) if rpo_s is not None else None
+    if interrupted is not None:
+        verdict, reason = "cancelled", f"cancelled during {run.failed_phase or 'setup'}"
+    else:
+        s = score(
+            checks=run.checks,
+            rto_s=rto_s,
+            rpo_s=rpo_s,
+            rto_target_s=run.rto_target_s,
+            rpo_target_s=run.rpo_target_s,
+            failure=run.failure,
+        )
+        verdict, reason = s.verdict, s.reason
+    result: dict[str, Any] = {
+        "id": run.id,
+        "name": d.name,
+        "source": d.source,
+        "verdict": verdict,
+        "rto_s": rto_s,
+        "rpo_s": rpo_s,
+        "rto_target_s": run.rto_target_s,
+        "rpo_target_s": run.rpo_target_s,
+        "rpo_basis": rpo_basis,
+        "phases": {p: run.phases[p] for p in PHASES if p in run.phases},
+        "checks": run.checks,
+        "reason": reason,
+        "failed_phase": run.failed_phase if verdict != "pass" else None,
+        "hint": run.failure_hint,
+        "snapshot_id": sel.snapshot_id if sel else None,
+        "snapshot_time": sel.snapshot_time if sel else None,
+        "recovery_point": d.recovery_point.describe(),
+        "recovery_target": {"kind": sel.target_kind, "time": sel.target_time} if sel else None,
+        "recovered_commit_ts": run.recovered_commit_ts,
+        "recovered_lsn": run.recovered_lsn,
+        "bytes": run.bytes,
+        "cold": run.cold,
+        "started_at": run.started_at,
+        "finished_at": finished,
+        "details": run.details,
+    }
+    with catalog.begin() as conn:
+        conn.execute(
+            t.drills.update()
+            .where(t.drills.c.id == run.id)
+            .values(
+                snapshot_id=result["snapshot_id"],
+                finished_at=finished,
+                verdict=verdict,
+                rto_s=rto_s,
+                rpo_s=rpo_s,
+                phases=result["phases"],
+                checks=run.checks,
+                bytes=run.bytes,
+                reason=reason,
+                details={
+                    k: result[k]
+                    for k in (
+                        "rpo_basis",
+                        "failed_phase",
+                        "hint",
+                        "snapshot_time",
+                        "recovery_target",
+                        "recovered_commit_ts",
+                        "recovered_lsn",
+                        "cold",
+                        "details",
+                    )
+                }
+                | {"playbook": str(run.playbook.path) if run.playbook.path else None, "keep": run.keep},
+            )
+        )
+    catalog.audit("drill.run", f"{d.source}:{d.name}", verdict, {"drill_id": run.id, "reason": reason})
+    if verdict == "fail":
+        summary = f"restore drill '{d.name}' of '{d.source}' failed: {reason}"
+        log.error(summary)
+        catalog.emit_event(
+            "drill.failed",
+            "critical",
+            d.source,
+            summary,
+            {
+                "drill_id": run.id,
+                "name": d.name,
+                "reason": reason,
+                "rto_s": rto_s,
+                "rpo_s": rpo_s,
+                "rto_target_s": run.rto_target_s,
+                "rpo_target_s": run.rpo_target_s,
+                "failed_phase": run.failed_phase,
+            },
+            dedup_key=f"drill.failed:{d.source}:{d.name}:{run.id}",
+        )
+    else:
+        log.info(
+            "drill %s %s: RTO %s (target %s), RPO %s (target %s)",
+            d.name,
+            verdict,
+            human_duration(rto_s),
+            human_duration(run.rto_target_s),
+            human_duration(rpo_s),
+            human_duration(run.rpo_target_s),
+        )
+    return result

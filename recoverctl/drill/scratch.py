@@ -1,0 +1,352 @@
+"""The scratch cluster: a restored data dir in a private temp dir, served on a free loopback port.
+
+It never touches the production data dir or port: the workspace is a fresh `mkdtemp`, the port is
+refused when it equals the source's, and archiving is forced off so the copy cannot push WAL into
+the production repository. `cleanup()` stops the server (immediate shutdown, then SIGKILL of its
+whole session so restore_command children go too) and removes the workspace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from recoverctl.errors import RecoverctlError
+
+log = logging.getLogger(__name__)
+
+DRILL_PREFIX = "recoverctl-drill-"
+# How long a launched server may take to write postmaster.pid before we call it dead.
+STARTUP_GRACE_S = 30.0
+
+
+class DrillError(RecoverctlError):
+    """A drill could not run to its verdict (environment, restore or server failure)."""
+
+
+def free_loopback_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    """Return True when binding 127.0.0.1:port fails because something holds it."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as e:
+            return e.errno in (errno.EADDRINUSE, errno.EACCES)
+    return False
+
+
+def _is_within(path: Path, parent: Path) -> bool:
+    try:
+        path.resolve().relative_to(parent.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class ServerState:
+    pid: int | None = None
+    started_at: float | None = None
+    seen_pid: bool = False
+
+
+@dataclass
+class ScratchCluster:
+    """One throwaway server. Create with `ScratchCluster.create(...)`; always call `cleanup()`."""
+
+    bin_dir: Path
+    workspace: Path
+    port: int
+    os_user: str | None
+    keep: bool = False
+    state: ServerState = field(default_factory=ServerState)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workspace / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.workspace / "sock"
+
+    @property
+    def log_file(self) -> Path:
+        return self.workspace / "server.log"
+
+    @property
+    def hba_file(self) -> Path:
+        return self.workspace / "pg_hba.conf"
+
+    @classmethod
+    def create(
+        cls,
+        bin_dir: Path,
+        *,
+        os_user: str | None,
+        parent: str | Path | None = None,
+        port: int | None = None,
+        production_port: int | None = None,
+        production_data_dir: str | None = None,
+        keep: bool = False,
+    ) -> ScratchCluster:
+        """Given where to put it, return a prepared (empty, not started) scratch cluster.
+
+        Raise DrillError when the parent lies inside the production data dir, the port is the
+        production port, or the port is already in use.
+        """
+        parent_dir = Path(parent or tempfile.gettempdir())
+        if production_data_dir and _is_within(parent_dir, Path(production_data_dir)):
+            raise DrillError(
+                f"drill temp dir '{parent_dir}' is inside the production data dir '{production_data_dir}'",
+                hint="set where.temp_dir in the playbook to a directory outside the data dir",
+            )
+        if port is not None:
+            if production_port is not None and port == production_port:
+                raise DrillError(
+                    f"drill port {port} is the production port of the source",
+                    hint="remove where.port from the playbook (a free port is chosen) or pick another",
+                )
+            if port_in_use(port):
+                raise DrillError(
+                    f"drill port {port} on 127.0.0.1 is in use",
+                    hint="stop what listens there, or remove where.port so a free port is chosen",
+                )
+        else:
+            port = free_loopback_port()
+            while port == production_port:
+                port = free_loopback_port()
+        try:
+            parent_dir.mkdir(parents=True, exist_ok=True)
+            workspace = Path(tempfile.mkdtemp(prefix=DRILL_PREFIX, dir=parent_dir))
+        except OSError as e:
+            raise DrillError(
+                f"cannot create the drill temp dir under '{parent_dir}': {e.strerror}",
+                hint="check where.temp_dir exists, is writable and has free space",
+            ) from None
+        cluster = cls(bin_dir=bin_dir, workspace=workspace, port=port, os_user=os_user, keep=keep)
+        try:
+            cluster._prepare()
+        except BaseException:
+            cluster.cleanup(force=True)
+            raise
+        return cluster
+
+    def _prepare(self) -> None:
+        os.chmod(self.workspace, 0o700)
+        self.data_dir.mkdir(mode=0o700)
+        self.socket_dir.mkdir(mode=0o700)
+        # Checks connect over the private socket; TCP on loopback keeps password auth so the
+        # restored copy of production data is not open to every local user.
+        self.hba_file.write_text(
+            "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 reject\n"
+        )
+        self.chown()
+
+    def chown(self) -> None:
+        """Give the workspace to the unprivileged server user (when running as root)."""
+        uid_gid = self._uid_gid()
+        if uid_gid is None:
+            return
+        uid, gid = uid_gid
+        for root, dirs, files in os.walk(self.workspace):
+            os.chown(root, uid, gid)
+            for name in dirs + files:
+                os.lchown(os.path.join(root, name), uid, gid)
+
+    def _uid_gid(self) -> tuple[int, int] | None:
+        if os.geteuid() != 0:
+            return None
+        user = self.os_user or "postgres"
+        try:
+            pw = pwd.getpwnam(user)
+        except KeyError:
+            raise DrillError(
+                f"OS user '{user}' for the scratch cluster does not exist",
+                hint="PostgreSQL refuses to run as root: set where.os_user or the source's os_user",
+            ) from None
+        return pw.pw_uid, pw.pw_gid
+
+    def _as_user(self, cmd: list[str]) -> list[str]:
+        if os.geteuid() == 0:
+            return ["runuser", "-u", self.os_user or "postgres", "--", *cmd]
+        return cmd
+
+    def server_options(self) -> list[str]:
+        """Return the -c settings that isolate the copy from production, overriding its config files."""
+        settings = {
+            "port": str(self.port),
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": str(self.socket_dir),
+            "hba_file": str(self.hba_file),
+            # The restored config may archive into the production repository: never from a drill.
+            "archive_mode": "off",
+            "hot_standby": "on",
+            "logging_collector": "off",
+            "log_timezone": "UTC",
+            "cluster_name": "recoverctl-drill",
+            # max_wal_senders & co. stay as restored: hot standby refuses values below the primary's.
+            "synchronous_standby_names": "",
+        }
+        return [f"-c {k}='{v}'" if v == "" else f"-c {k}={v}" for k, v in settings.items()]
+
+    def start(self) -> None:
+        """Launch the server without waiting (phases are timed by the caller's polling)."""
+        self.chown()
+        cmd = [
+            str(self.bin_dir / "pg_ctl"),
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-o",
+            " ".join(self.server_options()),
+            "-W",
+            "start",
+        ]
+        r = subprocess.run(self._as_user(cmd), capture_output=True, text=True)
+        if r.returncode != 0:
+            raise DrillError(
+                f"cannot start the scratch server on port {self.port}: {(r.stderr or r.stdout).strip()}",
+                hint=f"read {self.log_file} (kept with --keep)",
+            )
+        self.state.started_at = time.monotonic()
+
+    def postmaster_pid(self) -> int | None:
+        """Return the running postmaster's pid from postmaster.pid, or None."""
+        try:
+            first = (self.data_dir / "postmaster.pid").read_text().splitlines()[0]
+            pid = int(first.strip())
+        except (OSError, ValueError, IndexError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        self.state.pid = pid
+        return pid
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def fatal_from_log(self) -> str | None:
+        """Return the last FATAL/PANIC line of the server log, if any."""
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError:
+            return None
+        bad = [ln for ln in text.splitlines() if "FATAL:" in ln or "PANIC:" in ln]
+        return bad[-1].strip() if bad else None
+
+    def connect_kwargs(self, dbname: str, user: str) -> dict[str, object]:
+        return {
+            "host": str(self.socket_dir),
+            "port": self.port,
+            "dbname": dbname,
+            "user": user,
+            "connect_timeout": 5,
+            "application_name": "recoverctl-drill",
+        }
+
+    def wait(
+        self, predicate: Callable[[], bool], *, deadline: float, what: str, interval: float = 0.1
+    ) -> None:
+        """Poll `predicate` until true; raise DrillError when the server died or the deadline passed."""
+        while True:
+            if predicate():
+                return
+            if self._died():
+                # The log is only complete once the postmaster has exited.
+                reason = self.fatal_from_log() or self.log_tail(5) or "no log output"
+                raise DrillError(
+                    f"scratch server on port {self.port} exited while waiting for {what}: {reason}",
+                    hint="the server log is in the drill report; rerun with --keep to inspect the data dir",
+                    details={"log_tail": self.log_tail(30)},
+                )
+            if time.monotonic() >= deadline:
+                raise DrillError(
+                    f"timed out waiting for {what} on the scratch server (port {self.port})",
+                    hint="raise where.timeout in the playbook if the restore is just slow",
+                    details={"log_tail": self.log_tail(30)},
+                )
+            time.sleep(interval)
+
+    def _died(self) -> bool:
+        """Return True when the launched server is gone (pg_ctl -W returns before postmaster.pid exists)."""
+        if self.state.started_at is None:
+            return False
+        if self.postmaster_pid() is not None:
+            self.state.seen_pid = True
+            return False
+        if self.state.seen_pid or self.fatal_from_log():
+            return True
+        return time.monotonic() - self.state.started_at > STARTUP_GRACE_S
+
+    def stop(self) -> None:
+        """Stop the server now (immediate mode) and kill anything left in its session."""
+        pid = self.postmaster_pid()
+        if pid is None and not (self.data_dir / "postmaster.pid").exists():
+            return
+        subprocess.run(
+            self._as_user(
+                [
+                    str(self.bin_dir / "pg_ctl"),
+                    "-D",
+                    str(self.data_dir),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "-t",
+                    "30",
+                    "stop",
+                ]
+            ),
+            capture_output=True,
+        )
+        if pid is not None:
+            # pg_ctl starts the postmaster in its own session: this also reaps restore_command children.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
+        self.state.pid = None
+
+    def cleanup(self, *, force: bool = False) -> bool:
+        """Stop the server and remove the workspace unless keeping it; return True when removed."""
+        if self.keep and not force:
+            self.stop()
+            return False
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.workspace, ignore_errors=True)
+        return not self.workspace.exists()

@@ -1,0 +1,198 @@
+"""`drill history|report`, playbook errors and `status` through the CLI, on a real SQLite catalog."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from recoverctl.catalog import Catalog
+from recoverctl.catalog import tables as t
+from tests.conftest import Cli
+
+pytestmark = pytest.mark.integration
+
+
+def _catalog(cli: Cli) -> Catalog:
+    return Catalog(cli.env["RECOVERCTL_CATALOG"])
+
+
+def _add_drill(catalog: Catalog, **values: Any) -> int:
+    row = {
+        "name": "main-nightly",
+        "source": "main",
+        "started_at": time.time() - 60,
+        "finished_at": time.time() - 30,
+        "verdict": "pass",
+        "rto_s": 30.0,
+        "rpo_s": 120.0,
+        "rto_target_s": 7200.0,
+        "rpo_target_s": 3600.0,
+        "recovery_point": "latest",
+        "phases": {"select": 0.1, "fetch": 10.0, "recovery": 12.0, "startup": 0.5, "checks": 7.4},
+        "checks": [
+            {
+                "name": "select count(*) from t",
+                "kind": "sql",
+                "ok": True,
+                "output": "got 5, expected >= 1",
+                "expected": ">= 1",
+                "actual": 5,
+            }
+        ],
+        "snapshot_id": "abc123",
+        "bytes": 1000,
+        "details": {"rpo_basis": "recovered last commit", "recovered_commit_ts": time.time() - 180},
+    }
+    row.update(values)
+    with catalog.begin() as conn:
+        return int(conn.execute(t.drills.insert().values(**row)).inserted_primary_key[0])  # type: ignore[index]
+
+
+def test_history_and_reports(cli: Cli, tmp_path: Path) -> None:
+    cli.write_config({"sources": {"main": {"type": "postgres"}}})
+    cli("drill", "history", check=0)
+    catalog = _catalog(cli)
+    first = _add_drill(catalog, started_at=time.time() - 7200)
+    failed = _add_drill(
+        catalog,
+        verdict="fail",
+        rto_s=None,
+        reason="check 'users' failed: got 0, expected >= 1",
+        checks=[
+            {
+                "name": "users",
+                "kind": "sql",
+                "ok": False,
+                "output": "got 0, expected >= 1",
+                "expected": ">= 1",
+                "actual": 0,
+            }
+        ],
+    )
+    hist = cli("--json", "drill", "history", check=0).json()
+    assert [h["id"] for h in hist] == [first, failed]
+    assert hist[0]["rto_margin_s"] == 7170.0 and hist[0]["rpo_margin_s"] == 3480.0
+    text = cli("drill", "history", check=0).stdout
+    assert "main-nightly" in text and "fail" in text
+
+    md = cli("drill", "report", str(failed), "--format", "md", check=0).stdout
+    assert "FAIL" in md and "check 'users' failed: got 0, expected >= 1" in md
+    assert "| ✘ | users | >= 1 | 0 |" in md
+    out = tmp_path / "r.html"
+    cli("drill", "report", str(failed), "--format", "html", "-o", str(out), check=0)
+    page = out.read_text()
+    # Points: RTO and RPO of the passed drill, RPO only of the failed one (it has no RTO).
+    assert "<svg" in page and page.count("<circle") == 3
+    # Self-contained: the only URL is the SVG namespace.
+    assert page.count("http") == 1 and 'xmlns="http://www.w3.org/2000/svg"' in page
+    data = cli("drill", "report", str(first), "--format", "json", check=0).json()
+    assert data["drill"]["id"] == first and [h["id"] for h in data["history"]] == [first]
+    err = cli("--json", "drill", "report", "999", check=10).error_json()
+    assert err["message"] == "no drill #999 in the catalog"
+
+
+def test_status_colours_and_exit_codes(cli: Cli) -> None:
+    cli.write_config(
+        {
+            "sources": {"main": {"type": "postgres"}},
+            "targets": {"critical": {"rto": "2h", "rpo": "30s"}},
+            "schedules": [
+                {"name": "main-full", "cron": "0 2 * * *", "job": "backup postgres main --type full"},
+                {"name": "main-incr", "cron": "0 * * * *", "job": "backup postgres main --type incremental"},
+            ],
+        }
+    )
+    # Nothing recorded yet: no backup → red, exit 13.
+    r = cli("--json", "status", check=13)
+    data = r.json()
+    main = data["sources"][0]
+    assert data["status"] == "red" and main["items"]["full_backup"]["status"] == "red"
+    assert "no full backup recorded" in r.error_json()["message"]
+
+    catalog = _catalog(cli)
+    now = time.time()
+    with catalog.begin() as conn:
+        for kind in ("full", "incremental"):
+            conn.execute(
+                t.runs.insert().values(
+                    kind="backup",
+                    source="main",
+                    started_at=now - 20,
+                    finished_at=now - 10,
+                    status="succeeded",
+                    details={"type": kind},
+                )
+            )
+        conn.execute(
+            t.runs.insert().values(kind="verify", started_at=now - 5, finished_at=now, status="succeeded")
+        )
+        conn.execute(
+            t.wal_status.insert().values(
+                source="main",
+                last_segment="000000010000000000000003",
+                last_archived_at=now - 1,
+                segments_total=3,
+            )
+        )
+    _add_drill(catalog)
+    data = cli("status", "--json", check=0).json()  # --json after the subcommand works too
+    main = data["sources"][0]
+    assert data["status"] == "green", main["reasons"]
+    assert main["items"]["full_backup"]["basis"] == "schedule 'main-full'"
+    assert main["items"]["incremental_backup"]["expected_s"] == 3600
+    assert main["items"]["drill"]["verdict"] == "pass"
+    text = cli("status", check=0).stdout
+    assert "source main" in text and "green" in text
+
+    # Archiving stopped long enough ago: RPO exposure past the 30 s target → red, exit 13.
+    with catalog.begin() as conn:
+        conn.execute(t.wal_status.update().values(last_archived_at=now - 95))
+        conn.execute(t.runs.update().where(t.runs.c.kind == "backup").values(finished_at=now - 95))
+    r = cli("--json", "status", check=13)
+    rpo = r.json()["sources"][0]["items"]["rpo"]
+    assert rpo["status"] == "red" and rpo["target_s"] == 30
+    assert "exceeds the target 30.0s (30s)" in rpo["reason"] and "RPO exposure" in rpo["reason"]
+    assert "targets breached" in r.error_json()["message"]
+
+
+def test_status_reports_services(cli: Cli) -> None:
+    cli.write_config(
+        {
+            "services": {
+                "api": {"target": "docker", "image": "demo:v2", "container": "api"},
+            }
+        }
+    )
+    catalog = _catalog(cli)
+    now = time.time()
+    with catalog.begin() as conn:
+        r1 = conn.execute(
+            t.releases.insert().values(service="api", version="v1", created_at=now - 100, status="good")
+        )
+        r2 = conn.execute(
+            t.releases.insert().values(service="api", version="v2", created_at=now - 50, status="rolled-back")
+        )
+        conn.execute(
+            t.releases.insert().values(service="api", version="v1", created_at=now - 10, status="live")
+        )
+        conn.execute(
+            t.rollbacks.insert().values(
+                service="api",
+                from_release=r2.inserted_primary_key[0],
+                to_release=r1.inserted_primary_key[0],
+                schema_mode="code-only",
+                state="succeeded",
+                started_at=now - 20,
+                reason="error rate 7%",
+            )
+        )
+    data = cli("--json", "status", check=0).json()
+    svc = data["services"][0]
+    assert svc["release"]["version"] == "v1" and svc["release"]["status"] == "live"
+    assert svc["last_rollback"]["state"] == "succeeded"
+    assert svc["status"] == "green"
+    # Repository never verified: amber, which is not a breach.
+    assert data["repository"]["status"] == "amber" and data["status"] == "amber"
