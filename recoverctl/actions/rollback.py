@@ -149,6 +149,10 @@ def _plan_schema(
     down = migrations.plan_downgrade(url, script_location, target.get("schema_revision"))
     plan.update(down)
     plan["current_revision"] = down["from_revision"]
+    if down.get("sql_error"):
+        warnings.append(
+            f"the downgrade SQL could not be rendered offline ({down['sql_error']}): what it drops is unknown"
+        )
     if down["drops"]["tables"] or down["drops"]["columns"]:
         lost = ", ".join(f"{tbl} ({n} rows)" for tbl, n in down["rows_lost"].items())
         warnings.append(

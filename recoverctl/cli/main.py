@@ -55,11 +55,19 @@ def _register() -> None:
         config_cmd,
         deploy_cmd,
         drill_cmd,
+        forget_cmd,
+        notify_cmd,
+        postgres_cmd,
         releases_cmd,
         repo_cmd,
         rollback_cmd,
+        scheduler_cmd,
+        serve_cmd,
         status_cmd,
         storage_cmd,
+        summary_cmd,
+        verify_cmd,
+        wal_cmd,
     )
 
     for module in (
@@ -69,11 +77,19 @@ def _register() -> None:
         repo_cmd,
         backup_cmd,
         browse_cmd,
+        verify_cmd,
+        forget_cmd,
         deploy_cmd,
         rollback_cmd,
         releases_cmd,
         drill_cmd,
         status_cmd,
+        notify_cmd,
+        scheduler_cmd,
+        summary_cmd,
+        serve_cmd,
+        postgres_cmd,
+        wal_cmd,
     ):
         for command in module.COMMANDS:
             cli.add_command(command)

@@ -83,7 +83,7 @@ class Cipher:
         """Given plaintext, return nonce || AES-GCM(flag || zstd-or-raw plaintext)."""
         body: bytes | memoryview = plaintext
         flag = _RAW
-        if compress and len(plaintext) > 64:
+        if compress and len(plaintext) > 64 and _worth_compressing(plaintext):
             # A fresh compressor per call: ZstdCompressor objects are not thread-safe.
             packed = zstandard.ZstdCompressor(compression_params=self._zstd_params).compress(plaintext)
             if len(packed) < len(plaintext):
@@ -112,6 +112,17 @@ class Cipher:
 
     def open_json(self, sealed: bytes, aad: bytes, what: str) -> Any:
         return json.loads(self.open(sealed, aad, what))
+
+
+_PROBE = 64 * 1024
+
+
+def _worth_compressing(data: bytes | memoryview) -> bool:
+    """Probe a large blob's first 64 KiB at zstd level 1: random or already compressed data is skipped."""
+    if len(data) < 4 * _PROBE:
+        return True
+    probe = zstandard.ZstdCompressor(level=1).compress(memoryview(data)[:_PROBE])
+    return len(probe) < _PROBE * 0.97
 
 
 def derive(password: str, salt: bytes, params: dict[str, Any]) -> bytes:

@@ -127,6 +127,7 @@ def upgrade(url: str, script_location: str, target: str = "head") -> dict[str, A
     cfg = _alembic_config(script_location, url)
     with _connect(url) as conn:
         before = MigrationContext.configure(conn).get_current_revision()
+        conn.rollback()  # end the read's implicit transaction: the migration gets a fresh one
         trans = conn.begin()
         try:
             cfg.attributes["connection"] = conn
@@ -176,7 +177,11 @@ def plan_downgrade(url: str, script_location: str, target: str | None) -> dict[s
     ]
     buf = io.StringIO()
     cfg.attributes["output_buffer"] = buf
-    command.downgrade(cfg, f"{current}:{target or 'base'}", sql=True)
+    try:
+        command.downgrade(cfg, f"{current}:{target or 'base'}", sql=True)
+    except Exception as e:
+        # Scripts that read the database or raise cannot be rendered offline; the plan says so.
+        plan["sql_error"] = f"{type(e).__name__}: {e}"
     sql = buf.getvalue()
     plan["sql"] = sql
     tables = sorted({m.strip('"') for m in _DROP_TABLE.findall(sql)})
@@ -204,6 +209,7 @@ def downgrade(url: str, script_location: str, target: str | None) -> dict[str, A
         before = MigrationContext.configure(conn).get_current_revision()
         if before == target:
             return {"from_revision": before, "to_revision": target, "ran": False}
+        conn.rollback()  # end the read's implicit transaction: the migration gets a fresh one
         trans = conn.begin()
         try:
             cfg.attributes["connection"] = conn

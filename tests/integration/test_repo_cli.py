@@ -10,15 +10,16 @@ from typing import Any
 import pytest
 
 from tests.conftest import Cli
+from tests.inproc_cli import InProcessCli
 from tests.repo_trees import digest, make_tree
 
 
 @pytest.fixture
-def repo_cli(cli: Cli, tmp_path: Path) -> Cli:
+def repo_cli(cli: Cli, tmp_path: Path) -> InProcessCli:
     cli.env["RECOVERCTL_REPOSITORY"] = str(tmp_path / "repo")
     cli.env["RECOVERCTL_PASSWORD"] = "correct horse"
-    cli("init", check=0)
-    return cli
+    cli("init", check=0)  # once through a real process: the installed entry point works
+    return InProcessCli(cli)
 
 
 def summary(result: Any) -> dict[str, Any]:
@@ -26,7 +27,7 @@ def summary(result: Any) -> dict[str, Any]:
     return next(x for x in lines if x["message_type"] == "summary")
 
 
-def test_init_refuses_existing_and_wrong_passphrase_exit_12(repo_cli: Cli, tmp_path: Path) -> None:
+def test_init_refuses_existing_and_wrong_passphrase_exit_12(repo_cli: InProcessCli, tmp_path: Path) -> None:
     r = repo_cli("init", "--json", check=2)
     assert "already exists" in r.error_json()["message"]
     before = sorted(p.name for p in (tmp_path / "repo" / "keys").iterdir())
@@ -42,7 +43,7 @@ def test_missing_repository_exit_10(cli: Cli, tmp_path: Path) -> None:
     assert "no repository" in r.error_json()["message"]
 
 
-def test_round_trip_change_detection_and_browse(repo_cli: Cli, tmp_path: Path) -> None:
+def test_round_trip_change_detection_and_browse(repo_cli: InProcessCli, tmp_path: Path) -> None:
     src = make_tree(tmp_path / "src")
     r = repo_cli("backup", "files", str(src), "--tag", "env=test", "--exclude", "*.tmp", "--json", check=0)
     first = summary(r)
@@ -105,7 +106,7 @@ def test_round_trip_change_detection_and_browse(repo_cli: Cli, tmp_path: Path) -
     assert not (inc / str(src).lstrip("/") / "random.bin").exists()
 
 
-def test_dry_run_writes_nothing(repo_cli: Cli, tmp_path: Path) -> None:
+def test_dry_run_writes_nothing(repo_cli: InProcessCli, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     (src / "f").write_bytes(os.urandom(10_000))
@@ -117,7 +118,7 @@ def test_dry_run_writes_nothing(repo_cli: Cli, tmp_path: Path) -> None:
     )
 
 
-def test_keys_cli(repo_cli: Cli) -> None:
+def test_keys_cli(repo_cli: InProcessCli) -> None:
     keys = repo_cli("key", "list", "--json", check=0).json()
     assert len(keys) == 1 and keys[0]["current"]
     r = repo_cli("key", "remove", keys[0]["id"][:8], "--json", check=2)

@@ -6,7 +6,9 @@ S3 faults come from a fault-injecting HTTP proxy in front of moto; SFTP faults f
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +161,59 @@ def test_fault_injection_env_through_cli(cli: Cli, tmp_path: Path) -> None:
     r = cli("--json", "storage", "check", env={"RECOVERCTL_FAULTS": "get:error:1"}, check=1)
     assert "injected error fault" in r.error_json()["message"]
     assert "retrying" not in r.stderr
+
+
+def test_s3_hung_request_times_out_and_is_retried(s3_bucket: S3Bucket, fault_proxy_factory: Any) -> None:
+    proxy: FaultProxy = fault_proxy_factory(s3_bucket.server.endpoint_url)
+    opts = RepositoryConfig(
+        url=s3_bucket.url("prod"),
+        s3=S3Options(
+            endpoint_url=proxy.url,
+            path_style=True,
+            region=s3_bucket.server.region,
+            access_key_id=s3_bucket.server.access_key_id,
+            secret_access_key=s3_bucket.server.secret_access_key,  # type: ignore[arg-type]
+            read_timeout=1,
+        ),
+        retry=RetryOptions(attempts=3, initial=0.05, maximum=0.1),
+    )
+    storage = open_storage(opts.url, opts)
+    proxy.stall(1, method="GET")
+    storage.put("config", b"cfg")
+    assert storage.get("config") == b"cfg"
+    assert proxy.count("stall", "GET") == 1
+    assert proxy.count("forwarded", "GET") == 1
+    storage.close()
+
+
+def test_sftp_one_connection_serves_parallel_calls(sshd: SshServer) -> None:
+    opts = RepositoryConfig(
+        url=sshd.url("repo"),
+        sftp=SftpOptions(key_file=str(sshd.key_file), known_hosts=str(sshd.known_hosts), connections=4),
+    )
+    storage = open_storage(opts.url, opts)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: storage.put(f"data/{i % 5}/{i}", b"x" * i), range(60)))
+        sizes = sorted(pool.map(lambda i: len(storage.get(f"data/{i % 5}/{i}")), range(60)))
+    assert sizes == list(range(60))
+    storage.close()
+    assert sshd.log_path.read_text().count("Accepted publickey for root") == 1
+
+
+def test_sftp_key_from_ssh_agent(cli: Cli, sshd: SshServer, tmp_path: Path) -> None:
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        wait_until(sock.exists, timeout=10, what="ssh-agent socket")
+        env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+        subprocess.run(["ssh-add", "-q", str(sshd.key_file)], env=env, check=True, capture_output=True)
+        cli.env["SSH_AUTH_SOCK"] = str(sock)
+        # No key_file: the only way in is the agent (the isolated HOME has no ~/.ssh keys).
+        cli.write_config(
+            {"repository": {"url": sshd.url("repo"), "sftp": {"known_hosts": str(sshd.known_hosts)}}}
+        )
+        cli("storage", "check", check=0)
+        assert "Accepted publickey for root" in sshd.log_path.read_text()
+    finally:
+        agent.terminate()
+        agent.wait(10)

@@ -1,0 +1,154 @@
+"""The `forget` and `prune` use cases: retention decisions, pins, S3 Object Lock, catalog upkeep."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import sqlalchemy as sa
+
+from recoverctl.actions.repository import open_repository
+from recoverctl.catalog import Catalog
+from recoverctl.catalog import tables as t
+from recoverctl.config import Config, RepositoryConfig
+from recoverctl.errors import UsageError
+from recoverctl.progress import Progress
+from recoverctl.repo import Repository
+from recoverctl.repo import prune as pruning
+from recoverctl.repo.retention import Policy, apply_policy
+from recoverctl.storage.base import ObjectInfo
+
+
+def pinned_snapshots(catalog: Catalog) -> dict[str, str]:
+    """Return snapshot id → reason for every unexpired pin (releases, running drills)."""
+    now = time.time()
+    with catalog.begin() as conn:
+        rows = conn.execute(
+            sa.select(t.pins.c.snapshot_id, t.pins.c.reason, t.pins.c.owner).where(
+                sa.or_(t.pins.c.expires_at.is_(None), t.pins.c.expires_at > now)
+            )
+        ).all()
+    return {r.snapshot_id: f"{r.reason}" + (f" ({r.owner})" if r.owner else "") for r in rows}
+
+
+def object_lock_check(options: RepositoryConfig) -> pruning.IsLocked:
+    """Return a predicate telling whether an object is still under S3 Object Lock retention."""
+    days = options.s3.object_lock_days if options.s3.object_lock_mode else None
+
+    def is_locked(o: ObjectInfo) -> bool:
+        if not days:
+            return False
+        if o.mtime is None:
+            return True  # unknown age: never try to delete what may be locked
+        return o.mtime + days * 86400 > time.time()
+
+    return is_locked
+
+
+def _pins_for(pinned: dict[str, str], ids: list[str]) -> dict[str, str]:
+    # Pins may name a full id or a unique prefix.
+    out = {}
+    for pin, reason in pinned.items():
+        for sid in ids:
+            if sid.startswith(pin):
+                out[sid] = reason
+    return out
+
+
+def _prune(
+    repo: Repository, options: RepositoryConfig, max_unused: float, dry_run: bool, progress: Progress | None
+) -> dict[str, Any]:
+    is_locked = object_lock_check(options)
+    p = pruning.plan(repo, max_unused, is_locked)
+    if not dry_run:
+        p = pruning.execute(repo, p, is_locked, progress)
+    return {"dry_run": dry_run, **p.to_dict()}
+
+
+def forget(
+    cfg: Config,
+    catalog: Catalog,
+    password: str,
+    policy: Policy,
+    *,
+    tags: dict[str, str] | None = None,
+    kind: str | None = None,
+    prune: bool = False,
+    max_unused: float = 5.0,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Apply the policy (per kind/source/paths group); remove what no rule or pin keeps.
+
+    Return the decision per snapshot (and the prune result with `prune`). Raise UsageError
+    without any keep rule, LockedError when another operation holds the repository.
+    """
+    if policy.empty():
+        raise UsageError(
+            "no keep rule given: refusing to forget every snapshot",
+            hint="give at least one of --keep-last/--keep-hourly/--keep-daily/--keep-weekly/"
+            "--keep-monthly/--keep-yearly/--keep-within",
+        )
+    options = cfg.require_repository()
+    repo = open_repository(cfg, password)
+    run_id = None if dry_run else catalog.start_run("forget", None, repo.url)
+    try:
+        with repo.lock(exclusive=not dry_run, operation="forget"):
+            snaps = repo.find_snapshots(kind=kind, tags=tags)
+            pins = _pins_for(pinned_snapshots(catalog), [s.id for s in snaps])
+            decisions = apply_policy(snaps, policy, pins)
+            removed = [d.snapshot.id for d in decisions if not d.keep]
+            if not dry_run:
+                for sid in removed:
+                    repo.delete_snapshot(sid)
+                with catalog.begin() as conn:
+                    if removed:
+                        conn.execute(t.snapshots.delete().where(t.snapshots.c.id.in_(removed)))
+            result: dict[str, Any] = {
+                "dry_run": dry_run,
+                "decisions": [d.to_dict() for d in decisions],
+                "kept": len(decisions) - len(removed),
+                "removed": removed,
+            }
+            if prune:
+                result["prune"] = _prune(repo, options, max_unused, dry_run, progress)
+    except BaseException as e:
+        if run_id is not None:
+            catalog.finish_run(run_id, "failed", error=str(e)[:2000])
+        raise
+    finally:
+        repo.close()
+    if run_id is not None:
+        catalog.finish_run(run_id, "succeeded", details={"removed": removed, "kept": result["kept"]})
+        catalog.audit("snapshots.forget", repo.url, "succeeded", {"removed": removed})
+    return result
+
+
+def prune(
+    cfg: Config,
+    catalog: Catalog,
+    password: str,
+    *,
+    max_unused: float = 5.0,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Delete unreferenced packs and repack partly used ones under an exclusive lock; return counts."""
+    if not 0 <= max_unused <= 100:
+        raise UsageError(f"--max-unused must be between 0 and 100, got {max_unused}")
+    options = cfg.require_repository()
+    repo = open_repository(cfg, password)
+    run_id = None if dry_run else catalog.start_run("prune", None, repo.url)
+    try:
+        with repo.lock(exclusive=True, operation="prune"):
+            result = _prune(repo, options, max_unused, dry_run, progress)
+    except BaseException as e:
+        if run_id is not None:
+            catalog.finish_run(run_id, "failed", error=str(e)[:2000])
+        raise
+    finally:
+        repo.close()
+    if run_id is not None:
+        catalog.finish_run(run_id, "succeeded", details=result)
+        catalog.audit("repository.prune", repo.url, "succeeded", result)
+    return {"repository": repo.url, **result}

@@ -1,0 +1,127 @@
+"""The `verify` and `repair index` use cases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from recoverctl.actions.repository import open_repository
+from recoverctl.catalog import Catalog, now
+from recoverctl.catalog import tables as t
+from recoverctl.config import Config
+from recoverctl.errors import UsageError, VerificationError
+from recoverctl.progress import Progress
+from recoverctl.repo.check import check, rebuild_index, select_subset
+
+
+def _verified_order(catalog: Catalog, repository: str) -> list[str]:
+    """Return packs of this repository by last verification time, oldest first."""
+    with catalog.begin() as conn:
+        rows = conn.execute(
+            sa.select(t.verified_packs.c.pack)
+            .where(t.verified_packs.c.repository == repository)
+            .order_by(t.verified_packs.c.verified_at)
+        ).all()
+    return [r[0] for r in rows]
+
+
+def _record_verified(catalog: Catalog, repository: str, verified: dict[str, bool]) -> None:
+    if not verified:
+        return
+    at = now()
+    with catalog.begin() as conn:
+        conn.execute(
+            t.verified_packs.delete().where(
+                t.verified_packs.c.repository == repository, t.verified_packs.c.pack.in_(list(verified))
+            )
+        )
+        conn.execute(
+            t.verified_packs.insert(),
+            [
+                {"repository": repository, "pack": p, "verified_at": at, "ok": ok}
+                for p, ok in verified.items()
+            ],
+        )
+
+
+def verify(
+    cfg: Config,
+    catalog: Catalog,
+    password: str,
+    *,
+    read_data: bool = False,
+    subset: str | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Check the repository (and read all or a subset of the packs); return the report.
+
+    Raise VerificationError (exit 13) naming damaged packs and affected snapshots/files.
+    `subset` is 'P%' (least recently verified packs first, so daily runs rotate) or 'n/t'.
+    """
+    if subset is not None:
+        try:
+            select_subset([], subset)
+        except ValueError as e:
+            raise UsageError(
+                str(e), hint="use e.g. --read-data-subset 10% or --read-data-subset 2/7"
+            ) from None
+    repo = open_repository(cfg, password)
+    run_id = catalog.start_run("verify", None, repo.url)
+    try:
+        with repo.lock(operation="verify"):
+            chooser = None
+            if read_data:
+
+                def chooser(packs: list[str]) -> list[str]:
+                    return packs
+
+            elif subset is not None:
+                order = _verified_order(catalog, repo.url)
+
+                def chooser(packs: list[str]) -> list[str]:
+                    return select_subset(packs, subset, order)
+
+            report = check(repo, read_packs=chooser, progress=progress)
+    except BaseException as e:
+        catalog.finish_run(run_id, "failed", error=str(e)[:2000])
+        raise
+    finally:
+        repo.close()
+    _record_verified(catalog, repo.url, report.verified)
+    data = {"repository": repo.url, **report.to_dict()}
+    catalog.finish_run(run_id, "succeeded" if report.ok else "failed", details=data)
+    if not report.ok:
+        catalog.emit_event(
+            "verify.failed",
+            "critical",
+            repo.url,
+            f"verify failed: {report.errors[0]['message']}",
+            details={"damaged_packs": data["damaged_packs"], "affected": data["affected"][:20]},
+        )
+        lines = [e["message"] for e in report.errors[:20]]
+        for a in report.affected[:20]:
+            shown = ", ".join(a["paths"][:5])
+            more = f" and {a['count'] - 5} more" if a["count"] > 5 else ""
+            lines.append(f"snapshot {a['snapshot'][:8]} affected: {shown}{more}")
+        raise VerificationError(
+            f"repository '{repo.url}' is damaged:\n  " + "\n  ".join(lines),
+            hint="restore what is unaffected; back up the affected sources again; "
+            "'recoverctl repair index' rebuilds a lost index",
+            details=data,
+        )
+    return data
+
+
+def repair_index(
+    cfg: Config, catalog: Catalog, password: str, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Rebuild the index from pack headers under an exclusive lock; return counts."""
+    repo = open_repository(cfg, password)
+    try:
+        with repo.lock(exclusive=True, operation="repair index"):
+            result = rebuild_index(repo, progress)
+    finally:
+        repo.close()
+    catalog.audit("repository.repair_index", repo.url, "succeeded", result)
+    return {"repository": repo.url, **result}

@@ -1,0 +1,304 @@
+"""Verify a repository: structure always, and with read-data every blob decrypted and re-hashed.
+
+Damage is reported per pack, and mapped back to every snapshot and file it affects.
+`rebuild_index` (for `repair index`) rewrites the index from the pack headers alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from recoverctl.errors import ObjectNotFound, RecoverctlError
+from recoverctl.progress import Progress
+from recoverctl.repo.crypto import DecryptError, sha256_hex
+from recoverctl.repo.index import Index
+from recoverctl.repo.pack import PackEntry, pack_key
+from recoverctl.repo.repository import Repository
+from recoverctl.repo.snapshot import Snapshot
+
+
+@dataclass
+class CheckReport:
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    damaged_packs: set[str] = field(default_factory=set)
+    damaged_blobs: set[bytes] = field(default_factory=set)
+    missing_blobs: set[bytes] = field(default_factory=set)
+    affected: list[dict[str, Any]] = field(default_factory=list)
+    verified: dict[str, bool] = field(default_factory=dict)
+    packs_total: int = 0
+    snapshots: int = 0
+    trees: int = 0
+    blobs_read: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "errors": self.errors,
+            "notes": self.notes,
+            "damaged_packs": sorted(self.damaged_packs),
+            "affected": self.affected,
+            "snapshots": self.snapshots,
+            "trees": self.trees,
+            "packs_total": self.packs_total,
+            "packs_read": len(self.verified),
+            "blobs_read": self.blobs_read,
+        }
+
+
+def select_subset(packs: Iterable[str], spec: str, ordered: list[str] | None = None) -> list[str]:
+    """Given pack ids and 'P%' or 'n/t', return the packs to read.
+
+    'n/t' is the n-th of t stable groups (by pack id); 'P%' takes that share of the packs, in
+    `ordered` order when given (least recently verified first) so repeated runs rotate.
+    """
+    all_packs = sorted(packs)
+    spec = spec.strip()
+    if spec.endswith("%"):
+        share = float(spec[:-1])
+        if not 0 < share <= 100:
+            raise ValueError(f"subset share must be in (0, 100]: {spec}")
+        count = max(1, math.ceil(len(all_packs) * share / 100)) if all_packs else 0
+        order = [p for p in (ordered or []) if p in set(all_packs)]
+        order += [p for p in all_packs if p not in set(order)]
+        return order[:count]
+    if "/" in spec:
+        n, t = (int(x) for x in spec.split("/", 1))
+        if not 1 <= n <= t:
+            raise ValueError(f"subset n/t needs 1 <= n <= t: {spec}")
+        return [p for p in all_packs if int(p[:8], 16) % t == n - 1]
+    raise ValueError(f"invalid subset {spec!r}: use P% or n/t")
+
+
+class Checker:
+    def __init__(self, repo: Repository, progress: Progress | None = None):
+        self.repo = repo
+        self.progress = progress or Progress()
+        self.report = CheckReport()
+
+    def _error(self, kind: str, message: str, **extra: Any) -> None:
+        self.report.errors.append({"kind": kind, "message": message, **extra})
+        self.progress.warn(message)
+
+    def load_index(self) -> Index:
+        """Load every index file, reporting unreadable ones instead of failing."""
+        index = Index()
+        keys = [o.key for o in self.repo.storage.list("index/")]
+
+        def load(key: str) -> tuple[str, dict[str, Any] | None, str]:
+            try:
+                return key, self.repo.read_index_file(key), ""
+            except (DecryptError, ValueError) as e:
+                return key, None, str(e)
+
+        with ThreadPoolExecutor(self.repo.parallelism) as pool:
+            for key, doc, err in pool.map(load, keys):
+                if doc is None:
+                    self._error("index", f"index file '{key}' is damaged: {err}", object=key)
+                else:
+                    index.merge_document(doc)
+                    index.files.add(key)
+        self.repo.index = index
+        self.repo._index_loaded = True
+        return index
+
+    def check_packs(self, index: Index) -> dict[str, int]:
+        stored = self.repo.list_packs()
+        self.report.packs_total = len(stored)
+        for pid, size in sorted(index.packs.items()):
+            if pid not in stored:
+                self._error("pack_missing", f"pack {pid} is in the index but missing from storage", pack=pid)
+                self.report.damaged_packs.add(pid)
+            elif stored[pid] != size:
+                self._error(
+                    "pack_size",
+                    f"pack {pid} has {stored[pid]} bytes, the index says {size}",
+                    pack=pid,
+                )
+                self.report.damaged_packs.add(pid)
+        unindexed = [p for p in stored if p not in index.packs]
+        if unindexed:
+            self.report.notes.append(
+                f"{len(unindexed)} pack(s) in storage are in no index (left by an interrupted backup or a "
+                "lost index file): 'recoverctl repair index' indexes them, 'prune' removes unused ones"
+            )
+        return stored
+
+    def check_snapshots(self, index: Index) -> list[Snapshot]:
+        snaps: list[Snapshot] = []
+        for sid in self.repo.snapshot_ids():
+            try:
+                snaps.append(self.repo.load_snapshot(sid))
+            except (DecryptError, ValueError, KeyError) as e:
+                self._error("snapshot", f"snapshot {sid[:8]} is unreadable: {e}", snapshot=sid)
+        self.report.snapshots = len(snaps)
+        seen: set[str] = set()
+        for snap in snaps:
+            stack = [snap.tree]
+            while stack:
+                tid = stack.pop()
+                if tid in seen:
+                    continue
+                seen.add(tid)
+                bid = bytes.fromhex(tid)
+                if bid not in index:
+                    self.report.missing_blobs.add(bid)
+                    continue
+                try:
+                    tree = self.repo.load_tree(bid)
+                except DecryptError:
+                    self.report.damaged_blobs.add(bid)
+                    continue
+                except ObjectNotFound:
+                    self.report.missing_blobs.add(bid)
+                    continue
+                for node in tree["nodes"]:
+                    if node.get("subtree"):
+                        stack.append(node["subtree"])
+                    for h in node.get("content", ()):
+                        b = bytes.fromhex(h)
+                        if b not in index:
+                            self.report.missing_blobs.add(b)
+        self.report.trees = len(seen)
+        if self.report.missing_blobs:
+            self._error(
+                "blob_missing",
+                f"{len(self.report.missing_blobs)} blob(s) referenced by snapshots are in no index "
+                "(a lost index file or pack): run 'recoverctl repair index'",
+            )
+        return snaps
+
+    def read_packs(self, index: Index, packs: list[str], stored: dict[str, int]) -> None:
+        by_pack = index.by_pack()
+
+        def read(pid: str) -> tuple[str, list[bytes], str]:
+            if pid not in stored:
+                return pid, [b for b, _ in by_pack.get(pid, [])], "missing"
+            data = self.repo.storage.get(pack_key(pid))
+            bad: list[bytes] = []
+            for bid, loc in by_pack.get(pid, []):
+                try:
+                    self.repo.open_blob(
+                        bid, loc.type, memoryview(data)[loc.offset : loc.offset + loc.length], pid
+                    )
+                except DecryptError:
+                    bad.append(bid)
+            hash_ok = sha256_hex(data) == pid
+            return pid, bad, "" if hash_ok else "content hash mismatch"
+
+        done = 0
+        with ThreadPoolExecutor(self.repo.parallelism) as pool:
+            for pid, bad, problem in pool.map(read, packs):
+                done += 1
+                self.report.blobs_read += len(by_pack.get(pid, []))
+                ok = not bad and not problem
+                self.report.verified[pid] = ok
+                if not ok:
+                    self.report.damaged_packs.add(pid)
+                    self.report.damaged_blobs.update(bad)
+                    what = f"{len(bad)} damaged blob(s)" if bad else problem
+                    self._error("pack_damaged", f"pack {pid} is damaged: {what}", pack=pid, blobs=len(bad))
+                self.progress.update({"packs_read": done, "packs_to_read": len(packs)})
+
+    def map_damage(self, snaps: list[Snapshot], index: Index) -> None:
+        """Name every snapshot and file touched by damaged or missing blobs (or packs)."""
+        bad = set(self.report.damaged_blobs) | set(self.report.missing_blobs)
+        for pid in self.report.damaged_packs:
+            if pid in self.report.verified:
+                continue  # read: the precise damaged blobs are known
+            bad.update(b for b, loc in index.blobs.items() if loc.pack == pid)
+        if not bad:
+            return
+        for snap in snaps:
+            paths: list[str] = []
+            self._affected_paths(snap.tree, "", bad, paths)
+            if paths:
+                self.report.affected.append(
+                    {"snapshot": snap.id, "time": snap.time, "paths": paths[:1000], "count": len(paths)}
+                )
+
+    def _affected_paths(self, tid: str, prefix: str, bad: set[bytes], paths: list[str]) -> None:
+        bid = bytes.fromhex(tid)
+        if bid in bad:
+            paths.append(prefix + "/ (directory listing)")
+            return
+        try:
+            tree = self.repo.load_tree(bid)
+        except RecoverctlError:
+            paths.append(prefix + "/ (directory listing)")
+            return
+        for node in tree["nodes"]:
+            path = f"{prefix}/{node['name']}"
+            if node.get("subtree"):
+                self._affected_paths(node["subtree"], path, bad, paths)
+            elif any(bytes.fromhex(h) in bad for h in node.get("content", ())):
+                paths.append(path)
+
+
+def check(
+    repo: Repository,
+    *,
+    read_packs: Callable[[list[str]], list[str]] | None = None,
+    progress: Progress | None = None,
+) -> CheckReport:
+    """Check structure; with `read_packs` (given all pack ids, return those to read) read and verify data.
+
+    Return the report (never raises for damage; the caller maps `ok` to an exit code).
+    """
+    c = Checker(repo, progress)
+    index = c.load_index()
+    stored = c.check_packs(index)
+    snaps = c.check_snapshots(index)
+    if read_packs is not None:
+        c.read_packs(index, read_packs(sorted(index.packs)), stored)
+    c.map_damage(snaps, index)
+    return c.report
+
+
+def rebuild_index(repo: Repository, progress: Progress | None = None) -> dict[str, Any]:
+    """Rewrite the index from every pack header; delete the old index files. Return counts.
+
+    Packs whose header is unreadable are reported and left alone (prune removes them).
+    """
+    progress = progress or Progress()
+    stored = repo.list_packs()
+    old_files = [o.key for o in repo.storage.list("index/")]
+    found: list[tuple[str, int, list[PackEntry]]] = []
+    damaged: list[str] = []
+
+    def header(item: tuple[str, int]) -> tuple[str, int, list[PackEntry] | None]:
+        try:
+            return item[0], item[1], repo.read_pack_header(item[0], item[1])
+        except (DecryptError, ObjectNotFound):
+            return item[0], item[1], None
+
+    with ThreadPoolExecutor(repo.parallelism) as pool:
+        for pid, size, entries in pool.map(header, sorted(stored.items())):
+            if entries is None:
+                damaged.append(pid)
+                progress.warn(f"pack {pid}: header unreadable; not indexed")
+            else:
+                found.append((pid, size, entries))
+    new_files: list[str] = []
+    for i in range(0, len(found), 5000):
+        new_files.append(repo.write_index(found[i : i + 5000]))
+    for key in old_files:
+        if key not in new_files:
+            repo.storage.delete(key)
+    repo.load_index(reload=True)
+    blobs = sum(len(e) for _, _, e in found)
+    return {
+        "packs": len(found),
+        "blobs": blobs,
+        "index_files_written": len(new_files),
+        "index_files_removed": len([k for k in old_files if k not in new_files]),
+        "unreadable_packs": damaged,
+    }
