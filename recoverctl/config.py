@@ -151,6 +151,10 @@ class PostgresSource(Model):
     tier: Tier = "critical"
     os_user: str | None = None
     count_tables: list[str] = Field(default_factory=list)
+    # How long a backup waits for its last WAL segment to reach the repository.
+    wal_wait: Duration = 120.0
+    # Databases `backup postgres --logical` dumps when --database is not given (default: dbname).
+    logical_databases: list[str] = Field(default_factory=list)
 
 
 class FilesSource(Model):
@@ -384,9 +388,12 @@ class Window(Model):
 
 
 class Condition(Model):
+    # 'value:NAME' (Grafana values), 'annotation:NAME', 'label:NAME', or a bare NAME (tried in that order).
     value_from: str
     op: Literal[">", ">=", "<", "<=", "=="] = ">"
     threshold: float
+    # When set, the compared quantity is the relative change value/baseline - 1 (0.5 = 50 % worse).
+    baseline_from: str | None = None
 
 
 class Policy(Model):
@@ -398,6 +405,7 @@ class Policy(Model):
     source: str | None = None
     playbook: str | None = None
     conditions: list[Condition] = Field(default_factory=list)
+    conditions_mode: Literal["all", "any"] = "all"
     min_firing: Duration = 0.0
     cooldown: Duration = 600.0
     max_actions: Window | None = None
@@ -412,6 +420,9 @@ class ServeAuth(Model):
     hmac_secret_file: str | None = None
     hmac_secret_env: str | None = None
     max_skew: Duration = 300.0
+    signature_header: str = "X-Grafana-Alerting-Signature"
+    timestamp_header: str = "X-Grafana-Alerting-Signature-Timestamp"
+    require_timestamp: bool = False
 
 
 class ServeConfig(Model):
@@ -420,6 +431,8 @@ class ServeConfig(Model):
     auth: ServeAuth = Field(default_factory=ServeAuth)
     max_body_bytes: int = 1024 * 1024
     workers: int = 2
+    lease: Duration = 30.0
+    poll_interval: Duration = 0.5
 
 
 # --- the whole file -------------------------------------------------------------------------------

@@ -57,14 +57,17 @@ def _register() -> None:
         drill_cmd,
         forget_cmd,
         notify_cmd,
+        postgres_cmd,
         releases_cmd,
         repo_cmd,
         rollback_cmd,
         scheduler_cmd,
+        serve_cmd,
         status_cmd,
         storage_cmd,
         summary_cmd,
         verify_cmd,
+        wal_cmd,
     )
 
     for module in (
@@ -84,6 +87,9 @@ def _register() -> None:
         notify_cmd,
         scheduler_cmd,
         summary_cmd,
+        serve_cmd,
+        postgres_cmd,
+        wal_cmd,
     ):
         for command in module.COMMANDS:
             cli.add_command(command)
