@@ -151,6 +151,10 @@ class PostgresSource(Model):
     tier: Tier = "critical"
     os_user: str | None = None
     count_tables: list[str] = Field(default_factory=list)
+    # How long a backup waits for its last WAL segment to reach the repository.
+    wal_wait: Duration = 120.0
+    # Databases `backup postgres --logical` dumps when --database is not given (default: dbname).
+    logical_databases: list[str] = Field(default_factory=list)
 
 
 class FilesSource(Model):

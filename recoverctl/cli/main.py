@@ -57,6 +57,7 @@ def _register() -> None:
         drill_cmd,
         forget_cmd,
         notify_cmd,
+        postgres_cmd,
         releases_cmd,
         repo_cmd,
         rollback_cmd,
@@ -66,6 +67,7 @@ def _register() -> None:
         storage_cmd,
         summary_cmd,
         verify_cmd,
+        wal_cmd,
     )
 
     for module in (
@@ -86,6 +88,8 @@ def _register() -> None:
         scheduler_cmd,
         summary_cmd,
         serve_cmd,
+        postgres_cmd,
+        wal_cmd,
     ):
         for command in module.COMMANDS:
             cli.add_command(command)
