@@ -193,6 +193,16 @@ def rollback(
     who = actor or default_actor()
     if resume:
         rollback_id = _take_over(catalog, service, cfg)
+        with catalog.begin() as conn:
+            plan = conn.execute(
+                sa.select(t.rollbacks.c.plan).where(t.rollbacks.c.id == rollback_id)
+            ).scalar_one()
+        # Same pre-flight as a fresh rollback; on failure the row stays resumable (our pid dies).
+        target = open_target(service, cfg.service(service))
+        try:
+            target.preflight(plan["to_version"])
+        finally:
+            target.close()
         return _drive(cfg, catalog, rollback_id, who)
     plan = plan_rollback(cfg, catalog, service, to_version=to_version, schema=schema)
     if dry_run:

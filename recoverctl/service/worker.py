@@ -129,7 +129,7 @@ class Worker:
         log.info("job %s (%s) started for %s", job["id"], job["kind"], job["payload"].get("target"))
         state, result, error = "failed", None, None
         try:
-            result = run_job(self.cfg, self.catalog, job["kind"], job["payload"])
+            result = run_job(self.cfg, self.catalog, job["kind"], {**job["payload"], "job_id": job["id"]})
             state = "succeeded"
         except RecoverctlError as e:
             error = e.message
