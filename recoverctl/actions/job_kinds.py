@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import sqlalchemy as sa
+
 from recoverctl.catalog import Catalog
+from recoverctl.catalog import tables as t
 from recoverctl.config import Config
 from recoverctl.errors import RecoverctlError
 
@@ -34,20 +37,46 @@ def run_notify(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict[s
     return {"event_id": event_id}
 
 
+def _earlier_attempt(catalog: Catalog, service: str, marker: str) -> Any:
+    with catalog.begin() as conn:
+        return conn.execute(
+            sa.select(t.rollbacks.c.id, t.rollbacks.c.state)
+            .where(t.rollbacks.c.service == service, t.rollbacks.c.reason.contains(marker, autoescape=True))
+            .order_by(t.rollbacks.c.id.desc())
+        ).first()
+
+
 def run_rollback(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict[str, Any]:
-    """Roll the payload's service back to its previous good release; raise when it failed."""
+    """Roll the payload's service back to its previous good release; raise when it failed.
+
+    A job requeued after its worker died (`resume`) looks for the rollback its first attempt
+    started: finished → done (never roll back twice), running → resume it, none → start now.
+    """
     from recoverctl.actions.rollback import rollback
 
+    service = payload["target"]
+    marker = f"[job {payload.get('job_id')}]"
+    resume = False
+    if payload.get("resume"):
+        earlier = _earlier_attempt(catalog, service, marker)
+        if earlier is not None and earlier.state == "succeeded":
+            return {"result": "succeeded", "rollback_id": earlier.id, "finished_before_restart": True}
+        if earlier is not None and earlier.state != "running":
+            raise RecoverctlError(
+                f"rollback #{earlier.id} of '{service}' ended {earlier.state} before the worker died",
+                hint=f"check 'recoverctl releases {service}' and roll back by hand if needed",
+            )
+        resume = earlier is not None
     result = rollback(
         cfg,
         catalog,
-        payload["target"],
+        service,
         to_version=None,
         schema="keep",
         dry_run=False,
-        reason=f"alert {_alert_summary(payload)} (policy {payload.get('policy')})",
+        reason=f"alert {_alert_summary(payload)} (policy {payload.get('policy')}) {marker}",
         actor=f"{payload.get('source', 'alert')}:{payload.get('policy')}",
-        resume=bool(payload.get("resume")),
+        resume=resume,
     )
     if result.get("result") != "succeeded":
         raise RecoverctlError(
