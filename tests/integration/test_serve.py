@@ -268,3 +268,43 @@ def test_catalog_outage_answers_503_then_recovers(cli: Any, serve_factory: Any, 
     # Nothing was half-written while the catalog was down: one decision, one job.
     assert [a.decision for a in _rows(cli, t.alerts)] == ["acted"]
     assert len(_rows(cli, t.jobs)) == 1
+
+
+def test_backup_policy_runs_a_real_backup(cli: Any, serve_factory: Any) -> None:
+    site = cli.home / "site"
+    site.mkdir()
+    (site / "index.html").write_text("hello")
+    cli.env["RECOVERCTL_PASSWORD"] = "alert-backup-passphrase"
+    (cli.home / "token").write_text(TOKEN + "\n")
+    cli.write_config(
+        {
+            "repository": str(cli.home / "repo"),
+            "sources": {"site": {"type": "files", "paths": [str(site)]}},
+            "serve": {"auth": {"bearer_token_file": str(cli.home / "token")}, "poll_interval": "0.1s"},
+            "policies": [
+                {
+                    "name": "backup-before-disk-dies",
+                    "match": {"alertname": "DiskFailing"},
+                    "action": "backup",
+                    "source": "site",
+                }
+            ],
+        }
+    )
+    cli("init", check=0)
+    srv = serve_factory(cli, token=TOKEN)
+    body = {"alertname": "DiskFailing", "labels": {"host": "web-1"}, "id": "disk-1", "started_at": STARTED}
+    d = srv.post("/hooks/generic", body).json()["decisions"][0]
+    assert d["decision"] == "acted", d
+    job = wait_until(
+        lambda: (
+            (j := srv.client.get(f"/api/jobs/{d['job_id']}", headers=srv.headers()).json())["state"]
+            in ("succeeded", "failed")
+            and j
+        ),
+        timeout=120,
+        what="the backup job",
+    )
+    assert job["state"] == "succeeded", job
+    snapshots = cli("--json", "snapshots", check=0).json()
+    assert len(snapshots) == 1
