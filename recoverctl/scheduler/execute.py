@@ -8,6 +8,7 @@ runner does not depend on which commands exist in this build.
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import random
@@ -205,8 +206,6 @@ def _emit(
         return
     prev = leases.previous_finished(catalog, schedule.name, claim.id)
     if prev is not None and prev.state in ("failed", "abandoned"):
-        import json
-
         prev_outcome = json.loads(prev.outcome or "{}")
         sev = prev_outcome.get("severity") or "warning"
         catalog.emit_event(
