@@ -401,3 +401,36 @@ def test_recovery_after_a_failure_resolves_the_incident(
     assert events[1].details["resolve"] is True and events[0].details["exit_code"] == 2
     assert [r.state for r in rows(catalog, "nightly")] == ["failed", "succeeded"]
     catalog.close()
+
+
+def test_a_run_whose_lease_is_lost_is_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_receiver: HttpReceiver
+) -> None:
+    import threading
+
+    from recoverctl.config import Schedule
+    from recoverctl.scheduler import leases
+    from recoverctl.scheduler.execute import JobResult, run_claimed
+
+    http_receiver.script("/slow", Reply(200, "ok", delay=30))
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    monkeypatch.setenv("RECOVERCTL_CATALOG", url)
+    path = tmp_path / "recoverctl.yaml"
+    path.write_text(yaml.safe_dump(_hook_config(http_receiver, "/slow", [])))
+    cfg = load_config(str(path), env={})
+    catalog = Catalog(url)
+    slow = Schedule(name="slow", cron="0 3 * * *", job=TICK_JOB)
+    claim = leases.claim(catalog, "slow", 1000.0, "me", 0.6).claim
+    assert claim is not None
+    results: list[JobResult] = []
+    th = threading.Thread(target=lambda: results.append(run_claimed(cfg, catalog, slow, claim, lease=0.6)))
+    th.start()
+    http_receiver.wait_for("/slow", 1, timeout=60)
+    # Another runner decides this run is dead (as after a long stall) and takes over.
+    with catalog.begin() as conn:
+        conn.execute(t.schedule_runs.update().values(state="abandoned"))
+    th.join(20)
+    assert not th.is_alive(), "the job was stopped instead of running on"
+    assert results[0].state == "abandoned" and results[0].exit_code is None
+    assert rows(catalog, "slow")[0].state == "abandoned"
+    catalog.close()
