@@ -105,12 +105,12 @@ def _exactly_once(cli: Cli, runners: Runners, rx: HttpReceiver, catalog: Catalog
         )
     )
     a, b = runners.start(), runners.start()
-    wait_until(lambda: len(rows(catalog, "tick")) >= 22, timeout=120, what="22 ticks")
+    wait_until(lambda: len(rows(catalog, "tick")) >= 21, timeout=120, what="21 ticks")
     assert runners.stop(a) == 0 and runners.stop(b) == 0, runners.logs()
 
     recorded = rows(catalog, "tick")
     dues = [r.due_at for r in recorded]
-    assert len(dues) == len(set(dues)) >= 22
+    assert len(dues) == len(set(dues)) >= 21
     assert all(d == int(d) for d in dues), "occurrences fall on whole seconds"
     assert {r.state for r in recorded} <= {"succeeded", "skipped"}, [(r.state, r.outcome) for r in recorded]
     ran = [r for r in recorded if r.state == "succeeded"]
@@ -179,19 +179,25 @@ def test_missed_runs_are_caught_up_once_or_skipped(cli: Cli, runners: Runners) -
     def settled() -> bool:
         once = [r for r in rows(catalog, "once") if r.due_at > last_run]
         skip = [r for r in rows(catalog, "skip") if r.due_at > last_run]
-        return bool(once and once[0].state != "running" and skip)
+        return bool(once and once[0].state != "running" and skip and skip[0].state != "running")
 
     wait_until(settled, timeout=60, what="the restarted runner to handle the missed occurrences")
     assert runners.stop(p) == 0, runners.logs()
     with catalog.begin() as conn:
         (beat,) = conn.execute(sa.select(t.heartbeats)).all()
-    assert beat.details["since"] - latest < 20, "the runner booted before the next occurrence"
+    # Normally the runner boots before the next occurrence; on a very loaded machine it may boot
+    # later, or so soon after an occurrence that it counts as on time (within 20s / 4).
+    since = beat.details["since"]
+    newest = cron.previous(every20, "UTC", since)
+    on_time = since - newest <= 5
 
-    once = [(r.due_at, r.state) for r in rows(catalog, "once") if r.due_at > last_run]
-    assert once == [(latest, "succeeded")], "three missed runs are caught up exactly once"
-    skip = [r for r in rows(catalog, "skip") if r.due_at > last_run]
-    assert [(r.due_at, r.state) for r in skip] == [(latest, "skipped")]
-    assert json.loads(skip[0].outcome)["reason"].startswith("missed")
+    once = [(r.due_at, r.state) for r in rows(catalog, "once") if last_run < r.due_at <= newest]
+    assert once == [(newest, "succeeded")], "the missed runs are caught up exactly once"
+    skip = [r for r in rows(catalog, "skip") if last_run < r.due_at <= newest]
+    assert [(r.due_at, r.state) for r in skip] == [(newest, "succeeded" if on_time else "skipped")]
+    if not on_time:
+        assert json.loads(skip[0].outcome)["reason"].startswith("missed")
+    assert latest <= newest
     catalog.close()
 
 
