@@ -160,8 +160,8 @@ class Archiver:
         p = repo.parallelism
         self.file_pool = ThreadPoolExecutor(p, thread_name_prefix="read")
         self.chunk_pool = ThreadPoolExecutor(p, thread_name_prefix="seal")
-        # Bounds the chunks read but not yet sealed: memory is about 2p times the max chunk size.
-        self.chunk_slots = threading.BoundedSemaphore(2 * p)
+        # Bounds the chunks read but not yet sealed: memory is about (p + 2) chunks.
+        self.chunk_slots = threading.BoundedSemaphore(p + 2)
         self._dirs: queue.Queue[_DirJob | None] = queue.Queue(maxsize=4096)
         self._finisher_error: BaseException | None = None
         self._started = time.monotonic()
