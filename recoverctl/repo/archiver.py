@@ -97,11 +97,12 @@ class _Counters:
 
 
 class _FileJob:
-    """A file node whose content is being read; `future` resolves to the content ids."""
+    """A file node and its content ids: known (`content`) or being read (`future`)."""
 
-    def __init__(self, node: Node, future: Future[list[str] | None]):
+    def __init__(self, node: Node, future: Future[list[str] | None] | None, content: list[str] | None = None):
         self.node = node
         self.future = future
+        self.content = content
 
 
 class _DirJob:
@@ -244,12 +245,7 @@ class Archiver:
                     self._warn(f"{path}: changed while it was read; stored as read and flagged")
                     return content
                 st = after
-                node.update(
-                    size=after.st_size,
-                    mtime_ns=after.st_mtime_ns,
-                    ctime_ns=after.st_ctime_ns,
-                    atime_ns=after.st_atime_ns,
-                )
+                node.update(size=after.st_size, mtime_ns=after.st_mtime_ns, ctime_ns=after.st_ctime_ns)
             return None
         except _VanishedError:
             self._warn(f"{path}: vanished before it could be read; not in the snapshot")
@@ -379,19 +375,16 @@ class Archiver:
             "uid": os.getuid(),
             "gid": os.getgid(),
             "mtime_ns": now,
-            "atime_ns": now,
             "ctime_ns": now,
         }
         if isinstance(value, bytes):
             base.update(type="file", size=len(value))
-            fut: Future[list[str] | None] = Future()
             content = []
             for chunk in self._cdc().cut_buf(value) if value else ():
                 content.append(self.saver.save(DATA, bytes(chunk.data))[0].hex())
-            fut.set_result(content)
             with self._lock:
                 self.counters.files_new += 1
-            return _FileJob(base, fut)
+            return _FileJob(base, None, content)
         base["type"] = "dir"
         job = _DirJob(base, relpath)
         for n, v in sorted(value.items()):
@@ -402,31 +395,28 @@ class Archiver:
     def _file_entry(
         self, path: str, relpath: str, node: Node, st: os.stat_result, parent: Node | None
     ) -> _FileJob:
-        fut: Future[list[str] | None]
+        index = self.repo.index
         reuse = (
-            not self.force_read
+            parent is not None
+            and not self.force_read
             and unchanged(parent, st)
             and not (self.force_reread is not None and self.force_reread(relpath, st))
-            and parent is not None
-            and all(bytes.fromhex(b) in self.repo.index for b in parent.get("content", []))
+            and all(bytes.fromhex(b) in index for b in parent.get("content", ()))
         )
         with self._lock:
-            self.counters.bytes_total += st.st_size
+            c = self.counters
+            c.bytes_total += st.st_size
             if reuse:
-                self.counters.files_unmodified += 1
+                c.files_unmodified += 1
+                c.files_done += 1
             elif parent is not None and parent.get("type") == "file":
-                self.counters.files_changed += 1
+                c.files_changed += 1
             else:
-                self.counters.files_new += 1
+                c.files_new += 1
         if reuse:
             assert parent is not None
-            fut = Future()
-            fut.set_result(list(parent.get("content", [])))
-            with self._lock:
-                self.counters.files_done += 1
-            return _FileJob(node, fut)
-        fut = self.file_pool.submit(self._file_task, path, relpath, node, st)
-        return _FileJob(node, fut)
+            return _FileJob(node, None, list(parent.get("content", ())))
+        return _FileJob(node, self.file_pool.submit(self._file_task, path, relpath, node, st))
 
     # --- finishing trees --------------------------------------------------------------------------
 
@@ -456,7 +446,7 @@ class Archiver:
         nodes: list[Node] = []
         for entry in job.entries:
             if isinstance(entry, _FileJob):
-                content = entry.future.result()
+                content = entry.future.result() if entry.future is not None else entry.content
                 if content is None:
                     continue
                 entry.node["content"] = content
@@ -662,7 +652,6 @@ def backup_stream(
             "uid": os.getuid(),
             "gid": os.getgid(),
             "mtime_ns": now,
-            "atime_ns": now,
             "ctime_ns": now,
             "size": size,
         }
