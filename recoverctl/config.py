@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from recoverctl.errors import ConfigError
 
@@ -29,6 +38,7 @@ ENV_PASSWORD_FILE = "RECOVERCTL_PASSWORD_FILE"
 ENV_CATALOG = "RECOVERCTL_CATALOG"
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_E164_RE = re.compile(r"^\+[1-9]\d{1,14}$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 
 
@@ -141,6 +151,10 @@ class PostgresSource(Model):
     tier: Tier = "critical"
     os_user: str | None = None
     count_tables: list[str] = Field(default_factory=list)
+    # How long a backup waits for its last WAL segment to reach the repository.
+    wal_wait: Duration = 120.0
+    # Databases `backup postgres --logical` dumps when --database is not given (default: dbname).
+    logical_databases: list[str] = Field(default_factory=list)
 
 
 class FilesSource(Model):
@@ -212,6 +226,9 @@ class SshHost(Model):
     user: str | None = None
     key_file: str | None = None
     health_url: str | None = None
+    # Per-host layout, for fleets whose hosts differ (defaults: the service's).
+    releases_dir: str | None = None
+    current_link: str | None = None
 
 
 class SshService(Model):
@@ -251,13 +268,34 @@ class Schedule(Model):
     overlap: Literal["skip"] = "skip"
     enabled: bool = True
 
+    @model_validator(mode="after")
+    def _check_cron_and_zone(self) -> Schedule:
+        # Checked here (not at run time) so `config check` names the schedule before cron fires it.
+        from recoverctl.scheduler.cron import check_expression, check_timezone
+
+        problem = check_expression(self.cron) or check_timezone(self.timezone)
+        if problem:
+            raise ValueError(f"schedule '{self.name}': {problem}")
+        if not self.job.strip():
+            raise ValueError(f"schedule '{self.name}': job is empty (e.g. 'backup postgres --type full')")
+        return self
+
 
 # --- notifications --------------------------------------------------------------------------------
+
+
+class ChannelRetry(Model):
+    attempts: int = Field(default=4, ge=1)
+    initial: Duration = 1.0
+    maximum: Duration = 30.0
+    # A Retry-After longer than this is not waited for: the delivery is recorded as failed.
+    max_retry_after: Duration = 120.0
 
 
 class ChannelBase(Model):
     min_interval: Duration = 0.0
     timeout: Duration = 10.0
+    retry: ChannelRetry = Field(default_factory=ChannelRetry)
 
 
 class SlackChannel(ChannelBase):
@@ -277,6 +315,8 @@ class EmailChannel(ChannelBase):
     password_file: str | None = None
     sender: str = Field(alias="from")
     to: list[str]
+    # Extra CA bundle for a private SMTP server certificate (STARTTLS/TLS).
+    ca_file: str | None = None
 
 
 class TwilioChannel(ChannelBase):
@@ -287,6 +327,15 @@ class TwilioChannel(ChannelBase):
     sender: str = Field(alias="from")
     to: list[str]
     base_url: str = "https://api.twilio.com"
+
+    @model_validator(mode="after")
+    def _check_e164(self) -> TwilioChannel:
+        for number in [self.sender, *self.to]:
+            if not _E164_RE.match(number):
+                raise ValueError(f"'{number}' is not an E.164 phone number (e.g. +14155550100)")
+        if not self.to:
+            raise ValueError("'to' needs at least one phone number")
+        return self
 
 
 class PagerDutyChannel(ChannelBase):
@@ -320,6 +369,15 @@ class NotificationsConfig(Model):
     channels: dict[str, Channel] = Field(default_factory=dict)
     routes: Routes = Field(default_factory=Routes)
 
+    @model_validator(mode="after")
+    def _routes_name_channels(self) -> NotificationsConfig:
+        for severity in ("critical", "warning", "info"):
+            for name in getattr(self.routes, severity):
+                if name not in self.channels:
+                    known = ", ".join(sorted(self.channels)) or "(none configured)"
+                    raise ValueError(f"routes.{severity} names unknown channel '{name}' (channels: {known})")
+        return self
+
 
 # --- alert policies and the webhook server --------------------------------------------------------
 
@@ -330,9 +388,12 @@ class Window(Model):
 
 
 class Condition(Model):
+    # 'value:NAME' (Grafana values), 'annotation:NAME', 'label:NAME', or a bare NAME (tried in that order).
     value_from: str
     op: Literal[">", ">=", "<", "<=", "=="] = ">"
     threshold: float
+    # When set, the compared quantity is the relative change value/baseline - 1 (0.5 = 50 % worse).
+    baseline_from: str | None = None
 
 
 class Policy(Model):
@@ -344,6 +405,7 @@ class Policy(Model):
     source: str | None = None
     playbook: str | None = None
     conditions: list[Condition] = Field(default_factory=list)
+    conditions_mode: Literal["all", "any"] = "all"
     min_firing: Duration = 0.0
     cooldown: Duration = 600.0
     max_actions: Window | None = None
@@ -358,6 +420,9 @@ class ServeAuth(Model):
     hmac_secret_file: str | None = None
     hmac_secret_env: str | None = None
     max_skew: Duration = 300.0
+    signature_header: str = "X-Grafana-Alerting-Signature"
+    timestamp_header: str = "X-Grafana-Alerting-Signature-Timestamp"
+    require_timestamp: bool = False
 
 
 class ServeConfig(Model):
@@ -366,6 +431,8 @@ class ServeConfig(Model):
     auth: ServeAuth = Field(default_factory=ServeAuth)
     max_body_bytes: int = 1024 * 1024
     workers: int = 2
+    lease: Duration = 30.0
+    poll_interval: Duration = 0.5
 
 
 # --- the whole file -------------------------------------------------------------------------------
@@ -381,6 +448,28 @@ class Config(Model):
     policies: list[Policy] = Field(default_factory=list)
     targets: Targets = Field(default_factory=Targets)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+
+    @field_validator("schedules")
+    @classmethod
+    def _unique_schedule_names(cls, schedules: list[Schedule]) -> list[Schedule]:
+        seen: set[str] = set()
+        for s in schedules:
+            if s.name in seen:
+                raise ValueError(f"schedule name '{s.name}' is used twice")
+            seen.add(s.name)
+        return schedules
+
+    def schedule(self, name: str) -> Schedule:
+        """Return the named schedule; raise NotFoundError listing the configured ones."""
+        for s in self.schedules:
+            if s.name == name:
+                return s
+        from recoverctl.errors import NotFoundError
+
+        raise NotFoundError(
+            f"unknown schedule '{name}'",
+            hint=f"configured schedules: {', '.join(s.name for s in self.schedules) or '(none)'}",
+        )
 
     # Where the file was found; None when running from environment variables alone.
     path: Path | None = Field(default=None, exclude=True)

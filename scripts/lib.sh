@@ -32,6 +32,10 @@ ensure_venv() {
   if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
   fi
+  # An install with the test extras (from ./scripts/test) already holds everything the base needs.
+  if [ -z "$extras" ] && [ -f .venv/.installed-test ] && [ ! pyproject.toml -nt .venv/.installed-test ]; then
+    return 0
+  fi
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "== installing recoverctl into .venv${extras:+ (with $extras extras)}"
     .venv/bin/pip install -q --upgrade pip >/dev/null

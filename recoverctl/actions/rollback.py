@@ -7,7 +7,6 @@ crash `--resume` re-runs the first unfinished step (each step is idempotent) and
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import time
@@ -29,6 +28,8 @@ from recoverctl.schema import migrations
 
 STEPS = ("lock", "stop_current", "schema", "start_target", "verify", "notify", "record")
 SCHEMA_MODES = ("keep", "downgrade", "pitr")
+
+PITR_UNAVAILABLE = "--schema pitr is not available yet: rollback does not drive the PostgreSQL restore itself"
 
 # Fault injection for the crash-and-resume tests: SIGKILL this process right after the named step.
 ENV_CRASH_AFTER = "RECOVERCTL_FAULT_CRASH_AFTER_STEP"
@@ -129,16 +130,7 @@ def _plan_schema(
             hint=f"add services.{service}.database (source, script_location) or use --schema keep",
         )
     if mode == "pitr":
-        if importlib.util.find_spec("recoverctl.actions.restore_postgres") is None:
-            raise UsageError(
-                "--schema pitr is not available yet: the PostgreSQL point-in-time restore capability "
-                "is not part of this recoverctl",
-                hint="use --schema downgrade (alembic) or --schema keep",
-            )
-        raise UsageError(
-            "--schema pitr is not wired to the PostgreSQL restore yet",
-            hint="use --schema downgrade (alembic) or --schema keep",
-        )
+        return _plan_pitr(cfg, service, link, current, plan, warnings)
     script_location = current.get("script_location")
     if not script_location:
         raise UsageError(
@@ -149,6 +141,10 @@ def _plan_schema(
     down = migrations.plan_downgrade(url, script_location, target.get("schema_revision"))
     plan.update(down)
     plan["current_revision"] = down["from_revision"]
+    if down.get("sql_error"):
+        warnings.append(
+            f"the downgrade SQL could not be rendered offline ({down['sql_error']}): what it drops is unknown"
+        )
     if down["drops"]["tables"] or down["drops"]["columns"]:
         lost = ", ".join(f"{tbl} ({n} rows)" for tbl, n in down["rows_lost"].items())
         warnings.append(
@@ -163,6 +159,40 @@ def _plan_schema(
             )
             + (f" — data lost: {lost}" if lost else "")
         )
+    return plan
+
+
+def _plan_pitr(
+    cfg: Config,
+    service: str,
+    link: Any,
+    current: dict[str, Any],
+    plan: dict[str, Any],
+    warnings: list[str],
+) -> dict[str, Any]:
+    """Describe the restore point of the current release and the writes a PITR to it would lose."""
+    name, lsn = current.get("restore_point"), current.get("restore_lsn")
+    if not name or not lsn:
+        raise NotFoundError(
+            f"release {current['version']} of '{service}' has no restore point",
+            hint="deploys of services with a database link create one; use --schema keep or downgrade",
+        )
+    url = migrations.database_url(cfg, service, link)
+    since = migrations.wal_since(url, lsn)
+    plan.update(
+        restore_point=name,
+        restore_lsn=lsn,
+        source=link.source,
+        current_lsn=since["current_lsn"],
+        wal_bytes_after=since["bytes_after"],
+        seconds_after=round(time.time() - current["created_at"], 1),
+        available=False,
+    )
+    warnings.append(
+        f"PITR to restore point {name} (LSN {lsn}) loses every write after it: "
+        f"{since['bytes_after']} bytes of WAL over {plan['seconds_after']:.0f} s"
+    )
+    warnings.append(PITR_UNAVAILABLE)
     return plan
 
 
@@ -189,8 +219,29 @@ def rollback(
     who = actor or default_actor()
     if resume:
         rollback_id = _take_over(catalog, service, cfg)
+        with catalog.begin() as conn:
+            plan = conn.execute(
+                sa.select(t.rollbacks.c.plan).where(t.rollbacks.c.id == rollback_id)
+            ).scalar_one()
+        # Same pre-flight as a fresh rollback; on failure the row stays resumable (our pid dies).
+        target = open_target(service, cfg.service(service))
+        try:
+            target.preflight(plan["to_version"])
+        finally:
+            target.close()
         return _drive(cfg, catalog, rollback_id, who)
     plan = plan_rollback(cfg, catalog, service, to_version=to_version, schema=schema)
+    if schema == "pitr" and not dry_run:
+        schema_plan = plan["schema"]
+        raise UsageError(
+            f"{PITR_UNAVAILABLE} (nothing was changed)",
+            hint=(
+                "restore by hand with the service stopped: recoverctl restore postgres --source "
+                f"{schema_plan['source']} --to-name {schema_plan['restore_point']} --target-dir DIR; "
+                "or use --schema downgrade / keep"
+            ),
+            details={"plan": plan},
+        )
     if dry_run:
         return {
             "result": "planned",

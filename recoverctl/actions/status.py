@@ -18,6 +18,7 @@ from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
 from recoverctl.config import Config
 from recoverctl.drill.scoring import human_duration
+from recoverctl.scheduler.health import scheduler_health
 
 GREEN, AMBER, RED = "green", "amber", "red"
 _RANK = {GREEN: 0, AMBER: 1, RED: 2}
@@ -384,4 +385,6 @@ def status(cfg: Config, catalog: Catalog, now: float | None = None) -> dict[str,
         "repository": repository,
         "sources": sources,
         "services": services,
+        # Reported, not folded into the overall status: cron-mode setups have no loop to watch.
+        "scheduler": scheduler_health(cfg, catalog, now),
     }

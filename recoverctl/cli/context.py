@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,7 +55,20 @@ class App:
 
     def close(self) -> None:
         if self._catalog is not None:
+            self._deliver_events()
             self._catalog.close()
+
+    def _deliver_events(self) -> None:
+        # Whatever a command recorded (backup failed, rollback done, ...) is sent before it exits,
+        # even when it failed: this one place wires every capability's events to the routes.
+        if self._config is None or self._catalog is None or not self._config.notifications.channels:
+            return
+        from recoverctl.actions.deliver import deliver_pending
+
+        try:
+            deliver_pending(self._config, self._catalog)
+        except Exception as e:
+            logging.getLogger(__name__).warning("could not deliver pending notifications: %s", e)
 
 
 pass_app = click.make_pass_decorator(App)

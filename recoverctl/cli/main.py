@@ -56,12 +56,18 @@ def _register() -> None:
         deploy_cmd,
         drill_cmd,
         forget_cmd,
+        notify_cmd,
+        postgres_cmd,
         releases_cmd,
         repo_cmd,
         rollback_cmd,
+        scheduler_cmd,
+        serve_cmd,
         status_cmd,
         storage_cmd,
+        summary_cmd,
         verify_cmd,
+        wal_cmd,
     )
 
     for module in (
@@ -78,6 +84,12 @@ def _register() -> None:
         releases_cmd,
         drill_cmd,
         status_cmd,
+        notify_cmd,
+        scheduler_cmd,
+        summary_cmd,
+        serve_cmd,
+        postgres_cmd,
+        wal_cmd,
     ):
         for command in module.COMMANDS:
             cli.add_command(command)

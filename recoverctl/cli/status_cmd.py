@@ -45,6 +45,8 @@ def status_cmd(app: App) -> None:
                 out.append(f"  {key:18} {paint(item['status'])} {item['reason']}")
         for svc in d["services"]:
             out.append(f"service {svc['service']} {paint(svc['status'])} {'; '.join(svc['reasons'])}")
+        sched = d["scheduler"]
+        out.append(f"scheduler {paint(sched['status'])} {sched['reason']}")
         return "\n".join(out)
 
     app.render(data, text)

@@ -23,9 +23,15 @@ def storage_group() -> None:
 def check(app: App, url: str | None, size: int) -> None:
     """Write, read, list and delete a probe object on URL (default: the configured repository).
 
+    URL is a path, file:///path, s3://bucket/prefix or sftp://user@host:port/path; backend options
+    (endpoint, credentials, known_hosts...) come from the repository section of the config.
+    Credentials never come from flags: use AWS_* variables, ${VAR} in the config, key files.
+
     \b
     Example:
       recoverctl storage check s3://backups/prod
+      recoverctl --json storage check sftp://backup@vault:22/srv/recoverctl
+      recoverctl storage check            # the configured repository
     """
     repo = app.config.repository
     if url is None:

@@ -127,6 +127,7 @@ def upgrade(url: str, script_location: str, target: str = "head") -> dict[str, A
     cfg = _alembic_config(script_location, url)
     with _connect(url) as conn:
         before = MigrationContext.configure(conn).get_current_revision()
+        conn.rollback()  # end the read's implicit transaction: the migration gets a fresh one
         trans = conn.begin()
         try:
             cfg.attributes["connection"] = conn
@@ -176,7 +177,11 @@ def plan_downgrade(url: str, script_location: str, target: str | None) -> dict[s
     ]
     buf = io.StringIO()
     cfg.attributes["output_buffer"] = buf
-    command.downgrade(cfg, f"{current}:{target or 'base'}", sql=True)
+    try:
+        command.downgrade(cfg, f"{current}:{target or 'base'}", sql=True)
+    except Exception as e:
+        # Scripts that read the database or raise cannot be rendered offline; the plan says so.
+        plan["sql_error"] = f"{type(e).__name__}: {e}"
     sql = buf.getvalue()
     plan["sql"] = sql
     tables = sorted({m.strip('"') for m in _DROP_TABLE.findall(sql)})
@@ -204,6 +209,7 @@ def downgrade(url: str, script_location: str, target: str | None) -> dict[str, A
         before = MigrationContext.configure(conn).get_current_revision()
         if before == target:
             return {"from_revision": before, "to_revision": target, "ran": False}
+        conn.rollback()  # end the read's implicit transaction: the migration gets a fresh one
         trans = conn.begin()
         try:
             cfg.attributes["connection"] = conn
@@ -242,3 +248,20 @@ def create_restore_point(url: str, name: str) -> dict[str, Any]:
         ) from None
     assert row is not None
     return {"name": name, "lsn": row[0], "timeline": row[1]}
+
+
+def wal_since(url: str, lsn: str) -> dict[str, Any]:
+    """Return {current_lsn, bytes_after}: how much WAL the database wrote after `lsn`."""
+    import psycopg
+
+    try:
+        with psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=10) as conn:
+            row = conn.execute(
+                "SELECT pg_current_wal_lsn()::text, "
+                "pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)::bigint",
+                (lsn,),
+            ).fetchone()
+    except psycopg.Error as e:
+        raise RecoverctlError(f"cannot read the WAL position of '{redact_url(url)}': {e}") from None
+    assert row is not None
+    return {"current_lsn": row[0], "bytes_after": int(row[1])}

@@ -69,6 +69,12 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     if parts.scheme != "s3" or not parts.netloc:
         raise UsageError(f"invalid S3 URL '{redact_url(url)}'", hint="use s3://bucket or s3://bucket/prefix")
+    if "@" in parts.netloc:
+        raise UsageError(
+            f"credentials in the S3 URL '{redact_url(url)}' are not supported",
+            hint="use AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or s3.access_key_id and "
+            "s3.secret_access_key: ${VAR} in the config",
+        )
     prefix = parts.path.strip("/")
     return parts.netloc, f"{prefix}/" if prefix else ""
 

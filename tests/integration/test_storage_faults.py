@@ -6,7 +6,9 @@ S3 faults come from a fault-injecting HTTP proxy in front of moto; SFTP faults f
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +157,85 @@ def test_fault_injection_env_through_cli(cli: Cli, tmp_path: Path) -> None:
         "--json", "storage", "check", env={"RECOVERCTL_FAULTS": "put:transient:*"}, check=1
     ).error_json()
     assert "failed after retries" in err["message"] and "injected transient fault" in err["message"]
-    # Non-transient faults are not retried.
-    r = cli("--json", "storage", "check", env={"RECOVERCTL_FAULTS": "get:error:1"}, check=1)
-    assert "injected error fault" in r.error_json()["message"]
-    assert "retrying" not in r.stderr
+
+
+def test_s3_hung_request_times_out_and_is_retried(s3_bucket: S3Bucket, fault_proxy_factory: Any) -> None:
+    proxy: FaultProxy = fault_proxy_factory(s3_bucket.server.endpoint_url)
+    opts = RepositoryConfig(
+        url=s3_bucket.url("prod"),
+        s3=S3Options(
+            endpoint_url=proxy.url,
+            path_style=True,
+            region=s3_bucket.server.region,
+            access_key_id=s3_bucket.server.access_key_id,
+            secret_access_key=s3_bucket.server.secret_access_key,  # type: ignore[arg-type]
+            read_timeout=1,
+        ),
+        retry=RetryOptions(attempts=3, initial=0.05, maximum=0.1),
+    )
+    storage = open_storage(opts.url, opts)
+    proxy.stall(1, method="GET")
+    storage.put("config", b"cfg")
+    assert storage.get("config") == b"cfg"
+    assert proxy.count("stall", "GET") == 1
+    assert proxy.count("forwarded", "GET") == 1
+    storage.close()
+
+
+def test_sftp_one_connection_serves_parallel_calls(sshd: SshServer) -> None:
+    opts = RepositoryConfig(
+        url=sshd.url("repo"),
+        sftp=SftpOptions(key_file=str(sshd.key_file), known_hosts=str(sshd.known_hosts), connections=4),
+    )
+    storage = open_storage(opts.url, opts)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: storage.put(f"data/{i % 5}/{i}", b"x" * i), range(60)))
+        sizes = sorted(pool.map(lambda i: len(storage.get(f"data/{i % 5}/{i}")), range(60)))
+    assert sizes == list(range(60))
+    storage.close()
+    assert sshd.log_path.read_text().count("Accepted publickey for root") == 1
+
+
+def test_sftp_key_from_ssh_agent(cli: Cli, sshd: SshServer, tmp_path: Path) -> None:
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        wait_until(sock.exists, timeout=10, what="ssh-agent socket")
+        env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+        subprocess.run(["ssh-add", "-q", str(sshd.key_file)], env=env, check=True, capture_output=True)
+        cli.env["SSH_AUTH_SOCK"] = str(sock)
+        # No key_file: the only way in is the agent (the isolated HOME has no ~/.ssh keys).
+        cli.write_config(
+            {"repository": {"url": sshd.url("repo"), "sftp": {"known_hosts": str(sshd.known_hosts)}}}
+        )
+        cli("storage", "check", check=0)
+        assert "Accepted publickey for root" in sshd.log_path.read_text()
+    finally:
+        agent.terminate()
+        agent.wait(10)
+
+
+def test_s3_server_killed_mid_upload(s3_server_factory: Any) -> None:
+    server = s3_server_factory()
+    bucket = server.create_bucket()
+    storage = _s3_storage(bucket, server.endpoint_url, attempts=2)
+    errors: list[BaseException] = []
+
+    def upload() -> None:
+        try:
+            storage.put("data/pack", os.urandom(MIB) * 64)
+        except BaseException as e:
+            errors.append(e)
+
+    t = threading.Thread(target=upload)
+    t.start()
+    # moto logs each request once answered: the first finished part means the upload is under way.
+    wait_until(lambda: "partNumber=" in server.log_path.read_text(), timeout=60, what="a part upload")
+    server.kill()
+    t.join(60)
+    assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], StorageError)
+    message = errors[0].message  # type: ignore[attr-defined]
+    assert f"s3://{bucket.name}/prod" in message and server.endpoint_url in message
+    assert "failed after retries" in message
+    storage.close()

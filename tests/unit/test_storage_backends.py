@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import botocore.exceptions as bce
@@ -30,6 +31,9 @@ def test_parse_s3_url() -> None:
     assert parse_s3_url("s3://bucket/a/b/") == ("bucket", "a/b/")
     with pytest.raises(UsageError):
         parse_s3_url("s3:///nobucket")
+    with pytest.raises(UsageError) as e:
+        parse_s3_url("s3://AKIA:supersecret@bucket/p")
+    assert "supersecret" not in e.value.message and "AKIA:***@bucket" in e.value.message
 
 
 def test_parse_sftp_url() -> None:
@@ -53,7 +57,9 @@ def test_unsupported_scheme_is_usage_error() -> None:
     assert e.value.exit_code == 2
 
 
+@functools.cache
 def _s3() -> S3Storage:
+    # Creating a boto3 client costs about a second on a busy machine: share one.
     return S3Storage(
         "s3://bkt/prod",
         S3Options(endpoint_url="http://127.0.0.1:1", access_key_id="k", secret_access_key="s"),  # type: ignore[arg-type]

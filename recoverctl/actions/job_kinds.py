@@ -1,0 +1,103 @@
+"""What each job kind in the persistent queue does: one registry from kind to callable.
+
+Executors are imported lazily so a worker does not load (or need) the deploy machinery to send a
+notification. Each returns a JSON-able result or raises RecoverctlError (the job then fails).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+from recoverctl.catalog import Catalog
+from recoverctl.catalog import tables as t
+from recoverctl.config import Config
+from recoverctl.errors import RecoverctlError
+
+Executor = Callable[[Config, Catalog, dict[str, Any]], dict[str, Any]]
+
+
+def _alert_summary(payload: dict[str, Any]) -> str:
+    summary = payload.get("summary")
+    return f"{payload.get('alertname')} on '{payload.get('target')}'" + (f": {summary}" if summary else "")
+
+
+def run_notify(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict[str, Any]:
+    """Record an `alert.notify` event for the notification layer; return its id."""
+    event_id = catalog.emit_event(
+        "alert.notify",
+        payload.get("severity", "warning"),
+        payload.get("target"),
+        _alert_summary(payload),
+        details={k: payload.get(k) for k in ("policy", "source", "fingerprint", "starts_at", "labels")},
+        dedup_key=f"alert:{payload.get('incident_key')}",
+    )
+    return {"event_id": event_id}
+
+
+def _earlier_attempt(catalog: Catalog, service: str, marker: str) -> Any:
+    with catalog.begin() as conn:
+        return conn.execute(
+            sa.select(t.rollbacks.c.id, t.rollbacks.c.state)
+            .where(t.rollbacks.c.service == service, t.rollbacks.c.reason.contains(marker, autoescape=True))
+            .order_by(t.rollbacks.c.id.desc())
+        ).first()
+
+
+def run_rollback(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict[str, Any]:
+    """Roll the payload's service back to its previous good release; raise when it failed.
+
+    A job requeued after its worker died (`resume`) looks for the rollback its first attempt
+    started: finished → done (never roll back twice), running → resume it, none → start now.
+    """
+    from recoverctl.actions.rollback import rollback
+
+    service = payload["target"]
+    marker = f"[job {payload.get('job_id')}]"
+    resume = False
+    if payload.get("resume"):
+        earlier = _earlier_attempt(catalog, service, marker)
+        if earlier is not None and earlier.state == "succeeded":
+            return {"result": "succeeded", "rollback_id": earlier.id, "finished_before_restart": True}
+        if earlier is not None and earlier.state != "running":
+            raise RecoverctlError(
+                f"rollback #{earlier.id} of '{service}' ended {earlier.state} before the worker died",
+                hint=f"check 'recoverctl releases {service}' and roll back by hand if needed",
+            )
+        resume = earlier is not None
+    result = rollback(
+        cfg,
+        catalog,
+        service,
+        to_version=None,
+        schema="keep",
+        dry_run=False,
+        reason=f"alert {_alert_summary(payload)} (policy {payload.get('policy')}) {marker}",
+        actor=f"{payload.get('source', 'alert')}:{payload.get('policy')}",
+        resume=resume,
+    )
+    if result.get("result") != "succeeded":
+        raise RecoverctlError(
+            f"rollback of '{payload['target']}' ended {result.get('result')}",
+            details={"result": result},
+        )
+    return result
+
+
+JOB_KINDS: dict[str, Executor] = {
+    "notify": run_notify,
+    "rollback": run_rollback,
+}
+
+
+def run_job(cfg: Config, catalog: Catalog, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Run one job of `kind`; return its result; raise RecoverctlError for an unknown kind or failure."""
+    try:
+        executor = JOB_KINDS[kind]
+    except KeyError:
+        raise RecoverctlError(
+            f"job kind '{kind}' is not known to this worker", hint=f"known kinds: {', '.join(JOB_KINDS)}"
+        ) from None
+    return executor(cfg, catalog, payload)

@@ -1,0 +1,220 @@
+"""`postgres setup|restore-point|status`: archiving settings, named restore points, RPO exposure."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from psycopg import sql
+
+from recoverctl.catalog import Catalog
+from recoverctl.catalog import tables as t
+from recoverctl.config import Config, PostgresSource
+from recoverctl.errors import ConfigError, RecoverctlError, UsageError
+from recoverctl.sources.postgres.archiving import archive_command
+from recoverctl.sources.postgres.connection import connect
+
+
+def _setting(conn: psycopg.Connection, name: str) -> tuple[str, str]:
+    row = conn.execute("select setting, context from pg_settings where name = %s", (name,)).fetchone()
+    if row is None:
+        raise RecoverctlError(f"server has no setting '{name}'")
+    return str(row[0]), str(row[1])
+
+
+def archiving_plan(cfg: Config, name: str, conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """Return, per archiving setting, its current and wanted values and whether it must change."""
+    wanted = {
+        "wal_level": "replica",
+        "archive_mode": "on",
+        "archive_command": archive_command(cfg, name),
+    }
+    plan = []
+    for key, value in wanted.items():
+        current, context = _setting(conn, key)
+        if key == "wal_level":
+            ok = current in ("replica", "logical")
+        elif key == "archive_mode":
+            ok = current in ("on", "always")
+        else:
+            ok = current == value
+        plan.append(
+            {
+                "name": key,
+                "current": current,
+                "wanted": current if ok else value,
+                "change": not ok,
+                "restart": (not ok) and context == "postmaster",
+            }
+        )
+    return plan
+
+
+def archiving_refusal(name: str, plan: list[dict[str, Any]]) -> ConfigError | None:
+    """Return the error a backup raises when WAL archiving is not set up, or None when it is.
+
+    Only wal_level and archive_mode are hard requirements plus an archive_command that pushes
+    with `wal push`: an operator may wrap our command (e.g. with a timeout) and still be right.
+    """
+    missing = []
+    for item in plan:
+        if item["name"] == "archive_command":
+            if "wal push" not in item["current"]:
+                missing.append(item)
+        elif item["change"]:
+            missing.append(item)
+    if not missing:
+        return None
+    lines = [f"{i['name']} = '{i['wanted']}'" for i in missing]
+    return ConfigError(
+        f"WAL archiving is not configured on source '{name}': a backup without archived WAL cannot be "
+        "restored",
+        hint="add to postgresql.conf (or run 'recoverctl postgres setup --apply'):\n  "
+        + "\n  ".join(lines)
+        + ("\nthen restart PostgreSQL" if any(i["restart"] for i in missing) else "\nthen reload PostgreSQL"),
+        details={"settings": {i["name"]: i["wanted"] for i in missing}},
+    )
+
+
+def postgres_setup(cfg: Config, catalog: Catalog, *, source: str | None, apply: bool) -> dict[str, Any]:
+    """Given a source, return the archiving settings plan; with `apply`, ALTER SYSTEM + reload.
+
+    The result says whether a restart is still needed (wal_level/archive_mode are postmaster
+    settings). Raise RecoverctlError when the server is unreachable.
+    """
+    name, src = cfg.source(source, "postgres")
+    with connect(src, name) as conn:
+        plan = archiving_plan(cfg, name, conn)
+        changes = [i for i in plan if i["change"]]
+        applied = False
+        if apply and changes:
+            for item in changes:
+                conn.execute(
+                    sql.SQL("alter system set {} = {}").format(
+                        sql.Identifier(item["name"]), sql.Literal(item["wanted"])
+                    )
+                )
+            conn.execute("select pg_reload_conf()")
+            applied = True
+            catalog.audit(
+                "postgres.setup", name, "applied", {"settings": {i["name"]: i["wanted"] for i in changes}}
+            )
+        restart = any(i["restart"] for i in changes)
+    return {
+        "source": name,
+        "settings": plan,
+        "applied": applied,
+        "changes": len(changes),
+        "restart_needed": restart,
+    }
+
+
+def create_restore_point(cfg: Config, catalog: Catalog, *, source: str | None, name: str) -> dict[str, Any]:
+    """Create a named restore point on the source and record it; return its LSN and timeline."""
+    if not name or len(name) >= 64:
+        raise UsageError(f"restore point name '{name}' must be 1-63 characters (PostgreSQL's limit)")
+    src_name, src = cfg.source(source, "postgres")
+    with connect(src, src_name) as conn:
+        in_recovery = conn.execute("select pg_is_in_recovery()").fetchone()
+        if in_recovery and in_recovery[0]:
+            raise RecoverctlError(
+                f"source '{src_name}' is a standby: restore points can only be created on the primary"
+            )
+        row = conn.execute(
+            "select pg_create_restore_point(%s)::text, (select timeline_id from pg_control_checkpoint()), "
+            "extract(epoch from now())::float8",
+            (name,),
+        ).fetchone()
+        assert row is not None
+        # The restore point record must reach the archive for PITR to find it.
+        conn.execute("select pg_switch_wal()")
+    lsn, timeline, at = str(row[0]), int(row[1]), float(row[2])
+    with catalog.begin() as db:
+        rp_id = db.execute(
+            t.restore_points.insert().values(
+                source=src_name, name=name, lsn=lsn, timeline=timeline, created_at=at
+            )
+        ).inserted_primary_key[0]  # type: ignore[index]
+    catalog.audit("postgres.restore-point", src_name, "created", {"name": name, "lsn": lsn})
+    return {"id": int(rp_id), "source": src_name, "name": name, "lsn": lsn, "timeline": timeline, "time": at}
+
+
+def known_restore_points(catalog: Catalog, source: str) -> list[dict[str, Any]]:
+    """Return the restore points recorded for `source`, oldest first."""
+    with catalog.begin() as db:
+        rows = db.execute(
+            sa.select(t.restore_points)
+            .where(t.restore_points.c.source == source)
+            .order_by(t.restore_points.c.created_at)
+        ).fetchall()
+    return [dict(r._mapping) for r in rows]
+
+
+def _archiver(src: PostgresSource, name: str) -> dict[str, Any] | None:
+    try:
+        with connect(src, name) as conn:
+            row = conn.execute(
+                "select last_archived_wal, extract(epoch from last_archived_time)::float8, "
+                "last_failed_wal, extract(epoch from last_failed_time)::float8, failed_count, "
+                "pg_current_wal_lsn()::text from pg_stat_archiver"
+            ).fetchone()
+    except RecoverctlError:
+        return None
+    if row is None:
+        return None
+    return {
+        "last_archived_wal": row[0],
+        "last_archived_at": row[1],
+        "last_failed_wal": row[2],
+        "last_failed_at": row[3],
+        "failed_count": row[4],
+        "current_lsn": row[5],
+    }
+
+
+def postgres_status(cfg: Config, catalog: Catalog, *, source: str | None = None) -> dict[str, Any]:
+    """Return, per postgres source, the RPO exposure (now - last archived WAL time) against the
+    tier's target, from the live server (pg_stat_archiver) and the catalog's wal_status."""
+    names = (
+        [cfg.source(source, "postgres")[0]]
+        if source
+        else [n for n, s in cfg.sources.items() if s.type == "postgres"]
+    )
+    now = time.time()
+    out = []
+    for name in names:
+        src = cfg.sources[name]
+        assert isinstance(src, PostgresSource)
+        with catalog.begin() as db:
+            row = db.execute(sa.select(t.wal_status).where(t.wal_status.c.source == name)).first()
+        recorded = dict(row._mapping) if row else None
+        live = _archiver(src, name)
+        candidates = [
+            x
+            for x in (
+                recorded and recorded.get("last_archived_at"),
+                live and live.get("last_archived_at"),
+            )
+            if x
+        ]
+        last_at = max(candidates) if candidates else None
+        target = cfg.targets.for_tier(src.tier).rpo
+        exposure = None if last_at is None else max(0.0, now - float(last_at))
+        entry: dict[str, Any] = {
+            "source": name,
+            "tier": src.tier,
+            "rpo_target_s": target,
+            "last_archived_segment": (recorded or {}).get("last_segment")
+            or (live or {}).get("last_archived_wal"),
+            "last_archived_at": last_at,
+            "exposure_s": None if exposure is None else round(exposure, 1),
+            "within_target": exposure is not None and exposure <= target,
+            "segments_archived": (recorded or {}).get("segments_total", 0),
+            "server_reachable": live is not None,
+        }
+        if live is not None:
+            entry["archiver"] = live
+        out.append(entry)
+    return {"sources": out, "at": now}

@@ -1,0 +1,114 @@
+"""Scheduler use cases: run one scheduled job (cron mode) and install cron/systemd units."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from recoverctl.catalog import Catalog
+from recoverctl.config import Config
+from recoverctl.errors import ExitCode, RecoverctlError, UsageError
+from recoverctl.scheduler import cron, leases
+from recoverctl.scheduler.execute import as_dict, run_claimed
+from recoverctl.scheduler.install import crontab_lines, merge_crontab, systemd_units
+
+
+class JobFailedError(RecoverctlError):
+    """A scheduled job ran and failed; the CLI exits with the job's own exit code when it is one of ours."""
+
+    def __init__(self, message: str, exit_code: int | None, **kwargs: Any):
+        super().__init__(message, **kwargs)
+        known = {int(c) for c in ExitCode}
+        self.exit_code = ExitCode(exit_code) if exit_code in known and exit_code else ExitCode.FAILED
+
+
+def run_job(
+    cfg: Config,
+    catalog: Catalog,
+    name: str,
+    *,
+    lease: float = 60.0,
+    now_as_due: bool = False,
+    metrics_textfile: str | None = None,
+) -> dict[str, Any]:
+    """Claim the current occurrence of schedule `name` and run it; return the outcome.
+
+    The occurrence is the latest cron time at or before now, so the same crontab line on several
+    hosts runs the job once. Raise NotFoundError for an unknown schedule and JobFailedError when the
+    job fails.
+    """
+    schedule = cfg.schedule(name)
+    runner = leases.runner_id("run-job")
+    leases.abandon_expired(catalog, runner)
+    now = time.time()
+    due = float(int(now)) if now_as_due else cron.previous(schedule.cron, schedule.timezone, now)
+    result = leases.claim(catalog, schedule.name, due, runner, lease)
+    if result.state != "claimed" or result.claim is None:
+        return {"schedule": name, "due_at": due, "state": result.state, "detail": result.detail}
+    r = run_claimed(cfg, catalog, schedule, result.claim, lease=lease, metrics_textfile=metrics_textfile)
+    out = as_dict(r)
+    if r.state != "succeeded":
+        why = "timed out" if r.timed_out else f"exited {r.exit_code}"
+        raise JobFailedError(
+            f"scheduled job '{name}' ({schedule.job}) {why}",
+            r.exit_code,
+            hint="the output tail is in the catalog (schedule_runs.outcome); run the job by hand to see all",
+            details={"output_tail": r.output[-2000:]},
+        )
+    return out
+
+
+def _systemd_dir(user: bool) -> Path:
+    if user:
+        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+        return base / "systemd" / "user"
+    return Path("/etc/systemd/system")
+
+
+def install(
+    cfg: Config, *, mode: str, user: bool, print_only: bool, directory: str | None, dry_run: bool
+) -> dict[str, Any]:
+    """Render crontab lines or systemd units; write/install them unless print_only or dry_run.
+
+    Return what was rendered and where it went. Raise UsageError when nothing is scheduled or the
+    crontab command is missing.
+    """
+    if not [s for s in cfg.schedules if s.enabled]:
+        raise UsageError(
+            "no enabled schedules to install", hint="add 'schedules:' (see 'recoverctl scheduler init')"
+        )
+    if mode == "cron":
+        block = crontab_lines(cfg)
+        if print_only or dry_run:
+            return {"mode": "cron", "installed": False, "crontab": block}
+        crontab = shutil.which("crontab")
+        if crontab is None:
+            raise UsageError(
+                "cannot install the crontab: the 'crontab' command is not installed",
+                hint="install cron, or use --print and add the lines to your crontab by hand",
+            )
+        current = subprocess.run([crontab, "-l"], capture_output=True, text=True)
+        existing = current.stdout if current.returncode == 0 else ""
+        subprocess.run([crontab, "-"], input=merge_crontab(existing, block), text=True, check=True)
+        return {"mode": "cron", "installed": True, "crontab": block}
+    units = systemd_units(cfg)
+    rendered = {u.filename: u.text for u in units}
+    if print_only or dry_run:
+        return {"mode": "systemd", "installed": False, "units": rendered}
+    target = Path(directory) if directory else _systemd_dir(user)
+    target.mkdir(parents=True, exist_ok=True)
+    for u in units:
+        (target / u.filename).write_text(u.text)
+    scope = "--user " if user else ""
+    timers = " ".join(u.filename for u in units if u.filename.endswith(".timer"))
+    return {
+        "mode": "systemd",
+        "installed": True,
+        "directory": str(target),
+        "units": rendered,
+        "next": f"systemctl {scope}daemon-reload && systemctl {scope}enable --now {timers}",
+    }

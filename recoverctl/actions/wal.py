@@ -1,0 +1,271 @@
+"""`wal push` / `wal fetch`: PostgreSQL's archive_command and restore_command.
+
+Both run once per WAL file, inside the server, so start-up cost matters: this module imports
+only what the push/fetch path needs, and the catalog (SQLAlchemy + alembic) is touched only
+after the WAL file is safely stored, best-effort.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from recoverctl.config import Config
+from recoverctl.errors import NotFoundError, ObjectNotFound, UsageError, VerificationError
+from recoverctl.sources.postgres.walnames import (
+    DEFAULT_SEGMENT_SIZE,
+    SEGMENT_RE,
+    is_wal_file_name,
+    segment_from_number,
+    segment_number,
+    timeline_of,
+)
+
+if TYPE_CHECKING:
+    from recoverctl.repo import Repository
+
+
+def wal_key(source: str, name: str) -> str:
+    """Return the repository object key of a WAL file: wal/<source>/<timeline>/<name>."""
+    return f"wal/{source}/{timeline_of(name):08X}/{name}"
+
+
+def wal_prefix(source: str, timeline: int | None = None) -> str:
+    return f"wal/{source}/" if timeline is None else f"wal/{source}/{timeline:08X}/"
+
+
+def _check_name(name: str) -> None:
+    if not is_wal_file_name(name):
+        raise UsageError(
+            f"'{name}' is not a WAL file name",
+            hint="archive_command passes %p (a path under pg_wal/), restore_command passes %f",
+        )
+
+
+def open_repo(cfg: Config, password: str) -> Repository:
+    from recoverctl.actions.repository import open_repository
+
+    return open_repository(cfg, password)
+
+
+def push_file(repo: Repository, source: str, path: Path) -> dict[str, Any]:
+    """Store one WAL file; idempotent. Return what happened ('stored' or 'already-archived').
+
+    Raise VerificationError when different content already exists under the name: that means
+    two clusters archive into one place, or the archive was tampered with; never overwrite.
+    """
+    name = path.name
+    _check_name(name)
+    data = path.read_bytes()
+    key = wal_key(source, name)
+    try:
+        existing = repo.get_object(key)
+    except ObjectNotFound:
+        existing = None
+    if existing is not None:
+        if existing == data:
+            return {"name": name, "key": key, "status": "already-archived", "bytes": len(data)}
+        raise VerificationError(
+            f"WAL file '{name}' is already in the repository with different content "
+            f"(sha256 {hashlib.sha256(existing).hexdigest()[:16]} there, "
+            f"{hashlib.sha256(data).hexdigest()[:16]} here); not overwritten",
+            hint="another cluster may archive into this source name, or the archive was restored "
+            "from elsewhere: give each cluster its own source name",
+        )
+    stored = repo.put_object(key, data)
+    return {"name": name, "key": key, "status": "stored", "bytes": len(data), "stored_bytes": stored}
+
+
+def _record(cfg: Config, source: str, name: str, ok: bool) -> None:
+    """Update wal_status for RPO tracking; never fails the push (the repository is the truth)."""
+    try:
+        import sqlalchemy as sa
+
+        from recoverctl.catalog import Catalog
+        from recoverctl.catalog import tables as t
+
+        catalog = Catalog.from_config(cfg)
+        try:
+            now = time.time()
+            with catalog.begin() as db:
+                row = db.execute(sa.select(t.wal_status).where(t.wal_status.c.source == source)).first()
+                if ok:
+                    values: dict[str, Any] = {"last_segment": name, "last_archived_at": now}
+                    # keep the highest segment: a retried older one must not move RPO backwards
+                    if (
+                        row is not None
+                        and SEGMENT_RE.match(name)
+                        and SEGMENT_RE.match(row.last_segment or "")
+                        and row.last_segment > name
+                    ):
+                        values = {"last_archived_at": max(now, row.last_archived_at or 0)}
+                    values["segments_total"] = (row.segments_total if row else 0) + 1
+                else:
+                    values = {"last_failed_segment": name, "last_failed_at": now}
+                if row is None:
+                    db.execute(t.wal_status.insert().values(source=source, **{"segments_total": 0, **values}))
+                else:
+                    db.execute(t.wal_status.update().where(t.wal_status.c.source == source).values(**values))
+        finally:
+            catalog.close()
+    except Exception as e:  # the catalog may be unwritable for the server's OS user
+        print(f"warning: WAL status not recorded in the catalog: {e}", file=sys.stderr)
+
+
+def wal_push(cfg: Config, password: str, *, source: str | None, path: Path) -> dict[str, Any]:
+    """archive_command: store WAL file `path` for `source`; return the outcome.
+
+    Relative paths are taken from the server's data directory (PostgreSQL runs archive_command
+    there). Raise UsageError for a non-WAL name, VerificationError for a conflicting copy.
+    """
+    name, _src = cfg.source(source, "postgres")
+    start = time.perf_counter()
+    try:
+        repo = open_repo(cfg, password)
+        try:
+            result = push_file(repo, name, path)
+        finally:
+            repo.close()
+    except Exception:
+        _record(cfg, name, path.name, ok=False)
+        raise
+    _record(cfg, name, path.name, ok=True)
+    result["source"] = name
+    result["seconds"] = round(time.perf_counter() - start, 4)
+    return result
+
+
+PREFETCH = 8
+SPOOL_DIR = ".recoverctl-prefetch"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".recoverctl-tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _prefetch(repo: Repository, source: str, name: str, spool: Path) -> int:
+    """Fetch the segments after `name` into `spool` in parallel; return how many were fetched.
+
+    Recovery asks for segments one by one, each a new process that would open the repository
+    again; reading ahead turns most of those calls into a rename.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    tl = timeline_of(name)
+    first = segment_number(name)
+    wanted = [segment_from_number(tl, n) for n in range(first + 1, first + 1 + PREFETCH)]
+    available = {k.rsplit("/", 1)[-1] for k in repo.list_objects(wal_prefix(source, tl))}
+    todo = [n for n in wanted if n in available and not (spool / n).exists()]
+    if not todo:
+        return 0
+    spool.mkdir(parents=True, exist_ok=True)
+
+    def one(n: str) -> None:
+        _write_atomic(spool / n, repo.get_object(wal_key(source, n)))
+
+    with ThreadPoolExecutor(min(4, len(todo))) as pool:
+        list(pool.map(one, todo))
+    return len(todo)
+
+
+def _clean_spool(spool: Path, name: str) -> None:
+    """Drop read-ahead segments older than `name`: recovery has moved past them."""
+    if not spool.is_dir():
+        return
+    for old in spool.iterdir():
+        if (SEGMENT_RE.match(old.name) and old.name < name) or old.name.endswith(".recoverctl-tmp"):
+            old.unlink(missing_ok=True)
+
+
+def wal_fetch(cfg: Config, password: str, *, source: str | None, name: str, dest: Path) -> dict[str, Any]:
+    """restore_command: write WAL file `name` to `dest`; raise NotFoundError (and write nothing)
+    when the archive does not have it, which PostgreSQL reads as "end of archive".
+
+    Segments are read ahead into pg_wal/.recoverctl-prefetch/<source>/ (next to `dest`) so the
+    following calls need not open the repository.
+    """
+    src_name, _src = cfg.source(source, "postgres")
+    _check_name(name)
+    spool = dest.absolute().parent / SPOOL_DIR / src_name
+    cached = spool / name
+    if SEGMENT_RE.match(name) and cached.exists():
+        os.replace(cached, dest)
+        _clean_spool(spool, name)
+        return {
+            "name": name,
+            "source": src_name,
+            "bytes": dest.stat().st_size,
+            "dest": str(dest),
+            "prefetched": True,
+        }
+    repo = open_repo(cfg, password)
+    try:
+        try:
+            data = repo.get_object(wal_key(src_name, name))
+        except ObjectNotFound:
+            raise NotFoundError(
+                f"WAL file '{name}' is not in the archive of source '{src_name}'",
+                hint="expected at the end of the archive; otherwise the archive has a gap",
+            ) from None
+        _write_atomic(dest, data)
+        ahead = 0
+        if SEGMENT_RE.match(name):
+            _clean_spool(spool, name)
+            try:
+                ahead = _prefetch(repo, src_name, name, spool)
+            except Exception as e:  # read-ahead is an optimisation: the next call fetches directly
+                print(f"warning: WAL read-ahead failed: {e}", file=sys.stderr)
+    finally:
+        repo.close()
+    return {"name": name, "source": src_name, "bytes": len(data), "dest": str(dest), "prefetched": False,
+            "read_ahead": ahead}  # fmt: skip
+
+
+def archived_segments(repo: Repository, source: str) -> dict[int, set[str]]:
+    """Return the archived segment names of `source` per timeline (history/partial files excluded)."""
+    out: dict[int, set[str]] = {}
+    for key in repo.list_objects(wal_prefix(source)):
+        name = key.rsplit("/", 1)[-1]
+        if SEGMENT_RE.match(name):
+            out.setdefault(timeline_of(name), set()).add(name)
+    return out
+
+
+def first_missing(
+    have: set[str], first: str, last: str, segment_size: int = DEFAULT_SEGMENT_SIZE
+) -> str | None:
+    """Return the first segment from `first` to `last` (inclusive) that is not in `have`."""
+    tl = timeline_of(first)
+    for n in range(segment_number(first, segment_size), segment_number(last, segment_size) + 1):
+        seg = segment_from_number(tl, n, segment_size)
+        if seg not in have:
+            return seg
+    return None
+
+
+def wait_for_segment(
+    repo: Repository, source: str, segment: str, timeout: float, interval: float = 0.2
+) -> float:
+    """Poll until `segment` is in the archive; return seconds waited; raise VerificationError."""
+    key = wal_key(source, segment)
+    start = time.monotonic()
+    while True:
+        if any(k == key for k in repo.list_objects(key)):
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise VerificationError(
+                f"WAL segment {segment} of source '{source}' did not reach the repository "
+                f"within {timeout:.0f}s",
+                hint="check archive_command ('recoverctl postgres setup') and the server log "
+                "for archiver errors",
+            )
+        time.sleep(interval)

@@ -1,0 +1,202 @@
+"""The persistent job queue on the `jobs` table: enqueue, atomic claim with a lease, finish, recover.
+
+A job is claimed by one `UPDATE ... WHERE state='queued'` inside a transaction that on PostgreSQL
+first locks the candidate row with `FOR UPDATE SKIP LOCKED`, and on SQLite already holds the write
+lock (the catalog begins with BEGIN IMMEDIATE) — so two workers never claim the same job. A worker
+extends its lease while it runs a job; a lease that expires means the worker died, and the job is
+queued again only when its kind can resume safely (attempts < max_attempts), else abandoned.
+
+`dedup_key` holds `active:<kind>:<target>` while a job is queued or running and is cleared when it
+finishes: the unique index makes "one active job per kind and target" a database guarantee.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from recoverctl.catalog import Catalog
+from recoverctl.catalog import tables as t
+
+ACTIVE_STATES = ("queued", "running")
+
+
+def worker_id(name: str = "worker") -> str:
+    """Return an identity for leases and heartbeats: name:host:pid."""
+    return f"{name}:{socket.gethostname()}:{os.getpid()}"
+
+
+def active_key(kind: str, target: str) -> str:
+    return f"active:{kind}:{target}"
+
+
+def job_dict(row: Any) -> dict[str, Any]:
+    d = dict(row._mapping)
+    d["payload"] = d.get("payload") or {}
+    return d
+
+
+def enqueue(
+    conn: Connection,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    target: str | None = None,
+    max_attempts: int = 1,
+) -> int:
+    """Insert a queued job in the caller's transaction and return its id.
+
+    With `target`, the job holds the active key for (kind, target): a second enqueue for the same
+    pair while this one is queued or running raises sqlalchemy IntegrityError.
+    """
+    return int(
+        conn.execute(
+            t.jobs.insert().values(
+                kind=kind,
+                payload=payload,
+                state="queued",
+                attempts=0,
+                max_attempts=max_attempts,
+                dedup_key=active_key(kind, target) if target is not None else None,
+                created_at=time.time(),
+            )
+        ).inserted_primary_key[0]  # type: ignore[index]
+    )
+
+
+def active_job(conn: Connection, kind: str, target: str) -> dict[str, Any] | None:
+    """Return the queued or running job for (kind, target), or None."""
+    row = conn.execute(sa.select(t.jobs).where(t.jobs.c.dedup_key == active_key(kind, target))).first()
+    return job_dict(row) if row is not None else None
+
+
+def claim(catalog: Catalog, owner: str, kinds: Iterable[str], lease: float) -> dict[str, Any] | None:
+    """Claim the oldest queued job of one of `kinds` for `owner`; return it (state running) or None."""
+    kinds = list(kinds)
+    with catalog.begin() as conn:
+        candidate = conn.execute(
+            sa.select(t.jobs.c.id)
+            .where(t.jobs.c.state == "queued", t.jobs.c.kind.in_(kinds))
+            .order_by(t.jobs.c.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        ).scalar()
+        if candidate is None:
+            return None
+        now = time.time()
+        claimed = conn.execute(
+            t.jobs.update()
+            .where(t.jobs.c.id == candidate, t.jobs.c.state == "queued")
+            .values(
+                state="running",
+                lease_owner=owner,
+                lease_expires_at=now + lease,
+                started_at=now,
+                attempts=t.jobs.c.attempts + 1,
+            )
+        ).rowcount
+        if claimed != 1:
+            return None
+        return job_dict(conn.execute(sa.select(t.jobs).where(t.jobs.c.id == candidate)).one())
+
+
+def extend_lease(catalog: Catalog, job_id: int, owner: str, lease: float) -> bool:
+    """Push the lease forward; return False when `owner` no longer holds the job."""
+    with catalog.begin() as conn:
+        return (
+            conn.execute(
+                t.jobs.update()
+                .where(t.jobs.c.id == job_id, t.jobs.c.lease_owner == owner, t.jobs.c.state == "running")
+                .values(lease_expires_at=time.time() + lease)
+            ).rowcount
+            == 1
+        )
+
+
+def finish(
+    catalog: Catalog,
+    job_id: int,
+    owner: str,
+    state: str,
+    *,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> bool:
+    """Record the outcome (succeeded/failed) of a job `owner` holds; return False if it lost the lease."""
+    with catalog.begin() as conn:
+        return (
+            conn.execute(
+                t.jobs.update()
+                .where(t.jobs.c.id == job_id, t.jobs.c.lease_owner == owner, t.jobs.c.state == "running")
+                .values(
+                    state=state,
+                    finished_at=time.time(),
+                    result=result,
+                    error=error,
+                    dedup_key=None,
+                    lease_expires_at=None,
+                )
+            ).rowcount
+            == 1
+        )
+
+
+def recover_expired(catalog: Catalog) -> list[dict[str, Any]]:
+    """Requeue (attempts left) or abandon running jobs whose lease expired; return what changed."""
+    changed: list[dict[str, Any]] = []
+    now = time.time()
+    with catalog.begin() as conn:
+        rows = conn.execute(
+            sa.select(t.jobs)
+            .where(t.jobs.c.state == "running", t.jobs.c.lease_expires_at < now)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for row in rows:
+            job = job_dict(row)
+            if job["attempts"] < job["max_attempts"]:
+                values: dict[str, Any] = {
+                    "state": "queued",
+                    "lease_owner": None,
+                    "lease_expires_at": None,
+                    "payload": {**job["payload"], "resume": True},
+                }
+            else:
+                values = {
+                    "state": "abandoned",
+                    "finished_at": now,
+                    "dedup_key": None,
+                    "error": f"lease of {job['lease_owner']} expired while running (worker died)",
+                }
+            conn.execute(
+                t.jobs.update().where(t.jobs.c.id == job["id"], t.jobs.c.state == "running").values(**values)
+            )
+            changed.append({**job, **values})
+    return changed
+
+
+def get_job(catalog: Catalog, job_id: int) -> dict[str, Any] | None:
+    with catalog.begin() as conn:
+        row = conn.execute(sa.select(t.jobs).where(t.jobs.c.id == job_id)).first()
+    return job_dict(row) if row is not None else None
+
+
+def count_by_state(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(sa.select(t.jobs.c.state, sa.func.count()).group_by(t.jobs.c.state)).all()
+    return {str(state): int(n) for state, n in rows}
+
+
+def heartbeat(catalog: Catalog, name: str, role: str, details: dict[str, Any] | None = None) -> None:
+    """Upsert the heartbeat row `name`."""
+    now = time.time()
+    with catalog.begin() as conn:
+        updated = conn.execute(
+            t.heartbeats.update().where(t.heartbeats.c.name == name).values(at=now, details=details)
+        ).rowcount
+        if not updated:
+            conn.execute(t.heartbeats.insert().values(name=name, role=role, at=now, details=details))

@@ -1,0 +1,395 @@
+"""`recoverctl postgres setup|restore-point|status|check`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from recoverctl.cli.context import App, pass_app
+from recoverctl.cli.options import json_option
+
+
+@click.group("postgres")
+def postgres_group() -> None:
+    """PostgreSQL sources: archiving setup, restore points, RPO status."""
+
+
+@postgres_group.command("setup")
+@click.option("--source", help="Postgres source name (optional when only one is configured).")
+@click.option("--apply", is_flag=True, help="Apply with ALTER SYSTEM and reload (default: only show).")
+@click.option("--dry-run", is_flag=True, help="Show what --apply would change (the default without --apply).")
+@pass_app
+def setup(app: App, source: str | None, apply: bool, dry_run: bool) -> None:
+    """Show (or apply) the settings PostgreSQL needs to archive WAL into the repository.
+
+    wal_level and archive_mode only take effect after a restart; the output says when one is
+    needed. The archive_command runs this recoverctl as the server's OS user, so that user must
+    be able to read the config and the repository password file.
+
+    \b
+    Example:
+      recoverctl postgres setup --source main
+      sudo -u postgres recoverctl postgres setup --source main --apply
+    """
+    from recoverctl.actions.postgres_setup import postgres_setup
+
+    result = postgres_setup(app.config, app.catalog, source=source, apply=apply and not dry_run)
+
+    def text(d: dict[str, Any]) -> str:
+        lines = []
+        for s in d["settings"]:
+            mark = "change" if s["change"] else "ok"
+            lines.append(
+                f"{mark:6}  {s['name']} = '{s['wanted']}'"
+                + (f"   (now '{s['current']}')" if s["change"] else "")
+            )
+        if d["applied"]:
+            lines.append("applied with ALTER SYSTEM and reloaded")
+        elif d["changes"]:
+            lines.append("run with --apply to change these (ALTER SYSTEM + reload)")
+        if d["restart_needed"]:
+            lines.append("a restart of PostgreSQL is needed for wal_level/archive_mode to take effect")
+        return "\n".join(lines)
+
+    app.render(result, text)
+
+
+@postgres_group.command("restore-point")
+@click.argument("name")
+@click.option("--source", help="Postgres source name (optional when only one is configured).")
+@click.option("--dry-run", is_flag=True, help="Only say what would be created.")
+@pass_app
+def restore_point(app: App, name: str, source: str | None, dry_run: bool) -> None:
+    """Create a named restore point (pg_create_restore_point) and record it in the catalog.
+
+    `restore postgres --to-name NAME` recovers to exactly this point.
+
+    \b
+    Example:
+      recoverctl postgres restore-point before-release-42
+    """
+    from recoverctl.actions.postgres_setup import create_restore_point
+
+    if dry_run:
+        src_name, _ = app.config.source(source, "postgres")
+        app.render(
+            {"source": src_name, "name": name, "dry_run": True},
+            f"would create restore point '{name}' on {src_name}",
+        )
+        return
+    result = create_restore_point(app.config, app.catalog, source=source, name=name)
+    app.render(
+        result,
+        lambda d: f"restore point '{d['name']}' at {d['lsn']} (timeline {d['timeline']}) on {d['source']}",
+    )
+
+
+@postgres_group.command("status")
+@click.option("--source", help="Only this postgres source.")
+@pass_app
+def status(app: App, source: str | None) -> None:
+    """Show RPO exposure per postgres source: now minus the last archived WAL time, vs the tier target.
+
+    \b
+    Example:
+      recoverctl postgres status --json
+    """
+    from recoverctl.actions.postgres_setup import postgres_status
+
+    result = postgres_status(app.config, app.catalog, source=source)
+
+    def text(d: dict[str, Any]) -> str:
+        lines = []
+        for s in d["sources"]:
+            if s["exposure_s"] is None:
+                lines.append(f"{s['source']}: no WAL archived yet (RPO target {s['rpo_target_s']:.0f}s)")
+                continue
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(s["last_archived_at"]))
+            verdict = "within" if s["within_target"] else "OVER"
+            lines.append(
+                f"{s['source']} ({s['tier']}): last WAL {s['last_archived_segment']} at {when}, "
+                f"exposure {s['exposure_s']:.0f}s, {verdict} RPO target {s['rpo_target_s']:.0f}s"
+            )
+        return "\n".join(lines) or "no postgres sources configured"
+
+    app.render(result, text)
+
+
+# --- `backup postgres` and `restore postgres` -----------------------------------------------------
+
+
+def _annotations(values: tuple[str, ...]) -> dict[str, str]:
+    from recoverctl.cli.backup_cmd import parse_tags
+
+    return parse_tags(values)
+
+
+@click.command("postgres")
+@click.option("--source", help="Postgres source name (optional when only one is configured).")
+@click.option(
+    "--type", "backup_type", type=click.Choice(["full", "incremental"]), default="full", show_default=True,
+    help="incremental reads only files changed since the newest backup, still a standalone snapshot.",
+)  # fmt: skip
+@click.option("--logical", is_flag=True, help="Stream pg_dump -Fc of one database instead.")
+@click.option("--database", help="With --logical: the database to dump (default: the source's dbname).")
+@click.option("--annotate", "annotations", multiple=True, metavar="K=V", help="Record K=V with the backup.")
+@click.option("--dry-run", is_flag=True, help="Check the source and archiving settings; copy nothing.")
+@json_option
+@pass_app
+def backup_postgres_cmd(
+    app: App,
+    source: str | None,
+    backup_type: str,
+    logical: bool,
+    database: str | None,
+    annotations: tuple[str, ...],
+    dry_run: bool,
+) -> None:
+    """Back up a running PostgreSQL cluster (physical, consistent, with its WAL) or one database (logical).
+
+    The snapshot is written only after the backup's last WAL segment is in the repository.
+    Pages failing checksum validation are named in the summary (exit 3). WAL archiving must be
+    set up first (`recoverctl postgres setup --apply`), else exit 2 with the settings to add.
+
+    \b
+    Example:
+      recoverctl backup postgres --type full --annotate reason=nightly
+      recoverctl backup postgres --type incremental --json
+      recoverctl backup postgres --logical --database app
+    """
+    from recoverctl.actions.backup_postgres import backup_postgres, backup_postgres_logical
+    from recoverctl.cli.passphrase import passphrase
+    from recoverctl.progress import progress_for
+
+    progress = progress_for(json_lines=False, show=app.show_progress, label="backup postgres")
+    try:
+        if logical:
+            if dry_run:
+                name, _ = app.config.source(source, "postgres")
+                app.render({"source": name, "logical": True, "dry_run": True}, f"would dump {name}")
+                return
+            result = backup_postgres_logical(
+                app.config, app.catalog, passphrase(app), source=source, database=database,
+                annotations=_annotations(annotations), progress=progress,
+            )  # fmt: skip
+            app.render(
+                result,
+                lambda d: (
+                    f"logical snapshot {d['snapshot_id'][:8]} of {d['source']}/{d['database']}: "
+                    f"{d['bytes']} bytes in {d['duration_s']:.1f}s"
+                ),
+            )
+            return
+        result = backup_postgres(
+            app.config, app.catalog, passphrase(app), source=source, backup_type=backup_type,
+            annotations=_annotations(annotations), dry_run=dry_run, progress=progress,
+        )  # fmt: skip
+    finally:
+        progress.close()
+
+    def text(d: dict[str, Any]) -> str:
+        if d.get("dry_run"):
+            return f"would back up {d['source']} ({d['data_dir']}), type {d['type']}"
+        return (
+            f"{d['type']} backup {d['snapshot_id'][:8]} of {d['source']}: "
+            f"LSN {d['start_lsn']} - {d['stop_lsn']} "
+            f"(timeline {d['timeline']}, WAL {d['wal_range'][0]}..{d['wal_range'][1]}); files "
+            f"{d['files_new']} new, {d['files_changed']} changed, {d['files_unmodified']} unmodified; "
+            f"read {d['bytes_read']} bytes, added {d['bytes_added']} in {d['duration_s']:.1f}s; "
+            f"{d['pages_checked']} pages checksum-validated"
+        )
+
+    app.render(result, text)
+
+
+@click.command("postgres")
+@click.argument("snapshot_ref", required=False, metavar="[SNAPSHOT]")
+@click.option("--source", help="Postgres source name (optional when only one is configured).")
+@click.option(
+    "--target-dir", type=click.Path(file_okay=False, path_type=Path), help="Data directory to create."
+)
+@click.option("--snapshot", help="Backup to start from (default: newest one before the target).")
+@click.option("--to-time", help="Recover to this time (ISO 8601 or timestamptz text, with zone).")
+@click.option("--to-lsn", help="Recover to this LSN (e.g. 0/3000060).")
+@click.option("--to-name", help="Recover to this named restore point.")
+@click.option("--to-xid", help="Recover to this transaction id.")
+@click.option("--to-latest", is_flag=True, help="Recover to the end of the archive (default).")
+@click.option("--to-immediate", is_flag=True, help="Stop as soon as the backup is consistent.")
+@click.option("--target-action", type=click.Choice(["promote", "pause", "shutdown"]), default="promote",
+              show_default=True, help="What the server does at the target.")  # fmt: skip
+@click.option("--delta", is_flag=True, help="Reuse a non-empty target dir, keeping files that match.")
+@click.option("--start", is_flag=True, help="Start the restored server and wait for recovery to finish.")
+@click.option("--port", type=int, help="With --start: the port for the restored server.")
+@click.option("--os-user", help="OS user the restored server runs as (default: postgres when root).")
+@click.option("--logical", is_flag=True, help="Restore a logical dump (SNAPSHOT) into --database.")
+@click.option("--database", help="With --logical: the database to restore into.")
+@click.option("--table", "tables", multiple=True, help="With --logical: only this table (repeatable).")
+@click.option("--clean", is_flag=True, help="With --logical: drop objects before recreating them.")
+@click.option("--dry-run", is_flag=True, help="Choose the snapshot and say what would be done.")
+@json_option
+@pass_app
+def restore_postgres_cmd(
+    app: App,
+    snapshot_ref: str | None,
+    source: str | None,
+    target_dir: Path | None,
+    snapshot: str | None,
+    to_time: str | None,
+    to_lsn: str | None,
+    to_name: str | None,
+    to_xid: str | None,
+    to_latest: bool,
+    to_immediate: bool,
+    target_action: str,
+    delta: bool,
+    start: bool,
+    port: int | None,
+    os_user: str | None,
+    logical: bool,
+    database: str | None,
+    tables: tuple[str, ...],
+    clean: bool,
+    dry_run: bool,
+) -> None:
+    """Restore a PostgreSQL backup: point-in-time (physical) or a logical dump.
+
+    Physical: picks the newest backup consistent before the target, writes the files,
+    backup_label, recovery.signal, restore_command (`recoverctl wal fetch`) and the target. With
+    --start it starts the server on --port and waits until recovery ends, then reports the
+    recovered LSN and last commit time. A WAL gap fails naming the missing segment.
+
+    \b
+    Example:
+      recoverctl restore postgres --target-dir /srv/pg-restore --to-time '2026-11-27 01:53:20+00'
+      recoverctl restore postgres --target-dir /tmp/pg --to-name before-release-42 --start --port 5499
+      recoverctl restore postgres --logical latest --database app --table public.orders
+    """
+    from recoverctl.cli.passphrase import passphrase
+    from recoverctl.errors import UsageError
+    from recoverctl.sources.postgres.recovery import RecoveryTarget
+
+    if logical:
+        from recoverctl.actions.restore_postgres import restore_postgres_logical
+
+        if not database:
+            raise UsageError("--logical needs --database", hint="create it first with createdb if needed")
+        ref = snapshot_ref or snapshot or "latest"
+        if dry_run:
+            app.render(
+                {"snapshot": ref, "database": database, "dry_run": True},
+                f"would restore {ref} into {database}",
+            )
+            return
+        out = restore_postgres_logical(
+            app.config, app.catalog, passphrase(app), source=source, snapshot=ref, database=database,
+            tables=list(tables) or None, clean=clean,
+        )  # fmt: skip
+        app.render(
+            out,
+            lambda d: f"restored {d['snapshot_id'][:8]} into database {d['database']} ({d['bytes']} bytes)",
+        )
+        return
+    if snapshot_ref and not snapshot:
+        snapshot = snapshot_ref
+    if target_dir is None:
+        raise UsageError("--target-dir is required", hint="name an empty directory to restore into")
+    options = {
+        "time": to_time, "lsn": to_lsn, "name": to_name, "xid": to_xid,
+        "latest": "yes" if to_latest else None, "immediate": "yes" if to_immediate else None,
+    }  # fmt: skip
+    chosen = [(k, v) for k, v in options.items() if v]
+    if len(chosen) > 1:
+        raise UsageError(
+            "give at most one of --to-time/--to-lsn/--to-name/--to-xid/--to-latest/--to-immediate"
+        )
+    kind, value = chosen[0] if chosen else ("latest", None)
+    target = RecoveryTarget(kind, None if kind in ("latest", "immediate") else value)
+    if start and port is None:
+        raise UsageError("--start needs --port", hint="pick a free port, e.g. --port 5499")
+    if dry_run:
+        from recoverctl.actions.restore_postgres import plan_restore
+
+        out = plan_restore(
+            app.config, app.catalog, passphrase(app), source=source, snapshot=snapshot, target=target
+        )
+        app.render(out, lambda d: f"would restore backup {d['snapshot_id'][:8]} and recover to {d['target']}")
+        return
+    from recoverctl.actions.restore_postgres import restore_postgres
+
+    result = restore_postgres(
+        app.config, app.catalog, passphrase(app), source=source, target_dir=target_dir, snapshot=snapshot,
+        target=target, target_action=target_action, delta=delta, start_port=port if start else None,
+        os_user=os_user,
+    )  # fmt: skip
+
+    def text(d: dict[str, Any]) -> str:
+        lines = [
+            f"restored backup {d['snapshot_id'][:8]} of {d['source']} into {d['target_dir']} "
+            f"({d['bytes_restored']} bytes, {d['phases']['fetch']:.1f}s)"
+        ]
+        if d.get("server"):
+            lines.append(f"server running on port {d['server']['port']} (pid {d['server']['pid']})")
+        if d.get("recovered_lsn"):
+            ts = d.get("recovered_commit_ts")
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts)) if ts else "unknown"
+            lines.append(f"recovered to LSN {d['recovered_lsn']}, last commit at {when}")
+        elif not start:
+            lines.append(
+                "start the server on it to run recovery (recovery.signal and restore_command are set)"
+            )
+        return "\n".join(lines)
+
+    app.render(result, text)
+
+
+class _RestoreGroup(click.Group):
+    """`restore SNAPSHOT ...` (files, from the repository engine) plus `restore postgres ...`.
+
+    Arguments that do not start with a subcommand name go to the original `restore` command.
+    """
+
+    def __init__(self, default: click.Command):
+        super().__init__(name=default.name, help=default.help, context_settings=default.context_settings)
+        self.default = default
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] in self.commands:
+            return super().parse_args(ctx, args)
+        if args[:1] in (["--help"], ["-h"]):
+            return super().parse_args(ctx, args)
+        ctx.meta["restore.default_args"] = list(args)
+        return []
+
+    def invoke(self, ctx: click.Context) -> Any:
+        args = ctx.meta.pop("restore.default_args", None)
+        if args is not None:
+            sub = self.default.make_context(self.default.name, args, parent=ctx)
+            with sub:
+                return self.default.invoke(sub)
+        return super().invoke(ctx)
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_help(ctx, formatter)
+        formatter.write_paragraph()
+        formatter.write_text("Usage of the snapshot form: recoverctl restore SNAPSHOT --target DIR [...]")
+
+
+def _restore_group() -> click.Command:
+    from recoverctl.cli.browse_cmd import restore_cmd
+
+    group = _RestoreGroup(restore_cmd)
+    group.add_command(restore_postgres_cmd)
+    return group
+
+
+def _backup_group() -> click.Command:
+    from recoverctl.cli.backup_cmd import backup_group
+
+    backup_group.add_command(backup_postgres_cmd)
+    return backup_group
+
+
+COMMANDS = [postgres_group, _backup_group(), _restore_group()]

@@ -1,0 +1,49 @@
+"""`recoverctl summary daily|weekly [--send]`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from recoverctl.actions.summary import summary
+from recoverctl.cli.context import App, pass_app
+from recoverctl.cli.options import json_option
+from recoverctl.errors import PartialError
+
+
+@click.command("summary")
+@click.argument("period", type=click.Choice(["daily", "weekly"]))
+@click.option(
+    "--send", is_flag=True, help="Send it (text + HTML email, Slack text) to notifications.routes.info."
+)
+@click.option("--dry-run", is_flag=True, help="With --send: show the channels it would go to; send nothing.")
+@json_option
+@pass_app
+def summary_cmd(app: App, period: str, send: bool, dry_run: bool) -> None:
+    """Summarize the last day or week: backups, RPO exposure, drills, deploys, rollbacks, notifications.
+
+    \b
+    Example:
+      recoverctl summary daily
+      recoverctl summary weekly --send
+    """
+    data = summary(app.config, app.catalog, period, send=send, dry_run=dry_run)
+
+    def text(d: dict[str, Any]) -> str:
+        lines = [d["text"]]
+        for x in d["deliveries"]:
+            lines.append(
+                f"sent to {x['channel']}: {x['status']}" + (f" ({x['error']})" if x.get("error") else "")
+            )
+        return "\n".join(lines)
+
+    app.render(data, text)
+    failed = [x["channel"] for x in data["deliveries"] if x["status"] == "failed"]
+    if failed:
+        raise PartialError(
+            f"the summary could not be sent to {', '.join(failed)}", hint="see the errors above"
+        )
+
+
+COMMANDS = [summary_cmd]

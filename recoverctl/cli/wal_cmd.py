@@ -1,0 +1,65 @@
+"""`recoverctl wal push|fetch`: PostgreSQL's archive_command and restore_command.
+
+PostgreSQL runs these once per WAL file, so this module imports as little as possible up front.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from recoverctl.cli.context import App, pass_app
+from recoverctl.cli.options import json_option
+
+
+@click.group("wal")
+def wal_group() -> None:
+    """WAL archiving for postgres sources (archive_command / restore_command)."""
+
+
+@wal_group.command("push")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--source", help="Postgres source name (optional when only one is configured).")
+@json_option
+@pass_app
+def push(app: App, path: Path, source: str | None) -> None:
+    """Store WAL file PATH (compressed, encrypted) in the repository under wal/<source>/<timeline>/.
+
+    Idempotent: pushing the same file again succeeds; different content under an existing name
+    fails (exit 13) and is never overwritten. Use as archive_command (see `postgres setup`).
+
+    \b
+    Example:
+      archive_command = 'recoverctl --config /etc/recoverctl/recoverctl.yaml wal push --source main %p'
+    """
+    from recoverctl.actions.wal import wal_push
+    from recoverctl.cli.passphrase import passphrase
+
+    result = wal_push(app.config, passphrase(app), source=source, path=path)
+    app.render(result, lambda d: "" if app.verbosity <= 0 else f"{d['name']}: {d['status']}")
+
+
+@wal_group.command("fetch")
+@click.argument("name")
+@click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--source", help="Postgres source name (optional when only one is configured).")
+@json_option
+@pass_app
+def fetch(app: App, name: str, dest: Path, source: str | None) -> None:
+    """Write WAL file NAME from the repository to DEST; exit 10 (and write nothing) when missing.
+
+    Use as restore_command; `restore postgres` writes it for you.
+
+    \b
+    Example:
+      restore_command = 'recoverctl --config /etc/recoverctl/recoverctl.yaml wal fetch --source main %f %p'
+    """
+    from recoverctl.actions.wal import wal_fetch
+    from recoverctl.cli.passphrase import passphrase
+
+    result = wal_fetch(app.config, passphrase(app), source=source, name=name, dest=dest)
+    app.render(result, lambda d: "" if app.verbosity <= 0 else f"{d['name']}: {d['bytes']} bytes")
+
+
+COMMANDS = [wal_group]

@@ -1,0 +1,1 @@
+"""Scheduled jobs: cron occurrences, catalog leases, the job runner, the loop and unit generators."""

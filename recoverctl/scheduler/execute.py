@@ -1,0 +1,222 @@
+"""Run one claimed occurrence: the job as a `python -m recoverctl` subprocess, with a renewed lease,
+a timeout, the outcome recorded, and a failure turned into an event that is delivered at once.
+
+Jobs run as subprocesses so a crashing or hanging command cannot take the runner down, and the
+runner does not depend on which commands exist in this build.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import random
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from recoverctl.actions.deliver import deliver_pending
+from recoverctl.catalog import Catalog
+from recoverctl.config import Config, Schedule
+from recoverctl.errors import ExitCode, RecoverctlError
+from recoverctl.scheduler import leases
+from recoverctl.scheduler.leases import Claim
+
+log = logging.getLogger(__name__)
+
+OUTPUT_TAIL = 4000
+# Exit codes that mean "look at this soon" rather than "wake someone up".
+_WARNING_CODES = {int(ExitCode.PARTIAL), int(ExitCode.LOCKED), int(ExitCode.CANCELLED), int(ExitCode.USAGE)}
+
+
+@dataclass
+class JobResult:
+    schedule: str
+    due_at: float
+    state: str  # succeeded / failed / abandoned
+    exit_code: int | None
+    duration: float
+    timed_out: bool
+    output: str
+    run_id: int | None = None
+
+
+def job_argv(cfg: Config, schedule: Schedule) -> list[str]:
+    """Return the command line that runs `schedule.job` with this interpreter and config."""
+    argv = [sys.executable, "-m", "recoverctl"]
+    if cfg.path is not None:
+        argv += ["--config", str(cfg.path.absolute())]
+    return argv + shlex.split(schedule.job)
+
+
+def severity_for(exit_code: int | None, timed_out: bool) -> str:
+    """Return the event severity for a failed job."""
+    if timed_out or exit_code is None:
+        return "critical"
+    return "warning" if exit_code in _WARNING_CODES else "critical"
+
+
+def _die_with_parent() -> None:
+    # If the runner is killed, its job must not live on unsupervised while its lease expires and
+    # another runner starts the next occurrence.
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def run_subprocess(argv: list[str], timeout: float, env: dict[str, str]) -> tuple[int | None, bool, str]:
+    """Run argv; return (exit code, timed out, output tail). A timed-out job is terminated, then killed."""
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+    )
+    timed_out = False
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        proc.terminate()
+        try:
+            out, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    text = out.decode(errors="replace")[-OUTPUT_TAIL:] if out else ""
+    return (None if timed_out else proc.returncode), timed_out, text
+
+
+class _LeaseKeeper(threading.Thread):
+    """Renews a claim's lease every lease/3 seconds until stopped."""
+
+    def __init__(self, catalog: Catalog, claim: Claim, lease: float):
+        super().__init__(name=f"lease-{claim.schedule}", daemon=True)
+        self.catalog, self.claim, self.lease = catalog, claim, lease
+        self.done = threading.Event()
+        self.lost = False
+
+    def run(self) -> None:
+        while not self.done.wait(self.lease / 3):
+            try:
+                if not leases.renew(self.catalog, self.claim, self.lease):
+                    self.lost = True
+                    log.error("lease on %s (due %s) was lost", self.claim.schedule, self.claim.due_at)
+                    return
+            except RecoverctlError as e:
+                log.warning("could not renew the lease on %s: %s", self.claim.schedule, e)
+
+
+def run_claimed(
+    cfg: Config,
+    catalog: Catalog,
+    schedule: Schedule,
+    claim: Claim,
+    *,
+    lease: float,
+    stopping: threading.Event | None = None,
+    metrics_textfile: str | None = None,
+) -> JobResult:
+    """Run the job for a claimed occurrence and record it; return the JobResult.
+
+    A failure emits a `job.failed` event (severity from the exit code); a success after a failure
+    emits `job.recovered` with the same dedup key so incident trackers resolve it. Events are
+    delivered before returning; delivery problems are recorded, never raised.
+    """
+    stopping = stopping or threading.Event()
+    keeper = _LeaseKeeper(catalog, claim, lease)
+    keeper.start()
+    started = time.time()
+    try:
+        if schedule.jitter > 0:
+            stopping.wait(random.uniform(0, schedule.jitter))
+        env = {
+            **os.environ,
+            "RECOVERCTL_SCHEDULE": schedule.name,
+            "RECOVERCTL_SCHEDULE_DUE_AT": f"{claim.due_at:.0f}",
+        }
+        if cfg.path is not None:
+            env["RECOVERCTL_CONFIG"] = str(cfg.path.absolute())
+        code, timed_out, output = run_subprocess(job_argv(cfg, schedule), schedule.timeout, env)
+    finally:
+        keeper.done.set()
+        keeper.join()
+    duration = time.time() - started
+    if code == 0:
+        state = "succeeded"
+    elif timed_out and stopping.is_set():
+        state = "abandoned"
+    else:
+        state = "failed"
+    result = JobResult(schedule.name, claim.due_at, state, code, duration, timed_out, output, claim.id)
+    severity = severity_for(code, timed_out) if state != "succeeded" else None
+    outcome = {
+        "exit_code": code,
+        "duration_s": round(duration, 3),
+        "timed_out": timed_out,
+        "severity": severity,
+        "job": schedule.job,
+        "output_tail": output[-1000:],
+    }
+    if not leases.finish(catalog, claim, state, outcome):
+        log.warning("run of %s due %s was marked abandoned while it ran", schedule.name, claim.due_at)
+    _emit(catalog, schedule, claim, result, severity)
+    try:
+        deliver_pending(cfg, catalog)
+    except RecoverctlError as e:
+        log.error("could not deliver notifications: %s", e)
+    if metrics_textfile:
+        from recoverctl.scheduler.metrics import write_textfile
+
+        write_textfile(cfg, catalog, metrics_textfile)
+    return result
+
+
+def _emit(
+    catalog: Catalog, schedule: Schedule, claim: Claim, result: JobResult, severity: str | None
+) -> None:
+    dedup = f"recoverctl/schedule/{schedule.name}"
+    details: dict[str, Any] = {
+        "schedule": schedule.name,
+        "job": schedule.job,
+        "due_at": claim.due_at,
+        "exit_code": result.exit_code,
+        "duration_s": round(result.duration, 1),
+    }
+    if severity is not None:
+        why = "timed out" if result.timed_out else f"exited {result.exit_code}"
+        if result.state == "abandoned":
+            why = "was abandoned at shutdown after its timeout"
+        last_line = next((ln for ln in reversed(result.output.splitlines()) if ln.strip()), "")
+        summary = f"scheduled job '{schedule.name}' ({schedule.job}) {why}"
+        if last_line:
+            summary += f": {last_line[:300]}"
+        catalog.emit_event("job.failed", severity, schedule.name, summary, details, dedup)
+        return
+    prev = leases.previous_finished(catalog, schedule.name, claim.id)
+    if prev is not None and prev.state in ("failed", "abandoned"):
+        prev_outcome = json.loads(prev.outcome or "{}")
+        sev = prev_outcome.get("severity") or "warning"
+        catalog.emit_event(
+            "job.recovered",
+            sev,
+            schedule.name,
+            f"scheduled job '{schedule.name}' succeeded again after a {prev.state} run",
+            {**details, "resolve": True},
+            dedup,
+        )
+
+
+def as_dict(result: JobResult) -> dict[str, Any]:
+    return asdict(result)

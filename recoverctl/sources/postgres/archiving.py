@@ -1,0 +1,42 @@
+"""The archive_command / restore_command lines PostgreSQL runs to call this recoverctl."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from recoverctl.config import ENV_CATALOG, ENV_PASSWORD_FILE, Config
+from recoverctl.sources.postgres.recovery import shell_join
+
+# Passed through to the server's commands: where the config, passphrase file and catalog are.
+# RECOVERCTL_PASSWORD itself never goes into a PostgreSQL setting (it would be readable there).
+_PASS_THROUGH = (ENV_PASSWORD_FILE, ENV_CATALOG, "PYTHONPATH")
+
+
+def self_argv() -> list[str]:
+    """Return the argv that runs this recoverctl by absolute path (script or `python -m`)."""
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if argv0 is not None and argv0.name == "recoverctl" and argv0.exists():
+        return [str(argv0.resolve())]
+    return [sys.executable, "-m", "recoverctl"]
+
+
+def recoverctl_command(cfg: Config, args: list[str], env: Mapping[str, str] | None = None) -> str:
+    """Return a shell command line running `recoverctl <args>` with this config and environment."""
+    env = os.environ if env is None else env
+    prefix = [f"{k}={env[k]}" for k in _PASS_THROUGH if env.get(k)]
+    argv = self_argv()
+    if cfg.path is not None:
+        argv += ["--config", str(Path(cfg.path).resolve())]
+    parts = [*(["env", *prefix] if prefix else []), *argv, *args]
+    return shell_join(parts)
+
+
+def archive_command(cfg: Config, source: str) -> str:
+    return recoverctl_command(cfg, ["wal", "push", "--source", source, "%p"])
+
+
+def restore_command(cfg: Config, source: str) -> str:
+    return recoverctl_command(cfg, ["wal", "fetch", "--source", source, "%f", "%p"])

@@ -1,0 +1,108 @@
+"""Recovery targets and the recovery configuration a restored data directory starts with."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from recoverctl.errors import UsageError
+from recoverctl.sources.postgres.walnames import format_lsn, parse_lsn
+
+TARGET_KINDS = ("latest", "immediate", "time", "lsn", "name", "xid")
+TARGET_ACTIONS = ("promote", "pause", "shutdown")
+_BLOCK_START = "# --- recovery settings written by recoverctl restore ---"
+
+
+@dataclass(frozen=True)
+class RecoveryTarget:
+    """Where recovery stops: kind in latest/immediate/time/lsn/name/xid, value for the last four."""
+
+    kind: str = "latest"
+    value: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in TARGET_KINDS:
+            raise UsageError(
+                f"unknown recovery target kind '{self.kind}'", hint=f"use one of: {', '.join(TARGET_KINDS)}"
+            )
+        if self.kind in ("time", "lsn", "name", "xid") and not self.value:
+            raise UsageError(f"recovery target '{self.kind}' needs a value")
+
+    def describe(self) -> str:
+        return self.kind if self.value is None else f"{self.kind} {self.value}"
+
+
+def parse_target_time(text: str) -> datetime:
+    """Given ISO 8601 or PostgreSQL timestamptz text ('2026-11-27 01:53:20.12+00'), return an aware
+    datetime; raise UsageError for other text or a time without a zone (ambiguous across hosts)."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(
+            f"cannot parse target time '{text}'",
+            hint="use ISO 8601 with a zone, e.g. 2026-11-27T01:53:20Z or '2026-11-27 01:53:20.12+00'",
+        ) from None
+    if value.tzinfo is None:
+        raise UsageError(
+            f"target time '{text}' has no time zone",
+            hint="add the zone (Z, +00, +02:00): a bare time means different moments on different hosts",
+        )
+    return value
+
+
+def normalize_target(target: RecoveryTarget) -> RecoveryTarget:
+    """Validate the target's value and return it in the form PostgreSQL accepts; raise UsageError."""
+    if target.kind == "time":
+        assert target.value is not None
+        return RecoveryTarget("time", parse_target_time(target.value).isoformat(sep=" "))
+    if target.kind == "lsn":
+        assert target.value is not None
+        try:
+            return RecoveryTarget("lsn", format_lsn(parse_lsn(target.value)))
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    if target.kind == "xid":
+        assert target.value is not None
+        if not target.value.isdigit():
+            raise UsageError(f"transaction id '{target.value}' is not a number")
+    return target
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def recovery_settings(restore_command: str, target: RecoveryTarget, target_action: str) -> dict[str, str]:
+    """Return the postgresql.conf settings for archive recovery to `target`."""
+    if target_action not in TARGET_ACTIONS:
+        raise UsageError(
+            f"unknown target action '{target_action}'", hint=f"use one of: {', '.join(TARGET_ACTIONS)}"
+        )
+    settings = {"restore_command": restore_command, "recovery_target_timeline": "latest"}
+    if target.kind == "immediate":
+        settings["recovery_target"] = "immediate"
+    elif target.kind != "latest":
+        assert target.value is not None
+        settings[f"recovery_target_{target.kind}"] = target.value
+    if target.kind != "latest":
+        settings["recovery_target_action"] = target_action
+    return settings
+
+
+def write_recovery_config(data_dir: Path, settings: dict[str, str]) -> None:
+    """Append `settings` to postgresql.auto.conf (replacing an earlier recoverctl block) and create
+    recovery.signal, so the server starts in archive recovery."""
+    auto = data_dir / "postgresql.auto.conf"
+    text = auto.read_text() if auto.exists() else ""
+    if _BLOCK_START in text:
+        text = text[: text.index(_BLOCK_START)]
+    lines = [_BLOCK_START, *(f"{k} = {_quote(v)}" for k, v in settings.items())]
+    auto.write_text(text.rstrip("\n") + "\n" + "\n".join(lines) + "\n")
+    (data_dir / "recovery.signal").write_text("")
+
+
+def shell_join(argv: list[str]) -> str:
+    """Join argv into one shell command line; PostgreSQL runs restore/archive commands via sh -c."""
+    return " ".join(a if a in ("%f", "%p", '"%p"') else shlex.quote(a) for a in argv)

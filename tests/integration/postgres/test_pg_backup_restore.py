@@ -1,0 +1,264 @@
+"""Physical backups, WAL archiving and point-in-time restores of a real cluster, end to end.
+
+One archiving cluster serves the whole module (initdb is the slow part); each test leaves it
+usable for the next. Restored servers run on their own ports and are stopped by the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.net import free_port, wait_until
+from tests.fixtures.pgbackup import PgCli
+from tests.fixtures.postgres import BIN_DIR, PgCluster, _as_pg_user
+
+
+class Env:
+    def __init__(self, cli: PgCli, pg: PgCluster):
+        self.cli = cli
+        self.pg = pg
+        self.n = 0
+
+    def target(self) -> Path:
+        self.n += 1
+        return self.cli.home / f"restore{self.n}"
+
+    def restore_and_query(
+        self, *args: str, sql: str = "select note from marks order by id"
+    ) -> tuple[dict[str, Any], list[str]]:
+        target = self.target()
+        port = free_port()
+        out = self.cli("--json", "restore", "postgres", "--target-dir", str(target), *args, "--start",
+                       "--port", str(port), check=0).json()  # fmt: skip
+        print("restore", args, out["phases"])
+        try:
+            rows = psql(port, sql)
+        finally:
+            stop(target)
+        return out, rows
+
+    def archive_current(self) -> None:
+        """Switch WAL and wait until the segment holding everything so far is archived."""
+        seg = self.pg.psql("select pg_walfile_name(pg_current_wal_lsn())")
+        self.pg.psql("select pg_switch_wal()")
+        wait_until(
+            lambda: self.pg.psql("select coalesce(last_archived_wal, '') from pg_stat_archiver") >= seg,
+            timeout=60,
+            what=f"segment {seg} archived",
+        )
+
+
+def psql(port: int, sql: str, db: str = "postgres") -> list[str]:
+    r = subprocess.run(
+        [str(BIN_DIR / "psql"), "-X", "-A", "-t", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+         "-d", db,
+         "-c", sql],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return [line for line in r.stdout.splitlines() if line]
+
+
+def stop(data_dir: Path) -> None:
+    if (data_dir / "postmaster.pid").exists():
+        ctl = [str(BIN_DIR / "pg_ctl"), "-D", str(data_dir), "-m", "immediate", "-w", "stop"]
+        subprocess.run(_as_pg_user(ctl),
+                       capture_output=True)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[Env]:
+    home = Path(tempfile.mkdtemp(prefix="recoverctl-pgenv-"))
+    os.chmod(home, 0o755)
+    cli = PgCli(home)
+    pg = PgCluster()
+    pg.initdb(f"archive_mode = on\narchive_command = '{cli.archive_command('main')}'\n")
+    cli.write_config({"main": pg.source_config(count_tables=["public.marks"])})
+    cli("init", check=0)
+    pg.start()
+    pg.psql("create table marks(id serial primary key, note text, at timestamptz default clock_timestamp())")
+    subprocess.run(
+        _as_pg_user([str(BIN_DIR / "pgbench"), "-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p", str(pg.port),
+                     "-U", "postgres", "postgres"]),
+        check=True, capture_output=True,
+    )  # fmt: skip
+    yield Env(cli, pg)
+    for d in home.glob("restore*"):
+        stop(d)
+    pg.destroy()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def test_full_backup_while_pgbench_writes_then_pitr_to_each_target(env: Env) -> None:
+    pg, cli = env.pg, env.cli
+    bench = subprocess.Popen(
+        _as_pg_user([str(BIN_DIR / "pgbench"), "-T", "30", "-c", "2", "-h", "127.0.0.1", "-p", str(pg.port),
+                     "-U", "postgres", "postgres"]),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        pg.psql("insert into marks(note) values ('in_backup')")
+        full = cli(
+            "--json", "backup", "postgres", "--type", "full", "--annotate", "reason=test", check=0
+        ).json()
+    finally:
+        bench.terminate()
+        bench.wait()
+    print("full", full["duration_s"], full["wal_wait_s"])
+    assert full["type"] == "full" and full["row_counts"] == {"public.marks": 1}
+    assert full["annotations"] == {"reason": "test"} and full["checksum_errors"] == []
+    assert full["pages_checked"] > 0 and full["wal_range"][0] <= full["wal_range"][1]
+
+    pg.psql("insert into marks(note) values ('before_time')")
+    t1 = pg.psql("select clock_timestamp()")
+    pg.psql("insert into marks(note) values ('after_time')")
+    pg.psql("insert into marks(note) values ('before_lsn')")
+    lsn = pg.psql("select pg_current_wal_lsn()")
+    pg.psql("insert into marks(note) values ('after_lsn')")
+    pg.psql("insert into marks(note) values ('before_name')")
+    cli("postgres", "restore-point", "rp1", check=0)
+    pg.psql("insert into marks(note) values ('after_name')")
+    xid = pg.psql("insert into marks(note) values ('at_xid') returning txid_current()").splitlines()[0]
+    pg.psql("insert into marks(note) values ('after_xid')")
+    env.archive_current()
+
+    out, rows = env.restore_and_query("--to-time", t1)
+    assert rows[-1] == "before_time" and "after_time" not in rows and "in_backup" in rows
+    assert out["snapshot_id"] == full["snapshot_id"] and out["recovered_commit_ts"] is not None
+    assert out["server"]["port"] and out["phases"]["recovery"] >= 0
+
+    out, rows = env.restore_and_query("--to-lsn", lsn)
+    assert rows[-1] == "before_lsn" and "after_lsn" not in rows
+
+    out, rows = env.restore_and_query("--to-name", "rp1")
+    assert rows[-1] == "before_name" and "after_name" not in rows
+
+    out, rows = env.restore_and_query("--to-xid", xid)
+    assert rows[-1] == "at_xid" and "after_xid" not in rows
+
+    out, rows = env.restore_and_query("--to-latest")
+    assert rows[-1] == "after_xid"
+    assert out["recovered_lsn"] is not None
+
+
+def test_wrong_targets_exit_10_naming_what_exists(env: Env) -> None:
+    r = env.cli(
+        "--json", "restore", "postgres", "--target-dir", str(env.target()), "--to-name", "nope", check=10
+    )
+    assert "rp1" in r.error_json()["hint"]
+    r = env.cli("--json", "restore", "postgres", "--target-dir", str(env.target()), "--to-time",
+                "2001-01-01 00:00:00+00", check=10)  # fmt: skip
+    assert "oldest" in r.error_json()["hint"]
+    r = env.cli(
+        "restore", "postgres", "--target-dir", str(env.target()), "--to-time", "2030-01-01 00:00", check=2
+    )
+    assert "time zone" in r.stderr
+
+
+def test_incremental_restores_the_same_database_as_full(env: Env) -> None:
+    pg, cli = env.pg, env.cli
+    base = cli("--json", "backup", "postgres", "--type", "full", check=0).json()
+    pg.psql("update pgbench_accounts set abalance = abalance + 1 where aid % 50 = 0")
+    pg.psql("insert into marks(note) select 'bulk' from generate_series(1, 1000)")
+    inc = cli("--json", "backup", "postgres", "--type", "incremental", check=0).json()
+    assert inc["type"] == "incremental" and inc["parent"] == base["snapshot_id"]
+    assert inc["files_unmodified"] > 0 and inc["bytes_read"] < base["bytes_read"]
+    pg.psql("insert into marks(note) values ('after_inc')")
+    lsn = pg.psql("select pg_current_wal_lsn()")
+    env.archive_current()
+    dumps = []
+    for snap in (base["snapshot_id"], inc["snapshot_id"]):
+        target = env.target()
+        port = free_port()
+        cli("restore", "postgres", "--target-dir", str(target), "--snapshot", snap, "--to-lsn", lsn,
+            "--start",
+            "--port", str(port), check=0)  # fmt: skip
+        try:
+            dumpall = [str(BIN_DIR / "pg_dumpall"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres"]
+            dump = subprocess.run(dumpall,
+                                  capture_output=True, text=True, check=True).stdout  # fmt: skip
+        finally:
+            stop(target)
+        dumps.append(dump)
+    assert "after_inc" in dumps[0]
+    assert dumps[0] == dumps[1]
+
+
+def test_missing_wal_segment_is_named(env: Env) -> None:
+    pg, cli = env.pg, env.cli
+    cli("backup", "postgres", check=0)
+    pg.psql("insert into marks(note) values ('gap1')")
+    env.archive_current()
+    seg = pg.psql("select pg_walfile_name(pg_current_wal_lsn())")
+    pg.psql("insert into marks(note) values ('gap2')")
+    env.archive_current()
+    pg.psql("insert into marks(note) values ('gap3')")
+    env.archive_current()
+    victim = cli.repository / "wal" / "main" / seg[:8] / seg
+    assert victim.exists()
+    victim.unlink()
+    r = cli("--json", "restore", "postgres", "--target-dir", str(env.target()), "--to-latest", check=13)
+    assert seg in r.error_json()["message"]
+
+
+def test_killed_backup_writes_no_snapshot_and_next_backup_works(env: Env) -> None:
+    cli, pg = env.cli, env.pg
+    before = cli("--json", "snapshots", check=0).json()
+    proc = subprocess.Popen(cli.argv("backup", "postgres"), env=cli.env, cwd=cli.home, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_until(
+            lambda: pg.psql("select count(*) from pg_stat_activity where application_name = 'recoverctl' "
+                            "and query like '%pg_backup_start%'") != "0",
+            timeout=60, interval=0.02, what="the backup to start",
+        )  # fmt: skip
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    wait_until(
+        lambda: pg.psql("select count(*) from pg_stat_activity where application_name = 'recoverctl'") == "0",
+        what="the killed backup's session to end",
+    )
+    assert len(cli("--json", "snapshots", check=0).json()) == len(before)
+    cli("backup", "postgres", check=0)
+
+
+def test_logical_dump_and_single_table_restore(env: Env) -> None:
+    cli, pg = env.cli, env.pg
+    dump = cli("--json", "backup", "postgres", "--logical", check=0).json()
+    assert dump["bytes"] > 0 and dump["database"] == "postgres"
+    pg.psql("create database copy")
+    cli(
+        "restore",
+        "postgres",
+        "--logical",
+        dump["snapshot_id"],
+        "--database",
+        "copy",
+        "--table",
+        "marks",
+        check=0,
+    )
+    assert pg.psql("select count(*) from marks", dbname="copy") == pg.psql("select count(*) from marks")
+    assert pg.psql("select count(*) from pg_tables where tablename like 'pgbench%'", dbname="copy") == "0"
+
+
+def test_corrupted_page_is_named_and_exits_3(env: Env) -> None:
+    pg, cli = env.pg, env.cli
+    pg.psql("create table victim as select g, md5(g::text) from generate_series(1, 5000) g; checkpoint")
+    rel = pg.psql("select pg_relation_filepath('victim')")
+    with open(pg.data_dir / rel, "r+b") as f:
+        f.seek(2 * 8192 + 3000)
+        f.write(b"\xff\xfe\xfd\xfc")
+    r = cli("--json", "backup", "postgres", "--type", "full", check=3)
+    err = r.error_json()
+    assert f"{rel} block 2" in err["message"]
+    assert {"file": rel, "block": 2} in err["details"]["summary"]["checksum_errors"]

@@ -1,0 +1,49 @@
+import os
+import struct
+
+from recoverctl.sources.postgres.checksum import BLCKSZ, bad_pages, page_checksums
+
+
+def _page(seed: int, lsn: int = 0x100) -> bytearray:
+    page = bytearray(os.urandom(BLCKSZ))
+    struct.pack_into("<II", page, 0, lsn >> 32, lsn & 0xFFFFFFFF)
+    struct.pack_into("<H", page, 14, 8000)  # pd_upper != 0: not a new page
+    return page
+
+
+def _sealed(pages: list[bytearray], first_block: int) -> bytes:
+    data = bytearray(b"".join(pages))
+    for i, c in enumerate(page_checksums(bytes(data), first_block)):
+        struct.pack_into("<H", data, i * BLCKSZ + 8, int(c))
+    return bytes(data)
+
+
+def test_checksum_depends_on_block_number_and_ignores_its_own_field() -> None:
+    page = _page(1)
+    a = page_checksums(bytes(page), 0)[0]
+    b = page_checksums(bytes(page), 1)[0]
+    assert a != b
+    struct.pack_into("<H", page, 8, 0xBEEF)
+    assert page_checksums(bytes(page), 0)[0] == a
+    assert 1 <= int(a) <= 65535
+
+
+def test_batch_equals_one_by_one() -> None:
+    pages = [_page(i) for i in range(5)]
+    batch = page_checksums(b"".join(pages), 7)
+    assert [int(x) for x in batch] == [int(page_checksums(bytes(p), 7 + i)[0]) for i, p in enumerate(pages)]
+
+
+def test_bad_pages_names_the_corrupted_block_only() -> None:
+    data = bytearray(_sealed([_page(i) for i in range(4)], 100))
+    assert bad_pages(bytes(data), 100, start_lsn=1 << 40) == []
+    data[2 * BLCKSZ + 500] ^= 0xFF
+    assert bad_pages(bytes(data), 100, start_lsn=1 << 40) == [102]
+
+
+def test_new_pages_and_pages_newer_than_backup_start_are_skipped() -> None:
+    fresh = bytearray(BLCKSZ)
+    newer = _page(9, lsn=0x5000)  # unsealed: wrong checksum, but written after the backup started
+    data = bytes(fresh + newer)
+    assert bad_pages(data, 0, start_lsn=0x4000) == []
+    assert bad_pages(data, 0, start_lsn=0x6000) == [1]
