@@ -46,7 +46,7 @@ class BlobSaver:
         repo.load_index()
         self._threads = [
             threading.Thread(target=self._uploader, name=f"pack-upload-{i}", daemon=True)
-            for i in range(repo.parallelism)
+            for i in range(max(2, repo.parallelism // 2))
         ]
         for t in self._threads:
             t.start()
