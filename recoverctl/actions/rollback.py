@@ -24,12 +24,10 @@ from recoverctl.config import Config
 from recoverctl.deploy import Artifact, open_target
 from recoverctl.deploy.lock import lock_service, owner_alive, owner_id
 from recoverctl.errors import LockedError, NotFoundError, RecoverctlError, UsageError, VerificationError
-from recoverctl.schema import migrations
+from recoverctl.schema import migrations, pitr
 
 STEPS = ("lock", "stop_current", "schema", "start_target", "verify", "notify", "record")
 SCHEMA_MODES = ("keep", "downgrade", "pitr")
-
-PITR_UNAVAILABLE = "--schema pitr is not available yet: rollback does not drive the PostgreSQL restore itself"
 
 # Fault injection for the crash-and-resume tests: SIGKILL this process right after the named step.
 ENV_CRASH_AFTER = "RECOVERCTL_FAULT_CRASH_AFTER_STEP"
@@ -46,7 +44,7 @@ def plan_rollback(
 
     Runs the pre-flight checks (engine / every host reachable, target artifact present) and
     changes nothing. Raise NotFoundError (unknown service or version, no previous good release,
-    artifact gone), UsageError (bad schema mode, pitr unavailable), RecoverctlError (unreachable).
+    artifact gone), UsageError (bad schema mode), RecoverctlError (unreachable).
     """
     svc = cfg.service(service)
     if schema not in SCHEMA_MODES:
@@ -186,13 +184,15 @@ def _plan_pitr(
         current_lsn=since["current_lsn"],
         wal_bytes_after=since["bytes_after"],
         seconds_after=round(time.time() - current["created_at"], 1),
-        available=False,
     )
     warnings.append(
         f"PITR to restore point {name} (LSN {lsn}) loses every write after it: "
         f"{since['bytes_after']} bytes of WAL over {plan['seconds_after']:.0f} s"
     )
-    warnings.append(PITR_UNAVAILABLE)
+    warnings.append(
+        f"the database is stopped and replaced by a restore of {link.source} to {name}; "
+        "its current data directory is kept beside it"
+    )
     return plan
 
 
@@ -231,17 +231,6 @@ def rollback(
             target.close()
         return _drive(cfg, catalog, rollback_id, who)
     plan = plan_rollback(cfg, catalog, service, to_version=to_version, schema=schema)
-    if schema == "pitr" and not dry_run:
-        schema_plan = plan["schema"]
-        raise UsageError(
-            f"{PITR_UNAVAILABLE} (nothing was changed)",
-            hint=(
-                "restore by hand with the service stopped: recoverctl restore postgres --source "
-                f"{schema_plan['source']} --to-name {schema_plan['restore_point']} --target-dir DIR; "
-                "or use --schema downgrade / keep"
-            ),
-            details={"plan": plan},
-        )
     if dry_run:
         return {
             "result": "planned",
@@ -391,9 +380,15 @@ def _drive(cfg: Config, catalog: Catalog, rollback_id: int, who: str) -> dict[st
         return {"hosts": [o.to_dict() for o in outcomes]}
 
     def schema_action() -> dict[str, Any] | None:
+        link = svc.database
+        if rb.schema_mode == "pitr":
+            assert link is not None
+            sp = plan["schema"]
+            return pitr.restore_to_point(
+                cfg, catalog, link.source, sp["restore_point"], sp["restore_lsn"], f"rollback-{rollback_id}"
+            )
         if rb.schema_mode != "downgrade":
             return None
-        link = svc.database
         assert link is not None
         url = migrations.database_url(cfg, service, link)
         return migrations.downgrade(url, plan["schema"]["script_location"], plan["schema"]["target_revision"])
