@@ -61,7 +61,8 @@ def archiving_refusal(name: str, plan: list[dict[str, Any]]) -> ConfigError | No
     missing = []
     for item in plan:
         if item["name"] == "archive_command":
-            if "wal push" not in item["current"]:
+            current = item["current"]
+            if not ("push" in current and ("recoverctl" in current or "wal" in current)):
                 missing.append(item)
         elif item["change"]:
             missing.append(item)

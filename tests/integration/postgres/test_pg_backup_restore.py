@@ -209,6 +209,17 @@ def test_missing_wal_segment_is_named(env: Env) -> None:
     assert seg in r.error_json()["message"]
 
 
+def test_wal_expire_keeps_what_the_oldest_backup_needs(env: Env) -> None:
+    snaps = [s for s in env.cli("--json", "snapshots", check=0).json() if s["kind"] == "postgres"]
+    oldest = min(s["metadata"]["start_segment"] for s in snaps)
+    plan = env.cli("--json", "wal", "expire", "--dry-run", check=0).json()["sources"][0]
+    assert plan["oldest_needed"] == oldest
+    assert plan["removed"] and all(name[8:24] < oldest[8:] for name in plan["removed"])
+    env.cli("wal", "expire", check=0)
+    left = sorted(p.name for p in (env.cli.repository / "wal" / "main" / oldest[:8]).iterdir())
+    assert left[0][8:] >= oldest[8:]
+
+
 def test_killed_backup_writes_no_snapshot_and_next_backup_works(env: Env) -> None:
     cli, pg = env.cli, env.pg
     before = cli("--json", "snapshots", check=0).json()

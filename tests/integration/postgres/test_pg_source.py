@@ -131,13 +131,13 @@ def test_setup_shows_then_applies_and_says_restart(pg: PgCluster, pg_cli: PgCli)
     by_name = {s["name"]: s for s in shown["settings"]}
     assert by_name["archive_mode"]["change"] and by_name["archive_mode"]["restart"]
     assert not by_name["wal_level"]["change"]
-    assert "wal push --source main" in by_name["archive_command"]["wanted"]
+    assert "push --source main" in by_name["archive_command"]["wanted"]
     assert pg.psql("show archive_command") in ("", "(disabled)")
 
     applied = pg_cli("--json", "postgres", "setup", "--apply", check=0).json()
     assert applied["applied"] and applied["restart_needed"]
     auto = (pg.data_dir / "postgresql.auto.conf").read_text()
-    assert "archive_mode = 'on'" in auto and "wal push --source main" in auto
+    assert "archive_mode = 'on'" in auto and "push --source main" in auto
     text = pg_cli("postgres", "setup", check=0).stdout
     assert "restart" in text
 
