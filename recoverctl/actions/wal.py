@@ -382,10 +382,14 @@ def expire_wal(
                 if not dry_run:
                     for key in doomed:
                         repo.delete_object(key)
-                out.append({
-                    "source": name, "oldest_backup": oldest.id, "oldest_needed": oldest.metadata["start_segment"],
-                    "removed": sorted(k.rsplit("/", 1)[-1] for k in doomed),
-                })  # fmt: skip
+                out.append(
+                    {
+                        "source": name,
+                        "oldest_backup": oldest.id,
+                        "oldest_needed": oldest.metadata["start_segment"],
+                        "removed": sorted(k.rsplit("/", 1)[-1] for k in doomed),
+                    }
+                )
     finally:
         repo.close()
     return {"dry_run": dry_run, "sources": out}
