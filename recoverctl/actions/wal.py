@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from recoverctl.config import Config
 from recoverctl.errors import NotFoundError, ObjectNotFound, UsageError, VerificationError
+from recoverctl.sources.postgres import walspool
 from recoverctl.sources.postgres.walnames import (
     DEFAULT_SEGMENT_SIZE,
     SEGMENT_RE,
@@ -99,7 +100,8 @@ def _record(cfg: Config, source: str, name: str, ok: bool, count: int = 1) -> No
         from recoverctl.catalog import Catalog
         from recoverctl.catalog import tables as t
 
-        catalog = Catalog.from_config(cfg)
+        # No migration check here (it parses every alembic revision): any other command migrates.
+        catalog = Catalog.from_config(cfg, migrate=False)
         try:
             now = time.time()
             with catalog.begin() as db:
@@ -128,13 +130,8 @@ def _record(cfg: Config, source: str, name: str, ok: bool, count: int = 1) -> No
 
 
 PUSH_AHEAD = 8
-PUSHED_DIR = ".recoverctl-pushed"
 # The catalog is written at most this often by pushes (opening it costs more than a push).
 RECORD_INTERVAL = 10.0
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _push_ahead(repo: Repository, source: str, path: Path, markers: Path) -> int:
@@ -160,7 +157,7 @@ def _push_ahead(repo: Repository, source: str, path: Path, markers: Path) -> int
     def one(name: str) -> None:
         data = (path.parent / name).read_bytes()
         push_file(repo, source, path.parent / name, data)
-        (markers / name).write_text(_digest(data))
+        (markers / name).write_text(walspool.digest(data))
 
     with ThreadPoolExecutor(min(4, len(names))) as pool:
         list(pool.map(one, names))
@@ -176,15 +173,11 @@ def wal_push(cfg: Config, password: str, *, source: str | None, path: Path) -> d
     """
     name, _src = cfg.source(source, "postgres")
     start = time.perf_counter()
-    markers = path.absolute().parent / PUSHED_DIR / name
-    marker = markers / path.name
-    if marker.exists():
-        data = path.read_bytes()
-        if marker.read_text().strip() == _digest(data):
-            marker.unlink()
-            return {"name": path.name, "source": name, "status": "already-archived", "pushed_ahead": True,
-                    "bytes": len(data), "seconds": round(time.perf_counter() - start, 4)}  # fmt: skip
-        marker.unlink()  # stale: fall through and compare with the repository
+    markers = walspool.pushed_marker(path, name).parent
+    size = walspool.take_pushed(path, name)
+    if size is not None:
+        return {"name": path.name, "source": name, "status": "already-archived", "pushed_ahead": True,
+                "bytes": size, "seconds": round(time.perf_counter() - start, 4)}  # fmt: skip
     ahead = 0
     try:
         repo = open_repo(cfg, password)
@@ -214,7 +207,6 @@ def wal_push(cfg: Config, password: str, *, source: str | None, path: Path) -> d
 
 
 PREFETCH = 8
-SPOOL_DIR = ".recoverctl-prefetch"
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -269,18 +261,11 @@ def wal_fetch(cfg: Config, password: str, *, source: str | None, name: str, dest
     """
     src_name, _src = cfg.source(source, "postgres")
     _check_name(name)
-    spool = dest.absolute().parent / SPOOL_DIR / src_name
-    cached = spool / name
-    if SEGMENT_RE.match(name) and cached.exists():
-        os.replace(cached, dest)
+    spool = walspool.prefetched(dest, src_name, name).parent
+    size = walspool.take_prefetched(dest, src_name, name) if SEGMENT_RE.match(name) else None
+    if size is not None:
         _clean_spool(spool, name)
-        return {
-            "name": name,
-            "source": src_name,
-            "bytes": dest.stat().st_size,
-            "dest": str(dest),
-            "prefetched": True,
-        }
+        return {"name": name, "source": src_name, "bytes": size, "dest": str(dest), "prefetched": True}
     repo = open_repo(cfg, password)
     try:
         try:
