@@ -149,6 +149,13 @@ def test_full_backup_while_pgbench_writes_then_pitr_to_each_target(env: Env) -> 
     assert out["recovered_lsn"] is not None
 
 
+def test_check_sees_a_switched_segment_arrive(env: Env) -> None:
+    out = env.cli("--json", "postgres", "check", "--timeout", "60", check=0).json()
+    assert out["ok"] and (env.cli.repository / "wal" / "main" / out["segment"][:8] / out["segment"]).exists()
+    status = env.cli("--json", "postgres", "status", check=0).json()["sources"][0]
+    assert status["server_reachable"] and status["exposure_s"] is not None and status["within_target"]
+
+
 def test_wrong_targets_exit_10_naming_what_exists(env: Env) -> None:
     r = env.cli(
         "--json", "restore", "postgres", "--target-dir", str(env.target()), "--to-name", "nope", check=10

@@ -127,6 +127,10 @@ def test_killed_backup_process_leaves_no_backup_running(pg: PgCluster) -> None:
 
 def test_setup_shows_then_applies_and_says_restart(pg: PgCluster, pg_cli: PgCli) -> None:
     pg_cli.write_config({"main": pg.source_config()})
+    refused = pg_cli("--json", "backup", "postgres", check=2).error_json()
+    assert "archiving is not configured" in refused["message"]
+    assert "archive_mode = 'on'" in refused["hint"] and "push --source main" in refused["hint"]
+    assert "restart" in refused["hint"]
     shown = pg_cli("--json", "postgres", "setup", check=0).json()
     by_name = {s["name"]: s for s in shown["settings"]}
     assert by_name["archive_mode"]["change"] and by_name["archive_mode"]["restart"]
