@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,6 +22,16 @@ from recoverctl.sources.postgres.walnames import parse_lsn
 from tests.fixtures.net import wait_until
 from tests.fixtures.pgbackup import PgCli
 from tests.fixtures.postgres import PgCluster
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PgCluster]:
+    """One cluster for the module (initdb dominates the cost); tests leave it running and usable."""
+    cluster = PgCluster()
+    cluster.initdb()
+    cluster.start()
+    yield cluster
+    cluster.destroy()
 
 
 def _source(pg: PgCluster) -> PostgresSource:
@@ -47,7 +58,8 @@ def test_page_checksums_match_a_real_cluster_and_find_a_corrupted_block(pg: PgCl
     rel = pg.psql("select pg_relation_filepath('t')")
     pg.psql("checkpoint")
     assert _validate(pg, 1 << 62) == {}
-    pg.stop()
+    # corrupt the file under the running server: the clean page stays in shared buffers, and the
+    # table is dropped below before anything could read the bad page back
     with open(pg.data_dir / rel, "r+b") as f:
         f.seek(3 * BLCKSZ + 4000)
         f.write(b"\xde\xad\xbe\xef")
@@ -57,6 +69,7 @@ def test_page_checksums_match_a_real_cluster_and_find_a_corrupted_block(pg: PgCl
         f.seek(3 * BLCKSZ)
         hi, lo = struct.unpack("<II", f.read(8))
     assert _validate(pg, ((hi << 32) | lo)) == {}
+    pg.psql("drop table t")
 
 
 def test_bin_dir_is_detected_from_the_server_version(pg: PgCluster) -> None:
