@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +94,48 @@ def run_drills(
             engine.execute(cfg, catalog, pb, restorer_for(pb), keep=keep, cold=cold, on_phase=announce)
         )
     return results
+
+
+@contextlib.contextmanager
+def _cold_cache() -> Iterator[None]:
+    """Point XDG_CACHE_HOME (inherited by the scratch server and its restore_command) at an empty dir."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    empty = tempfile.mkdtemp(prefix="recoverctl-cold-cache-")
+    os.chmod(empty, 0o755)
+    os.environ["XDG_CACHE_HOME"] = empty
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = previous
+        shutil.rmtree(empty, ignore_errors=True)
+
+
+def drill_run(
+    cfg: Config,
+    catalog: Catalog,
+    password: Callable[[], str],
+    paths: list[str],
+    *,
+    keep: bool = False,
+    cold: bool = False,
+    on_phase: Callable[[str, str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Given playbook paths (none = the default dirs), run their drills against the repository.
+
+    `password` is asked for only once the playbooks are valid.
+    Return one result per drill; raise ConfigError for bad playbooks, DrillInterrupted (exit 130)
+    after cleanup on SIGINT/SIGTERM.
+    """
+    books = discover_playbooks(cfg, paths)
+    # The restore stack is imported here so history/report/status start without it.
+    from recoverctl.drill.postgres_restorer import restorer_factory
+
+    factory = restorer_factory(cfg, catalog, password())
+    with _cold_cache() if cold else contextlib.nullcontext():
+        return run_drills(cfg, catalog, books, factory, keep=keep, cold=cold, on_phase=on_phase)
 
 
 def _row_to_dict(row: Any) -> dict[str, Any]:

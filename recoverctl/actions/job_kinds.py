@@ -6,14 +6,21 @@ notification. Each returns a JSON-able result or raises RecoverctlError (the job
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
+import sqlalchemy as sa
+
 from recoverctl.catalog import Catalog
+from recoverctl.catalog import tables as t
 from recoverctl.config import Config
 from recoverctl.errors import RecoverctlError
 
 Executor = Callable[[Config, Catalog, dict[str, Any]], dict[str, Any]]
+BACKUP_TIMEOUT = 6 * 3600.0
 
 
 def _alert_summary(payload: dict[str, Any]) -> str:
@@ -34,20 +41,46 @@ def run_notify(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict[s
     return {"event_id": event_id}
 
 
+def _earlier_attempt(catalog: Catalog, service: str, marker: str) -> Any:
+    with catalog.begin() as conn:
+        return conn.execute(
+            sa.select(t.rollbacks.c.id, t.rollbacks.c.state)
+            .where(t.rollbacks.c.service == service, t.rollbacks.c.reason.contains(marker, autoescape=True))
+            .order_by(t.rollbacks.c.id.desc())
+        ).first()
+
+
 def run_rollback(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict[str, Any]:
-    """Roll the payload's service back to its previous good release; raise when it failed."""
+    """Roll the payload's service back to its previous good release; raise when it failed.
+
+    A job requeued after its worker died (`resume`) looks for the rollback its first attempt
+    started: finished → done (never roll back twice), running → resume it, none → start now.
+    """
     from recoverctl.actions.rollback import rollback
 
+    service = payload["target"]
+    marker = f"[job {payload.get('job_id')}]"
+    resume = False
+    if payload.get("resume"):
+        earlier = _earlier_attempt(catalog, service, marker)
+        if earlier is not None and earlier.state == "succeeded":
+            return {"result": "succeeded", "rollback_id": earlier.id, "finished_before_restart": True}
+        if earlier is not None and earlier.state != "running":
+            raise RecoverctlError(
+                f"rollback #{earlier.id} of '{service}' ended {earlier.state} before the worker died",
+                hint=f"check 'recoverctl releases {service}' and roll back by hand if needed",
+            )
+        resume = earlier is not None
     result = rollback(
         cfg,
         catalog,
-        payload["target"],
+        service,
         to_version=None,
         schema="keep",
         dry_run=False,
-        reason=f"alert {_alert_summary(payload)} (policy {payload.get('policy')})",
+        reason=f"alert {_alert_summary(payload)} (policy {payload.get('policy')}) {marker}",
         actor=f"{payload.get('source', 'alert')}:{payload.get('policy')}",
-        resume=bool(payload.get("resume")),
+        resume=resume,
     )
     if result.get("result") != "succeeded":
         raise RecoverctlError(
@@ -57,9 +90,51 @@ def run_rollback(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict
     return result
 
 
+def backup_argv(cfg: Config, source: str) -> list[str]:
+    """Return the `recoverctl` arguments that back up `source`; raise RecoverctlError for volumes."""
+    _, src = cfg.source(source)
+    if src.type == "postgres":
+        return ["backup", "postgres", "--source", source, "--json"]
+    if src.type == "files":
+        args = ["backup", "files", *src.paths, "--source", source, "--json"]
+        for glob in src.exclude:
+            args += ["--exclude", glob]
+        return args + (["--one-file-system"] if src.one_file_system else [])
+    raise RecoverctlError(f"source '{source}' of type {src.type} cannot be backed up from an alert yet")
+
+
+def run_backup(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict[str, Any]:
+    """Back up the payload's source with the backup command in a child process; raise when it failed.
+
+    A child process, like scheduled jobs: a crashing backup cannot take the worker down, and the
+    backup command's own locking, progress and recording apply unchanged.
+    """
+    from recoverctl.scheduler.execute import run_subprocess
+
+    argv = [sys.executable, "-m", "recoverctl"]
+    if cfg.path is not None:
+        argv += ["--config", str(cfg.path.absolute())]
+    argv += backup_argv(cfg, payload["target"])
+    code, timed_out, output = run_subprocess(argv, BACKUP_TIMEOUT, dict(os.environ))
+    if code != 0:
+        raise RecoverctlError(
+            f"backup of '{payload['target']}' {'timed out' if timed_out else f'exited {code}'}",
+            details={"output": output[-2000:]},
+        )
+    summary: dict[str, Any] = {}
+    for line in reversed(output.strip().splitlines()):
+        try:
+            summary = json.loads(line)
+            break
+        except ValueError:
+            continue
+    return {"result": "succeeded", "source": payload["target"], "summary": summary}
+
+
 JOB_KINDS: dict[str, Executor] = {
     "notify": run_notify,
     "rollback": run_rollback,
+    "backup": run_backup,
 }
 
 

@@ -7,7 +7,6 @@ crash `--resume` re-runs the first unfinished step (each step is idempotent) and
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import time
@@ -25,7 +24,7 @@ from recoverctl.config import Config
 from recoverctl.deploy import Artifact, open_target
 from recoverctl.deploy.lock import lock_service, owner_alive, owner_id
 from recoverctl.errors import LockedError, NotFoundError, RecoverctlError, UsageError, VerificationError
-from recoverctl.schema import migrations
+from recoverctl.schema import migrations, pitr
 
 STEPS = ("lock", "stop_current", "schema", "start_target", "verify", "notify", "record")
 SCHEMA_MODES = ("keep", "downgrade", "pitr")
@@ -45,7 +44,7 @@ def plan_rollback(
 
     Runs the pre-flight checks (engine / every host reachable, target artifact present) and
     changes nothing. Raise NotFoundError (unknown service or version, no previous good release,
-    artifact gone), UsageError (bad schema mode, pitr unavailable), RecoverctlError (unreachable).
+    artifact gone), UsageError (bad schema mode), RecoverctlError (unreachable).
     """
     svc = cfg.service(service)
     if schema not in SCHEMA_MODES:
@@ -129,16 +128,7 @@ def _plan_schema(
             hint=f"add services.{service}.database (source, script_location) or use --schema keep",
         )
     if mode == "pitr":
-        if importlib.util.find_spec("recoverctl.actions.restore_postgres") is None:
-            raise UsageError(
-                "--schema pitr is not available yet: the PostgreSQL point-in-time restore capability "
-                "is not part of this recoverctl",
-                hint="use --schema downgrade (alembic) or --schema keep",
-            )
-        raise UsageError(
-            "--schema pitr is not wired to the PostgreSQL restore yet",
-            hint="use --schema downgrade (alembic) or --schema keep",
-        )
+        return _plan_pitr(cfg, service, link, current, plan, warnings)
     script_location = current.get("script_location")
     if not script_location:
         raise UsageError(
@@ -170,6 +160,42 @@ def _plan_schema(
     return plan
 
 
+def _plan_pitr(
+    cfg: Config,
+    service: str,
+    link: Any,
+    current: dict[str, Any],
+    plan: dict[str, Any],
+    warnings: list[str],
+) -> dict[str, Any]:
+    """Describe the restore point of the current release and the writes a PITR to it would lose."""
+    name, lsn = current.get("restore_point"), current.get("restore_lsn")
+    if not name or not lsn:
+        raise NotFoundError(
+            f"release {current['version']} of '{service}' has no restore point",
+            hint="deploys of services with a database link create one; use --schema keep or downgrade",
+        )
+    url = migrations.database_url(cfg, service, link)
+    since = migrations.wal_since(url, lsn)
+    plan.update(
+        restore_point=name,
+        restore_lsn=lsn,
+        source=link.source,
+        current_lsn=since["current_lsn"],
+        wal_bytes_after=since["bytes_after"],
+        seconds_after=round(time.time() - current["created_at"], 1),
+    )
+    warnings.append(
+        f"PITR to restore point {name} (LSN {lsn}) loses every write after it: "
+        f"{since['bytes_after']} bytes of WAL over {plan['seconds_after']:.0f} s"
+    )
+    warnings.append(
+        f"the database is stopped and replaced by a restore of {link.source} to {name}; "
+        "its current data directory is kept beside it"
+    )
+    return plan
+
+
 def rollback(
     cfg: Config,
     catalog: Catalog,
@@ -193,6 +219,16 @@ def rollback(
     who = actor or default_actor()
     if resume:
         rollback_id = _take_over(catalog, service, cfg)
+        with catalog.begin() as conn:
+            plan = conn.execute(
+                sa.select(t.rollbacks.c.plan).where(t.rollbacks.c.id == rollback_id)
+            ).scalar_one()
+        # Same pre-flight as a fresh rollback; on failure the row stays resumable (our pid dies).
+        target = open_target(service, cfg.service(service))
+        try:
+            target.preflight(plan["to_version"])
+        finally:
+            target.close()
         return _drive(cfg, catalog, rollback_id, who)
     plan = plan_rollback(cfg, catalog, service, to_version=to_version, schema=schema)
     if dry_run:
@@ -344,9 +380,15 @@ def _drive(cfg: Config, catalog: Catalog, rollback_id: int, who: str) -> dict[st
         return {"hosts": [o.to_dict() for o in outcomes]}
 
     def schema_action() -> dict[str, Any] | None:
+        link = svc.database
+        if rb.schema_mode == "pitr":
+            assert link is not None
+            sp = plan["schema"]
+            return pitr.restore_to_point(
+                cfg, catalog, link.source, sp["restore_point"], sp["restore_lsn"], f"rollback-{rollback_id}"
+            )
         if rb.schema_mode != "downgrade":
             return None
-        link = svc.database
         assert link is not None
         url = migrations.database_url(cfg, service, link)
         return migrations.downgrade(url, plan["schema"]["script_location"], plan["schema"]["target_revision"])

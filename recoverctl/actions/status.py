@@ -253,7 +253,15 @@ def _repository_item(catalog: Catalog, now: float) -> dict[str, Any]:
     values: dict[str, Any] = {"size_bytes": size}
     if verify is None:
         return _item(AMBER, "repository never verified", last_verify=None, **values)
-    values["last_verify"] = {"at": verify.started_at, "status": verify.status, "error": verify.error}
+    details = verify.details if isinstance(verify.details, dict) else {}
+    values["last_verify"] = {
+        "at": verify.started_at,
+        "status": verify.status,
+        "error": verify.error,
+        "packs_total": details.get("packs_total"),
+        "packs_read": details.get("packs_read"),
+        "damaged_packs": details.get("damaged_packs"),
+    }
     age = now - verify.started_at
     if verify.status != "succeeded":
         return _item(

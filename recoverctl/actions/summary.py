@@ -155,7 +155,11 @@ def collect(cfg: Config, catalog: Catalog, period: str, now: float | None = None
         ]
         problems = conn.execute(
             sa.select(t.events.c.severity, sa.func.count())
-            .where(t.events.c.at >= since, t.events.c.severity.in_(["critical", "warning"]))
+            .where(
+                t.events.c.at >= since,
+                t.events.c.severity.in_(["critical", "warning"]),
+                t.events.c.kind != "notify.test",
+            )
             .group_by(t.events.c.severity)
         ).all()
     return {

@@ -11,6 +11,7 @@ import click
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import json_option
 from recoverctl.drill.scoring import human_duration
+from recoverctl.errors import VerificationError
 
 # Actions are imported inside the commands: psycopg & co. stay off every other command's start-up.
 
@@ -20,6 +21,75 @@ _COLOUR = {"green": "green", "amber": "yellow", "red": "red", "pass": "green", "
 @click.group("drill")
 def drill_group() -> None:
     """Restore drills: restore into a scratch cluster, run checks, score RTO/RPO against targets."""
+
+
+def _drill_text(d: dict[str, Any]) -> str:
+    from recoverctl.drill.report import summary_rows
+
+    colour = _COLOUR.get(d["verdict"], "yellow")
+    lines = [click.style(f"drill {d['name']}: {d['verdict'].upper()}", fg=colour, bold=True)]
+    if d.get("reason"):
+        lines.append(f"  reason: {d['reason']}")
+    lines += [f"  {k}: {v}" for k, v in summary_rows(d)[2:]]
+    lines.append("  phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in d["phases"].items()))
+    for c in d["checks"]:
+        mark = click.style("ok  ", fg="green") if c["ok"] else click.style("FAIL", fg="red")
+        first = str(c["output"]).splitlines()[0] if c["output"] else ""
+        lines.append(f"  [{mark}] {c['name']}: {first}")
+    return "\n".join(lines)
+
+
+@drill_group.command("run")
+@click.argument("playbooks", nargs=-1, type=click.Path())
+@click.option(
+    "--keep", is_flag=True, help="Keep the scratch data dir (the server is stopped) for inspection."
+)
+@click.option(
+    "--cold", is_flag=True, help="Read only from the repository (no local caches), as after losing the host."
+)
+@json_option
+@pass_app
+def run_cmd(app: App, playbooks: tuple[str, ...], keep: bool, cold: bool) -> None:
+    """Restore each PLAYBOOK's snapshot into a scratch cluster, run its checks and score RTO/RPO.
+
+    PLAYBOOK is a YAML file or a directory (default: ./playbooks and playbooks/ beside the config
+    file). Exit 13 when a drill fails (a check failed or RTO/RPO missed its target), 130 when
+    interrupted; the scratch cluster and temp files are removed in every case unless --keep.
+
+    \b
+    Example:
+      recoverctl drill run playbooks/main-nightly.yaml
+      recoverctl drill run --cold --json playbooks/ > drill.json
+    """
+    from recoverctl.actions.drill import drill_run
+    from recoverctl.cli.passphrase import passphrase
+
+    def progress(name: str, phase: str) -> None:
+        if app.show_progress:
+            click.echo(f"{name}: {phase}...", err=True)
+
+    results = drill_run(
+        app.config,
+        app.catalog,
+        lambda: passphrase(app),
+        list(playbooks),
+        keep=keep,
+        cold=cold,
+        on_phase=progress,
+    )
+    data: Any = (
+        results[0]
+        if len(results) == 1 and len(playbooks) == 1 and not Path(playbooks[0]).is_dir()
+        else results
+    )
+    app.render(data, lambda _: "\n".join(_drill_text(r) for r in results))
+    failed = [r for r in results if r["verdict"] != "pass"]
+    if failed:
+        raise VerificationError(
+            f"{len(failed)} of {len(results)} drill(s) failed: "
+            + "; ".join(f"{r['name']}: {r['reason']}" for r in failed),
+            hint="read the report: recoverctl drill report " + str(failed[0]["id"]),
+        )
 
 
 @drill_group.command("history")

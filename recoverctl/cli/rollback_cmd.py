@@ -23,6 +23,11 @@ def _plan_text(plan: dict[str, Any]) -> str:
         f"  schema: {schema['mode']} (now {schema.get('current_revision') or '-'}, "
         f"target {schema.get('target_revision') or '-'})",
     ]
+    if schema.get("restore_point"):
+        lines.append(
+            f"    restore point {schema['restore_point']} (LSN {schema['restore_lsn']}); "
+            f"{schema['wal_bytes_after']} bytes of WAL written since will be lost"
+        )
     for m in schema.get("migrations", []):
         lines.append(f"    downgrade {m['revision']} -> {m['down_revision']}: {m['doc'] or ''}")
     lines.append("  steps: " + " -> ".join(plan["steps"]))
@@ -49,7 +54,7 @@ def _result_text(d: dict[str, Any]) -> str:
     type=click.Choice(SCHEMA_MODES),
     default="keep",
     show_default=True,
-    help="keep the database schema, downgrade it with alembic, or pitr (not available yet).",
+    help="keep the database, downgrade its schema (alembic), or pitr to the restore point.",
 )
 @click.option("--dry-run", is_flag=True, help="Show the plan and stop.")
 @click.option("--reason", metavar="TEXT", help="Why (recorded in the audit log and the notification).")

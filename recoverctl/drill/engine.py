@@ -43,27 +43,54 @@ class DrillInterrupted(CancelledError):
     """SIGINT or SIGTERM arrived during a drill; cleanup ran before this propagates."""
 
 
-@contextlib.contextmanager
-def signals_raise() -> Iterator[None]:
-    """Turn the first SIGINT/SIGTERM into DrillInterrupted; ignore repeats so cleanup can finish."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    fired: list[int] = []
+class SignalGuard:
+    """Turns the first SIGINT/SIGTERM into DrillInterrupted, except while shielded (cleanup):
+    then the signal is remembered and `pending()` reports it once cleanup is done."""
 
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        if fired:
-            log.warning("drill: %s again, still cleaning up", signal.Signals(signum).name)
+    def __init__(self) -> None:
+        self.fired: list[int] = []
+        self.shielded = False
+
+    def handler(self, signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.fired or self.shielded:
+            if not self.fired:
+                self.fired.append(signum)
+            log.warning("drill: %s received, finishing cleanup first", name)
             return
-        fired.append(signum)
+        self.fired.append(signum)
         raise DrillInterrupted(
-            f"drill cancelled by {signal.Signals(signum).name}",
+            f"drill cancelled by {name}",
             hint="the scratch cluster and temp files were removed; run the drill again",
         )
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    @contextlib.contextmanager
+    def shield(self) -> Iterator[None]:
+        self.shielded = True
+        try:
+            yield
+        finally:
+            self.shielded = False
+
+    def pending(self) -> DrillInterrupted | None:
+        if not self.fired:
+            return None
+        return DrillInterrupted(
+            f"drill cancelled by {signal.Signals(self.fired[0]).name}",
+            hint="the scratch cluster and temp files were removed; run the drill again",
+        )
+
+
+@contextlib.contextmanager
+def signals_raise() -> Iterator[SignalGuard]:
+    """Install a SignalGuard for SIGINT/SIGTERM (main thread only) and restore the old handlers."""
+    guard = SignalGuard()
+    if threading.current_thread() is not threading.main_thread():
+        yield guard
+        return
+    previous = {s: signal.signal(s, guard.handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield guard
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -260,7 +287,7 @@ def execute(
             on_phase(name)
 
     try:
-        with signals_raise():
+        with signals_raise() as guard:
             try:
                 announce("select")
                 with run.phase("select"):
@@ -312,7 +339,12 @@ def execute(
                 run.failure_hint = e.hint
                 run.details.update({k: v for k, v in e.details.items() if k == "log_tail"})
             finally:
-                _teardown(catalog, run, pin_id)
+                with guard.shield():
+                    _teardown(catalog, run, pin_id)
+            # A signal during cleanup still cancels the drill, after cleanup has finished.
+            late = guard.pending()
+            if late is not None and run.failure is None:
+                raise late
     except (DrillInterrupted, KeyboardInterrupt) as e:
         interrupted = e
     result = _finish(cfg, catalog, run, interrupted)
@@ -324,7 +356,7 @@ def execute(
 
 
 def _teardown(catalog: Catalog, run: DrillRun, pin_id: int | None) -> None:
-    # Cleanup must finish even if another signal arrives; signals_raise ignores repeats.
+    # Runs shielded: a signal arriving now is acted on only after cleanup has finished.
     try:
         if run.cluster is not None:
             removed = run.cluster.cleanup()

@@ -187,7 +187,9 @@ class ScratchCluster:
 
     def _as_user(self, cmd: list[str]) -> list[str]:
         if os.geteuid() == 0:
-            return ["runuser", "-u", self.os_user or "postgres", "--", *cmd]
+            # -m keeps the environment: restore_command (`recoverctl wal fetch`) needs the
+            # passphrase and config variables the drill runs with.
+            return ["runuser", "-m", "-u", self.os_user or "postgres", "--", *cmd]
         return cmd
 
     def server_options(self) -> list[str]:

@@ -8,6 +8,7 @@ runner does not depend on which commands exist in this build.
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import random
@@ -15,6 +16,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -71,30 +73,47 @@ def _die_with_parent() -> None:
         pass
 
 
-def run_subprocess(argv: list[str], timeout: float, env: dict[str, str]) -> tuple[int | None, bool, str]:
-    """Run argv; return (exit code, timed out, output tail). A timed-out job is terminated, then killed."""
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-    )
-    timed_out = False
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        proc.terminate()
-        try:
-            out, _ = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-    text = out.decode(errors="replace")[-OUTPUT_TAIL:] if out else ""
-    return (None if timed_out else proc.returncode), timed_out, text
+def run_subprocess(
+    argv: list[str], timeout: float, env: dict[str, str], cancel: threading.Event | None = None
+) -> tuple[int | None, bool, str]:
+    """Run argv; return (exit code, stopped early, output tail).
+
+    The job is terminated (then killed) when `timeout` passes or `cancel` is set; the exit code is
+    then None.
+    """
+    cancel = cancel or threading.Event()
+    # Output goes to a file, not a pipe: the wait loop below does not read, and a full pipe would
+    # block the job forever.
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        deadline = time.monotonic() + timeout
+        stopped = False
+        while True:
+            try:
+                proc.wait(timeout=max(0.0, min(0.5, deadline - time.monotonic())))
+                break
+            except subprocess.TimeoutExpired:
+                if cancel.is_set() or time.monotonic() >= deadline:
+                    stopped = True
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+                    break
+        size = out.seek(0, os.SEEK_END)
+        out.seek(max(0, size - OUTPUT_TAIL))
+        text = out.read().decode(errors="replace")
+    return (None if stopped else proc.returncode), stopped, text
 
 
 class _LeaseKeeper(threading.Thread):
@@ -104,13 +123,13 @@ class _LeaseKeeper(threading.Thread):
         super().__init__(name=f"lease-{claim.schedule}", daemon=True)
         self.catalog, self.claim, self.lease = catalog, claim, lease
         self.done = threading.Event()
-        self.lost = False
+        self.lost = threading.Event()
 
     def run(self) -> None:
         while not self.done.wait(self.lease / 3):
             try:
                 if not leases.renew(self.catalog, self.claim, self.lease):
-                    self.lost = True
+                    self.lost.set()
                     log.error("lease on %s (due %s) was lost", self.claim.schedule, self.claim.due_at)
                     return
             except RecoverctlError as e:
@@ -147,14 +166,18 @@ def run_claimed(
         }
         if cfg.path is not None:
             env["RECOVERCTL_CONFIG"] = str(cfg.path.absolute())
-        code, timed_out, output = run_subprocess(job_argv(cfg, schedule), schedule.timeout, env)
+        # Losing the lease means another runner declared this run abandoned and may start the next
+        # occurrence: stop the job rather than let two run at once.
+        code, timed_out, output = run_subprocess(
+            job_argv(cfg, schedule), schedule.timeout, env, cancel=keeper.lost
+        )
     finally:
         keeper.done.set()
         keeper.join()
     duration = time.time() - started
     if code == 0:
         state = "succeeded"
-    elif timed_out and stopping.is_set():
+    elif keeper.lost.is_set() or (timed_out and stopping.is_set()):
         state = "abandoned"
     else:
         state = "failed"
@@ -168,9 +191,11 @@ def run_claimed(
         "job": schedule.job,
         "output_tail": output[-1000:],
     }
-    if not leases.finish(catalog, claim, state, outcome):
+    if leases.finish(catalog, claim, state, outcome):
+        _emit(catalog, schedule, claim, result, severity)
+    else:
+        # Whoever marked it abandoned has already recorded the job.abandoned event.
         log.warning("run of %s due %s was marked abandoned while it ran", schedule.name, claim.due_at)
-    _emit(catalog, schedule, claim, result, severity)
     try:
         deliver_pending(cfg, catalog)
     except RecoverctlError as e:
@@ -205,8 +230,6 @@ def _emit(
         return
     prev = leases.previous_finished(catalog, schedule.name, claim.id)
     if prev is not None and prev.state in ("failed", "abandoned"):
-        import json
-
         prev_outcome = json.loads(prev.outcome or "{}")
         sev = prev_outcome.get("severity") or "warning"
         catalog.emit_event(

@@ -248,3 +248,20 @@ def create_restore_point(url: str, name: str) -> dict[str, Any]:
         ) from None
     assert row is not None
     return {"name": name, "lsn": row[0], "timeline": row[1]}
+
+
+def wal_since(url: str, lsn: str) -> dict[str, Any]:
+    """Return {current_lsn, bytes_after}: how much WAL the database wrote after `lsn`."""
+    import psycopg
+
+    try:
+        with psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=10) as conn:
+            row = conn.execute(
+                "SELECT pg_current_wal_lsn()::text, "
+                "pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)::bigint",
+                (lsn,),
+            ).fetchone()
+    except psycopg.Error as e:
+        raise RecoverctlError(f"cannot read the WAL position of '{redact_url(url)}': {e}") from None
+    assert row is not None
+    return {"current_lsn": row[0], "bytes_after": int(row[1])}

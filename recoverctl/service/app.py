@@ -7,6 +7,7 @@ is 202 returned. A catalog outage answers 503 so Alertmanager (which retries onl
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -67,9 +68,10 @@ class ServiceState:
         except CatalogError as e:
             log.warning("could not record rejected %s request (%s): %s", source, reason, e)
 
-    def accept(self, source: str, alerts: list[AlertIn]) -> dict[str, Any]:
+    async def accept(self, source: str, alerts: list[AlertIn]) -> dict[str, Any]:
         try:
-            decisions = self.batcher.submit(alerts)
+            # Awaited on the event loop: the batcher's writer thread is the only one that blocks.
+            decisions = await asyncio.wrap_future(self.batcher.submit(alerts))
         except CatalogError as e:
             self.metrics.requests.labels(source, "unavailable").inc()
             raise HTTPException(503, detail=f"catalog unavailable, retry later: {e.message}") from None
@@ -259,19 +261,19 @@ def create_app(state: ServiceState) -> FastAPI:
     }
 
     @app.post("/hooks/alertmanager", status_code=202, response_class=JSONResponse, responses=responses)
-    def alertmanager(payload: AlertmanagerWebhook) -> JSONResponse:
+    async def alertmanager(payload: AlertmanagerWebhook) -> JSONResponse:
         """Alertmanager webhook (version 4)."""
-        return JSONResponse(state.accept("alertmanager", payload.to_alerts()), status_code=202)
+        return JSONResponse(await state.accept("alertmanager", payload.to_alerts()), status_code=202)
 
     @app.post("/hooks/grafana", status_code=202, response_class=JSONResponse, responses=responses)
-    def grafana(payload: GrafanaWebhook) -> JSONResponse:
+    async def grafana(payload: GrafanaWebhook) -> JSONResponse:
         """Grafana-managed alerting webhook (version 1)."""
-        return JSONResponse(state.accept("grafana", payload.to_alerts()), status_code=202)
+        return JSONResponse(await state.accept("grafana", payload.to_alerts()), status_code=202)
 
     @app.post("/hooks/generic", status_code=202, response_class=JSONResponse, responses=responses)
-    def generic(payload: GenericEvent) -> JSONResponse:
+    async def generic(payload: GenericEvent) -> JSONResponse:
         """A signed event from any other sender."""
-        return JSONResponse(state.accept("generic", payload.to_alerts()), status_code=202)
+        return JSONResponse(await state.accept("generic", payload.to_alerts()), status_code=202)
 
     @app.get("/health")
     def health() -> JSONResponse:

@@ -31,11 +31,11 @@ class IntakeBatcher:
         self._thread = threading.Thread(target=self._run, name="recoverctl-intake", daemon=True)
         self._thread.start()
 
-    def submit(self, alerts: list[AlertIn], timeout: float = 60.0) -> list[dict[str, Any]]:
-        """Return the stored decisions for `alerts`; raise what the intake raised (CatalogError...)."""
+    def submit(self, alerts: list[AlertIn]) -> Future[list[dict[str, Any]]]:
+        """Queue `alerts`; the future gives the stored decisions or raises what intake raised."""
         future: Future[list[dict[str, Any]]] = Future()
         self._queue.put((alerts, future))
-        return future.result(timeout)
+        return future
 
     def _run(self) -> None:
         while True:

@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any
 
+from recoverctl.actions.deliver import deliver_pending
 from recoverctl.actions.job_kinds import JOB_KINDS, run_job
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import jobs as jobq
@@ -128,7 +129,7 @@ class Worker:
         log.info("job %s (%s) started for %s", job["id"], job["kind"], job["payload"].get("target"))
         state, result, error = "failed", None, None
         try:
-            result = run_job(self.cfg, self.catalog, job["kind"], job["payload"])
+            result = run_job(self.cfg, self.catalog, job["kind"], {**job["payload"], "job_id": job["id"]})
             state = "succeeded"
         except RecoverctlError as e:
             error = e.message
@@ -141,6 +142,12 @@ class Worker:
             keeper_stop.set()
             keeper.join()
         jobq.finish(self.catalog, job["id"], self.owner, state, result=result, error=error)
+        # Events the job recorded (alert.notify, rollback.*) go out now, not whenever some command
+        # next closes the catalog; a failing channel is recorded by the delivery, never raised here.
+        try:
+            deliver_pending(self.cfg, self.catalog)
+        except RecoverctlError as e:
+            log.warning("job %s: could not deliver notifications: %s", job["id"], e)
         with self._count_lock:
             self.jobs_run += 1
         log.info("job %s (%s) %s%s", job["id"], job["kind"], state, f": {error}" if error else "")

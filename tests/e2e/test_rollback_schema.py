@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 from tests.conftest import Cli
 from tests.fixtures.docker_engine import DockerEngine, build_demo_web
 from tests.fixtures.net import free_port
+from tests.fixtures.pgbackup import PYTHON, PYTHONPATH, PgCli
 from tests.fixtures.postgres import PgCluster
 
 pytestmark = pytest.mark.e2e
@@ -169,22 +172,63 @@ def test_failing_downgrade_rolls_back_the_transaction(
         docker_engine.remove_containers(container)
 
 
-def test_pitr_refused_clearly(cli: Cli, docker_engine: DockerEngine, demo_web_images: dict[str, str]) -> None:
-    port = free_port()
-    cli.write_config(
-        {
-            "sources": {"db": {"type": "postgres", "host": "127.0.0.1", "port": free_port()}},
-            "services": {
-                "web": {
-                    "target": "docker",
-                    "image": "demo-web",
-                    "container": f"rc-pitr-{port}",
-                    "database": {"source": "db", "restore_point": False, "migrate": False},
-                }
-            },
+def test_pitr_restores_the_database_to_the_deploy_restore_point(
+    cli: Cli, pg_cli: PgCli, docker_engine: DockerEngine, demo_web_images: dict[str, str]
+) -> None:
+    """Archiving cluster + full backup; rollback --schema pitr drops every write after v2's deploy."""
+    pg = PgCluster()
+    port, container = free_port(), f"rc-pitr-{free_port()}"
+    try:
+        pg.initdb(f"archive_mode = on\narchive_command = '{pg_cli.archive_command('db')}'\n")
+        service = {
+            "target": "docker",
+            "image": "demo-web",
+            "container": container,
+            "network_mode": "host",
+            "env": {"PORT": str(port)},
+            "health": {"url": f"http://127.0.0.1:{port}/health", "interval": "0.2s", "timeout": "10s"},
+            "database": {"source": "db", "dbname": "app", "migrate": False},
         }
-    )
-    cli("release", "record", "web", "v1", check=0)
-    cli("release", "record", "web", "v2", check=0)
-    r = cli("rollback", "web", "--schema", "pitr", "--yes", check=2)
-    assert "not available yet" in r.stderr
+        pg_cli.write_config({"db": pg.source_config()}, services={"web": service})
+        pg_cli("init", check=0)
+        pg.start()
+        pg.psql("CREATE DATABASE app")
+        pg.psql("CREATE TABLE marks (note text)", dbname="app")
+        pg_cli("backup", "postgres", check=0)
+        # recoverctl as root shares the postgres user's config, catalog and repository.
+        for key in ("RECOVERCTL_CATALOG", "RECOVERCTL_CONFIG", "RECOVERCTL_PASSWORD_FILE"):
+            cli.env[key] = pg_cli.env[key]
+
+        pg.psql("INSERT INTO marks VALUES ('v1 era')", dbname="app")
+        cli("deploy", "web", "v1", check=0)
+        cli("deploy", "web", "v2", "--no-verify", check=0)
+        pg.psql("INSERT INTO marks VALUES ('written by v2')", dbname="app")
+        v2 = cli("releases", "web", "--json", check=0).json()[0]
+
+        plan = cli("rollback", "web", "--schema", "pitr", "--dry-run", "--json", check=0).json()["plan"]
+        assert plan["schema"]["restore_point"] == v2["restore_point"]
+        assert plan["schema"]["wal_bytes_after"] > 0
+        assert any("loses every write after it" in w for w in plan["warnings"])
+
+        # The restored server runs `recoverctl wal fetch` as the postgres user with the rollback's
+        # own interpreter: use one that user can execute (ours may live under /root).
+        r = subprocess.run(
+            [PYTHON, "-m", "recoverctl", "rollback", "web", "--schema", "pitr", "--yes", "--json"],
+            env={**cli.env, "PYTHONPATH": PYTHONPATH},
+            cwd=cli.home,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert out["result"] == "succeeded", out
+        step = next(s for s in out["steps"] if s["name"] == "schema")
+        assert step["outcome"] == "ok" and step["output"]["restore_point"] == v2["restore_point"]
+        assert pg.psql("SELECT note FROM marks ORDER BY 1", dbname="app").splitlines() == ["v1 era"]
+        assert pg.psql("SELECT pg_is_in_recovery()") == "f"
+        assert Path(step["output"]["kept"]).is_dir()  # the old data directory is kept, not deleted
+        assert httpx.get(f"http://127.0.0.1:{port}/version").text.strip() == "v1"
+    finally:
+        docker_engine.remove_containers(container)
+        pg.destroy()

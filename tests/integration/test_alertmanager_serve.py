@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -58,8 +59,10 @@ def test_clustered_alertmanagers_produce_one_action_and_resolved_none(
     wait_until(lambda: am1.cluster_peers() == 2 and am2.cluster_peers() == 2, what="alertmanager cluster")
 
     labels = {"alertname": "HighErrorRate", "service": "web", "severity": "critical"}
+    # Prometheus sends the same alert (same startsAt) to every replica.
+    started = datetime.now(UTC) - timedelta(minutes=5)
     for am in (am1, am2):
-        am.post_alert(labels, {"summary": "5xx at 9 %"})
+        am.post_alert(labels, starts_at=started, annotations={"summary": "5xx at 9 %"})
     firing = wait_until(
         lambda: [d for d in _decisions(cli) if d.status == "firing"], timeout=60, what="a firing delivery"
     )
@@ -69,7 +72,7 @@ def test_clustered_alertmanagers_produce_one_action_and_resolved_none(
     assert all(d.decision == "deduplicated" for d in firing[1:])
 
     for am in (am1, am2):
-        am.post_alert(labels, {"summary": "5xx at 9 %"}, resolved=True)
+        am.post_alert(labels, starts_at=started, annotations={"summary": "5xx at 9 %"}, resolved=True)
     resolved = wait_until(
         lambda: [d for d in _decisions(cli) if d.status == "resolved"], timeout=60, what="a resolved delivery"
     )

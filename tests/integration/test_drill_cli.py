@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,34 @@ import pytest
 
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
-from tests.conftest import Cli
+from recoverctl.cli.main import main
+from tests.conftest import Cli, CliResult
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def run(cli: Cli, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
+    """`recoverctl` in-process (the exit-code contract of main() included): these tests only read
+    the catalog, and a subprocess per call costs seconds on a loaded machine."""
+
+    def invoke(*args: str, check: int | None = None) -> CliResult:
+        for k in list(os.environ):
+            if k.startswith("RECOVERCTL_"):
+                monkeypatch.delenv(k)
+        for k, v in cli.env.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.chdir(cli.home)
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            main(list(args))
+        out, err = capsys.readouterr()
+        result = CliResult(int(e.value.code or 0), out, err)
+        if check is not None:
+            assert result.code == check, f"{args} exited {result.code}: {err}"
+        return result
+
+    return invoke
 
 
 def _catalog(cli: Cli) -> Catalog:
@@ -51,9 +77,9 @@ def _add_drill(catalog: Catalog, **values: Any) -> int:
         return int(conn.execute(t.drills.insert().values(**row)).inserted_primary_key[0])  # type: ignore[index]
 
 
-def test_history_and_reports(cli: Cli, tmp_path: Path) -> None:
+def test_history_and_reports(cli: Cli, run: Any, tmp_path: Path) -> None:
     cli.write_config({"sources": {"main": {"type": "postgres"}}})
-    cli("drill", "history", check=0)
+    run("drill", "history", check=0)
     catalog = _catalog(cli)
     first = _add_drill(catalog, started_at=time.time() - 7200)
     failed = _add_drill(
@@ -72,29 +98,41 @@ def test_history_and_reports(cli: Cli, tmp_path: Path) -> None:
             }
         ],
     )
-    hist = cli("--json", "drill", "history", check=0).json()
+    hist = run("--json", "drill", "history", check=0).json()
     assert [h["id"] for h in hist] == [first, failed]
     assert hist[0]["rto_margin_s"] == 7170.0 and hist[0]["rpo_margin_s"] == 3480.0
-    text = cli("drill", "history", check=0).stdout
+    text = run("drill", "history", check=0).stdout
     assert "main-nightly" in text and "fail" in text
 
-    md = cli("drill", "report", str(failed), "--format", "md", check=0).stdout
+    md = run("drill", "report", str(failed), "--format", "md", check=0).stdout
     assert "FAIL" in md and "check 'users' failed: got 0, expected >= 1" in md
     assert "| ✘ | users | >= 1 | 0 |" in md
     out = tmp_path / "r.html"
-    cli("drill", "report", str(failed), "--format", "html", "-o", str(out), check=0)
+    run("drill", "report", str(failed), "--format", "html", "-o", str(out), check=0)
     page = out.read_text()
     # Points: RTO and RPO of the passed drill, RPO only of the failed one (it has no RTO).
     assert "<svg" in page and page.count("<circle") == 3
     # Self-contained: the only URL is the SVG namespace.
     assert page.count("http") == 1 and 'xmlns="http://www.w3.org/2000/svg"' in page
-    data = cli("drill", "report", str(first), "--format", "json", check=0).json()
+    data = run("drill", "report", str(first), "--format", "json", check=0).json()
     assert data["drill"]["id"] == first and [h["id"] for h in data["history"]] == [first]
-    err = cli("--json", "drill", "report", "999", check=10).error_json()
+    err = run("--json", "drill", "report", "999", check=10).error_json()
     assert err["message"] == "no drill #999 in the catalog"
 
 
-def test_status_colours_and_exit_codes(cli: Cli) -> None:
+def test_run_rejects_bad_playbooks_with_exit_2(cli: Cli, run: Any) -> None:
+    cli.write_config({"sources": {"main": {"type": "postgres"}}})
+    bad = cli.home / "bad.yaml"
+    bad.write_text("drill:\n  name: x\n  source: main\n  chekcs: []\n")
+    r = run("drill", "run", str(bad), check=2)
+    assert "did you mean 'checks'" in r.stderr and str(bad) in r.stderr
+    other = cli.home / "other.yaml"
+    other.write_text("drill:\n  name: x\n  source: nope\n")
+    assert "unknown source 'nope'" in run("drill", "run", str(other), check=2).stderr
+    assert "no drill playbooks found" in run("drill", "run", check=2).stderr
+
+
+def test_status_colours_and_exit_codes(cli: Cli, run: Any) -> None:
     cli.write_config(
         {
             "sources": {"main": {"type": "postgres"}},
@@ -106,7 +144,7 @@ def test_status_colours_and_exit_codes(cli: Cli) -> None:
         }
     )
     # Nothing recorded yet: no backup → red, exit 13.
-    r = cli("--json", "status", check=13)
+    r = run("--json", "status", check=13)
     data = r.json()
     main = data["sources"][0]
     assert data["status"] == "red" and main["items"]["full_backup"]["status"] == "red"
@@ -138,27 +176,27 @@ def test_status_colours_and_exit_codes(cli: Cli) -> None:
             )
         )
     _add_drill(catalog)
-    data = cli("status", "--json", check=0).json()  # --json after the subcommand works too
+    data = run("status", "--json", check=0).json()  # --json after the subcommand works too
     main = data["sources"][0]
     assert data["status"] == "green", main["reasons"]
     assert main["items"]["full_backup"]["basis"] == "schedule 'main-full'"
     assert main["items"]["incremental_backup"]["expected_s"] == 3600
     assert main["items"]["drill"]["verdict"] == "pass"
-    text = cli("status", check=0).stdout
+    text = run("status", check=0).stdout
     assert "source main" in text and "green" in text
 
     # Archiving stopped long enough ago: RPO exposure past the 30 s target → red, exit 13.
     with catalog.begin() as conn:
         conn.execute(t.wal_status.update().values(last_archived_at=now - 95))
         conn.execute(t.runs.update().where(t.runs.c.kind == "backup").values(finished_at=now - 95))
-    r = cli("--json", "status", check=13)
+    r = run("--json", "status", check=13)
     rpo = r.json()["sources"][0]["items"]["rpo"]
     assert rpo["status"] == "red" and rpo["target_s"] == 30
     assert "exceeds the target 30.0s (30s)" in rpo["reason"] and "RPO exposure" in rpo["reason"]
     assert "targets breached" in r.error_json()["message"]
 
 
-def test_status_reports_services(cli: Cli) -> None:
+def test_status_reports_services(cli: Cli, run: Any) -> None:
     cli.write_config(
         {
             "services": {
@@ -189,10 +227,17 @@ def test_status_reports_services(cli: Cli) -> None:
                 reason="error rate 7%",
             )
         )
-    data = cli("--json", "status", check=0).json()
+    data = run("--json", "status", check=0).json()
     svc = data["services"][0]
     assert svc["release"]["version"] == "v1" and svc["release"]["status"] == "live"
     assert svc["last_rollback"]["state"] == "succeeded"
     assert svc["status"] == "green"
     # Repository never verified: amber, which is not a breach.
     assert data["repository"]["status"] == "amber" and data["status"] == "amber"
+
+
+def test_status_exit_code_from_a_real_process(cli: Cli) -> None:
+    cli.write_config({"sources": {"main": {"type": "postgres"}}})
+    r = cli("status", "--json", check=13)
+    assert r.json()["sources"][0]["items"]["full_backup"]["reason"] == "no full backup recorded"
+    assert r.error_json()["exit_code"] == 13

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -129,27 +128,6 @@ def test_failing_assertion_and_tight_rpo_fail_with_reasons_and_event(
     assert "got 150, expected >= 1000" in ev.summary
 
 
-def test_port_in_use_fails_clearly_and_cleans_up(
-    backed_up_source: DrillSourceState, drill_parent: Path, tmp_path: Path
-) -> None:
-    src, backup = backed_up_source.source, backed_up_source.backup
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
-        held.listen()
-        port = held.getsockname()[1]
-        result = _run(
-            src,
-            drill_parent,
-            tmp_path,
-            BaseBackupRestorer(backup, src.archive),
-            where={"temp_dir": str(drill_parent), "port": port},
-        )
-    assert result["verdict"] == "fail"
-    assert f"drill port {port} on 127.0.0.1 is in use" in result["reason"]
-    assert result["failed_phase"] == "fetch"
-    _assert_clean(drill_parent)
-
-
 def test_production_port_is_refused(
     backed_up_source: DrillSourceState, drill_parent: Path, tmp_path: Path
 ) -> None:
@@ -245,10 +223,10 @@ SIGNAL_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_mid_recovery_leaves_no_process_and_no_dir(
-    backed_up_source: DrillSourceState, drill_parent: Path, tmp_path: Path, signum: int
+def test_sigterm_mid_recovery_leaves_no_process_and_no_dir(
+    backed_up_source: DrillSourceState, drill_parent: Path, tmp_path: Path
 ) -> None:
+    # SIGINT is covered end to end in tests/e2e/test_drill_story.py; both share one handler.
     import pickle
 
     src, backup = backed_up_source.source, backed_up_source.backup
@@ -270,13 +248,13 @@ def test_signal_mid_recovery_leaves_no_process_and_no_dir(
     )
     try:
         wait_until(lambda: drill_leftovers(marker), timeout=60, what="recovery to block in restore_command")
-        proc.send_signal(signum)
+        proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, out.decode()
-    assert b"cancelled: drill cancelled by SIG" in out
+    assert b"cancelled: drill cancelled by SIGTERM" in out
     _assert_clean(drill_parent)
     catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
     with catalog.begin() as conn:

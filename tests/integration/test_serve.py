@@ -86,7 +86,13 @@ def _rows(cli: Any, table: sa.Table) -> list[Any]:
 
 
 def test_bad_input_is_refused_and_recorded_without_jobs(cli: Any, serve_factory: Any) -> None:
-    _config(cli, [NOTIFY], max_body_bytes=2048)
+    rollback = {
+        "name": "rb",
+        "match": {"alertname": "ServiceDown"},
+        "action": "rollback",
+        "service_from_label": "service",
+    }
+    _config(cli, [NOTIFY, rollback], max_body_bytes=2048)
     srv = serve_factory(cli, token=TOKEN)
     hook = "/hooks/alertmanager"
     assert srv.client.post(hook, content=b"{not json", headers=srv.headers()).status_code == 400
@@ -113,18 +119,9 @@ def test_bad_input_is_refused_and_recorded_without_jobs(cli: Any, serve_factory:
     assert unknown.status_code == 202
     assert unknown.json()["decisions"][0]["decision"] == "acted"  # notify needs no configured service
 
-    rb = [
-        {
-            "name": "rb",
-            "match": {"alertname": "HighErrorRate"},
-            "action": "rollback",
-            "service_from_label": "service",
-        }
-    ]
-    srv.stop()
-    _config(cli, rb, max_body_bytes=2048)
-    srv = serve_factory(cli, token=TOKEN)
-    ignored = srv.post(hook, am_payload("u2", service="nope")).json()["decisions"][0]
+    down = am_payload("u2", service="nope")
+    down["alerts"][0]["labels"]["alertname"] = "ServiceDown"
+    ignored = srv.post(hook, down).json()["decisions"][0]
     assert (
         ignored["decision"] == "ignored" and ignored["reason"] == "unknown service 'nope' (not in services:)"
     )
@@ -268,3 +265,43 @@ def test_catalog_outage_answers_503_then_recovers(cli: Any, serve_factory: Any, 
     # Nothing was half-written while the catalog was down: one decision, one job.
     assert [a.decision for a in _rows(cli, t.alerts)] == ["acted"]
     assert len(_rows(cli, t.jobs)) == 1
+
+
+def test_backup_policy_runs_a_real_backup(cli: Any, serve_factory: Any) -> None:
+    site = cli.home / "site"
+    site.mkdir()
+    (site / "index.html").write_text("hello")
+    cli.env["RECOVERCTL_PASSWORD"] = "alert-backup-passphrase"
+    (cli.home / "token").write_text(TOKEN + "\n")
+    cli.write_config(
+        {
+            "repository": str(cli.home / "repo"),
+            "sources": {"site": {"type": "files", "paths": [str(site)]}},
+            "serve": {"auth": {"bearer_token_file": str(cli.home / "token")}, "poll_interval": "0.1s"},
+            "policies": [
+                {
+                    "name": "backup-before-disk-dies",
+                    "match": {"alertname": "DiskFailing"},
+                    "action": "backup",
+                    "source": "site",
+                }
+            ],
+        }
+    )
+    cli("init", check=0)
+    srv = serve_factory(cli, token=TOKEN)
+    body = {"alertname": "DiskFailing", "labels": {"host": "web-1"}, "id": "disk-1", "started_at": STARTED}
+    d = srv.post("/hooks/generic", body).json()["decisions"][0]
+    assert d["decision"] == "acted", d
+    job = wait_until(
+        lambda: (
+            (j := srv.client.get(f"/api/jobs/{d['job_id']}", headers=srv.headers()).json())["state"]
+            in ("succeeded", "failed")
+            and j
+        ),
+        timeout=120,
+        what="the backup job",
+    )
+    assert job["state"] == "succeeded", job
+    snapshots = cli("--json", "snapshots", check=0).json()
+    assert len(snapshots) == 1

@@ -25,8 +25,10 @@ def test_each_job_is_claimed_by_exactly_one_of_many_threads(catalog: Catalog) ->
         ids = {jobq.enqueue(conn, "notify", {"n": i}) for i in range(40)}
     claimed: list[tuple[str, int]] = []
     lock = threading.Lock()
+    start = threading.Barrier(6)
 
     def claimer(name: str) -> None:
+        start.wait()
         while (job := jobq.claim(catalog, name, ["notify"], lease=30)) is not None:
             with lock:
                 claimed.append((name, job["id"]))
@@ -36,8 +38,8 @@ def test_each_job_is_claimed_by_exactly_one_of_many_threads(catalog: Catalog) ->
         th.start()
     for th in threads:
         th.join()
+    # Every job claimed once: no job twice, none lost, whichever threads won the races.
     assert sorted(j for _, j in claimed) == sorted(ids)
-    assert len({n for n, _ in claimed}) > 1
 
 
 def test_active_key_allows_one_queued_job_per_target(catalog: Catalog) -> None:

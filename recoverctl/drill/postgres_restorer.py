@@ -1,0 +1,139 @@
+"""The drill Restorer for physical PostgreSQL backups: wraps `actions.restore_postgres`.
+
+Selection picks the snapshot exactly as `restore postgres` would for the recovery target (so the
+drill proves what an operator's restore would do); fetch restores its files and writes the
+recovery configuration (`restore_command` fetching WAL from the repository) without starting
+the server — the drill's scratch cluster starts it so recovery and startup are timed separately.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from recoverctl.actions.backup_postgres import KIND
+from recoverctl.actions.repository import open_repository
+from recoverctl.actions.restore_postgres import RecoveryTarget, choose_snapshot, restore_postgres
+from recoverctl.catalog import Catalog
+from recoverctl.config import Config
+from recoverctl.drill.playbook import RecoveryPoint
+from recoverctl.drill.restorer import Fetched, Selection, random_time
+from recoverctl.errors import NotFoundError, RecoverctlError, VerificationError
+from recoverctl.progress import Progress
+
+_PACK_RE = re.compile(r"\bpack ([0-9a-f]{8,})")
+
+
+class _WarningLog(Progress):
+    """Keeps the restore's per-file warnings: they name the damaged pack, the final error does not."""
+
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+        self._lock = threading.Lock()
+
+    def warn(self, text: str) -> None:
+        with self._lock:
+            self.warnings.append(text)
+
+    def damaged_packs(self) -> list[str]:
+        return sorted({m for w in self.warnings for m in _PACK_RE.findall(w)})
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+class PostgresRestorer:
+    def __init__(self, cfg: Config, catalog: Catalog, password: str, source: str):
+        self.cfg = cfg
+        self.catalog = catalog
+        self.password = password
+        self.source = source
+        self.target: RecoveryTarget | None = None
+
+    def select(self, point: RecoveryPoint, drill_start: float) -> Selection:
+        """Return the snapshot `restore postgres` would use for `point`; raise NotFoundError if none."""
+        repo = open_repository(self.cfg, self.password)
+        try:
+            snaps = [
+                s for s in repo.find_snapshots(kind=KIND, source=self.source) if s.metadata.get("stop_lsn")
+            ]
+            if not snaps:
+                raise NotFoundError(
+                    f"no physical backups of source '{self.source}' in '{repo.url}'",
+                    hint=f"run 'recoverctl backup postgres --source {self.source}' first",
+                )
+            target_time: float | None = None
+            if point.kind == "random":
+                oldest = min(float(s.metadata["stop_time"]) for s in snaps)
+                target_time = random_time(point.window, drill_start, oldest)
+                target = RecoveryTarget("time", _iso(target_time))
+            elif point.kind == "time":
+                assert point.time is not None
+                target_time = point.time.timestamp()
+                target = RecoveryTarget("time", point.time.isoformat())
+            else:
+                target = RecoveryTarget(point.kind)
+            snap, self.target = choose_snapshot(repo, self.catalog, self.source, target, None)
+        finally:
+            repo.close()
+        md: dict[str, Any] = snap.metadata
+        return Selection(
+            snapshot_id=snap.id,
+            snapshot_time=float(md.get("stop_time") or snap.time),
+            target_kind="time" if target_time is not None else point.kind,
+            target_time=target_time,
+            size=snap.summary.get("bytes_total"),
+            metadata={"row_counts": md.get("row_counts") or {}, "reltuples": md.get("reltuples") or {}},
+        )
+
+    def fetch(self, selection: Selection, data_dir: Path, os_user: str | None) -> Fetched:
+        """Restore the selected snapshot into `data_dir` with recovery to the selected target.
+
+        Raise VerificationError naming the damaged pack(s) when blobs fail authentication.
+        """
+        log = _WarningLog()
+        try:
+            out = restore_postgres(
+                self.cfg,
+                self.catalog,
+                self.password,
+                source=self.source,
+                target_dir=data_dir,
+                snapshot=selection.snapshot_id,
+                target=self.target,
+                target_action="promote",
+                os_user=os_user,
+                progress=log,
+            )
+        except RecoverctlError as e:
+            packs = sorted({*log.damaged_packs(), *_PACK_RE.findall(e.message)})
+            if not packs:
+                raise
+            raise VerificationError(
+                f"snapshot {selection.snapshot_id[:8]} of '{self.source}' has damaged data in "
+                f"pack{'s' if len(packs) > 1 else ''} {', '.join(packs)}: {e.message}",
+                hint="run 'recoverctl verify --read-data' and take a new backup; "
+                "older snapshots may not share the damaged pack",
+                details={"damaged_packs": packs, "warnings": log.warnings[:20]},
+            ) from None
+        return Fetched(
+            bytes=int(out.get("bytes_restored") or 0),
+            details={
+                "files_restored": out.get("files_restored"),
+                "backup_stop_lsn": out.get("backup_stop_lsn"),
+                "restore_fetch_s": (out.get("phases") or {}).get("fetch"),
+            },
+        )
+
+
+def restorer_factory(cfg: Config, catalog: Catalog, password: str) -> Any:
+    """Return a function giving each playbook its PostgresRestorer."""
+
+    def make(pb: Any) -> PostgresRestorer:
+        return PostgresRestorer(cfg, catalog, password, pb.drill.source)
+
+    return make
