@@ -238,10 +238,12 @@ def test_killed_backup_writes_no_snapshot_and_next_backup_works(env: Env) -> Non
     proc = subprocess.Popen(cli.argv("backup", "postgres"), env=cli.env, cwd=cli.home, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
+        # pg_stat_activity shows a session's last statement: during the copy that is the last
+        # one BackupSession.start() ran, after pg_backup_start
         wait_until(
             lambda: pg.psql("select count(*) from pg_stat_activity where application_name = 'recoverctl' "
-                            "and query like '%pg_backup_start%'") != "0",
-            timeout=60, interval=0.02, what="the backup to start",
+                            "and query like '%from pg_control_checkpoint%'") != "0",
+            timeout=120, interval=0.02, what="the backup to start",
         )  # fmt: skip
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
