@@ -73,7 +73,7 @@ def _checksum_pass(
 
 def _wait_files(job: _DirJob) -> None:
     for entry in job.entries:
-        if isinstance(entry, _FileJob):
+        if isinstance(entry, _FileJob) and entry.future is not None:
             entry.future.result()
         elif isinstance(entry, _DirJob):
             _wait_files(entry)

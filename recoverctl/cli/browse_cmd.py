@@ -13,6 +13,7 @@ from recoverctl.cli.backup_cmd import parse_tags
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import json_option
 from recoverctl.cli.passphrase import passphrase
+from recoverctl.errors import UsageError
 from recoverctl.progress import progress_for
 
 
@@ -143,7 +144,11 @@ def dump_cmd(app: App, snapshot: str, path: str) -> None:
 
 @click.command("restore")
 @click.argument("snapshot")
-@click.option("--target", required=True, type=click.Path(), help="Directory to restore into.")
+@click.option("--target", type=click.Path(), help="Directory to restore into.")
+@click.option("--target-volume", metavar="NAME", help="Docker volume to restore into (created when missing).")
+@click.option(
+    "--force", is_flag=True, help="With --target-volume: replace the content of a non-empty volume."
+)
 @click.option("--include", "includes", multiple=True, metavar="PATH", help="Only this path (repeatable).")
 @click.option("--verify", is_flag=True, help="Re-read every restored file and compare with the snapshot.")
 @click.option(
@@ -152,18 +157,50 @@ def dump_cmd(app: App, snapshot: str, path: str) -> None:
 @json_option
 @pass_app
 def restore_cmd(
-    app: App, snapshot: str, target: str, includes: tuple[str, ...], verify: bool, delta: bool
+    app: App,
+    snapshot: str,
+    target: str | None,
+    target_volume: str | None,
+    force: bool,
+    includes: tuple[str, ...],
+    verify: bool,
+    delta: bool,
 ) -> None:
     """Restore SNAPSHOT (id prefix or 'latest') into --target.
 
     Files are written to temporary names and renamed into place only when every byte was
     authenticated; damaged files are skipped and named, and the command exits 13.
+    --target-volume restores into a Docker volume instead (a non-empty one needs --force).
 
     \b
     Example:
       recoverctl restore latest --target /tmp/restore --include /srv/app/config
+      recoverctl restore 3f2a9c1b --target-volume app-uploads-restored
     """
+    if (target is None) == (target_volume is None):
+        raise UsageError("give exactly one of --target DIR or --target-volume NAME")
     progress = progress_for(json_lines=False, show=app.show_progress, label="restore")
+    if target_volume is not None:
+        from recoverctl.actions.volume import restore_volume
+
+        try:
+            vdata = restore_volume(
+                app.config,
+                app.catalog,
+                passphrase(app),
+                snapshot,
+                target_volume,
+                force=force,
+                progress=progress,
+            )
+        finally:
+            progress.close()
+        app.render(
+            vdata,
+            lambda d: f"restored snapshot {d['snapshot'][:8]} into volume {d['volume']}: {d['files']} files",
+        )
+        return
+    assert target is not None
     try:
         data = restore_action(
             app.config,

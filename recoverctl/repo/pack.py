@@ -50,10 +50,14 @@ class PackBuilder:
         self.entries: list[PackEntry] = []
         self.size = 0
 
-    def add(self, blob_type: int, blob_id: bytes, sealed: bytes, raw_length: int) -> None:
-        self.entries.append(PackEntry(blob_type, blob_id, self.size, len(sealed), raw_length))
+    def add(self, blob_type: int, blob_id: bytes, sealed: bytes, raw_length: int, tail: bytes = b"") -> None:
+        """Append a sealed blob (given whole, or as `sealed` + `tail` parts)."""
+        length = len(sealed) + len(tail)
+        self.entries.append(PackEntry(blob_type, blob_id, self.size, length, raw_length))
         self.parts.append(sealed)
-        self.size += len(sealed)
+        if tail:
+            self.parts.append(tail)
+        self.size += length
 
     @property
     def full(self) -> bool:
@@ -67,8 +71,9 @@ class PackBuilder:
         sealed_header = self.cipher.seal(header, HEADER_AAD, compress=False)
         self.parts.append(sealed_header)
         self.parts.append(TRAILER.pack(len(sealed_header), MAGIC))
-        data = b"".join(self.parts)
-        self.parts = []
+        parts, self.parts = self.parts, []
+        data = b"".join(parts)
+        del parts
         return sha256_hex(data), data, self.entries
 
 

@@ -381,27 +381,11 @@ class _Restorer:
                 with self._lock:
                     self.result.skipped += 1
                 return out
-            tmp = os.path.join(os.path.dirname(out), f".{node['name'][:100]}.rctmp-{os.urandom(4).hex()}")
-            written = 0
-            try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as f:
-                    sparse = bool(node.get("sparse"))
-                    for data in iter_content(self.repo, node.get("content", [])):
-                        if sparse:
-                            _write_sparse(f, data)
-                        else:
-                            f.write(data)
-                        written += len(data)
-                    f.truncate(written)
-                if self.verify:
-                    self._verify_written(tmp, node)
-                _apply_meta(tmp, node, self.is_root)
-                os.replace(tmp, out)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            content = node.get("content", [])
+            if len(content) <= 1 and not os.path.lexists(out):
+                written = self._write_small(node, out, content)
+            else:
+                written = self._write_via_temp(node, out, content)
             with self._lock:
                 self.result.files += 1
                 self.result.bytes += written
@@ -413,6 +397,56 @@ class _Restorer:
             return None
         finally:
             self.slots.release()
+
+    def _write_small(self, node: Node, out: str, content: list[str]) -> int:
+        """Write a file of at most one blob straight to its name: the blob is authenticated before
+        the file is created, so wrong bytes can never appear under the name."""
+        data = b"".join(iter_content(self.repo, content))
+        try:
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return self._write_via_temp(node, out, content)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                if node.get("sparse"):
+                    _write_sparse(f, data)
+                    f.truncate(len(data))
+                else:
+                    f.write(data)
+            if self.verify:
+                self._verify_written(out, node)
+            _apply_meta(out, node, self.is_root)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(out)
+            raise
+        return len(data)
+
+    def _write_via_temp(self, node: Node, out: str, content: list[str]) -> int:
+        """Write to a temporary name and rename into place once every blob was authenticated."""
+        tmp = os.path.join(os.path.dirname(out), f".{node['name'][:100]}.rctmp-{os.urandom(4).hex()}")
+        written = 0
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                sparse = bool(node.get("sparse"))
+                for data in iter_content(self.repo, content):
+                    if sparse:
+                        _write_sparse(f, data)
+                    else:
+                        f.write(data)
+                    written += len(data)
+                if sparse:
+                    f.truncate(written)
+            if self.verify:
+                self._verify_written(tmp, node)
+            _apply_meta(tmp, node, self.is_root)
+            os.replace(tmp, out)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return written
 
     def _verify_written(self, tmp: str, node: Node) -> None:
         index = self.repo.load_index()
@@ -453,7 +487,8 @@ def _apply_meta(path: str, node: Node, is_root: bool) -> None:
             except OSError as e:
                 if e.errno not in (errno.ENOTSUP, errno.EPERM, errno.EACCES):
                     raise
-    times = (node.get("atime_ns", 0), node.get("mtime_ns", 0))
+    mtime = int(node.get("mtime_ns") or 0)
+    times = (int(node.get("atime_ns") or mtime), mtime)
     with contextlib.suppress(NotImplementedError, OSError):
         os.utime(path, ns=times, follow_symlinks=not link)
 

@@ -41,12 +41,12 @@ class BlobSaver:
         self._pending: set[bytes] = set()
         self._builders = {t: PackBuilder(self.cipher, repo.pack_size) for t in (DATA, TREE)}
         self._unindexed: list[tuple[str, int, list[PackEntry]]] = []
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, repo.parallelism // 2))
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         repo.load_index()
         self._threads = [
             threading.Thread(target=self._uploader, name=f"pack-upload-{i}", daemon=True)
-            for i in range(repo.parallelism)
+            for i in range(max(2, repo.parallelism // 2))
         ]
         for t in self._threads:
             t.start()
@@ -72,14 +72,14 @@ class BlobSaver:
             if bid in self.repo.index or bid in self._pending:
                 return bid, False
             self._pending.add(bid)
-        sealed = self.cipher.seal(data, blob_aad(blob_type, bid), compress=True)
+        head, ct = self.cipher.seal_parts(data, blob_aad(blob_type, bid), compress=True)
         full: PackBuilder | None = None
         with self._lock:
             builder = self._builders[blob_type]
-            builder.add(blob_type, bid, sealed, len(data))
+            builder.add(blob_type, bid, head, len(data), ct)
             self.stats.blobs_added += 1
             self.stats.bytes_added += len(data)
-            self.stats.bytes_added_stored += len(sealed)
+            self.stats.bytes_added_stored += len(head) + len(ct)
             if builder.full:
                 full = builder
                 self._builders[blob_type] = PackBuilder(self.cipher, self.repo.pack_size)

@@ -2,10 +2,11 @@
 
 A tree blob is the JSON document ``{"nodes": [node, ...]}`` sorted by name. A node is a dict:
 ``name, type`` (file, dir, symlink, fifo, chardev, blockdev, socket), ``mode`` (permission bits),
-``uid, gid, user, group, mtime_ns, atime_ns, ctime_ns, inode, dev, links, size``, and per type
+``uid, gid, user, group, mtime_ns, ctime_ns, inode, dev, links, size``, and per type
 ``content`` (list of hex blob ids), ``subtree`` (hex tree id), ``target`` (symlink), ``rdev``,
 ``sparse``, ``xattrs`` ({name: base64}), ``changed_during_read`` (read while being written).
-Names that are not valid UTF-8 are kept as surrogate escapes.
+Names that are not valid UTF-8 are kept as surrogate escapes. Access times are not stored (like
+borg): every reader changes them, which would make every tree differ; restores set atime = mtime.
 """
 
 from __future__ import annotations
@@ -67,7 +68,6 @@ def node_from_stat(name: str, st: os.stat_result, path: str | None) -> Node:
         "user": user_name(st.st_uid),
         "group": group_name(st.st_gid),
         "mtime_ns": st.st_mtime_ns,
-        "atime_ns": st.st_atime_ns,
         "ctime_ns": st.st_ctime_ns,
         "inode": st.st_ino,
         "dev": st.st_dev,

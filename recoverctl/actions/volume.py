@@ -1,0 +1,159 @@
+"""`backup volume` and `restore --target-volume`: Docker volumes in and out of the repository."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+from recoverctl.actions.backup import record_snapshot
+from recoverctl.actions.repository import open_repository
+from recoverctl.catalog import Catalog
+from recoverctl.config import Config
+from recoverctl.errors import CancelledError, PartialError, RecoverctlError, UsageError, VerificationError
+from recoverctl.progress import Progress
+from recoverctl.repo import BackupResult, backup_tree, restore_snapshot
+from recoverctl.sources.volume import DockerVolumes
+
+KIND = "volume"
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into an exception so `finally` blocks (restarting containers) still run."""
+
+    def handler(_sig: int, _frame: Any) -> None:
+        raise CancelledError("interrupted by SIGTERM")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def backup_volume(
+    cfg: Config,
+    catalog: Catalog,
+    password: str,
+    name: str,
+    *,
+    stop_containers: bool = False,
+    tags: dict[str, str] | None = None,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> tuple[BackupResult, list[str]]:
+    """Back up Docker volume `name`; with `stop_containers`, stop its running users for the copy and
+    always start them again (also on failure or SIGTERM). Return the result and the stopped names."""
+    docker = DockerVolumes()
+    repo = open_repository(cfg, password)
+    run_id = None if dry_run else catalog.start_run("backup", f"volume:{name}", repo.url)
+    stopped: list[tuple[str, str]] = []
+    try:
+        info = docker.get(name)
+        with _sigterm_raises(), repo.lock(operation="backup volume"):
+            if not dry_run:
+                repo.index_orphan_packs()
+            parents = repo.find_snapshots(kind=KIND, source=name)
+            try:
+                if stop_containers:
+                    for cid, cname in docker.running_users(name):
+                        docker.stop(cid)
+                        stopped.append((cid, cname))
+                result = backup_tree(
+                    repo,
+                    info.mountpoint,
+                    kind=KIND,
+                    source=name,
+                    tags=tags,
+                    paths=[f"volume:{name}"],
+                    metadata={
+                        "volume": name,
+                        "driver": info.driver,
+                        "stopped_containers": [n for _, n in stopped],
+                    },
+                    parent=parents[-1] if parents else None,
+                    dry_run=dry_run,
+                    progress=progress,
+                )
+            finally:
+                errors = []
+                for cid, cname in stopped:
+                    try:
+                        docker.start(cid)
+                    except Exception as e:
+                        errors.append(f"{cname}: {e}")
+                if errors:
+                    raise RecoverctlError(
+                        f"could not restart containers after backing up volume '{name}': {'; '.join(errors)}",
+                        hint="start them by hand with 'docker start'",
+                    )
+    except BaseException as e:
+        if run_id is not None:
+            catalog.finish_run(run_id, "failed", error=str(e)[:2000])
+        raise
+    finally:
+        repo.close()
+        docker.close()
+    if run_id is not None and result.snapshot is not None:
+        record_snapshot(catalog, repo, result.snapshot)
+        catalog.finish_run(
+            run_id,
+            "partial" if result.partial else "succeeded",
+            bytes_read=result.summary["bytes_read"],
+            bytes_added=result.summary["bytes_added"],
+            snapshot_id=result.snapshot_id,
+            details={"summary": result.summary, "stopped_containers": [n for _, n in stopped]},
+        )
+    return result, [n for _, n in stopped]
+
+
+def restore_volume(
+    cfg: Config,
+    catalog: Catalog,
+    password: str,
+    ref: str,
+    volume: str,
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Restore snapshot `ref` into Docker volume `volume` (created when missing).
+
+    A non-empty volume is refused without `force` (UsageError); with it, the volume is made equal to
+    the snapshot (files not in it are removed). Raise VerificationError for damaged files.
+    """
+    docker = DockerVolumes()
+    repo = open_repository(cfg, password)
+    run_id = catalog.start_run("restore", f"volume:{volume}", repo.url)
+    try:
+        info = docker.get(volume, create=True)
+        if os.listdir(info.mountpoint) and not force:
+            raise UsageError(
+                f"Docker volume '{volume}' is not empty",
+                hint="restore into a new volume, or pass --force to replace its content",
+            )
+        with repo.lock(operation="restore volume"):
+            snap = repo.resolve_snapshot(ref)
+            result = restore_snapshot(repo, snap.id, info.mountpoint, delta=force, progress=progress)
+    except BaseException as e:
+        catalog.finish_run(run_id, "failed", error=str(e)[:2000])
+        raise
+    finally:
+        repo.close()
+        docker.close()
+    out = {"snapshot": snap.id, "volume": volume, "mountpoint": info.mountpoint, **result.to_dict()}
+    catalog.finish_run(run_id, "partial" if result.errors else "succeeded", snapshot_id=snap.id, details=out)
+    if result.errors:
+        cls = VerificationError if any(e["damaged"] == "yes" for e in result.errors) else PartialError
+        raise cls(
+            f"restore of snapshot {snap.id[:8]} into volume '{volume}': {len(result.errors)} file(s) failed",
+            details=out,
+        )
+    return out
