@@ -32,6 +32,7 @@ def push(app: App, path: Path, source: str | None) -> None:
     \b
     Example:
       archive_command = 'recoverctl --config /etc/recoverctl/recoverctl.yaml wal push --source main %p'
+      archive_command = 'recoverctl-wal --config /etc/recoverctl/recoverctl.yaml push --source main %p'
     """
     from recoverctl.actions.wal import wal_push
     from recoverctl.cli.passphrase import passphrase
@@ -53,7 +54,7 @@ def fetch(app: App, name: str, dest: Path, source: str | None) -> None:
 
     \b
     Example:
-      restore_command = 'recoverctl --config /etc/recoverctl/recoverctl.yaml wal fetch --source main %f %p'
+      restore_command = 'recoverctl-wal --config /etc/recoverctl/recoverctl.yaml fetch --source main %f %p'
     """
     from recoverctl.actions.wal import wal_fetch
     from recoverctl.cli.passphrase import passphrase
