@@ -61,7 +61,8 @@ def archiving_refusal(name: str, plan: list[dict[str, Any]]) -> ConfigError | No
     missing = []
     for item in plan:
         if item["name"] == "archive_command":
-            if "wal push" not in item["current"]:
+            current = item["current"]
+            if not ("push" in current and ("recoverctl" in current or "wal" in current)):
                 missing.append(item)
         elif item["change"]:
             missing.append(item)
@@ -218,3 +219,39 @@ def postgres_status(cfg: Config, catalog: Catalog, *, source: str | None = None)
             entry["archiver"] = live
         out.append(entry)
     return {"sources": out, "at": now}
+
+
+def postgres_check(
+    cfg: Config, catalog: Catalog, password: str, *, source: str | None, timeout: float = 60.0
+) -> dict[str, Any]:
+    """Force a WAL switch and wait until that segment is in the repository; return timings.
+
+    Raise ConfigError (exit 2) when archiving is not configured, VerificationError (exit 13)
+    when the segment does not arrive within `timeout`.
+    """
+    from recoverctl.actions.wal import open_repo, wait_for_segment
+    from recoverctl.sources.postgres.walnames import parse_lsn, segment_name
+
+    name, src = cfg.source(source, "postgres")
+    with connect(src, name) as conn:
+        refusal = archiving_refusal(name, archiving_plan(cfg, name, conn))
+        if refusal is not None:
+            raise refusal
+        row = conn.execute(
+            "select pg_switch_wal()::text, (select timeline_id from pg_control_checkpoint())"
+        ).fetchone()
+        assert row is not None
+        switched, timeline = str(row[0]), int(row[1])
+    # pg_switch_wal returns the end of the segment it closed (or the current boundary when
+    # nothing was written since the last switch): that segment is the one to wait for.
+    segment = segment_name(timeline, max(parse_lsn(switched) - 1, 0))
+    repo = open_repo(cfg, password)
+    try:
+        waited = wait_for_segment(repo, name, segment, timeout)
+    except Exception:
+        catalog.audit("postgres.check", name, "failed", {"segment": segment})
+        raise
+    finally:
+        repo.close()
+    catalog.audit("postgres.check", name, "succeeded", {"segment": segment, "seconds": waited})
+    return {"source": name, "segment": segment, "archived_after_s": round(waited, 3), "ok": True}

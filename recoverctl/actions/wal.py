@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from recoverctl.config import Config
 from recoverctl.errors import NotFoundError, ObjectNotFound, UsageError, VerificationError
+from recoverctl.sources.postgres import walspool
 from recoverctl.sources.postgres.walnames import (
     DEFAULT_SEGMENT_SIZE,
     SEGMENT_RE,
@@ -47,12 +48,23 @@ def _check_name(name: str) -> None:
 
 
 def open_repo(cfg: Config, password: str) -> Repository:
-    from recoverctl.actions.repository import open_repository
+    """Open the configured repository without the catalog (SQLAlchemy) on the import path."""
+    from recoverctl.repo import Repository
+    from recoverctl.storage import open_storage
 
-    return open_repository(cfg, password)
+    o = cfg.require_repository()
+    storage = open_storage(o.url, o)
+    try:
+        return Repository.open(
+            storage, password, compression_level=o.compression_level, pack_size_mib=o.pack_size_mib,
+            parallelism=o.parallelism,
+        )  # fmt: skip
+    except BaseException:
+        storage.close()
+        raise
 
 
-def push_file(repo: Repository, source: str, path: Path) -> dict[str, Any]:
+def push_file(repo: Repository, source: str, path: Path, data: bytes | None = None) -> dict[str, Any]:
     """Store one WAL file; idempotent. Return what happened ('stored' or 'already-archived').
 
     Raise VerificationError when different content already exists under the name: that means
@@ -60,7 +72,7 @@ def push_file(repo: Repository, source: str, path: Path) -> dict[str, Any]:
     """
     name = path.name
     _check_name(name)
-    data = path.read_bytes()
+    data = path.read_bytes() if data is None else data
     key = wal_key(source, name)
     try:
         existing = repo.get_object(key)
@@ -80,7 +92,7 @@ def push_file(repo: Repository, source: str, path: Path) -> dict[str, Any]:
     return {"name": name, "key": key, "status": "stored", "bytes": len(data), "stored_bytes": stored}
 
 
-def _record(cfg: Config, source: str, name: str, ok: bool) -> None:
+def _record(cfg: Config, source: str, name: str, ok: bool, count: int = 1) -> None:
     """Update wal_status for RPO tracking; never fails the push (the repository is the truth)."""
     try:
         import sqlalchemy as sa
@@ -88,7 +100,8 @@ def _record(cfg: Config, source: str, name: str, ok: bool) -> None:
         from recoverctl.catalog import Catalog
         from recoverctl.catalog import tables as t
 
-        catalog = Catalog.from_config(cfg)
+        # No migration check here (it parses every alembic revision): any other command migrates.
+        catalog = Catalog.from_config(cfg, migrate=False)
         try:
             now = time.time()
             with catalog.begin() as db:
@@ -103,7 +116,7 @@ def _record(cfg: Config, source: str, name: str, ok: bool) -> None:
                         and row.last_segment > name
                     ):
                         values = {"last_archived_at": max(now, row.last_archived_at or 0)}
-                    values["segments_total"] = (row.segments_total if row else 0) + 1
+                    values["segments_total"] = (row.segments_total if row else 0) + count
                 else:
                     values = {"last_failed_segment": name, "last_failed_at": now}
                 if row is None:
@@ -116,31 +129,84 @@ def _record(cfg: Config, source: str, name: str, ok: bool) -> None:
         print(f"warning: WAL status not recorded in the catalog: {e}", file=sys.stderr)
 
 
+PUSH_AHEAD = 8
+# The catalog is written at most this often by pushes (opening it costs more than a push).
+RECORD_INTERVAL = 10.0
+
+
+def _push_ahead(repo: Repository, source: str, path: Path, markers: Path) -> int:
+    """Push the other WAL files PostgreSQL has marked ready, in parallel; return how many.
+
+    Each gets a marker holding its sha256, so when PostgreSQL asks for it the call only
+    compares hashes instead of opening the repository: one process archives a batch.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    status = path.parent / "archive_status"
+    if not status.is_dir():
+        return 0
+    names = sorted(
+        p.name[: -len(".ready")]
+        for p in status.glob("*.ready")
+        if p.name[: -len(".ready")] != path.name and not (markers / p.name[: -len(".ready")]).exists()
+    )[:PUSH_AHEAD]
+    if not names:
+        return 0
+    markers.mkdir(parents=True, exist_ok=True)
+
+    def one(name: str) -> None:
+        data = (path.parent / name).read_bytes()
+        push_file(repo, source, path.parent / name, data)
+        (markers / name).write_text(walspool.digest(data))
+
+    with ThreadPoolExecutor(min(4, len(names))) as pool:
+        list(pool.map(one, names))
+    return len(names)
+
+
 def wal_push(cfg: Config, password: str, *, source: str | None, path: Path) -> dict[str, Any]:
     """archive_command: store WAL file `path` for `source`; return the outcome.
 
     Relative paths are taken from the server's data directory (PostgreSQL runs archive_command
-    there). Raise UsageError for a non-WAL name, VerificationError for a conflicting copy.
+    there). Other ready WAL files are pushed ahead in the same call. Raise UsageError for a
+    non-WAL name, VerificationError for a conflicting copy.
     """
     name, _src = cfg.source(source, "postgres")
     start = time.perf_counter()
+    markers = walspool.pushed_marker(path, name).parent
+    size = walspool.take_pushed(path, name)
+    if size is not None:
+        return {"name": path.name, "source": name, "status": "already-archived", "pushed_ahead": True,
+                "bytes": size, "seconds": round(time.perf_counter() - start, 4)}  # fmt: skip
+    ahead = 0
     try:
         repo = open_repo(cfg, password)
         try:
             result = push_file(repo, name, path)
+            try:
+                ahead = _push_ahead(repo, name, path, markers)
+            except Exception as e:  # an optimisation: PostgreSQL will ask for each file anyway
+                print(f"warning: pushing ready WAL ahead failed: {e}", file=sys.stderr)
         finally:
             repo.close()
     except Exception:
         _record(cfg, name, path.name, ok=False)
         raise
-    _record(cfg, name, path.name, ok=True)
+    stamp = markers.parent / f".recorded-{name}"
+    if ahead or not stamp.exists() or time.time() - stamp.stat().st_mtime > RECORD_INTERVAL:
+        _record(cfg, name, path.name, ok=True, count=1 + ahead)
+        try:
+            stamp.parent.mkdir(parents=True, exist_ok=True)
+            stamp.touch()
+        except OSError:
+            pass
     result["source"] = name
+    result["pushed_ahead"] = ahead
     result["seconds"] = round(time.perf_counter() - start, 4)
     return result
 
 
 PREFETCH = 8
-SPOOL_DIR = ".recoverctl-prefetch"
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -195,18 +261,11 @@ def wal_fetch(cfg: Config, password: str, *, source: str | None, name: str, dest
     """
     src_name, _src = cfg.source(source, "postgres")
     _check_name(name)
-    spool = dest.absolute().parent / SPOOL_DIR / src_name
-    cached = spool / name
-    if SEGMENT_RE.match(name) and cached.exists():
-        os.replace(cached, dest)
+    spool = walspool.prefetched(dest, src_name, name).parent
+    size = walspool.take_prefetched(dest, src_name, name) if SEGMENT_RE.match(name) else None
+    if size is not None:
         _clean_spool(spool, name)
-        return {
-            "name": name,
-            "source": src_name,
-            "bytes": dest.stat().st_size,
-            "dest": str(dest),
-            "prefetched": True,
-        }
+        return {"name": name, "source": src_name, "bytes": size, "dest": str(dest), "prefetched": True}
     repo = open_repo(cfg, password)
     try:
         try:
@@ -269,3 +328,53 @@ def wait_for_segment(
                 "for archiver errors",
             )
         time.sleep(interval)
+
+
+def expire_wal(
+    cfg: Config, password: str, *, source: str | None = None, dry_run: bool = False
+) -> dict[str, Any]:
+    """Delete archived WAL older than what the oldest kept physical backup needs; return per source
+    what was (or would be) removed.
+
+    Run it after `forget`. A source without physical backups keeps all its WAL. Restore points
+    need no extra rule: any backup that can reach one is kept, and so is the WAL after its start.
+    History files are always kept (they are tiny and describe every timeline).
+    """
+    from recoverctl.sources.postgres.walnames import BACKUP_RE, PARTIAL_RE
+
+    names = [cfg.source(source, "postgres")[0]] if source else [
+        n for n, s in cfg.sources.items() if s.type == "postgres"
+    ]  # fmt: skip
+    repo = open_repo(cfg, password)
+    out: list[dict[str, Any]] = []
+    try:
+        with repo.lock(operation="wal expire"):
+            snaps = repo.find_snapshots(kind="postgres")
+            for name in names:
+                kept = [s for s in snaps if s.source == name and s.metadata.get("start_segment")]
+                if not kept:
+                    out.append({"source": name, "oldest_needed": None, "removed": [], "reason": "no backups"})
+                    continue
+                oldest = min(kept, key=lambda s: segment_number(s.metadata["start_segment"]))
+                floor = segment_number(oldest.metadata["start_segment"])
+                doomed = []
+                for key in repo.list_objects(wal_prefix(name)):
+                    base = key.rsplit("/", 1)[-1]
+                    if (SEGMENT_RE.match(base) or PARTIAL_RE.match(base) or BACKUP_RE.match(base)) and (
+                        segment_number(base[:24]) < floor
+                    ):
+                        doomed.append(key)
+                if not dry_run:
+                    for key in doomed:
+                        repo.delete_object(key)
+                out.append(
+                    {
+                        "source": name,
+                        "oldest_backup": oldest.id,
+                        "oldest_needed": oldest.metadata["start_segment"],
+                        "removed": sorted(k.rsplit("/", 1)[-1] for k in doomed),
+                    }
+                )
+    finally:
+        repo.close()
+    return {"dry_run": dry_run, "sources": out}

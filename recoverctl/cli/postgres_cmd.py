@@ -21,6 +21,7 @@ def postgres_group() -> None:
 @click.option("--source", help="Postgres source name (optional when only one is configured).")
 @click.option("--apply", is_flag=True, help="Apply with ALTER SYSTEM and reload (default: only show).")
 @click.option("--dry-run", is_flag=True, help="Show what --apply would change (the default without --apply).")
+@json_option
 @pass_app
 def setup(app: App, source: str | None, apply: bool, dry_run: bool) -> None:
     """Show (or apply) the settings PostgreSQL needs to archive WAL into the repository.
@@ -61,6 +62,7 @@ def setup(app: App, source: str | None, apply: bool, dry_run: bool) -> None:
 @click.argument("name")
 @click.option("--source", help="Postgres source name (optional when only one is configured).")
 @click.option("--dry-run", is_flag=True, help="Only say what would be created.")
+@json_option
 @pass_app
 def restore_point(app: App, name: str, source: str | None, dry_run: bool) -> None:
     """Create a named restore point (pg_create_restore_point) and record it in the catalog.
@@ -87,8 +89,30 @@ def restore_point(app: App, name: str, source: str | None, dry_run: bool) -> Non
     )
 
 
+@postgres_group.command("check")
+@click.option("--source", help="Postgres source name (optional when only one is configured).")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the segment.")
+@json_option
+@pass_app
+def check(app: App, source: str | None, timeout: float) -> None:
+    """Force a WAL switch and confirm the segment reaches the repository (exit 0, or 13 on timeout).
+
+    \b
+    Example:
+      recoverctl postgres check --source main --timeout 30
+    """
+    from recoverctl.actions.postgres_setup import postgres_check
+    from recoverctl.cli.passphrase import passphrase
+
+    result = postgres_check(app.config, app.catalog, passphrase(app), source=source, timeout=timeout)
+    app.render(
+        result, lambda d: f"{d['source']}: segment {d['segment']} archived after {d['archived_after_s']:.1f}s"
+    )
+
+
 @postgres_group.command("status")
 @click.option("--source", help="Only this postgres source.")
+@json_option
 @pass_app
 def status(app: App, source: str | None) -> None:
     """Show RPO exposure per postgres source: now minus the last archived WAL time, vs the tier target.

@@ -32,6 +32,7 @@ def push(app: App, path: Path, source: str | None) -> None:
     \b
     Example:
       archive_command = 'recoverctl --config /etc/recoverctl/recoverctl.yaml wal push --source main %p'
+      archive_command = 'recoverctl-wal --config /etc/recoverctl/recoverctl.yaml push --source main %p'
     """
     from recoverctl.actions.wal import wal_push
     from recoverctl.cli.passphrase import passphrase
@@ -53,13 +54,40 @@ def fetch(app: App, name: str, dest: Path, source: str | None) -> None:
 
     \b
     Example:
-      restore_command = 'recoverctl --config /etc/recoverctl/recoverctl.yaml wal fetch --source main %f %p'
+      restore_command = 'recoverctl-wal --config /etc/recoverctl/recoverctl.yaml fetch --source main %f %p'
     """
     from recoverctl.actions.wal import wal_fetch
     from recoverctl.cli.passphrase import passphrase
 
     result = wal_fetch(app.config, passphrase(app), source=source, name=name, dest=dest)
     app.render(result, lambda d: "" if app.verbosity <= 0 else f"{d['name']}: {d['bytes']} bytes")
+
+
+@wal_group.command("expire")
+@click.option("--source", help="Only this postgres source (default: all).")
+@click.option("--dry-run", is_flag=True, help="List what would be removed.")
+@json_option
+@pass_app
+def expire(app: App, source: str | None, dry_run: bool) -> None:
+    """Remove archived WAL older than the oldest kept physical backup needs (run after forget).
+
+    \b
+    Example:
+      recoverctl forget --keep-daily 7 --keep-weekly 4 && recoverctl wal expire
+    """
+    from recoverctl.actions.wal import expire_wal
+    from recoverctl.cli.passphrase import passphrase
+
+    result = expire_wal(app.config, passphrase(app), source=source, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+
+    def text(d: dict[str, object]) -> str:
+        return "\n".join(
+            f"{s['source']}: {verb} {len(s['removed'])} WAL file(s) older than {s['oldest_needed']}"
+            for s in result["sources"]
+        )
+
+    app.render(result, text)
 
 
 COMMANDS = [wal_group]

@@ -118,11 +118,12 @@ class ServiceState:
             return {"ok": True, "configured": False}
         if self._repo_check and now - self._repo_check[0] < REPOSITORY_CHECK_EVERY:
             return self._repo_check[1]
-        from recoverctl.storage import open_storage
+        # The bare backend: a health probe must answer now, not after the retry layer's backoff.
+        from recoverctl.storage import open_backend
 
         result: dict[str, Any]
         try:
-            storage = open_storage(repo.url, repo)
+            storage = open_backend(repo.url, repo)
             try:
                 next(iter(storage.list("config")), None)
             finally:

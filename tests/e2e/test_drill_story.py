@@ -77,14 +77,16 @@ def story() -> Iterator[Story]:
     scratch = home / "scratch"
     scratch.mkdir()
     pg = PgCluster()
-    pg.initdb(f"archive_mode = on\narchive_command = '{cli.archive_command('main')}'\n")
-    cli.write_config({"main": pg.source_config(count_tables=["public.marks"])})
-    cli("init", check=0)
-    pg.start()
-    pg.psql("create table marks(id serial primary key, note text, at timestamptz default clock_timestamp())")
-    pg.psql("insert into marks(note) select 'before backup' from generate_series(1, 100)")
-    cli("--json", "backup", "postgres", "--type", "full", check=0)
     try:
+        pg.initdb(f"archive_mode = on\narchive_command = '{cli.archive_command('main')}'\n")
+        cli.write_config({"main": pg.source_config(count_tables=["public.marks"])})
+        cli("init", check=0)
+        pg.start()
+        pg.psql(
+            "create table marks(id serial primary key, note text, at timestamptz default clock_timestamp())"
+        )
+        pg.psql("insert into marks(note) select 'before backup' from generate_series(1, 100)")
+        cli("--json", "backup", "postgres", "--type", "full", check=0)
         yield Story(cli, pg, scratch)
     finally:
         pg.destroy()

@@ -261,3 +261,20 @@ def test_sigterm_mid_recovery_leaves_no_process_and_no_dir(
         row = conn.execute(sa.select(t.drills)).one()
         assert row.verdict == "cancelled" and "recovery" in row.reason
         assert conn.execute(sa.select(sa.func.count()).select_from(t.pins)).scalar_one() == 0
+
+
+def test_keep_leaves_the_stopped_data_dir_for_inspection(
+    backed_up_source: DrillSourceState, drill_parent: Path, tmp_path: Path
+) -> None:
+    src, backup = backed_up_source.source, backed_up_source.backup
+    cfg = parse_config(src.config())
+    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+    pb = _playbook(drill_parent, amcheck=False)
+    result = engine.execute(cfg, catalog, pb, BaseBackupRestorer(backup, src.archive), keep=True)
+    assert result["verdict"] == "pass", result["reason"]
+    kept = result["details"]["kept"]
+    data_dir = Path(kept["data_dir"])
+    assert (data_dir / "PG_VERSION").exists() and not (data_dir / "postmaster.pid").exists()
+    assert "pg_ctl -D" in kept["start"]
+    # Kept means the files, never a running server.
+    assert drill_leftovers(str(drill_parent)) == []

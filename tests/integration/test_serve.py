@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+import yaml
 
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
@@ -305,3 +306,23 @@ def test_backup_policy_runs_a_real_backup(cli: Any, serve_factory: Any) -> None:
     assert job["state"] == "succeeded", job
     snapshots = cli("--json", "snapshots", check=0).json()
     assert len(snapshots) == 1
+
+
+def test_health_reports_an_unreachable_repository(cli: Any, serve_factory: Any) -> None:
+    _config(cli, [NOTIFY])
+    cfg = yaml.safe_load(cli.config_path.read_text())
+    cfg["repository"] = str(cli.home / "repo")
+    cli.write_config(cfg)
+    srv = serve_factory(cli, token=TOKEN)
+    healthy = srv.client.get("/health")
+    assert healthy.status_code == 200, healthy.text
+    assert healthy.json()["checks"]["repository"]["ok"] is True
+    assert healthy.json()["version"]
+    srv.stop()
+    cfg["repository"] = "sftp://nobody@127.0.0.1:1/nowhere"
+    cli.write_config(cfg)
+    srv = serve_factory(cli, token=TOKEN)
+    sick = srv.client.get("/health")
+    assert sick.status_code == 503
+    assert sick.json()["checks"]["repository"]["ok"] is False
+    assert sick.json()["checks"]["catalog"]["ok"] is True

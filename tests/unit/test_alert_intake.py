@@ -258,3 +258,11 @@ policies:
         env={},
     )
     assert cfg.policies[0].cooldown == 600 and cfg.policies[0].max_actions.window == 3600
+
+
+def test_serve_dry_run_overrides_acting_policies(catalog: Catalog) -> None:
+    cfg = _cfg([{"name": "n", "match": {"alertname": "HighErrorRate"}, "action": "notify", "service": "web"}])
+    d = intake(cfg, catalog, [_alert(fp="dry")], force_dry_run=True)[0]
+    assert (d["decision"], d["reason"], d["job_id"]) == ("suppressed", "dry-run: would notify 'web'", None)
+    with catalog.begin() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.jobs)).scalar_one() == 0

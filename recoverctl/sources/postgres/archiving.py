@@ -23,11 +23,23 @@ def self_argv() -> list[str]:
     return [sys.executable, "-m", "recoverctl"]
 
 
-def recoverctl_command(cfg: Config, args: list[str], env: Mapping[str, str] | None = None) -> str:
+def wal_argv() -> list[str]:
+    """Return the argv of the light WAL entry point (`recoverctl-wal`) by absolute path."""
+    full = self_argv()
+    if len(full) == 1:
+        light = Path(full[0]).with_name("recoverctl-wal")
+        if light.exists():
+            return [str(light)]
+    return [sys.executable, "-m", "recoverctl.cli.wal_entry"]
+
+
+def recoverctl_command(
+    cfg: Config, args: list[str], env: Mapping[str, str] | None = None, argv: list[str] | None = None
+) -> str:
     """Return a shell command line running `recoverctl <args>` with this config and environment."""
     env = os.environ if env is None else env
     prefix = [f"{k}={env[k]}" for k in _PASS_THROUGH if env.get(k)]
-    argv = self_argv()
+    argv = list(argv or self_argv())
     if cfg.path is not None:
         argv += ["--config", str(Path(cfg.path).resolve())]
     parts = [*(["env", *prefix] if prefix else []), *argv, *args]
@@ -35,8 +47,8 @@ def recoverctl_command(cfg: Config, args: list[str], env: Mapping[str, str] | No
 
 
 def archive_command(cfg: Config, source: str) -> str:
-    return recoverctl_command(cfg, ["wal", "push", "--source", source, "%p"])
+    return recoverctl_command(cfg, ["push", "--source", source, "%p"], argv=wal_argv())
 
 
 def restore_command(cfg: Config, source: str) -> str:
-    return recoverctl_command(cfg, ["wal", "fetch", "--source", source, "%f", "%p"])
+    return recoverctl_command(cfg, ["fetch", "--source", source, "%f", "%p"], argv=wal_argv())

@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,6 +22,16 @@ from recoverctl.sources.postgres.walnames import parse_lsn
 from tests.fixtures.net import wait_until
 from tests.fixtures.pgbackup import PgCli
 from tests.fixtures.postgres import PgCluster
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PgCluster]:
+    """One cluster for the module (initdb dominates the cost); tests leave it running and usable."""
+    cluster = PgCluster()
+    cluster.initdb()
+    cluster.start()
+    yield cluster
+    cluster.destroy()
 
 
 def _source(pg: PgCluster) -> PostgresSource:
@@ -47,7 +58,8 @@ def test_page_checksums_match_a_real_cluster_and_find_a_corrupted_block(pg: PgCl
     rel = pg.psql("select pg_relation_filepath('t')")
     pg.psql("checkpoint")
     assert _validate(pg, 1 << 62) == {}
-    pg.stop()
+    # corrupt the file under the running server: the clean page stays in shared buffers, and the
+    # table is dropped below before anything could read the bad page back
     with open(pg.data_dir / rel, "r+b") as f:
         f.seek(3 * BLCKSZ + 4000)
         f.write(b"\xde\xad\xbe\xef")
@@ -57,6 +69,7 @@ def test_page_checksums_match_a_real_cluster_and_find_a_corrupted_block(pg: PgCl
         f.seek(3 * BLCKSZ)
         hi, lo = struct.unpack("<II", f.read(8))
     assert _validate(pg, ((hi << 32) | lo)) == {}
+    pg.psql("drop table t")
 
 
 def test_bin_dir_is_detected_from_the_server_version(pg: PgCluster) -> None:
@@ -127,17 +140,21 @@ def test_killed_backup_process_leaves_no_backup_running(pg: PgCluster) -> None:
 
 def test_setup_shows_then_applies_and_says_restart(pg: PgCluster, pg_cli: PgCli) -> None:
     pg_cli.write_config({"main": pg.source_config()})
+    refused = pg_cli("--json", "backup", "postgres", check=2).error_json()
+    assert "archiving is not configured" in refused["message"]
+    assert "archive_mode = 'on'" in refused["hint"] and "push --source main" in refused["hint"]
+    assert "restart" in refused["hint"]
     shown = pg_cli("--json", "postgres", "setup", check=0).json()
     by_name = {s["name"]: s for s in shown["settings"]}
     assert by_name["archive_mode"]["change"] and by_name["archive_mode"]["restart"]
     assert not by_name["wal_level"]["change"]
-    assert "wal push --source main" in by_name["archive_command"]["wanted"]
+    assert "push --source main" in by_name["archive_command"]["wanted"]
     assert pg.psql("show archive_command") in ("", "(disabled)")
 
     applied = pg_cli("--json", "postgres", "setup", "--apply", check=0).json()
     assert applied["applied"] and applied["restart_needed"]
     auto = (pg.data_dir / "postgresql.auto.conf").read_text()
-    assert "archive_mode = 'on'" in auto and "wal push --source main" in auto
+    assert "archive_mode = 'on'" in auto and "push --source main" in auto
     text = pg_cli("postgres", "setup", check=0).stdout
     assert "restart" in text
 

@@ -1,0 +1,87 @@
+"""`recoverctl-wal push|fetch`: archive_command and restore_command with a small start-up.
+
+PostgreSQL starts one process per WAL file. The full CLI imports every capability (SQLAlchemy,
+click groups, ...); this entry point imports only the config, the repository and the WAL
+action, and keeps the exit codes and error format of `recoverctl wal push|fetch`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="recoverctl-wal", description=__doc__)
+    p.add_argument("--config", help="config file (default: as for recoverctl)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = p.add_subparsers(dest="command", required=True)
+    push = sub.add_parser("push", help="store WAL file PATH (archive_command)")
+    push.add_argument("path")
+    push.add_argument("--source")
+    fetch = sub.add_parser("fetch", help="write WAL file NAME to DEST (restore_command)")
+    fetch.add_argument("name")
+    fetch.add_argument("dest")
+    fetch.add_argument("--source")
+    return p
+
+
+def _handed_off(args: argparse.Namespace) -> bool:
+    """Finish from the local hand-off files when a previous call already did the work."""
+    from recoverctl.sources.postgres import walspool
+
+    if args.command == "push":
+        size = walspool.take_pushed(Path(args.path), args.source)
+        result = {"name": Path(args.path).name, "status": "already-archived", "pushed_ahead": True}
+    elif len(args.name) == 24:
+        size = walspool.take_prefetched(Path(args.dest), args.source, args.name)
+        result = {"name": args.name, "prefetched": True}
+    else:
+        return False
+    if size is None:
+        return False
+    if args.json:
+        print(json.dumps({**result, "source": args.source, "bytes": size}))
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run push or fetch; exit 0, or the RecoverctlError's exit code with the error on stderr."""
+    args = _parser().parse_args(argv)
+    if args.source and _handed_off(args):
+        sys.exit(0)
+    from recoverctl.config import load_config, repository_password
+    from recoverctl.errors import RecoverctlError, UsageError
+
+    try:
+        cfg = load_config(args.config)
+        password = repository_password(cfg)
+        if password is None:
+            raise UsageError(
+                "no repository passphrase for the WAL command",
+                hint="set RECOVERCTL_PASSWORD_FILE or repository.password_file "
+                "(readable by the server's OS user)",
+            )
+        from recoverctl.actions import wal
+
+        if args.command == "push":
+            result = wal.wal_push(cfg, password, source=args.source, path=Path(args.path))
+        else:
+            result = wal.wal_fetch(cfg, password, source=args.source, name=args.name, dest=Path(args.dest))
+    except RecoverctlError as e:
+        if args.json:
+            print(json.dumps(e.to_dict(), default=str), file=sys.stderr)
+        else:
+            print(f"error: {e.message}", file=sys.stderr)
+            if e.hint:
+                print(f"hint: {e.hint}", file=sys.stderr)
+        sys.exit(int(e.exit_code))
+    if args.json:
+        print(json.dumps(result, default=str))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
