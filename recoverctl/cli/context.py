@@ -7,12 +7,15 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from recoverctl.catalog import Catalog
 from recoverctl.config import Config, load_config
+
+if TYPE_CHECKING:
+    # SQLAlchemy costs ~0.5 s to import; commands that never touch the catalog skip it.
+    from recoverctl.catalog import Catalog
 
 
 @dataclass
@@ -33,6 +36,8 @@ class App:
     @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
+            from recoverctl.catalog import Catalog
+
             self._catalog = Catalog.from_config(self.config)
         return self._catalog
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import traceback
@@ -16,7 +17,64 @@ from recoverctl.logs import setup_logging
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+# Command name → the modules that define or extend it. Modules are imported only when their
+# command runs, so `wal push` (run by PostgreSQL once per WAL segment) and every other command
+# start without importing the whole tool. A new capability adds its lines here.
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "alerts": ("serve_cmd",),
+    "backup": ("backup_cmd", "postgres_cmd"),
+    "cat": ("browse_cmd",),
+    "catalog": ("catalog_cmd",),
+    "config": ("config_cmd",),
+    "deploy": ("deploy_cmd",),
+    "diff": ("browse_cmd",),
+    "drill": ("drill_cmd",),
+    "dump": ("browse_cmd",),
+    "forget": ("forget_cmd",),
+    "init": ("repo_cmd",),
+    "key": ("repo_cmd",),
+    "ls": ("browse_cmd",),
+    "notify": ("notify_cmd",),
+    "postgres": ("postgres_cmd",),
+    "prune": ("forget_cmd",),
+    "release": ("releases_cmd",),
+    "releases": ("releases_cmd",),
+    "repair": ("verify_cmd",),
+    "restore": ("browse_cmd", "postgres_cmd"),
+    "rollback": ("rollback_cmd",),
+    "run-job": ("scheduler_cmd",),
+    "scheduler": ("scheduler_cmd",),
+    "serve": ("serve_cmd",),
+    "snapshots": ("browse_cmd",),
+    "status": ("status_cmd",),
+    "storage": ("storage_cmd",),
+    "summary": ("summary_cmd",),
+    "unlock": ("repo_cmd",),
+    "verify": ("verify_cmd",),
+    "wal": ("wal_cmd",),
+    "worker": ("serve_cmd",),
+}
+
+
+def _load(name: str) -> click.Command | None:
+    found: click.Command | None = None
+    for module_name in COMMAND_MODULES.get(name, ()):
+        module = importlib.import_module(f"recoverctl.cli.{module_name}")
+        for command in module.COMMANDS:
+            if command.name == name:
+                found = command
+    return found
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return _load(cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="recoverctl")
 @click.option(
     "--config",
@@ -44,58 +102,6 @@ def cli(
     ctx.obj = app
     ctx.call_on_close(app.close)
     setup_logging(app.verbosity, log_json)
-
-
-def _register() -> None:
-    # One line per command module: a new capability adds its module here.
-    from recoverctl.cli import (
-        backup_cmd,
-        browse_cmd,
-        catalog_cmd,
-        config_cmd,
-        deploy_cmd,
-        drill_cmd,
-        forget_cmd,
-        notify_cmd,
-        postgres_cmd,
-        releases_cmd,
-        repo_cmd,
-        rollback_cmd,
-        scheduler_cmd,
-        serve_cmd,
-        status_cmd,
-        storage_cmd,
-        summary_cmd,
-        verify_cmd,
-        wal_cmd,
-    )
-
-    for module in (
-        config_cmd,
-        catalog_cmd,
-        storage_cmd,
-        repo_cmd,
-        backup_cmd,
-        browse_cmd,
-        verify_cmd,
-        forget_cmd,
-        deploy_cmd,
-        rollback_cmd,
-        releases_cmd,
-        drill_cmd,
-        status_cmd,
-        notify_cmd,
-        scheduler_cmd,
-        summary_cmd,
-        serve_cmd,
-        postgres_cmd,
-        wal_cmd,
-    ):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
 
 
 def _emit_error(err: RecoverctlError, as_json: bool) -> None:
