@@ -145,7 +145,16 @@ def test_help_has_examples() -> None:
         ["restore"],
         ["key", "add"],
         ["key", "passwd"],
+        ["key", "list"],
+        ["key", "remove"],
         ["unlock"],
+        ["verify"],
+        ["repair", "index"],
+        ["forget"],
+        ["prune"],
+        ["catalog", "sync"],
+        ["backup", "volume"],
+        ["dump"],
     ):
         r = CliRunner().invoke(cli, [*cmd, "--help"])
         assert r.exit_code == 0 and "Example:" in r.output, cmd

@@ -237,15 +237,47 @@ def test_forget_without_rule_refused(env: Cli) -> None:
     assert "no keep rule" in r.error_json()["message"]
 
 
-def test_partial_backup_of_unreadable_file_exit_3(env: InProcessCli, tmp_path: Path) -> None:
+def test_overlapping_paths_and_missing_exclude_file(env: InProcessCli, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     (src / "ok").write_text("fine")
-    # A FIFO named in the selection is stored as metadata; a vanished path is reported.
+    # A path inside another one named for backup is stored once.
     r = env("backup", "files", str(src), str(src / "ok"), "--json", check=0)
     assert summary(r.stdout)["files_new"] == 1
-    gone = tmp_path / "gone"
-    gone.write_text("x")
-    proc = env("backup", "files", str(src), "--exclude-file", str(tmp_path / "missing"), "--json")
-    assert proc.code == 2
-    _ = gone
+    r = env("backup", "files", str(src), "--exclude-file", str(tmp_path / "missing"), "--json", check=2)
+    assert "exclude file" in r.error_json()["message"]
+
+
+def test_file_changing_during_read_is_flagged_exit_3(
+    env: InProcessCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recoverctl.repo.archiver import Archiver
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "busy.log").write_text("first\n")
+    (src / "gone.txt").write_text("soon deleted\n")
+    (src / "calm.txt").write_text("stable\n")
+    real = Archiver._read_file
+
+    def racing(self: Archiver, path: str, st: os.stat_result) -> tuple[list[str], int]:
+        if path.endswith("gone.txt"):
+            os.unlink(path)
+        result = real(self, path, st)
+        if path.endswith("busy.log"):
+            with open(path, "a") as f:  # a writer appends after every read: never stable
+                f.write("more\n")
+        return result
+
+    monkeypatch.setattr(Archiver, "_read_file", racing)
+    r = env("backup", "files", str(src), "--json", check=3)
+    s = summary(r.stdout)
+    assert s["partial"] and s["snapshot_id"]
+    warnings = [json.loads(x)["message"] for x in r.stdout.splitlines() if '"warning"' in x]
+    assert any("busy.log: changed while it was read" in w for w in warnings)
+    assert any("gone.txt: vanished" in w for w in warnings)
+    snap = env("snapshots", "--json", check=0).json()[0]
+    assert snap["partial"]
+    nodes = {n["path"].rsplit("/", 1)[1]: n for n in env("ls", "latest", "--json", check=0).json()["nodes"]}
+    assert nodes["busy.log"].get("changed_during_read") and "gone.txt" not in nodes
+    assert not nodes["calm.txt"].get("changed_during_read")
