@@ -586,10 +586,10 @@ def _unwrap(tp: Any) -> Any:
             return tp
 
 
-def _model_at(root: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    """Follow a pydantic error location through the model types; return the model that owns the last key."""
+def _type_at(root: type[BaseModel], loc: tuple[int | str, ...]) -> Any:
+    """Follow a pydantic error location through the model types; return the type it reaches, or None."""
     tp: Any = root
-    for part in loc[:-1]:
+    for part in loc:
         tp = _unwrap(tp)
         origin = typing.get_origin(tp)
         if isinstance(tp, type) and issubclass(tp, BaseModel):
@@ -602,23 +602,27 @@ def _model_at(root: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseMod
             tp = typing.get_args(tp)[-1]
         elif origin in (Union, types.UnionType):
             # A tagged union: pydantic puts the tag value into the location.
-            for member in typing.get_args(tp):
-                member = _unwrap(member)
-                if isinstance(member, type) and issubclass(member, BaseModel):
-                    for f in member.model_fields.values():
-                        if typing.get_origin(f.annotation) is Literal and part in typing.get_args(
-                            f.annotation
-                        ):
-                            tp = member
-                            break
-                    else:
-                        continue
-                    break
-            else:
+            tp = _union_member(tp, part)
+            if tp is None:
                 return None
         else:
             return None
-    tp = _unwrap(tp)
+    return tp
+
+
+def _union_member(union: Any, tag: int | str) -> type[BaseModel] | None:
+    for member in typing.get_args(union):
+        member = _unwrap(member)
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            for f in member.model_fields.values():
+                if typing.get_origin(f.annotation) is Literal and tag in typing.get_args(f.annotation):
+                    return member
+    return None
+
+
+def _model_at(root: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """Return the model that owns the last key of a pydantic error location."""
+    tp = _unwrap(_type_at(root, loc[:-1]))
     return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
 
 
@@ -661,27 +665,6 @@ def _visible_loc(loc: tuple[int | str, ...], root: type[BaseModel]) -> list[int 
             continue
         visible.append(part)
     return visible
-
-
-def _type_at(root: type[BaseModel], loc: tuple[int | str, ...]) -> Any:
-    tp: Any = root
-    for part in loc:
-        tp = _unwrap(tp)
-        origin = typing.get_origin(tp)
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            fields = {(f.alias or n): f for n, f in tp.model_fields.items()}
-            fields.update(tp.model_fields)
-            if part not in fields:
-                return None
-            tp = fields[part].annotation
-        elif origin in (dict, list):
-            tp = typing.get_args(tp)[-1]
-        elif origin in (Union, types.UnionType):
-            owner = _model_at(root, (*loc[: loc.index(part) + 1], "_"))
-            tp = owner
-        else:
-            return None
-    return tp
 
 
 def parse_config(
