@@ -179,3 +179,74 @@ def test_volume_drill_restores_and_rehashes_a_real_docker_volume(
         assert list(parent.iterdir()) == []
     finally:
         vol.remove(force=True)
+
+
+def test_drill_job_kind_runs_the_playbook_and_fails_the_job_on_a_failed_drill(
+    env: tuple[InProcessCli, Path, Path], tmp_path: Path
+) -> None:
+    from recoverctl.actions.job_kinds import run_job
+    from recoverctl.catalog import Catalog
+    from recoverctl.config import load_config
+    from recoverctl.errors import VerificationError
+
+    cli, _, parent = env
+    cfg_path = cli.home / "playbooks"
+    cfg_path.mkdir()
+    _playbook(cfg_path / "docs.yaml", parent)
+    _playbook(cfg_path / "tight.yaml", parent, name="docs-tight", targets={"rpo": "0s"})
+    cfg = load_config(str(cli.base.config_path))
+    catalog = Catalog(cli.env["RECOVERCTL_CATALOG"])
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("RECOVERCTL_PASSWORD", "pw")
+            # A relative playbook path is found beside the config file.
+            out = run_job(cfg, catalog, "drill", {"target": "playbooks/docs.yaml", "job_id": 1})
+            assert out["result"] == "succeeded" and out["drills"][0]["verdict"] == "pass"
+            with pytest.raises(VerificationError, match="docs-tight: RPO") as e:
+                run_job(cfg, catalog, "drill", {"target": str(cfg_path / "tight.yaml"), "job_id": 2})
+            assert e.value.details["drills"][0]["verdict"] == "fail"
+    finally:
+        catalog.close()
+    assert list(parent.iterdir()) == []
+
+
+def test_alert_policy_runs_a_drill_through_the_queue(
+    env: tuple[InProcessCli, Path, Path], tmp_path: Path, serve_factory: Any
+) -> None:
+    from tests.fixtures.net import wait_until
+
+    cli, src, parent = env
+    token = "drill-policy-token-0123456789"
+    (cli.home / "token").write_text(token + "\n")
+    pb = _playbook(tmp_path / "docs.yaml", parent)
+    cli.write_config(
+        {
+            "repository": {"url": str(tmp_path / "repo"), "pack_size_mib": 1},
+            "sources": {"docs": {"type": "files", "paths": [str(src)]}},
+            "serve": {"auth": {"bearer_token_file": str(cli.home / "token")}, "poll_interval": "0.1s"},
+            "policies": [
+                {
+                    "name": "drill-on-bitrot",
+                    "match": {"alertname": "BitRot"},
+                    "action": "drill",
+                    "playbook": str(pb),
+                }
+            ],
+        }
+    )
+    srv = serve_factory(cli.base, token=token)
+    body = {"alertname": "BitRot", "labels": {"host": "nas"}, "id": "rot-1"}
+    d = srv.post("/hooks/generic", body).json()["decisions"][0]
+    assert d["decision"] == "acted", d
+    job = wait_until(
+        lambda: (
+            (j := srv.client.get(f"/api/jobs/{d['job_id']}", headers=srv.headers()).json())["state"]
+            in ("succeeded", "failed")
+            and j
+        ),
+        timeout=120,
+        what="the drill job",
+    )
+    assert job["state"] == "succeeded", job
+    hist = cli("drill", "history", "--json", check=0).json()
+    assert [(h["name"], h["verdict"]) for h in hist] == [("docs-nightly", "pass")]
