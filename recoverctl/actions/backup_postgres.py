@@ -29,7 +29,7 @@ from recoverctl.config import Config, PostgresSource
 from recoverctl.errors import NotFoundError, PartialError, RecoverctlError, UsageError
 from recoverctl.progress import Progress
 from recoverctl.repo import BackupResult, Repository, Snapshot, backup_stream
-from recoverctl.repo.archiver import Archiver, _DirJob, _FileJob
+from recoverctl.repo.archiver import backup_tree
 from recoverctl.sources.postgres.checksum import PageBatch, PageValidator, recheck
 from recoverctl.sources.postgres.connection import connect, find_bin_dir, server_major
 from recoverctl.sources.postgres.files import Exclusions, walk_data_dir
@@ -91,14 +91,6 @@ def _checksum_pass(
         if still:
             bad[rel] = still
     return bad, pages
-
-
-def _wait_files(job: _DirJob) -> None:
-    for entry in job.entries:
-        if isinstance(entry, _FileJob) and entry.future is not None:
-            entry.future.result()
-        elif isinstance(entry, _DirJob):
-            _wait_files(entry)
 
 
 def _row_counts(conn: psycopg.Connection, tables: list[str]) -> tuple[dict[str, int], dict[str, float]]:
@@ -230,14 +222,9 @@ def backup_postgres(
                 "data_checksums": start.data_checksums,
                 "annotations": dict(annotations or {}),
             }
-            archiver = Archiver(repo, progress=progress, force_reread=reread, exclude=Exclusions(data_dir))
             stats: dict[str, Any] = {}
 
-            def walk() -> _DirJob:
-                root = archiver._walk_dir(
-                    str(data_dir), "", None, None, parent.tree if parent else None, {}, None
-                )
-                _wait_files(root)
+            def before_snapshot(warnings: list[str]) -> bool:
                 counts, estimates = _row_counts(conn, src.count_tables)
                 stop = session.stop()
                 xmax = conn.execute("select pg_snapshot_xmax(pg_current_snapshot())::text").fetchone()
@@ -264,15 +251,19 @@ def backup_postgres(
                 stats["wal_wait_s"] = wait_for_segment(repo, name, stop.segment, src.wal_wait)
                 unexpected = [
                     w
-                    for w in archiver.warnings
+                    for w in warnings
                     if not w.endswith(_EXPECTED_WARNINGS) and not any(e in w for e in _EXPECTED_WARNINGS)
                 ]
-                archiver.partial = bool(unexpected)
-                return root
+                return bool(unexpected)
 
             try:
-                result: BackupResult = archiver.run(
-                    walk,
+                result: BackupResult = backup_tree(
+                    repo,
+                    data_dir,
+                    exclude=Exclusions(data_dir),
+                    force_reread=reread,
+                    progress=progress,
+                    before_snapshot=before_snapshot,
                     kind=KIND,
                     paths=[str(data_dir)],
                     source=name,

@@ -39,6 +39,8 @@ from recoverctl.repo.tree import Node, node_from_stat, unchanged
 
 ExcludeFn = Callable[[str, os.stat_result], bool]
 ForceRereadFn = Callable[[str, os.stat_result], bool]
+# Given the warnings so far, return whether the snapshot is partial (see backup_tree).
+BeforeSnapshotFn = Callable[[list[str]], bool]
 
 
 def _limit_malloc_arenas() -> None:
@@ -124,6 +126,14 @@ class _DirJob:
         self.relpath = relpath
         self.entries: list[Node | _FileJob | _DirJob] = []
         self.tree_id: str | None = None
+
+    def wait_files(self) -> None:
+        """Block until every file below this directory has been read (or given up on)."""
+        for entry in self.entries:
+            if isinstance(entry, _FileJob) and entry.future is not None:
+                entry.future.result()
+            elif isinstance(entry, _DirJob):
+                entry.wait_files()
 
 
 class _VanishedError(Exception):
@@ -580,6 +590,7 @@ def backup_tree(
     one_file_system: bool = False,
     dry_run: bool = False,
     progress: Progress | None = None,
+    before_snapshot: BeforeSnapshotFn | None = None,
 ) -> BackupResult:
     """Back up the tree under `root` into a new snapshot; return its id and summary.
 
@@ -588,6 +599,9 @@ def backup_tree(
     replacing files of the same path on disk. Unchanged files (size, mtime, ctime, inode equal to
     `parent`'s node) are not read unless `force_read` or `force_reread(relpath, lstat)` says so.
     Files that vanish, cannot be read, or change while read set `partial` (and a warning each).
+    `before_snapshot(warnings)` runs once every file has been read and before the snapshot is
+    written (e.g. to end a database backup mode); it may still update `metadata` in place, and its
+    result replaces `partial` (so a caller can accept warnings it expects).
     Raises StorageError when the repository cannot be written; no snapshot is written then.
     """
     root_s = os.path.abspath(str(root))
@@ -614,9 +628,13 @@ def backup_tree(
     root_dev = root_st.st_dev if one_file_system else None
 
     def walk() -> _DirJob:
-        return archiver._walk_dir(
+        root_job = archiver._walk_dir(
             root_s, "", None, selection, parent.tree if parent else None, extras, root_dev
         )
+        if before_snapshot is not None:
+            root_job.wait_files()
+            archiver.partial = before_snapshot(list(archiver.warnings))
+        return root_job
 
     return archiver.run(
         walk,
