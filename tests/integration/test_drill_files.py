@@ -250,3 +250,33 @@ def test_alert_policy_runs_a_drill_through_the_queue(
     assert job["state"] == "succeeded", job
     hist = cli("drill", "history", "--json", check=0).json()
     assert [(h["name"], h["verdict"]) for h in hist] == [("docs-nightly", "pass")]
+
+
+def test_status_shows_the_repository_size_and_last_verify_and_the_files_drill(
+    env: tuple[InProcessCli, Path, Path], tmp_path: Path
+) -> None:
+    cli, _, parent = env
+    before = cli("status", "--json", check=None).json()
+    assert before["repository"]["reason"] == "repository never verified"
+    assert before["repository"]["size_bytes"] is None
+    # A files source without drills shows no drill item (drills are optional there).
+    assert "drill" not in before["sources"][0]["items"]
+
+    cli("verify", "--json", check=0)
+    on_disk = sum(p.stat().st_size for p in (tmp_path / "repo").rglob("*") if p.is_file())
+    cli("drill", "run", str(_playbook(tmp_path / "docs.yaml", parent)), "--json", check=0)
+    repo = cli("status", "--json", check=None).json()["repository"]
+    assert repo["status"] == "green" and repo["reason"].startswith("verified ")
+    assert repo["url"] == f"file://{tmp_path / 'repo'}"
+    assert repo["size_bytes"] == on_disk and repo["objects"] > 3
+    assert set(repo["size_by_prefix"]) >= {"data", "index", "snapshots", "keys"}
+    assert (
+        repo["last_verify"]["status"] == "succeeded" and repo["size_measured_at"] >= repo["last_verify"]["at"]
+    )
+    docs = cli("status", "--json", check=None).json()["sources"][0]["items"]
+    assert docs["drill"]["status"] == "green" and "passed" in docs["drill"]["reason"]
+
+    # Another repository's verify does not count for this one.
+    with sqlite3.connect(cli.home / "catalog.db") as db:
+        db.execute("update runs set repository = 'file:///elsewhere' where kind = 'verify'")
+    assert cli("status", "--json", check=None).json()["repository"]["reason"] == "repository never verified"
