@@ -280,3 +280,41 @@ def test_status_shows_the_repository_size_and_last_verify_and_the_files_drill(
     with sqlite3.connect(cli.home / "catalog.db") as db:
         db.execute("update runs set repository = 'file:///elsewhere' where kind = 'verify'")
     assert cli("status", "--json", check=None).json()["repository"]["reason"] == "repository never verified"
+
+
+def test_sigint_mid_fetch_removes_the_restore_and_the_pin(
+    env: tuple[InProcessCli, Path, Path], tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.fixtures.net import wait_until
+
+    cli, _, parent = env
+    pb = _playbook(tmp_path / "docs.yaml", parent)
+    # Every pack read fails transiently a few times first, with retry back-off: a fetch of seconds.
+    faults = {**cli.env, "RECOVERCTL_FAULTS": "get:transient:5@data/"}
+    cfg = yaml.safe_load(cli.base.config_path.read_text())
+    cfg["repository"]["retry"] = {"initial": "1s", "maximum": "1s", "attempts": 10}
+    cli.write_config(cfg)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recoverctl", "drill", "run", str(pb), "--json"],
+        env=faults,
+        cwd=cli.home,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_until(lambda: list(parent.iterdir()), timeout=60, interval=0.02, what="the drill's temp dir")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert list(parent.iterdir()) == [] and _pins(cli) == 0
+    with sqlite3.connect(cli.home / "catalog.db") as db:
+        assert db.execute("select verdict, reason from drills").fetchall() == [
+            ("cancelled", "cancelled during fetch")
+        ]
