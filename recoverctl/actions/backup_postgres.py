@@ -20,16 +20,17 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from recoverctl.actions.archive_wait import archive_stall_error
 from recoverctl.actions.backup import record_snapshot
 from recoverctl.actions.postgres_setup import archiving_plan, archiving_refusal
 from recoverctl.actions.repository import open_repository
 from recoverctl.actions.wal import wait_for_segment
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config, PostgresSource
-from recoverctl.errors import NotFoundError, PartialError, RecoverctlError, UsageError
+from recoverctl.errors import NotFoundError, PartialError, RecoverctlError, UsageError, VerificationError
 from recoverctl.progress import Progress
 from recoverctl.repo import BackupResult, Repository, Snapshot, backup_stream
-from recoverctl.repo.archiver import Archiver, _DirJob, _FileJob
+from recoverctl.repo.archiver import backup_tree
 from recoverctl.sources.postgres.checksum import PageValidator
 from recoverctl.sources.postgres.connection import connect, find_bin_dir, server_major
 from recoverctl.sources.postgres.files import Exclusions, walk_data_dir
@@ -69,14 +70,6 @@ def _checksum_pass(
             if still:
                 bad[f.path] = still
     return bad, pages
-
-
-def _wait_files(job: _DirJob) -> None:
-    for entry in job.entries:
-        if isinstance(entry, _FileJob) and entry.future is not None:
-            entry.future.result()
-        elif isinstance(entry, _DirJob):
-            _wait_files(entry)
 
 
 def _row_counts(conn: psycopg.Connection, tables: list[str]) -> tuple[dict[str, int], dict[str, float]]:
@@ -208,14 +201,9 @@ def backup_postgres(
                 "data_checksums": start.data_checksums,
                 "annotations": dict(annotations or {}),
             }
-            archiver = Archiver(repo, progress=progress, force_reread=reread, exclude=Exclusions(data_dir))
             stats: dict[str, Any] = {}
 
-            def walk() -> _DirJob:
-                root = archiver._walk_dir(
-                    str(data_dir), "", None, None, parent.tree if parent else None, {}, None
-                )
-                _wait_files(root)
+            def before_snapshot(warnings: list[str]) -> bool:
                 counts, estimates = _row_counts(conn, src.count_tables)
                 stop = session.stop()
                 xmax = conn.execute("select pg_snapshot_xmax(pg_current_snapshot())::text").fetchone()
@@ -239,18 +227,25 @@ def backup_postgres(
                     ]
                     stats["pages_checked"] = pages
                 metadata["checksum_errors"] = stats.get("checksum_errors", [])
-                stats["wal_wait_s"] = wait_for_segment(repo, name, stop.segment, src.wal_wait)
+                try:
+                    stats["wal_wait_s"] = wait_for_segment(repo, name, stop.segment, src.wal_wait)
+                except VerificationError:
+                    raise archive_stall_error(conn, name, stop.segment, src.wal_wait) from None
                 unexpected = [
                     w
-                    for w in archiver.warnings
+                    for w in warnings
                     if not w.endswith(_EXPECTED_WARNINGS) and not any(e in w for e in _EXPECTED_WARNINGS)
                 ]
-                archiver.partial = bool(unexpected)
-                return root
+                return bool(unexpected)
 
             try:
-                result: BackupResult = archiver.run(
-                    walk,
+                result: BackupResult = backup_tree(
+                    repo,
+                    data_dir,
+                    exclude=Exclusions(data_dir),
+                    force_reread=reread,
+                    progress=progress,
+                    before_snapshot=before_snapshot,
                     kind=KIND,
                     paths=[str(data_dir)],
                     source=name,

@@ -17,10 +17,11 @@ import yaml
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
 from recoverctl.config import Config
-from recoverctl.drill import engine
+from recoverctl.drill import engine, snapshot_drill
 from recoverctl.drill.playbook import Playbook, load_playbook, validate_against_config
 from recoverctl.drill.report import RENDERERS
 from recoverctl.drill.restorer import Restorer
+from recoverctl.drill.snapshot_drill import SnapshotRestorer
 from recoverctl.errors import ConfigError, NotFoundError, UsageError
 
 
@@ -75,7 +76,7 @@ def run_drills(
     cfg: Config,
     catalog: Catalog,
     playbooks: list[Playbook],
-    restorer_for: Callable[[Playbook], Restorer],
+    restorer_for: Callable[[Playbook], Restorer | SnapshotRestorer],
     *,
     keep: bool = False,
     cold: bool = False,
@@ -90,9 +91,10 @@ def run_drills(
         announce: Callable[[str], None] | None = None
         if on_phase is not None:
             announce = functools.partial(on_phase, pb.drill.name)
-        results.append(
-            engine.execute(cfg, catalog, pb, restorer_for(pb), keep=keep, cold=cold, on_phase=announce)
-        )
+        restorer: Any = restorer_for(pb)
+        kind = cfg.sources[pb.drill.source].type if pb.drill.source in cfg.sources else "postgres"
+        flow = engine.execute if kind == "postgres" else snapshot_drill.execute
+        results.append(flow(cfg, catalog, pb, restorer, keep=keep, cold=cold, on_phase=announce))
     return results
 
 
@@ -131,9 +133,18 @@ def drill_run(
     """
     books = discover_playbooks(cfg, paths)
     # The restore stack is imported here so history/report/status start without it.
+    from recoverctl.drill.files_restorer import FilesRestorer
     from recoverctl.drill.postgres_restorer import restorer_factory
 
-    factory = restorer_factory(cfg, catalog, password())
+    secret = password()
+    postgres_factory = restorer_factory(cfg, catalog, secret)
+
+    def factory(pb: Playbook) -> Any:
+        src = cfg.sources[pb.drill.source]
+        if src.type == "postgres":
+            return postgres_factory(pb)
+        return FilesRestorer(cfg, catalog, secret, pb.drill.source, src.type, pb.drill.snapshot)
+
     with _cold_cache() if cold else contextlib.nullcontext():
         return run_drills(cfg, catalog, books, factory, keep=keep, cold=cold, on_phase=on_phase)
 

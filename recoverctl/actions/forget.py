@@ -55,14 +55,24 @@ def _pins_for(pinned: dict[str, str], ids: list[str]) -> dict[str, str]:
     return out
 
 
+# A write in flight takes seconds; anything this old was left by a crashed process.
+PARTIAL_WRITE_AGE_S = 24 * 3600
+
+
 def _prune(
-    repo: Repository, options: RepositoryConfig, max_unused: float, dry_run: bool, progress: Progress | None
+    cfg: Config, repo: Repository, max_unused: float, dry_run: bool, progress: Progress | None
 ) -> dict[str, Any]:
-    is_locked = object_lock_check(options)
+    """Given a repository under the caller's exclusive lock, delete unreferenced data, WAL no kept
+    backup needs and leftovers of crashed writes; return what was (or would be) removed."""
+    from recoverctl.actions.wal import expire_wal_locked, postgres_sources
+
+    is_locked = object_lock_check(cfg.require_repository())
     p = pruning.plan(repo, max_unused, is_locked)
     if not dry_run:
         p = pruning.execute(repo, p, is_locked, progress)
-    return {"dry_run": dry_run, **p.to_dict()}
+    wal = expire_wal_locked(repo, postgres_sources(cfg), dry_run=dry_run)
+    partial = repo.storage.sweep_partial_writes(time.time() - PARTIAL_WRITE_AGE_S, dry_run=dry_run)
+    return {"dry_run": dry_run, **p.to_dict(), "wal": wal, "partial_writes": partial}
 
 
 def forget(
@@ -89,7 +99,7 @@ def forget(
             hint="give at least one of --keep-last/--keep-hourly/--keep-daily/--keep-weekly/"
             "--keep-monthly/--keep-yearly/--keep-within",
         )
-    options = cfg.require_repository()
+    cfg.require_repository()
     repo = open_repository(cfg, password)
     run_id = None if dry_run else catalog.start_run("forget", None, repo.url)
     try:
@@ -111,7 +121,7 @@ def forget(
                 "removed": removed,
             }
             if prune:
-                result["prune"] = _prune(repo, options, max_unused, dry_run, progress)
+                result["prune"] = _prune(cfg, repo, max_unused, dry_run, progress)
     except BaseException as e:
         if run_id is not None:
             catalog.finish_run(run_id, "failed", error=str(e)[:2000])
@@ -136,12 +146,12 @@ def prune(
     """Delete unreferenced packs and repack partly used ones under an exclusive lock; return counts."""
     if not 0 <= max_unused <= 100:
         raise UsageError(f"--max-unused must be between 0 and 100, got {max_unused}")
-    options = cfg.require_repository()
+    cfg.require_repository()
     repo = open_repository(cfg, password)
     run_id = None if dry_run else catalog.start_run("prune", None, repo.url)
     try:
         with repo.lock(exclusive=True, operation="prune"):
-            result = _prune(repo, options, max_unused, dry_run, progress)
+            result = _prune(cfg, repo, max_unused, dry_run, progress)
     except BaseException as e:
         if run_id is not None:
             catalog.finish_run(run_id, "failed", error=str(e)[:2000])

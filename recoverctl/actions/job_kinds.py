@@ -10,14 +10,15 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
-from recoverctl.config import Config
-from recoverctl.errors import RecoverctlError
+from recoverctl.config import ENV_PASSWORD, Config, repository_password
+from recoverctl.errors import ConfigError, RecoverctlError, VerificationError
 
 Executor = Callable[[Config, Catalog, dict[str, Any]], dict[str, Any]]
 BACKUP_TIMEOUT = 6 * 3600.0
@@ -131,10 +132,56 @@ def run_backup(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict[s
     return {"result": "succeeded", "source": payload["target"], "summary": summary}
 
 
+def playbook_path(cfg: Config, playbook: str) -> Path:
+    """Return the playbook file: as given when it exists, else relative to the config's directory."""
+    path = Path(playbook)
+    if not path.is_absolute() and not path.exists() and cfg.path is not None:
+        beside = cfg.path.parent / path
+        if beside.exists():
+            return beside
+    return path
+
+
+def run_drill(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict[str, Any]:
+    """Run the drill playbook(s) named by the payload's target; return each drill's verdict.
+
+    Raise VerificationError when a drill failed (the job fails; the drill is recorded and its
+    `drill.failed` event emitted either way), ConfigError for a missing playbook or passphrase.
+    """
+    from recoverctl.actions.drill import drill_run
+
+    path = playbook_path(cfg, payload["target"])
+
+    def password() -> str:
+        secret = repository_password(cfg)
+        if secret is None:
+            raise ConfigError(
+                "a drill job needs the repository passphrase and cannot prompt",
+                hint=f"set {ENV_PASSWORD} or repository.password_file for the worker",
+            )
+        return secret
+
+    results = drill_run(cfg, catalog, password, [str(path)])
+    drills = [
+        {k: r.get(k) for k in ("id", "name", "source", "verdict", "rto_s", "rpo_s", "reason")}
+        for r in results
+    ]
+    failed = [d for d in drills if d["verdict"] != "pass"]
+    if failed:
+        raise VerificationError(
+            f"{len(failed)} of {len(drills)} drill(s) from '{path}' failed: "
+            + "; ".join(f"{d['name']}: {d['reason']}" for d in failed),
+            hint=f"read the report: recoverctl drill report {failed[0]['id']}",
+            details={"drills": drills},
+        )
+    return {"result": "succeeded", "playbook": str(path), "drills": drills}
+
+
 JOB_KINDS: dict[str, Executor] = {
     "notify": run_notify,
     "rollback": run_rollback,
     "backup": run_backup,
+    "drill": run_drill,
 }
 
 

@@ -334,47 +334,58 @@ def expire_wal(
     cfg: Config, password: str, *, source: str | None = None, dry_run: bool = False
 ) -> dict[str, Any]:
     """Delete archived WAL older than what the oldest kept physical backup needs; return per source
-    what was (or would be) removed.
-
-    Run it after `forget`. A source without physical backups keeps all its WAL. Restore points
-    need no extra rule: any backup that can reach one is kept, and so is the WAL after its start.
-    History files are always kept (they are tiny and describe every timeline).
+    what was (or would be) removed. `prune` runs the same step under its exclusive lock.
     """
-    from recoverctl.sources.postgres.walnames import BACKUP_RE, PARTIAL_RE
-
-    names = [cfg.source(source, "postgres")[0]] if source else [
-        n for n, s in cfg.sources.items() if s.type == "postgres"
-    ]  # fmt: skip
+    names = [cfg.source(source, "postgres")[0]] if source else postgres_sources(cfg)
     repo = open_repo(cfg, password)
-    out: list[dict[str, Any]] = []
     try:
         with repo.lock(operation="wal expire"):
-            snaps = repo.find_snapshots(kind="postgres")
-            for name in names:
-                kept = [s for s in snaps if s.source == name and s.metadata.get("start_segment")]
-                if not kept:
-                    out.append({"source": name, "oldest_needed": None, "removed": [], "reason": "no backups"})
-                    continue
-                oldest = min(kept, key=lambda s: segment_number(s.metadata["start_segment"]))
-                floor = segment_number(oldest.metadata["start_segment"])
-                doomed = []
-                for key in repo.list_objects(wal_prefix(name)):
-                    base = key.rsplit("/", 1)[-1]
-                    if (SEGMENT_RE.match(base) or PARTIAL_RE.match(base) or BACKUP_RE.match(base)) and (
-                        segment_number(base[:24]) < floor
-                    ):
-                        doomed.append(key)
-                if not dry_run:
-                    for key in doomed:
-                        repo.delete_object(key)
-                out.append(
-                    {
-                        "source": name,
-                        "oldest_backup": oldest.id,
-                        "oldest_needed": oldest.metadata["start_segment"],
-                        "removed": sorted(k.rsplit("/", 1)[-1] for k in doomed),
-                    }
-                )
+            out = expire_wal_locked(repo, names, dry_run=dry_run)
     finally:
         repo.close()
     return {"dry_run": dry_run, "sources": out}
+
+
+def postgres_sources(cfg: Config) -> list[str]:
+    """Given the config, return the names of its postgres sources."""
+    return [n for n, s in cfg.sources.items() if s.type == "postgres"]
+
+
+def expire_wal_locked(repo: Repository, names: list[str], *, dry_run: bool = False) -> list[dict[str, Any]]:
+    """Given a repository the caller holds a lock on, delete (or list, with dry_run) the WAL of
+    each named source older than its oldest kept physical backup's start segment.
+
+    A source without physical backups keeps all its WAL. Restore points need no extra rule: any
+    backup that can reach one is kept, and so is the WAL after its start. History files are
+    always kept (they are tiny and describe every timeline).
+    """
+    from recoverctl.sources.postgres.walnames import BACKUP_RE, PARTIAL_RE
+
+    out: list[dict[str, Any]] = []
+    snaps = repo.find_snapshots(kind="postgres")
+    for name in names:
+        kept = [s for s in snaps if s.source == name and s.metadata.get("start_segment")]
+        if not kept:
+            out.append({"source": name, "oldest_needed": None, "removed": [], "reason": "no backups"})
+            continue
+        oldest = min(kept, key=lambda s: segment_number(s.metadata["start_segment"]))
+        floor = segment_number(oldest.metadata["start_segment"])
+        doomed = []
+        for key in repo.list_objects(wal_prefix(name)):
+            base = key.rsplit("/", 1)[-1]
+            if (SEGMENT_RE.match(base) or PARTIAL_RE.match(base) or BACKUP_RE.match(base)) and (
+                segment_number(base[:24]) < floor
+            ):
+                doomed.append(key)
+        if not dry_run:
+            for key in doomed:
+                repo.delete_object(key)
+        out.append(
+            {
+                "source": name,
+                "oldest_backup": oldest.id,
+                "oldest_needed": oldest.metadata["start_segment"],
+                "removed": sorted(k.rsplit("/", 1)[-1] for k in doomed),
+            }
+        )
+    return out

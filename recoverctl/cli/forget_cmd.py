@@ -26,6 +26,13 @@ def _prune_text(d: dict[str, Any]) -> str:
         f"unused {d['bytes_unused']} of {d['bytes_total']} bytes; freed {d['bytes_freed']} bytes"
     ]
     lines += [f"  still locked (Object Lock), not deleted yet: {k}" for k in d["locked_not_deleted"]]
+    lines += [
+        f"  WAL of '{w['source']}': {head} {len(w['removed'])} segment file(s) before {w['oldest_needed']}"
+        for w in d["wal"]
+        if w["oldest_needed"]
+    ]
+    if d["partial_writes"]:
+        lines.append(f"  {head} {len(d['partial_writes'])} leftover(s) of interrupted writes")
     return "\n".join(lines)
 
 
@@ -115,7 +122,10 @@ def forget_cmd(
 def prune_cmd(app: App, max_unused: float, dry_run: bool) -> None:
     """Delete data no snapshot references and repack partly used packs (exclusive lock).
 
-    Objects still under S3 Object Lock retention are never deleted; they are listed.
+    Also deletes archived WAL older than the oldest kept backup of each postgres source needs
+    (as 'wal expire' does) and leftovers of writes interrupted more than a day ago (temp files,
+    unfinished S3 multipart uploads). Objects still under S3 Object Lock retention are never
+    deleted; they are listed.
 
     \b
     Example:

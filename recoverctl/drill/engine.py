@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
-from recoverctl.config import Config, PostgresSource
+from recoverctl.config import Config, Source
 from recoverctl.drill.checks import CheckContext, run_check
 from recoverctl.drill.playbook import Playbook
 from recoverctl.drill.restorer import Restorer, Selection
@@ -101,7 +101,7 @@ class DrillRun:
     """The mutable record of one drill while it runs."""
 
     playbook: Playbook
-    source: PostgresSource
+    source: Source
     rto_target_s: float
     rpo_target_s: float
     keep: bool = False
@@ -121,6 +121,8 @@ class DrillRun:
     cluster: ScratchCluster | None = None
     checks_done: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    # (rpo_s, basis) measured by a flow that knows better than the PostgreSQL rules (file drills).
+    rpo_measured: tuple[float, str] | None = None
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -134,7 +136,7 @@ class DrillRun:
             self.phases[name] = round(time.monotonic() - start, 3)
 
 
-def targets_for(pb: Playbook, cfg: Config, source: PostgresSource) -> tuple[float, float]:
+def targets_for(pb: Playbook, cfg: Config, source: Source) -> tuple[float, float]:
     """Return (rto_target_s, rpo_target_s): the playbook's, else the source tier's defaults."""
     tier = cfg.targets.for_tier(source.tier)
     rto = pb.drill.targets.rto if pb.drill.targets.rto is not None else tier.rto
@@ -142,11 +144,35 @@ def targets_for(pb: Playbook, cfg: Config, source: PostgresSource) -> tuple[floa
     return float(rto), float(rpo)
 
 
+def record_start(catalog: Catalog, run: DrillRun) -> None:
+    """Insert the drill's catalog row (verdict 'running') and set `run.id`."""
+    pb, d = run.playbook, run.playbook.drill
+    with catalog.begin() as conn:
+        run.id = int(
+            conn.execute(
+                t.drills.insert().values(
+                    name=d.name,
+                    source=d.source,
+                    started_at=run.started_at,
+                    verdict="running",
+                    rto_target_s=run.rto_target_s,
+                    rpo_target_s=run.rpo_target_s,
+                    recovery_point=d.recovery_point.describe(),
+                    details={
+                        "playbook": str(pb.path) if pb.path else None,
+                        "cold": run.cold,
+                        "keep": run.keep,
+                    },
+                )
+            ).inserted_primary_key[0]  # type: ignore[index]
+        )
+
+
 def _host_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _pin(catalog: Catalog, run: DrillRun, snapshot_id: str, expires_at: float) -> int:
+def pin(catalog: Catalog, run: DrillRun, snapshot_id: str, expires_at: float) -> int:
     with catalog.begin() as conn:
         return int(
             conn.execute(
@@ -161,7 +187,7 @@ def _pin(catalog: Catalog, run: DrillRun, snapshot_id: str, expires_at: float) -
         )
 
 
-def _unpin(catalog: Catalog, pin_id: int) -> None:
+def unpin(catalog: Catalog, pin_id: int) -> None:
     with catalog.begin() as conn:
         conn.execute(t.pins.delete().where(t.pins.c.id == pin_id))
 
@@ -174,12 +200,13 @@ def _last_archived_at(catalog: Catalog, source: str) -> float | None:
     return float(row[0]) if row and row[0] is not None else None
 
 
-def _check_space(cluster: ScratchCluster, selection: Selection, min_free: int) -> dict[str, int]:
-    free = shutil.disk_usage(cluster.workspace).free
+def check_space(workspace: Path, selection: Selection, min_free: int) -> dict[str, int]:
+    """Return free and needed bytes; raise DrillError when the snapshot + min_free do not fit."""
+    free = shutil.disk_usage(workspace).free
     need = (selection.size or 0) + min_free
     if need and free < need:
         raise DrillError(
-            f"not enough free space for the scratch restore in '{cluster.workspace.parent}': "
+            f"not enough free space for the scratch restore in '{workspace.parent}': "
             f"need {need} bytes (snapshot {selection.size or 0} + min_free {min_free}), {free} free",
             hint="free space there or set where.temp_dir in the playbook to a larger filesystem",
         )
@@ -261,21 +288,7 @@ def execute(
     rto_target, rpo_target = targets_for(pb, cfg, source)
     run = DrillRun(pb, source, rto_target, rpo_target, keep=keep, cold=cold)
     timeout = d.where.timeout or max(2 * rto_target, 600.0)
-    with catalog.begin() as conn:
-        run.id = int(
-            conn.execute(
-                t.drills.insert().values(
-                    name=d.name,
-                    source=d.source,
-                    started_at=run.started_at,
-                    verdict="running",
-                    rto_target_s=rto_target,
-                    rpo_target_s=rpo_target,
-                    recovery_point=d.recovery_point.describe(),
-                    details={"playbook": str(pb.path) if pb.path else None, "cold": cold, "keep": keep},
-                )
-            ).inserted_primary_key[0]  # type: ignore[index]
-        )
+    record_start(catalog, run)
     user = source.user
     dbname = source.dbname
     pin_id: int | None = None
@@ -292,7 +305,7 @@ def execute(
                 announce("select")
                 with run.phase("select"):
                     run.selection = restorer.select(d.recovery_point, run.started_at)
-                    pin_id = _pin(catalog, run, run.selection.snapshot_id, time.time() + timeout + 3600)
+                    pin_id = pin(catalog, run, run.selection.snapshot_id, time.time() + timeout + 3600)
                 announce("fetch")
                 with run.phase("fetch"):
                     run.cluster = ScratchCluster.create(
@@ -304,7 +317,7 @@ def execute(
                         production_data_dir=source.data_dir,
                         keep=keep,
                     )
-                    run.details["space"] = _check_space(run.cluster, run.selection, d.where.min_free)
+                    run.details["space"] = check_space(run.cluster.workspace, run.selection, d.where.min_free)
                     try:
                         fetched = restorer.fetch(
                             run.selection, run.cluster.data_dir, d.where.os_user or source.os_user
@@ -347,7 +360,7 @@ def execute(
                 raise late
     except (DrillInterrupted, KeyboardInterrupt) as e:
         interrupted = e
-    result = _finish(cfg, catalog, run, interrupted)
+    result = finish(cfg, catalog, run, interrupted)
     if interrupted is not None:
         if isinstance(interrupted, DrillInterrupted):
             raise interrupted
@@ -371,10 +384,10 @@ def _teardown(catalog: Catalog, run: DrillRun, pin_id: int | None) -> None:
                 }
     finally:
         if pin_id is not None:
-            _unpin(catalog, pin_id)
+            unpin(catalog, pin_id)
 
 
-def _finish(
+def finish(
     cfg: Config,
     catalog: Catalog,
     run: DrillRun,
@@ -389,7 +402,9 @@ def _finish(
     rto_s = round(run.checks_done - run.t0, 3) if all_ok and run.checks_done is not None else None
     rpo_s: float | None = None
     rpo_basis = "unknown"
-    if sel is not None:
+    if run.rpo_measured is not None:
+        rpo_s, rpo_basis = round(run.rpo_measured[0], 3), run.rpo_measured[1]
+    elif sel is not None:
         rpo_s, rpo_basis = measured_rpo(
             recovery_kind=sel.target_kind,
             drill_start=run.started_at,

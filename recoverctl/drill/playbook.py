@@ -239,10 +239,23 @@ def _parse_size(value: object) -> int:
     raise ValueError(f"not a size: {value!r} (use e.g. 500MiB, 2GiB)")
 
 
+class SnapshotFilter(Model):
+    """Narrow a files/volume drill to one snapshot set: snapshots matching every given filter."""
+
+    # A snapshot id or unique prefix: drill exactly that snapshot (recovery_point is then ignored).
+    id: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    # The snapshot's backed-up paths, exactly (as `snapshots` lists them).
+    paths: list[str] | None = None
+
+
 class Drill(Model):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200)]
+    # A source from the config: postgres (physical backups) or files / volume (snapshot drills).
     source: str
     description: str | None = None
+    # files/volume sources only: which snapshots of the source qualify.
+    snapshot: SnapshotFilter | None = None
     recovery_point: Annotated[RecoveryPoint, BeforeValidator(_parse_point)] = Field(
         default_factory=RecoveryPoint
     )
@@ -312,16 +325,32 @@ def load_playbook(path: str | Path) -> Playbook:
 
 
 def validate_against_config(pb: Playbook, cfg: Config) -> None:
-    """Raise ConfigError when the playbook names a source the config lacks or of the wrong type."""
+    """Raise ConfigError when the playbook names a source the config lacks, or uses keys its
+    source type cannot honour (SQL checks on a files source, a snapshot filter on postgres)."""
     name = pb.drill.source
+    where = f"playbook '{pb.path or pb.drill.name}'"
     if name not in cfg.sources:
         raise ConfigError(
-            f"playbook '{pb.path or pb.drill.name}': unknown source '{name}'",
+            f"{where}: unknown source '{name}'",
             hint=f"configured sources: {', '.join(sorted(cfg.sources)) or '(none)'}",
         )
-    if cfg.sources[name].type != "postgres":
+    kind = cfg.sources[name].type
+    if kind == "postgres":
+        if pb.drill.snapshot is not None:
+            raise ConfigError(
+                f"{where}: 'snapshot:' selects file or volume snapshots; source '{name}' is postgres",
+                hint="remove 'snapshot:'; postgres drills choose the backup from recovery_point",
+            )
+        return
+    if pb.drill.checks:
         raise ConfigError(
-            f"playbook '{pb.path or pb.drill.name}': source '{name}' is of type "
-            f"'{cfg.sources[name].type}'; drills restore postgres sources",
-            hint="point the playbook at a postgres source",
+            f"{where}: source '{name}' is of type '{kind}': its drill re-hashes every restored file "
+            "against the snapshot; sql/amcheck/freshness/row_counts checks need a postgres source",
+            hint="remove 'checks:' from the playbook",
+        )
+    if pb.drill.where.port is not None or pb.drill.where.os_user is not None:
+        raise ConfigError(
+            f"{where}: where.port and where.os_user apply to postgres drills only (source '{name}' "
+            f"is of type '{kind}')",
+            hint="remove them; a files drill only needs where.temp_dir and where.min_free",
         )

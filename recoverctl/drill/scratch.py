@@ -32,6 +32,15 @@ DRILL_PREFIX = "recoverctl-drill-"
 STARTUP_GRACE_S = 30.0
 
 
+_CONNECTION_REFUSALS = (
+    "the database system is starting up",
+    "the database system is in recovery mode",
+    "the database system is shutting down",
+    "the database system is not yet accepting connections",
+    "the database system is not accepting connections",
+)
+
+
 class DrillError(RecoverctlError):
     """A drill could not run to its verdict (environment, restore or server failure)."""
 
@@ -262,7 +271,11 @@ class ScratchCluster:
         except OSError:
             return None
         bad = [ln for ln in text.splitlines() if "FATAL:" in ln or "PANIC:" in ln]
-        return bad[-1].strip() if bad else None
+        # Our own probe connections are refused with FATALs while the server is not ready; they
+        # can be logged after the server's real reason for dying, so they only count when alone.
+        real = [ln for ln in bad if not any(m in ln for m in _CONNECTION_REFUSALS)]
+        chosen = real or bad
+        return chosen[-1].strip() if chosen else None
 
     def connect_kwargs(self, dbname: str, user: str) -> dict[str, object]:
         return {

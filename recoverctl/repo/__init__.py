@@ -5,7 +5,8 @@ Stable API for other capabilities (see docs/repository-format.md):
 - ``Repository.init(storage, password, ...)`` / ``Repository.open(storage, password, ...)``
 - ``repo.lock(exclusive=False, operation="...")`` — context manager; raises LockedError
 - ``backup_tree(repo, root, include=..., exclude=..., extra_files=..., kind=..., source=...,
-  tags=..., metadata=..., parent=..., force_reread=...)`` → BackupResult(snapshot_id, summary)
+  tags=..., metadata=..., parent=..., force_reread=..., before_snapshot=...)``
+  → BackupResult(snapshot_id, summary)
 - ``backup_stream(repo, stream, filename=..., kind=..., ...)`` and ``open_file(repo, snap, path)``
 - ``repo.put_object(key, data)`` / ``repo.get_object(key)`` / ``repo.list_objects(prefix)``
 - ``restore_snapshot(repo, snapshot_id, target_dir, include=None, delta=False)``

@@ -38,7 +38,7 @@ schedules:
   - name: weekly-drill
     cron: "0 6 * * 0"
     timezone: UTC
-    job: drill --source main
+    job: drill run            # every drill playbook in playbooks/ beside the config file
     timeout: 3h
     catch_up: once
   - name: daily-summary

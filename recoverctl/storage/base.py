@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+# Names of in-flight writes on file-like backends; hidden from listings, swept by prune.
+TMP_PREFIX = ".tmp-"
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,11 @@ class Storage(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove the object; deleting a missing key is not an error."""
+        ...
+
+    def sweep_partial_writes(self, before: float, *, dry_run: bool = False) -> builtins.list[str]:
+        """Remove what writes interrupted by a crash left behind (temp files, unfinished multipart
+        uploads) that began before `before` (epoch seconds); return their names."""
         ...
 
     def close(self) -> None:

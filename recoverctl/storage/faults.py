@@ -9,6 +9,7 @@ e.g. `RECOVERCTL_FAULTS=put:transient:2,get:error:1@data/`. The counters live in
 
 from __future__ import annotations
 
+import builtins
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -108,6 +109,9 @@ class FaultyStorage:
 
     def delete(self, key: str) -> None:
         self._call("delete", key, lambda: self.inner.delete(key))
+
+    def sweep_partial_writes(self, before: float, *, dry_run: bool = False) -> builtins.list[str]:
+        return self._call("list", "", lambda: self.inner.sweep_partial_writes(before, dry_run=dry_run))
 
     def close(self) -> None:
         self.inner.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import os
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from recoverctl.errors import ObjectNotFound, StorageError
-from recoverctl.storage.base import ObjectInfo
+from recoverctl.storage.base import TMP_PREFIX, ObjectInfo
 
 
 class LocalStorage:
@@ -36,7 +37,7 @@ class LocalStorage:
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
@@ -77,7 +78,7 @@ class LocalStorage:
             return
         for dirpath, _dirs, files in os.walk(base):
             for name in files:
-                if name.startswith(".tmp-"):
+                if name.startswith(TMP_PREFIX):
                     continue
                 full = os.path.join(dirpath, name)
                 key = os.path.relpath(full, self.root).replace(os.sep, "/")
@@ -102,6 +103,25 @@ class LocalStorage:
             pass
         except OSError as e:
             raise StorageError(f"unable to delete '{key}' from '{self.url}': {e.strerror}") from None
+
+    def sweep_partial_writes(self, before: float, *, dry_run: bool = False) -> builtins.list[str]:
+        swept: builtins.list[str] = []
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if not name.startswith(TMP_PREFIX):
+                    continue
+                full = os.path.join(dirpath, name)
+                try:
+                    if os.stat(full).st_mtime >= before:
+                        continue
+                    if not dry_run:
+                        os.unlink(full)
+                except FileNotFoundError:
+                    continue
+                except OSError as e:
+                    raise StorageError(f"unable to remove '{full}' from '{self.url}': {e.strerror}") from None
+                swept.append(os.path.relpath(full, self.root).replace(os.sep, "/"))
+        return sorted(swept)
 
     def close(self) -> None:
         pass

@@ -5,6 +5,7 @@ Only TransientStorageError is retried; backends classify their own faults into i
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -73,6 +74,11 @@ class RetryingStorage:
 
     def delete(self, key: str) -> None:
         self._call(f"delete {key}", lambda: self.inner.delete(key))
+
+    def sweep_partial_writes(self, before: float, *, dry_run: bool = False) -> builtins.list[str]:
+        return self._call(
+            "sweep partial writes", lambda: self.inner.sweep_partial_writes(before, dry_run=dry_run)
+        )
 
     def close(self) -> None:
         self.inner.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import io
 from collections.abc import Iterator
@@ -85,6 +86,7 @@ class S3Storage:
     def __init__(self, url: str, options: S3Options | None = None):
         self.options = options or S3Options()
         self.bucket, self.prefix = parse_s3_url(url)
+        self._bucket_seen = False
         self.url = redact_url(url.rstrip("/"))
         o = self.options
         self.endpoint = redact_url(o.endpoint_url) if o.endpoint_url else "AWS"
@@ -233,8 +235,24 @@ class S3Storage:
         try:
             resp = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as e:
-            raise self._error(e, f"stat '{key}'", key) from e
+            err = self._error(e, f"stat '{key}'", key)
+            if isinstance(err, ObjectNotFound) and not self._bucket_seen:
+                # HEAD answers a bare 404 for a missing bucket too; without this check opening a
+                # repository in a missing bucket would say "no repository, run init".
+                self._check_bucket(f"stat '{key}'")
+            raise err from e
         return ObjectInfo(key, int(resp["ContentLength"]), resp["LastModified"].timestamp())
+
+    def _check_bucket(self, what: str) -> None:
+        """Raise StorageUnavailable when the bucket does not exist; remember when it does."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except bce.ClientError as e:
+            status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            if status == 404 or e.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket"):
+                e.response.setdefault("Error", {})["Code"] = "NoSuchBucket"
+            raise self._error(e, what) from e
+        self._bucket_seen = True
 
     def delete(self, key: str) -> None:
         # S3 answers 204 for a missing key too, so deleting twice is fine.
@@ -242,6 +260,25 @@ class S3Storage:
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as e:
             raise self._error(e, f"delete '{key}'") from e
+
+    def sweep_partial_writes(self, before: float, *, dry_run: bool = False) -> builtins.list[str]:
+        # A crashed multipart upload stays invisible but billed until aborted.
+        cut = len(self.prefix)
+        swept: builtins.list[str] = []
+        try:
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key("")):
+                for up in page.get("Uploads", []):
+                    if up["Initiated"].timestamp() >= before:
+                        continue
+                    if not dry_run:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"]
+                        )
+                    swept.append(up["Key"][cut:])
+        except Exception as e:
+            raise self._error(e, "sweep unfinished multipart uploads") from e
+        return sorted(swept)
 
     def close(self) -> None:
         self.client.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import logging
 import queue
@@ -23,11 +24,10 @@ from recoverctl.errors import (
     TransientStorageError,
     UsageError,
 )
-from recoverctl.storage.base import ObjectInfo
+from recoverctl.storage.base import TMP_PREFIX, ObjectInfo
 
 log = logging.getLogger(__name__)
 
-TMP_PREFIX = ".tmp-"
 READ_CHUNK = 32768  # paramiko's SFTP request size
 
 
@@ -327,6 +327,28 @@ class SftpStorage:
                     elif not a.filename.startswith(TMP_PREFIX) and key.startswith(prefix):
                         found.append(ObjectInfo(key, a.st_size or 0, float(a.st_mtime or 0)))
         yield from found
+
+    def sweep_partial_writes(self, before: float, *, dry_run: bool = False) -> builtins.list[str]:
+        swept: builtins.list[str] = []
+        root = self.root.rstrip("/") or "/"
+        with self._sftp("sweep partial writes") as sftp:
+            todo = [(root, "")]
+            while todo:
+                directory, rel = todo.pop()
+                try:
+                    entries = sftp.listdir_attr(directory)
+                except FileNotFoundError:
+                    continue
+                for a in entries:
+                    path = f"{directory.rstrip('/')}/{a.filename}"
+                    if statmod.S_ISDIR(a.st_mode or 0):
+                        todo.append((path, f"{rel}{a.filename}/"))
+                    elif a.filename.startswith(TMP_PREFIX) and float(a.st_mtime or 0) < before:
+                        if not dry_run:
+                            with contextlib.suppress(FileNotFoundError):
+                                sftp.remove(path)
+                        swept.append(rel + a.filename)
+        return sorted(swept)
 
     def stat(self, key: str) -> ObjectInfo:
         with self._sftp(f"stat '{key}'", key) as sftp:

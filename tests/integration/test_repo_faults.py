@@ -215,8 +215,15 @@ def test_forget_pins_prune_object_lock_and_catalog_sync(env: InProcessCli, tmp_p
     assert sorted(p.name for p in (tmp_path / "repo" / "data").glob("*/*")) == before
 
     env.write_config({"repository": {"url": str(tmp_path / "repo"), "pack_size_mib": 1}})
+    # leftovers of a crashed write: swept when older than a day, kept while it may be in flight
+    stale, fresh = tmp_path / "repo" / "data" / ".tmp-crashed", tmp_path / "repo" / "data" / ".tmp-inflight"
+    stale.write_bytes(b"x" * 100)
+    fresh.write_bytes(b"y" * 100)
+    os.utime(stale, (time.time() - 2 * 86400,) * 2)
     p = env("prune", "--max-unused", "0", "--json", check=0).json()
     assert p["packs_delete"] >= 1 and p["bytes_freed"] > 300_000 and not p["locked_not_deleted"]
+    assert p["partial_writes"] == ["data/.tmp-crashed"]
+    assert not stale.exists() and fresh.exists()
     env("verify", "--read-data", check=0)
     for sid in (ids[0], ids[2]):
         out = tmp_path / f"out-{sid[:8]}"

@@ -198,3 +198,20 @@ def test_sftp_password_in_url_rejected_and_redacted(cli: Cli, sshd: SshServer) -
     assert "hunter2secret" not in r.stdout + r.stderr
     assert f"sftp://root:***@127.0.0.1:{sshd.port}" in err["message"]
     assert "key_file" in err["hint"]
+
+
+def test_s3_missing_bucket_is_not_reported_as_missing_repository(cli: Cli, s3_server: S3Server) -> None:
+    s3_server.configure(cli)
+    cli.write_config(
+        {
+            "repository": {
+                "url": "s3://no-such-bucket-either/prod",
+                "s3": {"endpoint_url": s3_server.endpoint_url, "path_style": True},
+            }
+        }
+    )
+    cli.env["RECOVERCTL_PASSWORD"] = "pw"
+    r = cli("--json", "snapshots", check=1)
+    err = r.error_json()
+    assert "bucket 'no-such-bucket-either' not found" in err["message"]
+    assert "create it or check the URL" in err["hint"]

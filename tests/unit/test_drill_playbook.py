@@ -48,7 +48,11 @@ def test_the_issue_minimal_playbook_is_accepted_as_is() -> None:
 @pytest.mark.parametrize("path", sorted((ROOT / "playbooks").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_playbooks_validate(path: Path) -> None:
     pb = load_playbook(path)
-    validate_against_config(pb, parse_config({"sources": {"main": {"type": "postgres"}}}, env={}))
+    sources = {
+        "main": {"type": "postgres"},
+        "uploads": {"type": "files", "paths": ["/srv/uploads"]},
+    }
+    validate_against_config(pb, parse_config({"sources": sources}, env={}))
 
 
 def test_check_kinds_and_shorthands() -> None:
@@ -113,10 +117,16 @@ def test_bad_playbooks_name_the_key(doc: object, needle: str) -> None:
     assert e.value.exit_code == 2
 
 
-def test_source_must_exist_and_be_postgres() -> None:
+def test_source_must_exist_and_fit_the_checks() -> None:
     pb = parse_playbook(yaml.safe_load(MINIMAL))
     with pytest.raises(ConfigError, match="unknown source 'main'"):
         validate_against_config(pb, parse_config({}, env={}))
     cfg = parse_config({"sources": {"main": {"type": "files", "paths": ["/srv"]}}}, env={})
+    # SQL checks need a server; a files drill re-hashes the restore instead.
     with pytest.raises(ConfigError, match="of type 'files'"):
         validate_against_config(pb, cfg)
+    files_pb = parse_playbook({"drill": {"name": "f", "source": "main", "snapshot": {"tags": {"a": "b"}}}})
+    validate_against_config(files_pb, cfg)
+    postgres = parse_config({"sources": {"main": {"type": "postgres"}}}, env={})
+    with pytest.raises(ConfigError, match="'snapshot:' selects file or volume snapshots"):
+        validate_against_config(files_pb, postgres)

@@ -160,3 +160,24 @@ def test_tree_api_with_extra_files_and_force_reread(tmp_path: Path, repo: Reposi
     assert (out / "backup_label").read_bytes().startswith(b"START WAL")
     assert (out / "base" / "1").read_bytes() == b"a" * 1000
     assert not (out / "skip.tmp").exists()
+
+
+def test_before_snapshot_hook_sees_warnings_and_sets_metadata_and_partial(
+    tmp_path: Path, repo: Repository
+) -> None:
+    src = tmp_path / "data"
+    src.mkdir()
+    (src / "a").write_bytes(b"x" * 5000)
+    metadata: dict[str, object] = {"start": 1}
+    calls: list[list[str]] = []
+
+    def before_snapshot(warnings: list[str]) -> bool:
+        calls.append(warnings)
+        metadata["stop"] = 2  # e.g. the stop LSN, known only once every file is read
+        return True
+
+    result = backup_tree(repo, src, metadata=metadata, before_snapshot=before_snapshot)
+    assert calls == [[]] and result.partial
+    snap = repo.load_snapshot(str(result.snapshot_id))
+    assert snap.metadata == {"start": 1, "stop": 2} and snap.partial
+    assert result.summary["bytes_read"] == 5000

@@ -1,0 +1,178 @@
+"""One file or volume snapshot drill: select → fetch → checks, then score and record.
+
+The same guarantees as a PostgreSQL drill (engine.py): phases timed on the monotonic clock, the
+snapshot pinned while it runs, the temp dir removed on success, failure, SIGINT and SIGTERM
+(unless keep), the same catalog row, event and result shape. There is no server: the restore is
+the recovery, and the check is a re-hash of every restored file against the snapshot.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from recoverctl.catalog import Catalog
+from recoverctl.config import Config
+from recoverctl.drill import engine
+from recoverctl.drill.playbook import Playbook, RecoveryPoint
+from recoverctl.drill.restorer import Fetched, Selection
+from recoverctl.drill.scratch import DRILL_PREFIX, DrillError
+from recoverctl.errors import RecoverctlError
+
+
+class SnapshotRestorer(Protocol):
+    def select(self, point: RecoveryPoint, drill_start: float) -> Selection: ...
+
+    def fetch(self, selection: Selection, data_dir: Path, os_user: str | None) -> Fetched: ...
+
+    def rehash(self, selection: Selection, data_dir: Path) -> dict[str, Any]: ...
+
+
+def _inside(path: Path, parent: Path) -> bool:
+    try:
+        path.resolve().relative_to(parent.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def make_workspace(parent: str | None, protected: list[str]) -> Path:
+    """Return a fresh private temp dir under `parent` (default $TMPDIR).
+
+    Raise DrillError when `parent` lies inside one of the `protected` (backed-up) paths: a restore
+    there would be picked up by the next backup of the source.
+    """
+    parent_dir = Path(parent or tempfile.gettempdir())
+    for p in protected:
+        if _inside(parent_dir, Path(p)):
+            raise DrillError(
+                f"drill temp dir '{parent_dir}' is inside '{p}', a path the source backs up",
+                hint="set where.temp_dir in the playbook to a directory outside the source's paths",
+            )
+    try:
+        parent_dir.mkdir(parents=True, exist_ok=True)
+        workspace = Path(tempfile.mkdtemp(prefix=DRILL_PREFIX, dir=parent_dir))
+    except OSError as e:
+        raise DrillError(
+            f"cannot create the drill temp dir under '{parent_dir}': {e.strerror}",
+            hint="check where.temp_dir exists, is writable and has free space",
+        ) from None
+    os.chmod(workspace, 0o700)
+    return workspace
+
+
+def _no_space(e: RecoverctlError) -> bool:
+    errors = e.details.get("errors")
+    listed = errors if isinstance(errors, list) else []
+    texts = [e.message] + [str(x.get("error", "")) for x in listed if isinstance(x, dict)]
+    return any(os.strerror(errno.ENOSPC) in x or os.strerror(errno.EDQUOT) in x for x in texts)
+
+
+def measured_rpo(selection: Selection, drill_start: float) -> tuple[float, str]:
+    """Return (rpo_s, basis): drill start - the restored snapshot's time for `latest`, else the
+    exposure now (drill start - the newest snapshot of the set), as for PostgreSQL targeted drills."""
+    if selection.target_kind == "latest":
+        return max(0.0, drill_start - float(selection.snapshot_time or 0.0)), "snapshot time"
+    newest = float(selection.metadata.get("newest_snapshot_time") or selection.snapshot_time or 0.0)
+    return max(0.0, drill_start - newest), "newest snapshot"
+
+
+def execute(
+    cfg: Config,
+    catalog: Catalog,
+    pb: Playbook,
+    restorer: SnapshotRestorer,
+    *,
+    keep: bool = False,
+    cold: bool = False,
+    on_phase: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run one file/volume drill and return its result (verdict pass or fail); record it.
+
+    Raise DrillInterrupted (exit 130) after cleanup when SIGINT/SIGTERM arrives.
+    """
+    d = pb.drill
+    _, source = cfg.source(d.source)
+    rto_target, rpo_target = engine.targets_for(pb, cfg, source)
+    run = engine.DrillRun(pb, source, rto_target, rpo_target, keep=keep, cold=cold)
+    timeout = d.where.timeout or max(2 * rto_target, 600.0)
+    engine.record_start(catalog, run)
+    protected = list(getattr(source, "paths", []))
+    workspace: Path | None = None
+    pin_id: int | None = None
+    interrupted: BaseException | None = None
+
+    def announce(name: str) -> None:
+        if on_phase is not None:
+            on_phase(name)
+
+    try:
+        with engine.signals_raise() as guard:
+            try:
+                announce("select")
+                with run.phase("select"):
+                    run.selection = restorer.select(d.recovery_point, run.started_at)
+                    pin_id = engine.pin(catalog, run, run.selection.snapshot_id, time.time() + timeout + 3600)
+                announce("fetch")
+                with run.phase("fetch"):
+                    workspace = make_workspace(d.where.temp_dir, protected)
+                    run.details["space"] = engine.check_space(workspace, run.selection, d.where.min_free)
+                    try:
+                        fetched = restorer.fetch(run.selection, workspace / "restore", None)
+                    except RecoverctlError as e:
+                        if not _no_space(e):
+                            raise
+                        raise DrillError(
+                            f"no space left in '{workspace.parent}' while restoring snapshot "
+                            f"{run.selection.snapshot_id[:8]}",
+                            hint="free space there or set where.temp_dir to a larger filesystem",
+                        ) from None
+                    run.bytes = fetched.bytes
+                    run.details.update(fetched.details)
+                announce("checks")
+                with run.phase("checks"):
+                    check = restorer.rehash(run.selection, workspace / "restore")
+                    run.checks.append(check)
+                    run.details.update(
+                        {k: check["details"][k] for k in ("files_checked", "bytes_checked", "mismatch_count")}
+                    )
+                    run.checks_done = time.monotonic()
+                run.rpo_measured = measured_rpo(run.selection, run.started_at)
+            except RecoverctlError as e:
+                if isinstance(e, engine.DrillInterrupted):
+                    raise
+                run.failure = f"failed at {run.failed_phase or 'setup'}: {e.message}"
+                run.failure_hint = e.hint
+                if run.selection is not None:
+                    run.rpo_measured = measured_rpo(run.selection, run.started_at)
+            finally:
+                with guard.shield():
+                    try:
+                        if workspace is not None:
+                            run.details["workspace"] = str(workspace)
+                            if keep:
+                                run.details["workspace_removed"] = False
+                                run.details["kept"] = {"restore_dir": str(workspace / "restore")}
+                            else:
+                                shutil.rmtree(workspace, ignore_errors=True)
+                                run.details["workspace_removed"] = not workspace.exists()
+                    finally:
+                        if pin_id is not None:
+                            engine.unpin(catalog, pin_id)
+            late = guard.pending()
+            if late is not None and run.failure is None:
+                raise late
+    except (engine.DrillInterrupted, KeyboardInterrupt) as e:
+        interrupted = e
+    result = engine.finish(cfg, catalog, run, interrupted)
+    if interrupted is not None:
+        if isinstance(interrupted, engine.DrillInterrupted):
+            raise interrupted
+        raise engine.DrillInterrupted("drill cancelled by SIGINT", hint="the temp dir was removed")
+    return result
