@@ -31,7 +31,7 @@ from recoverctl.errors import NotFoundError, PartialError, RecoverctlError, Usag
 from recoverctl.progress import Progress
 from recoverctl.repo import BackupResult, Repository, Snapshot, backup_stream
 from recoverctl.repo.archiver import backup_tree
-from recoverctl.sources.postgres.checksum import PageValidator
+from recoverctl.sources.postgres.checksum import PageBatch, PageValidator, recheck
 from recoverctl.sources.postgres.connection import connect, find_bin_dir, server_major
 from recoverctl.sources.postgres.files import Exclusions, walk_data_dir
 from recoverctl.sources.postgres.session import BackupSession
@@ -44,31 +44,53 @@ _EXPECTED_WARNINGS = ("changed while it was read", "vanished before it could be 
 _MTIME_SLACK_NS = 2_000_000_000
 
 
+# Relation files up to this size are validated together with other small files (PageBatch).
+_SMALL_FILE = 1024 * 1024
+
+
 def _checksum_pass(
     data_dir: Path, start_lsn: int, since_ns: int | None, stop: threading.Event
 ) -> tuple[dict[str, list[int]], int]:
     """Validate the pages of relation files (modified since `since_ns` when given); return the bad
     blocks per file and the number of pages checked."""
-    bad: dict[str, list[int]] = {}
+    suspects: dict[str, tuple[int, list[int]]] = {}
     pages = 0
+    batch = PageBatch(start_lsn)
+    firsts: dict[str, int] = {}
+
+    def flush() -> None:
+        for rel, blocks in batch.flush().items():
+            suspects[rel] = (firsts[rel], blocks)
+        firsts.clear()
+
     for f in walk_data_dir(data_dir):
         if stop.is_set():
             break
         if not f.is_relation or f.size == 0 or (since_ns is not None and f.mtime_ns < since_ns):
             continue
         path = data_dir / f.path
-        v = PageValidator(f.first_block, start_lsn)
         try:
             with open(path, "rb", buffering=0) as fh:
+                if f.size <= _SMALL_FILE:
+                    firsts[f.path] = f.first_block
+                    if batch.add(f.path, f.first_block, fh.read(_SMALL_FILE)):
+                        flush()
+                    continue
+                v = PageValidator(f.first_block, start_lsn)
                 while chunk := fh.read(4 * 1024 * 1024):
                     v.feed(chunk)
         except FileNotFoundError:
             continue
         pages += v.offset_blocks
         if v.suspects:
-            still = v.recheck(str(path))
-            if still:
-                bad[f.path] = still
+            suspects[f.path] = (f.first_block, v.suspects)
+    flush()
+    pages += batch.pages_checked
+    bad: dict[str, list[int]] = {}
+    for rel, (first, blocks) in suspects.items():
+        still = recheck(str(data_dir / rel), first, blocks, start_lsn)
+        if still:
+            bad[rel] = still
     return bad, pages
 
 

@@ -91,6 +91,13 @@ def test_files_drill_passes_rehashing_every_file(
 
     hist = cli("drill", "history", "--source", "docs", "--json", check=0).json()
     assert [h["verdict"] for h in hist] == ["pass", "fail"]
+    md = cli("drill", "report", str(d["id"]), "--format", "md", check=0).stdout
+    assert "rehash" in md and "3 files, 1512000 bytes re-hashed" in md
+    assert "3 files, 1512000 bytes, 0 mismatching" in md and "LSN" not in md
+    text = cli("drill", "run", str(pb), check=0).stdout
+    assert "re-hashed: 3 files, 1512000 bytes, 0 mismatching" in text
+    html = cli("drill", "report", str(d["id"]), "--format", "html", check=0).stdout
+    assert "<svg" in html and "rehash" in html
 
 
 def test_flipped_byte_in_a_pack_fails_the_drill_at_fetch_naming_the_pack(
