@@ -20,13 +20,14 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from recoverctl.actions.archive_wait import archive_stall_error
 from recoverctl.actions.backup import record_snapshot
 from recoverctl.actions.postgres_setup import archiving_plan, archiving_refusal
 from recoverctl.actions.repository import open_repository
 from recoverctl.actions.wal import wait_for_segment
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config, PostgresSource
-from recoverctl.errors import NotFoundError, PartialError, RecoverctlError, UsageError
+from recoverctl.errors import NotFoundError, PartialError, RecoverctlError, UsageError, VerificationError
 from recoverctl.progress import Progress
 from recoverctl.repo import BackupResult, Repository, Snapshot, backup_stream
 from recoverctl.repo.archiver import backup_tree
@@ -248,7 +249,10 @@ def backup_postgres(
                     ]
                     stats["pages_checked"] = pages
                 metadata["checksum_errors"] = stats.get("checksum_errors", [])
-                stats["wal_wait_s"] = wait_for_segment(repo, name, stop.segment, src.wal_wait)
+                try:
+                    stats["wal_wait_s"] = wait_for_segment(repo, name, stop.segment, src.wal_wait)
+                except VerificationError:
+                    raise archive_stall_error(conn, name, stop.segment, src.wal_wait) from None
                 unexpected = [
                     w
                     for w in warnings

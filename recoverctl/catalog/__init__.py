@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +25,26 @@ from recoverctl.config import ENV_CATALOG, Config, redact_url
 from recoverctl.errors import CatalogError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# How long a thread waits for another thread's SQLite transaction before falling back to SQLite's
+# own busy handler (which then waits up to its 30 s timeout): a safety valve, never reached normally.
+LOCAL_WRITER_WAIT = 30.0
+
+
+def file_head_revision() -> str | None:
+    """Return the single head revision named by the migration files, read as text; None when the
+    files do not show exactly one head (alembic decides then)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for f in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        text = f.read_text()
+        rev = re.search(r"^revision\b[^=]*=\s*[\"']([^\"']+)[\"']", text, re.M)
+        down = re.search(r"^down_revision\b[^=]*=(.*)$", text, re.M)
+        if rev is None or down is None:
+            return None
+        revisions.add(rev.group(1))
+        parents.update(re.findall(r"[\"']([^\"']+)[\"']", down.group(1)))
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
 
 
 def default_url(env: dict[str, str] | None = None) -> str:
@@ -70,7 +92,13 @@ class Catalog:
             self.engine: Engine = sa.create_engine(self.url, **kwargs)
         except Exception as e:
             raise CatalogError(f"invalid catalog URL '{self.display_url}': {e}") from None
+        # SQLite admits one writer; its busy handler retries with sleeps growing to 100 ms, so a
+        # thread that collides with another thread of this process (a worker claiming a job while
+        # the server commits a batch of webhooks) loses hundreds of milliseconds. Threads of one
+        # process queue on this lock instead and start the moment the previous transaction ends.
+        self._local_writer: threading.RLock | None = None
         if self.url.startswith("sqlite"):
+            self._local_writer = threading.RLock()
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
             # SQLite's default deferred transactions deadlock writers that first read; take the
             # write lock at BEGIN so concurrent processes queue instead of failing.
@@ -96,6 +124,10 @@ class Catalog:
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision; raise CatalogError when unreachable."""
+        # Importing alembic costs ~0.3 s CPU on every command; an up-to-date catalog does not need it.
+        head = file_head_revision()
+        if head is not None and self._stored_revisions() == [head]:
+            return
         from alembic import command
 
         try:
@@ -105,6 +137,14 @@ class Catalog:
                 command.upgrade(self._alembic_config(conn), "head")
         except sa.exc.OperationalError as e:
             raise CatalogError(f"unable to open catalog '{self.display_url}': {e.orig}") from None
+
+    def _stored_revisions(self) -> list[str] | None:
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(sa.text("select version_num from alembic_version")).scalars().all()
+        except sa.exc.DBAPIError:
+            return None  # no catalog yet, or not reachable: the full path reports it
+        return [str(r) for r in rows]
 
     def head_revision(self) -> str | None:
         from alembic.config import Config as AlembicConfig
@@ -144,11 +184,16 @@ class Catalog:
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         """Yield a connection inside one transaction; raise CatalogError when unreachable."""
+        lock = self._local_writer
+        locked = lock.acquire(timeout=LOCAL_WRITER_WAIT) if lock is not None else False
         try:
             with self.engine.begin() as conn:
                 yield conn
         except sa.exc.OperationalError as e:
             raise CatalogError(f"catalog '{self.display_url}' is unavailable: {e.orig}") from None
+        finally:
+            if locked:
+                lock.release()  # type: ignore[union-attr]
 
     # --- small shared writes -----------------------------------------------------------------------
 

@@ -126,6 +126,9 @@ class _DirJob:
         self.relpath = relpath
         self.entries: list[Node | _FileJob | _DirJob] = []
         self.tree_id: str | None = None
+        # The parent snapshot's tree of this directory: reused as is when the nodes come out equal.
+        self.parent_tree: str | None = None
+        self.parent_nodes: list[Node] | None = None
 
     def wait_files(self) -> None:
         """Block until every file below this directory has been read (or given up on)."""
@@ -316,9 +319,9 @@ class Archiver:
         parent_nodes: dict[str, Node] = {}
         if parent_tree:
             try:
-                parent_nodes = {
-                    n["name"]: n for n in self.repo.load_tree(bytes.fromhex(parent_tree))["nodes"]
-                }
+                job.parent_nodes = self.repo.load_tree(bytes.fromhex(parent_tree))["nodes"]
+                job.parent_tree = parent_tree
+                parent_nodes = {n["name"]: n for n in job.parent_nodes}
             except Exception:
                 parent_nodes = {}
         if selection is None:
@@ -334,7 +337,7 @@ class Archiver:
         subdirs: list[tuple[int, str, str, Node, dict[str, Any] | None, dict[str, Any]]] = []
         extra_here = {k: v for k, v in extras.items() if isinstance(v, bytes) or k not in names}
         for name in names:
-            child_path = os.path.join(path, name)
+            child_path = f"{path}/{name}" if path != "/" else f"/{name}"
             child_rel = f"{relpath}/{name}" if relpath else name
             child_extras = extras.get(name) if isinstance(extras.get(name), dict) else {}
             try:
@@ -419,13 +422,12 @@ class Archiver:
     def _file_entry(
         self, path: str, relpath: str, node: Node, st: os.stat_result, parent: Node | None
     ) -> _FileJob:
-        index = self.repo.index
         reuse = (
             parent is not None
             and not self.force_read
             and unchanged(parent, st)
             and not (self.force_reread is not None and self.force_reread(relpath, st))
-            and all(bytes.fromhex(b) in index for b in parent.get("content", ()))
+            and self._all_indexed(parent.get("content", ()))
         )
         with self._lock:
             c = self.counters
@@ -441,6 +443,10 @@ class Archiver:
             assert parent is not None
             return _FileJob(node, None, list(parent.get("content", ())))
         return _FileJob(node, self.file_pool.submit(self._file_task, path, relpath, node, st))
+
+    def _all_indexed(self, content: Iterable[str]) -> bool:
+        blobs, fromhex = self.repo.index.blobs, bytes.fromhex
+        return all(map(blobs.__contains__, map(fromhex, content)))
 
     # --- finishing trees --------------------------------------------------------------------------
 
@@ -482,6 +488,9 @@ class Archiver:
             else:
                 nodes.append(entry)
         nodes.sort(key=lambda n: n["name"])
+        if job.parent_tree is not None and nodes == job.parent_nodes:
+            # Same nodes, same JSON, same id: skip serialising, hashing and the index lookup.
+            return job.parent_tree
         data = json.dumps({"nodes": nodes}, separators=(",", ":"), sort_keys=True).encode()
         bid, _new = self.saver.save(TREE, data)
         return bid.hex()
