@@ -20,17 +20,18 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from recoverctl.actions.archive_wait import archive_stall_error
 from recoverctl.actions.backup import record_snapshot
 from recoverctl.actions.postgres_setup import archiving_plan, archiving_refusal
 from recoverctl.actions.repository import open_repository
 from recoverctl.actions.wal import wait_for_segment
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config, PostgresSource
-from recoverctl.errors import NotFoundError, PartialError, RecoverctlError, UsageError
+from recoverctl.errors import NotFoundError, PartialError, RecoverctlError, UsageError, VerificationError
 from recoverctl.progress import Progress
 from recoverctl.repo import BackupResult, Repository, Snapshot, backup_stream
 from recoverctl.repo.archiver import backup_tree
-from recoverctl.sources.postgres.checksum import PageValidator
+from recoverctl.sources.postgres.checksum import PageBatch, PageValidator, recheck
 from recoverctl.sources.postgres.connection import connect, find_bin_dir, server_major
 from recoverctl.sources.postgres.files import Exclusions, walk_data_dir
 from recoverctl.sources.postgres.session import BackupSession
@@ -43,31 +44,53 @@ _EXPECTED_WARNINGS = ("changed while it was read", "vanished before it could be 
 _MTIME_SLACK_NS = 2_000_000_000
 
 
+# Relation files up to this size are validated together with other small files (PageBatch).
+_SMALL_FILE = 1024 * 1024
+
+
 def _checksum_pass(
     data_dir: Path, start_lsn: int, since_ns: int | None, stop: threading.Event
 ) -> tuple[dict[str, list[int]], int]:
     """Validate the pages of relation files (modified since `since_ns` when given); return the bad
     blocks per file and the number of pages checked."""
-    bad: dict[str, list[int]] = {}
+    suspects: dict[str, tuple[int, list[int]]] = {}
     pages = 0
+    batch = PageBatch(start_lsn)
+    firsts: dict[str, int] = {}
+
+    def flush() -> None:
+        for rel, blocks in batch.flush().items():
+            suspects[rel] = (firsts[rel], blocks)
+        firsts.clear()
+
     for f in walk_data_dir(data_dir):
         if stop.is_set():
             break
         if not f.is_relation or f.size == 0 or (since_ns is not None and f.mtime_ns < since_ns):
             continue
         path = data_dir / f.path
-        v = PageValidator(f.first_block, start_lsn)
         try:
             with open(path, "rb", buffering=0) as fh:
+                if f.size <= _SMALL_FILE:
+                    firsts[f.path] = f.first_block
+                    if batch.add(f.path, f.first_block, fh.read(_SMALL_FILE)):
+                        flush()
+                    continue
+                v = PageValidator(f.first_block, start_lsn)
                 while chunk := fh.read(4 * 1024 * 1024):
                     v.feed(chunk)
         except FileNotFoundError:
             continue
         pages += v.offset_blocks
         if v.suspects:
-            still = v.recheck(str(path))
-            if still:
-                bad[f.path] = still
+            suspects[f.path] = (f.first_block, v.suspects)
+    flush()
+    pages += batch.pages_checked
+    bad: dict[str, list[int]] = {}
+    for rel, (first, blocks) in suspects.items():
+        still = recheck(str(data_dir / rel), first, blocks, start_lsn)
+        if still:
+            bad[rel] = still
     return bad, pages
 
 
@@ -226,7 +249,10 @@ def backup_postgres(
                     ]
                     stats["pages_checked"] = pages
                 metadata["checksum_errors"] = stats.get("checksum_errors", [])
-                stats["wal_wait_s"] = wait_for_segment(repo, name, stop.segment, src.wal_wait)
+                try:
+                    stats["wal_wait_s"] = wait_for_segment(repo, name, stop.segment, src.wal_wait)
+                except VerificationError:
+                    raise archive_stall_error(conn, name, stop.segment, src.wal_wait) from None
                 unexpected = [
                     w
                     for w in warnings

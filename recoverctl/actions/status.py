@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from croniter import croniter
 
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
-from recoverctl.config import Config
+from recoverctl.config import Config, redact_url
 from recoverctl.drill.scoring import human_duration
 from recoverctl.scheduler.health import scheduler_health
 
@@ -194,6 +196,14 @@ def _rpo_item(
     )
 
 
+def _drilled(catalog: Catalog, source: str) -> bool:
+    with catalog.begin() as conn:
+        return (
+            conn.execute(sa.select(t.drills.c.id).where(t.drills.c.source == source).limit(1)).first()
+            is not None
+        )
+
+
 def _drill_item(catalog: Catalog, source: str, now: float) -> dict[str, Any]:
     with catalog.begin() as conn:
         row = conn.execute(
@@ -228,34 +238,50 @@ def _drill_item(catalog: Catalog, source: str, now: float) -> dict[str, Any]:
     return _item(GREEN, f"last drill #{row.id} passed {human_duration(age)} ago ({measured})", **values)
 
 
-def _repository_item(catalog: Catalog, now: float) -> dict[str, Any]:
+def repository_url(cfg: Config) -> str | None:
+    """Return the configured repository's URL as its storage names it in run records (no I/O)."""
+    if cfg.repository is None:
+        return None
+    url = cfg.repository.url
+    scheme = urlsplit(url).scheme
+    # Mirrors the backends' own `url`: local paths absolute with file://, others redacted.
+    if scheme in ("", "file"):
+        return f"file://{Path(urlsplit(url).path if scheme == 'file' else url).expanduser().absolute()}"
+    return redact_url(url.rstrip("/"))
+
+
+def _repository_item(catalog: Catalog, now: float, url: str | None) -> dict[str, Any]:
+    """Return the repository item: last verify (status and age) and the size it measured."""
+    finished = sa.select(t.runs).where(t.runs.c.kind == "verify", t.runs.c.status != "running")
+    if url is not None:
+        finished = finished.where(t.runs.c.repository == url)
     with catalog.begin() as conn:
-        verify = conn.execute(
-            sa.select(t.runs)
-            .where(t.runs.c.kind == "verify", t.runs.c.status != "running")
-            .order_by(t.runs.c.started_at.desc())
-            .limit(1)
-        ).first()
-        size = None
+        verify = conn.execute(finished.order_by(t.runs.c.started_at.desc()).limit(1)).first()
+        measured = None
         for row in conn.execute(
-            sa.select(t.runs.c.details)
-            .where(t.runs.c.details.is_not(None))
-            .order_by(t.runs.c.started_at.desc())
-            .limit(50)
+            finished.where(t.runs.c.details.is_not(None)).order_by(t.runs.c.started_at.desc()).limit(20)
         ):
             d = row.details if isinstance(row.details, dict) else {}
-            for key in ("repository_size", "repository_bytes", "repo_size"):
-                if isinstance(d.get(key), int | float):
-                    size = d[key]
-                    break
-            if size is not None:
+            if isinstance(d.get("repository_bytes"), int | float):
+                measured = (row, d)
                 break
-    values: dict[str, Any] = {"size_bytes": size}
+    values: dict[str, Any] = {"url": url, "size_bytes": None, "size_measured_at": None}
+    if measured is not None:
+        row, d = measured
+        raw = d.get("usage")
+        usage: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        values.update(
+            size_bytes=d["repository_bytes"],
+            size_measured_at=row.finished_at or row.started_at,
+            size_by_prefix=usage.get("by_prefix"),
+            objects=usage.get("objects"),
+        )
     if verify is None:
         return _item(AMBER, "repository never verified", last_verify=None, **values)
     details = verify.details if isinstance(verify.details, dict) else {}
     values["last_verify"] = {
         "at": verify.started_at,
+        "finished_at": verify.finished_at,
         "status": verify.status,
         "error": verify.error,
         "packs_total": details.get("packs_total"),
@@ -263,6 +289,7 @@ def _repository_item(catalog: Catalog, now: float) -> dict[str, Any]:
         "damaged_packs": details.get("damaged_packs"),
     }
     age = now - verify.started_at
+    size = f", {_size(values['size_bytes'])}" if values["size_bytes"] is not None else ""
     if verify.status != "succeeded":
         return _item(
             RED,
@@ -270,8 +297,16 @@ def _repository_item(catalog: Catalog, now: float) -> dict[str, Any]:
             **values,
         )
     if age > VERIFY_MAX_AGE:
-        return _item(AMBER, f"last verify {human_duration(age)} ago", **values)
-    return _item(GREEN, f"verified {human_duration(age)} ago", **values)
+        return _item(AMBER, f"last verify {human_duration(age)} ago{size}", **values)
+    return _item(GREEN, f"verified {human_duration(age)} ago{size}", **values)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 def _service_entry(catalog: Catalog, name: str) -> dict[str, Any]:
@@ -339,7 +374,7 @@ def _service_entry(catalog: Catalog, name: str) -> dict[str, Any]:
 def status(cfg: Config, catalog: Catalog, now: float | None = None) -> dict[str, Any]:
     """Return the overall status: sources and services, each green/amber/red with reasons."""
     now = time.time() if now is None else now
-    repository = _repository_item(catalog, now)
+    repository = _repository_item(catalog, now, repository_url(cfg))
     sources = []
     for name, src in sorted(cfg.sources.items()):
         targets = cfg.targets.for_tier(src.tier)
@@ -366,7 +401,8 @@ def status(cfg: Config, catalog: Catalog, now: float | None = None) -> dict[str,
             ),
             "rpo": _rpo_item(catalog, name, float(targets.rpo), backups["any"], now),
         }
-        if src.type == "postgres":
+        # File and volume drills are optional: their item shows once one was run.
+        if src.type == "postgres" or _drilled(catalog, name):
             items["drill"] = _drill_item(catalog, name, now)
         overall = worst(*(i["status"] for i in items.values()))
         sources.append(

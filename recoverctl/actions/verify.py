@@ -7,6 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from recoverctl.actions.repository import open_repository
+from recoverctl.actions.usage import measure_usage
 from recoverctl.catalog import Catalog, now
 from recoverctl.catalog import tables as t
 from recoverctl.config import Config
@@ -83,13 +84,15 @@ def verify(
                     return select_subset(packs, subset, order)
 
             report = check(repo, read_packs=chooser, progress=progress)
+        # Measured once the lock is released, so the size is the repository's, not ours.
+        usage = measure_usage(repo.storage)
     except BaseException as e:
         catalog.finish_run(run_id, "failed", error=str(e)[:2000])
         raise
     finally:
         repo.close()
     _record_verified(catalog, repo.url, report.verified)
-    data = {"repository": repo.url, **report.to_dict()}
+    data = {"repository": repo.url, **report.to_dict(), "repository_bytes": usage["bytes"], "usage": usage}
     catalog.finish_run(run_id, "succeeded" if report.ok else "failed", details=data)
     if not report.ok:
         catalog.emit_event(

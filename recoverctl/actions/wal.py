@@ -7,6 +7,7 @@ after the WAL file is safely stored, best-effort.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -129,47 +130,89 @@ def _record(cfg: Config, source: str, name: str, ok: bool, count: int = 1) -> No
         print(f"warning: WAL status not recorded in the catalog: {e}", file=sys.stderr)
 
 
-PUSH_AHEAD = 8
+# Ready WAL files pushed in the same call: one process (interpreter, config, key derivation,
+# catalog) then archives a batch, and PostgreSQL's next calls only compare a local hash.
+PUSH_AHEAD = 64
 # The catalog is written at most this often by pushes (opening it costs more than a push).
 RECORD_INTERVAL = 10.0
 
 
-def _push_ahead(repo: Repository, source: str, path: Path, markers: Path) -> int:
-    """Push the other WAL files PostgreSQL has marked ready, in parallel; return how many.
+def _ready(path: Path, markers: Path) -> list[str]:
+    """Return the other WAL files PostgreSQL has marked ready and no earlier call pushed ahead."""
+    status = path.parent / "archive_status"
+    try:
+        entries = os.listdir(status)
+    except OSError:
+        return []
+    names = []
+    for entry in entries:
+        if entry.endswith(".ready"):
+            name = entry[: -len(".ready")]
+            if name != path.name and is_wal_file_name(name) and not (markers / name).exists():
+                names.append(name)
+    return sorted(names)[:PUSH_AHEAD]
 
-    Each gets a marker holding its sha256, so when PostgreSQL asks for it the call only
-    compares hashes instead of opening the repository: one process archives a batch.
+
+def _push_batch(
+    repo: Repository, source: str, path: Path, ahead: list[str], markers: Path
+) -> tuple[dict[str, Any], int]:
+    """Push `path` and the `ahead` files (siblings in pg_wal) in parallel; return the outcome for
+    `path` and how many others were stored. A failure on `path` raises; one on another file only
+    warns: PostgreSQL will ask for that file itself.
+
+    Each file pushed ahead gets a marker holding its digest, so when PostgreSQL asks for it the
+    call only compares digests instead of opening the repository.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    status = path.parent / "archive_status"
-    if not status.is_dir():
-        return 0
-    names = sorted(
-        p.name[: -len(".ready")]
-        for p in status.glob("*.ready")
-        if p.name[: -len(".ready")] != path.name and not (markers / p.name[: -len(".ready")]).exists()
-    )[:PUSH_AHEAD]
-    if not names:
-        return 0
-    markers.mkdir(parents=True, exist_ok=True)
-
     def one(name: str) -> None:
+        before = os.stat(path.parent / name)
         data = (path.parent / name).read_bytes()
         push_file(repo, source, path.parent / name, data)
-        (markers / name).write_text(walspool.digest(data))
+        (markers / name).write_text(walspool.pushed_record(path.parent / name, data, before))
 
-    with ThreadPoolExecutor(min(4, len(names))) as pool:
-        list(pool.map(one, names))
-    return len(names)
+    if ahead:
+        markers.mkdir(parents=True, exist_ok=True)
+    # Compression and encryption release the GIL: one thread per core keeps both busy, and each
+    # thread holds about three copies of a segment, so no more threads than that.
+    workers = max(1, min(repo.parallelism, os.cpu_count() or 1, 1 + len(ahead)))
+    with ThreadPoolExecutor(workers, thread_name_prefix="wal-push") as pool:
+        mine = pool.submit(push_file, repo, source, path)
+        others = [(name, pool.submit(one, name)) for name in ahead]
+        try:
+            result = mine.result()
+        except BaseException:
+            for _, f in others:
+                f.cancel()
+            raise
+        pushed = 0
+        for name, f in others:
+            try:
+                f.result()
+                pushed += 1
+            except Exception as e:  # an optimisation: PostgreSQL will ask for each file anyway
+                print(f"warning: pushing ready WAL file {name} ahead failed: {e}", file=sys.stderr)
+    return result, pushed
+
+
+def _warm_catalog() -> None:
+    """Import the catalog (SQLAlchemy) on a thread while segments compress on the others: the
+    import is most of the cost of recording, and it overlaps with work that releases the GIL."""
+    import threading
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            import recoverctl.catalog  # noqa: F401
+
+    threading.Thread(target=load, name="catalog-import", daemon=True).start()
 
 
 def wal_push(cfg: Config, password: str, *, source: str | None, path: Path) -> dict[str, Any]:
     """archive_command: store WAL file `path` for `source`; return the outcome.
 
     Relative paths are taken from the server's data directory (PostgreSQL runs archive_command
-    there). Other ready WAL files are pushed ahead in the same call. Raise UsageError for a
-    non-WAL name, VerificationError for a conflicting copy.
+    there). Other ready WAL files (up to PUSH_AHEAD) are pushed in the same call. Raise
+    UsageError for a non-WAL name, VerificationError for a conflicting copy.
     """
     name, _src = cfg.source(source, "postgres")
     start = time.perf_counter()
@@ -178,22 +221,25 @@ def wal_push(cfg: Config, password: str, *, source: str | None, path: Path) -> d
     if size is not None:
         return {"name": path.name, "source": name, "status": "already-archived", "pushed_ahead": True,
                 "bytes": size, "seconds": round(time.perf_counter() - start, 4)}  # fmt: skip
-    ahead = 0
+    _check_name(path.name)
+    ready = _ready(path, markers)
+    stamp = markers.parent / f".recorded-{name}"
+    try:
+        record = bool(ready) or time.time() - stamp.stat().st_mtime > RECORD_INTERVAL
+    except OSError:
+        record = True
+    if record:
+        _warm_catalog()
     try:
         repo = open_repo(cfg, password)
         try:
-            result = push_file(repo, name, path)
-            try:
-                ahead = _push_ahead(repo, name, path, markers)
-            except Exception as e:  # an optimisation: PostgreSQL will ask for each file anyway
-                print(f"warning: pushing ready WAL ahead failed: {e}", file=sys.stderr)
+            result, ahead = _push_batch(repo, name, path, ready, markers)
         finally:
             repo.close()
     except Exception:
         _record(cfg, name, path.name, ok=False)
         raise
-    stamp = markers.parent / f".recorded-{name}"
-    if ahead or not stamp.exists() or time.time() - stamp.stat().st_mtime > RECORD_INTERVAL:
+    if record:
         _record(cfg, name, path.name, ok=True, count=1 + ahead)
         try:
             stamp.parent.mkdir(parents=True, exist_ok=True)

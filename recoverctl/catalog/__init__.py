@@ -10,6 +10,7 @@ import getpass
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,9 @@ from recoverctl.config import ENV_CATALOG, Config, redact_url
 from recoverctl.errors import CatalogError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# How long a thread waits for another thread's SQLite transaction before falling back to SQLite's
+# own busy handler (which then waits up to its 30 s timeout): a safety valve, never reached normally.
+LOCAL_WRITER_WAIT = 30.0
 
 
 def file_head_revision() -> str | None:
@@ -88,7 +92,13 @@ class Catalog:
             self.engine: Engine = sa.create_engine(self.url, **kwargs)
         except Exception as e:
             raise CatalogError(f"invalid catalog URL '{self.display_url}': {e}") from None
+        # SQLite admits one writer; its busy handler retries with sleeps growing to 100 ms, so a
+        # thread that collides with another thread of this process (a worker claiming a job while
+        # the server commits a batch of webhooks) loses hundreds of milliseconds. Threads of one
+        # process queue on this lock instead and start the moment the previous transaction ends.
+        self._local_writer: threading.RLock | None = None
         if self.url.startswith("sqlite"):
+            self._local_writer = threading.RLock()
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
             # SQLite's default deferred transactions deadlock writers that first read; take the
             # write lock at BEGIN so concurrent processes queue instead of failing.
@@ -174,11 +184,16 @@ class Catalog:
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         """Yield a connection inside one transaction; raise CatalogError when unreachable."""
+        lock = self._local_writer
+        locked = lock.acquire(timeout=LOCAL_WRITER_WAIT) if lock is not None else False
         try:
             with self.engine.begin() as conn:
                 yield conn
         except sa.exc.OperationalError as e:
             raise CatalogError(f"catalog '{self.display_url}' is unavailable: {e.orig}") from None
+        finally:
+            if locked:
+                lock.release()  # type: ignore[union-attr]
 
     # --- small shared writes -----------------------------------------------------------------------
 

@@ -26,6 +26,20 @@ def _margin(value: float | None, target: float | None) -> str:
 
 def summary_rows(drill: dict[str, Any]) -> list[tuple[str, str]]:
     """Return the (label, value) lines every format shows."""
+    # A file/volume drill has no server: it reports files re-hashed instead of a recovered LSN.
+    details = drill.get("details") or {}
+    rehash = details if "files_checked" in details else details.get("details") or {}
+    if "files_checked" in rehash:
+        recovered = (
+            "re-hashed",
+            f"{rehash['files_checked']} files, {rehash.get('bytes_checked')} bytes, "
+            f"{rehash.get('mismatch_count')} mismatching",
+        )
+    else:
+        recovered = (
+            "recovered to",
+            f"{_iso(drill.get('recovered_commit_ts'))} (LSN {drill.get('recovered_lsn') or '-'})",
+        )
     return [
         ("verdict", str(drill["verdict"]).upper()),
         ("drill", f"#{drill['id']} {drill['name']} (source {drill['source']})"),
@@ -33,10 +47,7 @@ def summary_rows(drill: dict[str, Any]) -> list[tuple[str, str]]:
         ("finished", _iso(drill.get("finished_at"))),
         ("snapshot", f"{drill.get('snapshot_id') or '-'} taken {_iso(drill.get('snapshot_time'))}"),
         ("recovery point", str(drill.get("recovery_point") or "-")),
-        (
-            "recovered to",
-            f"{_iso(drill.get('recovered_commit_ts'))} (LSN {drill.get('recovered_lsn') or '-'})",
-        ),
+        recovered,
         (
             "RTO",
             f"{human_duration(drill.get('rto_s'))} measured, "

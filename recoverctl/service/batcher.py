@@ -13,7 +13,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any
 
-from recoverctl.actions.alert_intake import AlertIn, intake_batch
+from recoverctl.actions.alert_intake import AlertIn, IncidentMemory, intake_batch
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config
 
@@ -25,6 +25,8 @@ class IntakeBatcher:
         self.cfg = cfg
         self.catalog = catalog
         self.force_dry_run = force_dry_run
+        # Only this thread touches it: no lock needed.
+        self.memory = IncidentMemory()
         self._queue: queue.SimpleQueue[tuple[list[AlertIn], Future[list[dict[str, Any]]]]] = (
             queue.SimpleQueue()
         )
@@ -47,7 +49,11 @@ class IntakeBatcher:
                     break
             try:
                 results = intake_batch(
-                    self.cfg, self.catalog, [alerts for alerts, _ in batch], force_dry_run=self.force_dry_run
+                    self.cfg,
+                    self.catalog,
+                    [alerts for alerts, _ in batch],
+                    force_dry_run=self.force_dry_run,
+                    memory=self.memory,
                 )
             except BaseException as e:
                 for _, future in batch:

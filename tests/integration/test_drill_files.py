@@ -91,6 +91,13 @@ def test_files_drill_passes_rehashing_every_file(
 
     hist = cli("drill", "history", "--source", "docs", "--json", check=0).json()
     assert [h["verdict"] for h in hist] == ["pass", "fail"]
+    md = cli("drill", "report", str(d["id"]), "--format", "md", check=0).stdout
+    assert "rehash" in md and "3 files, 1512000 bytes re-hashed" in md
+    assert "3 files, 1512000 bytes, 0 mismatching" in md and "LSN" not in md
+    text = cli("drill", "run", str(pb), check=0).stdout
+    assert "re-hashed: 3 files, 1512000 bytes, 0 mismatching" in text
+    html = cli("drill", "report", str(d["id"]), "--format", "html", check=0).stdout
+    assert "<svg" in html and "rehash" in html
 
 
 def test_flipped_byte_in_a_pack_fails_the_drill_at_fetch_naming_the_pack(
@@ -250,3 +257,71 @@ def test_alert_policy_runs_a_drill_through_the_queue(
     assert job["state"] == "succeeded", job
     hist = cli("drill", "history", "--json", check=0).json()
     assert [(h["name"], h["verdict"]) for h in hist] == [("docs-nightly", "pass")]
+
+
+def test_status_shows_the_repository_size_and_last_verify_and_the_files_drill(
+    env: tuple[InProcessCli, Path, Path], tmp_path: Path
+) -> None:
+    cli, _, parent = env
+    before = cli("status", "--json", check=None).json()
+    assert before["repository"]["reason"] == "repository never verified"
+    assert before["repository"]["size_bytes"] is None
+    # A files source without drills shows no drill item (drills are optional there).
+    assert "drill" not in before["sources"][0]["items"]
+
+    cli("verify", "--json", check=0)
+    on_disk = sum(p.stat().st_size for p in (tmp_path / "repo").rglob("*") if p.is_file())
+    cli("drill", "run", str(_playbook(tmp_path / "docs.yaml", parent)), "--json", check=0)
+    repo = cli("status", "--json", check=None).json()["repository"]
+    assert repo["status"] == "green" and repo["reason"].startswith("verified ")
+    assert repo["url"] == f"file://{tmp_path / 'repo'}"
+    assert repo["size_bytes"] == on_disk and repo["objects"] > 3
+    assert set(repo["size_by_prefix"]) >= {"data", "index", "snapshots", "keys"}
+    assert (
+        repo["last_verify"]["status"] == "succeeded" and repo["size_measured_at"] >= repo["last_verify"]["at"]
+    )
+    docs = cli("status", "--json", check=None).json()["sources"][0]["items"]
+    assert docs["drill"]["status"] == "green" and "passed" in docs["drill"]["reason"]
+
+    # Another repository's verify does not count for this one.
+    with sqlite3.connect(cli.home / "catalog.db") as db:
+        db.execute("update runs set repository = 'file:///elsewhere' where kind = 'verify'")
+    assert cli("status", "--json", check=None).json()["repository"]["reason"] == "repository never verified"
+
+
+def test_sigint_mid_fetch_removes_the_restore_and_the_pin(
+    env: tuple[InProcessCli, Path, Path], tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.fixtures.net import wait_until
+
+    cli, _, parent = env
+    pb = _playbook(tmp_path / "docs.yaml", parent)
+    # Every pack read fails transiently a few times first, with retry back-off: a fetch of seconds.
+    faults = {**cli.env, "RECOVERCTL_FAULTS": "get:transient:5@data/"}
+    cfg = yaml.safe_load(cli.base.config_path.read_text())
+    cfg["repository"]["retry"] = {"initial": "1s", "maximum": "1s", "attempts": 10}
+    cli.write_config(cfg)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recoverctl", "drill", "run", str(pb), "--json"],
+        env=faults,
+        cwd=cli.home,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_until(lambda: list(parent.iterdir()), timeout=60, interval=0.02, what="the drill's temp dir")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert list(parent.iterdir()) == [] and _pins(cli) == 0
+    with sqlite3.connect(cli.home / "catalog.db") as db:
+        assert db.execute("select verdict, reason from drills").fetchall() == [
+            ("cancelled", "cancelled during fetch")
+        ]

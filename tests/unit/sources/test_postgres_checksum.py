@@ -1,7 +1,7 @@
 import os
 import struct
 
-from recoverctl.sources.postgres.checksum import BLCKSZ, bad_pages, page_checksums
+from recoverctl.sources.postgres.checksum import BLCKSZ, PageBatch, bad_pages, page_checksums, recheck
 
 
 def _page(seed: int, lsn: int = 0x100) -> bytearray:
@@ -47,3 +47,29 @@ def test_new_pages_and_pages_newer_than_backup_start_are_skipped() -> None:
     data = bytes(fresh + newer)
     assert bad_pages(data, 0, start_lsn=0x4000) == []
     assert bad_pages(data, 0, start_lsn=0x6000) == [1]
+
+
+def test_checksums_past_one_numpy_batch_equal_one_by_one() -> None:
+    pages = [_page(i) for i in range(530)]  # more than one internal batch of 512
+    batch = page_checksums(b"".join(pages), 3)
+    for i in (0, 511, 512, 529):
+        assert int(batch[i]) == int(page_checksums(bytes(pages[i]), 3 + i)[0])
+
+
+def test_page_batch_names_the_file_and_block_of_a_corrupted_page_among_small_files(tmp_path) -> None:
+    files = {
+        "base/5/1259": (0, bytearray(_sealed([_page(i) for i in range(3)], 0))),
+        "base/5/16384.1": (131072, bytearray(_sealed([_page(i) for i in range(4)], 131072))),
+        "base/5/2608": (0, bytearray(_sealed([_page(i) for i in range(2)], 0)) + b"partial page"),
+    }
+    files["base/5/16384.1"][1][BLCKSZ + 77] ^= 0x01
+    batch = PageBatch(start_lsn=1 << 40, limit=8)
+    full = [batch.add(key, first, bytes(data)) for key, (first, data) in files.items()]
+    assert full == [False, False, True]  # 3 + 4 + 2 whole pages: the partial page is not counted
+    assert batch.flush() == {"base/5/16384.1": [131073]}
+    assert batch.pages_checked == 9 and batch.flush() == {}
+    on_disk = tmp_path / "16384.1"
+    on_disk.write_bytes(files["base/5/16384.1"][1])
+    assert recheck(str(on_disk), 131072, [131073], 1 << 40) == [131073]
+    on_disk.write_bytes(_sealed([_page(i) for i in range(4)], 131072))  # a torn read, now whole
+    assert recheck(str(on_disk), 131072, [131073], 1 << 40) == []

@@ -1,0 +1,63 @@
+"""One archive_command call pushes the ready WAL files in parallel; later calls only compare digests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from recoverctl.actions import wal
+from recoverctl.errors import VerificationError
+from recoverctl.repo import Repository
+from recoverctl.sources.postgres import walspool
+from recoverctl.storage.local import LocalStorage
+
+FAST_KDF = {"name": "scrypt", "n": 2**10, "r": 8, "p": 1}
+
+
+def _pg_wal(tmp_path: Path, n: int) -> list[Path]:
+    wal_dir = tmp_path / "pg_wal"
+    (wal_dir / "archive_status").mkdir(parents=True)
+    segs = []
+    for i in range(n):
+        seg = wal_dir / f"0000000100000000000000{i + 1:02X}"
+        seg.write_bytes(os.urandom(4096) * 4)
+        (wal_dir / "archive_status" / f"{seg.name}.ready").write_text("")
+        segs.append(seg)
+    return segs
+
+
+def test_batch_stores_every_ready_file_and_marks_the_others(tmp_path: Path) -> None:
+    repo = Repository.init(LocalStorage(tmp_path / "repo"), "pw", kdf=FAST_KDF, parallelism=2)
+    segs = _pg_wal(tmp_path, 5)
+    markers = walspool.pushed_marker(segs[0], "main").parent
+    ready = wal._ready(segs[0], markers)
+    assert ready == [s.name for s in segs[1:]]  # the file asked for is not in its own batch
+    result, pushed = wal._push_batch(repo, "main", segs[0], ready, markers)
+    assert result["status"] == "stored" and pushed == 4
+    for seg in segs:
+        assert repo.get_object(wal.wal_key("main", seg.name)) == seg.read_bytes()
+    assert wal._ready(segs[0], markers) == []  # marked: the next call does not push them again
+    assert walspool.take_pushed(segs[1], "main") == segs[1].stat().st_size
+    segs[2].write_bytes(b"changed after the push")
+    assert walspool.take_pushed(segs[2], "main") is None  # digest differs: push normally
+    marker = markers / segs[3].name
+    marker.write_text(walspool.digest(segs[3].read_bytes()))  # a marker without stat identity
+    assert walspool.take_pushed(segs[3], "main") == segs[3].stat().st_size and not marker.exists()
+
+
+def test_a_conflict_on_a_file_pushed_ahead_only_warns_but_on_the_asked_file_raises(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = Repository.init(LocalStorage(tmp_path / "repo"), "pw", kdf=FAST_KDF, parallelism=2)
+    segs = _pg_wal(tmp_path, 3)
+    repo.put_object(wal.wal_key("main", segs[2].name), b"other cluster's segment")
+    markers = walspool.pushed_marker(segs[0], "main").parent
+    result, pushed = wal._push_batch(repo, "main", segs[0], wal._ready(segs[0], markers), markers)
+    assert result["status"] == "stored" and pushed == 1
+    assert segs[2].name in capsys.readouterr().err
+    assert not (markers / segs[2].name).exists()  # never acknowledged: PostgreSQL will ask, and fail
+    with pytest.raises(VerificationError, match="different content"):
+        wal._push_batch(repo, "main", segs[2], [], markers)
+    assert repo.get_object(wal.wal_key("main", segs[2].name)) == b"other cluster's segment"
