@@ -24,7 +24,7 @@ from recoverctl.actions.archive_wait import archive_stall_error
 from recoverctl.actions.backup import record_snapshot
 from recoverctl.actions.postgres_setup import archiving_plan, archiving_refusal
 from recoverctl.actions.repository import open_repository
-from recoverctl.actions.wal import wait_for_segment
+from recoverctl.actions.wal import wait_for_wal
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config, PostgresSource
 from recoverctl.errors import NotFoundError, PartialError, RecoverctlError, UsageError, VerificationError
@@ -250,7 +250,15 @@ def backup_postgres(
                     stats["pages_checked"] = pages
                 metadata["checksum_errors"] = stats.get("checksum_errors", [])
                 try:
-                    stats["wal_wait_s"] = wait_for_segment(repo, name, stop.segment, src.wal_wait)
+                    stats["wal_wait_s"] = wait_for_wal(
+                        repo,
+                        name,
+                        start.segment,
+                        stop.segment,
+                        src.wal_wait,
+                        pg_wal=data_dir / "pg_wal",
+                        segment_size=start.segment_size,
+                    )
                 except VerificationError:
                     raise archive_stall_error(conn, name, stop.segment, src.wal_wait) from None
                 unexpected = [
