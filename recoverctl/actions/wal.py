@@ -396,6 +396,7 @@ def wait_for_wal(
                 f"within {timeout:.0f}s",
                 hint="check archive_command ('recoverctl postgres setup') and the server log "
                 "for archiver errors",
+                details={"segment": missing[0]},
             )
         if not (push_here and pg_wal is not None and _push_ready(repo, source, pg_wal, missing)):
             time.sleep(interval)
