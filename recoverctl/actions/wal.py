@@ -166,9 +166,10 @@ def _push_batch(
     from concurrent.futures import ThreadPoolExecutor
 
     def one(name: str) -> None:
+        before = os.stat(path.parent / name)
         data = (path.parent / name).read_bytes()
         push_file(repo, source, path.parent / name, data)
-        (markers / name).write_text(walspool.digest(data))
+        (markers / name).write_text(walspool.pushed_record(path.parent / name, data, before))
 
     if ahead:
         markers.mkdir(parents=True, exist_ok=True)

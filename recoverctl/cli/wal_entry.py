@@ -8,7 +8,6 @@ action, and keeps the exit codes and error format of `recoverctl wal push|fetch`
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -43,6 +42,8 @@ def _handed_off(args: argparse.Namespace) -> bool:
     if size is None:
         return False
     if args.json:
+        import json
+
         print(json.dumps({**result, "source": args.source, "bytes": size}))
     return True
 
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.source and _handed_off(args):
         sys.exit(0)
+    import json
+
     from recoverctl.config import load_config, repository_password
     from recoverctl.errors import RecoverctlError, UsageError
 

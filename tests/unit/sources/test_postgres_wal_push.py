@@ -42,6 +42,9 @@ def test_batch_stores_every_ready_file_and_marks_the_others(tmp_path: Path) -> N
     assert walspool.take_pushed(segs[1], "main") == segs[1].stat().st_size
     segs[2].write_bytes(b"changed after the push")
     assert walspool.take_pushed(segs[2], "main") is None  # digest differs: push normally
+    marker = markers / segs[3].name
+    marker.write_text(walspool.digest(segs[3].read_bytes()))  # a marker without stat identity
+    assert walspool.take_pushed(segs[3], "main") == segs[3].stat().st_size and not marker.exists()
 
 
 def test_a_conflict_on_a_file_pushed_ahead_only_warns_but_on_the_asked_file_raises(
