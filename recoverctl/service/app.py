@@ -10,7 +10,6 @@ FastAPI routes for them stay, so /openapi.json documents the same payload models
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -74,7 +73,7 @@ class ServiceState:
     async def accept(self, source: str, alerts: list[AlertIn]) -> dict[str, Any]:
         try:
             # Awaited on the event loop: the batcher's writer thread is the only one that blocks.
-            decisions = await asyncio.wrap_future(self.batcher.submit(alerts))
+            decisions = await self.batcher.submit(alerts)
         except CatalogError as e:
             self.metrics.requests.labels(source, "unavailable").inc()
             raise HTTPException(503, detail=f"catalog unavailable, retry later: {e.message}") from None
