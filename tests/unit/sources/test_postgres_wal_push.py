@@ -137,3 +137,15 @@ def test_the_repository_package_imports_archiver_and_reader_on_first_use() -> No
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False", "True", "True"]
+
+
+def test_a_marker_with_a_stable_identity_holds_no_digest_and_a_moved_identity_acknowledges_nothing(
+    tmp_path: Path,
+) -> None:
+    seg = _pg_wal(tmp_path, 1)[0]
+    marker = walspool.pushed_marker(seg, "main")
+    marker.parent.mkdir(parents=True)
+    marker.write_text(walspool.pushed_record(seg, seg.read_bytes(), seg.stat()))
+    assert marker.read_text().split()[0] == walspool.NO_DIGEST  # not hashed: the identity decides
+    os.utime(seg, ns=(seg.stat().st_atime_ns, seg.stat().st_mtime_ns + 1))  # same bytes, moved stat
+    assert walspool.take_pushed(seg, "main") is None and not marker.exists()  # pushed again, normally
