@@ -80,6 +80,12 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.source and _handed_off(args):
         sys.exit(0)
+    if sys.flags.no_site:
+        # restore_command runs us with -S (site's .pth processing is most of a bare start-up);
+        # past the spool, the full path needs the installed dependencies.
+        import site
+
+        site.main()
     from recoverctl.config import load_config, repository_password
     from recoverctl.errors import RecoverctlError, UsageError
 
