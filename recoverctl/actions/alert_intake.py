@@ -20,6 +20,8 @@ import hashlib
 import json
 import logging
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -43,7 +45,8 @@ SOURCES = ("alertmanager", "grafana", "generic")
 MAX_ATTEMPTS = {"rollback": 2}
 _DATETIME = TypeAdapter(datetime)
 _INTAKE_LOCK_ID = 0x7265636F  # "reco": the PostgreSQL advisory lock serialising intake
-_INSERT_ALERT = t.alerts.insert()
+# Parameters apart from the statement: one cached compiled INSERT for every batch of decisions.
+_INSERT_ALERTS = t.alerts.insert().returning(t.alerts.c.id, sort_by_parameter_order=True)
 
 
 @dataclass
@@ -237,19 +240,66 @@ def _release_check(conn: Connection, policy: Policy, service: str, now: float) -
     return None
 
 
-def decide(conn: Connection, cfg: Config, alert: AlertIn, now: float, force_dry_run: bool) -> Decision:
-    """Return the decision for one alert, reading the catalog through `conn` (nothing written)."""
+@dataclass(frozen=True)
+class Handled:
+    """The decision that took an incident's key: what its repeats are deduplicated against."""
+
+    decision: str
+    job_id: int | None
+    service: str | None
+
+
+class IncidentMemory:
+    """Incidents whose key a committed decision took, newest `size` kept.
+
+    A taken key is never released (decisions are not deleted), so a repeat found here is decided
+    as `deduplicated` without reading the catalog; a miss falls back to the catalog, which stays
+    the authority (another `serve` process may have taken the key). Filled only after a commit.
+    """
+
+    def __init__(self, size: int = 20_000):
+        self.size = size
+        self._handled: OrderedDict[str, Handled] = OrderedDict()
+
+    def get(self, key: str) -> Handled | None:
+        return self._handled.get(key)
+
+    def remember(self, taken: dict[str, Handled]) -> None:
+        self._handled.update(taken)
+        while len(self._handled) > self.size:
+            self._handled.popitem(last=False)
+
+
+def _handled(conn: Connection, key: str) -> Handled | None:
+    seen = conn.execute(
+        sa.select(t.alerts.c.job_id, t.alerts.c.decision, t.alerts.c.service).where(
+            t.alerts.c.incident_key == key
+        )
+    ).first()
+    return None if seen is None else Handled(seen.decision, seen.job_id, seen.service)
+
+
+def decide(
+    conn: Connection,
+    cfg: Config,
+    alert: AlertIn,
+    now: float,
+    force_dry_run: bool,
+    known: Callable[[str], Handled | None] | None = None,
+) -> Decision:
+    """Return the decision for one alert, reading the catalog through `conn` (nothing written).
+
+    `known(incident_key)` answers for incidents handled that the catalog may not show yet (this
+    batch's unwritten decisions) or need not be asked about (an `IncidentMemory`).
+    """
     policy = match_policy(cfg.policies, alert)
     if policy is None:
         return Decision("ignored", "no policy matches the alert's labels")
     name = policy.name
     if alert.status != "firing":
         return Decision("ignored", f"alert {alert.status}: no action", policy=name)
-    seen = conn.execute(
-        sa.select(t.alerts.c.job_id, t.alerts.c.decision, t.alerts.c.service).where(
-            t.alerts.c.incident_key == alert.incident_key()
-        )
-    ).first()
+    key = alert.incident_key()
+    seen = (known(key) if known is not None else None) or _handled(conn, key)
     if seen is not None:
         return Decision(
             "deduplicated",
@@ -335,10 +385,8 @@ def _job_payload(policy: Policy, alert: AlertIn, target: str) -> dict[str, Any]:
     }
 
 
-def _insert_decision(
-    conn: Connection, alert: AlertIn, d: Decision, now: float, incident_key: str | None
-) -> dict[str, Any]:
-    row = {
+def _decision_row(alert: AlertIn, d: Decision, now: float, incident_key: str | None) -> dict[str, Any]:
+    return {
         "received_at": now,
         "source": alert.source,
         "alertname": alert.alertname,
@@ -354,9 +402,14 @@ def _insert_decision(
         "incident_key": incident_key,
         "labels": alert.labels,
     }
-    # Parameters apart from the statement: one cached compiled INSERT for every decision.
-    alert_id = conn.execute(_INSERT_ALERT, row).inserted_primary_key[0]  # type: ignore[index]
-    return _public({**row, "id": alert_id})
+
+
+def _insert_decisions(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Insert the decision rows with ONE statement (multi-row INSERT … RETURNING id, in order)."""
+    if not rows:
+        return []
+    ids = conn.execute(_INSERT_ALERTS, rows).scalars().all()
+    return [_public({**row, "id": alert_id}) for row, alert_id in zip(rows, ids, strict=True)]
 
 
 def _escalate(conn: Connection, alert: AlertIn, d: Decision, now: float) -> None:
@@ -387,34 +440,74 @@ def intake(
 
 @retry(retry=retry_if_exception_type(sa.exc.IntegrityError), stop=stop_after_attempt(5), reraise=True)
 def intake_batch(
-    cfg: Config, catalog: Catalog, requests: list[list[AlertIn]], *, force_dry_run: bool = False
+    cfg: Config,
+    catalog: Catalog,
+    requests: list[list[AlertIn]],
+    *,
+    force_dry_run: bool = False,
+    memory: IncidentMemory | None = None,
 ) -> list[list[dict[str, Any]]]:
     """Like `intake` for several requests at once, in order, in ONE transaction (one commit).
 
     A busy server groups concurrent requests this way: the commit (an fsync) dominates the cost
     of a decision, and deciding them in order inside one transaction keeps deduplication exact.
+    With `memory`, repeats of incidents it holds are decided without reading the catalog, and it
+    learns the incidents this batch took once they are committed.
     """
-    results: list[list[dict[str, Any]]] = []
+    taken: dict[str, Handled] = {}
     with catalog.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _INTAKE_LOCK_ID})
+        rows: list[dict[str, Any]] = []
+        sizes: list[int] = []
         for alerts in requests:
-            results.append(_decide_and_store(conn, cfg, alerts, force_dry_run))
-    for out in results:
-        for row in out:
+            batch_rows = _decide(conn, cfg, alerts, force_dry_run, memory, taken)
+            rows.extend(batch_rows)
+            sizes.append(len(batch_rows))
+        stored = _insert_decisions(conn, rows)
+    if memory is not None:
+        memory.remember(taken)
+    results: list[list[dict[str, Any]]] = []
+    start = 0
+    for size in sizes:
+        results.append(stored[start : start + size])
+        start += size
+    if log.isEnabledFor(logging.INFO):
+        for row in stored:
             log.info(
                 "alert %s from %s: %s (%s)", row["alertname"], row["source"], row["decision"], row["reason"]
             )
     return results
 
 
-def _decide_and_store(
-    conn: Connection, cfg: Config, alerts: list[AlertIn], force_dry_run: bool
+class _Known:
+    """This batch's taken incidents (not yet in the table), then the memory of committed ones."""
+
+    def __init__(self, taken: dict[str, Handled], memory: IncidentMemory | None):
+        self.taken = taken
+        self.memory = memory
+
+    def get(self, key: str) -> Handled | None:
+        found = self.taken.get(key)
+        if found is None and self.memory is not None:
+            found = self.memory.get(key)
+        return found
+
+
+def _decide(
+    conn: Connection,
+    cfg: Config,
+    alerts: list[AlertIn],
+    force_dry_run: bool,
+    memory: IncidentMemory | None,
+    taken: dict[str, Handled],
 ) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+    """Decide one request's alerts (jobs and escalations written now); return the decision rows."""
+    rows: list[dict[str, Any]] = []
     now = time.time()
+    known = _Known(taken, memory)
     for alert in alerts:
-        d = decide(conn, cfg, alert, now, force_dry_run)
+        d = decide(conn, cfg, alert, now, force_dry_run, known.get)
         if d.decision == "acted":
             policy = match_policy(cfg.policies, alert)
             assert policy is not None and d.service is not None
@@ -430,8 +523,10 @@ def _decide_and_store(
         if d.escalate:
             _escalate(conn, alert, d, now)
         key = alert.incident_key() if d.take_incident else None
-        out.append(_insert_decision(conn, alert, d, now, key))
-    return out
+        if key is not None:
+            taken[key] = Handled(d.decision, d.job_id, d.service)
+        rows.append(_decision_row(alert, d, now, key))
+    return rows
 
 
 def record_rejection(

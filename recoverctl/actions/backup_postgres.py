@@ -20,11 +20,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from recoverctl.actions.archive_wait import archive_stall_error
+from recoverctl.actions.archive_wait import archive_stall_error, archiver_state
 from recoverctl.actions.backup import record_snapshot
 from recoverctl.actions.postgres_setup import archiving_plan, archiving_refusal
 from recoverctl.actions.repository import open_repository
-from recoverctl.actions.wal import wait_for_segment
+from recoverctl.actions.wal import wait_for_wal
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config, PostgresSource
 from recoverctl.errors import NotFoundError, PartialError, RecoverctlError, UsageError, VerificationError
@@ -92,6 +92,13 @@ def _checksum_pass(
         if still:
             bad[rel] = still
     return bad, pages
+
+
+def _archiver_failing(state: dict[str, Any]) -> bool:
+    """True when archive_command's last failure is newer than its last success."""
+    return bool(state.get("last_failed_wal")) and (state.get("last_failed_at") or 0) >= (
+        state.get("last_archived_at") or 0
+    )
 
 
 def _row_counts(conn: psycopg.Connection, tables: list[str]) -> tuple[dict[str, int], dict[str, float]]:
@@ -249,10 +256,22 @@ def backup_postgres(
                     ]
                     stats["pages_checked"] = pages
                 metadata["checksum_errors"] = stats.get("checksum_errors", [])
+                # A failing archive_command must still fail the backup (it breaks every restore
+                # past it), so the backup only helps an archiver that works.
+                helping = not _archiver_failing(archiver_state(conn))
                 try:
-                    stats["wal_wait_s"] = wait_for_segment(repo, name, stop.segment, src.wal_wait)
-                except VerificationError:
-                    raise archive_stall_error(conn, name, stop.segment, src.wal_wait) from None
+                    stats["wal_wait_s"] = wait_for_wal(
+                        repo,
+                        name,
+                        start.segment,
+                        stop.segment,
+                        src.wal_wait,
+                        pg_wal=data_dir / "pg_wal" if helping else None,
+                        segment_size=start.segment_size,
+                    )
+                except VerificationError as e:
+                    missing = str(e.details.get("segment") or stop.segment)
+                    raise archive_stall_error(conn, name, missing, src.wal_wait) from None
                 unexpected = [
                     w
                     for w in warnings

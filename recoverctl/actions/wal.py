@@ -153,6 +153,14 @@ def _ready(path: Path, markers: Path) -> list[str]:
     return sorted(names)[:PUSH_AHEAD]
 
 
+def _push_marked(repo: Repository, source: str, path: Path, markers: Path) -> None:
+    """Push one WAL file and leave its marker, so PostgreSQL's own call for it reads nothing."""
+    before = os.stat(path)
+    data = path.read_bytes()
+    push_file(repo, source, path, data)
+    (markers / path.name).write_text(walspool.pushed_record(path, data, before))
+
+
 def _push_batch(
     repo: Repository, source: str, path: Path, ahead: list[str], markers: Path
 ) -> tuple[dict[str, Any], int]:
@@ -166,9 +174,7 @@ def _push_batch(
     from concurrent.futures import ThreadPoolExecutor
 
     def one(name: str) -> None:
-        data = (path.parent / name).read_bytes()
-        push_file(repo, source, path.parent / name, data)
-        (markers / name).write_text(walspool.digest(data))
+        _push_marked(repo, source, path.parent / name, markers)
 
     if ahead:
         markers.mkdir(parents=True, exist_ok=True)
@@ -354,6 +360,80 @@ def first_missing(
         if seg not in have:
             return seg
     return None
+
+
+def wait_for_wal(
+    repo: Repository,
+    source: str,
+    first: str,
+    last: str,
+    timeout: float,
+    pg_wal: Path | None = None,
+    segment_size: int = DEFAULT_SEGMENT_SIZE,
+    interval: float = 0.1,
+) -> float:
+    """Wait until every segment from `first` to `last` is in the archive; return seconds waited;
+    raise VerificationError after `timeout`.
+
+    With `pg_wal` (the server's WAL directory, owned by this OS user), segments PostgreSQL has
+    marked ready are pushed from here (with markers, so the archiver's own calls for them read
+    nothing) instead of waiting for the archiver to reach them one process at a time.
+    """
+    tl = timeline_of(last)
+    wanted = [last]
+    if timeline_of(first) == tl:  # (a promotion during the backup: the stop segment says enough)
+        numbers = range(segment_number(first, segment_size), segment_number(last, segment_size) + 1)
+        wanted = [segment_from_number(tl, n, segment_size) for n in numbers]
+    push_here = pg_wal is not None and _owned(pg_wal)
+    start = time.monotonic()
+    while True:
+        missing = [seg for seg in wanted if not any(True for _ in repo.list_objects(wal_key(source, seg)))]
+        if not missing:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise VerificationError(
+                f"WAL segment {missing[0]} of source '{source}' did not reach the repository "
+                f"within {timeout:.0f}s",
+                hint="check archive_command ('recoverctl postgres setup') and the server log "
+                "for archiver errors",
+                details={"segment": missing[0]},
+            )
+        if not (push_here and pg_wal is not None and _push_ready(repo, source, pg_wal, missing)):
+            time.sleep(interval)
+
+
+def _push_ready(repo: Repository, source: str, pg_wal: Path, names: list[str]) -> bool:
+    """Push those of `names` PostgreSQL has marked ready, in parallel and with markers; return
+    whether any was pushed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ready = [n for n in names if (pg_wal / "archive_status" / f"{n}.ready").exists()]
+    if not ready:
+        return False
+    markers = walspool.pushed_marker(pg_wal / ready[0], source).parent
+    markers.mkdir(parents=True, exist_ok=True)
+    pushed = False
+    workers = max(1, min(repo.parallelism, os.cpu_count() or 1, len(ready)))
+    with ThreadPoolExecutor(workers, thread_name_prefix="wal-push") as pool:
+        for f in [pool.submit(_push_marked, repo, source, pg_wal / n, markers) for n in ready]:
+            try:
+                f.result()
+                pushed = True
+            except FileNotFoundError:
+                continue  # archived and recycled meanwhile: the next listing decides
+    for n in ready:
+        if not (pg_wal / "archive_status" / f"{n}.ready").exists():
+            (markers / n).unlink(missing_ok=True)  # the archiver got there first: nothing to hand off
+    return pushed
+
+
+def _owned(path: Path) -> bool:
+    """True when `path` belongs to this OS user: files written there (markers) must stay
+    writable by the server, which runs the archiver as that user."""
+    try:
+        return path.stat().st_uid == os.geteuid()
+    except OSError:
+        return False
 
 
 def wait_for_segment(

@@ -10,7 +10,9 @@ import getpass
 import os
 import re
 import socket
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +26,47 @@ from recoverctl.config import ENV_CATALOG, Config, redact_url
 from recoverctl.errors import CatalogError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# How long a thread waits for another thread's SQLite transaction before falling back to SQLite's
+# own busy handler (which then waits up to its 30 s timeout): a safety valve, never reached normally.
+LOCAL_WRITER_WAIT = 30.0
+
+
+class FifoLock:
+    """A reentrant lock granted in arrival order.
+
+    threading.RLock lets the releasing thread take it straight back, so a thread running several
+    transactions in a row (a worker: claim, run, finish, deliver) starves one that waits.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._waiting: deque[object] = deque()
+        self._owner: int | None = None
+        self._depth = 0
+
+    def acquire(self, timeout: float) -> bool:
+        """Return True once this thread holds the lock, False after `timeout` seconds."""
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:
+                self._depth += 1
+                return True
+            ticket = object()
+            self._waiting.append(ticket)
+            if not self._cond.wait_for(lambda: self._owner is None and self._waiting[0] is ticket, timeout):
+                self._waiting.remove(ticket)
+                self._cond.notify_all()
+                return False
+            self._waiting.popleft()
+            self._owner, self._depth = me, 1
+            return True
+
+    def release(self) -> None:
+        with self._cond:
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = None
+                self._cond.notify_all()
 
 
 def file_head_revision() -> str | None:
@@ -88,7 +131,13 @@ class Catalog:
             self.engine: Engine = sa.create_engine(self.url, **kwargs)
         except Exception as e:
             raise CatalogError(f"invalid catalog URL '{self.display_url}': {e}") from None
+        # SQLite admits one writer; its busy handler retries with sleeps growing to 100 ms, so a
+        # thread that collides with another thread of this process (a worker claiming a job while
+        # the server commits a batch of webhooks) loses hundreds of milliseconds. Threads of one
+        # process queue on this lock instead, in turn, each starting when the previous one ends.
+        self._local_writer: FifoLock | None = None
         if self.url.startswith("sqlite"):
+            self._local_writer = FifoLock()
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
             # SQLite's default deferred transactions deadlock writers that first read; take the
             # write lock at BEGIN so concurrent processes queue instead of failing.
@@ -174,11 +223,16 @@ class Catalog:
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         """Yield a connection inside one transaction; raise CatalogError when unreachable."""
+        lock = self._local_writer
+        locked = lock.acquire(timeout=LOCAL_WRITER_WAIT) if lock is not None else False
         try:
             with self.engine.begin() as conn:
                 yield conn
         except sa.exc.OperationalError as e:
             raise CatalogError(f"catalog '{self.display_url}' is unavailable: {e.orig}") from None
+        finally:
+            if locked:
+                lock.release()  # type: ignore[union-attr]
 
     # --- small shared writes -----------------------------------------------------------------------
 

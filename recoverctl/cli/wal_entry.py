@@ -8,7 +8,6 @@ action, and keeps the exit codes and error format of `recoverctl wal push|fetch`
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -39,6 +38,8 @@ def _handed_off(args: argparse.Namespace) -> bool:
     if size is None:
         return False
     if args.json:
+        import json
+
         print(json.dumps({**result, "source": args.source, "bytes": size}))
     return True
 
@@ -49,6 +50,7 @@ def _fetched_ahead(args: argparse.Namespace) -> bool:
     Exit 10 (nothing written) when the fetcher found no such file in the archive; return False
     when the caller must fetch directly (the name is not a WAL file name, or the fetcher failed).
     """
+    import json
     import re
 
     from recoverctl.sources.postgres import fetchspool
@@ -86,6 +88,8 @@ def main(argv: list[str] | None = None) -> None:
         import site
 
         site.main()
+    import json
+
     from recoverctl.config import load_config, repository_password
     from recoverctl.errors import RecoverctlError, UsageError
 

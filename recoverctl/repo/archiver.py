@@ -336,10 +336,12 @@ class Archiver:
             names = sorted(selection)
         subdirs: list[tuple[int, str, str, Node, dict[str, Any] | None, dict[str, Any]]] = []
         extra_here = {k: v for k, v in extras.items() if isinstance(v, bytes) or k not in names}
+        reused = [0, 0]  # unchanged files and their bytes, added to the counters once per directory
         for name in names:
             child_path = f"{path}/{name}" if path != "/" else f"/{name}"
             child_rel = f"{relpath}/{name}" if relpath else name
-            child_extras = extras.get(name) if isinstance(extras.get(name), dict) else {}
+            extra = extras.get(name) if extras else None
+            child_extras = extra if isinstance(extra, dict) else {}
             try:
                 st = os.lstat(child_path)
             except FileNotFoundError:
@@ -353,7 +355,7 @@ class Archiver:
                 continue
             if self.exclude is not None and self.exclude(child_rel, st):
                 continue
-            if isinstance(extras.get(name), bytes):
+            if isinstance(extra, bytes):
                 continue  # an in-memory file replaces the one on disk
             try:
                 child = node_from_stat(name, st, child_path)
@@ -374,9 +376,17 @@ class Archiver:
                 subdirs.append((len(job.entries), child_path, child_rel, child, sub_sel, child_extras or {}))
                 job.entries.append(child)  # replaced by the _DirJob below
             elif t == "file":
-                job.entries.append(self._file_entry(child_path, child_rel, child, st, parent_nodes.get(name)))
+                job.entries.append(
+                    self._file_entry(child_path, child_rel, child, st, parent_nodes.get(name), reused)
+                )
             else:
                 job.entries.append(child)
+        if reused[0]:
+            with self._lock:
+                c = self.counters
+                c.files_unmodified += reused[0]
+                c.files_done += reused[0]
+                c.bytes_total += reused[1]
         # Files first, then recurse: readers stay busy while the walker descends.
         for idx, child_path, child_rel, child, sub_sel, child_extras in subdirs:
             parent_sub = parent_nodes.get(child["name"], {}).get("subtree")
@@ -420,28 +430,27 @@ class Archiver:
         return job
 
     def _file_entry(
-        self, path: str, relpath: str, node: Node, st: os.stat_result, parent: Node | None
+        self, path: str, relpath: str, node: Node, st: os.stat_result, parent: Node | None, reused: list[int]
     ) -> _FileJob:
-        reuse = (
+        """Return the job of a file: the parent's content when unchanged (counted in `reused`,
+        which the caller adds to the counters), else a read queued on the readers."""
+        if (
             parent is not None
             and not self.force_read
             and unchanged(parent, st)
             and not (self.force_reread is not None and self.force_reread(relpath, st))
             and self._all_indexed(parent.get("content", ()))
-        )
+        ):
+            reused[0] += 1
+            reused[1] += st.st_size
+            return _FileJob(node, None, list(parent.get("content", ())))
         with self._lock:
             c = self.counters
             c.bytes_total += st.st_size
-            if reuse:
-                c.files_unmodified += 1
-                c.files_done += 1
-            elif parent is not None and parent.get("type") == "file":
+            if parent is not None and parent.get("type") == "file":
                 c.files_changed += 1
             else:
                 c.files_new += 1
-        if reuse:
-            assert parent is not None
-            return _FileJob(node, None, list(parent.get("content", ())))
         return _FileJob(node, self.file_pool.submit(self._file_task, path, relpath, node, st))
 
     def _all_indexed(self, content: Iterable[str]) -> bool:

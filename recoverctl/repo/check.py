@@ -141,6 +141,7 @@ class Checker:
                 self._error("snapshot", f"snapshot {sid[:8]} is unreadable: {e}", snapshot=sid)
         self.report.snapshots = len(snaps)
         seen: set[str] = set()
+        blobs, fromhex = index.blobs, bytes.fromhex
         for snap in snaps:
             stack = [snap.tree]
             while stack:
@@ -163,10 +164,9 @@ class Checker:
                 for node in tree["nodes"]:
                     if node.get("subtree"):
                         stack.append(node["subtree"])
-                    for h in node.get("content", ()):
-                        b = bytes.fromhex(h)
-                        if b not in index:
-                            self.report.missing_blobs.add(b)
+                    content = node.get("content")
+                    if content and not all(map(blobs.__contains__, map(fromhex, content))):
+                        self.report.missing_blobs.update(b for b in map(fromhex, content) if b not in blobs)
         self.report.trees = len(seen)
         if self.report.missing_blobs:
             self._error(

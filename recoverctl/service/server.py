@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import logging
 from collections.abc import AsyncIterator
@@ -68,6 +69,10 @@ def run_server(state: ServiceState, host: str, port: int, *, access_log: bool = 
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if state.worker is not None:
             state.worker.start()
+        state.batcher  # noqa: B018  (its writer thread starts now, not in the first request)
+        # Everything loaded so far lives as long as the process: keep it out of the collector's
+        # full passes, whose pauses would otherwise land on requests in flight.
+        gc.freeze()
         log.info("recoverctl serve listening on %s:%s", host, port)
         yield
         if state.worker is not None:

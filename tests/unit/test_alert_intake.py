@@ -12,8 +12,10 @@ import sqlalchemy as sa
 
 from recoverctl.actions.alert_intake import (
     AlertIn,
+    IncidentMemory,
     check_condition,
     intake,
+    intake_batch,
     list_decisions,
     lookup_value,
     match_policy,
@@ -266,3 +268,56 @@ def test_serve_dry_run_overrides_acting_policies(catalog: Catalog) -> None:
     assert (d["decision"], d["reason"], d["job_id"]) == ("suppressed", "dry-run: would notify 'web'", None)
     with catalog.begin() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(t.jobs)).scalar_one() == 0
+
+
+def test_batch_with_memory_decides_like_the_catalog(catalog: Catalog) -> None:
+    cfg = _cfg(
+        [
+            {
+                "name": "n",
+                "match": {"alertname": "HighErrorRate"},
+                "action": "notify",
+                "service_from_label": "service",
+                "cooldown": "10m",
+            }
+        ]
+    )
+    memory = IncidentMemory(size=2)
+    # One batch: the second request repeats the first's incident before anything is written.
+    first, repeat, other = intake_batch(
+        cfg, catalog, [[_alert(fp="a")], [_alert(fp="a")], [_alert(service="api", fp="b")]], memory=memory
+    )
+    assert first[0]["decision"] == "acted"
+    assert repeat[0]["decision"] == "deduplicated" and repeat[0]["job_id"] == first[0]["job_id"]
+    assert other[0]["decision"] == "acted" and other[0]["job_id"] != first[0]["job_id"]
+    assert [r[0]["id"] for r in (first, repeat, other)] == sorted(r[0]["id"] for r in (first, repeat, other))
+    held = memory.get("alertmanager:a:" + STARTED.isoformat())
+    assert held is not None and held.job_id == first[0]["job_id"]
+    # A remembered repeat gets the answer the catalog would give, and is stored like one.
+    (from_memory,) = intake_batch(cfg, catalog, [[_alert(fp="a")]], memory=memory)[0]
+    (from_catalog,) = intake(cfg, catalog, [_alert(fp="a")])
+    for key in ("decision", "reason", "job_id", "service", "policy"):
+        assert from_memory[key] == from_catalog[key]
+    assert len(list_decisions(catalog, decision="deduplicated")) == 3
+    # Bounded: the oldest incident is forgotten, and the catalog still deduplicates it.
+    intake_batch(cfg, catalog, [[_alert(service="db", fp="c")]], memory=memory)
+    assert memory.get("alertmanager:a:" + STARTED.isoformat()) is None
+    assert intake_batch(cfg, catalog, [[_alert(fp="a")]], memory=memory)[0][0]["decision"] == "deduplicated"
+
+
+def test_memory_learns_nothing_from_a_failed_batch(catalog: Catalog) -> None:
+    cfg = _cfg([{"name": "n", "match": {"alertname": "HighErrorRate"}, "action": "notify", "cooldown": 0}])
+    memory = IncidentMemory()
+    broken = Catalog(f"sqlite:///{catalog.url.split('///', 1)[1]}")
+    with broken.begin() as conn:
+        conn.execute(
+            sa.text("CREATE TRIGGER no_alerts BEFORE INSERT ON alerts BEGIN SELECT RAISE(ABORT, 'no'); END")
+        )
+    with pytest.raises(sa.exc.IntegrityError):
+        intake_batch(cfg, catalog, [[_alert(fp="x")]], memory=memory)
+    assert memory.get("alertmanager:x:" + STARTED.isoformat()) is None
+    with broken.begin() as conn:
+        conn.execute(sa.text("DROP TRIGGER no_alerts"))
+        assert conn.execute(sa.select(sa.func.count()).select_from(t.jobs)).scalar_one() == 0
+    broken.close()
+    assert intake_batch(cfg, catalog, [[_alert(fp="x")]], memory=memory)[0][0]["decision"] == "acted"

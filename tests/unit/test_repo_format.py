@@ -11,7 +11,7 @@ import pytest
 from recoverctl.errors import NotFoundError, UsageError, VerificationError, WrongKeyError
 from recoverctl.repo import Repository, backup_stream, backup_tree, open_file, restore_snapshot
 from recoverctl.repo.crypto import Cipher, DecryptError, MasterKey
-from recoverctl.repo.pack import DATA, PackBuilder, parse_header
+from recoverctl.repo.pack import DATA, PackBuilder, pack_key, parse_header
 from recoverctl.storage.local import LocalStorage
 
 FAST_KDF = {"name": "scrypt", "n": 2**10, "r": 8, "p": 1}
@@ -181,3 +181,49 @@ def test_before_snapshot_hook_sees_warnings_and_sets_metadata_and_partial(
     snap = repo.load_snapshot(str(result.snapshot_id))
     assert snap.metadata == {"start": 1, "stop": 2} and snap.partial
     assert result.summary["bytes_read"] == 5000
+
+
+def test_unchanged_directories_reuse_the_parent_tree(tmp_path: Path, repo: Repository) -> None:
+    src = tmp_path / "src"
+    for d in ("a", "b"):
+        (src / d).mkdir(parents=True)
+        for i in range(3):
+            (src / d / f"f{i}").write_bytes(os.urandom(100 + i))
+    first = backup_tree(repo, src)
+    first_snap = repo.load_snapshot(str(first.snapshot_id))
+    second = backup_tree(repo, src, parent=first_snap)
+    assert second.summary["files_unmodified"] == 6
+    assert second.summary["bytes_added"] == 0 and second.summary["blobs_added"] == 0
+    assert repo.load_snapshot(str(second.snapshot_id)).tree == first_snap.tree
+    (src / "b" / "f0").write_bytes(b"changed")
+    third = backup_tree(repo, src, parent=first_snap)
+    assert third.summary["files_changed"] == 1 and third.summary["blobs_added"] == 3  # f0, b/, root
+    third_root = repo.load_tree(bytes.fromhex(repo.load_snapshot(str(third.snapshot_id)).tree))["nodes"]
+    first_root = repo.load_tree(bytes.fromhex(first_snap.tree))["nodes"]
+    assert third_root[0]["subtree"] == first_root[0]["subtree"]  # a/ untouched
+    assert third_root[1]["subtree"] != first_root[1]["subtree"]
+
+
+def test_small_files_restore_per_pack_skipping_a_damaged_blob(tmp_path: Path, repo: Repository) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    files = {f"f{i:02d}": os.urandom(1000 + i) for i in range(20)}
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    snap = repo.load_snapshot(str(backup_tree(repo, src).snapshot_id))
+    node = next(n for n in repo.load_tree(bytes.fromhex(snap.tree))["nodes"] if n["name"] == "f07")
+    loc = repo.load_index().get(bytes.fromhex(node["content"][0]))
+    assert loc is not None
+    pack_file = tmp_path / "repo" / pack_key(loc.pack)
+    raw = bytearray(pack_file.read_bytes())
+    raw[loc.offset + 20] ^= 0xFF
+    pack_file.write_bytes(bytes(raw))
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "f03").write_bytes(b"old content, replaced atomically")
+    fresh = Repository.open(LocalStorage(tmp_path / "repo"), "pw")
+    result = restore_snapshot(fresh, str(snap.id), str(out), verify=True)
+    assert [(e["path"], e["damaged"]) for e in result.errors] == [("/f07", "yes")]
+    assert result.files == 19 and not (out / "f07").exists()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == {k: v for k, v in files.items() if k != "f07"}

@@ -6,7 +6,6 @@ before the configuration or the repository is loaded.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -15,11 +14,13 @@ SPOOL_DIR = ".recoverctl-prefetch"
 
 
 def digest(data: bytes) -> str:
+    import hashlib  # not needed when a marker's stat identity matches (the common case)
+
     return hashlib.sha256(data).hexdigest()
 
 
 def pushed_marker(path: Path, source: str) -> Path:
-    """Where a push-ahead leaves the sha256 of a WAL file it already stored (next to pg_wal)."""
+    """Where a push-ahead leaves the sha256 and stat identity of a WAL file it already stored."""
     return path.absolute().parent / PUSHED_DIR / source / path.name
 
 
@@ -28,16 +29,38 @@ def prefetched(dest: Path, source: str, name: str) -> Path:
     return dest.absolute().parent / SPOOL_DIR / source / name
 
 
+def _identity(st: os.stat_result) -> list[str]:
+    return [str(st.st_size), str(st.st_ino), str(st.st_mtime_ns), str(st.st_ctime_ns)]
+
+
+def pushed_record(path: Path, data: bytes, before: os.stat_result) -> str:
+    """The marker text for a WAL file pushed ahead: the digest of `data`, plus the file's stat
+    identity when it did not change while read (`before` was taken before reading)."""
+    identity = _identity(before)
+    if _identity(os.stat(path)) != identity:
+        return digest(data)
+    return " ".join([digest(data), *identity])
+
+
 def take_pushed(path: Path, source: str) -> int | None:
     """If `path` was pushed ahead with identical content, consume the marker and return its size.
 
+    A file whose size, inode, mtime and ctime are those recorded is the file that was pushed
+    (any write or rename moves ctime), so it is not read again; otherwise its digest decides.
     Return None (and drop a stale marker) otherwise: the caller then pushes normally.
     """
     marker = pushed_marker(path, source)
     try:
-        expected = marker.read_text().strip()
+        expected, *identity = marker.read_text().split()
+        st = os.stat(path)
     except FileNotFoundError:
         return None
+    except ValueError:  # an empty marker: a push-ahead died while writing it
+        marker.unlink(missing_ok=True)
+        return None
+    if identity == _identity(st):
+        marker.unlink(missing_ok=True)
+        return st.st_size
     data = path.read_bytes()
     marker.unlink(missing_ok=True)
     return len(data) if expected == digest(data) else None

@@ -42,6 +42,9 @@ def test_batch_stores_every_ready_file_and_marks_the_others(tmp_path: Path) -> N
     assert walspool.take_pushed(segs[1], "main") == segs[1].stat().st_size
     segs[2].write_bytes(b"changed after the push")
     assert walspool.take_pushed(segs[2], "main") is None  # digest differs: push normally
+    marker = markers / segs[3].name
+    marker.write_text(walspool.digest(segs[3].read_bytes()))  # a marker without stat identity
+    assert walspool.take_pushed(segs[3], "main") == segs[3].stat().st_size and not marker.exists()
 
 
 def test_a_conflict_on_a_file_pushed_ahead_only_warns_but_on_the_asked_file_raises(
@@ -58,3 +61,23 @@ def test_a_conflict_on_a_file_pushed_ahead_only_warns_but_on_the_asked_file_rais
     with pytest.raises(VerificationError, match="different content"):
         wal._push_batch(repo, "main", segs[2], [], markers)
     assert repo.get_object(wal.wal_key("main", segs[2].name)) == b"other cluster's segment"
+
+
+def test_a_backup_pushes_its_ready_wal_itself_and_names_a_segment_that_never_comes(tmp_path: Path) -> None:
+    repo = Repository.init(LocalStorage(tmp_path / "repo"), "pw", kdf=FAST_KDF, parallelism=2)
+    segs = _pg_wal(tmp_path, 4)
+    pg_wal = segs[0].parent
+    (pg_wal / "archive_status" / f"{segs[0].name}.ready").rename(
+        pg_wal / "archive_status" / f"{segs[0].name}.done"
+    )
+    repo.put_object(wal.wal_key("main", segs[0].name), segs[0].read_bytes())  # the archiver's work
+    waited = wal.wait_for_wal(repo, "main", segs[0].name, segs[2].name, timeout=5, pg_wal=pg_wal)
+    assert waited < 5
+    for seg in segs[:3]:
+        assert repo.get_object(wal.wal_key("main", seg.name)) == seg.read_bytes()
+    # the archiver's own calls for them are answered from the markers
+    assert walspool.take_pushed(segs[1], "main") == segs[1].stat().st_size
+    assert not any(True for _ in repo.list_objects(wal.wal_key("main", segs[3].name)))  # not asked for
+    (pg_wal / "archive_status" / f"{segs[3].name}.ready").unlink()
+    with pytest.raises(VerificationError, match=segs[3].name):  # not ready: the archiver's job, late
+        wal.wait_for_wal(repo, "main", segs[0].name, segs[3].name, timeout=0.3, pg_wal=pg_wal)
