@@ -312,7 +312,7 @@ def wal_fetch(cfg: Config, password: str, *, source: str | None, name: str, dest
     """
     src_name, _src = cfg.source(source, "postgres")
     _check_name(name)
-    spool = fetchspool.spool_dir(dest, src_name)
+    spool = Path(fetchspool.spool_dir(dest, src_name))
     size = fetchspool.take(spool, name, dest) if SEGMENT_RE.match(name) else None
     if size is not None:
         _clean_spool(spool, name)

@@ -77,10 +77,13 @@ def _fetched_ahead(args: argparse.Namespace) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run push or fetch; exit 0, or the RecoverctlError's exit code with the error on stderr."""
+def main(argv: list[str] | None = None, *, spool: bool = True) -> None:
+    """Run push or fetch; exit 0, or the RecoverctlError's exit code with the error on stderr.
+
+    `spool=False`: the caller already tried the local hand-off files (`wal_fetch_entry`).
+    """
     args = _parser().parse_args(argv)
-    if args.source and _handed_off(args):
+    if args.source and spool and _handed_off(args):
         sys.exit(0)
     if sys.flags.no_site:
         # restore_command runs us with -S (site's .pth processing is most of a bare start-up);

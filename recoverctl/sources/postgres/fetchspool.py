@@ -12,21 +12,22 @@ keeps the next segments decrypted in the spool, and answers each request by a fi
 
 A request is an empty `<name>.want`. A `.missing` answer is never trusted unless it answers the
 request just made, so a stale one cannot end recovery early. The fetcher holds an exclusive
-flock on `fetcher.lock` while it lives. Stdlib only: this runs before anything heavy is imported.
+flock on `fetcher.lock` while it lives. Only the smallest stdlib modules (no pathlib, re, typing):
+this is most of what a served restore_command call imports.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import struct
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import subprocess
+
+    StrPath = str | os.PathLike[str]
 
 SPOOL_DIR = ".recoverctl-prefetch"
 LOCK_FILE = "fetcher.lock"
@@ -40,21 +41,29 @@ _POLL_S = 0.005
 # XLogLongPageHeaderData: magic, info, tli, pageaddr, rem_len, (pad), sysid, seg_size, blcksz.
 _LONG_HEADER = struct.Struct("<HHIQI4xQII")
 _XLP_LONG_HEADER = 0x0002
+_HEX = frozenset("0123456789ABCDEF")
 
 MISSING = -1
 
 
-def spool_dir(dest: Path, source: str) -> Path:
+def is_fetchable(name: str) -> bool:
+    """Return True for the names the fetcher serves: segments and timeline history files."""
+    if len(name) == 24:
+        return _HEX.issuperset(name)
+    return len(name) == 16 and name.endswith(".history") and _HEX.issuperset(name[:8])
+
+
+def spool_dir(dest: StrPath, source: str) -> str:
     """Where segments for restore_command destination `dest` are read ahead (next to it in pg_wal)."""
-    return dest.absolute().parent / SPOOL_DIR / source
+    return os.path.join(os.path.dirname(os.path.abspath(dest)), SPOOL_DIR, source)
 
 
-def segment_ok(path: Path, name: str) -> bool:
+def segment_ok(path: StrPath, name: str) -> bool:
     """Return True when `path` is a whole WAL segment named `name`: its long page header gives the
     segment size equal to the file size and the page address of segment `name`."""
     try:
-        size = path.stat().st_size
         with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
             head = f.read(_LONG_HEADER.size)
     except OSError:
         return False
@@ -65,28 +74,38 @@ def segment_ok(path: Path, name: str) -> bool:
         return False
     per_xlogid = 0x100000000 // seg_size
     segno = int(name[8:16], 16) * per_xlogid + int(name[16:24], 16)
-    return pageaddr == segno * seg_size
+    return bool(pageaddr == segno * seg_size)
 
 
-def take(spool: Path, name: str, dest: Path) -> int | None:
+def take(spool: StrPath, name: str, dest: StrPath) -> int | None:
     """Move a spooled file `name` to `dest` and return its size; None when absent or not a whole
     segment (a file that fails the check is removed: the caller then fetches it directly)."""
-    cached = spool / name
-    if len(name) == 24 and cached.exists() and not segment_ok(cached, name):
-        cached.unlink(missing_ok=True)
+    cached = os.path.join(spool, name)
+    try:
+        size = os.stat(cached).st_size
+    except FileNotFoundError:
+        return None
+    if len(name) == 24 and not segment_ok(cached, name):
+        _unlink(cached)
         return None
     try:
-        size = cached.stat().st_size
         os.replace(cached, dest)
     except FileNotFoundError:
         return None
     return size
 
 
-def fetcher_alive(spool: Path) -> bool:
+def _unlink(path: StrPath) -> None:
+    try:  # noqa: SIM105 - contextlib would be one more import on every call
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def fetcher_alive(spool: StrPath) -> bool:
     """Return True while a fetcher holds the spool's lock."""
     try:
-        fd = os.open(spool / LOCK_FILE, os.O_RDONLY)
+        fd = os.open(os.path.join(spool, LOCK_FILE), os.O_RDONLY)
     except OSError:
         return False
     try:
@@ -98,7 +117,7 @@ def fetcher_alive(spool: Path) -> bool:
     return False
 
 
-def fetcher_argv(source: str, spool: Path, config: str | None) -> list[str]:
+def fetcher_argv(source: str, spool: StrPath, config: str | None) -> list[str]:
     """Return the command line of a fetcher for `spool` run by this interpreter."""
     import sys
 
@@ -107,7 +126,7 @@ def fetcher_argv(source: str, spool: Path, config: str | None) -> list[str]:
 
 
 def spawn(
-    spool: Path, argv: list[str], env: dict[str, str] | None = None, uid_gid: tuple[int, int] | None = None
+    spool: StrPath, argv: list[str], env: dict[str, str] | None = None, uid_gid: tuple[int, int] | None = None
 ) -> subprocess.Popen[bytes] | None:
     """Start a fetcher (stderr to the spool's fetcher.log) in this process group; None on failure.
 
@@ -116,14 +135,15 @@ def spawn(
     """
     import subprocess
 
+    log_path = os.path.join(spool, LOG_FILE)
     try:
-        spool.mkdir(parents=True, exist_ok=True)
+        os.makedirs(spool, exist_ok=True)
         if uid_gid is not None:
-            for d in (spool, spool.parent):
+            for d in (spool, os.path.dirname(os.path.abspath(spool))):
                 os.chown(d, *uid_gid)
-        log = open(spool / LOG_FILE, "ab")  # noqa: SIM115 - handed to the child
+        log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
         if uid_gid is not None:
-            os.chown(spool / LOG_FILE, *uid_gid)
+            os.chown(log_path, *uid_gid)
     except OSError:
         return None
     user, group = uid_gid if uid_gid else (None, None)
@@ -138,12 +158,12 @@ def spawn(
         log.close()
 
 
-def _clear(spool: Path, name: str) -> None:
+def _clear(spool: StrPath, name: str) -> None:
     for suffix in (".missing", ".error"):
-        (spool / (name + suffix)).unlink(missing_ok=True)
+        _unlink(os.path.join(spool, name + suffix))
 
 
-def fetch(dest: Path, source: str, name: str, config: str | None) -> int | None:
+def fetch(dest: StrPath, source: str, name: str, config: str | None) -> int | None:
     """Serve restore_command for `name` from the spool; start the fetcher when none runs.
 
     Return the size written to `dest`, MISSING when the fetcher found no such file in the archive
@@ -158,30 +178,33 @@ def fetch(dest: Path, source: str, name: str, config: str | None) -> int | None:
         child = spawn(spool, fetcher_argv(source, spool, config))
         if child is None:
             return None
+    want = os.path.join(spool, name + ".want")
     try:
         _clear(spool, name)
-        (spool / (name + ".want")).touch()
+        os.close(os.open(want, os.O_WRONLY | os.O_CREAT, 0o644))
     except OSError:
         return None
     try:
         return _await(spool, name, dest, child)
     finally:
-        (spool / (name + ".want")).unlink(missing_ok=True)
+        _unlink(want)
 
 
-def _await(spool: Path, name: str, dest: Path, child: subprocess.Popen[bytes] | None) -> int | None:
+def _await(spool: str, name: str, dest: StrPath, child: subprocess.Popen[bytes] | None) -> int | None:
     started = time.monotonic()
     checked = started
+    missing = os.path.join(spool, name + ".missing")
+    error = os.path.join(spool, name + ".error")
     while True:
         size = take(spool, name, dest)
         if size is not None:
             return size
-        if (spool / (name + ".missing")).exists():
+        if os.path.exists(missing):
             _clear(spool, name)
             # the file may have landed between the two checks (a read-ahead racing the answer)
             size = take(spool, name, dest)
             return MISSING if size is None else size
-        if (spool / (name + ".error")).exists():
+        if os.path.exists(error):
             _clear(spool, name)
             return None
         now = time.monotonic()
@@ -197,20 +220,30 @@ def _await(spool: Path, name: str, dest: Path, child: subprocess.Popen[bytes] | 
         time.sleep(_POLL_S)
 
 
-def stop_fetchers(data_dir: Path, timeout: float = 3.0) -> None:
+def stop_fetchers(data_dir: StrPath, timeout: float = 3.0) -> None:
     """Stop the fetchers serving a data directory and wait until they are gone (SIGTERM, then
     SIGKILL after `timeout`); never raises."""
     import signal
 
-    for pid_file in (Path(data_dir) / "pg_wal" / SPOOL_DIR).glob(f"*/{PID_FILE}"):
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(pid_file.read_text().strip())
-            spool = pid_file.parent
-            # the pid must still be a fetcher of this spool (never signal a reused pid)
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            ours = pid != os.getpid() and b"wal_fetcher" in cmdline and str(spool).encode() in cmdline
-            if not ours or not fetcher_alive(spool):
-                continue
+    root = os.path.join(data_dir, "pg_wal", SPOOL_DIR)
+    try:
+        sources = os.listdir(root)
+    except OSError:
+        return
+    for source in sources:
+        spool = os.path.join(root, source)
+        try:
+            with open(os.path.join(spool, PID_FILE)) as f:
+                pid = int(f.read().strip())
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except (OSError, ValueError):
+            continue
+        # the pid must still be a fetcher of this spool (never signal a reused pid)
+        ours = pid != os.getpid() and b"wal_fetcher" in cmdline and spool.encode() in cmdline
+        if not ours or not fetcher_alive(spool):
+            continue
+        try:
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
             killed = False
@@ -219,3 +252,5 @@ def stop_fetchers(data_dir: Path, timeout: float = 3.0) -> None:
                     os.kill(pid, signal.SIGKILL)
                     killed = True
                 time.sleep(0.01)
+        except ProcessLookupError:
+            continue

@@ -17,6 +17,7 @@ import pytest
 
 from recoverctl.actions.wal import wal_key
 from recoverctl.actions.wal_fetcher import Fetcher
+from recoverctl.cli.wal_fetch_entry import _parse
 from recoverctl.repo import Repository
 from recoverctl.sources.postgres import fetchspool
 from recoverctl.storage.local import LocalStorage
@@ -36,7 +37,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Repository, Path, dict[str, bytes]]
     for name in SEGS[:4]:
         repo.put_object(wal_key("main", name), content[name])
     pg_wal = tmp_path / "pg_wal"
-    spool = fetchspool.spool_dir(pg_wal / "RECOVERYXLOG", "main")
+    spool = Path(fetchspool.spool_dir(pg_wal / "RECOVERYXLOG", "main"))
     spool.mkdir(parents=True)
     lock = os.open(spool / fetchspool.LOCK_FILE, os.O_RDWR | os.O_CREAT)
     fcntl.flock(lock, fcntl.LOCK_EX)
@@ -62,7 +63,7 @@ def test_fetcher_serves_segments_reads_ahead_and_answers_missing(
     served: tuple[Repository, Path, dict[str, bytes]],
 ) -> None:
     repo, pg_wal, content = served
-    dest, spool = pg_wal / "RECOVERYXLOG", fetchspool.spool_dir(pg_wal / "RECOVERYXLOG", "main")
+    dest, spool = pg_wal / "RECOVERYXLOG", Path(fetchspool.spool_dir(pg_wal / "RECOVERYXLOG", "main"))
     assert _fetch(pg_wal, SEGS[0]) == len(content[SEGS[0]])
     assert dest.read_bytes() == content[SEGS[0]]
     # the next two are read ahead, and served from the spool by a rename
@@ -87,7 +88,7 @@ def test_a_partial_or_misnamed_spool_file_is_never_served(
     served: tuple[Repository, Path, dict[str, bytes]],
 ) -> None:
     _repo, pg_wal, content = served
-    dest, spool = pg_wal / "RECOVERYXLOG", fetchspool.spool_dir(pg_wal / "RECOVERYXLOG", "main")
+    dest, spool = pg_wal / "RECOVERYXLOG", Path(fetchspool.spool_dir(pg_wal / "RECOVERYXLOG", "main"))
     wanted = SEGS[3]
     for bad in (content[wanted][: 1 << 19], content[SEGS[2]], b""):  # truncated, another segment, empty
         (spool / wanted).write_bytes(bad)
@@ -99,8 +100,23 @@ def test_a_partial_or_misnamed_spool_file_is_never_served(
     assert dest.read_bytes() == content[wanted]
 
 
+def test_the_fast_entry_takes_only_restore_commands_line() -> None:
+    assert _parse(["--config", "c.yaml", "fetch", "--source", "main", SEGS[0], "pg_wal/RECOVERYXLOG"]) == (
+        "c.yaml", False, "main", SEGS[0], "pg_wal/RECOVERYXLOG",
+    )  # fmt: skip
+    assert _parse(["--json", "fetch", "--source=db", "00000002.history", "d"]) == (
+        None, True, "db", "00000002.history", "d",
+    )  # fmt: skip
+    for other in (["push", "--source", "main", "p"], ["fetch", SEGS[0], "d"], ["fetch", "--source", "m", "x"],
+                  ["--verbose", "fetch", "--source", "m", SEGS[0], "d"], ["fetch", "--source"]):  # fmt: skip
+        assert _parse(other) is None
+    assert fetchspool.is_fetchable(SEGS[0]) and fetchspool.is_fetchable("0000000A.history")
+    assert not any(map(fetchspool.is_fetchable, [SEGS[0] + ".partial", "../../etc/passwd", "00000001000000000000000a"]))
+
+
 def _light(cli: PgCli, *args: str) -> subprocess.CompletedProcess[str]:
-    argv = [PYTHON, "-S", "-m", "recoverctl.cli.wal_entry", *args]
+    entry = Path(cli.env["PYTHONPATH"].split(os.pathsep)[0]) / "recoverctl" / "cli" / "wal_fetch_entry.py"
+    argv = [PYTHON, "-S", "-P", str(entry), *args]
     if os.geteuid() == 0:
         argv = ["runuser", "-m", "-u", "postgres", "--", *argv]
     return subprocess.run(argv, env=cli.env, cwd=cli.home, capture_output=True, text=True, timeout=120)
@@ -121,7 +137,7 @@ def test_restore_command_starts_one_fetcher_that_goes_when_its_data_dir_goes(pg_
     got = _light(pg_cli, "--json", "fetch", "--source", "main", SEGS[0], str(pg_wal / "RECOVERYXLOG"))
     assert got.returncode == 0, got.stderr
     assert (pg_wal / "RECOVERYXLOG").read_bytes() == data
-    spool = fetchspool.spool_dir(pg_wal / "RECOVERYXLOG", "main")
+    spool = Path(fetchspool.spool_dir(pg_wal / "RECOVERYXLOG", "main"))
     assert fetchspool.fetcher_alive(spool)
     pid = int((spool / fetchspool.PID_FILE).read_text())
 
@@ -130,6 +146,10 @@ def test_restore_command_starts_one_fetcher_that_goes_when_its_data_dir_goes(pg_
     assert f"WAL file '{SEGS[1]}' is not in the archive of source 'main'" in missing.stderr
     assert not (pg_wal / "RECOVERYXLOG2").exists()
     assert int((spool / fetchspool.PID_FILE).read_text()) == pid  # the same fetcher answered
+
+    # what the spool does not serve goes the full way (site loaded despite -S)
+    partial = _light(pg_cli, "fetch", "--source", "main", SEGS[1] + ".partial", str(pg_wal / "P"))
+    assert partial.returncode == 10 and f"'{SEGS[1]}.partial' is not in the archive" in partial.stderr
 
     # the restored data dir is removed (drill cleanup): the fetcher notices and exits
     subprocess.run(["rm", "-rf", str(pg_cli.home / "data")], check=True)
