@@ -111,7 +111,8 @@ def test_the_fast_entry_takes_only_restore_commands_line() -> None:
                   ["--verbose", "fetch", "--source", "m", SEGS[0], "d"], ["fetch", "--source"]):  # fmt: skip
         assert _parse(other) is None
     assert fetchspool.is_fetchable(SEGS[0]) and fetchspool.is_fetchable("0000000A.history")
-    assert not any(map(fetchspool.is_fetchable, [SEGS[0] + ".partial", "../../etc/passwd", "00000001000000000000000a"]))
+    for bad in (SEGS[0] + ".partial", "../../etc/passwd", "00000001000000000000000a"):
+        assert not fetchspool.is_fetchable(bad)
 
 
 def _light(cli: PgCli, *args: str) -> subprocess.CompletedProcess[str]:
