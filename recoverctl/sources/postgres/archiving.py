@@ -50,5 +50,21 @@ def archive_command(cfg: Config, source: str) -> str:
     return recoverctl_command(cfg, ["push", "--source", source, "%p"], argv=wal_argv())
 
 
+def fetch_argv() -> list[str]:
+    """Return the argv of the light WAL entry point for restore_command: this interpreter with -S.
+
+    Most restore_command calls only rename a file the fetcher spooled; without `site` (and an
+    editable install's import hooks) the interpreter starts in a third of the time. The package
+    is found through PYTHONPATH (see `restore_command`); the entry point loads `site` itself
+    when it has to do more.
+    """
+    return [sys.executable, "-S", "-m", "recoverctl.cli.wal_entry"]
+
+
 def restore_command(cfg: Config, source: str) -> str:
-    return recoverctl_command(cfg, ["fetch", "--source", source, "%f", "%p"], argv=wal_argv())
+    import recoverctl
+
+    package_root = str(Path(recoverctl.__file__).resolve().parents[1])
+    path = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
+    return recoverctl_command(cfg, ["fetch", "--source", source, "%f", "%p"], env=env, argv=fetch_argv())
