@@ -7,7 +7,7 @@ Damage is reported per pack, and mapped back to every snapshot and file it affec
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 from recoverctl.errors import ObjectNotFound, RecoverctlError
 from recoverctl.progress import Progress
 from recoverctl.repo.crypto import DecryptError, sha256_hex
-from recoverctl.repo.index import Index
+from recoverctl.repo.index import BlobLocation, Index
 from recoverctl.repo.pack import PackEntry, pack_key
 from recoverctl.repo.repository import Repository
 from recoverctl.repo.snapshot import Snapshot
@@ -176,7 +176,12 @@ class Checker:
             )
         return snaps
 
-    def read_packs(self, index: Index, packs: list[str], stored: dict[str, int]) -> None:
+    def read_packs(self, index: Index, packs: list[str], stored: dict[str, int]) -> Callable[[], None]:
+        """Start reading `packs` on a pool; return the function that waits and records the results.
+
+        The reads run while the caller checks the snapshots' trees; only the recording touches the
+        report, on the caller's thread, so errors keep their order.
+        """
         by_pack = index.by_pack()
 
         def read(pid: str) -> tuple[str, list[bytes], str]:
@@ -194,19 +199,35 @@ class Checker:
             hash_ok = sha256_hex(data) == pid
             return pid, bad, "" if hash_ok else "content hash mismatch"
 
-        done = 0
-        with ThreadPoolExecutor(self.repo.parallelism) as pool:
-            for pid, bad, problem in pool.map(read, packs):
-                done += 1
-                self.report.blobs_read += len(by_pack.get(pid, []))
-                ok = not bad and not problem
-                self.report.verified[pid] = ok
-                if not ok:
-                    self.report.damaged_packs.add(pid)
-                    self.report.damaged_blobs.update(bad)
-                    what = f"{len(bad)} damaged blob(s)" if bad else problem
-                    self._error("pack_damaged", f"pack {pid} is damaged: {what}", pack=pid, blobs=len(bad))
-                self.progress.update({"packs_read": done, "packs_to_read": len(packs)})
+        pool = ThreadPoolExecutor(self.repo.parallelism)
+        try:
+            results = pool.map(read, packs)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+        def finish() -> None:
+            with pool:
+                self._record_reads(results, by_pack, len(packs))
+
+        return finish
+
+    def _record_reads(
+        self,
+        results: Iterator[tuple[str, list[bytes], str]],
+        by_pack: dict[str, list[tuple[bytes, BlobLocation]]],
+        total: int,
+    ) -> None:
+        for done, (pid, bad, problem) in enumerate(results, 1):
+            self.report.blobs_read += len(by_pack.get(pid, []))
+            ok = not bad and not problem
+            self.report.verified[pid] = ok
+            if not ok:
+                self.report.damaged_packs.add(pid)
+                self.report.damaged_blobs.update(bad)
+                what = f"{len(bad)} damaged blob(s)" if bad else problem
+                self._error("pack_damaged", f"pack {pid} is damaged: {what}", pack=pid, blobs=len(bad))
+            self.progress.update({"packs_read": done, "packs_to_read": total})
 
     def map_damage(self, snaps: list[Snapshot], index: Index) -> None:
         """Name every snapshot and file touched by damaged or missing blobs (or packs)."""
@@ -256,9 +277,12 @@ def check(
     c = Checker(repo, progress)
     index = c.load_index()
     stored = c.check_packs(index)
-    snaps = c.check_snapshots(index)
-    if read_packs is not None:
-        c.read_packs(index, read_packs(sorted(index.packs)), stored)
+    reading = c.read_packs(index, read_packs(sorted(index.packs)), stored) if read_packs else None
+    try:
+        snaps = c.check_snapshots(index)
+    finally:
+        if reading is not None:
+            reading()
     c.map_damage(snaps, index)
     return c.report
 
