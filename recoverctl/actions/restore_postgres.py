@@ -24,6 +24,7 @@ from recoverctl.actions.backup_postgres import KIND, find_logical
 from recoverctl.actions.postgres_setup import known_restore_points
 from recoverctl.actions.repository import open_repository
 from recoverctl.actions.wal import archived_segments, first_missing
+from recoverctl.actions.wal_fetcher import start_fetcher, stop_fetchers
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config, PostgresSource
 from recoverctl.errors import NotFoundError, RecoverctlError, UsageError, VerificationError
@@ -275,9 +276,12 @@ def restore_postgres(
     start_port: int | None = None,
     os_user: str | None = None,
     progress: object | None = None,
+    fetch_ahead: bool = False,
 ) -> dict[str, Any]:
     """Restore a physical backup of `source` into `target_dir`, set up recovery to `target`.
 
+    With `fetch_ahead` or `start_port` (the server starts right after), the WAL fetcher starts
+    while the files are restored, so recovery's first restore_command finds it ready.
     With `start_port`, start the server there (as `os_user`; 'postgres' when root) and wait
     until recovery ends; the result then has 'server' {port, data_dir, pid} (stop it with
     `stop_restored_server`), 'recovered_lsn' and 'recovered_commit_ts' (epoch or None).
@@ -299,7 +303,12 @@ def restore_postgres(
             snap, target = choose_snapshot(repo, catalog, name, target, snapshot)
             _check_archive(repo, name, snap, target)
             _prepare_dir(target_dir, delta)
+            warm = fetch_ahead or start_port is not None
+            if warm and not delta:  # a delta restore removes what the snapshot lacks
+                start_fetcher(cfg, password, name, target_dir, user)
             result = restore_snapshot(repo, snap.id, str(target_dir), delta=delta, progress=prog)
+            if warm and delta:
+                start_fetcher(cfg, password, name, target_dir, user)
             if result.errors:
                 raise VerificationError(
                     f"restore of backup {snap.id[:8]} into '{target_dir}': {len(result.errors)} file(s) "
@@ -336,10 +345,12 @@ def restore_postgres(
             recovered = _run_recovery(
                 repo, cfg, name, src, snap, target_dir, start_port, user, target, target_action
             )
+            stop_fetchers(target_dir)  # recovery has ended; a resumed one starts its own
             out["phases"].update(recovered.pop("phases"))
             out.update(recovered)
         out["phases"]["total"] = round(time.monotonic() - started, 3)
     except BaseException as e:
+        stop_fetchers(target_dir)
         catalog.finish_run(run_id, "failed", error=str(e)[:2000])
         raise
     finally:
@@ -393,8 +404,12 @@ def _run_recovery(
             raise VerificationError(
                 f"recovery of '{target_dir}' did not finish within {_RECOVERY_TIMEOUT:.0f}s"
             )
-        if postmaster_status(target_dir) not in ("ready", "standby"):
-            time.sleep(0.2)  # not accepting connections before it is consistent
+        status = postmaster_status(target_dir)
+        if status not in ("ready", "standby"):
+            time.sleep(0.02)  # not accepting connections before it is consistent
+            continue
+        if status == "standby" and target_action == "promote":
+            time.sleep(0.02)  # still replaying: 'ready' comes with the promotion
             continue
         try:
             lsn, commit, in_recovery = _recovered_point(src, port)
@@ -407,7 +422,7 @@ def _run_recovery(
                 break
         except psycopg.OperationalError:
             pass  # between consistency and promotion connections may still be refused
-        time.sleep(0.2)
+        time.sleep(0.05)
     if target.kind != "latest":
         reached = "recovery stopping" in log.read_text(errors="replace") or target.kind == "immediate"
         if not reached:
@@ -433,6 +448,7 @@ def stop_restored_server(
     """Stop a server started by `restore_postgres(start_port=...)` and wait until it is down."""
     bin_path = Path(bin_dir) if bin_dir else find_bin_dir(PostgresSource(type="postgres"), _major(target_dir))
     stop_server(Path(target_dir), bin_path, default_os_user(os_user))
+    stop_fetchers(Path(target_dir))
 
 
 def _major(data_dir: Path) -> int | None:

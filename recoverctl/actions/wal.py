@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from recoverctl.config import Config
 from recoverctl.errors import NotFoundError, ObjectNotFound, UsageError, VerificationError
-from recoverctl.sources.postgres import walspool
+from recoverctl.sources.postgres import fetchspool, walspool
 from recoverctl.sources.postgres.walnames import (
     DEFAULT_SEGMENT_SIZE,
     SEGMENT_RE,
@@ -312,8 +312,8 @@ def wal_fetch(cfg: Config, password: str, *, source: str | None, name: str, dest
     """
     src_name, _src = cfg.source(source, "postgres")
     _check_name(name)
-    spool = walspool.prefetched(dest, src_name, name).parent
-    size = walspool.take_prefetched(dest, src_name, name) if SEGMENT_RE.match(name) else None
+    spool = Path(fetchspool.spool_dir(dest, src_name))
+    size = fetchspool.take(spool, name, dest) if SEGMENT_RE.match(name) else None
     if size is not None:
         _clean_spool(spool, name)
         return {"name": name, "source": src_name, "bytes": size, "dest": str(dest), "prefetched": True}

@@ -58,16 +58,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _handed_off(args: argparse.Namespace) -> bool:
     """Finish from the local hand-off files when a previous call already did the work."""
+    if args.command == "fetch":
+        return _fetched_ahead(args)
     from recoverctl.sources.postgres import walspool
 
-    if args.command == "push":
-        size = walspool.take_pushed(Path(args.path), args.source)
-        result = {"name": Path(args.path).name, "status": "already-archived", "pushed_ahead": True}
-    elif len(args.name) == 24:
-        size = walspool.take_prefetched(Path(args.dest), args.source, args.name)
-        result = {"name": args.name, "prefetched": True}
-    else:
-        return False
+    size = walspool.take_pushed(Path(args.path), args.source)
+    result = {"name": Path(args.path).name, "status": "already-archived", "pushed_ahead": True}
     if size is None:
         return False
     if args.json:
@@ -77,8 +73,44 @@ def _handed_off(args: argparse.Namespace) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run push or fetch; exit 0, or the RecoverctlError's exit code with the error on stderr."""
+def _fetched_ahead(args: argparse.Namespace) -> bool:
+    """Serve a fetch through the spool's background fetcher (started here when none runs).
+
+    Exit 10 (nothing written) when the fetcher found no such file in the archive; return False
+    when the caller must fetch directly (the name is not a WAL file name, or the fetcher failed).
+    """
+    import json
+    import re
+
+    from recoverctl.sources.postgres import fetchspool
+
+    if not re.fullmatch(r"[0-9A-F]{24}|[0-9A-F]{8}\.history", args.name):
+        return False
+    size = fetchspool.fetch(Path(args.dest), args.source, args.name, args.config)
+    if size is None:
+        return False
+    if size == fetchspool.MISSING:
+        from recoverctl.errors import NotFoundError
+
+        e = NotFoundError(
+            f"WAL file '{args.name}' is not in the archive of source '{args.source}'",
+            hint="expected at the end of the archive; otherwise the archive has a gap",
+        )
+        if args.json:
+            print(json.dumps(e.to_dict(), default=str), file=sys.stderr)
+        else:
+            print(f"error: {e.message}\nhint: {e.hint}", file=sys.stderr)
+        sys.exit(int(e.exit_code))
+    if args.json:
+        print(json.dumps({"name": args.name, "prefetched": True, "source": args.source, "bytes": size}))
+    return True
+
+
+def main(argv: list[str] | None = None, *, spool: bool = True) -> None:
+    """Run push or fetch; exit 0, or the RecoverctlError's exit code with the error on stderr.
+
+    `spool=False`: the caller already tried the local hand-off files (`wal_fetch_entry`).
+    """
     quick = _archive_call(sys.argv[1:] if argv is None else argv)
     if quick is not None and quick[0]:
         from recoverctl.sources.postgres import walspool
@@ -86,8 +118,14 @@ def main(argv: list[str] | None = None) -> None:
         if walspool.take_pushed(Path(quick[1]), quick[0]) is not None:
             sys.exit(0)
     args = _parser().parse_args(argv)
-    if args.source and _handed_off(args):
+    if args.source and spool and _handed_off(args):
         sys.exit(0)
+    if sys.flags.no_site:
+        # restore_command runs us with -S (site's .pth processing is most of a bare start-up);
+        # past the spool, the full path needs the installed dependencies.
+        import site
+
+        site.main()
     import json
 
     from recoverctl.config import load_config, repository_password

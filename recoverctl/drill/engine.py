@@ -33,6 +33,7 @@ from recoverctl.drill.restorer import Restorer, Selection
 from recoverctl.drill.scoring import human_duration, measured_rpo, score
 from recoverctl.drill.scratch import DrillError, ScratchCluster
 from recoverctl.errors import CancelledError, RecoverctlError
+from recoverctl.sources.postgres.server import postmaster_status
 
 log = logging.getLogger(__name__)
 
@@ -229,13 +230,18 @@ def _probe(cluster: ScratchCluster, user: str, dbname: str, sql: str) -> Any:
 
 def _bring_up(run: DrillRun, cluster: ScratchCluster, user: str, dbname: str, deadline: float) -> None:
     """Start the server and time WAL replay (recovery) and end-of-recovery until writable (startup)."""
+
+    def recovered() -> bool:
+        # postmaster.pid says 'ready' once recovery has ended; reading it costs nothing, while
+        # each refused connection costs the server a fork, so connect only to confirm.
+        status = postmaster_status(cluster.data_dir)
+        if status is not None and status != "ready":
+            return False
+        return _probe(cluster, user, dbname, "select not pg_is_in_recovery()") is True
+
     with run.phase("recovery"):
         cluster.start()
-        cluster.wait(
-            lambda: _probe(cluster, user, dbname, "select not pg_is_in_recovery()") is True,
-            deadline=deadline,
-            what="recovery (WAL replay) to finish",
-        )
+        cluster.wait(recovered, deadline=deadline, what="recovery (WAL replay) to finish", interval=0.02)
     with run.phase("startup"):
 
         def writable() -> bool:

@@ -108,6 +108,7 @@ class PostgresRestorer:
                 target_action="promote",
                 os_user=os_user,
                 progress=log,
+                fetch_ahead=True,  # the scratch cluster starts right after
             )
         except RecoverctlError as e:
             packs = sorted({*log.damaged_packs(), *_PACK_RE.findall(e.message)})

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recoverctl.actions.wal_fetcher import stop_fetchers
 from recoverctl.errors import RecoverctlError
 
 log = logging.getLogger(__name__)
@@ -359,9 +360,13 @@ class ScratchCluster:
         """Stop the server and remove the workspace unless keeping it; return True when removed."""
         if self.keep and not force:
             self.stop()
+            stop_fetchers(self.data_dir)
             return False
         try:
             self.stop()
         finally:
+            # the WAL fetcher also exits when its spool vanishes; stopping it first keeps it
+            # from writing into the tree while it is being removed
+            stop_fetchers(self.data_dir)
             shutil.rmtree(self.workspace, ignore_errors=True)
         return not self.workspace.exists()

@@ -227,3 +227,24 @@ def test_small_files_restore_per_pack_skipping_a_damaged_blob(tmp_path: Path, re
     assert [(e["path"], e["damaged"]) for e in result.errors] == [("/f07", "yes")]
     assert result.files == 19 and not (out / "f07").exists()
     assert {p.name: p.read_bytes() for p in out.iterdir()} == {k: v for k, v in files.items() if k != "f07"}
+
+
+def test_xattrs_of_unchanged_files_come_from_the_parent_and_changes_are_seen(
+    tmp_path: Path, repo: Repository
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    f = src / "f"
+    f.write_bytes(b"data")
+    first = repo.load_snapshot(str(backup_tree(repo, src).snapshot_id))
+    os.setxattr(f, "user.label", b"v1")  # changes the ctime, so the file is looked at again
+
+    def node_of(snap_id: str | None) -> dict[str, object]:
+        snap = repo.load_snapshot(str(snap_id))
+        return next(n for n in repo.load_tree(bytes.fromhex(snap.tree))["nodes"] if n["name"] == "f")
+
+    second = backup_tree(repo, src, parent=first)
+    assert node_of(second.snapshot_id)["xattrs"] == {"user.label": "djE="}
+    third = backup_tree(repo, src, parent=repo.load_snapshot(str(second.snapshot_id)))
+    assert third.summary["files_unmodified"] == 1
+    assert node_of(third.snapshot_id)["xattrs"] == {"user.label": "djE="}

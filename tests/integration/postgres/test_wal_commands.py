@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 from tests.fixtures.pgbackup import PYTHON, PgCli
 
 SEG = "000000010000000000000003"
+
+
+def wal_segment(name: str, size: int = 1 << 20) -> bytes:
+    """Return a `size` WAL segment named `name`: a long page header (what read-ahead checks) + noise."""
+    per_xlogid = 0x100000000 // size
+    pageaddr = (int(name[8:16], 16) * per_xlogid + int(name[16:24], 16)) * size
+    header = struct.pack("<HHIQI4xQII", 0xD110, 0x0002, int(name[:8], 16), pageaddr, 0, 7, size, 8192)
+    return header + os.urandom(size - len(header))
 
 
 def _light(cli: PgCli, *args: str, check: int) -> str:
@@ -31,7 +40,7 @@ def test_push_is_idempotent_conflicts_fail_and_fetch_follows_postgres_rules(pg_c
     history = wal / "00000002.history"
     history.write_text("1\t0/3000000\tno recovery target specified\n")
     ahead = wal / "000000010000000000000004"
-    ahead.write_bytes(os.urandom(1024))
+    ahead.write_bytes(wal_segment(ahead.name))
     (wal / "archive_status" / f"{ahead.name}.ready").write_text("")
     pg_cli._chown()
 
