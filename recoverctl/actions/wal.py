@@ -158,7 +158,7 @@ def _push_marked(repo: Repository, source: str, path: Path, markers: Path) -> No
     before = os.stat(path)
     data = path.read_bytes()
     push_file(repo, source, path, data)
-    (markers / path.name).write_text(walspool.pushed_record(path, data, before))
+    walspool.write_marker(markers / path.name, walspool.pushed_record(path, data, before))
 
 
 def _push_batch(
@@ -212,22 +212,90 @@ def _warm_catalog() -> None:
     threading.Thread(target=load, name="catalog-import", daemon=True).start()
 
 
-def wal_push(cfg: Config, password: str, *, source: str | None, path: Path) -> dict[str, Any]:
+def _push_ahead(repo: Repository, source: str, wal_dir: Path, names: list[str], markers: Path) -> int:
+    """Push `names` (ready files in `wal_dir`) in parallel with markers; return how many were
+    stored. A failure only leaves that file unmarked: PostgreSQL's own call for it pushes it
+    and reports the error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = max(1, min(repo.parallelism, os.cpu_count() or 1, len(names)))
+    pushed = 0
+    with ThreadPoolExecutor(workers, thread_name_prefix="wal-push") as pool:
+        for f in [pool.submit(_push_marked, repo, source, wal_dir / n, markers) for n in names]:
+            with contextlib.suppress(Exception):
+                f.result()
+                pushed += 1
+    return pushed
+
+
+def _push_detached(
+    cfg: Config, password: str, source: str, path: Path, ready: list[str], markers: Path, lock: int
+) -> dict[str, Any]:
+    """Push `path`, then fork a detached pusher for `ready` (claimed under `lock`) and return
+    without waiting for it: PostgreSQL's calls for those files wait for their markers
+    (walspool.wait_pushed) while this call's answer lets the archiver move on."""
+    try:
+        repo = open_repo(cfg, password)
+        try:
+            result = push_file(repo, source, path)
+        except BaseException:
+            repo.close()
+            raise
+    except Exception:
+        os.close(lock)  # frees the claim: waiting calls push their files themselves
+        _record(cfg, source, path.name, ok=False)
+        raise
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.fork() == 0:
+        # The pusher. Its own session and no inherited stdout/stderr: the caller (the archiver's
+        # shell, or anything reading our output) must not wait for it.
+        try:
+            os.setsid()
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            try:
+                ahead = _push_ahead(repo, source, path.parent, ready, markers)
+            finally:
+                repo.close()
+            _record(cfg, source, path.name, ok=True, count=1 + ahead)
+        finally:
+            os._exit(0)
+    os.close(lock)  # the pusher holds the lock (same open file) until it exits
+    return {**result, "pushing_ahead": len(ready)}
+
+
+def wal_push(
+    cfg: Config, password: str, *, source: str | None, path: Path, detach: bool = False
+) -> dict[str, Any]:
     """archive_command: store WAL file `path` for `source`; return the outcome.
 
     Relative paths are taken from the server's data directory (PostgreSQL runs archive_command
-    there). Other ready WAL files (up to PUSH_AHEAD) are pushed in the same call. Raise
-    UsageError for a non-WAL name, VerificationError for a conflicting copy.
+    there). Other ready WAL files (up to PUSH_AHEAD) are pushed in the same call, or with
+    `detach` (the archive_command entry point) by a detached pusher process after this call
+    returns. Raise UsageError for a non-WAL name, VerificationError for a conflicting copy.
     """
     name, _src = cfg.source(source, "postgres")
     start = time.perf_counter()
     markers = walspool.pushed_marker(path, name).parent
-    size = walspool.take_pushed(path, name)
+    size = walspool.wait_pushed(path, name)
     if size is not None:
         return {"name": path.name, "source": name, "status": "already-archived", "pushed_ahead": True,
                 "bytes": size, "seconds": round(time.perf_counter() - start, 4)}  # fmt: skip
     _check_name(path.name)
     ready = _ready(path, markers)
+    if detach and ready and hasattr(os, "fork"):
+        lock = walspool.claim_pusher(markers, ready)
+        if lock is not None:
+            result = _push_detached(cfg, password, name, path, ready, markers, lock)
+            result["source"] = name
+            result["seconds"] = round(time.perf_counter() - start, 4)
+            return result
+        # a pusher runs: leave it the files it claimed
+        with contextlib.suppress(OSError):
+            claimed = set((markers / walspool.PUSHER_CLAIM).read_text().split())
+            ready = [n for n in ready if n not in claimed]
     stamp = markers.parent / f".recorded-{name}"
     try:
         record = bool(ready) or time.time() - stamp.stat().st_mtime > RECORD_INTERVAL

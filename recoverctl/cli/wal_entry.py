@@ -62,7 +62,7 @@ def _handed_off(args: argparse.Namespace) -> bool:
         return _fetched_ahead(args)
     from recoverctl.sources.postgres import walspool
 
-    size = walspool.take_pushed(Path(args.path), args.source)
+    size = walspool.wait_pushed(Path(args.path), args.source)
     result = {"name": Path(args.path).name, "status": "already-archived", "pushed_ahead": True}
     if size is None:
         return False
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None, *, spool: bool = True) -> None:
     if quick is not None and quick[0]:
         from recoverctl.sources.postgres import walspool
 
-        if walspool.take_pushed(Path(quick[1]), quick[0]) is not None:
+        if walspool.wait_pushed(Path(quick[1]), quick[0]) is not None:
             sys.exit(0)
     args = _parser().parse_args(argv)
     if args.source and spool and _handed_off(args):
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None, *, spool: bool = True) -> None:
         from recoverctl.actions import wal
 
         if args.command == "push":
-            result = wal.wal_push(cfg, password, source=args.source, path=Path(args.path))
+            result = wal.wal_push(cfg, password, source=args.source, path=Path(args.path), detach=True)
         else:
             result = wal.wal_fetch(cfg, password, source=args.source, name=args.name, dest=Path(args.dest))
     except RecoverctlError as e:

@@ -84,3 +84,65 @@ def take_prefetched(dest: Path, source: str, name: str) -> int | None:
     except FileNotFoundError:
         return None
     return size
+
+
+# A detached pusher (started by the call that finds other segments ready) holds this lock for
+# its lifetime and lists the segments it took in the claim file: PostgreSQL's calls for those
+# wait for their marker instead of pushing them a second time.
+PUSHER_LOCK = ".pusher.lock"
+PUSHER_CLAIM = ".pusher.claim"
+
+
+def write_marker(marker: Path, text: str) -> None:
+    """Write a marker atomically: a reader never sees it half-written."""
+    tmp = marker.with_name(f".{marker.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, marker)
+
+
+def claim_pusher(markers: Path, names: list[str]) -> int | None:
+    """Take the pusher lock of `markers` (a source's marker directory) and claim `names`; return
+    the locked descriptor (inherited by the pusher process), or None when a pusher runs."""
+    import fcntl
+
+    markers.mkdir(parents=True, exist_ok=True)
+    fd = os.open(markers / PUSHER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    write_marker(markers / PUSHER_CLAIM, "\n".join(names))
+    return fd
+
+
+def wait_pushed(path: Path, source: str, timeout: float = 300.0) -> int | None:
+    """Like take_pushed, but when a running pusher claimed `path`, first wait (polling) until
+    its marker appears or the pusher ends. Return the size when acknowledged, else None."""
+    import time
+
+    markers = pushed_marker(path, source).parent
+    if not (markers / path.name).exists():
+        try:
+            claimed = (markers / PUSHER_CLAIM).read_text().split()
+        except FileNotFoundError:
+            return None
+        if path.name not in claimed:
+            return None
+        import fcntl
+
+        try:
+            fd = os.open(markers / PUSHER_LOCK, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            deadline = time.monotonic() + timeout
+            while not (markers / path.name).exists() and time.monotonic() < deadline:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    break  # the pusher ended: its marker is there or it never will be
+                except OSError:
+                    time.sleep(0.005)
+        finally:
+            os.close(fd)
+    return take_pushed(path, source)

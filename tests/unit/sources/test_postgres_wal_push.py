@@ -149,3 +149,28 @@ def test_a_marker_with_a_stable_identity_holds_no_digest_and_a_moved_identity_ac
     assert marker.read_text().split()[0] == walspool.NO_DIGEST  # not hashed: the identity decides
     os.utime(seg, ns=(seg.stat().st_atime_ns, seg.stat().st_mtime_ns + 1))  # same bytes, moved stat
     assert walspool.take_pushed(seg, "main") is None and not marker.exists()  # pushed again, normally
+
+
+def test_a_call_for_a_claimed_segment_waits_for_the_pushers_marker(tmp_path: Path) -> None:
+    import threading
+
+    segs = _pg_wal(tmp_path, 3)
+    markers = walspool.pushed_marker(segs[0], "main").parent
+    lock = walspool.claim_pusher(markers, [segs[1].name])
+    assert lock is not None
+    assert walspool.claim_pusher(markers, [segs[2].name]) is None  # one pusher per source
+    assert walspool.wait_pushed(segs[2], "main") is None  # not claimed: pushed by its own call
+
+    def pusher() -> None:
+        walspool.write_marker(markers / segs[1].name, walspool.pushed_record(segs[1], b"", segs[1].stat()))
+
+    timer = threading.Timer(0.2, pusher)
+    timer.start()
+    assert walspool.wait_pushed(segs[1], "main") == segs[1].stat().st_size  # waited, then taken
+    timer.join()
+    os.close(lock)
+    # the pusher ended without a marker (its push failed): the call pushes itself, at once
+    lock = walspool.claim_pusher(markers, [segs[2].name])
+    assert lock is not None
+    os.close(lock)
+    assert walspool.wait_pushed(segs[2], "main", timeout=30) is None
