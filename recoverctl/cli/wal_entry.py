@@ -7,12 +7,41 @@ action, and keeps the exit codes and error format of `recoverctl wal push|fetch`
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
+
+
+def _archive_call(argv: list[str]) -> tuple[str, str] | None:
+    """Given argv, return (source, path) when it is exactly the archive_command shape
+    `[--config C] push --source S PATH`, else None (argparse then decides).
+
+    Most archive_command calls only consume a push-ahead marker; parsing them by hand keeps
+    argparse (and its imports) off that path.
+    """
+    rest = list(argv)
+    if rest[:1] == ["--config"] and len(rest) > 1:
+        rest = rest[2:]
+    elif rest[:1] and rest[0].startswith("--config="):
+        rest = rest[1:]
+    if len(rest) == 4 and rest[0] == "push" and rest[1] == "--source" and not rest[3].startswith("-"):
+        return rest[2], rest[3]
+    if (
+        len(rest) == 3
+        and rest[0] == "push"
+        and rest[1].startswith("--source=")
+        and not rest[2].startswith("-")
+    ):
+        return rest[1][len("--source=") :], rest[2]
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+
     p = argparse.ArgumentParser(prog="recoverctl-wal", description=__doc__)
     p.add_argument("--config", help="config file (default: as for recoverctl)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -82,6 +111,12 @@ def main(argv: list[str] | None = None, *, spool: bool = True) -> None:
 
     `spool=False`: the caller already tried the local hand-off files (`wal_fetch_entry`).
     """
+    quick = _archive_call(sys.argv[1:] if argv is None else argv)
+    if quick is not None and quick[0]:
+        from recoverctl.sources.postgres import walspool
+
+        if walspool.take_pushed(Path(quick[1]), quick[0]) is not None:
+            sys.exit(0)
     args = _parser().parse_args(argv)
     if args.source and spool and _handed_off(args):
         sys.exit(0)

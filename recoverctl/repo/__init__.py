@@ -13,10 +13,35 @@ Stable API for other capabilities (see docs/repository-format.md):
 - ``repo.find_snapshots(kind=, source=, tags=)``, ``repo.resolve_snapshot(ref)``, ``Snapshot``
 """
 
-from recoverctl.repo.archiver import BackupResult, backup_stream, backup_tree
-from recoverctl.repo.reader import RestoreResult, diff, find_node, ls, open_file, restore_snapshot, walk
-from recoverctl.repo.repository import FORMAT_VERSION, Repository
-from recoverctl.repo.snapshot import Snapshot
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from recoverctl.repo.archiver import BackupResult, backup_stream, backup_tree
+    from recoverctl.repo.reader import RestoreResult, diff, find_node, ls, open_file, restore_snapshot, walk
+    from recoverctl.repo.repository import FORMAT_VERSION, Repository
+    from recoverctl.repo.snapshot import Snapshot
+
+# Imported on first use: `recoverctl-wal push` needs only Repository, and the archiver and reader
+# (chunking, trees, numpy) would add ~0.1 s to every process PostgreSQL starts for it.
+_HOME = {
+    "BackupResult": "archiver", "backup_stream": "archiver", "backup_tree": "archiver",
+    "RestoreResult": "reader", "diff": "reader", "find_node": "reader", "ls": "reader",
+    "open_file": "reader", "restore_snapshot": "reader", "walk": "reader",
+    "FORMAT_VERSION": "repository", "Repository": "repository", "Snapshot": "snapshot",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'recoverctl.repo' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f"recoverctl.repo.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "FORMAT_VERSION",

@@ -33,21 +33,27 @@ def _identity(st: os.stat_result) -> list[str]:
     return [str(st.st_size), str(st.st_ino), str(st.st_mtime_ns), str(st.st_ctime_ns)]
 
 
+# In place of the digest when the stat identity alone acknowledges the file: hashing 16 MiB
+# costs ~12 ms per segment, and a file whose identity moved is pushed again (idempotent) anyway.
+NO_DIGEST = "-"
+
+
 def pushed_record(path: Path, data: bytes, before: os.stat_result) -> str:
-    """The marker text for a WAL file pushed ahead: the digest of `data`, plus the file's stat
-    identity when it did not change while read (`before` was taken before reading)."""
+    """The marker text for a WAL file pushed ahead: its stat identity when it did not change while
+    read (`before` was taken before reading), else the digest of `data` that was pushed."""
     identity = _identity(before)
     if _identity(os.stat(path)) != identity:
         return digest(data)
-    return " ".join([digest(data), *identity])
+    return " ".join([NO_DIGEST, *identity])
 
 
 def take_pushed(path: Path, source: str) -> int | None:
     """If `path` was pushed ahead with identical content, consume the marker and return its size.
 
     A file whose size, inode, mtime and ctime are those recorded is the file that was pushed
-    (any write or rename moves ctime), so it is not read again; otherwise its digest decides.
-    Return None (and drop a stale marker) otherwise: the caller then pushes normally.
+    (any write or rename moves ctime), so it is not read again; otherwise the recorded digest
+    decides, and a marker without one acknowledges nothing. Return None (and drop a stale
+    marker) otherwise: the caller then pushes normally, which compares with the repository.
     """
     marker = pushed_marker(path, source)
     try:
@@ -61,6 +67,9 @@ def take_pushed(path: Path, source: str) -> int | None:
     if identity == _identity(st):
         marker.unlink(missing_ok=True)
         return st.st_size
+    if expected == NO_DIGEST:
+        marker.unlink(missing_ok=True)
+        return None
     data = path.read_bytes()
     marker.unlink(missing_ok=True)
     return len(data) if expected == digest(data) else None

@@ -81,3 +81,71 @@ def test_a_backup_pushes_its_ready_wal_itself_and_names_a_segment_that_never_com
     (pg_wal / "archive_status" / f"{segs[3].name}.ready").unlink()
     with pytest.raises(VerificationError, match=segs[3].name):  # not ready: the archiver's job, late
         wal.wait_for_wal(repo, "main", segs[0].name, segs[3].name, timeout=0.3, pg_wal=pg_wal)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--config", "/etc/r.yaml", "push", "--source", "main", "pg_wal/X"], ("main", "pg_wal/X")),
+        (["--config=/etc/r.yaml", "push", "--source=main", "pg_wal/X"], ("main", "pg_wal/X")),
+        (["push", "--source", "main", "pg_wal/X"], ("main", "pg_wal/X")),
+        (["--json", "push", "--source", "main", "pg_wal/X"], None),  # output wanted: argparse path
+        (["push", "pg_wal/X"], None),  # no source: the config names the default one
+        (["fetch", "X", "pg_wal/RECOVERYXLOG"], None),
+        (["push", "--source", "main", "--help"], None),
+    ],
+)
+def test_the_archive_command_shape_is_parsed_without_argparse(
+    argv: list[str], expected: tuple[str, str] | None
+) -> None:
+    from recoverctl.cli.wal_entry import _archive_call
+
+    assert _archive_call(argv) == expected
+
+
+def test_a_marked_segment_is_acknowledged_without_argparse_config_or_repository(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    seg = _pg_wal(tmp_path, 1)[0]
+    markers = walspool.pushed_marker(seg, "main").parent
+    markers.mkdir(parents=True)
+    (markers / seg.name).write_text(walspool.pushed_record(seg, seg.read_bytes(), seg.stat()))
+    probe = (
+        "import sys, runpy; sys.argv = ['recoverctl-wal', '--config', '/nonexistent.yaml', 'push', "
+        f"'--source', 'main', {str(seg)!r}]\n"
+        "try:\n    runpy.run_module('recoverctl.cli.wal_entry', run_name='__main__')\n"
+        "except SystemExit as e:\n    code = e.code\n"
+        "heavy = ('argparse', 'pydantic', 'sqlalchemy', 'recoverctl.config', 'recoverctl.repo')\n"
+        "heavy = sorted(m for m in heavy if m in sys.modules)\n"
+        "print(code, heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "0 []"
+    assert not (markers / seg.name).exists()  # consumed
+
+
+def test_the_repository_package_imports_archiver_and_reader_on_first_use() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\nfrom recoverctl.repo import Repository\n"
+        "print('recoverctl.repo.archiver' in sys.modules, 'recoverctl.repo.reader' in sys.modules)\n"
+        "from recoverctl.repo import backup_tree, restore_snapshot\n"
+        "print(callable(backup_tree), callable(restore_snapshot))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False", "True", "True"]
+
+
+def test_a_marker_with_a_stable_identity_holds_no_digest_and_a_moved_identity_acknowledges_nothing(
+    tmp_path: Path,
+) -> None:
+    seg = _pg_wal(tmp_path, 1)[0]
+    marker = walspool.pushed_marker(seg, "main")
+    marker.parent.mkdir(parents=True)
+    marker.write_text(walspool.pushed_record(seg, seg.read_bytes(), seg.stat()))
+    assert marker.read_text().split()[0] == walspool.NO_DIGEST  # not hashed: the identity decides
+    os.utime(seg, ns=(seg.stat().st_atime_ns, seg.stat().st_mtime_ns + 1))  # same bytes, moved stat
+    assert walspool.take_pushed(seg, "main") is None and not marker.exists()  # pushed again, normally
