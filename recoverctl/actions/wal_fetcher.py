@@ -96,8 +96,9 @@ class Fetcher:
     def _fetch(self, name: str) -> None:
         _write_atomic(self.spool, name, self.repo.get_object(self._key(name)), self.owner)
 
-    def answer(self, name: str) -> None:
-        """Answer one request: the file, `.missing` when the archive lacks it, or `.error`."""
+    def answer(self, name: str) -> bool:
+        """Answer one request: the file, `.missing` when the archive lacks it, or `.error`;
+        return True when the file was served."""
         from recoverctl.errors import ObjectNotFound
 
         pending = self.inflight.pop(name, None)
@@ -107,6 +108,7 @@ class Fetcher:
         try:
             if not (self.spool / name).exists():
                 self._fetch(name)
+            return True
         except ObjectNotFound:
             _write_atomic(self.spool, name + ".missing", b"", self.owner)
         except Exception as e:
@@ -115,6 +117,7 @@ class Fetcher:
             print(f"warning: fetching WAL file {name} failed: {e}", file=sys.stderr)
         finally:
             (self.spool / (name + ".want")).unlink(missing_ok=True)
+        return False
 
     def read_ahead(self, name: str) -> None:
         """Queue the segments after `name` that the archive has; drop spooled ones before it."""
@@ -150,8 +153,9 @@ class Fetcher:
             entries = set(os.listdir(self.spool))
             wants = sorted(e[: -len(".want")] for e in entries if e.endswith(".want"))
             for name in wants:
-                self.answer(name)
-                if SEGMENT_RE.match(name):
+                # past the end of the archive (a standby polling for the next segment) there
+                # is nothing to read ahead, and listing the archive each time would cost
+                if self.answer(name) and SEGMENT_RE.match(name):
                     self.read_ahead(name)
             # `spooled` holds only files finished before this listing: absent now means taken
             taken = {n for n in self.spooled if n not in entries}
