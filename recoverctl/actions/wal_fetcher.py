@@ -72,6 +72,9 @@ class Fetcher:
         self.inflight: dict[str, Future[None]] = {}
         self.available: dict[int, set[str]] = {}
         self.listed_at: dict[int, float] = {}
+        # read-ahead files written and not yet seen taken: PostgreSQL takes most segments by a
+        # rename, without a request, and the window must move on with those too
+        self.spooled: set[str] = set()
 
     def _key(self, name: str) -> str:
         from recoverctl.actions.wal import wal_key
@@ -93,8 +96,9 @@ class Fetcher:
     def _fetch(self, name: str) -> None:
         _write_atomic(self.spool, name, self.repo.get_object(self._key(name)), self.owner)
 
-    def answer(self, name: str) -> None:
-        """Answer one request: the file, `.missing` when the archive lacks it, or `.error`."""
+    def answer(self, name: str) -> bool:
+        """Answer one request: the file, `.missing` when the archive lacks it, or `.error`;
+        return True when the file was served."""
         from recoverctl.errors import ObjectNotFound
 
         pending = self.inflight.pop(name, None)
@@ -104,6 +108,7 @@ class Fetcher:
         try:
             if not (self.spool / name).exists():
                 self._fetch(name)
+            return True
         except ObjectNotFound:
             _write_atomic(self.spool, name + ".missing", b"", self.owner)
         except Exception as e:
@@ -112,6 +117,7 @@ class Fetcher:
             print(f"warning: fetching WAL file {name} failed: {e}", file=sys.stderr)
         finally:
             (self.spool / (name + ".want")).unlink(missing_ok=True)
+        return False
 
     def read_ahead(self, name: str) -> None:
         """Queue the segments after `name` that the archive has; drop spooled ones before it."""
@@ -120,6 +126,7 @@ class Fetcher:
         for entry in os.listdir(self.spool):
             if SEGMENT_RE.match(entry) and entry < name and entry not in self.inflight:
                 (self.spool / entry).unlink(missing_ok=True)
+                self.spooled.discard(entry)
         timeline, first = int(name[:8], 16), segment_number(name)
         for n in range(first + 1, first + 1 + self.ahead):
             seg = segment_from_number(timeline, n)
@@ -135,20 +142,29 @@ class Fetcher:
                 del self.inflight[name]
                 if f.exception() is not None:
                     print(f"warning: reading WAL file {name} ahead failed: {f.exception()}", file=sys.stderr)
+                else:
+                    self.spooled.add(name)
 
     def run(self) -> None:
         from recoverctl.sources.postgres.walnames import SEGMENT_RE
 
         last = time.monotonic()
         while self.spool.is_dir() and not self.stop.is_set():
-            wants = sorted(e[: -len(".want")] for e in os.listdir(self.spool) if e.endswith(".want"))
+            entries = set(os.listdir(self.spool))
+            wants = sorted(e[: -len(".want")] for e in entries if e.endswith(".want"))
             for name in wants:
-                self.answer(name)
-                if SEGMENT_RE.match(name):
+                # past the end of the archive (a standby polling for the next segment) there
+                # is nothing to read ahead, and listing the archive each time would cost
+                if self.answer(name) and SEGMENT_RE.match(name):
                     self.read_ahead(name)
+            # `spooled` holds only files finished before this listing: absent now means taken
+            taken = {n for n in self.spooled if n not in entries}
+            if taken:
+                self.spooled -= taken
+                self.read_ahead(max(taken))
             self._reap()
             now = time.monotonic()
-            if wants:
+            if wants or taken:
                 last = now
             elif now - last > self.idle and not self.inflight:
                 return

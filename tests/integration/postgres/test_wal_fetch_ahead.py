@@ -71,6 +71,8 @@ def test_fetcher_serves_segments_reads_ahead_and_answers_missing(
                what="read-ahead")  # fmt: skip
     assert _fetch(pg_wal, SEGS[1]) == len(content[SEGS[1]]) and dest.read_bytes() == content[SEGS[1]]
     assert not (spool / SEGS[1]).exists()
+    # taking a spooled segment (no request) moves the read-ahead window on as well
+    wait_until(lambda: (spool / SEGS[3]).exists(), timeout=10, what="the window to move on")
 
     # a missing file (history probe, end of archive) is answered missing and nothing is written
     dest.unlink()
