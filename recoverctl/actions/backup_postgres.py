@@ -136,6 +136,12 @@ def latest_physical(repo: Repository, source: str, system_identifier: str | None
     return snaps[-1] if snaps else None
 
 
+def _is_tablespace_link(relpath: str) -> bool:
+    """True for pg_tblspc/<oid>: a tablespace's contents are stored in place of its link."""
+    head, _, oid = relpath.partition("/")
+    return head == "pg_tblspc" and oid.isdigit()
+
+
 def _data_dir(src: PostgresSource, name: str, server_dir: str) -> Path:
     data_dir = Path(src.data_dir or server_dir)
     if not (data_dir / "PG_VERSION").is_file():
@@ -174,16 +180,12 @@ def backup_postgres(
         refusal = archiving_refusal(name, archiving_plan(cfg, name, conn))
         if refusal is not None:
             raise refusal
-        ts = conn.execute(
-            "select count(*) from pg_tablespace where spcname not in ('pg_default', 'pg_global')"
-        )
-        row = ts.fetchone()
-        if row and row[0]:
-            raise UsageError(
-                f"source '{name}' has {row[0]} user tablespace(s): physical backups of tablespaces are "
-                "not supported yet",
-                hint="use 'backup postgres --logical' for this cluster",
-            )
+        names = {
+            str(oid): str(spcname)
+            for oid, spcname in conn.execute(
+                "select oid, spcname from pg_tablespace where spcname not in ('pg_default', 'pg_global')"
+            ).fetchall()
+        }
         server_dir = str(conn.execute("show data_directory").fetchone()[0])  # type: ignore[index]
         data_dir = _data_dir(src, name, server_dir)
         if dry_run:
@@ -229,6 +231,10 @@ def backup_postgres(
                 "segment_size": start.segment_size,
                 "data_checksums": start.data_checksums,
                 "annotations": dict(annotations or {}),
+                "tablespaces": [
+                    {"oid": int(oid), "name": names.get(oid, oid), "location": location}
+                    for oid, location in sorted(start.tablespaces.items(), key=lambda t: int(t[0]))
+                ],
             }
             stats: dict[str, Any] = {}
 
@@ -284,6 +290,7 @@ def backup_postgres(
                     repo,
                     data_dir,
                     exclude=Exclusions(data_dir),
+                    follow_symlinks=_is_tablespace_link,
                     force_reread=reread,
                     progress=progress,
                     before_snapshot=before_snapshot,
@@ -322,6 +329,7 @@ def backup_postgres(
         "system_identifier": metadata["system_identifier"],
         "server_version": metadata["server_version"],
         "row_counts": metadata["row_counts"],
+        "tablespaces": metadata["tablespaces"],
         "annotations": metadata["annotations"],
         "pages_checked": stats.get("pages_checked", 0),
         "checksum_errors": errors,

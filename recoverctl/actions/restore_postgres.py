@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import time
 from datetime import datetime
@@ -188,11 +189,115 @@ def _prepare_dir(target_dir: Path, delta: bool) -> None:
     os.chmod(target_dir, 0o700)
 
 
-def _finish_layout(target_dir: Path, snap: Snapshot) -> None:
+def _parse_tablespace_map(text: str) -> list[tuple[str, str]]:
+    """Given tablespace_map content ("OID PATH" lines; a backslash escapes the next character of
+    PATH, as PostgreSQL writes \\, CR and LF), return (oid, path) pairs."""
+    out: list[tuple[str, str]] = []
+    buf: list[str] = []
+    escaped = False
+    for ch in text + "\n":
+        if escaped:
+            buf.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "\n":
+            oid, _, path = "".join(buf).partition(" ")
+            buf = []
+            if oid:
+                out.append((oid, path))
+        else:
+            buf.append(ch)
+    return out
+
+
+def _escape_map_path(path: str) -> str:
+    return re.sub(r"([\\\n\r])", r"\\\1", path)
+
+
+def tablespace_plan(snap: Snapshot, mapping: dict[str, str] | None) -> list[dict[str, Any]]:
+    """Given a snapshot and OID_OR_NAME → DIR remappings, return where each tablespace goes:
+    [{oid, name, location, original}]. Raise UsageError for a key naming no tablespace of the
+    backup, a relative DIR, or two tablespaces sent to one directory."""
+    md = snap.metadata
+    names = {str(t["oid"]): str(t.get("name") or t["oid"]) for t in md.get("tablespaces") or []}
+    entries = _parse_tablespace_map(md.get("tablespace_map") or "")
+    if not entries:
+        entries = [(str(t["oid"]), str(t["location"])) for t in md.get("tablespaces") or []]
+    by_key = {oid: oid for oid, _ in entries} | {names[oid]: oid for oid, _ in entries if oid in names}
+    moved: dict[str, str] = {}
+    for key, new in (mapping or {}).items():
+        if key not in by_key:
+            known = ", ".join(f"{names.get(o, o)} (oid {o})" for o, _ in entries) or "none"
+            raise UsageError(
+                f"--tablespace-map names '{key}', which is not a tablespace of backup {snap.id[:8]}",
+                hint=f"tablespaces in this backup: {known}",
+            )
+        if not os.path.isabs(new):
+            raise UsageError(
+                f"--tablespace-map {key}={new}: the directory must be an absolute path",
+                hint="give the full path of the new tablespace directory",
+            )
+        moved[by_key[key]] = os.path.normpath(new)
+    plan: list[dict[str, Any]] = [
+        {"oid": int(oid), "name": names.get(oid, oid), "location": moved.get(oid, path), "original": path}
+        for oid, path in entries
+        if os.path.isabs(path)  # in-place tablespaces are plain directories under pg_tblspc
+    ]
+    seen: dict[str, str] = {}
+    for t in plan:
+        if t["location"] in seen:
+            raise UsageError(
+                f"tablespaces {seen[t['location']]} and {t['name']} would both be restored to "
+                f"'{t['location']}'",
+                hint="give each tablespace its own directory with --tablespace-map",
+            )
+        seen[t["location"]] = t["name"]
+    return plan
+
+
+def _check_tablespace_dirs(plan: list[dict[str, Any]], target_dir: Path, delta: bool) -> None:
+    """Refuse (before anything is written) tablespace directories that are in use or not empty."""
+    for t in plan:
+        loc = Path(t["location"])
+        if loc == target_dir or target_dir in loc.parents or loc in target_dir.parents:
+            raise UsageError(
+                f"tablespace {t['name']} directory '{loc}' overlaps the target directory '{target_dir}'",
+                hint="restore the tablespace elsewhere with --tablespace-map OID_OR_NAME=DIR",
+            )
+        if loc.exists() and not loc.is_dir():
+            raise UsageError(f"tablespace {t['name']} directory '{loc}' is not a directory")
+        if loc.is_dir() and any(loc.iterdir()) and not delta:
+            raise UsageError(
+                f"tablespace {t['name']} directory '{loc}' is not empty",
+                hint="restore it elsewhere with --tablespace-map OID_OR_NAME=DIR, or pass --delta "
+                "to reuse files that already match",
+            )
+
+
+def _link_tablespaces(plan: list[dict[str, Any]], target_dir: Path) -> None:
+    """Create each tablespace directory and point pg_tblspc/<oid> at it, so the restore writes the
+    tablespace's files there."""
+    (target_dir / "pg_tblspc").mkdir(parents=True, exist_ok=True)
+    for t in plan:
+        loc = Path(t["location"])
+        loc.mkdir(parents=True, exist_ok=True)
+        os.chmod(loc, 0o700)
+        link = target_dir / "pg_tblspc" / str(t["oid"])
+        if link.is_symlink():
+            link.unlink()
+        elif link.is_dir():
+            shutil.rmtree(link)  # left by a restore without links; its files are restored anew
+        os.symlink(loc, link)
+
+
+def _finish_layout(target_dir: Path, snap: Snapshot, tablespaces: list[dict[str, Any]]) -> None:
     md = snap.metadata
     (target_dir / "backup_label").write_text(md["backup_label"])
     if md.get("tablespace_map"):
-        (target_dir / "tablespace_map").write_text(md["tablespace_map"])
+        # PostgreSQL recreates pg_tblspc/<oid> from this file at start-up: it names the new places.
+        lines = "".join(f"{t['oid']} {_escape_map_path(t['location'])}\n" for t in tablespaces)
+        (target_dir / "tablespace_map").write_text(lines)
     for d in _EMPTY_DIRS:
         (target_dir / d).mkdir(parents=True, exist_ok=True)
     for stale in ("postmaster.pid", "postmaster.opts", "recovery.signal", "standby.signal"):
@@ -277,15 +382,20 @@ def restore_postgres(
     os_user: str | None = None,
     progress: object | None = None,
     fetch_ahead: bool = False,
+    tablespace_map: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Restore a physical backup of `source` into `target_dir`, set up recovery to `target`.
+
+    Tablespaces go to their original directories, or to those `tablespace_map` gives
+    ({oid or name: dir}); pg_tblspc/<oid> links and the tablespace_map file name them.
 
     With `fetch_ahead` or `start_port` (the server starts right after), the WAL fetcher starts
     while the files are restored, so recovery's first restore_command finds it ready.
     With `start_port`, start the server there (as `os_user`; 'postgres' when root) and wait
     until recovery ends; the result then has 'server' {port, data_dir, pid} (stop it with
     `stop_restored_server`), 'recovered_lsn' and 'recovered_commit_ts' (epoch or None).
-    Raise UsageError (bad target, non-empty dir without delta), NotFoundError (exit 10: no
+    Raise UsageError (bad target, non-empty dir or tablespace dir without delta, unknown
+    tablespace), NotFoundError (exit 10: no
     backup before the target, unknown restore point), VerificationError (a WAL gap, naming the
     segment; recovery ended before the target).
     """
@@ -302,7 +412,10 @@ def restore_postgres(
         with repo.lock(operation="restore postgres"):
             snap, target = choose_snapshot(repo, catalog, name, target, snapshot)
             _check_archive(repo, name, snap, target)
+            tablespaces = tablespace_plan(snap, tablespace_map)
+            _check_tablespace_dirs(tablespaces, target_dir, delta)
             _prepare_dir(target_dir, delta)
+            _link_tablespaces(tablespaces, target_dir)
             warm = fetch_ahead or start_port is not None
             if warm and not delta:  # a delta restore removes what the snapshot lacks
                 start_fetcher(cfg, password, name, target_dir, user)
@@ -315,7 +428,7 @@ def restore_postgres(
                     f"not restored: {', '.join(e['path'] for e in result.errors[:5])}",
                     hint="run 'recoverctl verify --read-data'; try an older snapshot with --snapshot",
                 )
-            _finish_layout(target_dir, snap)
+            _finish_layout(target_dir, snap, tablespaces)
         fetch_s = time.monotonic() - started
         settings = recovery_settings(restore_command(cfg, name), target, target_action)
         if start_port is not None:
@@ -324,6 +437,8 @@ def restore_postgres(
         write_recovery_config(target_dir, settings)
         os.chmod(target_dir, 0o700)
         chown_tree(target_dir, user)
+        for t in tablespaces:
+            chown_tree(Path(t["location"]), user)
         out: dict[str, Any] = {
             "source": name,
             "snapshot_id": snap.id,
@@ -337,6 +452,7 @@ def restore_postgres(
             "files_restored": result.files,
             "files_skipped_unchanged": result.skipped,
             "row_counts": snap.metadata.get("row_counts", {}),
+            "tablespaces": tablespaces,
             "recovered_lsn": None,
             "recovered_commit_ts": None,
             "phases": {"fetch": round(fetch_s, 3)},
@@ -531,14 +647,17 @@ def plan_restore(
     source: str | None,
     snapshot: str | None = None,
     target: RecoveryTarget | None = None,
+    tablespace_map: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Return which backup a restore to `target` would use, after checking its WAL is archived."""
+    """Return which backup a restore to `target` would use (and where its tablespaces would go),
+    after checking its WAL is archived."""
     name, _src = cfg.source(source, "postgres")
     target = normalize_target(target or RecoveryTarget("latest"))
     repo = open_repository(cfg, password)
     try:
         snap, target = choose_snapshot(repo, catalog, name, target, snapshot)
         _check_archive(repo, name, snap, target)
+        tablespaces = tablespace_plan(snap, tablespace_map)
     finally:
         repo.close()
     return {
@@ -547,5 +666,6 @@ def plan_restore(
         "snapshot_time": snap.time,
         "backup_stop_lsn": snap.metadata["stop_lsn"],
         "target": target.describe(),
+        "tablespaces": tablespaces,
         "dry_run": True,
     }

@@ -245,6 +245,8 @@ def backup_postgres_cmd(
 @click.option("--target-action", type=click.Choice(["promote", "pause", "shutdown"]), default="promote",
               show_default=True, help="What the server does at the target.")  # fmt: skip
 @click.option("--delta", is_flag=True, help="Reuse a non-empty target dir, keeping files that match.")
+@click.option("--tablespace-map", "tablespace_maps", multiple=True, metavar="OID_OR_NAME=DIR",
+              help="Restore this tablespace to DIR instead of its original one (repeatable).")  # fmt: skip
 @click.option("--start", is_flag=True, help="Start the restored server and wait for recovery to finish.")
 @click.option("--port", type=int, help="With --start: the port for the restored server.")
 @click.option("--os-user", help="OS user the restored server runs as (default: postgres when root).")
@@ -269,6 +271,7 @@ def restore_postgres_cmd(
     to_immediate: bool,
     target_action: str,
     delta: bool,
+    tablespace_maps: tuple[str, ...],
     start: bool,
     port: int | None,
     os_user: str | None,
@@ -284,11 +287,14 @@ def restore_postgres_cmd(
     backup_label, recovery.signal, restore_command (`recoverctl wal fetch`) and the target. With
     --start it starts the server on --port and waits until recovery ends, then reports the
     recovered LSN and last commit time. A WAL gap fails naming the missing segment.
+    Tablespaces are restored to their original directories (which must be empty unless
+    --delta), or elsewhere with --tablespace-map; pg_tblspc links and tablespace_map follow.
 
     \b
     Example:
       recoverctl restore postgres --target-dir /srv/pg-restore --to-time '2026-11-27 01:53:20+00'
       recoverctl restore postgres --target-dir /tmp/pg --to-name before-release-42 --start --port 5499
+      recoverctl restore postgres --target-dir /srv/pg2 --tablespace-map fast=/srv/pg2-fast --to-latest
       recoverctl restore postgres --logical latest --database app --table public.orders
     """
     from recoverctl.cli.passphrase import passphrase
@@ -333,12 +339,22 @@ def restore_postgres_cmd(
     target = RecoveryTarget(kind, None if kind in ("latest", "immediate") else value)
     if start and port is None:
         raise UsageError("--start needs --port", hint="pick a free port, e.g. --port 5499")
+    remap: dict[str, str] = {}
+    for item in tablespace_maps:
+        key, sep, directory = item.partition("=")
+        if not sep or not key or not directory:
+            raise UsageError(
+                f"--tablespace-map '{item}' is not OID_OR_NAME=DIR",
+                hint="e.g. --tablespace-map fast=/srv/pg-fast",
+            )
+        remap[key] = str(Path(directory).absolute())
     if dry_run:
         from recoverctl.actions.restore_postgres import plan_restore
 
         out = plan_restore(
-            app.config, app.catalog, passphrase(app), source=source, snapshot=snapshot, target=target
-        )
+            app.config, app.catalog, passphrase(app), source=source, snapshot=snapshot, target=target,
+            tablespace_map=remap,
+        )  # fmt: skip
         app.render(out, lambda d: f"would restore backup {d['snapshot_id'][:8]} and recover to {d['target']}")
         return
     from recoverctl.actions.restore_postgres import restore_postgres
@@ -346,7 +362,7 @@ def restore_postgres_cmd(
     result = restore_postgres(
         app.config, app.catalog, passphrase(app), source=source, target_dir=target_dir, snapshot=snapshot,
         target=target, target_action=target_action, delta=delta, start_port=port if start else None,
-        os_user=os_user,
+        os_user=os_user, tablespace_map=remap,
     )  # fmt: skip
 
     def text(d: dict[str, Any]) -> str:

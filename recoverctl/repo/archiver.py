@@ -20,6 +20,7 @@ import json
 import os
 import queue
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -39,6 +40,9 @@ from recoverctl.repo.tree import Node, node_from_stat, unchanged
 
 ExcludeFn = Callable[[str, os.stat_result], bool]
 ForceRereadFn = Callable[[str, os.stat_result], bool]
+# Given a symlink's path relative to the root, return whether to back up its target directory in
+# its place (e.g. PostgreSQL's pg_tblspc/<oid> links).
+FollowFn = Callable[[str], bool]
 # Given the warnings so far, return whether the snapshot is partial (see backup_tree).
 BeforeSnapshotFn = Callable[[list[str]], bool]
 
@@ -168,6 +172,7 @@ class Archiver:
         force_reread: ForceRereadFn | None = None,
         exclude: ExcludeFn | None = None,
         one_file_system: bool = False,
+        follow_symlinks: FollowFn | None = None,
     ):
         _limit_malloc_arenas()
         self.repo = repo
@@ -177,6 +182,7 @@ class Archiver:
         self.force_reread = force_reread
         self.exclude = exclude
         self.one_file_system = one_file_system
+        self.follow_symlinks = follow_symlinks
         self.counters = _Counters()
         self.warnings: list[str] = []
         self.partial = False
@@ -353,6 +359,15 @@ class Archiver:
             except OSError as e:
                 self._warn(f"{child_path}: cannot stat: {e.strerror}")
                 continue
+            follow = self.follow_symlinks
+            if follow is not None and stat.S_ISLNK(st.st_mode) and follow(child_rel):
+                try:
+                    target_st = os.stat(child_path)
+                except OSError as e:
+                    self._warn(f"{child_path}: cannot follow link: {e.strerror}")
+                    continue
+                if stat.S_ISDIR(target_st.st_mode):
+                    st = target_st  # walked as the directory it points to
             if self.exclude is not None and self.exclude(child_rel, st):
                 continue
             if isinstance(extra, bytes):
@@ -606,6 +621,7 @@ def backup_tree(
     force_read: bool = False,
     force_reread: ForceRereadFn | None = None,
     one_file_system: bool = False,
+    follow_symlinks: FollowFn | None = None,
     dry_run: bool = False,
     progress: Progress | None = None,
     before_snapshot: BeforeSnapshotFn | None = None,
@@ -616,6 +632,8 @@ def backup_tree(
     an entry and everything below it; `extra_files` adds in-memory files (`{relpath: bytes}`),
     replacing files of the same path on disk. Unchanged files (size, mtime, ctime, inode equal to
     `parent`'s node) are not read unless `force_read` or `force_reread(relpath, lstat)` says so.
+    A symlink to a directory for which `follow_symlinks(relpath)` is true is stored as that
+    directory (its contents walked like any other); other symlinks are stored as links.
     Files that vanish, cannot be read, or change while read set `partial` (and a warning each).
     `before_snapshot(warnings)` runs once every file has been read and before the snapshot is
     written (e.g. to end a database backup mode); it may still update `metadata` in place, and its
@@ -640,6 +658,7 @@ def backup_tree(
         force_reread=force_reread,
         exclude=exclude,
         one_file_system=one_file_system,
+        follow_symlinks=follow_symlinks,
     )
     extras = _extras_tree(extra_files)
     root_st = os.stat(root_s)

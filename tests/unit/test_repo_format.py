@@ -248,3 +248,30 @@ def test_xattrs_of_unchanged_files_come_from_the_parent_and_changes_are_seen(
     third = backup_tree(repo, src, parent=repo.load_snapshot(str(second.snapshot_id)))
     assert third.summary["files_unmodified"] == 1
     assert node_of(third.snapshot_id)["xattrs"] == {"user.label": "djE="}
+
+
+def test_followed_symlinks_are_stored_as_their_directories_and_reused(
+    tmp_path: Path, repo: Repository
+) -> None:
+    src, outside = tmp_path / "src", tmp_path / "outside"
+    (src / "links").mkdir(parents=True)
+    (outside / "sub").mkdir(parents=True)
+    (outside / "sub" / "data").write_bytes(os.urandom(300))
+    (src / "links" / "in").symlink_to(outside)
+    (src / "links" / "kept").symlink_to(outside)
+    follow = {"links/in"}.__contains__
+    first = backup_tree(repo, src, follow_symlinks=follow)
+    nodes = {n["name"]: n for n in repo.load_tree(bytes.fromhex(_subtree(repo, first, "links")))["nodes"]}
+    assert nodes["in"]["type"] == "dir" and nodes["kept"]["type"] == "symlink"
+    second = backup_tree(repo, src, follow_symlinks=follow, parent=repo.load_snapshot(str(first.snapshot_id)))
+    assert second.summary["files_unmodified"] == 1 and second.summary["blobs_added"] == 0
+    out = tmp_path / "out"
+    restore_snapshot(repo, str(second.snapshot_id), str(out))
+    assert (out / "links" / "in" / "sub" / "data").read_bytes() == (outside / "sub" / "data").read_bytes()
+    assert not (out / "links" / "in").is_symlink() and (out / "links" / "kept").is_symlink()
+
+
+def _subtree(repo: Repository, result: object, name: str) -> str:
+    snap = repo.load_snapshot(str(result.snapshot_id))  # type: ignore[attr-defined]
+    nodes = repo.load_tree(bytes.fromhex(snap.tree))["nodes"]
+    return str(next(n["subtree"] for n in nodes if n["name"] == name))
