@@ -67,3 +67,32 @@ def test_documented_exclusions(tmp_path: Path) -> None:
     assert got["pg_tblspc/20001"].link_target == str(ts)
     assert got["base/5/1259"].is_relation and not got["PG_VERSION"].is_relation
     assert got["pg_tblspc/20001/PG_15_1/5/20000"].is_relation
+
+
+def test_archiver_stores_tablespace_contents_with_the_same_exclusions(tmp_path: Path) -> None:
+    from recoverctl.actions.backup_postgres import _is_tablespace_link
+    from recoverctl.repo import Repository, backup_tree
+    from recoverctl.repo.reader import walk
+    from recoverctl.sources.postgres.files import Exclusions
+    from recoverctl.storage.local import LocalStorage
+
+    d = tmp_path / "data"
+    (d / "pg_tblspc").mkdir(parents=True)
+    (d / "PG_VERSION").write_text("15")
+    ts = tmp_path / "ts"
+    (ts / "PG_15_1/5/pgsql_tmp").mkdir(parents=True)
+    for name in ("20000", "20000_fsm", "30000", "30000_init", "t3_16400", "pgsql_tmp/pgsql_tmp1.0"):
+        (ts / "PG_15_1/5" / name).write_text("x")
+    os.symlink(ts, d / "pg_tblspc/20001")
+    repo = Repository.init(
+        LocalStorage(tmp_path / "repo"), "pw", kdf={"name": "scrypt", "n": 2**10, "r": 8, "p": 1}
+    )
+    result = backup_tree(repo, d, exclude=Exclusions(d), follow_symlinks=_is_tablespace_link)
+    snap = repo.load_snapshot(str(result.snapshot_id))
+    stored = {path.lstrip("/"): node["type"] for path, node in walk(repo, snap.tree)}
+    assert stored["pg_tblspc/20001"] == "dir"
+    assert {p for p in stored if p.startswith("pg_tblspc/20001/PG_15_1/5/")} == {
+        "pg_tblspc/20001/PG_15_1/5/20000",
+        "pg_tblspc/20001/PG_15_1/5/20000_fsm",
+        "pg_tblspc/20001/PG_15_1/5/30000_init",
+    }
