@@ -8,8 +8,6 @@ the blob id the snapshot lists: it proves the bytes on disk, not only the bytes 
 
 from __future__ import annotations
 
-import re
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,31 +18,14 @@ from recoverctl.actions.restore import restore
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config
 from recoverctl.drill.playbook import RecoveryPoint, SnapshotFilter
-from recoverctl.drill.restorer import Fetched, Selection, random_time
-from recoverctl.errors import NotFoundError, RecoverctlError, VerificationError
-from recoverctl.progress import Progress
+from recoverctl.drill.restorer import Fetched, Selection, WarningLog, random_time
+from recoverctl.errors import NotFoundError, RecoverctlError
 from recoverctl.repo import Repository
 from recoverctl.repo.reader import walk
 from recoverctl.repo.snapshot import Snapshot
 
-_PACK_RE = re.compile(r"\bpack ([0-9a-f]{8,})")
 # Mismatches listed in the check output; the count is always complete.
 MISMATCH_LIMIT = 50
-
-
-class _WarningLog(Progress):
-    """Keeps the restore's per-file warnings: they name the damaged pack, the final error does not."""
-
-    def __init__(self) -> None:
-        self.warnings: list[str] = []
-        self._lock = threading.Lock()
-
-    def warn(self, text: str) -> None:
-        with self._lock:
-            self.warnings.append(text)
-
-    def damaged_packs(self) -> list[str]:
-        return sorted({m for w in self.warnings for m in _PACK_RE.findall(w)})
 
 
 @dataclass
@@ -198,22 +179,16 @@ class FilesRestorer:
 
         Raise VerificationError naming the damaged pack(s) when blobs fail authentication.
         """
-        log = _WarningLog()
+        log = WarningLog()
         try:
             out = restore(
                 self.cfg, self.catalog, self.password, selection.snapshot_id, str(data_dir), progress=log
             )
         except RecoverctlError as e:
-            packs = sorted({*log.damaged_packs(), *_PACK_RE.findall(e.message)})
-            if not packs:
+            damaged = log.damage_error(e, selection.snapshot_id, self.source)
+            if damaged is None:
                 raise
-            raise VerificationError(
-                f"snapshot {selection.snapshot_id[:8]} of '{self.source}' has damaged data in "
-                f"pack{'s' if len(packs) > 1 else ''} {', '.join(packs)}: {e.message}",
-                hint="run 'recoverctl verify --read-data' and take a new backup; "
-                "older snapshots may not share the damaged pack",
-                details={"damaged_packs": packs, "warnings": log.warnings[:20]},
-            ) from None
+            raise damaged from None
         return Fetched(
             bytes=int(out.get("bytes") or 0),
             details={"files_restored": out.get("files"), "dirs_restored": out.get("dirs")},

@@ -8,38 +8,23 @@ the server — the drill's scratch cluster starts it so recovery and startup are
 
 from __future__ import annotations
 
-import re
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from recoverctl.actions.backup_postgres import KIND
 from recoverctl.actions.repository import open_repository
-from recoverctl.actions.restore_postgres import RecoveryTarget, choose_snapshot, restore_postgres
+from recoverctl.actions.restore_postgres import (
+    RecoveryTarget,
+    choose_snapshot,
+    restore_postgres,
+    tablespace_plan,
+)
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config
 from recoverctl.drill.playbook import RecoveryPoint
-from recoverctl.drill.restorer import Fetched, Selection, random_time
-from recoverctl.errors import NotFoundError, RecoverctlError, VerificationError
-from recoverctl.progress import Progress
-
-_PACK_RE = re.compile(r"\bpack ([0-9a-f]{8,})")
-
-
-class _WarningLog(Progress):
-    """Keeps the restore's per-file warnings: they name the damaged pack, the final error does not."""
-
-    def __init__(self) -> None:
-        self.warnings: list[str] = []
-        self._lock = threading.Lock()
-
-    def warn(self, text: str) -> None:
-        with self._lock:
-            self.warnings.append(text)
-
-    def damaged_packs(self) -> list[str]:
-        return sorted({m for w in self.warnings for m in _PACK_RE.findall(w)})
+from recoverctl.drill.restorer import Fetched, Selection, WarningLog, random_time
+from recoverctl.errors import NotFoundError, RecoverctlError
 
 
 def _iso(ts: float) -> str:
@@ -87,7 +72,11 @@ class PostgresRestorer:
             target_kind="time" if target_time is not None else point.kind,
             target_time=target_time,
             size=snap.summary.get("bytes_total"),
-            metadata={"row_counts": md.get("row_counts") or {}, "reltuples": md.get("reltuples") or {}},
+            metadata={
+                "row_counts": md.get("row_counts") or {},
+                "reltuples": md.get("reltuples") or {},
+                "tablespace_oids": [str(t["oid"]) for t in tablespace_plan(snap, None)],
+            },
         )
 
     def fetch(self, selection: Selection, data_dir: Path, os_user: str | None) -> Fetched:
@@ -95,7 +84,7 @@ class PostgresRestorer:
 
         Raise VerificationError naming the damaged pack(s) when blobs fail authentication.
         """
-        log = _WarningLog()
+        log = WarningLog()
         try:
             out = restore_postgres(
                 self.cfg,
@@ -109,18 +98,17 @@ class PostgresRestorer:
                 os_user=os_user,
                 progress=log,
                 fetch_ahead=True,  # the scratch cluster starts right after
+                # Never the production tablespace dirs: each goes into the drill's workspace.
+                tablespace_map={
+                    oid: str(data_dir.parent / "tablespaces" / oid)
+                    for oid in selection.metadata.get("tablespace_oids", [])
+                },
             )
         except RecoverctlError as e:
-            packs = sorted({*log.damaged_packs(), *_PACK_RE.findall(e.message)})
-            if not packs:
+            damaged = log.damage_error(e, selection.snapshot_id, self.source)
+            if damaged is None:
                 raise
-            raise VerificationError(
-                f"snapshot {selection.snapshot_id[:8]} of '{self.source}' has damaged data in "
-                f"pack{'s' if len(packs) > 1 else ''} {', '.join(packs)}: {e.message}",
-                hint="run 'recoverctl verify --read-data' and take a new backup; "
-                "older snapshots may not share the damaged pack",
-                details={"damaged_packs": packs, "warnings": log.warnings[:20]},
-            ) from None
+            raise damaged from None
         return Fetched(
             bytes=int(out.get("bytes_restored") or 0),
             details={

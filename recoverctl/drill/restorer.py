@@ -7,11 +7,17 @@ protocol, so the scratch-server lifecycle, checks and scoring do not depend on t
 from __future__ import annotations
 
 import random
+import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from recoverctl.drill.playbook import RecoveryPoint
+from recoverctl.errors import RecoverctlError, VerificationError
+from recoverctl.progress import Progress
+
+_PACK_RE = re.compile(r"\bpack ([0-9a-f]{8,})")
 
 
 @dataclass
@@ -34,6 +40,32 @@ class Fetched:
 
     bytes: int
     details: dict[str, Any] = field(default_factory=dict)
+
+
+class WarningLog(Progress):
+    """Keeps the restore's per-file warnings: they name the damaged pack, the final error does not."""
+
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+        self._lock = threading.Lock()
+
+    def warn(self, text: str) -> None:
+        with self._lock:
+            self.warnings.append(text)
+
+    def damage_error(self, e: RecoverctlError, snapshot_id: str, source: str) -> VerificationError | None:
+        """Given the restore's failure, return an error naming the damaged pack(s), or None when
+        neither the failure nor a warning names one."""
+        packs = sorted({m for text in [*self.warnings, e.message] for m in _PACK_RE.findall(text)})
+        if not packs:
+            return None
+        return VerificationError(
+            f"snapshot {snapshot_id[:8]} of '{source}' has damaged data in "
+            f"pack{'s' if len(packs) > 1 else ''} {', '.join(packs)}: {e.message}",
+            hint="run 'recoverctl verify --read-data' and take a new backup; "
+            "older snapshots may not share the damaged pack",
+            details={"damaged_packs": packs, "warnings": self.warnings[:20]},
+        )
 
 
 class Restorer(Protocol):

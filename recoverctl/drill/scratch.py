@@ -64,12 +64,25 @@ def port_in_use(port: int) -> bool:
     return False
 
 
-def _is_within(path: Path, parent: Path) -> bool:
+def is_within(path: Path, parent: Path) -> bool:
+    """Return whether `path` is `parent` or lies below it (symlinks resolved)."""
     try:
         path.resolve().relative_to(parent.resolve())
     except ValueError:
         return False
     return True
+
+
+def create_workspace(parent_dir: Path) -> Path:
+    """Given a parent dir (made if missing), return a fresh private drill temp dir in it; raise DrillError."""
+    try:
+        parent_dir.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=DRILL_PREFIX, dir=parent_dir))
+    except OSError as e:
+        raise DrillError(
+            f"cannot create the drill temp dir under '{parent_dir}': {e.strerror}",
+            hint="check where.temp_dir exists, is writable and has free space",
+        ) from None
 
 
 @dataclass
@@ -124,7 +137,7 @@ class ScratchCluster:
         production port, or the port is already in use.
         """
         parent_dir = Path(parent or tempfile.gettempdir())
-        if production_data_dir and _is_within(parent_dir, Path(production_data_dir)):
+        if production_data_dir and is_within(parent_dir, Path(production_data_dir)):
             raise DrillError(
                 f"drill temp dir '{parent_dir}' is inside the production data dir '{production_data_dir}'",
                 hint="set where.temp_dir in the playbook to a directory outside the data dir",
@@ -144,14 +157,7 @@ class ScratchCluster:
             port = free_loopback_port()
             while port == production_port:
                 port = free_loopback_port()
-        try:
-            parent_dir.mkdir(parents=True, exist_ok=True)
-            workspace = Path(tempfile.mkdtemp(prefix=DRILL_PREFIX, dir=parent_dir))
-        except OSError as e:
-            raise DrillError(
-                f"cannot create the drill temp dir under '{parent_dir}': {e.strerror}",
-                hint="check where.temp_dir exists, is writable and has free space",
-            ) from None
+        workspace = create_workspace(parent_dir)
         cluster = cls(bin_dir=bin_dir, workspace=workspace, port=port, os_user=os_user, keep=keep)
         try:
             cluster._prepare()

@@ -22,7 +22,7 @@ from recoverctl.config import Config
 from recoverctl.drill import engine
 from recoverctl.drill.playbook import Playbook, RecoveryPoint
 from recoverctl.drill.restorer import Fetched, Selection
-from recoverctl.drill.scratch import DRILL_PREFIX, DrillError
+from recoverctl.drill.scratch import DrillError, create_workspace, is_within
 from recoverctl.errors import RecoverctlError
 
 
@@ -34,14 +34,6 @@ class SnapshotRestorer(Protocol):
     def rehash(self, selection: Selection, data_dir: Path) -> dict[str, Any]: ...
 
 
-def _inside(path: Path, parent: Path) -> bool:
-    try:
-        path.resolve().relative_to(parent.resolve())
-    except ValueError:
-        return False
-    return True
-
-
 def make_workspace(parent: str | None, protected: list[str]) -> Path:
     """Return a fresh private temp dir under `parent` (default $TMPDIR).
 
@@ -50,21 +42,12 @@ def make_workspace(parent: str | None, protected: list[str]) -> Path:
     """
     parent_dir = Path(parent or tempfile.gettempdir())
     for p in protected:
-        if _inside(parent_dir, Path(p)):
+        if is_within(parent_dir, Path(p)):
             raise DrillError(
                 f"drill temp dir '{parent_dir}' is inside '{p}', a path the source backs up",
                 hint="set where.temp_dir in the playbook to a directory outside the source's paths",
             )
-    try:
-        parent_dir.mkdir(parents=True, exist_ok=True)
-        workspace = Path(tempfile.mkdtemp(prefix=DRILL_PREFIX, dir=parent_dir))
-    except OSError as e:
-        raise DrillError(
-            f"cannot create the drill temp dir under '{parent_dir}': {e.strerror}",
-            hint="check where.temp_dir exists, is writable and has free space",
-        ) from None
-    os.chmod(workspace, 0o700)
-    return workspace
+    return create_workspace(parent_dir)
 
 
 def _no_space(e: RecoverctlError) -> bool:

@@ -10,7 +10,7 @@ import socket
 import stat as statmod
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -29,6 +29,26 @@ from recoverctl.storage.base import TMP_PREFIX, ObjectInfo
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 32768  # paramiko's SFTP request size
+
+
+def _walk(
+    sftp: paramiko.SFTPClient, start: str, rel: str, descend: Callable[[str], bool]
+) -> Iterator[tuple[str, str, paramiko.SFTPAttributes]]:
+    """Yield (remote path, key, attributes) of every file below `start` (keys start with `rel`),
+    entering only the directories whose key `descend` accepts; vanished directories are skipped."""
+    todo = [(start, rel)]
+    while todo:
+        directory, prefix = todo.pop()
+        try:
+            entries = sftp.listdir_attr(directory)
+        except FileNotFoundError:
+            continue
+        for a in entries:
+            key, path = prefix + a.filename, f"{directory.rstrip('/')}/{a.filename}"
+            if not statmod.S_ISDIR(a.st_mode or 0):
+                yield path, key, a
+            elif descend(key):
+                todo.append((path, key + "/"))
 
 
 class _UnknownHostKey(paramiko.SSHException):
@@ -312,42 +332,25 @@ class SftpStorage:
         start = f"{self.root.rstrip('/')}/{base}".rstrip("/") or "/"
         found: list[ObjectInfo] = []
         with self._sftp(f"list '{prefix or '/'}'") as sftp:
-            todo = [(start, f"{base}/" if base else "")]
-            while todo:
-                directory, rel = todo.pop()
-                try:
-                    entries = sftp.listdir_attr(directory)
-                except FileNotFoundError:
-                    continue
-                for a in entries:
-                    key = rel + a.filename
-                    if statmod.S_ISDIR(a.st_mode or 0):
-                        if (key + "/").startswith(prefix) or prefix.startswith(key + "/"):
-                            todo.append((f"{directory.rstrip('/')}/{a.filename}", key + "/"))
-                    elif not a.filename.startswith(TMP_PREFIX) and key.startswith(prefix):
-                        found.append(ObjectInfo(key, a.st_size or 0, float(a.st_mtime or 0)))
+
+            def descend(key: str) -> bool:
+                return (key + "/").startswith(prefix) or prefix.startswith(key + "/")
+
+            for _path, key, a in _walk(sftp, start, f"{base}/" if base else "", descend):
+                if not a.filename.startswith(TMP_PREFIX) and key.startswith(prefix):
+                    found.append(ObjectInfo(key, a.st_size or 0, float(a.st_mtime or 0)))
         yield from found
 
     def sweep_partial_writes(self, before: float, *, dry_run: bool = False) -> builtins.list[str]:
         swept: builtins.list[str] = []
         root = self.root.rstrip("/") or "/"
         with self._sftp("sweep partial writes") as sftp:
-            todo = [(root, "")]
-            while todo:
-                directory, rel = todo.pop()
-                try:
-                    entries = sftp.listdir_attr(directory)
-                except FileNotFoundError:
-                    continue
-                for a in entries:
-                    path = f"{directory.rstrip('/')}/{a.filename}"
-                    if statmod.S_ISDIR(a.st_mode or 0):
-                        todo.append((path, f"{rel}{a.filename}/"))
-                    elif a.filename.startswith(TMP_PREFIX) and float(a.st_mtime or 0) < before:
-                        if not dry_run:
-                            with contextlib.suppress(FileNotFoundError):
-                                sftp.remove(path)
-                        swept.append(rel + a.filename)
+            for path, key, a in _walk(sftp, root, "", lambda _key: True):
+                if a.filename.startswith(TMP_PREFIX) and float(a.st_mtime or 0) < before:
+                    if not dry_run:
+                        with contextlib.suppress(FileNotFoundError):
+                            sftp.remove(path)
+                    swept.append(key)
         return sorted(swept)
 
     def stat(self, key: str) -> ObjectInfo:

@@ -83,6 +83,18 @@ def test_tablespace_backup_and_remapped_restore() -> None:
         finally:
             stop(target)
         assert _manifest(original) == before
+
+        # A drill puts the tablespace into its own workspace, never the production directory.
+        pb = home / "ts-drill.yaml"
+        pb.write_text(
+            "drill:\n  name: ts\n  source: main\n  recovery_point: latest\n  checks:\n"
+            '    - sql: "select count(*) from t"\n      expect: ">= 2500"\n'
+        )
+        drill = cli("--json", "drill", "run", str(pb), check=0).json()
+        assert drill["verdict"] == "pass", drill
+        sql = [c for c in drill["checks"] if c["kind"] == "sql"]
+        assert sql and sql[0]["ok"] and sql[0]["output"] == "got 2500, expected >= 2500", drill["checks"]
+        assert _manifest(original) == before
     finally:
         stop(target)
         pg.destroy()
