@@ -229,7 +229,7 @@ def postgres_check(
     Raise ConfigError (exit 2) when archiving is not configured, VerificationError (exit 13)
     when the segment does not arrive within `timeout`.
     """
-    from recoverctl.actions.wal import open_repo, wait_for_segment
+    from recoverctl.actions.wal import open_repo, wait_for_wal
     from recoverctl.sources.postgres.walnames import parse_lsn, segment_name
 
     name, src = cfg.source(source, "postgres")
@@ -247,7 +247,7 @@ def postgres_check(
     segment = segment_name(timeline, max(parse_lsn(switched) - 1, 0))
     repo = open_repo(cfg, password)
     try:
-        waited = wait_for_segment(repo, name, segment, timeout)
+        waited = wait_for_wal(repo, name, segment, segment, timeout)
     except Exception:
         catalog.audit("postgres.check", name, "failed", {"segment": segment})
         raise

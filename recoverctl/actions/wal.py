@@ -504,25 +504,6 @@ def _owned(path: Path) -> bool:
         return False
 
 
-def wait_for_segment(
-    repo: Repository, source: str, segment: str, timeout: float, interval: float = 0.2
-) -> float:
-    """Poll until `segment` is in the archive; return seconds waited; raise VerificationError."""
-    key = wal_key(source, segment)
-    start = time.monotonic()
-    while True:
-        if any(k == key for k in repo.list_objects(key)):
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise VerificationError(
-                f"WAL segment {segment} of source '{source}' did not reach the repository "
-                f"within {timeout:.0f}s",
-                hint="check archive_command ('recoverctl postgres setup') and the server log "
-                "for archiver errors",
-            )
-        time.sleep(interval)
-
-
 def expire_wal(
     cfg: Config, password: str, *, source: str | None = None, dry_run: bool = False
 ) -> dict[str, Any]:

@@ -220,7 +220,6 @@ def test_drill_job_kind_runs_the_playbook_and_fails_the_job_on_a_failed_drill(
 def test_alert_policy_runs_a_drill_through_the_queue(
     env: tuple[InProcessCli, Path, Path], tmp_path: Path, serve_factory: Any
 ) -> None:
-    from tests.fixtures.net import wait_until
 
     cli, src, parent = env
     token = "drill-policy-token-0123456789"
@@ -245,15 +244,7 @@ def test_alert_policy_runs_a_drill_through_the_queue(
     body = {"alertname": "BitRot", "labels": {"host": "nas"}, "id": "rot-1"}
     d = srv.post("/hooks/generic", body).json()["decisions"][0]
     assert d["decision"] == "acted", d
-    job = wait_until(
-        lambda: (
-            (j := srv.client.get(f"/api/jobs/{d['job_id']}", headers=srv.headers()).json())["state"]
-            in ("succeeded", "failed")
-            and j
-        ),
-        timeout=120,
-        what="the drill job",
-    )
+    job = srv.wait_job(d["job_id"], timeout=120)
     assert job["state"] == "succeeded", job
     hist = cli("drill", "history", "--json", check=0).json()
     assert [(h["name"], h["verdict"]) for h in hist] == [("docs-nightly", "pass")]

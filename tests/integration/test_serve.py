@@ -155,13 +155,7 @@ def test_replicas_repeats_resolved_cooldown_and_cap(cli: Any, serve_factory: Any
     assert [d["decision"] for d in decisions] == ["acted", "deduplicated", "deduplicated"]
     job_id = decisions[0]["job_id"]
     assert all(d["job_id"] == job_id for d in decisions)
-    job = wait_until(
-        lambda: (
-            (j := srv.client.get(f"/api/jobs/{job_id}", headers=srv.headers()).json())["state"] == "succeeded"
-            and j
-        ),
-        what="notify job to run",
-    )
+    job = srv.wait_job(job_id, ("succeeded",))
     assert job["attempts"] == 1 and job["result"]["event_id"]
     resolved = srv.post(hook, am_payload("fp-1", status="resolved")).json()["decisions"][0]
     assert resolved["decision"] == "ignored"
@@ -228,13 +222,7 @@ def test_separate_worker_process_runs_jobs_and_health_reflects_it(cli: Any, serv
         [sys.executable, "-m", "recoverctl", "worker", "--concurrency", "1"], env=cli.env, cwd=cli.home
     )
     try:
-        wait_until(
-            lambda: (
-                srv.client.get(f"/api/jobs/{d['job_id']}", headers=srv.headers()).json()["state"]
-                == "succeeded"
-            ),
-            what="the separate worker to run the job",
-        )
+        srv.wait_job(d["job_id"], ("succeeded",))
         # The worker's heartbeat tells /health that jobs are being run.
         wait_until(lambda: srv.client.get("/health").status_code == 200, what="/health to see the worker")
     finally:
@@ -294,15 +282,7 @@ def test_backup_policy_runs_a_real_backup(cli: Any, serve_factory: Any) -> None:
     body = {"alertname": "DiskFailing", "labels": {"host": "web-1"}, "id": "disk-1", "started_at": STARTED}
     d = srv.post("/hooks/generic", body).json()["decisions"][0]
     assert d["decision"] == "acted", d
-    job = wait_until(
-        lambda: (
-            (j := srv.client.get(f"/api/jobs/{d['job_id']}", headers=srv.headers()).json())["state"]
-            in ("succeeded", "failed")
-            and j
-        ),
-        timeout=120,
-        what="the backup job",
-    )
+    job = srv.wait_job(d["job_id"], timeout=120)
     assert job["state"] == "succeeded", job
     snapshots = cli("--json", "snapshots", check=0).json()
     assert len(snapshots) == 1
