@@ -5,34 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from recoverctl.actions.repository import open_repository
-from recoverctl.catalog import Catalog
-from recoverctl.catalog import tables as t
 from recoverctl.config import Config
 from recoverctl.progress import Progress
-from recoverctl.repo import BackupResult, Repository, Snapshot
+from recoverctl.recorder import RunRecorder
+from recoverctl.repo import BackupResult
 from recoverctl.sources.files import backup_files as files_backup
-
-
-def record_snapshot(catalog: Catalog, repo: Repository, snap: Snapshot) -> None:
-    """Insert or replace a snapshot row in the catalog."""
-    row = {
-        "repository": repo.url,
-        "time": snap.time,
-        "kind": snap.kind,
-        "source": snap.source,
-        "paths": snap.paths,
-        "tags": snap.tags,
-        "parent": snap.parent,
-        "summary": snap.summary,
-    }
-    with catalog.begin() as conn:
-        conn.execute(t.snapshots.delete().where(t.snapshots.c.id == snap.id))
-        conn.execute(t.snapshots.insert().values(id=snap.id, **row))
 
 
 def backup_files(
     cfg: Config,
-    catalog: Catalog,
+    catalog: RunRecorder,
     password: str,
     paths: list[str],
     *,
@@ -73,7 +55,7 @@ def backup_files(
     finally:
         repo.close()
     if run_id is not None and result.snapshot is not None:
-        record_snapshot(catalog, repo, result.snapshot)
+        catalog.record_snapshot(repo.url, result.snapshot)
         details: dict[str, Any] = {"summary": result.summary, "warnings": result.warnings[:100]}
         catalog.finish_run(
             run_id,

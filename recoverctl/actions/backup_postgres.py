@@ -21,7 +21,6 @@ import psycopg
 from psycopg import sql
 
 from recoverctl.actions.archive_wait import archive_stall_error, archiver_state
-from recoverctl.actions.backup import record_snapshot
 from recoverctl.actions.postgres_setup import archiving_plan, archiving_refusal
 from recoverctl.actions.repository import open_repository
 from recoverctl.actions.wal import wait_for_wal
@@ -314,7 +313,7 @@ def backup_postgres(
         conn.close()
         repo.close()
     assert result.snapshot is not None
-    record_snapshot(catalog, repo, result.snapshot)
+    catalog.record_snapshot(repo.url, result.snapshot)
     errors = stats.get("checksum_errors", [])
     summary = {
         "source": name,
@@ -471,7 +470,7 @@ def backup_postgres_logical(
     finally:
         repo.close()
     assert result.snapshot is not None
-    record_snapshot(catalog, repo, result.snapshot)
+    catalog.record_snapshot(repo.url, result.snapshot)
     summary = {
         "source": name,
         "database": dbname,

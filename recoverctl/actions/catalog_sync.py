@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from recoverctl.actions.backup import record_snapshot
 from recoverctl.actions.repository import open_repository
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
@@ -31,7 +30,7 @@ def sync_catalog(cfg: Config, catalog: Catalog, password: str) -> dict[str, Any]
             if stale:
                 conn.execute(t.snapshots.delete().where(t.snapshots.c.id.in_(stale)))
         for s in snaps:
-            record_snapshot(catalog, repo, s)
+            catalog.record_snapshot(repo.url, s)
     except BaseException as e:
         catalog.finish_run(run_id, "failed", error=str(e)[:2000])
         raise

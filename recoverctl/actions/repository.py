@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from recoverctl.catalog import Catalog
 from recoverctl.config import Config, RepositoryConfig
 from recoverctl.errors import ObjectNotFound
 from recoverctl.repo import Repository
 from recoverctl.storage import open_storage
+
+if TYPE_CHECKING:
+    from recoverctl.catalog import Catalog
 
 
 def _options(cfg: Config | RepositoryConfig) -> RepositoryConfig:

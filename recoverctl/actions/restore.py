@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from recoverctl.actions.repository import open_repository
-from recoverctl.catalog import Catalog
 from recoverctl.config import Config
 from recoverctl.errors import PartialError, VerificationError
 from recoverctl.progress import Progress
+from recoverctl.recorder import RunRecorder
 from recoverctl.repo import restore_snapshot
 
 
 def restore(
     cfg: Config,
-    catalog: Catalog,
+    catalog: RunRecorder,
     password: str,
     ref: str,
     target: str,

@@ -8,7 +8,6 @@ import signal
 from collections.abc import Iterator
 from typing import Any
 
-from recoverctl.actions.backup import record_snapshot
 from recoverctl.actions.repository import open_repository
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config
@@ -102,7 +101,7 @@ def backup_volume(
         repo.close()
         docker.close()
     if run_id is not None and result.snapshot is not None:
-        record_snapshot(catalog, repo, result.snapshot)
+        catalog.record_snapshot(repo.url, result.snapshot)
         catalog.finish_run(
             run_id,
             "partial" if result.partial else "succeeded",

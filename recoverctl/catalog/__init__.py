@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -24,6 +24,9 @@ from sqlalchemy.engine import Connection, Engine
 from recoverctl.catalog import tables as t
 from recoverctl.config import ENV_CATALOG, Config, redact_url
 from recoverctl.errors import CatalogError
+
+if TYPE_CHECKING:
+    from recoverctl.repo import Snapshot
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # How long a thread waits for another thread's SQLite transaction before falling back to SQLite's
@@ -253,6 +256,22 @@ class Catalog:
                 .where(t.runs.c.id == run_id)
                 .values(status=status, finished_at=now(), **fields)
             )
+
+    def record_snapshot(self, repository: str, snap: Snapshot) -> None:
+        """Insert or replace the row of snapshot `snap` of the repository at URL `repository`."""
+        row = {
+            "repository": repository,
+            "time": snap.time,
+            "kind": snap.kind,
+            "source": snap.source,
+            "paths": snap.paths,
+            "tags": snap.tags,
+            "parent": snap.parent,
+            "summary": snap.summary,
+        }
+        with self.begin() as conn:
+            conn.execute(t.snapshots.delete().where(t.snapshots.c.id == snap.id))
+            conn.execute(t.snapshots.insert().values(id=snap.id, **row))
 
     def audit(
         self,

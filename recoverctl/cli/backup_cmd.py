@@ -71,23 +71,25 @@ def files(
     patterns = list(excludes)
     for f in exclude_files:
         patterns += read_exclude_file(f)
-    progress = progress_for(json_lines=app.json, show=app.show_progress, label="backup")
-    try:
-        result = backup_files(
-            app.config,
-            app.catalog,
-            passphrase(app),
-            list(paths),
-            tags=parse_tags(tags),
-            excludes=patterns,
-            one_file_system=one_file_system,
-            force_read=force_read,
-            dry_run=dry_run,
-            source=source,
-            progress=progress,
-        )
-    finally:
-        progress.close()
+    password = passphrase(app)
+    with app.run_recorder() as recorder:
+        progress = progress_for(json_lines=app.json, show=app.show_progress, label="backup")
+        try:
+            result = backup_files(
+                app.config,
+                recorder,
+                password,
+                list(paths),
+                tags=parse_tags(tags),
+                excludes=patterns,
+                one_file_system=one_file_system,
+                force_read=force_read,
+                dry_run=dry_run,
+                source=source,
+                progress=progress,
+            )
+        finally:
+            progress.close()
     _print_summary(app, result, dry_run)
     if result.partial:
         raise PartialError(

@@ -201,18 +201,20 @@ def restore_cmd(
         )
         return
     assert target is not None
+    password = passphrase(app)
     try:
-        data = restore_action(
-            app.config,
-            app.catalog,
-            passphrase(app),
-            snapshot,
-            target,
-            include=list(includes) or None,
-            verify=verify,
-            delta=delta,
-            progress=progress,
-        )
+        with app.run_recorder() as recorder:
+            data = restore_action(
+                app.config,
+                recorder,
+                password,
+                snapshot,
+                target,
+                include=list(includes) or None,
+                verify=verify,
+                delta=delta,
+                progress=progress,
+            )
     finally:
         progress.close()
     app.render(

@@ -1,4 +1,4 @@
-"""`recoverctl catalog migrate|info`."""
+"""`recoverctl catalog migrate|info|sync`."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ from typing import Any
 
 import click
 
+from recoverctl.actions.catalog_sync import sync_catalog
 from recoverctl.catalog import Catalog
 from recoverctl.cli.context import App, pass_app
+from recoverctl.cli.options import json_option
+from recoverctl.cli.passphrase import passphrase
 
 
 @click.group("catalog")
@@ -53,6 +56,23 @@ def info(app: App) -> None:
         return "\n".join(lines)
 
     app.render(app.catalog.info(), text)
+
+
+@catalog_group.command("sync")
+@json_option
+@pass_app
+def catalog_sync(app: App) -> None:
+    """Rebuild the catalog's snapshot list from the repository (the source of truth).
+
+    \b
+    Example:
+      recoverctl catalog sync
+    """
+    data = sync_catalog(app.config, app.catalog, passphrase(app))
+    app.render(
+        data,
+        lambda d: f"catalog synced: {d['snapshots']} snapshots ({d['added']} added, {d['removed']} removed)",
+    )
 
 
 COMMANDS = [catalog_group]

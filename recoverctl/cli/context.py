@@ -16,6 +16,7 @@ from recoverctl.config import Config, load_config
 if TYPE_CHECKING:
     # SQLAlchemy costs ~0.5 s to import; commands that never touch the catalog skip it.
     from recoverctl.catalog import Catalog
+    from recoverctl.recorder import ForkedRecorder
 
 
 @dataclass
@@ -40,6 +41,22 @@ class App:
 
             self._catalog = Catalog.from_config(self.config)
         return self._catalog
+
+    def run_recorder(self) -> ForkedRecorder:
+        """Return a recorder whose catalog opens in a child process while the command works.
+
+        For commands that only record their run (backups): they start without the catalog's import.
+        """
+        from recoverctl.recorder import ForkedRecorder
+
+        cfg = self.config
+
+        def open_catalog() -> Catalog:
+            from recoverctl.catalog import Catalog  # in the child: this import is what runs in parallel
+
+            return Catalog.from_config(cfg)
+
+        return ForkedRecorder(open_catalog)
 
     @property
     def show_progress(self) -> bool:

@@ -1,4 +1,4 @@
-"""`recoverctl forget`, `prune`, `catalog sync`."""
+"""`recoverctl forget`, `prune`."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ from typing import Any
 
 import click
 
-from recoverctl.actions.catalog_sync import sync_catalog
 from recoverctl.actions.forget import forget, prune
 from recoverctl.cli.backup_cmd import parse_tags
-from recoverctl.cli.catalog_cmd import catalog_group
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import json_option
 from recoverctl.cli.passphrase import passphrase
@@ -133,23 +131,6 @@ def prune_cmd(app: App, max_unused: float, dry_run: bool) -> None:
     """
     data = prune(app.config, app.catalog, passphrase(app), max_unused=max_unused, dry_run=dry_run)
     app.render(data, _prune_text)
-
-
-@catalog_group.command("sync")
-@json_option
-@pass_app
-def catalog_sync(app: App) -> None:
-    """Rebuild the catalog's snapshot list from the repository (the source of truth).
-
-    \b
-    Example:
-      recoverctl catalog sync
-    """
-    data = sync_catalog(app.config, app.catalog, passphrase(app))
-    app.render(
-        data,
-        lambda d: f"catalog synced: {d['snapshots']} snapshots ({d['added']} added, {d['removed']} removed)",
-    )
 
 
 COMMANDS = [forget_cmd, prune_cmd]
