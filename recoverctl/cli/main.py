@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import importlib
 import json
 import sys
@@ -13,6 +15,11 @@ from recoverctl import __version__
 from recoverctl.cli.context import App
 from recoverctl.errors import ExitCode, RecoverctlError
 from recoverctl.logs import setup_logging
+
+# At exit the interpreter runs the cycle collector over every object and module a command loaded:
+# ~0.15 s of an unchanged re-backup here. Frozen (permanent generation) they are skipped; objects
+# are still released by reference counting, and the other atexit handlers have run by then.
+atexit.register(gc.freeze)
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

@@ -36,7 +36,7 @@ from recoverctl.repo.pack import DATA, TREE
 from recoverctl.repo.repository import Repository
 from recoverctl.repo.saver import BlobSaver, SaveStats
 from recoverctl.repo.snapshot import Snapshot
-from recoverctl.repo.tree import Node, node_from_stat, unchanged
+from recoverctl.repo.tree import Node, node_from_stat, same_metadata, unchanged
 
 ExcludeFn = Callable[[str, os.stat_result], bool]
 ForceRereadFn = Callable[[str, os.stat_result], bool]
@@ -372,6 +372,20 @@ class Archiver:
                 continue
             if isinstance(extra, bytes):
                 continue  # an in-memory file replaces the one on disk
+            parent = parent_nodes.get(name)
+            reusable = (
+                parent is not None
+                and stat.S_ISREG(st.st_mode)
+                and self._content_reusable(parent, child_rel, st)
+            )
+            if parent is not None and reusable and same_metadata(parent, st):
+                # Nothing of the inode changed (else its ctime would have): the parent's node
+                # stands as it is, content included, without reading names or xattrs again.
+                reused[0] += 1
+                reused[1] += st.st_size
+                node = parent if parent.get("dev") == st.st_dev else {**parent, "dev": st.st_dev}
+                job.entries.append(_FileJob(node, None, parent.get("content", [])))
+                continue
             try:
                 child = node_from_stat(name, st, child_path)
             except OSError as e:
@@ -392,7 +406,7 @@ class Archiver:
                 job.entries.append(child)  # replaced by the _DirJob below
             elif t == "file":
                 job.entries.append(
-                    self._file_entry(child_path, child_rel, child, st, parent_nodes.get(name), reused)
+                    self._file_entry(child_path, child_rel, child, st, parent, reusable, reused)
                 )
             else:
                 job.entries.append(child)
@@ -445,17 +459,18 @@ class Archiver:
         return job
 
     def _file_entry(
-        self, path: str, relpath: str, node: Node, st: os.stat_result, parent: Node | None, reused: list[int]
+        self,
+        path: str,
+        relpath: str,
+        node: Node,
+        st: os.stat_result,
+        parent: Node | None,
+        reusable: bool,
+        reused: list[int],
     ) -> _FileJob:
-        """Return the job of a file: the parent's content when unchanged (counted in `reused`,
+        """Return the job of a file: the parent's content when `reusable` (counted in `reused`,
         which the caller adds to the counters), else a read queued on the readers."""
-        if (
-            parent is not None
-            and not self.force_read
-            and unchanged(parent, st)
-            and not (self.force_reread is not None and self.force_reread(relpath, st))
-            and self._all_indexed(parent.get("content", ()))
-        ):
+        if parent is not None and reusable:
             reused[0] += 1
             reused[1] += st.st_size
             return _FileJob(node, None, list(parent.get("content", ())))
@@ -467,6 +482,15 @@ class Archiver:
             else:
                 c.files_new += 1
         return _FileJob(node, self.file_pool.submit(self._file_task, path, relpath, node, st))
+
+    def _content_reusable(self, parent: Node, relpath: str, st: os.stat_result) -> bool:
+        """Whether a file may keep the content of its parent snapshot's node without a read."""
+        return (
+            not self.force_read
+            and unchanged(parent, st)
+            and not (self.force_reread is not None and self.force_reread(relpath, st))
+            and self._all_indexed(parent.get("content", ()))
+        )
 
     def _all_indexed(self, content: Iterable[str]) -> bool:
         blobs, fromhex = self.repo.index.blobs, bytes.fromhex

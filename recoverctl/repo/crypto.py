@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from recoverctl.errors import VerificationError, WrongKeyError
+from recoverctl.repo.documents import parse_document
 
 NONCE_SIZE = 12
 TAG_SIZE = 16
@@ -147,7 +148,7 @@ class Cipher:
         return self.seal(json.dumps(obj, separators=(",", ":")).encode(), aad)
 
     def open_json(self, sealed: bytes, aad: bytes, what: str) -> Any:
-        return json.loads(self.open(sealed, aad, what))
+        return parse_document(self.open(sealed, aad, what))
 
 
 _PROBE = 64 * 1024

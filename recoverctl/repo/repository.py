@@ -20,6 +20,7 @@ from typing import Any
 from recoverctl.errors import NotFoundError, ObjectNotFound, UsageError, VerificationError, WrongKeyError
 from recoverctl.repo import crypto
 from recoverctl.repo.crypto import Cipher, DecryptError, MasterKey
+from recoverctl.repo.documents import parse_document
 from recoverctl.repo.index import Index, document
 from recoverctl.repo.pack import (
     HeaderTooShort,
@@ -358,7 +359,7 @@ class Repository:
         cached = self._tree_cache.get(tree_id)
         if cached is not None:
             return cached
-        tree: dict[str, Any] = json.loads(self.read_blob(tree_id))
+        tree: dict[str, Any] = parse_document(self.read_blob(tree_id))
         if len(self._tree_cache) > 4096:
             self._tree_cache.clear()
         self._tree_cache[tree_id] = tree

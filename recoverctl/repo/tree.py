@@ -114,3 +114,18 @@ def unchanged(node: Node | None, st: os.stat_result) -> bool:
         and node.get("ctime_ns") == st.st_ctime_ns
         and node.get("inode") == st.st_ino
     )
+
+
+def same_metadata(node: Node, st: os.stat_result) -> bool:
+    """Whether a stored file node has the type, mode, owner and link count of this lstat result.
+
+    With `unchanged` (same ctime), the whole node still holds: xattrs also move the ctime when
+    they change, so they need not be read again.
+    """
+    return (
+        stat.S_ISREG(st.st_mode)
+        and node.get("mode") == stat.S_IMODE(st.st_mode)
+        and node.get("uid") == st.st_uid
+        and node.get("gid") == st.st_gid
+        and node.get("links") == st.st_nlink
+    )

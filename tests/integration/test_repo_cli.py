@@ -158,3 +158,22 @@ def test_help_has_examples() -> None:
     ):
         r = CliRunner().invoke(cli, [*cmd, "--help"])
         assert r.exit_code == 0 and "Example:" in r.output, cmd
+
+
+def test_names_that_are_not_utf8_round_trip(repo_cli: InProcessCli, tmp_path: Path) -> None:
+    # Such names are stored as surrogate escapes; their trees take the json parser's path.
+    src = tmp_path / "src"
+    src.mkdir()
+    latin1 = os.fsencode(src) + b"/caf\xe9"
+    os.mkdir(latin1)
+    with open(latin1 + b"/men\xfc.txt", "wb") as f:
+        f.write(b"escaped\n")
+    first = summary(repo_cli("backup", "files", str(src), "--json", check=0))
+    assert first["files_new"] == 1
+    again = summary(repo_cli("backup", "files", str(src), "--json", check=0))
+    assert again["files_unmodified"] == 1 and again["bytes_read"] == 0
+    out = tmp_path / "out"
+    repo_cli("restore", "latest", "--target", str(out), check=0)
+    restored = os.fsencode(out / str(src).lstrip("/")) + b"/caf\xe9/men\xfc.txt"
+    with open(restored, "rb") as f:
+        assert f.read() == b"escaped\n"

@@ -275,3 +275,28 @@ def _subtree(repo: Repository, result: object, name: str) -> str:
     snap = repo.load_snapshot(str(result.snapshot_id))  # type: ignore[attr-defined]
     nodes = repo.load_tree(bytes.fromhex(snap.tree))["nodes"]
     return str(next(n["subtree"] for n in nodes if n["name"] == name))
+
+
+def test_unchanged_file_keeps_its_node_and_a_metadata_change_is_seen(
+    tmp_path: Path, repo: Repository
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    f = src / "f"
+    f.write_bytes(b"x" * 100)
+    f.chmod(0o600)
+
+    def node(result: object) -> dict[str, object]:
+        snap = repo.load_snapshot(str(result.snapshot_id))  # type: ignore[attr-defined]
+        tree = repo.load_tree(bytes.fromhex(snap.tree))["nodes"]
+        return next(n for n in tree if n["name"] == "f")
+
+    first = backup_tree(repo, src, kind="files")
+    again = backup_tree(repo, src, kind="files", parent=repo.load_snapshot(str(first.snapshot_id)))
+    assert node(again) == node(first) and again.summary["files_unmodified"] == 1
+    f.chmod(0o644)  # moves the ctime: node and file are read again
+    os.setxattr(f, "user.note", b"v2")
+    third = backup_tree(repo, src, kind="files", parent=repo.load_snapshot(str(again.snapshot_id)))
+    n = node(third)
+    assert n["mode"] == 0o644 and n["xattrs"] == {"user.note": "djI="}
+    assert n["content"] == node(first)["content"] and third.summary["files_changed"] == 1
