@@ -138,6 +138,8 @@ def _serve(
 ) -> None:
     # Ctrl-C is the parent's: it records how the run ended and then closes the stream.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Nothing here is needed before the command ends; a busy backup keeps both cores.
+    os.nice(10)
     parents_outbox.close()  # else this process holds the pipe open and never sees the parent die
     errors: list[str] = []
     runs: dict[int, int] = {}
