@@ -461,7 +461,8 @@ def restore_postgres(
             recovered = _run_recovery(
                 repo, cfg, name, src, snap, target_dir, start_port, user, target, target_action
             )
-            stop_fetchers(target_dir)  # recovery has ended; a resumed one starts its own
+            # Recovery has ended: the spool is leftovers (a resumed recovery starts its own).
+            stop_fetchers(target_dir, remove_spools=True)
             out["phases"].update(recovered.pop("phases"))
             out.update(recovered)
         out["phases"]["total"] = round(time.monotonic() - started, 3)
@@ -564,7 +565,7 @@ def stop_restored_server(
     """Stop a server started by `restore_postgres(start_port=...)` and wait until it is down."""
     bin_path = Path(bin_dir) if bin_dir else find_bin_dir(PostgresSource(type="postgres"), _major(target_dir))
     stop_server(Path(target_dir), bin_path, default_os_user(os_user))
-    stop_fetchers(Path(target_dir))
+    stop_fetchers(Path(target_dir), remove_spools=True)
 
 
 def _major(data_dir: Path) -> int | None:

@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import fcntl
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -240,8 +241,9 @@ def start_fetcher(cfg: Config, password: str, source: str, data_dir: Path, os_us
     return True
 
 
-def stop_fetchers(data_dir: Path) -> None:
-    """Stop every fetcher (thread of this process or background process) serving `data_dir`."""
+def stop_fetchers(data_dir: Path, *, remove_spools: bool = False) -> None:
+    """Stop every fetcher (thread of this process or background process) serving `data_dir`;
+    with `remove_spools` (recovery has ended), also remove their spools, segments and logs."""
     root = Path(data_dir) / "pg_wal" / fetchspool.SPOOL_DIR
     for spool, (thread, stop) in list(_THREADS.items()):
         if spool.parent == root:
@@ -249,6 +251,8 @@ def stop_fetchers(data_dir: Path) -> None:
             thread.join(10)
             del _THREADS[spool]
     fetchspool.stop_fetchers(Path(data_dir))
+    if remove_spools:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _stop(signum: int, _frame: object) -> None:

@@ -366,7 +366,7 @@ class ScratchCluster:
         """Stop the server and remove the workspace unless keeping it; return True when removed."""
         if self.keep and not force:
             self.stop()
-            stop_fetchers(self.data_dir)
+            stop_fetchers(self.data_dir, remove_spools=True)
             return False
         try:
             self.stop()

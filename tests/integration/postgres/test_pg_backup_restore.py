@@ -40,6 +40,7 @@ class Env:
         out = self.cli("--json", "restore", "postgres", "--target-dir", str(target), *args, "--start",
                        "--port", str(port), check=0).json()  # fmt: skip
         print("restore", args, out["phases"])
+        assert not (target / "pg_wal" / ".recoverctl-prefetch").exists(), "WAL fetcher spool left behind"
         try:
             rows = psql(port, sql)
         finally:
