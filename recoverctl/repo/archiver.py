@@ -123,6 +123,10 @@ class _FileJob:
         self.future = future
         self.content = content
 
+    def result(self) -> list[str] | None:
+        """Return the content ids (None: the file is not in the snapshot), waiting for the read."""
+        return self.future.result() if self.future is not None else self.content
+
 
 class _DirJob:
     def __init__(self, node: Node | None, relpath: str):
@@ -137,8 +141,8 @@ class _DirJob:
     def wait_files(self) -> None:
         """Block until every file below this directory has been read (or given up on)."""
         for entry in self.entries:
-            if isinstance(entry, _FileJob) and entry.future is not None:
-                entry.future.result()
+            if isinstance(entry, _FileJob):
+                entry.result()
             elif isinstance(entry, _DirJob):
                 entry.wait_files()
 
@@ -481,6 +485,11 @@ class Archiver:
                 c.files_changed += 1
             else:
                 c.files_new += 1
+        if st.st_size < self.chunk_min:
+            # One blob: read here, in the walker. Handing thousands of 4 KiB files to the reader
+            # pool made the threads fight over the GIL on every open/read/stat (a 10,000 small
+            # file backup took 2.3 s instead of 1.5 s); large files still go to the pool.
+            return _FileJob(node, None, self._file_task(path, relpath, node, st))
         return _FileJob(node, self.file_pool.submit(self._file_task, path, relpath, node, st))
 
     def _content_reusable(self, parent: Node, relpath: str, st: os.stat_result) -> bool:
@@ -524,7 +533,7 @@ class Archiver:
         nodes: list[Node] = []
         for entry in job.entries:
             if isinstance(entry, _FileJob):
-                content = entry.future.result() if entry.future is not None else entry.content
+                content = entry.result()
                 if content is None:
                     continue
                 entry.node["content"] = content
