@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -238,16 +239,11 @@ def test_xattrs_of_unchanged_files_come_from_the_parent_and_changes_are_seen(
     f.write_bytes(b"data")
     first = repo.load_snapshot(str(backup_tree(repo, src).snapshot_id))
     os.setxattr(f, "user.label", b"v1")  # changes the ctime, so the file is looked at again
-
-    def node_of(snap_id: str | None) -> dict[str, object]:
-        snap = repo.load_snapshot(str(snap_id))
-        return next(n for n in repo.load_tree(bytes.fromhex(snap.tree))["nodes"] if n["name"] == "f")
-
     second = backup_tree(repo, src, parent=first)
-    assert node_of(second.snapshot_id)["xattrs"] == {"user.label": "djE="}
+    assert _root_node(repo, second, "f")["xattrs"] == {"user.label": "djE="}
     third = backup_tree(repo, src, parent=repo.load_snapshot(str(second.snapshot_id)))
     assert third.summary["files_unmodified"] == 1
-    assert node_of(third.snapshot_id)["xattrs"] == {"user.label": "djE="}
+    assert _root_node(repo, third, "f")["xattrs"] == {"user.label": "djE="}
 
 
 def test_followed_symlinks_are_stored_as_their_directories_and_reused(
@@ -271,6 +267,12 @@ def test_followed_symlinks_are_stored_as_their_directories_and_reused(
     assert not (out / "links" / "in").is_symlink() and (out / "links" / "kept").is_symlink()
 
 
+def _root_node(repo: Repository, result: object, name: str) -> dict[str, Any]:
+    """Return the node called `name` in the root tree of the snapshot a backup made."""
+    snap = repo.load_snapshot(str(result.snapshot_id))  # type: ignore[attr-defined]
+    return next(n for n in repo.load_tree(bytes.fromhex(snap.tree))["nodes"] if n["name"] == name)
+
+
 def _subtree(repo: Repository, result: object, name: str) -> str:
     snap = repo.load_snapshot(str(result.snapshot_id))  # type: ignore[attr-defined]
     nodes = repo.load_tree(bytes.fromhex(snap.tree))["nodes"]
@@ -285,18 +287,13 @@ def test_unchanged_file_keeps_its_node_and_a_metadata_change_is_seen(
     f = src / "f"
     f.write_bytes(b"x" * 100)
     f.chmod(0o600)
-
-    def node(result: object) -> dict[str, object]:
-        snap = repo.load_snapshot(str(result.snapshot_id))  # type: ignore[attr-defined]
-        tree = repo.load_tree(bytes.fromhex(snap.tree))["nodes"]
-        return next(n for n in tree if n["name"] == "f")
-
     first = backup_tree(repo, src, kind="files")
     again = backup_tree(repo, src, kind="files", parent=repo.load_snapshot(str(first.snapshot_id)))
-    assert node(again) == node(first) and again.summary["files_unmodified"] == 1
+    assert _root_node(repo, again, "f") == _root_node(repo, first, "f")
+    assert again.summary["files_unmodified"] == 1
     f.chmod(0o644)  # moves the ctime: node and file are read again
     os.setxattr(f, "user.note", b"v2")
     third = backup_tree(repo, src, kind="files", parent=repo.load_snapshot(str(again.snapshot_id)))
-    n = node(third)
+    n = _root_node(repo, third, "f")
     assert n["mode"] == 0o644 and n["xattrs"] == {"user.note": "djI="}
-    assert n["content"] == node(first)["content"] and third.summary["files_changed"] == 1
+    assert n["content"] == _root_node(repo, first, "f")["content"] and third.summary["files_changed"] == 1
