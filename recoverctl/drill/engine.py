@@ -363,6 +363,7 @@ def execute(
             # A signal during cleanup still cancels the drill, after cleanup has finished.
             late = guard.pending()
             if late is not None and run.failure is None:
+                run.failed_phase = run.failed_phase or "cleanup"
                 raise late
     except (DrillInterrupted, KeyboardInterrupt) as e:
         interrupted = e

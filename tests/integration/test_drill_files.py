@@ -291,8 +291,10 @@ def test_sigint_mid_fetch_removes_the_restore_and_the_pin(
 
     cli, _, parent = env
     pb = _playbook(tmp_path / "docs.yaml", parent)
-    # Every pack read fails transiently a few times first, with retry back-off: a fetch of seconds.
-    faults = {**cli.env, "RECOVERCTL_FAULTS": "get:transient:5@data/"}
+    # Every pack read fails transiently, with 1 s retry back-off: the fetch lasts until the
+    # retries run out (~9 s), so the signal cannot miss it. A fault count would let the parallel
+    # restore use the faults up in one round and finish before a loaded machine sends the signal.
+    faults = {**cli.env, "RECOVERCTL_FAULTS": "get:transient:*@data/"}
     cfg = yaml.safe_load(cli.base.config_path.read_text())
     cfg["repository"]["retry"] = {"initial": "1s", "maximum": "1s", "attempts": 10}
     cli.write_config(cfg)
