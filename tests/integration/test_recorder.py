@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from recoverctl.errors import CatalogError
 from recoverctl.recorder import ForkedRecorder
 from recoverctl.repo import Snapshot
 from tests.conftest import Cli
+from tests.fixtures.net import wait_until
 
 
 def _rows(url: str) -> tuple[list[sa.Row], list[sa.Row]]:
@@ -91,16 +91,15 @@ def test_killed_parent_leaves_its_run_failed_not_running(tmp_path: Path) -> None
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "started"
-        deadline = time.monotonic() + 30
-        while not _rows(url)[0] and time.monotonic() < deadline:
-            time.sleep(0.05)
-        runs = _rows(url)[0]
+        runs = wait_until(lambda: _rows(url)[0], timeout=30, what="the run row")
         assert [r.status for r in runs] == ["running"]
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
-        while _rows(url)[0][0].status == "running" and time.monotonic() < deadline:
-            time.sleep(0.05)
-        run = _rows(url)[0][0]
+        (run,) = wait_until(
+            lambda: [r for r in _rows(url)[0] if r.status != "running"],
+            timeout=30,
+            what="the run to leave 'running'",
+        )
         assert run.status == "failed"
         assert f"recoverctl process {proc.pid} ended before the run did" in run.error
     finally:
