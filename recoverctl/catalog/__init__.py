@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from recoverctl.catalog import tables as t
 from recoverctl.config import ENV_CATALOG, Config, redact_url
 from recoverctl.errors import CatalogError
+from recoverctl.interrupts import uninterruptible
 
 if TYPE_CHECKING:
     from recoverctl.repo import Snapshot
@@ -225,17 +226,22 @@ class Catalog:
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        """Yield a connection inside one transaction; raise CatalogError when unreachable."""
-        lock = self._local_writer
-        locked = lock.acquire(timeout=LOCAL_WRITER_WAIT) if lock is not None else False
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except sa.exc.OperationalError as e:
-            raise CatalogError(f"catalog '{self.display_url}' is unavailable: {e.orig}") from None
-        finally:
-            if locked:
-                lock.release()  # type: ignore[union-attr]
+        """Yield a connection inside one transaction; raise CatalogError when unreachable.
+
+        The transaction is uninterruptible: a drill's SIGINT arriving inside SQLAlchemy would
+        leave the connection, the pool or the writer lock broken for the cleanup that follows.
+        """
+        with uninterruptible():
+            lock = self._local_writer
+            locked = lock.acquire(timeout=LOCAL_WRITER_WAIT) if lock is not None else False
+            try:
+                with self.engine.begin() as conn:
+                    yield conn
+            except sa.exc.OperationalError as e:
+                raise CatalogError(f"catalog '{self.display_url}' is unavailable: {e.orig}") from None
+            finally:
+                if locked:
+                    lock.release()  # type: ignore[union-attr]
 
     # --- small shared writes -----------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from recoverctl.drill.restorer import Restorer, Selection
 from recoverctl.drill.scoring import human_duration, measured_rpo, score
 from recoverctl.drill.scratch import DrillError, ScratchCluster
 from recoverctl.errors import CancelledError, RecoverctlError
+from recoverctl.interrupts import interrupt, uninterruptible
 from recoverctl.sources.postgres.server import postmaster_status
 
 log = logging.getLogger(__name__)
@@ -44,26 +45,45 @@ class DrillInterrupted(CancelledError):
     """SIGINT or SIGTERM arrived during a drill; cleanup ran before this propagates."""
 
 
+class SignalReceived(BaseException):
+    """SIGINT/SIGTERM in the middle of a drill, raised by the SignalGuard.
+
+    A BaseException, like KeyboardInterrupt: no `except Exception` in the code it lands in
+    (SQLAlchemy, botocore, the restore's per-file error handling) can turn the cancel into an
+    ordinary failure. The flow turns it into DrillInterrupted once cleanup has run.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def cancelled(exc: BaseException, hint: str) -> DrillInterrupted:
+    """Given what stopped a drill (SignalReceived, KeyboardInterrupt or DrillInterrupted), return
+    the DrillInterrupted to raise, with `hint` unless it already has one."""
+    if isinstance(exc, DrillInterrupted):
+        return exc
+    name = signal.Signals(exc.signum).name if isinstance(exc, SignalReceived) else "SIGINT"
+    return DrillInterrupted(f"drill cancelled by {name}", hint=hint)
+
+
 class SignalGuard:
-    """Turns the first SIGINT/SIGTERM into DrillInterrupted, except while shielded (cleanup):
-    then the signal is remembered and `pending()` reports it once cleanup is done."""
+    """Turns the first SIGINT/SIGTERM into SignalReceived, except while shielded (cleanup): then
+    the signal is remembered and `pending()` reports it once cleanup is done. Inside an
+    `uninterruptible()` block (a catalog transaction) the exception waits for the block's end."""
 
     def __init__(self) -> None:
         self.fired: list[int] = []
         self.shielded = False
 
     def handler(self, signum: int, _frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
         if self.fired or self.shielded:
             if not self.fired:
                 self.fired.append(signum)
-            log.warning("drill: %s received, finishing cleanup first", name)
+            log.warning("drill: %s received, finishing cleanup first", signal.Signals(signum).name)
             return
         self.fired.append(signum)
-        raise DrillInterrupted(
-            f"drill cancelled by {name}",
-            hint="the scratch cluster and temp files were removed; run the drill again",
-        )
+        interrupt(SignalReceived(signum))
 
     @contextlib.contextmanager
     def shield(self) -> Iterator[None]:
@@ -298,7 +318,7 @@ def execute(
     user = source.user
     dbname = source.dbname
     pin_id: int | None = None
-    interrupted: DrillInterrupted | KeyboardInterrupt | None = None
+    interrupted: BaseException | None = None
     deadline = time.monotonic() + timeout
 
     def announce(name: str) -> None:
@@ -311,7 +331,8 @@ def execute(
                 announce("select")
                 with run.phase("select"):
                     run.selection = restorer.select(d.recovery_point, run.started_at)
-                    pin_id = pin(catalog, run, run.selection.snapshot_id, time.time() + timeout + 3600)
+                    with uninterruptible():  # a committed pin always has its id here, to unpin
+                        pin_id = pin(catalog, run, run.selection.snapshot_id, time.time() + timeout + 3600)
                 announce("fetch")
                 with run.phase("fetch"):
                     run.cluster = ScratchCluster.create(
@@ -352,8 +373,6 @@ def execute(
                         run.checks.append(run_check(check, ctx).to_dict())
                     run.checks_done = time.monotonic()
             except RecoverctlError as e:
-                if isinstance(e, DrillInterrupted):
-                    raise
                 run.failure = f"failed at {run.failed_phase or 'setup'}: {e.message}"
                 run.failure_hint = e.hint
                 run.details.update({k: v for k, v in e.details.items() if k == "log_tail"})
@@ -365,13 +384,11 @@ def execute(
             if late is not None and run.failure is None:
                 run.failed_phase = run.failed_phase or "cleanup"
                 raise late
-    except (DrillInterrupted, KeyboardInterrupt) as e:
+    except (SignalReceived, DrillInterrupted, KeyboardInterrupt) as e:
         interrupted = e
     result = finish(cfg, catalog, run, interrupted)
     if interrupted is not None:
-        if isinstance(interrupted, DrillInterrupted):
-            raise interrupted
-        raise DrillInterrupted("drill cancelled by SIGINT", hint="the scratch cluster was removed")
+        raise cancelled(interrupted, hint="the scratch cluster was removed; run the drill again")
     return result
 
 

@@ -24,6 +24,7 @@ from recoverctl.drill.playbook import Playbook, RecoveryPoint
 from recoverctl.drill.restorer import Fetched, Selection
 from recoverctl.drill.scratch import DrillError, create_workspace, is_within
 from recoverctl.errors import RecoverctlError
+from recoverctl.interrupts import uninterruptible
 
 
 class SnapshotRestorer(Protocol):
@@ -101,7 +102,10 @@ def execute(
                 announce("select")
                 with run.phase("select"):
                     run.selection = restorer.select(d.recovery_point, run.started_at)
-                    pin_id = engine.pin(catalog, run, run.selection.snapshot_id, time.time() + timeout + 3600)
+                    with uninterruptible():  # a committed pin always has its id here, to unpin
+                        pin_id = engine.pin(
+                            catalog, run, run.selection.snapshot_id, time.time() + timeout + 3600
+                        )
                 announce("fetch")
                 with run.phase("fetch"):
                     workspace = make_workspace(d.where.temp_dir, protected)
@@ -128,8 +132,6 @@ def execute(
                     run.checks_done = time.monotonic()
                 run.rpo_measured = measured_rpo(run.selection, run.started_at)
             except RecoverctlError as e:
-                if isinstance(e, engine.DrillInterrupted):
-                    raise
                 run.failure = f"failed at {run.failed_phase or 'setup'}: {e.message}"
                 run.failure_hint = e.hint
                 if run.selection is not None:
@@ -153,11 +155,9 @@ def execute(
             if late is not None and run.failure is None:
                 run.failed_phase = run.failed_phase or "cleanup"
                 raise late
-    except (engine.DrillInterrupted, KeyboardInterrupt) as e:
+    except (engine.SignalReceived, engine.DrillInterrupted, KeyboardInterrupt) as e:
         interrupted = e
     result = engine.finish(cfg, catalog, run, interrupted)
     if interrupted is not None:
-        if isinstance(interrupted, engine.DrillInterrupted):
-            raise interrupted
-        raise engine.DrillInterrupted("drill cancelled by SIGINT", hint="the temp dir was removed")
+        raise engine.cancelled(interrupted, hint="the temp dir was removed; run the drill again")
     return result
