@@ -146,9 +146,14 @@ def test_kill_9_mid_backup_then_retry_uploads_less(env: InProcessCli, tmp_path: 
     for i in range(50):
         (src / f"f{i:02d}.bin").write_bytes(os.urandom(2_000_000))
     data_dir = tmp_path / "repo" / "data"
+    # The snapshot write keeps failing (retried for ~18 s): however late this process gets to
+    # send the kill, the backup cannot have finished. The kill still lands mid-data (>= 20 of ~95
+    # packs uploaded).
+    slow_retry = {"initial": "2s", "maximum": "2s", "attempts": 10}
+    env.write_config({"repository": {"url": str(tmp_path / "repo"), "pack_size_mib": 1, "retry": slow_retry}})
     proc = subprocess.Popen(
         [sys.executable, "-m", "recoverctl", "backup", "files", str(src), "--json"],
-        env=env.env,
+        env={**env.env, "RECOVERCTL_FAULTS": "put:transient:*@snapshots/"},
         cwd=env.home,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
