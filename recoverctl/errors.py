@@ -103,3 +103,13 @@ class StorageUnavailable(StorageError):
 
 class CatalogError(RecoverctlError):
     default_hint = "check RECOVERCTL_CATALOG / 'catalog:' and run 'recoverctl catalog info'"
+
+
+def failure_text(exc: BaseException) -> str:
+    """Given the exception that ended a run, return what the run's catalog row says about it.
+
+    KeyboardInterrupt carries no message; a row reading '' would hide that the run was cancelled.
+    """
+    if isinstance(exc, KeyboardInterrupt):
+        return "cancelled by SIGINT"
+    return (str(exc) or type(exc).__name__)[:2000]

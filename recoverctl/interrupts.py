@@ -24,6 +24,11 @@ class _State(threading.local):
 
 _state = _State()
 
+# Set once the user has asked this process to stop (SIGINT, a drill's SIGTERM). Worker threads
+# cannot be interrupted; their long waits (retry back-off) watch this instead, so the process does
+# not sit out every retry of every in-flight read before it can exit.
+stop_requested = threading.Event()
+
 
 @contextmanager
 def uninterruptible() -> Iterator[None]:

@@ -6,6 +6,7 @@ from typing import Any
 
 from recoverctl.actions.repository import open_repository
 from recoverctl.config import Config
+from recoverctl.errors import failure_text
 from recoverctl.progress import Progress
 from recoverctl.recorder import RunRecorder
 from recoverctl.repo import BackupResult
@@ -50,7 +51,7 @@ def backup_files(
             )
     except BaseException as e:
         if run_id is not None:
-            catalog.finish_run(run_id, "failed", error=str(e)[:2000])
+            catalog.finish_run(run_id, "failed", error=failure_text(e))
         raise
     finally:
         repo.close()

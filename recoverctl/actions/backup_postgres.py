@@ -26,7 +26,14 @@ from recoverctl.actions.repository import open_repository
 from recoverctl.actions.wal import wait_for_wal
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config, PostgresSource
-from recoverctl.errors import NotFoundError, PartialError, RecoverctlError, UsageError, VerificationError
+from recoverctl.errors import (
+    NotFoundError,
+    PartialError,
+    RecoverctlError,
+    UsageError,
+    VerificationError,
+    failure_text,
+)
 from recoverctl.progress import Progress
 from recoverctl.repo import BackupResult, Repository, Snapshot, backup_stream
 from recoverctl.repo.archiver import backup_tree
@@ -307,7 +314,7 @@ def backup_postgres(
                 stop_flag.set()
                 pool.shutdown(wait=True)
     except BaseException as e:
-        catalog.finish_run(run_id, "failed", error=str(e)[:2000])
+        catalog.finish_run(run_id, "failed", error=failure_text(e))
         raise
     finally:
         conn.close()
@@ -465,7 +472,7 @@ def backup_postgres_logical(
                     proc.kill()
                     proc.wait()
     except BaseException as e:
-        catalog.finish_run(run_id, "failed", error=str(e)[:2000])
+        catalog.finish_run(run_id, "failed", error=failure_text(e))
         raise
     finally:
         repo.close()

@@ -8,6 +8,7 @@ from recoverctl.actions.repository import open_repository
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
 from recoverctl.config import Config
+from recoverctl.errors import failure_text
 
 
 def sync_catalog(cfg: Config, catalog: Catalog, password: str) -> dict[str, Any]:
@@ -32,7 +33,7 @@ def sync_catalog(cfg: Config, catalog: Catalog, password: str) -> dict[str, Any]
         for s in snaps:
             catalog.record_snapshot(repo.url, s)
     except BaseException as e:
-        catalog.finish_run(run_id, "failed", error=str(e)[:2000])
+        catalog.finish_run(run_id, "failed", error=failure_text(e))
         raise
     finally:
         repo.close()

@@ -11,7 +11,7 @@ from recoverctl.actions.repository import open_repository
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
 from recoverctl.config import Config, RepositoryConfig
-from recoverctl.errors import UsageError
+from recoverctl.errors import UsageError, failure_text
 from recoverctl.progress import Progress
 from recoverctl.repo import Repository
 from recoverctl.repo import prune as pruning
@@ -124,7 +124,7 @@ def forget(
                 result["prune"] = _prune(cfg, repo, max_unused, dry_run, progress)
     except BaseException as e:
         if run_id is not None:
-            catalog.finish_run(run_id, "failed", error=str(e)[:2000])
+            catalog.finish_run(run_id, "failed", error=failure_text(e))
         raise
     finally:
         repo.close()
@@ -154,7 +154,7 @@ def prune(
             result = _prune(cfg, repo, max_unused, dry_run, progress)
     except BaseException as e:
         if run_id is not None:
-            catalog.finish_run(run_id, "failed", error=str(e)[:2000])
+            catalog.finish_run(run_id, "failed", error=failure_text(e))
         raise
     finally:
         repo.close()

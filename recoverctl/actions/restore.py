@@ -6,7 +6,7 @@ from typing import Any
 
 from recoverctl.actions.repository import open_repository
 from recoverctl.config import Config
-from recoverctl.errors import PartialError, VerificationError
+from recoverctl.errors import PartialError, VerificationError, failure_text
 from recoverctl.progress import Progress
 from recoverctl.recorder import RunRecorder
 from recoverctl.repo import restore_snapshot
@@ -38,7 +38,7 @@ def restore(
                 repo, snap.id, target, include=include, delta=delta, verify=verify, progress=progress
             )
     except BaseException as e:
-        catalog.finish_run(run_id, "failed", error=str(e)[:2000])
+        catalog.finish_run(run_id, "failed", error=failure_text(e))
         raise
     finally:
         repo.close()

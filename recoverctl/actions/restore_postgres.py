@@ -28,7 +28,7 @@ from recoverctl.actions.wal import archived_segments, first_missing
 from recoverctl.actions.wal_fetcher import start_fetcher, stop_fetchers
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config, PostgresSource
-from recoverctl.errors import NotFoundError, RecoverctlError, UsageError, VerificationError
+from recoverctl.errors import NotFoundError, RecoverctlError, UsageError, VerificationError, failure_text
 from recoverctl.progress import Progress
 from recoverctl.repo import Repository, Snapshot, open_file, restore_snapshot
 from recoverctl.sources.postgres.archiving import restore_command
@@ -468,7 +468,7 @@ def restore_postgres(
         out["phases"]["total"] = round(time.monotonic() - started, 3)
     except BaseException as e:
         stop_fetchers(target_dir)
-        catalog.finish_run(run_id, "failed", error=str(e)[:2000])
+        catalog.finish_run(run_id, "failed", error=failure_text(e))
         raise
     finally:
         repo.close()
@@ -629,7 +629,7 @@ def restore_postgres_logical(
                     hint="create the database first (createdb), or add --clean to replace existing objects",
                 )
     except BaseException as e:
-        catalog.finish_run(run_id, "failed", error=str(e)[:2000])
+        catalog.finish_run(run_id, "failed", error=failure_text(e))
         raise
     finally:
         repo.close()

@@ -11,7 +11,14 @@ from typing import Any
 from recoverctl.actions.repository import open_repository
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config
-from recoverctl.errors import CancelledError, PartialError, RecoverctlError, UsageError, VerificationError
+from recoverctl.errors import (
+    CancelledError,
+    PartialError,
+    RecoverctlError,
+    UsageError,
+    VerificationError,
+    failure_text,
+)
 from recoverctl.progress import Progress
 from recoverctl.repo import BackupResult, backup_tree, restore_snapshot
 from recoverctl.sources.volume import DockerVolumes
@@ -95,7 +102,7 @@ def backup_volume(
                     )
     except BaseException as e:
         if run_id is not None:
-            catalog.finish_run(run_id, "failed", error=str(e)[:2000])
+            catalog.finish_run(run_id, "failed", error=failure_text(e))
         raise
     finally:
         repo.close()
@@ -142,7 +149,7 @@ def restore_volume(
             snap = repo.resolve_snapshot(ref)
             result = restore_snapshot(repo, snap.id, info.mountpoint, delta=force, progress=progress)
     except BaseException as e:
-        catalog.finish_run(run_id, "failed", error=str(e)[:2000])
+        catalog.finish_run(run_id, "failed", error=failure_text(e))
         raise
     finally:
         repo.close()

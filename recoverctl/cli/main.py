@@ -6,14 +6,18 @@ import atexit
 import gc
 import importlib
 import json
+import signal
 import sys
+import threading
 import traceback
+from types import FrameType
 
 import click
 
 from recoverctl import __version__
 from recoverctl.cli.context import App
 from recoverctl.errors import ExitCode, RecoverctlError
+from recoverctl.interrupts import interrupt, stop_requested
 from recoverctl.logs import setup_logging
 
 # At exit the interpreter runs the cycle collector over every object and module a command loaded:
@@ -120,10 +124,33 @@ def _emit_error(err: RecoverctlError, as_json: bool) -> None:
         click.echo(f"hint: {err.hint}", err=True)
 
 
+def _keyboard_interrupt(_signum: int, _frame: FrameType | None) -> None:
+    # Python's own SIGINT handler, except that it waits for a catalog transaction to end.
+    stop_requested.set()
+    interrupt(KeyboardInterrupt())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and exit with the documented exit code."""
     args = sys.argv[1:] if argv is None else argv
     as_json = "--json" in args
+    # Only where Python's own handler is in place: an ignored SIGINT (nohup, `cmd &` in a
+    # script) stays ignored, and a caller's own handler stays theirs.
+    replace = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
+    stop_requested.clear()  # in-process callers (tests) run many commands in one process
+    if replace:
+        signal.signal(signal.SIGINT, _keyboard_interrupt)
+    try:
+        _run(args, as_json)
+    finally:
+        if replace:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _run(args: list[str], as_json: bool) -> None:
     try:
         cli.main(args=args, prog_name="recoverctl", standalone_mode=False)
     except RecoverctlError as e:

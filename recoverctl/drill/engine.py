@@ -33,7 +33,7 @@ from recoverctl.drill.restorer import Restorer, Selection
 from recoverctl.drill.scoring import human_duration, measured_rpo, score
 from recoverctl.drill.scratch import DrillError, ScratchCluster
 from recoverctl.errors import CancelledError, RecoverctlError
-from recoverctl.interrupts import interrupt, uninterruptible
+from recoverctl.interrupts import interrupt, stop_requested, uninterruptible
 from recoverctl.sources.postgres.server import postmaster_status
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ class SignalGuard:
             log.warning("drill: %s received, finishing cleanup first", signal.Signals(signum).name)
             return
         self.fired.append(signum)
+        stop_requested.set()
         interrupt(SignalReceived(signum))
 
     @contextlib.contextmanager

@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from recoverctl.errors import ObjectNotFound, RecoverctlError
 from recoverctl.progress import Progress
@@ -19,6 +19,12 @@ from recoverctl.repo.index import BlobLocation, Index
 from recoverctl.repo.pack import PackEntry, pack_key
 from recoverctl.repo.repository import Repository
 from recoverctl.repo.snapshot import Snapshot
+
+
+class FinishReads(Protocol):
+    """Waits for the pack reads and records them, or with abandon=True cancels those not started."""
+
+    def __call__(self, *, abandon: bool = False) -> None: ...
 
 
 @dataclass
@@ -176,8 +182,9 @@ class Checker:
             )
         return snaps
 
-    def read_packs(self, index: Index, packs: list[str], stored: dict[str, int]) -> Callable[[], None]:
-        """Start reading `packs` on a pool; return the function that waits and records the results.
+    def read_packs(self, index: Index, packs: list[str], stored: dict[str, int]) -> FinishReads:
+        """Start reading `packs` on a pool; return the function that waits and records the results
+        (or, called with abandon=True, cancels the reads not started and returns at once).
 
         The reads run while the caller checks the snapshots' trees; only the recording touches the
         report, on the caller's thread, so errors keep their order.
@@ -206,7 +213,12 @@ class Checker:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
 
-        def finish() -> None:
+        def finish(*, abandon: bool = False) -> None:
+            if abandon:
+                # The caller is failing (or Ctrl-C): waiting for every read, with its retries, would
+                # delay that and could replace the caller's error with a read's.
+                pool.shutdown(wait=False, cancel_futures=True)
+                return
             with pool:
                 self._record_reads(results, by_pack, len(packs))
 
@@ -280,9 +292,12 @@ def check(
     reading = c.read_packs(index, read_packs(sorted(index.packs)), stored) if read_packs else None
     try:
         snaps = c.check_snapshots(index)
-    finally:
+    except BaseException:
         if reading is not None:
-            reading()
+            reading(abandon=True)
+        raise
+    if reading is not None:
+        reading()
     c.map_damage(snaps, index)
     return c.report
 

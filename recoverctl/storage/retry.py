@@ -20,7 +20,8 @@ from tenacity import (
 )
 
 from recoverctl.config import RetryOptions
-from recoverctl.errors import StorageError, TransientStorageError
+from recoverctl.errors import CancelledError, StorageError, TransientStorageError
+from recoverctl.interrupts import stop_requested
 from recoverctl.storage.base import ObjectInfo, Storage
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,17 @@ class RetryingStorage:
                 "%s on %s failed (attempt %d): %s; retrying", what, self.url, state.attempt_number, exc
             )
 
+        def sleep(seconds: float) -> None:
+            # Back-off is where worker threads spend a cancelled command's exit: end it early.
+            if stop_requested.wait(seconds):
+                raise CancelledError(f"{what} on '{self.url}': cancelled while waiting to retry")
+
         retrying = Retrying(
             retry=retry_if_exception_type(TransientStorageError),
             stop=stop_after_attempt(o.attempts) | stop_after_delay(o.max_seconds),
             wait=wait_random_exponential(multiplier=o.initial, max=o.maximum),
             before_sleep=before_sleep,
+            sleep=sleep,
             reraise=True,
         )
         try:

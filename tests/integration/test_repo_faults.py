@@ -183,6 +183,45 @@ def test_kill_9_mid_backup_then_retry_uploads_less(env: InProcessCli, tmp_path: 
     ).read_bytes()
 
 
+def test_ctrl_c_mid_verify_exits_130_records_the_cancel_and_frees_the_lock(
+    env: InProcessCli, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(3_000_000))
+    env("backup", "files", str(src), check=0)
+    # Every data read keeps failing (retried for ~30 s): the signal comes while the verify waits
+    # for the retries, which must neither hold the cancel back (the reader threads stop at their
+    # next back-off) nor turn it into a storage error.
+    slow_retry = {"initial": "1s", "maximum": "1s", "attempts": 30}
+    env.write_config({"repository": {"url": str(tmp_path / "repo"), "pack_size_mib": 1, "retry": slow_retry}})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recoverctl", "verify", "--read-data"],
+        env={**env.env, "RECOVERCTL_FAULTS": "get:transient:*@data/"},
+        cwd=env.home,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        first_retry = b""
+        while b"retrying" not in first_retry and proc.poll() is None:
+            first_retry = proc.stderr.readline()
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=15)  # well before the retries would run out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = first_retry + rest
+    assert proc.returncode == 130, err
+    assert b"cancelled" in err and b"failed after retries" not in err and b"Traceback" not in err
+    with sqlite3.connect(env.home / "catalog.db") as db:
+        verify_runs = db.execute("select status, error from runs where kind = 'verify'").fetchall()
+    assert verify_runs == [("failed", "cancelled by SIGINT")]
+    assert list((tmp_path / "repo" / "locks").iterdir()) == []
+    assert env("verify", "--json", check=0).json()["ok"]
+
+
 def test_forget_pins_prune_object_lock_and_catalog_sync(env: InProcessCli, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
