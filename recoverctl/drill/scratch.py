@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 DRILL_PREFIX = "recoverctl-drill-"
 # How long a launched server may take to write postmaster.pid before we call it dead.
 STARTUP_GRACE_S = 30.0
+# How long cleanup keeps stopping late WAL fetchers and removing the workspace before it gives up
+# (and reports the workspace as not removed).
+WORKSPACE_REMOVAL_S = 15.0
 
 
 _CONNECTION_REFUSALS = (
@@ -371,8 +374,15 @@ class ScratchCluster:
         try:
             self.stop()
         finally:
-            # the WAL fetcher also exits when its spool vanishes; stopping it first keeps it
-            # from writing into the tree while it is being removed
-            stop_fetchers(self.data_dir)
-            shutil.rmtree(self.workspace, ignore_errors=True)
+            # The WAL fetcher also exits when its spool vanishes; stopping it first keeps it from
+            # writing into the tree while it is being removed. One that restore_command spawned
+            # just before the stop can write its pid file only after stop_fetchers has looked,
+            # and then keeps its spool alive: look again until the tree is gone.
+            deadline = time.monotonic() + WORKSPACE_REMOVAL_S
+            while True:
+                stop_fetchers(self.data_dir)
+                shutil.rmtree(self.workspace, ignore_errors=True)
+                if not self.workspace.exists() or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
         return not self.workspace.exists()

@@ -65,7 +65,8 @@ class Story:
         )
 
     def assert_clean(self) -> None:
-        assert list(self.scratch.iterdir()) == [], list(self.scratch.iterdir())
+        left = sorted(str(p.relative_to(self.scratch)) for p in self.scratch.rglob("*"))
+        assert left == [], (left[:40], drill_leftovers(str(self.scratch)))
         assert drill_leftovers(str(self.scratch)) == []
 
 
