@@ -228,8 +228,9 @@ class Catalog:
     def begin(self) -> Iterator[Connection]:
         """Yield a connection inside one transaction; raise CatalogError when unreachable.
 
-        The transaction is uninterruptible: a drill's SIGINT arriving inside SQLAlchemy would
-        leave the connection, the pool or the writer lock broken for the cleanup that follows.
+        The transaction is uninterruptible: a Ctrl-C (or a drill's SIGTERM) arriving inside
+        SQLAlchemy would leave the connection, the pool or the writer lock broken for the
+        cleanup that records the cancel; it is raised when the transaction has ended.
         """
         with uninterruptible():
             lock = self._local_writer
