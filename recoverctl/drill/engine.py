@@ -69,7 +69,7 @@ def cancelled(exc: BaseException, hint: str) -> DrillInterrupted:
 
 class SignalGuard:
     """Turns the first SIGINT/SIGTERM into SignalReceived, except while shielded (cleanup): then
-    the signal is remembered and `pending()` reports it once cleanup is done. Inside an
+    the signal is remembered and `raise_pending()` acts on it once cleanup is done. Inside an
     `uninterruptible()` block (a catalog transaction) the exception waits for the block's end."""
 
     def __init__(self) -> None:
@@ -94,10 +94,13 @@ class SignalGuard:
         finally:
             self.shielded = False
 
-    def pending(self) -> DrillInterrupted | None:
-        if not self.fired:
-            return None
-        return DrillInterrupted(
+    def raise_pending(self, run: DrillRun) -> None:
+        """After cleanup: raise DrillInterrupted for a signal that came while shielded, unless the
+        drill already failed (the failure is what it is recorded as)."""
+        if not self.fired or run.failure is not None:
+            return
+        run.failed_phase = run.failed_phase or "cleanup"
+        raise DrillInterrupted(
             f"drill cancelled by {signal.Signals(self.fired[0]).name}",
             hint="the scratch cluster and temp files were removed; run the drill again",
         )
@@ -380,11 +383,7 @@ def execute(
             finally:
                 with guard.shield():
                     _teardown(catalog, run, pin_id)
-            # A signal during cleanup still cancels the drill, after cleanup has finished.
-            late = guard.pending()
-            if late is not None and run.failure is None:
-                run.failed_phase = run.failed_phase or "cleanup"
-                raise late
+            guard.raise_pending(run)
     except (SignalReceived, DrillInterrupted, KeyboardInterrupt) as e:
         interrupted = e
     result = finish(cfg, catalog, run, interrupted)

@@ -150,11 +150,7 @@ def execute(
                     finally:
                         if pin_id is not None:
                             engine.unpin(catalog, pin_id)
-            # A signal during cleanup still cancels the drill, after cleanup has finished.
-            late = guard.pending()
-            if late is not None and run.failure is None:
-                run.failed_phase = run.failed_phase or "cleanup"
-                raise late
+            guard.raise_pending(run)
     except (engine.SignalReceived, engine.DrillInterrupted, KeyboardInterrupt) as e:
         interrupted = e
     result = engine.finish(cfg, catalog, run, interrupted)
