@@ -13,7 +13,11 @@ from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
 from recoverctl.config import Config, PostgresSource
 from recoverctl.errors import ConfigError, RecoverctlError, UsageError
-from recoverctl.sources.postgres.archiving import archive_command
+from recoverctl.sources.postgres.archiving import (
+    archive_command,
+    server_environment,
+    wal_environment_problems,
+)
 from recoverctl.sources.postgres.connection import connect
 
 
@@ -79,14 +83,34 @@ def archiving_refusal(name: str, plan: list[dict[str, Any]]) -> ConfigError | No
     )
 
 
+def refuse_unreachable_settings(cfg: Config, name: str, conn: psycopg.Connection) -> None:
+    """Raise ConfigError listing what archive_command would lack on the server of `conn`."""
+    try:
+        row = conn.execute("select pg_backend_pid(), current_setting('data_directory')").fetchone()
+    except psycopg.Error:  # data_directory is for superusers and pg_read_all_settings only
+        row = None
+    server_env = server_environment(int(row[0]), str(row[1])) if row is not None else None
+    problems = wal_environment_problems(cfg, server_env)
+    if problems:
+        raise ConfigError(
+            f"archive_command for source '{name}' would fail: " + "; ".join(problems),
+            hint="PostgreSQL settings carry only paths (archive_command is readable by every role and "
+            "logged): keep secrets in files the server's OS user can read, then run setup again",
+            details={"problems": problems},
+        )
+
+
 def postgres_setup(cfg: Config, catalog: Catalog, *, source: str | None, apply: bool) -> dict[str, Any]:
     """Given a source, return the archiving settings plan; with `apply`, ALTER SYSTEM + reload.
 
     The result says whether a restart is still needed (wal_level/archive_mode are postmaster
-    settings). Raise RecoverctlError when the server is unreachable.
+    settings). Raise RecoverctlError when the server is unreachable, ConfigError (exit 2) when
+    archive_command, run by the server, could not see the configuration we see (a `${VAR}`, a
+    passphrase or catalog URL only this shell has): never a silently failing archiver.
     """
     name, src = cfg.source(source, "postgres")
     with connect(src, name) as conn:
+        refuse_unreachable_settings(cfg, name, conn)
         plan = archiving_plan(cfg, name, conn)
         changes = [i for i in plan if i["change"]]
         applied = False

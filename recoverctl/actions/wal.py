@@ -177,7 +177,7 @@ def _push_batch(
         _push_marked(repo, source, path.parent / name, markers)
 
     if ahead:
-        markers.mkdir(parents=True, exist_ok=True)
+        fetchspool.private_dirs(markers)
     # Compression and encryption release the GIL: one thread per core keeps both busy, and each
     # thread holds about three copies of a segment, so no more threads than that.
     workers = max(1, min(repo.parallelism, os.cpu_count() or 1, 1 + len(ahead)))
@@ -315,7 +315,7 @@ def wal_push(
     if record:
         _record(cfg, name, path.name, ok=True, count=1 + ahead)
         try:
-            stamp.parent.mkdir(parents=True, exist_ok=True)
+            fetchspool.private_dirs(stamp.parent)
             stamp.touch()
         except OSError:
             pass
@@ -352,7 +352,7 @@ def _prefetch(repo: Repository, source: str, name: str, spool: Path) -> int:
     todo = [n for n in wanted if n in available and not (spool / n).exists()]
     if not todo:
         return 0
-    spool.mkdir(parents=True, exist_ok=True)
+    fetchspool.private_dirs(spool)
 
     def one(n: str) -> None:
         _write_atomic(spool / n, repo.get_object(wal_key(source, n)))
@@ -479,7 +479,7 @@ def _push_ready(repo: Repository, source: str, pg_wal: Path, names: list[str]) -
     if not ready:
         return False
     markers = walspool.pushed_marker(pg_wal / ready[0], source).parent
-    markers.mkdir(parents=True, exist_ok=True)
+    fetchspool.private_dirs(markers)
     pushed = False
     workers = max(1, min(repo.parallelism, os.cpu_count() or 1, len(ready)))
     with ThreadPoolExecutor(workers, thread_name_prefix="wal-push") as pool:
