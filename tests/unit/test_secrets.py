@@ -196,3 +196,17 @@ def test_spool_and_marker_directories_are_private(tmp_path: Path) -> None:
     fetchspool.private_dirs(spool)
     for d in (wal / walspool.PUSHED_DIR, wal / walspool.PUSHED_DIR / "main", Path(spool), Path(spool).parent):
         assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+
+
+def test_cron_lines_and_systemd_units_refuse_a_catalog_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    from recoverctl.config import parse_config
+    from recoverctl.errors import ConfigError
+    from recoverctl.scheduler.install import crontab_lines, systemd_units
+
+    cfg = parse_config({"schedules": [{"name": "n", "cron": "0 1 * * *", "job": "backup postgres"}]}, env={})
+    monkeypatch.setenv("RECOVERCTL_CATALOG", CATALOG)
+    for render in (crontab_lines, systemd_units):
+        with pytest.raises(ConfigError, match="RECOVERCTL_CATALOG holds a password"):
+            render(cfg)
+    monkeypatch.setenv("RECOVERCTL_CATALOG", "sqlite:////var/lib/recoverctl/catalog.db")
+    assert "RECOVERCTL_CATALOG=sqlite:////var/lib/recoverctl/catalog.db" in crontab_lines(cfg)

@@ -113,7 +113,7 @@ def world() -> Iterator[World]:
         _require_scram(pg, "rc_backup", replication=True)
         pg.start()
         pg.psql(f"create role rc_backup superuser replication login password '{SOURCE_PASSWORD}'")
-        pg.psql("create table marks(id serial primary key, note text, at timestamptz default clock_timestamp())")
+        pg.psql("create table marks(id serial primary key, note text, at timestamptz default now())")
         pg.psql("insert into marks(note) select 'before' from generate_series(1, 100)")
         yield World(cli, pg, catalog_db, scratch)
     finally:
@@ -141,7 +141,8 @@ def test_setup_refuses_what_the_archiver_could_not_see(world: World) -> None:
     assert "password_file" in err["message"] and "EnvironmentFile" in err["message"]
     # The catalog URL with its password only in RECOVERCTL_CATALOG: it must not go into a setting.
     w.cli.write_config({"main": _source(w, password_file=str(source_pw))})
-    err = w.cli("--json", "postgres", "setup", env={"RECOVERCTL_CATALOG": _catalog_url(w)}, check=2).error_json()
+    env = {"RECOVERCTL_CATALOG": _catalog_url(w)}
+    err = w.cli("--json", "postgres", "setup", env=env, check=2).error_json()
     assert "RECOVERCTL_CATALOG" in err["message"] and "holds a password" in err["message"]
     # The passphrase only in RECOVERCTL_PASSWORD.
     env = {"RECOVERCTL_PASSWORD": REPO_PASSPHRASE, "RECOVERCTL_PASSWORD_FILE": ""}
