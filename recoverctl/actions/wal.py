@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recoverctl.config import Config
+from recoverctl.config import Config, redact_url
 from recoverctl.errors import NotFoundError, ObjectNotFound, UsageError, VerificationError
 from recoverctl.sources.postgres import fetchspool, walspool
 from recoverctl.sources.postgres.walnames import (
@@ -127,7 +127,8 @@ def _record(cfg: Config, source: str, name: str, ok: bool, count: int = 1) -> No
         finally:
             catalog.close()
     except Exception as e:  # the catalog may be unwritable for the server's OS user
-        print(f"warning: WAL status not recorded in the catalog: {e}", file=sys.stderr)
+        # stderr goes to the server log: never a catalog URL's password
+        print(f"warning: WAL status not recorded in the catalog: {redact_url(str(e))}", file=sys.stderr)
 
 
 # Ready WAL files pushed in the same call: one process (interpreter, config, key derivation,

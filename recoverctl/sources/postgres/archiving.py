@@ -50,7 +50,10 @@ def passed_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """Return the variables of `env` (default: ours) a WAL command line may carry: PASS_THROUGH
     ones that are set and hold no secret."""
     env = os.environ if env is None else env
-    return {k: env[k] for k in PASS_THROUGH if env.get(k) and not has_secret(env[k])}
+    out = {k: env[k] for k in PASS_THROUGH if env.get(k) and not has_secret(env[k])}
+    if ENV_PASSWORD_FILE in out:  # the server runs the command elsewhere, as another user
+        out[ENV_PASSWORD_FILE] = os.path.abspath(os.path.expanduser(out[ENV_PASSWORD_FILE]))
+    return out
 
 
 def recoverctl_command(

@@ -167,6 +167,8 @@ def test_no_secret_in_settings_command_lines_logs_catalog_or_output(world: World
 
         full = w.run(*verbose, "backup", "postgres", "--type", "full", check=0).json()
         assert full["row_counts"] == {"public.marks": 100}
+        # pg_dump gets the source password through libpq's environment, never its argv
+        w.run(*verbose, "backup", "postgres", "--logical", check=0)
 
         # A WAL burst: one segment after another, all archived by the server's archive_command.
         for i in range(12):
