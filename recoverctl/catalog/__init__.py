@@ -272,6 +272,9 @@ class Catalog:
             )
 
     def finish_run(self, run_id: int, status: str, **fields: Any) -> None:
+        """Close run `run_id` with `status` and `fields` (an error text, a summary), URL
+        passwords redacted."""
+        fields = redact(fields)
         with self.begin() as conn:
             conn.execute(
                 t.runs.update()

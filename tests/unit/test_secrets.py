@@ -169,14 +169,20 @@ def test_sqlite_catalog_and_its_directory_are_private(tmp_path: Path) -> None:
     db = tmp_path / "state" / "recoverctl" / "catalog.db"
     catalog = Catalog(f"sqlite:///{db}")
     catalog.audit("test", None, "ok", {"url": CATALOG})
+    catalog.finish_run(catalog.start_run("test"), "failed", error=f"cannot reach {CATALOG}")
+    catalog.emit_event("test", "info", None, f"summary {CATALOG}", {"url": CATALOG})
     with catalog.begin() as conn:
         import sqlalchemy as sa
 
         from recoverctl.catalog import tables as t
 
-        details = conn.execute(sa.select(t.audit_log.c.details)).scalar_one()
+        rows = [
+            conn.execute(sa.select(t.audit_log.c.details)).scalar_one(),
+            conn.execute(sa.select(t.runs.c.error)).scalar_one(),
+            [tuple(r) for r in conn.execute(sa.select(t.events.c.summary, t.events.c.details))],
+        ]
     catalog.close()
-    assert CATALOG_PW not in json.dumps(details)
+    assert CATALOG_PW not in json.dumps(rows)
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
     for d in (db.parent, db.parent.parent):
         assert stat.S_IMODE(d.stat().st_mode) == 0o700
