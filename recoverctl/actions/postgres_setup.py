@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -89,8 +90,13 @@ def refuse_unreachable_settings(cfg: Config, name: str, conn: psycopg.Connection
         row = conn.execute("select pg_backend_pid(), current_setting('data_directory')").fetchone()
     except psycopg.Error:  # data_directory is for superusers and pg_read_all_settings only
         row = None
-    server_env = server_environment(int(row[0]), str(row[1])) if row is not None else None
-    problems = wal_environment_problems(cfg, server_env)
+    server_env = server_user = None
+    if row is not None:
+        server_env = server_environment(int(row[0]), str(row[1]))
+        if server_env is not None:  # the backend is on this host: its owner is the server's user
+            st = os.stat(f"/proc/{int(row[0])}")
+            server_user = (st.st_uid, st.st_gid)
+    problems = wal_environment_problems(cfg, server_env, server_user=server_user)
     if problems:
         raise ConfigError(
             f"archive_command for source '{name}' would fail: " + "; ".join(problems),

@@ -9,6 +9,7 @@ import logging
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -216,3 +217,32 @@ def test_cron_lines_and_systemd_units_refuse_a_catalog_password(monkeypatch: pyt
             render(cfg)
     monkeypatch.setenv("RECOVERCTL_CATALOG", "sqlite:////var/lib/recoverctl/catalog.db")
     assert "RECOVERCTL_CATALOG=sqlite:////var/lib/recoverctl/catalog.db" in crontab_lines(cfg)
+
+
+def test_readable_as_asks_the_kernel_as_that_user() -> None:
+    import pwd
+    import shutil
+    import tempfile
+
+    from recoverctl.sources.postgres.archiving import readable_as
+
+    # pytest's tmp_path sits under a 0700 directory: the other user could read nothing there
+    tmp_path = Path(tempfile.mkdtemp(prefix="recoverctl-readable-"))
+    tmp_path.chmod(0o755)
+    try:
+        _check_readable_as(tmp_path, readable_as, pwd.getpwnam("postgres" if os.geteuid() == 0 else "root"))
+    finally:
+        shutil.rmtree(tmp_path)
+
+
+def _check_readable_as(tmp_path: Path, readable_as: Any, other: Any) -> None:
+    private, shared = tmp_path / "private", tmp_path / "shared"
+    for f, mode in ((private, 0o600), (shared, 0o644)):
+        f.write_text("x")
+        f.chmod(mode)
+    assert readable_as(os.geteuid(), os.getegid(), str(private)) is True
+    expected = (False, True) if os.geteuid() == 0 else (None, None)
+    assert (
+        readable_as(other.pw_uid, other.pw_gid, str(private)),
+        readable_as(other.pw_uid, other.pw_gid, str(shared)),
+    ) == expected

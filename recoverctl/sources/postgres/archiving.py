@@ -124,12 +124,42 @@ def server_environment(backend_pid: int, data_directory: str) -> dict[str, str] 
     return env
 
 
+def readable_as(uid: int, gid: int, path: str) -> bool | None:
+    """Return whether OS user `uid` (primary group `gid`) can read `path`; None when this
+    process cannot tell (it is neither that user nor root)."""
+    if os.geteuid() == uid:
+        return os.access(path, os.R_OK)
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
+    try:
+        groups = os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)
+    except KeyError:
+        groups = [gid]
+    pid = os.fork()
+    if pid == 0:  # the child only switches user and asks the kernel: nothing else runs here
+        try:
+            os.setgroups(groups)
+            os.setgid(gid)
+            os.setuid(uid)
+            os._exit(0 if os.access(path, os.R_OK) else 1)
+        finally:
+            os._exit(2)
+    return os.waitpid(pid, 0)[1] == 0
+
+
 def wal_environment_problems(
-    cfg: Config, server_env: Mapping[str, str] | None, env: Mapping[str, str] | None = None
+    cfg: Config,
+    server_env: Mapping[str, str] | None,
+    env: Mapping[str, str] | None = None,
+    server_user: tuple[int, int] | None = None,
 ) -> list[str]:
     """Return why the WAL commands, run by the server with `server_env` (None: unknown, taken
     as empty) plus the variables their command line passes, would not see the configuration
-    this process sees (`cfg`, read with `env`, default ours); [] when they would.
+    this process sees (`cfg`, read with `env`, default ours); [] when they would. With
+    `server_user` (uid, gid of the server), also when that user cannot read the config file
+    or the passphrase file.
 
     Each problem names the key or variable and what to do: a value the archiver needs must
     come from a file it can read, never from a variable only this shell has.
@@ -176,6 +206,18 @@ def wal_environment_problems(
                 f"{key} comes from {var} here, but archive_command would not get it ({why}): set "
                 f"'{key}' in the config file (mode 0600, readable by the server's OS user)"
             )
+    if server_user is not None:
+        files = {"the config file": str(Path(cfg.path).resolve())}
+        if not wal_env.get(ENV_PASSWORD):
+            pw_file = wal_env.get(ENV_PASSWORD_FILE) or (seen.repository and seen.repository.password_file)
+            if pw_file:
+                files["the repository passphrase file"] = os.path.expanduser(pw_file)
+        for what, path in files.items():
+            if readable_as(*server_user, path) is False:
+                return [
+                    f"the server's OS user (uid {server_user[0]}) cannot read {what} '{path}', which "
+                    "archive_command needs: give that user read access (e.g. owner or group, mode 0640)"
+                ]
     try:
         passphrase = repository_password(seen, wal_env)
     except ConfigError as e:

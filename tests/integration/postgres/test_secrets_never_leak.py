@@ -148,6 +148,15 @@ def test_setup_refuses_what_the_archiver_could_not_see(world: World) -> None:
     env = {"RECOVERCTL_PASSWORD": REPO_PASSPHRASE, "RECOVERCTL_PASSWORD_FILE": ""}
     err = w.cli("--json", "postgres", "setup", env=env, check=2).error_json()
     assert "RECOVERCTL_PASSWORD in this shell" in err["message"]
+    # A passphrase file the server's OS user cannot read (root's, 0600).
+    private = w.cli.home / "root-only-passphrase"
+    private.write_text(REPO_PASSPHRASE + "\n")
+    private.chmod(0o600)
+    os.chown(private, 0, 0)
+    err = w.cli(
+        "--json", "postgres", "setup", env={"RECOVERCTL_PASSWORD_FILE": str(private)}, check=2
+    ).error_json()
+    assert "cannot read the repository passphrase file" in err["message"] and str(private) in err["message"]
     for text in (str(err), w.pg.psql("show archive_command")):
         assert not any(s in text for s in SECRETS), text
     assert w.pg.psql("show archive_command") in ("", "(disabled)")
