@@ -33,7 +33,7 @@ _RAW = b"\x00"
 _ZSTD = b"\x01"
 
 # scrypt at n=2**17, r=8 (current guidance, e.g. OWASP's password storage cheat sheet) costs
-# 128 MiB and ~0.3-0.5 s per derivation: once per process that opens the repository.
+# 128 MiB and ~0.55 s of CPU per derivation: once per process that opens the repository.
 DEFAULT_KDF = {"name": "scrypt", "n": 2**17, "r": 8, "p": 1}
 
 # Bounds on the KDF parameters read from a key file: key files are plaintext and anyone who can
