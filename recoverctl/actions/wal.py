@@ -214,17 +214,20 @@ def _warm_catalog() -> None:
 
 def _push_ahead(repo: Repository, source: str, wal_dir: Path, names: list[str], markers: Path) -> int:
     """Push `names` (ready files in `wal_dir`) in parallel with markers; return how many were
-    stored. A failure only leaves that file unmarked: PostgreSQL's own call for it pushes it
-    and reports the error."""
+    stored. A failure only leaves that file unmarked (and `.error-<name>`, so a call waiting
+    for it stops waiting): PostgreSQL's own call for it pushes it and reports the error."""
     from concurrent.futures import ThreadPoolExecutor
 
     workers = max(1, min(repo.parallelism, os.cpu_count() or 1, len(names)))
     pushed = 0
     with ThreadPoolExecutor(workers, thread_name_prefix="wal-push") as pool:
-        for f in [pool.submit(_push_marked, repo, source, wal_dir / n, markers) for n in names]:
-            with contextlib.suppress(Exception):
+        for name, f in [(n, pool.submit(_push_marked, repo, source, wal_dir / n, markers)) for n in names]:
+            try:
                 f.result()
                 pushed += 1
+            except Exception as e:
+                with contextlib.suppress(OSError):
+                    walspool.write_marker(markers / f"{walspool.FAILED}{name}", str(e))
     return pushed
 
 
@@ -241,10 +244,13 @@ def _serve(cfg: Config, repo: Repository, source: str, wal_dir: Path, markers: P
     import select
 
     fifo_path = markers / walspool.PUSHER_FIFO
-    fifo_path.unlink(missing_ok=True)
-    os.mkfifo(fifo_path, 0o600)
-    # Read-write: the FIFO never reports end-of-file between two writers.
-    fifo = os.open(fifo_path, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        fifo_path.unlink(missing_ok=True)
+        os.mkfifo(fifo_path, 0o600)
+        # Read-write: the FIFO never reports end-of-file between two writers.
+        fifo = os.open(fifo_path, os.O_RDWR | os.O_NONBLOCK)
+    except OSError:  # no FIFOs on this file system: every call pushes for itself, as before
+        return
     idle_until = time.monotonic() + PUSHER_LINGER_S
     last, count, recorded, pending = "", 0, time.monotonic(), b""
     try:
@@ -261,7 +267,8 @@ def _serve(cfg: Config, repo: Repository, source: str, wal_dir: Path, markers: P
                     _push_marked(repo, source, wal_dir / name, markers)
                     last, count = max(last, name), count + 1
                 except Exception as e:
-                    walspool.write_marker(markers / f"{walspool.FAILED}{name}", str(e))
+                    with contextlib.suppress(OSError):
+                        walspool.write_marker(markers / f"{walspool.FAILED}{name}", str(e))
             if names:  # a busy server: take what else is ready, as the first call did
                 count += _push_ahead(repo, source, wal_dir, _ready(wal_dir / names[0], markers), markers)
             idle_until = time.monotonic() + PUSHER_LINGER_S
@@ -305,6 +312,8 @@ def _push_detached(
             try:
                 ahead = _push_ahead(repo, source, path.parent, ready, markers) if ready else 0
                 _record(cfg, source, path.name, ok=True, count=1 + ahead)
+                # What it claimed is done (marked or failed): later calls hand their file over.
+                walspool.write_marker(markers / walspool.PUSHER_CLAIM, "")
                 _serve(cfg, repo, source, path.absolute().parent, markers)
             finally:
                 repo.close()

@@ -157,7 +157,8 @@ class Cipher:
             body = self.aead.decrypt(bytes(mv[:NONCE_SIZE]), mv[NONCE_SIZE + 1 :], aad + flag)
         except InvalidTag:
             raise DecryptError(
-                f"{what} failed authentication (damaged or not written with this key)",
+                f"{what} failed authentication (damaged, moved or copied from another name, "
+                "or not written with this key)",
                 hint="run 'recoverctl verify --read-data' to find every damaged object",
             ) from None
         if flag == _ZSTD:

@@ -173,8 +173,8 @@ def _hand_off(path: Path, markers: Path, timeout: float) -> bool:
 
 def wait_pushed(path: Path, source: str, timeout: float = 300.0) -> int | None:
     """Like take_pushed, but when a running pusher claimed `path`, first wait (polling) until
-    its marker appears or the pusher ends; when a serving pusher runs, hand `path` to it.
-    Return the size when acknowledged, else None."""
+    its marker appears, it reports failing on it, or it ends; when a serving pusher runs, hand
+    `path` to it. Return the size when acknowledged, else None."""
     import time
 
     markers = pushed_marker(path, source).parent
@@ -185,20 +185,18 @@ def wait_pushed(path: Path, source: str, timeout: float = 300.0) -> int | None:
             return None
         if path.name not in claimed:
             return take_pushed(path, source) if _hand_off(path, markers, timeout) else None
-        import fcntl
-
         try:
             fd = os.open(markers / PUSHER_LOCK, os.O_RDONLY)
         except FileNotFoundError:
             return None
+        failed = markers / f"{FAILED}{path.name}"
         try:
             deadline = time.monotonic() + timeout
             while not (markers / path.name).exists() and time.monotonic() < deadline:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                    break  # the pusher ended: its marker is there or it never will be
-                except OSError:
-                    time.sleep(0.005)
+                if failed.exists() or not _pusher_runs(fd):
+                    break  # its marker is there or it never will be
+                time.sleep(0.005)
         finally:
             os.close(fd)
+            failed.unlink(missing_ok=True)
     return take_pushed(path, source)
