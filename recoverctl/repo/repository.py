@@ -18,7 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any
 
-from recoverctl.errors import NotFoundError, ObjectNotFound, UsageError, VerificationError, WrongKeyError
+from recoverctl.errors import (
+    NotFoundError,
+    ObjectNotFound,
+    StorageError,
+    UsageError,
+    VerificationError,
+    WrongKeyError,
+)
 from recoverctl.repo import crypto
 from recoverctl.repo.crypto import Cipher, DecryptError, KeySlot, KeySlotError, MasterKey
 from recoverctl.repo.documents import parse_document
@@ -219,7 +226,7 @@ class Repository:
                 continue
             except ObjectNotFound:  # removed since the listing (a concurrent `key passwd`)
                 continue
-            except KeySlotError as e:
+            except (KeySlotError, StorageError) as e:
                 skipped.append(kid)
                 log.warning("skipping key file '%s' of '%s': %s", obj.key, storage.url, e.message)
                 continue
@@ -238,7 +245,11 @@ class Repository:
                 f"the repository config at '{storage.url}' was modified or belongs to another repository",
                 hint="restore the config object from a copy of this repository",
             )
-        note = f"; {len(skipped)} unusable key file(s) skipped: {', '.join(skipped)}" if skipped else ""
+        note = (
+            f"; {len(skipped)} unusable or unreadable key file(s) skipped: {', '.join(skipped)}"
+            if skipped
+            else ""
+        )
         raise WrongKeyError(
             f"wrong passphrase for the repository at '{storage.url}' (tried {len(objects)} key(s){note})"
         )
@@ -258,7 +269,7 @@ class Repository:
             try:
                 doc = json.loads(self.storage.get(o.key)) if o.size <= _MAX_KEY_FILE else None
                 _read_slot(self.storage, o, named=named, doc=doc)
-            except (KeySlotError, ValueError, ObjectNotFound) as e:
+            except (KeySlotError, ValueError, StorageError) as e:
                 row["problem"] = str(e)
                 doc = None
             doc = doc if isinstance(doc, dict) else {}

@@ -153,7 +153,7 @@ def test_planted_and_broken_key_files_do_not_lock_out_a_valid_passphrase(
     for name in planted:
         assert f"keys/{name}" in warned
     assert "exceed the accepted bounds" in warned and "not the hash of its content" in warned
-    with pytest.raises(WrongKeyError, match="8 unusable key file"):
+    with pytest.raises(WrongKeyError, match="8 unusable or unreadable key file"):
         _reopen(path, "wrong")
     rows = {r["id"]: r for r in opened.list_keys()}
     assert rows[repo.key_id]["problem"] is None and all(rows[n]["problem"] for n in planted)
@@ -164,6 +164,17 @@ def test_planted_and_broken_key_files_do_not_lock_out_a_valid_passphrase(
     with pytest.raises(UsageError, match="last key"):
         opened.remove_key(repo.key_id)
     opened.remove_key("00-garbage")
+
+
+def test_an_unreadable_key_file_is_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from recoverctl.storage.faults import Fault, FaultyStorage
+
+    path, repo, _ = _repo_with_two_snapshots(tmp_path)
+    shutil.copy(path / "keys" / repo.key_id, path / "keys" / "00-unreadable")
+    storage = FaultyStorage(LocalStorage(path), [Fault("get", "error", None, "keys/00-unreadable")])
+    with caplog.at_level(logging.WARNING, logger="recoverctl.repo.repository"):
+        assert Repository.open(storage, "pw").key_id == repo.key_id
+    assert "keys/00-unreadable" in caplog.text and "injected error fault" in caplog.text
 
 
 def test_kdf_parameters_are_bounded_before_any_work() -> None:
