@@ -277,11 +277,14 @@ class ScratchCluster:
             raise DrillError(e.message, hint=e.hint) from None
         if actual != recovery["restore_command"]:
             # Something after recoverctl's block (a hand-written include in postgresql.auto.conf)
-            # would make the copy fetch WAL from elsewhere, e.g. production's archive.
+            # would make the copy fetch WAL from elsewhere, e.g. production's archive. The value
+            # itself is not repeated: production's command may carry credentials.
             raise DrillError(
-                f"the restored configuration in '{self.data_dir}' overrides recoverctl's restore_command "
-                f"with '{actual}'",
-                hint="remove include directives from the end of postgresql.auto.conf on the source",
+                f"the restored configuration in '{self.data_dir}' replaces recoverctl's restore_command "
+                "with another one: the copy could fetch WAL from production's archive, the drill does "
+                "not start it",
+                hint="recoverctl's recovery block must come last in postgresql.auto.conf: rerun with "
+                "--keep and read what follows it there",
             )
 
     def start(self) -> None:

@@ -329,7 +329,8 @@ def test_a_restore_command_other_than_ours_refuses_the_start(scratch: ScratchClu
     scratch.chown()
     with pytest.raises(DrillError) as e:
         scratch.start()
-    assert "cp /production-archive/%f %p" in e.value.message
+    assert "replaces recoverctl's restore_command" in e.value.message
+    assert "production-archive" not in e.value.message  # production's command may hold credentials
     assert scratch.postmaster_pid() is None
 
 
