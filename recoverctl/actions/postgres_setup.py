@@ -12,7 +12,7 @@ from psycopg import sql
 
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
-from recoverctl.config import Config, PostgresSource
+from recoverctl.config import Config, PostgresSource, redact_url
 from recoverctl.errors import ConfigError, RecoverctlError, UsageError
 from recoverctl.sources.postgres.archiving import (
     archive_command,
@@ -48,7 +48,8 @@ def archiving_plan(cfg: Config, name: str, conn: psycopg.Connection) -> list[dic
         plan.append(
             {
                 "name": key,
-                "current": current,
+                # an older recoverctl (or an operator) may have put a password there
+                "current": redact_url(current),
                 "wanted": current if ok else value,
                 "change": not ok,
                 "restart": (not ok) and context == "postmaster",

@@ -246,3 +246,20 @@ def _check_readable_as(tmp_path: Path, readable_as: Any, other: Any) -> None:
         readable_as(other.pw_uid, other.pw_gid, str(private)),
         readable_as(other.pw_uid, other.pw_gid, str(shared)),
     ) == expected
+
+
+def test_setup_plan_never_shows_a_password_already_in_a_setting(tmp_path: Path) -> None:
+    from recoverctl.actions.postgres_setup import archiving_plan
+
+    old = f"env RECOVERCTL_CATALOG={CATALOG} recoverctl-wal push --source main %p"
+    current = {"wal_level": "replica", "archive_mode": "on", "archive_command": old}
+
+    class Conn:
+        def execute(self, _sql: str, params: tuple[str]) -> Any:
+            row = (current[params[0]], "sighup")
+            return type("Cursor", (), {"fetchone": lambda self: row})()
+
+    cfg = load_config(str(_config(tmp_path)), env={})
+    plan = {i["name"]: i for i in archiving_plan(cfg, "main", Conn())}  # type: ignore[arg-type]
+    assert plan["archive_command"]["change"] and CATALOG_PW not in json.dumps(plan)
+    assert "recoverctl:***@" in plan["archive_command"]["current"]
