@@ -13,6 +13,10 @@ from pathlib import Path
 from recoverctl.errors import ObjectNotFound, StorageError
 from recoverctl.storage.base import TMP_PREFIX, ObjectInfo
 
+# Object names, their count and sizes (which packs, snapshots, locks and hosts exist) are for
+# the repository's owner only: its directories are created 0700, its files 0600 (mkstemp).
+DIR_MODE = 0o700
+
 
 class LocalStorage:
     """Objects are files under `root`; writes go to a temp file, fsync, rename (atomic, crash-safe)."""
@@ -22,7 +26,9 @@ class LocalStorage:
         self.url = f"file://{self.root}"
         if create:
             try:
-                self.root.mkdir(parents=True, exist_ok=True)
+                # Parents above the repository are not ours to restrict: they get the default mode.
+                self.root.parent.mkdir(parents=True, exist_ok=True)
+                self.root.mkdir(mode=DIR_MODE, exist_ok=True)
             except OSError as e:
                 raise StorageError(
                     f"unable to create '{self.url}': {e.strerror}", hint="check the path and permissions"
@@ -33,10 +39,20 @@ class LocalStorage:
             raise StorageError(f"invalid object key {key!r} on '{self.url}'")
         return self.root / key
 
+    def _make_dirs(self, path: Path) -> None:
+        """Create the missing directories from the root down to `path`, each DIR_MODE."""
+        missing = []
+        while path != self.root and not path.is_dir():
+            missing.append(path)
+            path = path.parent
+        for d in reversed(missing):
+            with contextlib.suppress(FileExistsError):  # a concurrent writer made it
+                d.mkdir(mode=DIR_MODE)
+
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._make_dirs(path.parent)
             fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
             try:
                 with os.fdopen(fd, "wb") as f:
