@@ -6,7 +6,7 @@ import click
 import yaml
 
 from recoverctl.cli.context import App, pass_app
-from recoverctl.config import redacted_dump
+from recoverctl.config import loose_config_mode, redacted_dump
 
 
 @click.group("config")
@@ -19,14 +19,20 @@ def config_group() -> None:
 def check(app: App) -> None:
     """Validate the config file; exit 0 when valid, 2 naming each bad key otherwise.
 
+    Warns (exit 0) when the file holds a secret inline and its group or others can read it.
+
     \b
     Example:
       recoverctl --config /etc/recoverctl/recoverctl.yaml config check
     """
     cfg = app.config
+    warning = loose_config_mode(cfg)
+    warnings = [warning] if warning else []
     app.render(
-        {"valid": True, "file": str(cfg.path) if cfg.path else None},
-        f"{cfg.path or 'environment-only configuration'}: valid",
+        {"valid": True, "file": str(cfg.path) if cfg.path else None, "warnings": warnings},
+        "\n".join(
+            [f"{cfg.path or 'environment-only configuration'}: valid", *(f"warning: {w}" for w in warnings)]
+        ),
     )
 
 

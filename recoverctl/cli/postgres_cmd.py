@@ -58,6 +58,7 @@ def setup(app: App, source: str | None, apply: bool, dry_run: bool) -> None:
             lines.append("run with --apply to change these (ALTER SYSTEM + reload)")
         if d["restart_needed"]:
             lines.append("a restart of PostgreSQL is needed for wal_level/archive_mode to take effect")
+        lines += [f"warning: {w}" for w in d["warnings"]]
         return "\n".join(lines)
 
     app.render(result, text)
