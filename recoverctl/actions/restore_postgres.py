@@ -27,7 +27,7 @@ from recoverctl.actions.repository import open_repository
 from recoverctl.actions.wal import archived_segments, first_missing
 from recoverctl.actions.wal_fetcher import start_fetcher, stop_fetchers
 from recoverctl.catalog import Catalog
-from recoverctl.config import Config, PostgresSource
+from recoverctl.config import ENV_PASSWORD_FILE, Config, PostgresSource
 from recoverctl.errors import NotFoundError, RecoverctlError, UsageError, VerificationError, failure_text
 from recoverctl.progress import Progress
 from recoverctl.repo import Repository, Snapshot, open_file, restore_snapshot
@@ -46,10 +46,12 @@ from recoverctl.sources.postgres.server import (
     default_os_user,
     postmaster_pid,
     postmaster_status,
+    remove_secrets,
     server_failure,
     start_server,
     stop_server,
     wait_for,
+    write_passphrase_file,
 )
 from recoverctl.sources.postgres.walnames import (
     parse_lsn,
@@ -384,6 +386,7 @@ def restore_postgres(
     progress: object | None = None,
     fetch_ahead: bool = False,
     tablespace_map: dict[str, str] | None = None,
+    server_starts: bool = False,
 ) -> dict[str, Any]:
     """Restore a physical backup of `source` into `target_dir`, set up recovery to `target`.
 
@@ -392,6 +395,10 @@ def restore_postgres(
 
     With `fetch_ahead` or `start_port` (the server starts right after), the WAL fetcher starts
     while the files are restored, so recovery's first restore_command finds it ready.
+    With either, or `server_starts` (the caller starts the server right after), a passphrase
+    that comes from no file is written to `server.secrets_dir(target_dir)` for restore_command:
+    the caller removes it with `server.remove_secrets` once recovery has ended (here: when
+    `start_port` recovery ends, except for a paused one, which `stop_restored_server` cleans).
     With `start_port`, start the server there (as `os_user`; 'postgres' when root) and wait
     until recovery ends; the result then has 'server' {port, data_dir, pid} (stop it with
     `stop_restored_server`), 'recovered_lsn' and 'recovered_commit_ts' (epoch or None).
@@ -431,7 +438,13 @@ def restore_postgres(
                 )
             _finish_layout(target_dir, snap, tablespaces)
         fetch_s = time.monotonic() - started
-        settings = recovery_settings(restore_command(cfg, name), target, target_action)
+        password_file = None
+        file_backed = os.environ.get(ENV_PASSWORD_FILE) or (cfg.repository and cfg.repository.password_file)
+        if (warm or server_starts) and not file_backed:
+            # The server gets no variable of ours (`server_env`): a passphrase from a variable
+            # or a prompt reaches restore_command as a file, removed once recovery has ended.
+            password_file = write_passphrase_file(target_dir, password, user)
+        settings = recovery_settings(restore_command(cfg, name, password_file), target, target_action)
         if start_port is not None:
             settings.update(_SCRATCH_SETTINGS)
             settings["port"] = str(start_port)
@@ -464,11 +477,15 @@ def restore_postgres(
             )
             # Recovery has ended: the spool is leftovers (a resumed recovery starts its own).
             stop_fetchers(target_dir, remove_spools=True)
+            if target_action != "pause":  # a paused recovery still fetches once resumed
+                remove_secrets(target_dir)
             out["phases"].update(recovered.pop("phases"))
             out.update(recovered)
         out["phases"]["total"] = round(time.monotonic() - started, 3)
     except BaseException as e:
         stop_fetchers(target_dir)
+        if start_port is not None:
+            remove_secrets(target_dir)
         catalog.finish_run(run_id, "failed", error=failure_text(e))
         raise
     finally:
@@ -568,6 +585,7 @@ def stop_restored_server(
     """Stop a server started by `restore_postgres(start_port=...)` and wait until it is down."""
     bin_path = Path(bin_dir) if bin_dir else find_bin_dir(PostgresSource(type="postgres"), _major(target_dir))
     stop_server(Path(target_dir), bin_path, default_os_user(os_user))
+    remove_secrets(Path(target_dir))
     stop_fetchers(Path(target_dir), remove_spools=True)
 
 
