@@ -398,7 +398,8 @@ def restore_postgres(
     With either, or `server_starts` (the caller starts the server right after), a passphrase
     that comes from no file is written to `server.secrets_dir(target_dir)` for restore_command:
     the caller removes it with `server.remove_secrets` once recovery has ended (here: when
-    `start_port` recovery ends, except for a paused one, which `stop_restored_server` cleans).
+    `start_port` recovery ends, except for a paused one, which `stop_restored_server` cleans);
+    the result's 'passphrase_file' names it while it is still there.
     With `start_port`, start the server there (as `os_user`; 'postgres' when root) and wait
     until recovery ends; the result then has 'server' {port, data_dir, pid} (stop it with
     `stop_restored_server`), 'recovered_lsn' and 'recovered_commit_ts' (epoch or None).
@@ -481,6 +482,8 @@ def restore_postgres(
                 remove_secrets(target_dir)
             out["phases"].update(recovered.pop("phases"))
             out.update(recovered)
+        # Still there for a paused recovery (or a server the caller starts): say where.
+        out["passphrase_file"] = str(password_file) if password_file and password_file.exists() else None
         out["phases"]["total"] = round(time.monotonic() - started, 3)
     except BaseException as e:
         stop_fetchers(target_dir)

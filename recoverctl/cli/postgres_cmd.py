@@ -386,6 +386,11 @@ def restore_postgres_cmd(
             lines.append(
                 "start the server on it to run recovery (recovery.signal and restore_command are set)"
             )
+        if d.get("passphrase_file"):
+            lines.append(
+                f"restore_command reads the repository passphrase from {d['passphrase_file']} while "
+                f"recovery is paused: remove {Path(d['passphrase_file']).parent} once it has ended"
+            )
         return "\n".join(lines)
 
     app.render(result, text)

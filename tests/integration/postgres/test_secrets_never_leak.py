@@ -12,7 +12,9 @@ RECOVERCTL_CATALOG) and the source's password (scram auth, in a password_file).
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -27,6 +29,7 @@ from tests.conftest import CliResult
 from tests.fixtures.net import free_port, wait_until
 from tests.fixtures.pgbackup import PgCli
 from tests.fixtures.postgres import BIN_DIR, PgCluster, _as_pg_user, chown_to_pg
+from tests.integration.postgres.test_pg_backup_restore import psql as psql_port
 
 REPO_PASSPHRASE = "repo-Passphrase-Q7w1x9"
 CATALOG_PASSWORD = "catalog-Pw-Z3k8v2"
@@ -341,3 +344,43 @@ def test_restored_servers_start_without_our_environment(world: World) -> None:
         assert postmasters, f"no server process of '{sampler.marker}' was sampled"
         assert all("\0HOME=" in "\0" + e and "\0PATH=" in "\0" + e for e in postmasters)
         assert _leaked(sampler.environs, _catalog_url(w)) == []
+
+
+def test_paused_restore_fetches_wal_with_the_passphrase_file_alone(world: World) -> None:
+    """After `restore postgres --start` has exited, a paused copy's restore_command still fetches
+    WAL: run by hand as the server's user with nothing but PATH, it starts its own fetcher,
+    which reads the passphrase from the 0600 file restore_command names (RECOVERCTL_PASSWORD
+    was only in recoverctl's environment)."""
+    w = world
+    env = {**_OUR_ENVIRONMENT, "RECOVERCTL_CATALOG": _catalog_url(w)}
+    target, port = w.cli.home / "restored-paused", free_port()
+    args = (
+        "--target-dir",
+        str(target),
+        "--to-immediate",
+        "--target-action",
+        "pause",
+        "--start",
+        "--port",
+        str(port),
+    )
+    out = w.cli("--json", "restore", "postgres", *args, env=env, check=0).json()
+    try:
+        passphrase = Path(out["passphrase_file"])
+        assert passphrase.parent == target.parent / f"{target.name}.recoverctl-secrets"
+        st = passphrase.stat()
+        assert oct(st.st_mode & 0o777) == "0o600" and stat.S_IMODE(passphrase.parent.stat().st_mode) == 0o700
+        assert st.st_uid == pwd.getpwnam("postgres").pw_uid
+        replayed = w.pg.psql(f"select pg_walfile_name('{out['recovered_lsn']}')")
+        command = psql_port(port, "show restore_command")[0]
+        assert f"RECOVERCTL_PASSWORD_FILE={passphrase}" in command
+        dest = target / "pg_wal" / "RECOVERCTL-TEST"
+        line = command.replace("%f", replayed).replace("%p", str(dest))
+        minimal = ["env", "-i", f"PATH={os.environ['PATH']}", "sh", "-c", line]
+        r = subprocess.run(_as_pg_user(minimal), capture_output=True, text=True, cwd=target, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert dest.stat().st_size == 16 * 1024 * 1024
+    finally:
+        stop = [str(BIN_DIR / "pg_ctl"), "-D", str(target), "-m", "immediate", "-w", "stop"]
+        subprocess.run(_as_pg_user(stop), capture_output=True)
+        shutil.rmtree(target.parent / f"{target.name}.recoverctl-secrets", ignore_errors=True)
