@@ -11,15 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from recoverctl.errors import ObjectNotFound, StorageError
-from recoverctl.storage.base import TMP_PREFIX, ObjectInfo
-
-# Object names, their count and sizes (which packs, snapshots, locks and hosts exist) are for
-# the repository's owner only: its directories are created 0700, its files 0600 (mkstemp).
-DIR_MODE = 0o700
+from recoverctl.storage.base import DIR_MODE, TMP_PREFIX, ObjectInfo
 
 
 class LocalStorage:
-    """Objects are files under `root`; writes go to a temp file, fsync, rename (atomic, crash-safe)."""
+    """Objects are files under `root`; writes go to a temp file, fsync, rename (atomic, crash-safe).
+
+    Directories are DIR_MODE, files 0600 (mkstemp).
+    """
 
     def __init__(self, root: str | Path, *, create: bool = True):
         self.root = Path(root).expanduser().absolute()
