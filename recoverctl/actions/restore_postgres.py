@@ -487,8 +487,7 @@ def restore_postgres(
         out["phases"]["total"] = round(time.monotonic() - started, 3)
     except BaseException as e:
         stop_fetchers(target_dir)
-        if start_port is not None:
-            remove_secrets(target_dir)
+        remove_secrets(target_dir)  # no server recovers from this directory now
         catalog.finish_run(run_id, "failed", error=failure_text(e))
         raise
     finally:
