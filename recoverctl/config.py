@@ -200,6 +200,15 @@ class DatabaseLink(Model):
     migrate: bool = True
 
 
+class ServiceRetry(Model):
+    """How long a deploy or rollback step rides out an unreachable engine, host or catalog."""
+
+    # Per operation: a Docker engine restart takes a few seconds, a host reboot about a minute.
+    window: Duration = Field(default=60.0, ge=0)
+    initial: Duration = 0.5
+    maximum: Duration = 5.0
+
+
 class DockerService(Model):
     target: Literal["docker"]
     image: str
@@ -218,6 +227,7 @@ class DockerService(Model):
     database: DatabaseLink | None = None
     keep_releases: int = 5
     stop_timeout: Duration = 10.0
+    retry: ServiceRetry = Field(default_factory=ServiceRetry)
 
 
 class SshHost(Model):
@@ -249,6 +259,7 @@ class SshService(Model):
     database: DatabaseLink | None = None
     keep_releases: int = 5
     connect_timeout: Duration = 10.0
+    retry: ServiceRetry = Field(default_factory=ServiceRetry)
 
 
 Service = Annotated[Union[DockerService, SshService], Field(discriminator="target")]  # noqa: UP007
