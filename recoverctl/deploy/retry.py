@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from tenacity import RetryCallState, Retrying, retry_if_exception, retry_if_result, stop_after_delay
+from tenacity import RetryCallState, Retrying, retry_if_exception, retry_if_result
 from tenacity import wait_random_exponential as backoff
 
 from recoverctl.config import ServiceRetry
@@ -38,10 +38,19 @@ def within_window(
     retry_result: Callable[[T], bool] | None = None,
 ) -> T:
     """Call `fn` until it neither raises a `transient` error nor returns a result `retry_result`
-    accepts, for at most `options.window` seconds; return its last result or raise its last error.
+    accepts, for at most `options.window` seconds after the first failure (a long but healthy
+    first attempt, such as a `docker stop` waiting for its timeout, does not eat the window);
+    return its last result or raise its last error.
 
     Raise CancelledError when the user stops the process while it waits.
     """
+    first_failure: list[float] = []
+
+    def stop(state: RetryCallState) -> bool:
+        now = state.outcome_timestamp or time.monotonic()
+        if not first_failure:
+            first_failure.append(now)
+        return now - first_failure[0] >= options.window
 
     def before_sleep(state: RetryCallState) -> None:
         outcome = state.outcome
@@ -64,7 +73,7 @@ def within_window(
 
     retrying = Retrying(
         retry=retry_if_exception(transient) | retry_if_result(retry_result or (lambda _: False)),
-        stop=stop_after_delay(options.window),
+        stop=stop,
         wait=backoff(multiplier=options.initial, max=options.maximum),
         before_sleep=before_sleep,
         sleep=sleep,
@@ -86,17 +95,14 @@ class RetryingTarget:
         self.kind = inner.kind
 
     def _call(self, what: str, fn: Callable[[], T], retry_result: Callable[[T], bool] | None = None) -> T:
-        started = time.monotonic()
         try:
             return within_window(self.options, what, fn, transient=_unreachable, retry_result=retry_result)
         except TargetUnreachable as e:
-            if time.monotonic() - started < self.options.window:
-                raise  # not given up on: cancelled, or the window is 0
-            raise TargetUnreachable(
-                f"{e.message} (still after {self.options.window:.0f} s of retries)",
-                where=e.where,
-                hint=e.hint,
-            ) from e
+            raise TargetUnreachable(f"{e.message} {self._gave_up}", where=e.where, hint=e.hint) from e
+
+    @property
+    def _gave_up(self) -> str:
+        return f"(still after {self.options.window:.0f} s of retries)"
 
     def _fleet(self, what: str, op: Callable[[Target], list[HostOutcome]]) -> list[HostOutcome]:
         """Run `op` on every host, then again on the hosts whose outcome was transient."""
@@ -114,7 +120,7 @@ class RetryingTarget:
 
         still = self._call(what, attempt, retry_result=bool)
         for o in still:
-            o.error = f"{o.error} (still after {self.options.window:.0f} s of retries)"
+            o.error = f"{o.error} {self._gave_up}"
         return [final[h] for h in order]
 
     # --- Target ---------------------------------------------------------------------------------
