@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import Cli, CliResult
+from tests.e2e.test_deploy_rollback_ssh import _artifacts
 from tests.fixtures.docker_engine import DockerEngine, build_demo_web, start_dockerd, stop_dockerd
 from tests.fixtures.net import free_port, wait_until
 from tests.fixtures.postgres import PgCluster
@@ -230,11 +231,7 @@ def host(sshd_factory: SshdFactory) -> Iterator[Host]:
 
 
 def _ssh_config(cli: Cli, sshd_factory: SshdFactory, host: Host, tmp_path: Path, window: str) -> None:
-    for v in ("v1", "v2"):
-        www = tmp_path / "artifacts" / v / "www"
-        www.mkdir(parents=True)
-        (www / "health").write_text("ok\n")
-        (www / "version").write_text(f"{v}\n")
+    artifacts = _artifacts(tmp_path, "v1", "v2")
     cli.write_config(
         {
             "services": {
@@ -252,7 +249,7 @@ def _ssh_config(cli: Cli, sshd_factory: SshdFactory, host: Host, tmp_path: Path,
                             "health_url": f"http://127.0.0.1:{host.port}/health",
                         }
                     ],
-                    "artifact": f"{tmp_path / 'artifacts'}/{{version}}",
+                    "artifact": f"{artifacts}/{{version}}",
                     "restart_command": RESTART,
                     "retry": {"window": window, "maximum": "1s"},
                     "health": {"successes": 2, "interval": "0.1s", "timeout": "10s"},
@@ -323,21 +320,24 @@ def test_ssh_host_down_past_the_window_fails_clearly_and_resumes(
 # --- the PostgreSQL catalog stopped mid-rollback -------------------------------------------------
 
 
-def _pg_catalog(cli: Cli, pg_factory: Any) -> PgCluster:
+def _catalog_stops_in_start_target(
+    cli: Cli, pg_factory: Any, sshd_factory: SshdFactory, host: Host, tmp_path: Path, window: str
+) -> tuple[PgCluster, Running]:
+    """Roll back with a PostgreSQL catalog that is stopped while start_target runs; return both."""
     cluster: PgCluster = pg_factory()
     cli.env["RECOVERCTL_CATALOG"] = cluster.url()
-    return cluster
+    _ssh_config(cli, sshd_factory, host, tmp_path, window=window)
+    running = _start_rollback(cli, "api")
+    _wait_in_start_target(cli, host)
+    cluster.stop()
+    (host.app / "gate").touch()  # start_target now finishes and must record that in the catalog
+    return cluster, running
 
 
 def test_catalog_down_within_the_window_is_ridden_out(
     cli: Cli, pg_factory: Any, sshd_factory: SshdFactory, host: Host, tmp_path: Path
 ) -> None:
-    cluster = _pg_catalog(cli, pg_factory)
-    _ssh_config(cli, sshd_factory, host, tmp_path, window="60s")
-    running = _start_rollback(cli, "api")
-    _wait_in_start_target(cli, host)
-    cluster.stop()
-    (host.app / "gate").touch()  # start_target now finishes and must record that in the catalog
+    cluster, running = _catalog_stops_in_start_target(cli, pg_factory, sshd_factory, host, tmp_path, "60s")
     wait_until(
         lambda: any("in catalog" in w for w in _retry_warnings(running.stderr)),
         timeout=60,
@@ -354,12 +354,7 @@ def test_catalog_down_within_the_window_is_ridden_out(
 def test_catalog_down_past_the_window_fails_clearly_and_resumes(
     cli: Cli, pg_factory: Any, sshd_factory: SshdFactory, host: Host, tmp_path: Path
 ) -> None:
-    cluster = _pg_catalog(cli, pg_factory)
-    _ssh_config(cli, sshd_factory, host, tmp_path, window="2s")
-    running = _start_rollback(cli, "api")
-    _wait_in_start_target(cli, host)
-    cluster.stop()
-    (host.app / "gate").touch()
+    cluster, running = _catalog_stops_in_start_target(cli, pg_factory, sshd_factory, host, tmp_path, "2s")
     r = running.finish()
     cluster.start()
     assert r.code == 1, r.stderr
