@@ -2,7 +2,9 @@
 
 lock → stop_current → schema → start_target → verify → notify → record. Every step's start,
 end, outcome and output is written to `rollback_steps` before the next one begins, so after a
-crash `--resume` re-runs the first unfinished step (each step is idempotent) and continues.
+crash or a failed step `--resume` re-runs the first unfinished step (each step is idempotent)
+and continues. Targets ride out an unreachable engine or host (deploy/retry.py); steps and
+their bookkeeping ride out an unreachable catalog within the same window.
 """
 
 from __future__ import annotations
@@ -246,10 +248,12 @@ def rollback(
     """Roll `service` back and return {result, from_version, to_version, steps, duration_s, ...}.
 
     With dry_run return the plan (result "planned") and change nothing; with resume continue
-    the interrupted rollback of the service. Raise NotFoundError (nothing to roll back to,
-    artifact gone), LockedError (a deploy/rollback of the service runs), VerificationError
-    (health failed: target release marked failed), PartialError (some SSH hosts failed),
-    RecoverctlError (a step failed; the error says what state the service is in).
+    the interrupted or failed rollback of the service from the step it stopped at. Raise
+    NotFoundError (nothing to roll back to or resume, artifact gone), LockedError (a deploy or
+    rollback of the service runs), VerificationError (health failed: target release marked
+    failed), PartialError (some SSH hosts failed), UsageError (invalid --to version),
+    RecoverctlError (a step failed: the error names the step, where, the state the service is
+    in and how to resume).
     """
     who = actor or default_actor()
     if resume:
@@ -497,6 +501,12 @@ def _drive(cfg: Config, catalog: Catalog, service: str, rollback_id: int, who: s
         "notify": notify,
         "record": record,
     }
+
+    def where(step: str | None) -> dict[str, Any]:
+        if step == "schema" and svc.database is not None:
+            return {"target": "database", "source": svc.database.source}
+        return target.describe()
+
     current: str | None = None
     try:
         for step in book("reading the steps", lambda: _steps(catalog, rollback_id)):
@@ -533,9 +543,7 @@ def _drive(cfg: Config, catalog: Catalog, service: str, rollback_id: int, who: s
 
         book("recording success", finish)
     except BaseException as e:
-        raise _fail(
-            catalog, svc.retry, rollback_id, service, plan, who, current, target.describe(), e
-        ) from None
+        raise _fail(catalog, svc.retry, rollback_id, service, plan, who, current, where(current), e) from None
     finally:
         target.close()
     summary = book("reading the summary", lambda: _summary(catalog, rollback_id))
@@ -580,6 +588,8 @@ def _where(err: BaseException, target: dict[str, Any], catalog: Catalog) -> str:
     hosts = getattr(err, "details", {}).get("hosts")
     if isinstance(hosts, list) and any(not h.get("ok") for h in hosts):
         return "hosts " + ", ".join(str(h["host"]) for h in hosts if not h.get("ok"))
+    if target.get("target") == "database":
+        return f"the database of source '{target['source']}'"
     if target.get("target") == "docker":
         return f"docker host {target['engine']}"
     return "hosts " + ", ".join(target.get("hosts", []))

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import Cli
-from tests.e2e.test_deploy_rollback_ssh import RESTART, _artifacts, _served
+from tests.e2e.test_deploy_rollback_ssh import _artifacts, _served, ssh_service
 from tests.fixtures.net import free_port
 from tests.fixtures.sshd import SshdFactory, SshServer
 
@@ -28,30 +28,8 @@ def _config(cli: Cli, sshd_factory: SshdFactory, server: SshServer, port: int, a
     app = server.root / "app"
     app.mkdir()
     (app / "port").write_text(str(port))
-    cli.write_config(
-        {
-            "services": {
-                "api": {
-                    "target": "ssh",
-                    "user": "root",
-                    "key_file": str(sshd_factory.key_file),
-                    "known_hosts": str(sshd_factory.known_hosts),
-                    "releases_dir": str(app / "releases"),
-                    "hosts": [
-                        {
-                            "host": server.host,
-                            "port": server.port,
-                            "health_url": f"http://127.0.0.1:{port}/health",
-                        }
-                    ],
-                    "artifact": f"{artifacts}/{{version}}",
-                    "restart_command": RESTART,
-                    "keep_releases": 1,
-                    "health": {"successes": 2, "interval": "0.1s", "timeout": "10s"},
-                }
-            }
-        }
-    )
+    service = ssh_service(sshd_factory, [(server, port)], artifacts, keep_releases=1)
+    cli.write_config({"services": {"api": service}})
 
 
 @pytest.fixture

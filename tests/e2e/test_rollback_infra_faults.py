@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import Cli, CliResult
-from tests.e2e.test_deploy_rollback_ssh import _artifacts
+from tests.e2e.test_deploy_rollback_ssh import _artifacts, ssh_service
 from tests.fixtures.docker_engine import DockerEngine, build_demo_web, start_dockerd, stop_dockerd
 from tests.fixtures.net import free_port, wait_until
 from tests.fixtures.postgres import PgCluster
@@ -232,31 +232,15 @@ def host(sshd_factory: SshdFactory) -> Iterator[Host]:
 
 def _ssh_config(cli: Cli, sshd_factory: SshdFactory, host: Host, tmp_path: Path, window: str) -> None:
     artifacts = _artifacts(tmp_path, "v1", "v2")
-    cli.write_config(
-        {
-            "services": {
-                "api": {
-                    "target": "ssh",
-                    "user": "root",
-                    "key_file": str(sshd_factory.key_file),
-                    "known_hosts": str(sshd_factory.known_hosts),
-                    "connect_timeout": "2s",
-                    "releases_dir": str(host.app / "releases"),
-                    "hosts": [
-                        {
-                            "host": host.server.host,
-                            "port": host.server.port,
-                            "health_url": f"http://127.0.0.1:{host.port}/health",
-                        }
-                    ],
-                    "artifact": f"{artifacts}/{{version}}",
-                    "restart_command": RESTART,
-                    "retry": {"window": window, "maximum": "1s"},
-                    "health": {"successes": 2, "interval": "0.1s", "timeout": "10s"},
-                }
-            }
-        }
+    service = ssh_service(
+        sshd_factory,
+        [(host.server, host.port)],
+        artifacts,
+        restart_command=RESTART,
+        connect_timeout="2s",
+        retry={"window": window, "maximum": "1s"},
     )
+    cli.write_config({"services": {"api": service}})
     (host.app / "gate").touch()
     cli("deploy", "api", "v1", check=0)
     cli("deploy", "api", "v2", check=0)
