@@ -519,7 +519,8 @@ def _drive(cfg: Config, catalog: Catalog, service: str, rollback_id: int, who: s
             # Every step is idempotent, so one that met an unreachable catalog is simply run again.
             output = within_window(svc.retry, f"step {current}", actions[current], transient=catalog_fault)
             if current == "verify" and not all(h["ok"] for h in health):
-                book("recording step verify", functools.partial(mark, state="failed", output=output))
+                failed = functools.partial(mark, state="failed", finished_at=time.time(), output=output)
+                book("recording step verify", failed)
                 raise VerificationError(
                     f"{plan['to_version']} failed verification on "
                     + ", ".join(f"{h['host']} ({h['last']})" for h in health if not h["ok"]),
@@ -529,7 +530,8 @@ def _drive(cfg: Config, catalog: Catalog, service: str, rollback_id: int, who: s
                 )
             skipped = current == "schema" and output is None
             state = "skipped" if skipped else "done"
-            book(f"recording step {current}", functools.partial(mark, state=state, output=output))
+            ended = functools.partial(mark, state=state, finished_at=time.time(), output=output)
+            book(f"recording step {current}", ended)
             _maybe_crash(current)
         current = None
 

@@ -157,6 +157,14 @@ def test_engine_restart_during_stop_current_is_ridden_out(cli: Cli, engine: Dock
         assert _served(port) == "v1"
         assert "Traceback" not in r.stderr
         assert any("stopping the current version" in w for w in _retry_warnings(r.stderr)), r.stderr
+        # Every finished step has its end time (the timeline of the audit entry is complete).
+        engine_db = sa.create_engine(cli.env["RECOVERCTL_CATALOG"])
+        with engine_db.connect() as conn:
+            unended = conn.execute(
+                sa.text("SELECT name FROM rollback_steps WHERE state = 'done' AND finished_at IS NULL")
+            ).all()
+        engine_db.dispose()
+        assert unended == []
     finally:
         engine.remove_containers(name)
 
