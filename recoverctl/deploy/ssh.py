@@ -10,6 +10,7 @@ RECOVERCTL_CURRENT exported.
 from __future__ import annotations
 
 import copy
+import errno
 import io
 import posixpath
 import shlex
@@ -24,6 +25,7 @@ import paramiko
 from fabric import Config as FabricConfig
 from fabric import Connection, ThreadingGroup
 from fabric.exceptions import GroupException
+from paramiko.ssh_exception import NoValidConnectionsError
 
 from recoverctl.config import SshHost, SshService
 from recoverctl.deploy.target import Artifact, Endpoint, HostOutcome
@@ -43,6 +45,9 @@ class _Host:
     health_url: str | None
 
 
+_NETWORK_ERRNOS = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN, errno.EPIPE}
+
+
 def connection_fault(exc: BaseException) -> bool:
     """Return True when `exc` says the host did not answer or the connection dropped (sshd down,
     restarting, the session killed mid-command): worth retrying. Host key and authentication
@@ -51,8 +56,11 @@ def connection_fault(exc: BaseException) -> bool:
         return False
     if isinstance(exc, paramiko.SSHException):
         return "not found in known_hosts" not in str(exc)
-    if isinstance(exc, OSError | EOFError):
+    if isinstance(exc, NoValidConnectionsError | ConnectionError | TimeoutError | EOFError):
         return True
+    if isinstance(exc, OSError):
+        # Network errors only: a missing key file is a configuration problem, not an outage.
+        return exc.errno in _NETWORK_ERRNOS
     result = getattr(exc, "result", None)
     # No exit status: the channel closed under the command (paramiko reports -1).
     return result is not None and getattr(result, "exited", None) == -1

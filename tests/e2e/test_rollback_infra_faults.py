@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,12 +149,15 @@ def test_engine_restart_during_stop_current_is_ridden_out(cli: Cli, engine: Dock
     try:
         running = _start_rollback(cli, "web")
         wait_until(lambda: _step_state(cli, "stop_current") == "running", timeout=60, what="stop_current")
+        began = time.monotonic()
         engine.restart()
+        away = time.monotonic() - began
         r = running.finish()
         assert r.code == 0, r.stderr
         out = r.json()
         assert out["result"] == "succeeded" and out["to_version"] == "v1"
         assert [s["outcome"] for s in out["steps"]] == STEPS_OK
+        print(f"\nengine away {away:.1f} s; rollback took {out['duration_s']:.1f} s")
         assert _served(port) == "v1"
         assert "Traceback" not in r.stderr
         assert any("stopping the current version" in w for w in _retry_warnings(r.stderr)), r.stderr

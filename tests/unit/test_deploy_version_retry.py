@@ -74,6 +74,7 @@ def test_engine_and_ssh_faults_are_classified() -> None:
     assert connection_fault(EOFError())
     assert connection_fault(paramiko.SSHException("Error reading SSH protocol banner"))
     assert not connection_fault(paramiko.AuthenticationException("denied"))
+    assert not connection_fault(FileNotFoundError(2, "No such file", "/root/.ssh/missing_key"))
     assert not connection_fault(paramiko.SSHException("Server '[127.0.0.1]:22' not found in known_hosts"))
 
 
