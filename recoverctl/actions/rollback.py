@@ -508,16 +508,18 @@ def _drive(cfg: Config, catalog: Catalog, service: str, rollback_id: int, who: s
         return target.describe()
 
     current: str | None = None
+    finished = False  # the current step's action has completed; only recording it is left
     try:
         for step in book("reading the steps", lambda: _steps(catalog, rollback_id)):
             if step["state"] in ("done", "skipped"):
                 continue
-            current = step["name"]
+            current, finished = step["name"], False
             mark = functools.partial(_mark, catalog, step["id"])
             started = functools.partial(mark, state="running", started_at=time.time(), finished_at=None)
             book(f"starting step {current}", started)
             # Every step is idempotent, so one that met an unreachable catalog is simply run again.
             output = within_window(svc.retry, f"step {current}", actions[current], transient=catalog_fault)
+            finished = current != "verify" or all(h["ok"] for h in health)
             if current == "verify" and not all(h["ok"] for h in health):
                 failed = functools.partial(mark, state="failed", finished_at=time.time(), output=output)
                 book("recording step verify", failed)
@@ -533,7 +535,7 @@ def _drive(cfg: Config, catalog: Catalog, service: str, rollback_id: int, who: s
             ended = functools.partial(mark, state=state, finished_at=time.time(), output=output)
             book(f"recording step {current}", ended)
             _maybe_crash(current)
-        current = None
+        current, finished = "record", True  # what is left is marking the rollback succeeded
 
         def finish() -> None:
             with catalog.begin() as conn:
@@ -545,7 +547,9 @@ def _drive(cfg: Config, catalog: Catalog, service: str, rollback_id: int, who: s
 
         book("recording success", finish)
     except BaseException as e:
-        raise _fail(catalog, svc.retry, rollback_id, service, plan, who, current, where(current), e) from None
+        raise _fail(
+            catalog, svc.retry, rollback_id, service, plan, who, current, finished, where(current), e
+        ) from None
     finally:
         target.close()
     summary = book("reading the summary", lambda: _summary(catalog, rollback_id))
@@ -567,18 +571,33 @@ def _event_details(catalog: Catalog, rollback_id: int) -> dict[str, Any]:
     return {"steps": [{"name": s["name"], "state": s["state"]} for s in steps]}
 
 
-def _service_state(step: str | None, plan: dict[str, Any]) -> str:
-    """Say what runs after a rollback stopped at `step`, from what the step does."""
+def _service_state(step: str | None, plan: dict[str, Any], finished: bool) -> str:
+    """Say what runs after a rollback stopped in `step`, or right after it `finished` (when only
+    recording the step failed), from what the step does."""
     frm, to = plan.get("from_version"), plan.get("to_version")
-    return {
+    healthy = f"{to} runs and passed its health check"
+    during = {
         "stop_current": f"unknown: {frm} may still run or be stopped (the stop did not complete); "
         f"{to} is not started",
         "schema": f"{frm} is stopped, {to} is not started; the database schema may be partly changed",
         "start_target": f"{frm} is stopped; {to} may be started on some hosts or none",
         "verify": f"{to} is started but not verified healthy",
-        "notify": f"{to} runs and passed its health check; the notification was not sent",
-        "record": f"{to} runs and passed its health check; the release records are not updated",
-    }.get(step or "", "unknown: the rollback stopped between steps")
+        "notify": f"{healthy}; the notification was not sent",
+        "record": f"{healthy}; the release records are not updated",
+    }
+    after = {
+        "stop_current": f"{frm} is stopped, {to} is not started",
+        "schema": f"{frm} is stopped, {to} is not started; the schema step is done",
+        "start_target": f"{to} is started but not verified healthy",
+        "verify": f"{healthy}; the notification was not sent",
+        "notify": f"{healthy}; the release records are not updated",
+        "record": f"{to} is live",
+    }
+    if step is None:
+        return "unknown: the rollback stopped between steps"
+    if finished:
+        return f"{after[step]} (step {step} finished, but the catalog could not record it)"
+    return during[step]
 
 
 def _where(err: BaseException, target: dict[str, Any], catalog: Catalog) -> str:
@@ -605,13 +624,14 @@ def _fail(
     plan: dict[str, Any],
     who: str,
     step: str | None,
+    finished: bool,
     target: dict[str, Any],
     err: BaseException,
 ) -> BaseException:
     """Record that the rollback failed at `step` (when the catalog answers) and return the error to
     raise: a RecoverctlError saying which step failed on what, the state the service is in, and
     how to resume. Anything else is a bug and is returned unchanged, keeping its traceback."""
-    state = _service_state(step, plan)
+    state = _service_state(step, plan, finished)
     message = f"{type(err).__name__}: {err}"
     # A catalog that stayed away for the whole window is tried once more, not for another window.
     options = options.model_copy(update={"window": 0.0}) if catalog_fault(err) else options

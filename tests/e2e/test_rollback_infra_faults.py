@@ -358,6 +358,10 @@ def test_catalog_down_past_the_window_fails_clearly_and_resumes(
     message = _error(r.stderr)["message"]
     assert "rollback of 'api' failed at step 'start_target' on catalog 'postgresql+psycopg://" in message
     assert "the catalog could not record this failure" in message
+    assert (
+        "service state: v1 is started but not verified healthy "
+        "(step start_target finished, but the catalog could not record it)"
+    ) in message
     assert "recoverctl rollback api --resume" in message
     assert _served(host.port) == "v1"  # the step itself had finished
     # Nothing could be recorded: the rollback is still "running" under a process that is gone.
