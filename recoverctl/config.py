@@ -693,6 +693,90 @@ def parse_config(
     return cfg
 
 
+# --- YAML ----------------------------------------------------------------------------------------
+
+# Nodes a document may expand to once every alias is replaced by what it names. A real config is a
+# few thousand; an alias bomb ("billion laughs") is a few lines that expand to 10^9, which the
+# ${VAR} expansion and validation would then copy node by node until memory runs out.
+MAX_YAML_NODES = 50_000
+
+
+class YamlBombError(yaml.YAMLError):
+    """The document expands past the node budget, or an alias contains itself."""
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def expanded_size(root: yaml.Node, limit: int) -> int:
+    """Return how many nodes `root` expands to with aliases copied out (capped at limit + 1).
+
+    An alias is the same node object as its anchor, so a subtree's size is computed once and
+    reused. Iterative: a deeply nested document must not exhaust the interpreter's stack here.
+    Raise YamlBombError for an alias that contains itself.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            open_nodes.discard(key)
+            sizes[key] = min(limit + 1, 1 + sum(sizes[id(c)] for c in _children(node)))
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise YamlBombError(
+                f"an alias refers to the collection that contains it (line {node.start_mark.line + 1})"
+            )
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in sizes)
+    return sizes[id(root)]
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a document whose aliases expand past `max_nodes` nodes.
+
+    The check runs on the composed node graph, before any Python object is constructed.
+    """
+
+    max_nodes = MAX_YAML_NODES
+
+    def compose_document(self) -> yaml.Node | None:
+        node: yaml.Node | None = super().compose_document()
+        if node is not None:
+            size = expanded_size(node, self.max_nodes)
+            if size > self.max_nodes:
+                raise YamlBombError(
+                    f"the document expands to more than {self.max_nodes} nodes through its aliases "
+                    "(an alias bomb?)"
+                )
+        return node
+
+
+def load_yaml(text: str, what: str) -> Any:
+    """Parse one YAML document with BoundedLoader; raise ConfigError naming `what` when invalid."""
+    try:
+        return yaml.load(text, Loader=BoundedLoader)  # a SafeLoader subclass: no arbitrary objects
+    except YamlBombError as e:
+        raise ConfigError(
+            f"{what} is refused: {e}",
+            hint="write the repeated parts out instead of nesting aliases",
+        ) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} is not valid YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} is refused: it is nested too deeply") from None
+
+
 def load_config(explicit: str | None = None, env: typing.Mapping[str, str] | None = None) -> Config:
     """Find, read and validate the configuration; raise ConfigError naming the file and key."""
     env = os.environ if env is None else env
@@ -700,11 +784,10 @@ def load_config(explicit: str | None = None, env: typing.Mapping[str, str] | Non
     data: Any = {}
     if path is not None:
         try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from None
+            text = path.read_text()
         except OSError as e:
             raise ConfigError(f"cannot read config file '{path}': {e.strerror}") from None
+        data = load_yaml(text, f"config file '{path}'")
     return parse_config(data, path=path, env=env)
 
 
