@@ -10,7 +10,6 @@ FastAPI routes for them stay, so /openapi.json documents the same payload models
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from recoverctl.errors import CatalogError, RecoverctlError
 from recoverctl.service.auth import Secrets, authenticate
 from recoverctl.service.batcher import IntakeBatcher
 from recoverctl.service.metrics import Metrics
-from recoverctl.service.payloads import AlertmanagerWebhook, GenericEvent, GrafanaWebhook
+from recoverctl.service.payloads import AlertmanagerWebhook, GenericEvent, GrafanaWebhook, parse_body
 from recoverctl.service.worker import HEARTBEAT_EVERY, Worker
 
 log = logging.getLogger(__name__)
@@ -137,11 +136,6 @@ class ServiceState:
         return result
 
 
-def _refuse_constant(name: str) -> Any:
-    # NaN and Infinity are not JSON (RFC 8259) though Python's parser accepts them.
-    raise ValueError(f"{name} is not valid JSON")
-
-
 HOOK_MODELS: dict[str, type[AlertmanagerWebhook | GrafanaWebhook | GenericEvent]] = {
     "alertmanager": AlertmanagerWebhook,
     "grafana": GrafanaWebhook,
@@ -207,9 +201,9 @@ class HookGuard:
             await refuse(401, "unauthorized", why)
             return
         try:
-            parsed = json.loads(body, parse_constant=_refuse_constant)
-        except (ValueError, UnicodeDecodeError) as e:
-            await refuse(400, "malformed", f"body is not JSON: {e}")
+            parsed = parse_body(body)
+        except ValueError as e:
+            await refuse(400, "malformed", str(e))
             return
 
         try:
