@@ -422,13 +422,27 @@ class ServeAuth(Model):
     max_skew: Duration = 300.0
     signature_header: str = "X-Grafana-Alerting-Signature"
     timestamp_header: str = "X-Grafana-Alerting-Signature-Timestamp"
-    require_timestamp: bool = False
+    # A signature without a timestamp can be replayed forever: opt out only for senders that
+    # cannot send one.
+    require_timestamp: bool = True
+
+
+class RejectionLimits(Model):
+    """How refused hook requests are recorded and throttled (see docs/serve.md)."""
+
+    # Tallies of refused requests are written (one row per source, reason and peer) this often.
+    flush_every: Duration = Field(default=10.0, gt=0)
+    # Unauthenticated requests a peer address may have refused at once before it gets 429s...
+    burst: int = Field(default=20, ge=1)
+    # ...and how fast that allowance comes back.
+    per_second: float = Field(default=1.0, gt=0)
 
 
 class ServeConfig(Model):
     host: str = "127.0.0.1"
     port: int = 8035
     auth: ServeAuth = Field(default_factory=ServeAuth)
+    rejections: RejectionLimits = Field(default_factory=RejectionLimits)
     max_body_bytes: int = 1024 * 1024
     workers: int = 2
     lease: Duration = 30.0

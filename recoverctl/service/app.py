@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
 import sqlalchemy as sa
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
@@ -27,7 +26,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from recoverctl import __version__
-from recoverctl.actions.alert_intake import SOURCES, AlertIn, list_decisions, record_rejection
+from recoverctl.actions.alert_intake import SOURCES, AlertIn, list_decisions
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import jobs as jobq
 from recoverctl.catalog import tables as t
@@ -37,6 +36,7 @@ from recoverctl.service.auth import Secrets, authenticate
 from recoverctl.service.batcher import IntakeBatcher
 from recoverctl.service.metrics import Metrics
 from recoverctl.service.payloads import AlertmanagerWebhook, GenericEvent, GrafanaWebhook, parse_body
+from recoverctl.service.rejections import RejectionLog
 from recoverctl.service.worker import HEARTBEAT_EVERY, Worker
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ class ServiceState:
     force_dry_run: bool = False
     _repo_check: tuple[float, dict[str, Any]] | None = field(default=None, repr=False)
     _batcher: IntakeBatcher | None = field(default=None, repr=False)
+    _rejections: RejectionLog | None = field(default=None, repr=False)
 
     @property
     def batcher(self) -> IntakeBatcher:
@@ -62,12 +63,19 @@ class ServiceState:
             self._batcher = IntakeBatcher(self.cfg, self.catalog, force_dry_run=self.force_dry_run)
         return self._batcher
 
-    def reject(self, source: str, reason: str) -> None:
-        """Store a rejected decision; a catalog outage must not turn a 4xx into a 5xx."""
-        try:
-            record_rejection(self.catalog, source, reason)
-        except CatalogError as e:
-            log.warning("could not record rejected %s request (%s): %s", source, reason, e)
+    @property
+    def rejections(self) -> RejectionLog:
+        if self._rejections is None:
+            self._rejections = RejectionLog(self.catalog, self.cfg.serve.rejections)
+        return self._rejections
+
+    def reject(self, source: str, outcome: str, reason: str, scope: Scope, *, throttle: bool) -> bool:
+        """Count a refused request (written later, aggregated); return True to answer 429."""
+        client = scope.get("client")
+        peer = str(client[0]) if client else "unknown"
+        limited = self.rejections.refuse(source, outcome, reason, peer, throttle=throttle)
+        self.metrics.requests.labels(source, "rate_limited" if limited else outcome).inc()
+        return limited
 
     async def accept(self, source: str, alerts: list[AlertIn]) -> dict[str, Any]:
         try:
@@ -170,9 +178,14 @@ class HookGuard:
         headers = Headers(scope=scope)
 
         async def refuse(status: int, outcome: str, reason: str) -> None:
-            state.metrics.requests.labels(source, outcome).inc()
-            await anyio.to_thread.run_sync(state.reject, source, reason)
+            # Only failed authentication spends the peer's allowance: a 413 comes before
+            # authentication and may be a genuine sender's oversized alert group.
+            if state.reject(source, outcome, reason, scope, throttle=status == 401):
+                status, outcome = 429, "rate_limited"
+                reason = "too many unauthenticated requests from this address; retry later"
             extra = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            if status == 429:
+                extra = {"Retry-After": str(state.rejections.retry_after)}
             await JSONResponse({"error": outcome, "detail": reason}, status_code=status, headers=extra)(
                 scope, receive, send
             )
@@ -216,9 +229,12 @@ class HookGuard:
                 ]
                 first = errors[0] if errors else {}
                 where = ".".join(str(p) for p in first.get("loc", ()))
-                state.metrics.requests.labels(source, "invalid").inc()
-                await anyio.to_thread.run_sync(
-                    state.reject, source, f"payload does not match the schema: {where}: {first.get('msg')}"
+                state.reject(
+                    source,
+                    "invalid",
+                    f"payload does not match the schema: {where}: {first.get('msg')}",
+                    scope,
+                    throttle=False,
                 )
                 await JSONResponse({"error": "invalid", "detail": jsonable_encoder(errors)}, status_code=422)(
                     scope, receive, send
@@ -268,18 +284,22 @@ def create_app(state: ServiceState) -> FastAPI:
             source = path.removeprefix("/hooks/").strip("/")
             first = errors[0] if errors else {}
             where = ".".join(str(p) for p in first.get("loc", []))
-            state.metrics.requests.labels(source, "invalid").inc()
-            await anyio.to_thread.run_sync(
-                state.reject, source, f"payload does not match the schema: {where}: {first.get('msg')}"
+            state.reject(
+                source,
+                "invalid",
+                f"payload does not match the schema: {where}: {first.get('msg')}",
+                request.scope,
+                throttle=False,
             )
         return JSONResponse({"error": "invalid", "detail": errors}, status_code=422)
 
     responses: dict[int | str, dict[str, Any]] = {
         202: {"model": Accepted, "description": "decided and committed"},
         400: {"description": "body is not JSON"},
-        401: {"description": "bad or missing token/signature, or stale timestamp"},
+        401: {"description": "bad or missing token/signature, missing or stale timestamp, replay"},
         413: {"description": "body too large"},
         422: {"description": "payload does not match the schema"},
+        429: {"description": "too many unauthenticated requests from this address"},
         503: {"description": "catalog unavailable: retry"},
     }
 

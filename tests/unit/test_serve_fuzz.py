@@ -113,9 +113,12 @@ def test_no_input_makes_the_server_fail(
     r = client.post(
         f"/hooks/{hook}", content=content, headers={**headers, "Content-Type": "application/json"}
     )
-    assert r.status_code in (202, 400, 401, 413, 422), (r.status_code, r.text)
+    assert r.status_code in (202, 400, 401, 413, 422, 429), (r.status_code, r.text)
     if auth != "good":
-        assert r.status_code in (401, 413)
+        # 429 once this address has had its burst of refusals; an authenticated sender never gets one.
+        assert r.status_code in (401, 413, 429)
+    else:
+        assert r.status_code != 429
 
 
 def _nested(depth: int) -> list[Any]:
