@@ -1,7 +1,7 @@
 """Typed configuration: file discovery, ${VAR} expansion, environment overrides, secret redaction.
 
 The top-level keys ``repository``, ``catalog``, ``sources``, ``services``, ``schedules``,
-``notifications``, ``policies``, ``targets`` and ``serve`` and the variables
+``notifications``, ``policies``, ``targets``, ``serve`` and ``retention`` and the variables
 ``RECOVERCTL_REPOSITORY``, ``RECOVERCTL_PASSWORD`` / ``RECOVERCTL_PASSWORD_FILE`` and
 ``RECOVERCTL_CATALOG`` are a contract: later changes are additive only.
 """
@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -281,6 +282,43 @@ class Schedule(Model):
         return self
 
 
+# --- retention ------------------------------------------------------------------------------------
+
+
+class KeepRules(Model):
+    """Which snapshots `forget` keeps (restic semantics, see docs/scheduling-and-notifications.md)."""
+
+    keep_last: int = Field(default=0, ge=0)
+    keep_hourly: int = Field(default=0, ge=0)
+    keep_daily: int = Field(default=0, ge=0)
+    keep_weekly: int = Field(default=0, ge=0)
+    keep_monthly: int = Field(default=0, ge=0)
+    keep_yearly: int = Field(default=0, ge=0)
+    keep_within: Duration = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _keeps_something(self) -> KeepRules:
+        # A rule set that keeps nothing would let `forget` delete every snapshot it applies to.
+        if not any(getattr(self, name) for name in type(self).model_fields):
+            raise ValueError("keeps nothing: give at least one keep_* rule (e.g. keep_daily: 30)")
+        return self
+
+
+class RetentionConfig(Model):
+    """Retention used by `forget` without keep options (and so by scheduled `forget --prune`)."""
+
+    # For snapshots of every source not named under `sources` (and of no source).
+    default: KeepRules | None = None
+    # Per source name (a key of `sources:`): replaces the default for that source's snapshots.
+    sources: dict[str, KeepRules] = Field(default_factory=dict)
+
+    def rules_for(self, source: str | None) -> KeepRules | None:
+        """Return the rules for snapshots of `source`, or None when none apply (keep them all)."""
+        if source is not None and source in self.sources:
+            return self.sources[source]
+        return self.default
+
+
 # --- notifications --------------------------------------------------------------------------------
 
 
@@ -462,6 +500,21 @@ class Config(Model):
     policies: list[Policy] = Field(default_factory=list)
     targets: Targets = Field(default_factory=Targets)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    retention: RetentionConfig | None = None
+
+    @field_validator("retention")
+    @classmethod
+    def _retention_names_known_sources(
+        cls, retention: RetentionConfig | None, info: ValidationInfo
+    ) -> RetentionConfig | None:
+        sources = info.data.get("sources", {})
+        unknown = sorted(set(retention.sources) - set(sources)) if retention is not None else []
+        if unknown:
+            raise ValueError(
+                f"sources names {', '.join(repr(u) for u in unknown)}, not in sources: "
+                f"({', '.join(sources) or 'none configured'})"
+            )
+        return retention
 
     @field_validator("schedules")
     @classmethod
