@@ -474,6 +474,10 @@ class RejectionLimits(Model):
     burst: int = Field(default=20, ge=1)
     # ...and how fast that allowance comes back.
     per_second: float = Field(default=1.0, gt=0)
+    # A 429 is answered after this pause: a flood that waits for its answers (HTTP/1.1
+    # keep-alive) then sends at most connections/delay requests a second, instead of taking
+    # every cycle the server would give it away from legitimate alerts.
+    delay: Duration = Field(default=0.25, ge=0, le=10)
 
 
 class ServeConfig(Model):

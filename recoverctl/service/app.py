@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import sqlalchemy as sa
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
@@ -186,6 +187,9 @@ class HookGuard:
             extra = {"WWW-Authenticate": "Bearer"} if status == 401 else None
             if status == 429:
                 extra = {"Retry-After": str(state.rejections.retry_after)}
+                # Sleeping costs no CPU; answering at once would let a flood that waits for its
+                # answers send as fast as the server can refuse.
+                await anyio.sleep(state.cfg.serve.rejections.delay)
             await JSONResponse({"error": outcome, "detail": reason}, status_code=status, headers=extra)(
                 scope, receive, send
             )

@@ -60,7 +60,11 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     (home / "token").write_text(TOKEN)
     cfg = parse_config(
         {
-            "serve": {"auth": {"bearer_token_file": str(home / "token")}, "max_body_bytes": 4096},
+            "serve": {
+                "auth": {"bearer_token_file": str(home / "token")},
+                "max_body_bytes": 4096,
+                "rejections": {"delay": 0},
+            },
             "services": {"web": {"target": "docker", "image": "demo-web", "container": "web"}},
             "policies": [
                 {
