@@ -560,7 +560,7 @@ def record_rejections(catalog: Catalog, tallies: dict[tuple[str, str, str, str],
                 "at": tally.last_at,
                 "actor": f"webhook:{peer}",
                 "action": "webhook.rejected",
-                "target": f"/hooks/{source}",
+                "target": f"/hooks/{source}" if source in SOURCES else f"/{source}",
                 "outcome": outcome,
                 "details": {
                     "count": tally.count,

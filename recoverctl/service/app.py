@@ -159,15 +159,34 @@ class HookGuard:
         self.app = app
         self.state = state
 
+    async def refuse(
+        self, scope: Scope, receive: Receive, send: Send, source: str, status: int, outcome: str, reason: str
+    ) -> None:
+        """Answer a refused request; count it, and past the peer's allowance answer 429."""
+        state = self.state
+        # Only failed authentication spends the peer's allowance: a 413 comes before
+        # authentication and may be a genuine sender's oversized alert group.
+        if state.reject(source, outcome, reason, scope, throttle=status == 401):
+            status, outcome = 429, "rate_limited"
+            reason = "too many unauthenticated requests from this address; retry later"
+        extra = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if status == 429:
+            extra = {"Retry-After": str(state.rejections.retry_after)}
+            # Sleeping costs no CPU; answering at once would let a flood that waits for its
+            # answers send as fast as the server can refuse.
+            await anyio.sleep(state.cfg.serve.rejections.delay)
+        await JSONResponse({"error": outcome, "detail": reason}, status_code=status, headers=extra)(
+            scope, receive, send
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         if path.startswith("/api/") and self.state.secrets.configured:
-            # The API shows alert labels and job payloads: same credentials as the hooks.
+            # The API shows alert labels and job payloads: same credentials as the hooks, and
+            # the same counting and throttling of failures.
             why = authenticate(self.state.secrets, Headers(scope=scope), b"")
             if why is not None:
-                await JSONResponse({"error": "unauthorized", "detail": why}, status_code=401)(
-                    scope, receive, send
-                )
+                await self.refuse(scope, receive, send, "api", 401, "unauthorized", why)
                 return
         source = path.removeprefix("/hooks/").strip("/")
         if not path.startswith("/hooks/") or source not in SOURCES or scope["method"] != "POST":
@@ -179,20 +198,7 @@ class HookGuard:
         headers = Headers(scope=scope)
 
         async def refuse(status: int, outcome: str, reason: str) -> None:
-            # Only failed authentication spends the peer's allowance: a 413 comes before
-            # authentication and may be a genuine sender's oversized alert group.
-            if state.reject(source, outcome, reason, scope, throttle=status == 401):
-                status, outcome = 429, "rate_limited"
-                reason = "too many unauthenticated requests from this address; retry later"
-            extra = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-            if status == 429:
-                extra = {"Retry-After": str(state.rejections.retry_after)}
-                # Sleeping costs no CPU; answering at once would let a flood that waits for its
-                # answers send as fast as the server can refuse.
-                await anyio.sleep(state.cfg.serve.rejections.delay)
-            await JSONResponse({"error": outcome, "detail": reason}, status_code=status, headers=extra)(
-                scope, receive, send
-            )
+            await self.refuse(scope, receive, send, source, status, outcome, reason)
 
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:

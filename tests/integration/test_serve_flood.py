@@ -55,18 +55,24 @@ def test_unauthenticated_flood_is_aggregated_and_legit_alerts_still_pass(
     assert set(flood_statuses) <= {401, 429} and len(flood_statuses) == FLOOD
     # The default burst is 20: most of the flood is answered 429 without costing any write.
     assert flood_statuses.count(429) >= FLOOD - 20 - 60, flood_statuses.count(401)
+    # The API's authentication failures are counted and throttled the same way.
+    assert srv.client.get("/api/alerts").status_code == 429
     metrics = srv.client.get("/metrics").text
     assert 'outcome="rate_limited",source="alertmanager"' in metrics
     # Nothing of the flood is in the catalog yet: refusals are tallied in memory...
     assert not [a for a in _rows(cli, t.alerts) if a.decision == "rejected"]
 
     srv.stop()  # ...and written when the server stops (SIGTERM, graceful).
-    audit = [a for a in _rows(cli, t.audit_log) if a.action == "webhook.rejected"]
+    everything = [a for a in _rows(cli, t.audit_log) if a.action == "webhook.rejected"]
+    api = [(a.outcome, a.details["count"]) for a in everything if a.target == "/api"]
+    assert api == [("rate_limited", 1)]
+    audit = [a for a in everything if a.target == "/hooks/alertmanager"]
+    assert len(audit) + len(api) == len(everything)
     assert 1 <= len(audit) <= 6, [(a.outcome, a.details) for a in audit]
     assert sum(a.details["count"] for a in audit) == FLOOD
     assert {a.outcome for a in audit} == {"unauthorized", "rate_limited"}
-    assert all(a.details["peer"] == "127.0.0.1" and a.target == "/hooks/alertmanager" for a in audit)
-    rejected = [a for a in _rows(cli, t.alerts) if a.decision == "rejected"]
+    assert all(a.details["peer"] == "127.0.0.1" and a.actor == "webhook:127.0.0.1" for a in audit)
+    rejected = [a for a in _rows(cli, t.alerts) if a.decision == "rejected" and a.source == "alertmanager"]
     assert len(rejected) == len(audit)
     assert sum(int(a.labels["count"]) for a in rejected) == FLOOD
     assert any("requests from 127.0.0.1 refused (rate_limited)" in a.reason for a in rejected)
