@@ -1,9 +1,10 @@
 """Whether a scheduled job can ever succeed with this config, checked by `config check`.
 
 A schedule that fails on every run (an unknown command, a source or service the config does not
-have, `forget` with no keep rule anywhere) must fail `config check` rather than page someone
-every night. Parsing a job line needs the command tree, which lives in the CLI: the caller passes
-`parse`, which returns the command path and its parsed parameters or raises ValueError.
+have, `forget` with no keep rule anywhere, `drill run` with no valid playbook) must fail
+`config check` rather than page someone every night. Parsing a job line needs the command tree,
+which lives in the CLI: the caller passes `parse`, which returns the command path and its parsed
+parameters or raises ValueError.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from recoverctl.config import Config, Schedule
+from recoverctl.errors import RecoverctlError
 
 ParseJob = Callable[[str], tuple[tuple[str, ...], Mapping[str, Any]]]
 
@@ -34,6 +36,14 @@ def job_problems(cfg: Config, command: tuple[str, ...], params: Mapping[str, Any
                 f"it names {param} '{value}', which is not in {section}: "
                 f"(configured: {', '.join(known) or 'none'})"
             )
+    if command == ("drill", "run"):
+        # The playbooks it would run (named, or found beside the config) must exist and be valid.
+        from recoverctl.actions.drill import discover_playbooks
+
+        try:
+            discover_playbooks(cfg, list(params.get("playbooks") or ()))
+        except RecoverctlError as e:
+            problems.append(e.message)
     keeps = any(params.get(k) for k in (*_KEEP_OPTIONS, "keep_within"))
     if command == ("forget",) and not keeps and cfg.retention is None:
         problems.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import yaml
 
 from recoverctl.repo import Repository
 from recoverctl.storage.local import LocalStorage
-from tests.conftest import Cli
+from tests.conftest import ROOT, Cli
 
 FAST_KDF = {"name": "scrypt", "n": 2**10, "r": 8, "p": 1}
 HOUR, DAY = 3600.0, 86400.0
@@ -24,6 +25,9 @@ def _init_config(cli: Cli, tmp_path: Path) -> dict[str, Any]:
     """The YAML `scheduler init` prints, completed with a repository and the source it names."""
     printed = cli("scheduler", "init", check=0).stdout
     cfg: dict[str, Any] = yaml.safe_load(printed)
+    # weekly-drill runs the playbooks beside the config: give it the shipped nightly one.
+    (cli.home / "playbooks").mkdir(exist_ok=True)
+    shutil.copy(ROOT / "playbooks" / "main-nightly.yaml", cli.home / "playbooks")
     cfg["repository"] = {"url": str(tmp_path / "repo"), "pack_size_mib": 1}
     cfg["sources"] = {
         "main": {"type": "postgres", "host": "127.0.0.1", "port": 1},
@@ -128,6 +132,9 @@ def test_config_check_refuses_schedules_that_can_never_succeed(cli: Cli, tmp_pat
     base = _init_config(cli, tmp_path)
     cli.write_config(base)
     cli("config", "check", check=0)
+    # Without a playbook beside the config, the default weekly drill could never run.
+    shutil.rmtree(cli.home / "playbooks")
+    assert "schedule 'weekly-drill'" in cli("config", "check", check=2).stderr
 
     def job(name: str, line: str) -> dict[str, str]:
         return {"name": name, "cron": "0 3 * * *", "job": line}
@@ -140,6 +147,7 @@ def test_config_check_refuses_schedules_that_can_never_succeed(cli: Cli, tmp_pat
         job("ghost-service", "rollback web --dry-run"),
         job("typo", "bakup files /srv"),
         job("bad-option", "forget --keep-dayly 7"),
+        job("no-playbook", f"drill run {tmp_path / 'none.yaml'}"),
         job("fine", "forget --keep-daily 7 --prune"),
         job("fine-label", f"backup files {tmp_path} --source any-label"),
         {**job("disabled", "forget"), "enabled": False},
@@ -150,12 +158,13 @@ def test_config_check_refuses_schedules_that_can_never_succeed(cli: Cli, tmp_pat
     assert err["exit_code"] == 2 and str(path) in err["message"]
     lines = err["details"]["errors"]
     named = [line.split("'")[1] for line in lines]
-    assert named == ["prune", "ghost-source", "ghost-service", "typo", "bad-option"], lines
+    assert named == ["prune", "ghost-source", "ghost-service", "typo", "bad-option", "no-playbook"], lines
     assert "needs a 'retention:' block" in lines[0]
     assert "source 'nope', which is not in sources: (configured: main, site)" in lines[1]
     assert "service 'web', which is not in services: (configured: api)" in lines[2]
     assert "No such command 'bakup'" in lines[3]
     assert "No such option" in lines[4] and "--keep-dayly" in lines[4]
+    assert "cannot read playbook" in lines[5]
     text = cli("config", "check", check=2).stderr
     assert "can never succeed" in text and "Traceback" not in text
     assert not os.path.exists(tmp_path / "repo")  # checking ran nothing
