@@ -103,7 +103,7 @@ def forget(
     repo = open_repository(cfg, password)
     run_id = None if dry_run else catalog.start_run("forget", None, repo.url)
     try:
-        with repo.lock(exclusive=not dry_run, operation="forget"):
+        with repo.lock(exclusive=not dry_run, operation="forget", reader=dry_run):
             snaps = repo.find_snapshots(kind=kind, tags=tags)
             pins = _pins_for(pinned_snapshots(catalog), [s.id for s in snaps])
             decisions = apply_policy(snaps, policy, pins)

@@ -409,7 +409,7 @@ def restore_postgres(
     repo = open_repository(cfg, password)
     run_id = catalog.start_run("restore-postgres", name, repo.url)
     try:
-        with repo.lock(operation="restore postgres"):
+        with repo.lock(operation="restore postgres", reader=True):
             snap, target = choose_snapshot(repo, catalog, name, target, snapshot)
             _check_archive(repo, name, snap, target)
             tablespaces = tablespace_plan(snap, tablespace_map)
@@ -595,7 +595,7 @@ def restore_postgres_logical(
     started = time.monotonic()
     run_id = catalog.start_run("restore-postgres-logical", name, repo.url)
     try:
-        with repo.lock(operation="restore postgres --logical"):
+        with repo.lock(operation="restore postgres --logical", reader=True):
             snap = find_logical(repo, name, snapshot)
             from recoverctl.sources.postgres.connection import connect, server_major
 

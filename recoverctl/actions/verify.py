@@ -70,7 +70,7 @@ def verify(
     repo = open_repository(cfg, password)
     run_id = catalog.start_run("verify", None, repo.url)
     try:
-        with repo.lock(operation="verify"):
+        with repo.lock(operation="verify", reader=True):
             chooser = None
             if read_data:
 

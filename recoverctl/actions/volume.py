@@ -145,7 +145,7 @@ def restore_volume(
                 f"Docker volume '{volume}' is not empty",
                 hint="restore into a new volume, or pass --force to replace its content",
             )
-        with repo.lock(operation="restore volume"):
+        with repo.lock(operation="restore volume", reader=True):
             snap = repo.resolve_snapshot(ref)
             result = restore_snapshot(repo, snap.id, info.mountpoint, delta=force, progress=progress)
     except BaseException as e:

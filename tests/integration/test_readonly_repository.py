@@ -1,0 +1,202 @@
+"""Every read-only command works against a repository it cannot write to, and writes nothing to it.
+
+(a) a local repository seen through a read-only bind mount (root ignores mode bits, a read-only
+mount it cannot); (b) S3 with an IAM user allowed only to read. Restores are byte-identical, a
+files drill passes, and a reader still refuses to start while an exclusive lock (prune) is held.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from recoverctl.repo import Repository
+from recoverctl.repo.locks import RepositoryLock
+from recoverctl.repo.pack import pack_key
+from recoverctl.repo.reader import find_node
+from recoverctl.storage.local import LocalStorage
+from tests.conftest import Cli
+from tests.fixtures.s3 import S3Server
+from tests.inproc_cli import InProcessCli
+from tests.repo_trees import digest, make_tree
+
+pytestmark = pytest.mark.integration
+
+FAST_KDF = {"name": "scrypt", "n": 2**10, "r": 8, "p": 1}
+
+
+def _objects(root: Path) -> dict[str, tuple[int, str]]:
+    """Return every file under a local repository with its size and sha256."""
+    out = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            full = Path(dirpath) / name
+            out[str(full.relative_to(root))] = (
+                full.stat().st_size,
+                hashlib.sha256(full.read_bytes()).hexdigest(),
+            )
+    return out
+
+
+@pytest.fixture
+def readonly_view(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """Return (writable repository dir, the same dir bind-mounted read-only); unmounted at teardown."""
+    rw, ro = tmp_path / "repo", tmp_path / "repo-ro"
+    rw.mkdir()
+    ro.mkdir()
+    subprocess.run(["mount", "--bind", str(rw), str(ro)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
+        with pytest.raises(OSError, match="Read-only file system"):
+            (ro / "probe").write_bytes(b"x")
+        yield rw, ro
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+
+
+def _playbook(path: Path, parent: Path) -> Path:
+    body = {
+        "name": "docs-readonly",
+        "source": "docs",
+        "recovery_point": "latest",
+        "targets": {"rto": "1h", "rpo": "1h"},
+        "where": {"temp_dir": str(parent)},
+    }
+    path.write_text(yaml.safe_dump({"drill": body}))
+    return path
+
+
+def _read_everything(cli: InProcessCli | Cli, src: Path, tmp_path: Path, first: str) -> None:
+    """Run restore, verify, snapshots, ls, cat, diff and a files drill; assert each result."""
+    out = tmp_path / "restored"
+    cli("restore", "latest", "--target", str(out), "--verify", "--json", check=0)
+    assert digest(out / str(src).lstrip("/")) == digest(src)  # byte-identical, metadata too
+
+    report = cli("verify", "--read-data", "--json", check=0).json()
+    assert report["ok"] is True and report["packs_read"] == report["packs_total"] > 0
+
+    snaps = cli("snapshots", "--json", check=0).json()
+    assert len(snaps) == 2 and snaps[0]["id"] == first
+    names = {n["path"] for n in cli("ls", "latest", str(src / "docs"), "--json", check=0).json()["nodes"]}
+    assert f"{src}/docs/readme.txt" in names
+    cat = cli("cat", "latest", f"{src}/docs/nested/notes.md", check=0)
+    assert cat.stdout == (src / "docs" / "nested" / "notes.md").read_text()
+    changes = cli("diff", first, "latest", "--json", check=0).json()
+    assert {c["path"] for c in changes["changes"]} >= {f"{src}/added.txt"}
+
+    parent = tmp_path / "drills"
+    parent.mkdir()
+    drill = cli("drill", "run", str(_playbook(tmp_path / "pb.yaml", parent)), "--json", check=0).json()
+    assert drill["verdict"] == "pass", drill.get("reason")
+
+
+def _two_backups(cli: InProcessCli | Cli, src: Path, env: dict[str, str]) -> str:
+    """Back `src` up twice (a file added in between) with write access; return the first id."""
+    first = cli("backup", "files", str(src), "--source", "docs", "--json", env=env, check=0)
+    sid = next(json.loads(x) for x in first.stdout.splitlines() if '"summary"' in x)["snapshot_id"]
+    (src / "added.txt").write_text("added after the first snapshot\n")
+    cli("backup", "files", str(src), "--source", "docs", "--json", env=env, check=0)
+    return str(sid)
+
+
+@dataclass
+class LocalSetup:
+    cli: InProcessCli
+    src: Path
+    rw: Path  # the repository directory, writable
+    ro: Path  # the same directory through a read-only bind mount: the configured repository
+    first: str  # the first of two snapshots
+
+
+@pytest.fixture
+def local_ro(cli: Cli, tmp_path: Path, readonly_view: tuple[Path, Path]) -> LocalSetup:
+    rw, ro = readonly_view
+    src = make_tree(tmp_path / "src", big=1_500_000)
+    icli = InProcessCli(cli)
+    icli.env["RECOVERCTL_PASSWORD"] = "pw"
+    icli.write_config(
+        {
+            "repository": {"url": str(ro), "pack_size_mib": 1},
+            "sources": {"docs": {"type": "files", "paths": [str(src)]}},
+        }
+    )
+    Repository.init(LocalStorage(rw), "pw", kdf=FAST_KDF, pack_size_mib=1)
+    first = _two_backups(icli, src, {"RECOVERCTL_REPOSITORY": str(rw)})
+    return LocalSetup(icli, src, rw, ro, first)
+
+
+def test_local_readonly_mount_restore_verify_browse_drill(local_ro: LocalSetup, tmp_path: Path) -> None:
+    before = _objects(local_ro.rw)
+    _read_everything(local_ro.cli, local_ro.src, tmp_path, local_ro.first)
+    assert _objects(local_ro.rw) == before  # not one object written, removed or changed
+
+    # A writer gets a clear refusal, not a crash.
+    err = local_ro.cli("backup", "files", str(local_ro.src), "--json", check=1).error_json()
+    assert err["error"] == "WriteRefused" and "Read-only file system" in err["message"]
+    assert _objects(local_ro.rw) == before
+
+
+def test_local_readonly_reader_still_waits_for_an_exclusive_lock(
+    local_ro: LocalSetup, tmp_path: Path
+) -> None:
+    out = str(tmp_path / "out")
+    with RepositoryLock(LocalStorage(local_ro.rw), exclusive=True, operation="prune"):
+        err = local_ro.cli("restore", "latest", "--target", out, "--json", check=11).error_json()
+        assert "exclusive lock for prune" in err["message"]
+    local_ro.cli("restore", "latest", "--target", out, check=0)
+
+
+def test_pack_removed_under_a_lockfree_reader_is_a_clear_not_found(
+    local_ro: LocalSetup, tmp_path: Path
+) -> None:
+    # What a reader without a lock sees when a prune deletes a pack after the reader loaded the
+    # index: the index still names the pack, storage no longer has it.
+    repo = Repository.open(LocalStorage(local_ro.rw), "pw")
+    snap = repo.resolve_snapshot("latest")
+    node = find_node(repo, snap, f"{local_ro.src}/random.bin")
+    pack = repo.load_index().get(bytes.fromhex(node["content"][0]))
+    assert pack is not None
+    (local_ro.rw / pack_key(pack.pack)).unlink()
+
+    err = local_ro.cli(
+        "restore", "latest", "--target", str(tmp_path / "out"), "--json", check=10
+    ).error_json()
+    assert err["error"] == "NotFoundError"
+    assert pack.pack[:16] in err["message"] and "prune" in err["message"]
+    assert "run the restore again" in err["hint"]
+    cat = local_ro.cli("cat", "latest", f"{local_ro.src}/random.bin", "--json", check=10).error_json()
+    assert pack.pack in cat["message"] and "a prune that ran while this command was reading" in cat["message"]
+
+
+def test_s3_readonly_user_restore_verify_browse_drill(
+    cli: Cli, tmp_path: Path, s3_readonly_server: S3Server
+) -> None:
+    bucket = s3_readonly_server.create_bucket()
+    src = make_tree(tmp_path / "src", big=1_500_000)
+    icli = InProcessCli(cli)
+    icli.env.update(RECOVERCTL_PASSWORD="pw", **s3_readonly_server.readonly_env())
+    icli.write_config(
+        {
+            "repository": {**bucket.repository("prod"), "pack_size_mib": 1},
+            "sources": {"docs": {"type": "files", "paths": [str(src)]}},
+        }
+    )
+    writer = s3_readonly_server.env()
+    icli("init", env=writer, check=0)
+    first = _two_backups(icli, src, writer)
+    before = {o["Key"]: o["ETag"] for o in bucket.client().list_objects_v2(Bucket=bucket.name)["Contents"]}
+
+    _read_everything(icli, src, tmp_path, first)
+    after = {o["Key"]: o["ETag"] for o in bucket.client().list_objects_v2(Bucket=bucket.name)["Contents"]}
+    assert after == before
+
+    err = icli("backup", "files", str(src), "--json", check=1).error_json()
+    assert err["error"] == "WriteRefused" and "AccessDenied" in err["message"]
