@@ -24,7 +24,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from recoverctl.errors import CatalogError
+from recoverctl.errors import CatalogError, cleanup_after, failure_text
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -43,6 +43,13 @@ class RunRecorder(Protocol):
     def finish_run(self, run_id: int, status: str, **fields: Any) -> None: ...
 
     def record_snapshot(self, repository: str, snap: Snapshot) -> None: ...
+
+
+def record_failed_run(recorder: RunRecorder, run_id: int, exc: BaseException) -> None:
+    """Mark run `run_id` failed with `exc`'s text; a catalog failure here is attached to `exc` as a
+    note (and logged), never raised in its place: the run's own error is the one to report."""
+    with cleanup_after(exc, "recording the failed run in the catalog"):
+        recorder.finish_run(run_id, "failed", error=failure_text(exc))
 
 
 # One write: (operation, run reference or None, positional args, keyword args); None ends the stream.

@@ -11,8 +11,9 @@ from recoverctl.actions.repository import open_repository
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
 from recoverctl.config import Config, RepositoryConfig
-from recoverctl.errors import UsageError, failure_text
+from recoverctl.errors import UsageError
 from recoverctl.progress import Progress
+from recoverctl.recorder import record_failed_run
 from recoverctl.repo import Repository
 from recoverctl.repo import prune as pruning
 from recoverctl.repo.retention import Policy, apply_policy
@@ -124,7 +125,7 @@ def forget(
                 result["prune"] = _prune(cfg, repo, max_unused, dry_run, progress)
     except BaseException as e:
         if run_id is not None:
-            catalog.finish_run(run_id, "failed", error=failure_text(e))
+            record_failed_run(catalog, run_id, e)
         raise
     finally:
         repo.close()
@@ -154,7 +155,7 @@ def prune(
             result = _prune(cfg, repo, max_unused, dry_run, progress)
     except BaseException as e:
         if run_id is not None:
-            catalog.finish_run(run_id, "failed", error=failure_text(e))
+            record_failed_run(catalog, run_id, e)
         raise
     finally:
         repo.close()

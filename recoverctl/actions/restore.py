@@ -6,9 +6,9 @@ from typing import Any
 
 from recoverctl.actions.repository import open_repository
 from recoverctl.config import Config
-from recoverctl.errors import NotFoundError, PartialError, VerificationError, failure_text
+from recoverctl.errors import NotFoundError, PartialError, VerificationError
 from recoverctl.progress import Progress
-from recoverctl.recorder import RunRecorder
+from recoverctl.recorder import RunRecorder, record_failed_run
 from recoverctl.repo import restore_snapshot
 
 
@@ -38,7 +38,7 @@ def restore(
                 repo, snap.id, target, include=include, delta=delta, verify=verify, progress=progress
             )
     except BaseException as e:
-        catalog.finish_run(run_id, "failed", error=failure_text(e))
+        record_failed_run(catalog, run_id, e)
         raise
     finally:
         repo.close()

@@ -28,8 +28,9 @@ from recoverctl.actions.wal import archived_segments, first_missing
 from recoverctl.actions.wal_fetcher import start_fetcher, stop_fetchers
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config, PostgresSource
-from recoverctl.errors import NotFoundError, RecoverctlError, UsageError, VerificationError, failure_text
+from recoverctl.errors import NotFoundError, RecoverctlError, UsageError, VerificationError
 from recoverctl.progress import Progress
+from recoverctl.recorder import record_failed_run
 from recoverctl.repo import Repository, Snapshot, open_file, restore_snapshot
 from recoverctl.sources.postgres.archiving import restore_command
 from recoverctl.sources.postgres.connection import connect_env, find_bin_dir
@@ -468,7 +469,7 @@ def restore_postgres(
         out["phases"]["total"] = round(time.monotonic() - started, 3)
     except BaseException as e:
         stop_fetchers(target_dir)
-        catalog.finish_run(run_id, "failed", error=failure_text(e))
+        record_failed_run(catalog, run_id, e)
         raise
     finally:
         repo.close()
@@ -629,7 +630,7 @@ def restore_postgres_logical(
                     hint="create the database first (createdb), or add --clean to replace existing objects",
                 )
     except BaseException as e:
-        catalog.finish_run(run_id, "failed", error=failure_text(e))
+        record_failed_run(catalog, run_id, e)
         raise
     finally:
         repo.close()

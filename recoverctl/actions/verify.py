@@ -11,8 +11,9 @@ from recoverctl.actions.usage import measure_usage
 from recoverctl.catalog import Catalog, now
 from recoverctl.catalog import tables as t
 from recoverctl.config import Config
-from recoverctl.errors import UsageError, VerificationError, failure_text
+from recoverctl.errors import UsageError, VerificationError
 from recoverctl.progress import Progress
+from recoverctl.recorder import record_failed_run
 from recoverctl.repo.check import check, rebuild_index, select_subset
 
 
@@ -87,7 +88,7 @@ def verify(
         # Measured once the lock is released, so the size is the repository's, not ours.
         usage = measure_usage(repo.storage)
     except BaseException as e:
-        catalog.finish_run(run_id, "failed", error=failure_text(e))
+        record_failed_run(catalog, run_id, e)
         raise
     finally:
         repo.close()

@@ -239,3 +239,33 @@ def test_s3_server_killed_mid_upload(s3_server_factory: Any) -> None:
     assert f"s3://{bucket.name}/prod" in message and server.endpoint_url in message
     assert "failed after retries" in message
     storage.close()
+
+
+def test_s3_backup_reports_the_failed_upload_not_the_failed_lock_release(
+    cli: Cli, s3_bucket: S3Bucket, tmp_path: Path
+) -> None:
+    # Every pack upload fails (as a hung upload does once its retries time out) and so does the
+    # lock's removal afterwards: the error to report is the upload's, the lock's is a note on it.
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "data.bin").write_bytes(os.urandom(300_000))
+    s3_bucket.server.configure(cli)
+    repo = s3_bucket.repository("prod")
+    repo["retry"] = {"attempts": 2, "initial": 0.01, "maximum": 0.02}
+    cli.write_config({"repository": repo})
+    cli.env["RECOVERCTL_PASSWORD"] = "pw"
+    cli("init", check=0)
+    r = cli(
+        "--json",
+        "backup",
+        "files",
+        str(src),
+        env={"RECOVERCTL_FAULTS": "put:transient:*@data/,delete:error:*@locks/"},
+        check=1,
+    )
+    err = r.error_json()
+    assert "put data/" in err["message"] and "failed after retries" in err["message"], err
+    assert "locks/" not in err["message"]
+    [note] = err["notes"]
+    assert "releasing the repository lock" in note and "injected error fault" in note
+    assert s3_bucket.keys("prod/locks/")  # left behind (it goes stale), not hidden
