@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -200,3 +202,26 @@ def test_s3_readonly_user_restore_verify_browse_drill(
 
     err = icli("backup", "files", str(src), "--json", check=1).error_json()
     assert err["error"] == "WriteRefused" and "AccessDenied" in err["message"]
+
+
+def test_lockfree_verify_racing_a_prune_says_so_instead_of_reporting_damage(
+    local_ro: LocalSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recoverctl.repo.check import Checker
+
+    original = Checker.check_packs
+    writer = {"RECOVERCTL_REPOSITORY": str(local_ro.rw)}
+
+    def prune_then_check(self: Checker, index: Any) -> Any:
+        # verify has loaded the index; a prune on the writable side now repacks and deletes packs.
+        local_ro.cli.base("forget", "--keep-last", "1", "--prune", "--max-unused", "0", env=writer, check=0)
+        return original(self, index)
+
+    monkeypatch.setattr(Checker, "check_packs", prune_then_check)
+    err = local_ro.cli("verify", "--json", check=11).error_json()
+    assert "changed while verify read it without a lock" in err["message"]
+    monkeypatch.setattr(Checker, "check_packs", original)
+    assert local_ro.cli("verify", "--json", check=0).json()["ok"] is True
+    with sqlite3.connect(local_ro.cli.home / "catalog.db") as db:
+        kinds = [r[0] for r in db.execute("select kind from events")]
+    assert "verify.failed" not in kinds  # no false alarm was raised
