@@ -7,6 +7,7 @@ files drill passes, and a reader still refuses to start while an exclusive lock 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,6 +27,9 @@ from recoverctl.repo.pack import pack_key
 from recoverctl.repo.reader import find_node
 from recoverctl.storage.local import LocalStorage
 from tests.conftest import Cli
+from tests.fixtures.net import free_port
+from tests.fixtures.pgbackup import PgCli
+from tests.fixtures.postgres import BIN_DIR, PgCluster, _as_pg_user
 from tests.fixtures.s3 import S3Server
 from tests.inproc_cli import InProcessCli
 from tests.repo_trees import digest, make_tree
@@ -48,20 +52,27 @@ def _objects(root: Path) -> dict[str, tuple[int, str]]:
     return out
 
 
-@pytest.fixture
-def readonly_view(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """Return (writable repository dir, the same dir bind-mounted read-only); unmounted at teardown."""
-    rw, ro = tmp_path / "repo", tmp_path / "repo-ro"
-    rw.mkdir()
+@contextlib.contextmanager
+def _bind_readonly(rw: Path, ro: Path) -> Iterator[None]:
+    """Show directory `rw` at `ro` through a read-only bind mount while in the block."""
     ro.mkdir()
     subprocess.run(["mount", "--bind", str(rw), str(ro)], check=True)
     try:
         subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
         with pytest.raises(OSError, match="Read-only file system"):
             (ro / "probe").write_bytes(b"x")
-        yield rw, ro
+        yield
     finally:
         subprocess.run(["umount", str(ro)], check=True)
+
+
+@pytest.fixture
+def readonly_view(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """Return (writable repository dir, the same dir bind-mounted read-only); unmounted at teardown."""
+    rw, ro = tmp_path / "repo", tmp_path / "repo-ro"
+    rw.mkdir()
+    with _bind_readonly(rw, ro):
+        yield rw, ro
 
 
 def _playbook(path: Path, parent: Path) -> Path:
@@ -225,3 +236,43 @@ def test_lockfree_verify_racing_a_prune_says_so_instead_of_reporting_damage(
     with sqlite3.connect(local_ro.cli.home / "catalog.db") as db:
         kinds = [r[0] for r in db.execute("select kind from events")]
     assert "verify.failed" not in kinds  # no false alarm was raised
+
+
+def test_postgres_restore_with_wal_fetch_from_a_readonly_repository(pg_cli: PgCli, pg_factory: Any) -> None:
+    pg: PgCluster = pg_factory(start=False, extra_conf=(
+        f"archive_mode = on\narchive_command = '{pg_cli.archive_command('main')}'\n"
+    ))  # fmt: skip
+    pg_cli.write_config({"main": pg.source_config()})
+    pg_cli("init", check=0)
+    pg.start()
+    pg.psql("create table marks(id serial primary key, note text)")
+    pg.psql("insert into marks(note) values ('in the backup')")
+    pg_cli("backup", "postgres", "--source", "main", check=0)
+    pg.psql("insert into marks(note) values ('only in the WAL')")
+    pg.psql("select pg_switch_wal()")
+    pg.stop()  # archives what is left; nothing writes the repository from here on
+    before = _objects(pg_cli.repository)
+
+    ro = pg_cli.home / "repo-ro"
+    with _bind_readonly(pg_cli.repository, ro):
+        config = yaml.safe_load(pg_cli.config_path.read_text())
+        config["repository"]["url"] = str(ro)
+        ro_config = pg_cli.home / "readonly.yaml"
+        ro_config.write_text(yaml.safe_dump(config))
+        os.chmod(ro_config, 0o644)
+        target, port = pg_cli.home / "restored", free_port()
+        pg_cli("--json", "restore", "postgres", "--target-dir", str(target), "--to-latest", "--start",
+               "--port", str(port), env={"RECOVERCTL_CONFIG": str(ro_config)}, check=0)  # fmt: skip
+        try:
+            rows = subprocess.run(
+                [str(BIN_DIR / "psql"), "-X", "-A", "-t", "-h", "127.0.0.1", "-p", str(port),
+                 "-U", "postgres", "-c", "select note from marks order by id"],
+                capture_output=True, text=True, check=True,
+            ).stdout.splitlines()  # fmt: skip
+        finally:
+            subprocess.run(
+                _as_pg_user([str(BIN_DIR / "pg_ctl"), "-D", str(target), "-m", "immediate", "-w", "stop"]),
+                capture_output=True,
+            )
+    assert rows == ["in the backup", "only in the WAL"]
+    assert _objects(pg_cli.repository) == before
