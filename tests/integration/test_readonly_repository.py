@@ -88,7 +88,7 @@ def _playbook(path: Path, parent: Path) -> Path:
 
 
 def _read_everything(cli: InProcessCli | Cli, src: Path, tmp_path: Path, first: str) -> None:
-    """Run restore, verify, snapshots, ls, cat, diff and a files drill; assert each result."""
+    """Run restore, verify, snapshots, ls, cat, diff, forget --dry-run and a files drill; assert each."""
     out = tmp_path / "restored"
     cli("restore", "latest", "--target", str(out), "--verify", "--json", check=0)
     assert digest(out / str(src).lstrip("/")) == digest(src)  # byte-identical, metadata too
@@ -104,6 +104,9 @@ def _read_everything(cli: InProcessCli | Cli, src: Path, tmp_path: Path, first: 
     assert cat.stdout == (src / "docs" / "nested" / "notes.md").read_text()
     changes = cli("diff", first, "latest", "--json", check=0).json()
     assert {c["path"] for c in changes["changes"]} >= {f"{src}/added.txt"}
+
+    plan = cli("forget", "--keep-last", "1", "--dry-run", "--json", check=0).json()
+    assert plan["removed"] == [first]
 
     parent = tmp_path / "drills"
     parent.mkdir()
