@@ -29,7 +29,7 @@ from recoverctl.storage.local import LocalStorage
 from tests.conftest import Cli
 from tests.fixtures.net import free_port
 from tests.fixtures.pgbackup import PgCli
-from tests.fixtures.postgres import BIN_DIR, PgCluster, _as_pg_user
+from tests.fixtures.postgres import BIN_DIR, PgCluster, _as_pg_user, chown_to_pg
 from tests.fixtures.s3 import S3Server
 from tests.inproc_cli import InProcessCli
 from tests.repo_trees import digest, make_tree
@@ -241,7 +241,9 @@ def test_lockfree_verify_racing_a_prune_says_so_instead_of_reporting_damage(
     assert "verify.failed" not in kinds  # no false alarm was raised
 
 
-def test_postgres_restore_with_wal_fetch_from_a_readonly_repository(pg_cli: PgCli, pg_factory: Any) -> None:
+def test_postgres_restore_wal_fetch_and_drill_from_a_readonly_repository(
+    pg_cli: PgCli, pg_factory: Any
+) -> None:
     pg: PgCluster = pg_factory(start=False, extra_conf=(
         f"archive_mode = on\narchive_command = '{pg_cli.archive_command('main')}'\n"
     ))  # fmt: skip
@@ -277,5 +279,23 @@ def test_postgres_restore_with_wal_fetch_from_a_readonly_repository(pg_cli: PgCl
                 _as_pg_user([str(BIN_DIR / "pg_ctl"), "-D", str(target), "-m", "immediate", "-w", "stop"]),
                 capture_output=True,
             )
-    assert rows == ["in the backup", "only in the WAL"]
+        assert rows == ["in the backup", "only in the WAL"]
+
+        scratch = pg_cli.home / "scratch"
+        scratch.mkdir()
+        playbook = pg_cli.home / "drill.yaml"
+        playbook.write_text(yaml.safe_dump({"drill": {
+            "name": "main-readonly",
+            "source": "main",
+            "recovery_point": "latest",
+            "checks": [{"sql": "select count(*) from marks", "expect": "== 2"}],
+            "targets": {"rto": "2h", "rpo": "24h"},
+            "where": {"temp_dir": str(scratch)},
+        }}))  # fmt: skip
+        chown_to_pg(scratch)
+        chown_to_pg(playbook)
+        drill = pg_cli(
+            "drill", "run", str(playbook), "--json", env={"RECOVERCTL_CONFIG": str(ro_config)}, check=0
+        )
+        assert drill.json()["verdict"] == "pass", drill.json().get("reason")
     assert _objects(pg_cli.repository) == before
