@@ -98,7 +98,7 @@ def verify(
                 def chooser(packs: list[str]) -> list[str]:
                     return select_subset(packs, subset, order)
 
-            report = check(repo, read_packs=chooser, progress=progress)
+            report = check(repo, read_packs=chooser, read_objects=read_data, progress=progress)
             if not report.ok and not lock.held:
                 _refuse_if_pruned_meanwhile(repo)
         # Measured once the lock is released, so the size is the repository's, not ours.
