@@ -108,12 +108,14 @@ class StorageUnavailable(StorageError):
 
 
 class WriteRefused(StorageUnavailable):
-    """The backend refuses writes (read-only filesystem or mount, permission denied, AccessDenied
-    on a write) although it may still serve reads: read-only commands go on without a lock."""
+    """The backend refuses writes for good (read-only file system or mount, permission denied,
+    AccessDenied on a write, a full disk or quota) although it may still serve reads: read-only
+    commands go on without a lock."""
 
     default_hint = (
-        "the repository is read-only for these credentials or this mount: restore, verify, ls, cat, "
-        "diff, snapshots and drills still work; back up or prune with write access"
+        "the repository cannot be written here (read-only mount or credentials, or no space left): "
+        "restore, verify, ls, cat, diff, snapshots and drills still work; free space or use write "
+        "access to back up or prune"
     )
 
 

@@ -207,7 +207,8 @@ class SftpStorage:
     ) -> Iterator[paramiko.SFTPClient]:
         """Yield a pooled SFTP channel; map failures to StorageError classes naming `what`.
 
-        Permission denied on a `write` is WriteRefused (the server may still let us read).
+        A `write` the server refuses (permission denied, or a plain failure such as a read-only
+        or full file system) is WriteRefused: the server may still let us read.
         """
         with self._slots:
             sftp: paramiko.SFTPClient | None = None
@@ -252,6 +253,10 @@ class SftpStorage:
                     ) from None
                 self._release(sftp)
                 sftp = None
+                if write:
+                    # SSH_FX_FAILURE: the server refused the write for good (read-only file
+                    # system, disk full, quota); sftp-server sends no finer code for those.
+                    raise WriteRefused(f"unable to {what} on {self.where}: {e}") from None
                 raise StorageError(f"unable to {what} on {self.where}: {e}") from None
             else:
                 self._release(sftp)

@@ -31,6 +31,7 @@ from tests.fixtures.net import free_port
 from tests.fixtures.pgbackup import PgCli
 from tests.fixtures.postgres import BIN_DIR, PgCluster, _as_pg_user, chown_to_pg
 from tests.fixtures.s3 import S3Server
+from tests.fixtures.sshd import SshServer
 from tests.inproc_cli import InProcessCli
 from tests.repo_trees import digest, make_tree
 
@@ -128,25 +129,30 @@ class LocalSetup:
     cli: InProcessCli
     src: Path
     rw: Path  # the repository directory, writable
-    ro: Path  # the same directory through a read-only bind mount: the configured repository
     first: str  # the first of two snapshots
 
 
-@pytest.fixture
-def local_ro(cli: Cli, tmp_path: Path, readonly_view: tuple[Path, Path]) -> LocalSetup:
-    rw, ro = readonly_view
-    src = make_tree(tmp_path / "src", big=1_500_000)
+def _prepare(cli: Cli, tmp_path: Path, rw: Path, reader: dict[str, Any], big: int = 1_500_000) -> LocalSetup:
+    """Create a repository in directory `rw` with two backups made there; configure the CLI to
+    read it through the `reader` repository section."""
+    src = make_tree(tmp_path / "src", big=big)
     icli = InProcessCli(cli)
     icli.env["RECOVERCTL_PASSWORD"] = "pw"
     icli.write_config(
         {
-            "repository": {"url": str(ro), "pack_size_mib": 1},
+            "repository": {**reader, "pack_size_mib": 1},
             "sources": {"docs": {"type": "files", "paths": [str(src)]}},
         }
     )
     Repository.init(LocalStorage(rw), "pw", kdf=FAST_KDF, pack_size_mib=1)
     first = _two_backups(icli, src, {"RECOVERCTL_REPOSITORY": str(rw)})
-    return LocalSetup(icli, src, rw, ro, first)
+    return LocalSetup(icli, src, rw, first)
+
+
+@pytest.fixture
+def local_ro(cli: Cli, tmp_path: Path, readonly_view: tuple[Path, Path]) -> LocalSetup:
+    rw, ro = readonly_view
+    return _prepare(cli, tmp_path, rw, {"url": str(ro)})
 
 
 def test_local_readonly_mount_restore_verify_browse_drill(local_ro: LocalSetup, tmp_path: Path) -> None:
@@ -158,6 +164,38 @@ def test_local_readonly_mount_restore_verify_browse_drill(local_ro: LocalSetup, 
     err = local_ro.cli("backup", "files", str(local_ro.src), "--json", check=1).error_json()
     assert err["error"] == "WriteRefused" and "Read-only file system" in err["message"]
     assert _objects(local_ro.rw) == before
+
+
+def test_full_disk_restore_verify_browse_drill(cli: Cli, tmp_path: Path) -> None:
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m,mode=0755", "tmpfs", str(mnt)], check=True)
+    try:
+        setup = _prepare(cli, tmp_path, mnt / "repo", {"url": str(mnt / "repo")}, big=500_000)
+        with open(mnt / "filler", "wb") as f, pytest.raises(OSError, match="No space left"):
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        before = _objects(setup.rw)
+        _read_everything(setup.cli, setup.src, tmp_path, setup.first)
+        assert _objects(setup.rw) == before
+        err = setup.cli("backup", "files", str(tmp_path), "--json", check=1).error_json()
+        assert err["error"] == "WriteRefused" and "No space left" in err["message"]
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_sftp_readonly_mount_restore_verify_browse_drill(cli: Cli, tmp_path: Path, sshd: SshServer) -> None:
+    rw, ro = sshd.root / "repo", sshd.root / "repo-ro"
+    rw.mkdir()
+    with _bind_readonly(rw, ro):
+        sftp = {"key_file": str(sshd.key_file), "known_hosts": str(sshd.known_hosts)}
+        setup = _prepare(cli, tmp_path, rw, {"url": sshd.url("repo-ro"), "sftp": sftp})
+        before = _objects(rw)
+        _read_everything(setup.cli, setup.src, tmp_path, setup.first)
+        assert _objects(rw) == before
+        err = setup.cli("backup", "files", str(setup.src), "--json", check=1).error_json()
+        assert err["error"] == "WriteRefused"
 
 
 def test_local_readonly_reader_still_waits_for_an_exclusive_lock(
