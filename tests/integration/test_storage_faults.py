@@ -269,3 +269,28 @@ def test_s3_backup_reports_the_failed_upload_not_the_failed_lock_release(
     [note] = err["notes"]
     assert "releasing the repository lock" in note and "injected error fault" in note
     assert s3_bucket.keys("prod/locks/")  # left behind (it goes stale), not hidden
+
+
+def test_s3_backup_hung_upload_is_reported_not_the_failed_lock_release(
+    cli: Cli, s3_bucket: S3Bucket, fault_proxy_factory: Any, tmp_path: Path
+) -> None:
+    # A real hang: the S3 endpoint never answers pack uploads (the read timeout ends each try),
+    # and refuses the lock's DELETE afterwards.
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "data.bin").write_bytes(os.urandom(300_000))
+    proxy: FaultProxy = fault_proxy_factory(s3_bucket.server.endpoint_url)
+    s3_bucket.server.configure(cli)
+    repo = _proxied_repo(s3_bucket, proxy, attempts=2)
+    repo["s3"]["read_timeout"] = 1
+    cli.write_config({"repository": repo})
+    cli.env["RECOVERCTL_PASSWORD"] = "pw"
+    cli("init", check=0)
+    proxy.stall(None, method="PUT", path="/prod/data/")
+    proxy.fail_always(status=403, code="AccessDenied", method="DELETE", path="/prod/locks/")
+    err = cli("--json", "backup", "files", str(src), check=1).error_json()
+    assert "put data/" in err["message"] and "failed after retries" in err["message"], err
+    assert "timeout" in err["message"].lower()
+    [note] = err["notes"]
+    assert "releasing the repository lock" in note and "AccessDenied" in note
+    assert proxy.count("stall", "PUT") >= 2  # every attempt at a pack upload hung
