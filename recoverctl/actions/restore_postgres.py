@@ -28,7 +28,7 @@ from recoverctl.actions.wal import archived_segments, first_missing
 from recoverctl.actions.wal_fetcher import start_fetcher, stop_fetchers
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config, PostgresSource
-from recoverctl.errors import NotFoundError, RecoverctlError, UsageError, VerificationError
+from recoverctl.errors import NotFoundError, RecoverctlError, UsageError, VerificationError, cleanup_after
 from recoverctl.progress import Progress
 from recoverctl.recorder import record_failed_run
 from recoverctl.repo import Repository, Snapshot, open_file, restore_snapshot
@@ -468,7 +468,8 @@ def restore_postgres(
             out.update(recovered)
         out["phases"]["total"] = round(time.monotonic() - started, 3)
     except BaseException as e:
-        stop_fetchers(target_dir)
+        with cleanup_after(e, "stopping the WAL fetchers"):
+            stop_fetchers(target_dir)
         record_failed_run(catalog, run_id, e)
         raise
     finally:

@@ -294,3 +294,11 @@ def test_s3_backup_hung_upload_is_reported_not_the_failed_lock_release(
     [note] = err["notes"]
     assert "releasing the repository lock" in note and "AccessDenied" in note
     assert proxy.count("stall", "PUT") >= 2  # every attempt at a pack upload hung
+
+
+def test_storage_check_reports_the_failed_step_not_the_failed_probe_removal(cli: Cli, tmp_path: Path) -> None:
+    cli.write_config({"repository": {"url": str(tmp_path / "repo")}})
+    faults = "get:error:*@recoverctl-probe/,delete:error:*@recoverctl-probe/"
+    err = cli("--json", "storage", "check", env={"RECOVERCTL_FAULTS": faults}, check=1).error_json()
+    assert "unable to get" in err["message"], err
+    assert "removing the probe object" in err["notes"][0] and "unable to delete" in err["notes"][0]
