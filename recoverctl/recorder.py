@@ -15,7 +15,6 @@ marks the runs that were started and never finished as failed, instead of leavin
 from __future__ import annotations
 
 import contextlib
-import logging
 import multiprocessing
 import os
 import signal
@@ -31,8 +30,6 @@ if TYPE_CHECKING:
 
     from recoverctl.catalog import Catalog
     from recoverctl.repo import Snapshot
-
-log = logging.getLogger(__name__)
 
 
 class RunRecorder(Protocol):
@@ -128,12 +125,9 @@ class ForkedRecorder:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        try:
+        # The command's own error is the one to report; a failed catalog write is a note on it.
+        with cleanup_after(exc, "recording the run in the catalog"):
             self.close()
-        except CatalogError as e:
-            if exc_type is None:
-                raise
-            log.warning("%s", e.message)  # the command's own error is the one to report
 
 
 def _serve(
