@@ -28,8 +28,9 @@ from recoverctl.actions.wal import archived_segments, first_missing
 from recoverctl.actions.wal_fetcher import start_fetcher, stop_fetchers
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config, PostgresSource
-from recoverctl.errors import NotFoundError, RecoverctlError, UsageError, VerificationError, failure_text
+from recoverctl.errors import NotFoundError, RecoverctlError, UsageError, VerificationError, cleanup_after
 from recoverctl.progress import Progress
+from recoverctl.recorder import record_failed_run
 from recoverctl.repo import Repository, Snapshot, open_file, restore_snapshot
 from recoverctl.sources.postgres.archiving import restore_command
 from recoverctl.sources.postgres.connection import connect_env, find_bin_dir
@@ -410,7 +411,7 @@ def restore_postgres(
     repo = open_repository(cfg, password)
     run_id = catalog.start_run("restore-postgres", name, repo.url)
     try:
-        with repo.lock(operation="restore postgres"):
+        with repo.lock(operation="restore postgres", reader=True):
             snap, target = choose_snapshot(repo, catalog, name, target, snapshot)
             _check_archive(repo, name, snap, target)
             tablespaces = tablespace_plan(snap, tablespace_map)
@@ -468,8 +469,9 @@ def restore_postgres(
             out.update(recovered)
         out["phases"]["total"] = round(time.monotonic() - started, 3)
     except BaseException as e:
-        stop_fetchers(target_dir)
-        catalog.finish_run(run_id, "failed", error=failure_text(e))
+        with cleanup_after(e, "stopping the WAL fetchers"):
+            stop_fetchers(target_dir)
+        record_failed_run(catalog, run_id, e)
         raise
     finally:
         repo.close()
@@ -598,7 +600,7 @@ def restore_postgres_logical(
     started = time.monotonic()
     run_id = catalog.start_run("restore-postgres-logical", name, repo.url)
     try:
-        with repo.lock(operation="restore postgres --logical"):
+        with repo.lock(operation="restore postgres --logical", reader=True):
             snap = find_logical(repo, name, snapshot)
             from recoverctl.sources.postgres.connection import connect, server_major
 
@@ -632,7 +634,7 @@ def restore_postgres_logical(
                     hint="create the database first (createdb), or add --clean to replace existing objects",
                 )
     except BaseException as e:
-        catalog.finish_run(run_id, "failed", error=failure_text(e))
+        record_failed_run(catalog, run_id, e)
         raise
     finally:
         repo.close()

@@ -20,7 +20,7 @@ from recoverctl.errors import ObjectNotFound, RecoverctlError
 from recoverctl.progress import Progress
 from recoverctl.repo.crypto import DecryptError, sha256_hex
 from recoverctl.repo.index import BlobLocation, Index
-from recoverctl.repo.pack import PackEntry, pack_key
+from recoverctl.repo.pack import PackEntry
 from recoverctl.repo.repository import FORMAT_VERSION, RESERVED_PREFIXES, Repository
 from recoverctl.repo.snapshot import Snapshot
 
@@ -232,7 +232,7 @@ class Checker:
         def read(pid: str) -> tuple[str, list[bytes], str]:
             if pid not in stored:
                 return pid, [b for b, _ in by_pack.get(pid, [])], "missing"
-            data = self.repo.storage.get(pack_key(pid))
+            data = self.repo.read_pack(pid)
             bad: list[bytes] = []
             for bid, loc in by_pack.get(pid, []):
                 try:

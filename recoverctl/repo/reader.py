@@ -21,11 +21,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from recoverctl.errors import NotFoundError, RecoverctlError
+from recoverctl.errors import NotFoundError, ObjectNotFound, RecoverctlError
 from recoverctl.progress import Progress
 from recoverctl.repo.crypto import DecryptError
 from recoverctl.repo.index import BlobLocation
-from recoverctl.repo.pack import pack_key
 from recoverctl.repo.repository import Repository
 from recoverctl.repo.snapshot import Snapshot
 from recoverctl.repo.tree import Node
@@ -93,9 +92,7 @@ def iter_content(repo: Repository, content: list[str]) -> Iterator[bytes]:
     for run in _runs(repo, content):
         first = run[0][1]
         last = run[-1][1]
-        data = memoryview(
-            repo.storage.get(pack_key(first.pack), first.offset, last.offset + last.length - first.offset)
-        )
+        data = memoryview(repo.read_pack(first.pack, first.offset, last.offset + last.length - first.offset))
         for bid, loc in run:
             start = loc.offset - first.offset
             yield repo.open_blob(bid, loc.type, data[start : start + loc.length], loc.pack)
@@ -243,10 +240,11 @@ class _Restorer:
 
     def _fail(self, path: str, err: BaseException) -> None:
         msg = err.message if isinstance(err, RecoverctlError) else str(err)
+        entry = {"path": path, "error": msg, "damaged": "yes" if isinstance(err, DecryptError) else "no"}
+        if isinstance(err, ObjectNotFound) and "pack" in err.details:
+            entry["missing_pack"] = str(err.details["pack"])  # gone under us: Repository.read_pack
         with self._lock:
-            self.result.errors.append(
-                {"path": path, "error": msg, "damaged": "yes" if isinstance(err, DecryptError) else "no"}
-            )
+            self.result.errors.append(entry)
         self.progress.warn(f"{path}: {msg}")
 
     def run(self, tree_id: str) -> RestoreResult:
@@ -343,7 +341,7 @@ class _Restorer:
             run = items[start:stop]
             start = stop
             try:
-                data = memoryview(self.repo.storage.get(pack_key(pack), first.offset, end - first.offset))
+                data = memoryview(self.repo.read_pack(pack, first.offset, end - first.offset))
             except RecoverctlError as e:
                 for _loc, _bid, _node, _out, path in run:
                     self._fail(path, e)
