@@ -20,7 +20,6 @@ from typing import Any
 from recoverctl.errors import NotFoundError, ObjectNotFound, UsageError, VerificationError, WrongKeyError
 from recoverctl.repo import crypto
 from recoverctl.repo.crypto import Cipher, DecryptError, MasterKey
-from recoverctl.repo.documents import parse_document
 from recoverctl.repo.index import Index, document
 from recoverctl.repo.pack import (
     HeaderTooShort,
@@ -30,6 +29,7 @@ from recoverctl.repo.pack import (
     parse_header,
 )
 from recoverctl.repo.snapshot import Snapshot
+from recoverctl.repo.tree import parse_tree
 from recoverctl.storage.base import Storage
 
 FORMAT_VERSION = 1
@@ -355,11 +355,12 @@ class Repository:
         return plain
 
     def load_tree(self, tree_id: bytes) -> dict[str, Any]:
-        """Return a directory tree document {"nodes": [...]} (cached)."""
+        """Return a directory tree document {"nodes": [...]} (cached); raise InvalidTreeError (exit 13)
+        for a tree whose entries no file system could hold (see repo/tree.py)."""
         cached = self._tree_cache.get(tree_id)
         if cached is not None:
             return cached
-        tree: dict[str, Any] = parse_document(self.read_blob(tree_id))
+        tree = parse_tree(tree_id, self.read_blob(tree_id))
         if len(self._tree_cache) > 4096:
             self._tree_cache.clear()
         self._tree_cache[tree_id] = tree
