@@ -53,11 +53,13 @@ def _save_tree(saver: BlobSaver, entries: list[dict[str, Any]]) -> str:
     return bid.hex()
 
 
-def save_snapshot(repo: Repository, entries: list[dict[str, Any]]) -> str:
-    """Save a files snapshot whose root holds `entries` (file/directory/symlink); return its id."""
+def save_snapshot(repo: Repository, entries: list[dict[str, Any]], source: str | None = None) -> str:
+    """Save a files snapshot (of `source`) whose root holds `entries` (file/directory/symlink);
+    return its id."""
     with BlobSaver(repo) as saver:
         tree = _save_tree(saver, entries)
-    return repo.save_snapshot(Snapshot(time=time.time(), kind="files", tree=tree, paths=["/hostile"]))
+    snap = Snapshot(time=time.time(), kind="files", tree=tree, paths=["/hostile"], source=source)
+    return repo.save_snapshot(snap)
 
 
 def fingerprint(root: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple[Any, ...]]:

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from recoverctl.repo import Repository
 from recoverctl.storage.local import LocalStorage
@@ -203,3 +204,35 @@ def test_dry_run_into_a_missing_target_creates_nothing(
     assert not missing.exists()
     rc("restore", sid[:8], "--target", str(missing), check=0)
     assert (missing / "d" / "f").read_bytes() == b"data"
+
+
+def test_files_drill_of_a_hostile_snapshot_fails_13_and_writes_nothing_outside(
+    rc: InProcessCli, repo: Repository, world: Path
+) -> None:
+    parent = world / "target"  # the drill's workspace is made under here
+    rc.write_config(
+        {
+            "repository": {"url": str(world / "repo"), "pack_size_mib": 1},
+            "sources": {"docs": {"type": "files", "paths": [str(world / "outside")]}},
+        }
+    )
+    sid = save_snapshot(repo, _hostile(world)["dotdot"], source="docs")
+    playbook = world / "home" / "docs.yaml"
+    playbook.write_text(
+        yaml.safe_dump(
+            {
+                "drill": {
+                    "name": "docs-nightly",
+                    "source": "docs",
+                    "recovery_point": "latest",
+                    "targets": {"rto": "1h", "rpo": "1h"},
+                    "where": {"temp_dir": str(parent)},
+                }
+            }
+        )
+    )
+    before = fingerprint(world, SKIP)
+    r = rc("drill", "run", str(playbook), "--json", check=13)
+    assert f"snapshot {sid[:8]}" in r.stdout + r.stderr and "'..'" in r.stdout + r.stderr
+    assert fingerprint(world, SKIP) == before
+    assert not list(parent.rglob("pwned"))
