@@ -83,7 +83,7 @@ def verify(
                 def chooser(packs: list[str]) -> list[str]:
                     return select_subset(packs, subset, order)
 
-            report = check(repo, read_packs=chooser, progress=progress)
+            report = check(repo, read_packs=chooser, read_objects=read_data, progress=progress)
         # Measured once the lock is released, so the size is the repository's, not ours.
         usage = measure_usage(repo.storage)
     except BaseException as e:

@@ -1,5 +1,9 @@
 """Verify a repository: structure always, and with read-data every blob decrypted and re-hashed.
 
+Every named object is checked against its name: key slots (format 2) and snapshot and index
+files by their content hash, blobs by their keyed id, single objects (WAL) by the key in their
+AAD (read with read-data), packs by their SHA-256 (read with read-data).
+
 Damage is reported per pack, and mapped back to every snapshot and file it affects.
 `rebuild_index` (for `repair index`) rewrites the index from the pack headers alone.
 """
@@ -17,7 +21,7 @@ from recoverctl.progress import Progress
 from recoverctl.repo.crypto import DecryptError, sha256_hex
 from recoverctl.repo.index import BlobLocation, Index
 from recoverctl.repo.pack import PackEntry, pack_key
-from recoverctl.repo.repository import Repository
+from recoverctl.repo.repository import FORMAT_VERSION, RESERVED_PREFIXES, Repository
 from recoverctl.repo.snapshot import Snapshot
 from recoverctl.repo.tree import InvalidTreeError
 
@@ -116,6 +120,40 @@ class Checker:
         self.repo.index = index
         self.repo._index_loaded = True
         return index
+
+    def check_keys(self) -> None:
+        """Report key files that are not usable slots, or (format 2) not named by their hash."""
+        for row in self.repo.list_keys():
+            if row["problem"]:
+                self._error(
+                    "key_slot",
+                    f"key file 'keys/{row['id']}' is not a usable key slot: {row['problem']}",
+                    object=f"keys/{row['id']}",
+                )
+        version = int(self.repo.config["version"])
+        if version < FORMAT_VERSION:
+            self.report.notes.append(
+                f"the repository uses format version {version}: a key slot copied under another name "
+                "is not detected; 'recoverctl repair upgrade' moves it to version "
+                f"{FORMAT_VERSION}"
+            )
+
+    def check_objects(self) -> None:
+        """Read every single object (WAL files and the like): each is sealed with its own key
+        as AAD, so one copied or swapped under another name fails here as it would on fetch."""
+        keys = [o.key for o in self.repo.storage.list("") if not o.key.startswith(RESERVED_PREFIXES)]
+
+        def read(key: str) -> tuple[str, str]:
+            try:
+                self.repo.get_object(key)
+            except (DecryptError, ObjectNotFound) as e:
+                return key, str(e)
+            return key, ""
+
+        with ThreadPoolExecutor(self.repo.parallelism) as pool:
+            for key, err in pool.map(read, keys):
+                if err:
+                    self._error("object", f"object '{key}' is damaged or misplaced: {err}", object=key)
 
     def check_packs(self, index: Index) -> dict[str, int]:
         stored = self.repo.list_packs()
@@ -285,13 +323,16 @@ def check(
     repo: Repository,
     *,
     read_packs: Callable[[list[str]], list[str]] | None = None,
+    read_objects: bool = False,
     progress: Progress | None = None,
 ) -> CheckReport:
-    """Check structure; with `read_packs` (given all pack ids, return those to read) read and verify data.
+    """Check structure; with `read_packs` (given all pack ids, return those to read) read and verify
+    data; with `read_objects` read every single object (WAL files) too.
 
     Return the report (never raises for damage; the caller maps `ok` to an exit code).
     """
     c = Checker(repo, progress)
+    c.check_keys()
     index = c.load_index()
     stored = c.check_packs(index)
     reading = c.read_packs(index, read_packs(sorted(index.packs)), stored) if read_packs else None
@@ -303,6 +344,8 @@ def check(
         raise
     if reading is not None:
         reading()
+    if read_objects:
+        c.check_objects()
     c.map_damage(snaps, index)
     return c.report
 
