@@ -149,7 +149,8 @@ def dump_cmd(app: App, snapshot: str, path: str) -> None:
 @click.option(
     "--force",
     is_flag=True,
-    help="Restore into a non-empty target: write the snapshot's entries over it, keep the others.",
+    help="Restore into a non-empty target: --target: write the snapshot over it, keep other entries; "
+    "--target-volume: replace the volume's content.",
 )
 @click.option("--include", "includes", multiple=True, metavar="PATH", help="Only this path (repeatable).")
 @click.option("--verify", is_flag=True, help="Re-read every restored file and compare with the snapshot.")

@@ -494,7 +494,7 @@ class _Restorer:
                 if in_way is False:
                     os.unlink(name, dir_fd=dfd)
                 if in_way is not True:
-                    os.mkdir(name, 0o700, dir_fd=dfd)
+                    os.mkdir(name, dir_fd=dfd)  # the umask applies, as for makedirs; the mode comes last
                 child = Dir(parent, name, path)
             if restore:
                 self.dir_meta.append((child, node))
