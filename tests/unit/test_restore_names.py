@@ -112,3 +112,22 @@ def test_mounts_send_a_directory_elsewhere_and_leave_the_link(tmp_path: Path, re
     result = restore_snapshot(repo, sid, str(target), force=True, mounts={"/pg_tblspc/16385": str(ts)})
     assert not result.errors and (ts / "PG_VERSION").read_bytes() == b"15\n"
     assert os.readlink(target / "pg_tblspc" / "16385") == str(ts)
+
+
+def test_recovery_config_replaces_planted_symlinks_and_reads_nothing_through_them(tmp_path: Path) -> None:
+    from recoverctl.sources.postgres.recovery import write_recovery_config
+
+    outside = tmp_path / "outside.conf"
+    outside.write_text("secret = 'do not copy'\n")
+    outside.chmod(0o640)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "postgresql.auto.conf").symlink_to(outside)
+    (data / "recovery.signal").symlink_to(tmp_path / "created-outside")
+    write_recovery_config(data, {"restore_command": "true"})
+    assert outside.read_text() == "secret = 'do not copy'\n" and outside.stat().st_mode & 0o777 == 0o640
+    assert not (tmp_path / "created-outside").exists()
+    conf = data / "postgresql.auto.conf"
+    assert not conf.is_symlink() and "restore_command = 'true'" in conf.read_text()
+    assert "secret" not in conf.read_text()
+    assert not (data / "recovery.signal").is_symlink()
