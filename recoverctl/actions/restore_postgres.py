@@ -34,6 +34,7 @@ from recoverctl.repo import Repository, Snapshot, open_file, restore_snapshot
 from recoverctl.repo.confined import write_file
 from recoverctl.sources.postgres.archiving import restore_command
 from recoverctl.sources.postgres.connection import connect_env, find_bin_dir
+from recoverctl.sources.postgres.isolation import isolation_settings
 from recoverctl.sources.postgres.recovery import (
     RecoveryTarget,
     normalize_target,
@@ -501,7 +502,9 @@ def _run_recovery(
 ) -> dict[str, Any]:
     bin_dir = find_bin_dir(src, int(snap.metadata["server_version"]) // 10000)
     began = time.monotonic()
-    log = start_server(target_dir, bin_dir, port, user)
+    # A scratch copy: on the command line, so no file of production's can undo it (data_directory,
+    # primary_conninfo, subscriptions' apply workers, archiving, production's commands).
+    log = start_server(target_dir, bin_dir, port, user, settings=isolation_settings(target_dir))
     # pg_ctl returns before the postmaster has written its pid file
     wait_for(lambda: postmaster_pid(target_dir) is not None or server_failure(log) is not None, 30.0, 0.05)
     deadline = began + _RECOVERY_TIMEOUT

@@ -14,6 +14,18 @@ from recoverctl.sources.postgres.walnames import format_lsn, parse_lsn
 TARGET_KINDS = ("latest", "immediate", "time", "lsn", "name", "xid")
 TARGET_ACTIONS = ("promote", "pause", "shutdown")
 _BLOCK_START = "# --- recovery settings written by recoverctl restore ---"
+# Every setting that says where recovery stops. All are written (empty when unused): a target left
+# in production's configuration would otherwise add a second target to ours.
+TARGET_SETTINGS = (
+    "recovery_target",
+    "recovery_target_lsn",
+    "recovery_target_name",
+    "recovery_target_time",
+    "recovery_target_xid",
+    "recovery_target_timeline",
+    "recovery_target_action",
+    "recovery_target_inclusive",
+)
 
 
 @dataclass(frozen=True)
@@ -81,14 +93,17 @@ def recovery_settings(restore_command: str, target: RecoveryTarget, target_actio
         raise UsageError(
             f"unknown target action '{target_action}'", hint=f"use one of: {', '.join(TARGET_ACTIONS)}"
         )
-    settings = {"restore_command": restore_command, "recovery_target_timeline": "latest"}
+    settings = {"restore_command": restore_command} | {k: "" for k in TARGET_SETTINGS}
+    settings |= {"recovery_target_timeline": "latest", "recovery_target_inclusive": "on"}
+    settings["recovery_target_action"] = target_action
+    # The chosen target goes last: PostgreSQL refuses emptying another kind once one is set.
     if target.kind == "immediate":
+        del settings["recovery_target"]
         settings["recovery_target"] = "immediate"
     elif target.kind != "latest":
         assert target.value is not None
+        del settings[f"recovery_target_{target.kind}"]
         settings[f"recovery_target_{target.kind}"] = target.value
-    if target.kind != "latest":
-        settings["recovery_target_action"] = target_action
     return settings
 
 
@@ -106,6 +121,20 @@ def write_recovery_config(data_dir: Path, settings: dict[str, str]) -> None:
         data_dir, "postgresql.auto.conf", (text.rstrip("\n") + "\n" + "\n".join(lines) + "\n").encode()
     )
     write_file(data_dir, "recovery.signal", b"")
+
+
+def read_recovery_config(data_dir: Path) -> dict[str, str] | None:
+    """Return the settings of the block `write_recovery_config` wrote, or None when there is none."""
+    auto = data_dir / "postgresql.auto.conf"
+    text = auto.read_text() if auto.exists() else ""
+    if _BLOCK_START not in text:
+        return None
+    out: dict[str, str] = {}
+    for line in text[text.index(_BLOCK_START) :].splitlines()[1:]:
+        name, sep, value = line.partition(" = ")
+        if sep and value.startswith("'") and value.endswith("'"):
+            out[name.strip()] = value[1:-1].replace("''", "'")
+    return out
 
 
 def shell_join(argv: list[str]) -> str:
