@@ -32,6 +32,7 @@ from recoverctl.errors import NotFoundError, RecoverctlError, UsageError, Verifi
 from recoverctl.progress import Progress
 from recoverctl.recorder import record_failed_run
 from recoverctl.repo import Repository, Snapshot, open_file, restore_snapshot
+from recoverctl.repo.confined import write_file
 from recoverctl.sources.postgres.archiving import restore_command
 from recoverctl.sources.postgres.connection import connect_env, find_bin_dir
 from recoverctl.sources.postgres.isolation import isolation_settings
@@ -295,11 +296,12 @@ def _link_tablespaces(plan: list[dict[str, Any]], target_dir: Path) -> None:
 
 def _finish_layout(target_dir: Path, snap: Snapshot, tablespaces: list[dict[str, Any]]) -> None:
     md = snap.metadata
-    (target_dir / "backup_label").write_text(md["backup_label"])
+    # Not through a symlink the snapshot may have put at these names.
+    write_file(target_dir, "backup_label", md["backup_label"].encode())
     if md.get("tablespace_map"):
         # PostgreSQL recreates pg_tblspc/<oid> from this file at start-up: it names the new places.
         lines = "".join(f"{t['oid']} {_escape_map_path(t['location'])}\n" for t in tablespaces)
-        (target_dir / "tablespace_map").write_text(lines)
+        write_file(target_dir, "tablespace_map", lines.encode())
     for d in _EMPTY_DIRS:
         (target_dir / d).mkdir(parents=True, exist_ok=True)
     for stale in ("postmaster.pid", "postmaster.opts", "recovery.signal", "standby.signal"):
@@ -421,7 +423,12 @@ def restore_postgres(
             warm = fetch_ahead or start_port is not None
             if warm and not delta:  # a delta restore removes what the snapshot lacks
                 start_fetcher(cfg, password, name, target_dir, user)
-            result = restore_snapshot(repo, snap.id, str(target_dir), delta=delta, progress=prog)
+            # force: the directory was found empty (or delta allowed) before pg_tblspc was made.
+            # Tablespace contents go straight to their directories, not through the links.
+            mounts = {f"/pg_tblspc/{t['oid']}": str(t["location"]) for t in tablespaces}
+            result = restore_snapshot(
+                repo, snap.id, str(target_dir), delta=delta, progress=prog, force=True, mounts=mounts
+            )
             if warm and delta:
                 start_fetcher(cfg, password, name, target_dir, user)
             if result.errors:

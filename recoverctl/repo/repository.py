@@ -28,7 +28,6 @@ from recoverctl.errors import (
 )
 from recoverctl.repo import crypto
 from recoverctl.repo.crypto import Cipher, DecryptError, KeySlot, KeySlotError, MasterKey
-from recoverctl.repo.documents import parse_document
 from recoverctl.repo.index import Index, document
 from recoverctl.repo.pack import (
     HeaderTooShort,
@@ -38,6 +37,7 @@ from recoverctl.repo.pack import (
     parse_header,
 )
 from recoverctl.repo.snapshot import Snapshot
+from recoverctl.repo.tree import parse_tree
 from recoverctl.storage.base import ObjectInfo, Storage
 
 # Version 2 names every key slot by its content hash (KeySlot.id), so a slot copied under another
@@ -492,11 +492,12 @@ class Repository:
         return plain
 
     def load_tree(self, tree_id: bytes) -> dict[str, Any]:
-        """Return a directory tree document {"nodes": [...]} (cached)."""
+        """Return a directory tree document {"nodes": [...]} (cached); raise InvalidTreeError (exit 13)
+        for a tree whose entries no file system could hold (see repo/tree.py)."""
         cached = self._tree_cache.get(tree_id)
         if cached is not None:
             return cached
-        tree: dict[str, Any] = parse_document(self.read_blob(tree_id))
+        tree = parse_tree(tree_id, self.read_blob(tree_id))
         if len(self._tree_cache) > 4096:
             self._tree_cache.clear()
         self._tree_cache[tree_id] = tree
