@@ -897,27 +897,46 @@ def repository_password(cfg: Config, env: typing.Mapping[str, str] | None = None
 
 
 _URL_CRED_RE = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@]*):(?P<pw>[^@/]*)@")
+# password=... in a libpq conninfo or a URL query (also PGPASSWORD=..., RECOVERCTL_PASSWORD=...),
+# not password_file=...
+_PASSWORD_PARAM_RE = re.compile(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&;'\"]+)")
 
 
 def redact_url(url: str) -> str:
-    """Return the URL with any password replaced by '***'."""
-    return _URL_CRED_RE.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:***@", url)
+    """Return the text with any URL password (user:pw@, password=...) replaced by '***'."""
+    text = _URL_CRED_RE.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:***@", url)
+    return _PASSWORD_PARAM_RE.sub(lambda m: f"{m.group(1)}***", text)
+
+
+def has_secret(text: str) -> bool:
+    """Return True when `text` carries a password (one `redact_url` would hide)."""
+    return redact_url(text) != text
+
+
+def redact(value: Any, secrets: typing.Iterable[str] = ()) -> Any:
+    """Return `value` (text, or dicts and lists holding text) with URL passwords and each of
+    `secrets` (values of 4 characters or more) replaced by '***'. The one redaction rule for
+    logs, the audit log, events and `config show`."""
+    known = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, str):
+            for s in known:
+                v = v.replace(s, "***")
+            return redact_url(v)
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [walk(x) for x in v]
+        return v
+
+    return walk(value)
 
 
 def redacted_dump(cfg: Config) -> dict[str, Any]:
     """Return the config as plain data with secrets and URL passwords redacted."""
     data = cfg.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-    def walk(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: walk(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [walk(x) for x in v]
-        if isinstance(v, str):
-            return redact_url(v)
-        return v
-
-    return typing.cast(dict[str, Any], walk(data))
+    return typing.cast(dict[str, Any], redact(data))
 
 
 def iter_secret_values(cfg: Config) -> Iterator[str]:
@@ -937,3 +956,10 @@ def iter_secret_values(cfg: Config) -> Iterator[str]:
                 yield from walk(v)
 
     yield from walk(cfg)
+    for url in (cfg.catalog, cfg.repository.url if cfg.repository else None):
+        m = _URL_CRED_RE.search(url or "")
+        if m and m.group("pw"):
+            from urllib.parse import unquote
+
+            yield m.group("pw")
+            yield unquote(m.group("pw"))

@@ -11,8 +11,9 @@ from recoverctl.actions.repository import open_repository
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
 from recoverctl.config import Config, KeepRules, RepositoryConfig
-from recoverctl.errors import UsageError, failure_text
+from recoverctl.errors import UsageError
 from recoverctl.progress import Progress
+from recoverctl.recorder import record_failed_run
 from recoverctl.repo import Repository
 from recoverctl.repo import prune as pruning
 from recoverctl.repo.retention import Policy, PolicyFor, apply_policy
@@ -131,7 +132,7 @@ def forget(
     repo = open_repository(cfg, password)
     run_id = None if dry_run else catalog.start_run("forget", None, repo.url)
     try:
-        with repo.lock(exclusive=not dry_run, operation="forget"):
+        with repo.lock(exclusive=not dry_run, operation="forget", reader=dry_run):
             snaps = repo.find_snapshots(kind=kind, tags=tags)
             pins = _pins_for(pinned_snapshots(catalog), [s.id for s in snaps])
             decisions = apply_policy(snaps, rules, pins)
@@ -153,7 +154,7 @@ def forget(
                 result["prune"] = _prune(cfg, repo, max_unused, dry_run, progress)
     except BaseException as e:
         if run_id is not None:
-            catalog.finish_run(run_id, "failed", error=failure_text(e))
+            record_failed_run(catalog, run_id, e)
         raise
     finally:
         repo.close()
@@ -183,7 +184,7 @@ def prune(
             result = _prune(cfg, repo, max_unused, dry_run, progress)
     except BaseException as e:
         if run_id is not None:
-            catalog.finish_run(run_id, "failed", error=failure_text(e))
+            record_failed_run(catalog, run_id, e)
         raise
     finally:
         repo.close()

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recoverctl.config import Config
+from recoverctl.config import Config, redact_url
 from recoverctl.errors import NotFoundError, ObjectNotFound, UsageError, VerificationError
 from recoverctl.sources.postgres import fetchspool, walspool
 from recoverctl.sources.postgres.walnames import (
@@ -127,7 +127,8 @@ def _record(cfg: Config, source: str, name: str, ok: bool, count: int = 1) -> No
         finally:
             catalog.close()
     except Exception as e:  # the catalog may be unwritable for the server's OS user
-        print(f"warning: WAL status not recorded in the catalog: {e}", file=sys.stderr)
+        # stderr goes to the server log: never a catalog URL's password
+        print(f"warning: WAL status not recorded in the catalog: {redact_url(str(e))}", file=sys.stderr)
 
 
 # Ready WAL files pushed in the same call: one process (interpreter, config, key derivation,
@@ -177,7 +178,7 @@ def _push_batch(
         _push_marked(repo, source, path.parent / name, markers)
 
     if ahead:
-        markers.mkdir(parents=True, exist_ok=True)
+        fetchspool.private_dirs(markers)
     # Compression and encryption release the GIL: one thread per core keeps both busy, and each
     # thread holds about three copies of a segment, so no more threads than that.
     workers = max(1, min(repo.parallelism, os.cpu_count() or 1, 1 + len(ahead)))
@@ -372,7 +373,7 @@ def wal_push(
     if record:
         _record(cfg, name, path.name, ok=True, count=1 + ahead)
         try:
-            stamp.parent.mkdir(parents=True, exist_ok=True)
+            fetchspool.private_dirs(stamp.parent)
             stamp.touch()
         except OSError:
             pass
@@ -409,7 +410,7 @@ def _prefetch(repo: Repository, source: str, name: str, spool: Path) -> int:
     todo = [n for n in wanted if n in available and not (spool / n).exists()]
     if not todo:
         return 0
-    spool.mkdir(parents=True, exist_ok=True)
+    fetchspool.private_dirs(spool)
 
     def one(n: str) -> None:
         _write_atomic(spool / n, repo.get_object(wal_key(source, n)))
@@ -536,7 +537,7 @@ def _push_ready(repo: Repository, source: str, pg_wal: Path, names: list[str]) -
     if not ready:
         return False
     markers = walspool.pushed_marker(pg_wal / ready[0], source).parent
-    markers.mkdir(parents=True, exist_ok=True)
+    fetchspool.private_dirs(markers)
     pushed = False
     workers = max(1, min(repo.parallelism, os.cpu_count() or 1, len(ready)))
     with ThreadPoolExecutor(workers, thread_name_prefix="wal-push") as pool:

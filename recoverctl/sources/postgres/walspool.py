@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from recoverctl.sources.postgres.fetchspool import private_dirs
+
 PUSHED_DIR = ".recoverctl-pushed"
 SPOOL_DIR = ".recoverctl-prefetch"
 
@@ -105,7 +107,7 @@ def claim_pusher(markers: Path, names: list[str]) -> int | None:
     the locked descriptor (inherited by the pusher process), or None when a pusher runs."""
     import fcntl
 
-    markers.mkdir(parents=True, exist_ok=True)
+    private_dirs(markers)
     fd = os.open(markers / PUSHER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
