@@ -8,20 +8,31 @@ import sys
 import time
 from collections.abc import Iterable
 
+from recoverctl.config import redact
+
+# Secret values known to this process (the config's, once loaded): every record is redacted
+# against them and against URL passwords (`recoverctl.config.redact`).
+_SECRETS: set[str] = set()
+
+
+def add_secrets(values: Iterable[str]) -> None:
+    """Redact `values` from every later log record of this process."""
+    _SECRETS.update(v for v in values if v)
+
 
 class RedactingFilter(logging.Filter):
-    """Replace known secret values in the formatted message with '***'."""
+    """Replace known secret values and URL passwords in the formatted message (and the
+    structured fields) with '***'."""
 
-    def __init__(self, secrets: Iterable[str]):
+    def __init__(self, secrets: Iterable[str] = ()):
         super().__init__()
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        add_secrets(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            msg = record.getMessage()
-            for s in self.secrets:
-                msg = msg.replace(s, "***")
-            record.msg, record.args = msg, None
+        record.msg, record.args = redact(record.getMessage(), _SECRETS), None
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            record.fields = redact(fields, _SECRETS)
         return True
 
 
@@ -38,7 +49,7 @@ class JsonFormatter(logging.Formatter):
         if isinstance(extra, dict):
             out.update(extra)
         if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
+            out["exception"] = redact(self.formatException(record.exc_info), _SECRETS)
         return json.dumps(out, default=str)
 
 

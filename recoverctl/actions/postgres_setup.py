@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -11,9 +12,13 @@ from psycopg import sql
 
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
-from recoverctl.config import Config, PostgresSource
+from recoverctl.config import Config, PostgresSource, redact_url
 from recoverctl.errors import ConfigError, RecoverctlError, UsageError
-from recoverctl.sources.postgres.archiving import archive_command
+from recoverctl.sources.postgres.archiving import (
+    archive_command,
+    server_environment,
+    wal_environment_problems,
+)
 from recoverctl.sources.postgres.connection import connect
 
 
@@ -43,7 +48,8 @@ def archiving_plan(cfg: Config, name: str, conn: psycopg.Connection) -> list[dic
         plan.append(
             {
                 "name": key,
-                "current": current,
+                # an older recoverctl (or an operator) may have put a password there
+                "current": redact_url(current),
                 "wanted": current if ok else value,
                 "change": not ok,
                 "restart": (not ok) and context == "postmaster",
@@ -79,14 +85,39 @@ def archiving_refusal(name: str, plan: list[dict[str, Any]]) -> ConfigError | No
     )
 
 
+def refuse_unreachable_settings(cfg: Config, name: str, conn: psycopg.Connection) -> None:
+    """Raise ConfigError listing what archive_command would lack on the server of `conn`."""
+    try:
+        row = conn.execute("select pg_backend_pid(), current_setting('data_directory')").fetchone()
+    except psycopg.Error:  # data_directory is for superusers and pg_read_all_settings only
+        row = None
+    server_env = server_user = None
+    if row is not None:
+        server_env = server_environment(int(row[0]), str(row[1]))
+        if server_env is not None:  # the backend is on this host: its owner is the server's user
+            st = os.stat(f"/proc/{int(row[0])}")
+            server_user = (st.st_uid, st.st_gid)
+    problems = wal_environment_problems(cfg, server_env, server_user=server_user)
+    if problems:
+        raise ConfigError(
+            f"archive_command for source '{name}' would fail: " + "; ".join(problems),
+            hint="PostgreSQL settings carry only paths (archive_command is readable by every role and "
+            "logged): keep secrets in files the server's OS user can read, then run setup again",
+            details={"problems": problems},
+        )
+
+
 def postgres_setup(cfg: Config, catalog: Catalog, *, source: str | None, apply: bool) -> dict[str, Any]:
     """Given a source, return the archiving settings plan; with `apply`, ALTER SYSTEM + reload.
 
     The result says whether a restart is still needed (wal_level/archive_mode are postmaster
-    settings). Raise RecoverctlError when the server is unreachable.
+    settings). Raise RecoverctlError when the server is unreachable, ConfigError (exit 2) when
+    archive_command, run by the server, could not see the configuration we see (a `${VAR}`, a
+    passphrase or catalog URL only this shell has): never a silently failing archiver.
     """
     name, src = cfg.source(source, "postgres")
     with connect(src, name) as conn:
+        refuse_unreachable_settings(cfg, name, conn)
         plan = archiving_plan(cfg, name, conn)
         changes = [i for i in plan if i["change"]]
         applied = False

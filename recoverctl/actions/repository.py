@@ -99,6 +99,23 @@ def change_password(cfg: Config, password: str, new_password: str, catalog: Cata
     return {"old_key": old, "new_key": new}
 
 
+def upgrade_repository(
+    cfg: Config, password: str, catalog: Catalog, *, dry_run: bool = False
+) -> dict[str, Any]:
+    """Move the repository to the current format version under an exclusive lock; return what
+    changed (see Repository.upgrade). Raise UsageError for a key file that is not a usable slot."""
+    repo = open_repository(cfg, password)
+    try:
+        if dry_run:
+            return repo.upgrade(dry_run=True)
+        with repo.lock(exclusive=True, operation="repair upgrade"):
+            result = repo.upgrade()
+    finally:
+        repo.close()
+    catalog.audit("repository.upgrade", repo.url, "succeeded", result)
+    return result
+
+
 def repository_exists(cfg: Config) -> bool:
     o = _options(cfg)
     storage = open_storage(o.url, o)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recoverctl.config import Config
+from recoverctl.config import Config, redact_url
 from recoverctl.errors import NotFoundError, ObjectNotFound, UsageError, VerificationError
 from recoverctl.sources.postgres import fetchspool, walspool
 from recoverctl.sources.postgres.walnames import (
@@ -127,7 +127,8 @@ def _record(cfg: Config, source: str, name: str, ok: bool, count: int = 1) -> No
         finally:
             catalog.close()
     except Exception as e:  # the catalog may be unwritable for the server's OS user
-        print(f"warning: WAL status not recorded in the catalog: {e}", file=sys.stderr)
+        # stderr goes to the server log: never a catalog URL's password
+        print(f"warning: WAL status not recorded in the catalog: {redact_url(str(e))}", file=sys.stderr)
 
 
 # Ready WAL files pushed in the same call: one process (interpreter, config, key derivation,
@@ -177,7 +178,7 @@ def _push_batch(
         _push_marked(repo, source, path.parent / name, markers)
 
     if ahead:
-        markers.mkdir(parents=True, exist_ok=True)
+        fetchspool.private_dirs(markers)
     # Compression and encryption release the GIL: one thread per core keeps both busy, and each
     # thread holds about three copies of a segment, so no more threads than that.
     workers = max(1, min(repo.parallelism, os.cpu_count() or 1, 1 + len(ahead)))
@@ -214,18 +215,72 @@ def _warm_catalog() -> None:
 
 def _push_ahead(repo: Repository, source: str, wal_dir: Path, names: list[str], markers: Path) -> int:
     """Push `names` (ready files in `wal_dir`) in parallel with markers; return how many were
-    stored. A failure only leaves that file unmarked: PostgreSQL's own call for it pushes it
-    and reports the error."""
+    stored. A failure only leaves that file unmarked (and `.error-<name>`, so a call waiting
+    for it stops waiting): PostgreSQL's own call for it pushes it and reports the error."""
     from concurrent.futures import ThreadPoolExecutor
 
     workers = max(1, min(repo.parallelism, os.cpu_count() or 1, len(names)))
     pushed = 0
     with ThreadPoolExecutor(workers, thread_name_prefix="wal-push") as pool:
-        for f in [pool.submit(_push_marked, repo, source, wal_dir / n, markers) for n in names]:
-            with contextlib.suppress(Exception):
+        for name, f in [(n, pool.submit(_push_marked, repo, source, wal_dir / n, markers)) for n in names]:
+            try:
                 f.result()
                 pushed += 1
+            except Exception as e:
+                with contextlib.suppress(OSError):
+                    walspool.write_marker(markers / f"{walspool.FAILED}{name}", str(e))
     return pushed
+
+
+# How long a detached pusher stays for requests after its last push. While it runs, archive_command
+# calls hand their file to it instead of deriving the repository key again (~0.5 s of scrypt).
+PUSHER_LINGER_S = 60.0
+
+
+def _serve(cfg: Config, repo: Repository, source: str, wal_dir: Path, markers: Path) -> None:
+    """Push the files archive_command calls hand over (names written into the walspool FIFO)
+    until PUSHER_LINGER_S pass without one, the server stops (postmaster.pid is gone) or the
+    marker directory is removed. A failed push leaves `.error-<name>`: that call then pushes
+    the file itself and reports the error."""
+    import select
+
+    fifo_path = markers / walspool.PUSHER_FIFO
+    try:
+        fifo_path.unlink(missing_ok=True)
+        os.mkfifo(fifo_path, 0o600)
+        # Read-write: the FIFO never reports end-of-file between two writers.
+        fifo = os.open(fifo_path, os.O_RDWR | os.O_NONBLOCK)
+    except OSError:  # no FIFOs on this file system: every call pushes for itself, as before
+        return
+    idle_until = time.monotonic() + PUSHER_LINGER_S
+    last, count, recorded, pending = "", 0, time.monotonic(), b""
+    try:
+        while time.monotonic() < idle_until and (wal_dir.parent / "postmaster.pid").exists():
+            if not select.select([fifo], [], [], 1.0)[0]:
+                if not markers.is_dir():
+                    return
+                continue
+            *lines, pending = (pending + os.read(fifo, 65536)).split(b"\n")
+            names = list(dict.fromkeys(x.decode(errors="replace") for x in lines if x))
+            for name in names:
+                try:
+                    _check_name(name)
+                    _push_marked(repo, source, wal_dir / name, markers)
+                    last, count = max(last, name), count + 1
+                except Exception as e:
+                    with contextlib.suppress(OSError):
+                        walspool.write_marker(markers / f"{walspool.FAILED}{name}", str(e))
+            if names:  # a busy server: take what else is ready, as the first call did
+                count += _push_ahead(repo, source, wal_dir, _ready(wal_dir / names[0], markers), markers)
+            idle_until = time.monotonic() + PUSHER_LINGER_S
+            if count and time.monotonic() - recorded > RECORD_INTERVAL:
+                _record(cfg, source, last, ok=True, count=count)
+                count, recorded = 0, time.monotonic()
+    finally:
+        fifo_path.unlink(missing_ok=True)
+        os.close(fifo)
+        if count:
+            _record(cfg, source, last, ok=True, count=count)
 
 
 def _push_detached(
@@ -256,10 +311,13 @@ def _push_detached(
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
             try:
-                ahead = _push_ahead(repo, source, path.parent, ready, markers)
+                ahead = _push_ahead(repo, source, path.parent, ready, markers) if ready else 0
+                _record(cfg, source, path.name, ok=True, count=1 + ahead)
+                # What it claimed is done (marked or failed): later calls hand their file over.
+                walspool.write_marker(markers / walspool.PUSHER_CLAIM, "")
+                _serve(cfg, repo, source, path.absolute().parent, markers)
             finally:
                 repo.close()
-            _record(cfg, source, path.name, ok=True, count=1 + ahead)
         finally:
             os._exit(0)
     os.close(lock)  # the pusher holds the lock (same open file) until it exits
@@ -285,7 +343,7 @@ def wal_push(
                 "bytes": size, "seconds": round(time.perf_counter() - start, 4)}  # fmt: skip
     _check_name(path.name)
     ready = _ready(path, markers)
-    if detach and ready and hasattr(os, "fork"):
+    if detach and hasattr(os, "fork"):
         lock = walspool.claim_pusher(markers, ready)
         if lock is not None:
             result = _push_detached(cfg, password, name, path, ready, markers, lock)
@@ -315,7 +373,7 @@ def wal_push(
     if record:
         _record(cfg, name, path.name, ok=True, count=1 + ahead)
         try:
-            stamp.parent.mkdir(parents=True, exist_ok=True)
+            fetchspool.private_dirs(stamp.parent)
             stamp.touch()
         except OSError:
             pass
@@ -352,7 +410,7 @@ def _prefetch(repo: Repository, source: str, name: str, spool: Path) -> int:
     todo = [n for n in wanted if n in available and not (spool / n).exists()]
     if not todo:
         return 0
-    spool.mkdir(parents=True, exist_ok=True)
+    fetchspool.private_dirs(spool)
 
     def one(n: str) -> None:
         _write_atomic(spool / n, repo.get_object(wal_key(source, n)))
@@ -479,7 +537,7 @@ def _push_ready(repo: Repository, source: str, pg_wal: Path, names: list[str]) -
     if not ready:
         return False
     markers = walspool.pushed_marker(pg_wal / ready[0], source).parent
-    markers.mkdir(parents=True, exist_ok=True)
+    fetchspool.private_dirs(markers)
     pushed = False
     workers = max(1, min(repo.parallelism, os.cpu_count() or 1, len(ready)))
     with ThreadPoolExecutor(workers, thread_name_prefix="wal-push") as pool:

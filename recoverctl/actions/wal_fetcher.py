@@ -200,7 +200,7 @@ def start_fetcher(cfg: Config, password: str, source: str, data_dir: Path, os_us
         pw = pwd.getpwnam(os_user)
         owner = (pw.pw_uid, pw.pw_gid)
     try:
-        spool.mkdir(parents=True, exist_ok=True)
+        fetchspool.private_dirs(spool)
         lock = os.open(spool / fetchspool.LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as e:
         print(f"warning: no WAL fetcher for '{data_dir}': {e}", file=sys.stderr)

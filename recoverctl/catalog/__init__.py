@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from recoverctl.catalog import tables as t
-from recoverctl.config import ENV_CATALOG, Config, redact_url
+from recoverctl.config import ENV_CATALOG, Config, redact, redact_url
 from recoverctl.errors import CatalogError
 from recoverctl.interrupts import uninterruptible
 
@@ -94,8 +94,22 @@ def default_url(env: dict[str, str] | None = None) -> str:
     """Return the SQLite URL in the XDG data dir (created if needed)."""
     env = dict(os.environ) if env is None else env
     base = Path(env.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "recoverctl"
-    base.mkdir(parents=True, exist_ok=True)
+    private_dir(base)
     return f"sqlite:///{base / 'catalog.db'}"
+
+
+def private_dir(path: Path) -> None:
+    """Create `path` (and missing parents) as 0700: the catalog holds who did what, when, and
+    where backups live. An existing directory keeps its mode (an operator may share it on purpose)."""
+    for d in reversed([p for p in (path, *path.parents) if not p.is_dir()]):
+        d.mkdir(mode=0o700, exist_ok=True)
+
+
+def _private_file(path: Path) -> None:
+    """Create the SQLite file (and its -wal/-shm companions, which inherit its mode) as 0600
+    before SQLite does with the umask's mode; an existing file keeps its mode."""
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
 def normalize_url(url: str) -> str:
@@ -127,7 +141,8 @@ class Catalog:
         if self.url.startswith("sqlite"):
             path = self.url.split("///", 1)[-1]
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                private_dir(Path(path).parent)
+                _private_file(Path(path))
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         else:
             kwargs["pool_pre_ping"] = True
@@ -257,6 +272,9 @@ class Catalog:
             )
 
     def finish_run(self, run_id: int, status: str, **fields: Any) -> None:
+        """Close run `run_id` with `status` and `fields` (an error text, a summary), URL
+        passwords redacted."""
+        fields = redact(fields)
         with self.begin() as conn:
             conn.execute(
                 t.runs.update()
@@ -288,7 +306,9 @@ class Catalog:
         details: dict[str, Any] | None = None,
         who: str | None = None,
     ) -> None:
-        """Append one entry to the audit log (rows are never updated or deleted)."""
+        """Append one entry to the audit log (rows are never updated or deleted); URL passwords
+        in `details` are redacted."""
+        details = redact(details)
         with self.begin() as conn:
             conn.execute(
                 t.audit_log.insert().values(
@@ -310,7 +330,9 @@ class Catalog:
         details: dict[str, Any] | None = None,
         dedup_key: str | None = None,
     ) -> int:
-        """Record an event for the notification layer; return its id."""
+        """Record an event for the notification layer; return its id. URL passwords in
+        `summary` and `details` are redacted."""
+        summary, details = redact(summary), redact(details)
         with self.begin() as conn:
             return int(
                 conn.execute(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from recoverctl.config import Config, load_config
+from recoverctl.config import Config, iter_secret_values, load_config
 
 if TYPE_CHECKING:
     # SQLAlchemy costs ~0.5 s to import; commands that never touch the catalog skip it.
@@ -31,7 +31,10 @@ class App:
     @property
     def config(self) -> Config:
         if self._config is None:
+            from recoverctl.logs import add_secrets
+
             self._config = load_config(self.config_path)
+            add_secrets(iter_secret_values(self._config))
         return self._config
 
     @property

@@ -30,6 +30,11 @@ def setup(app: App, source: str | None, apply: bool, dry_run: bool) -> None:
     needed. The archive_command runs this recoverctl as the server's OS user, so that user must
     be able to read the config and the repository password file.
 
+    archive_command carries only paths (any role can SHOW it): secrets stay in the files it
+    names. Exit 2, naming the key, when the server's archiver could not load what this shell
+    sees: a ${VAR} the server lacks, a passphrase only in RECOVERCTL_PASSWORD, a catalog URL
+    with a password only in RECOVERCTL_CATALOG.
+
     \b
     Example:
       recoverctl postgres setup --source main

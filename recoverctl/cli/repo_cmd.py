@@ -50,8 +50,12 @@ def key_list(app: App) -> None:
 
     def text(rows: list[dict[str, Any]]) -> str:
         return "\n".join(
-            f"{'*' if k['current'] else ' '} {k['id'][:8]}  {k['username']}@{k['hostname']}"
-            f"  {k['kdf']['name']}"
+            f"{'*' if k['current'] else ' '} {k['id'][:8]}  "
+            + (
+                f"unusable: {k['problem']}"
+                if k["problem"]
+                else f"{k['username']}@{k['hostname']}  {k['kdf']['name']} n={k['kdf'].get('n')}"
+            )
             for k in rows
         )
 

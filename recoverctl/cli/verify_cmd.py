@@ -1,4 +1,4 @@
-"""`recoverctl verify`, `repair index`."""
+"""`recoverctl verify`, `repair index`, `repair upgrade`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from recoverctl.actions.repository import upgrade_repository
 from recoverctl.actions.verify import repair_index, verify
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import json_option
@@ -75,6 +76,32 @@ def repair_index_cmd(app: App) -> None:
             f"{d['index_files_removed']} old file(s) removed; unreadable packs: {len(d['unreadable_packs'])}"
         ),
     )
+
+
+@repair_group.command("upgrade")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@json_option
+@pass_app
+def repair_upgrade_cmd(app: App, dry_run: bool) -> None:
+    """Move the repository to the current format version (2): every key slot is renamed to the
+    hash of its content, so a key file copied under another name is refused. Data, snapshots and
+    passphrases are untouched; recoverctl before format 2 can no longer open it.
+
+    \b
+    Example:
+      recoverctl repair upgrade --dry-run
+      recoverctl repair upgrade
+    """
+    data = upgrade_repository(app.config, passphrase(app), app.catalog, dry_run=dry_run)
+
+    def text(d: dict[str, Any]) -> str:
+        verb = "would rename" if d["dry_run"] else "renamed"
+        return (
+            f"format version {d['version_before']} -> {d['version']}"
+            f"{' (dry run)' if d['dry_run'] else ''}; {verb} {len(d['keys_renamed'])} key slot(s)"
+        )
+
+    app.render(data, text)
 
 
 COMMANDS = [verify_cmd, repair_group]

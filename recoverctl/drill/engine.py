@@ -279,6 +279,9 @@ def _bring_up(run: DrillRun, cluster: ScratchCluster, user: str, dbname: str, de
                 return False
 
         cluster.wait(writable, deadline=deadline, what="the server to accept writes")
+        # First thing on the writable copy, before any check: no apply worker could start (the
+        # command line allows none), and now none ever will, even on a kept copy started by hand.
+        run.details["detached_subscriptions"] = cluster.detach_subscriptions(user, dbname)
         with _connect(cluster, user, dbname) as conn:
             row = conn.execute(
                 "select extract(epoch from pg_last_xact_replay_timestamp())::float8, "

@@ -1,9 +1,11 @@
 """The scratch cluster: a restored data dir in a private temp dir, served on a free loopback port.
 
 It never touches the production data dir or port: the workspace is a fresh `mkdtemp`, the port is
-refused when it equals the source's, and archiving is forced off so the copy cannot push WAL into
-the production repository. `cleanup()` stops the server (immediate shutdown, then SIGKILL of its
-whole session so restore_command children go too) and removes the workspace.
+refused when it equals the source's, and the server starts sealed (`sources.postgres.isolation`):
+command-line settings that beat the restored config files switch off streaming, subscriptions,
+archiving and production's commands, and the only restore_command is the one recoverctl wrote.
+`cleanup()` stops the server (immediate shutdown, then SIGKILL of its whole session so
+restore_command children go too) and removes the workspace.
 """
 
 from __future__ import annotations
@@ -22,9 +24,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import psycopg
 
 from recoverctl.actions.wal_fetcher import stop_fetchers
 from recoverctl.errors import RecoverctlError
+from recoverctl.sources.postgres.isolation import (
+    command_line,
+    detach_subscriptions,
+    effective_setting,
+    isolation_settings,
+    neutralize_signals,
+    recovery_overrides,
+)
+from recoverctl.sources.postgres.recovery import read_recovery_config
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +136,10 @@ class ScratchCluster:
     def hba_file(self) -> Path:
         return self.workspace / "pg_hba.conf"
 
+    @property
+    def ident_file(self) -> Path:
+        return self.workspace / "pg_ident.conf"
+
     @classmethod
     def create(
         cls,
@@ -178,6 +196,7 @@ class ScratchCluster:
         self.hba_file.write_text(
             "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 reject\n"
         )
+        self.ident_file.write_text("")
         self.chown()
 
     def chown(self) -> None:
@@ -211,27 +230,67 @@ class ScratchCluster:
             return ["runuser", "-m", "-u", self.os_user or "postgres", "--", *cmd]
         return cmd
 
+    def settings(self) -> dict[str, str]:
+        """Return the command-line settings that seal the copy off, overriding its config files.
+
+        Command-line settings beat postgresql.conf, postgresql.auto.conf and every `include`.
+        """
+        recovery = read_recovery_config(self.data_dir) or {}
+        return (
+            isolation_settings(self.data_dir)
+            | {
+                "port": str(self.port),
+                "listen_addresses": "127.0.0.1",
+                "unix_socket_directories": str(self.socket_dir),
+                "hba_file": str(self.hba_file),
+                "ident_file": str(self.ident_file),
+                # max_wal_senders & co. stay as restored: hot standby refuses values below the primary's.
+                "hot_standby": "on",
+                "log_timezone": "UTC",
+                "cluster_name": "recoverctl-drill",
+            }
+            | recovery_overrides(recovery)
+        )
+
     def server_options(self) -> list[str]:
-        """Return the -c settings that isolate the copy from production, overriding its config files."""
-        settings = {
-            "port": str(self.port),
-            "listen_addresses": "127.0.0.1",
-            "unix_socket_directories": str(self.socket_dir),
-            "hba_file": str(self.hba_file),
-            # The restored config may archive into the production repository: never from a drill.
-            "archive_mode": "off",
-            "hot_standby": "on",
-            "logging_collector": "off",
-            "log_timezone": "UTC",
-            "cluster_name": "recoverctl-drill",
-            # max_wal_senders & co. stay as restored: hot standby refuses values below the primary's.
-            "synchronous_standby_names": "",
-        }
-        return [f"-c {k}='{v}'" if v == "" else f"-c {k}={v}" for k, v in settings.items()]
+        """Return `settings()` as pg_ctl -o options."""
+        return [command_line({k: v}) for k, v in self.settings().items()]
+
+    def seal(self) -> None:
+        """Make sure the server can only recover from recoverctl's archive, never stream.
+
+        Raise DrillError when the data dir has no recovery configuration from recoverctl, or when
+        the configuration the server would run with names another restore_command.
+        """
+        neutralize_signals(self.data_dir)
+        recovery = read_recovery_config(self.data_dir)
+        if recovery is None or not recovery.get("restore_command"):
+            raise DrillError(
+                f"the restored data dir '{self.data_dir}' has no recovery configuration from recoverctl",
+                hint="this is a bug in the drill's restorer: it must call write_recovery_config",
+            )
+        try:
+            actual = effective_setting(
+                self.bin_dir, self.data_dir, self.settings(), "restore_command", self._as_user
+            )
+        except RecoverctlError as e:
+            raise DrillError(e.message, hint=e.hint) from None
+        if actual != recovery["restore_command"]:
+            # Something after recoverctl's block (a hand-written include in postgresql.auto.conf)
+            # would make the copy fetch WAL from elsewhere, e.g. production's archive. The value
+            # itself is not repeated: production's command may carry credentials.
+            raise DrillError(
+                f"the restored configuration in '{self.data_dir}' replaces recoverctl's restore_command "
+                "with another one: the copy could fetch WAL from production's archive, the drill does "
+                "not start it",
+                hint="recoverctl's recovery block must come last in postgresql.auto.conf: rerun with "
+                "--keep and read what follows it there",
+            )
 
     def start(self) -> None:
-        """Launch the server without waiting (phases are timed by the caller's polling)."""
+        """Launch the sealed server without waiting (phases are timed by the caller's polling)."""
         self.chown()
+        self.seal()
         cmd = [
             str(self.bin_dir / "pg_ctl"),
             "-D",
@@ -296,6 +355,21 @@ class ScratchCluster:
             "connect_timeout": 5,
             "application_name": "recoverctl-drill",
         }
+
+    def detach_subscriptions(self, user: str, dbname: str) -> list[dict[str, str | None]]:
+        """Disable the copy's logical-replication subscriptions and detach them from production's
+        slots, before any check runs; return what was detached. Raise DrillError when it fails."""
+
+        def connect(db: str, role: str) -> psycopg.Connection[Any]:
+            return psycopg.connect(**self.connect_kwargs(db, role), autocommit=True)  # type: ignore[arg-type]
+
+        try:
+            return detach_subscriptions(connect, dbname, user)
+        except psycopg.Error as e:
+            raise DrillError(
+                f"cannot disable the subscriptions of the scratch copy on port {self.port}: {str(e).strip()}",
+                hint="the drill stops here so the copy never applies changes from production's publisher",
+            ) from None
 
     def wait(
         self, predicate: Callable[[], bool], *, deadline: float, what: str, interval: float = 0.1

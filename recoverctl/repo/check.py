@@ -1,5 +1,9 @@
 """Verify a repository: structure always, and with read-data every blob decrypted and re-hashed.
 
+Every named object is checked against its name: key slots (format 2) and snapshot and index
+files by their content hash, blobs by their keyed id, single objects (WAL) by the key in their
+AAD (read with read-data), packs by their SHA-256 (read with read-data).
+
 Damage is reported per pack, and mapped back to every snapshot and file it affects.
 `rebuild_index` (for `repair index`) rewrites the index from the pack headers alone.
 """
@@ -16,9 +20,10 @@ from recoverctl.errors import ObjectNotFound, RecoverctlError
 from recoverctl.progress import Progress
 from recoverctl.repo.crypto import DecryptError, sha256_hex
 from recoverctl.repo.index import BlobLocation, Index
-from recoverctl.repo.pack import PackEntry, pack_key
-from recoverctl.repo.repository import Repository
+from recoverctl.repo.pack import PackEntry
+from recoverctl.repo.repository import FORMAT_VERSION, RESERVED_PREFIXES, Repository
 from recoverctl.repo.snapshot import Snapshot
+from recoverctl.repo.tree import InvalidTreeError
 
 
 class FinishReads(Protocol):
@@ -116,6 +121,40 @@ class Checker:
         self.repo._index_loaded = True
         return index
 
+    def check_keys(self) -> None:
+        """Report key files that are not usable slots, or (format 2) not named by their hash."""
+        for row in self.repo.list_keys():
+            if row["problem"]:
+                self._error(
+                    "key_slot",
+                    f"key file 'keys/{row['id']}' is not a usable key slot: {row['problem']}",
+                    object=f"keys/{row['id']}",
+                )
+        version = int(self.repo.config["version"])
+        if version < FORMAT_VERSION:
+            self.report.notes.append(
+                f"the repository uses format version {version}: a key slot copied under another name "
+                "is not detected; 'recoverctl repair upgrade' moves it to version "
+                f"{FORMAT_VERSION}"
+            )
+
+    def check_objects(self) -> None:
+        """Read every single object (WAL files and the like): each is sealed with its own key
+        as AAD, so one copied or swapped under another name fails here as it would on fetch."""
+        keys = [o.key for o in self.repo.storage.list("") if not o.key.startswith(RESERVED_PREFIXES)]
+
+        def read(key: str) -> tuple[str, str]:
+            try:
+                self.repo.get_object(key)
+            except (DecryptError, ObjectNotFound) as e:
+                return key, str(e)
+            return key, ""
+
+        with ThreadPoolExecutor(self.repo.parallelism) as pool:
+            for key, err in pool.map(read, keys):
+                if err:
+                    self._error("object", f"object '{key}' is damaged or misplaced: {err}", object=key)
+
     def check_packs(self, index: Index) -> dict[str, int]:
         stored = self.repo.list_packs()
         self.report.packs_total = len(stored)
@@ -149,9 +188,9 @@ class Checker:
         seen: set[str] = set()
         blobs, fromhex = index.blobs, bytes.fromhex
         for snap in snaps:
-            stack = [snap.tree]
+            stack = [(snap.tree, "")]
             while stack:
-                tid = stack.pop()
+                tid, directory = stack.pop()
                 if tid in seen:
                     continue
                 seen.add(tid)
@@ -167,9 +206,13 @@ class Checker:
                 except ObjectNotFound:
                     self.report.missing_blobs.add(bid)
                     continue
+                except InvalidTreeError as e:
+                    e.locate(snapshot=snap.short_id, directory=directory)
+                    self._error("tree_invalid", e.message, snapshot=snap.id, tree=tid)
+                    continue
                 for node in tree["nodes"]:
                     if node.get("subtree"):
-                        stack.append(node["subtree"])
+                        stack.append((node["subtree"], f"{directory}/{node['name']}"))
                     content = node.get("content")
                     if content and not all(map(blobs.__contains__, map(fromhex, content))):
                         self.report.missing_blobs.update(b for b in map(fromhex, content) if b not in blobs)
@@ -194,7 +237,7 @@ class Checker:
         def read(pid: str) -> tuple[str, list[bytes], str]:
             if pid not in stored:
                 return pid, [b for b, _ in by_pack.get(pid, [])], "missing"
-            data = self.repo.storage.get(pack_key(pid))
+            data = self.repo.read_pack(pid)
             bad: list[bytes] = []
             for bid, loc in by_pack.get(pid, []):
                 try:
@@ -280,13 +323,16 @@ def check(
     repo: Repository,
     *,
     read_packs: Callable[[list[str]], list[str]] | None = None,
+    read_objects: bool = False,
     progress: Progress | None = None,
 ) -> CheckReport:
-    """Check structure; with `read_packs` (given all pack ids, return those to read) read and verify data.
+    """Check structure; with `read_packs` (given all pack ids, return those to read) read and verify
+    data; with `read_objects` read every single object (WAL files) too.
 
     Return the report (never raises for damage; the caller maps `ok` to an exit code).
     """
     c = Checker(repo, progress)
+    c.check_keys()
     index = c.load_index()
     stored = c.check_packs(index)
     reading = c.read_packs(index, read_packs(sorted(index.packs)), stored) if read_packs else None
@@ -298,6 +344,8 @@ def check(
         raise
     if reading is not None:
         reading()
+    if read_objects:
+        c.check_objects()
     c.map_damage(snaps, index)
     return c.report
 

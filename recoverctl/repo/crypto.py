@@ -32,8 +32,20 @@ OVERHEAD = NONCE_SIZE + TAG_SIZE + 1  # nonce, GCM tag, compression flag
 _RAW = b"\x00"
 _ZSTD = b"\x01"
 
-# scrypt at n=2**15 costs ~32 MiB and ~0.1 s: slow for a guesser, fast for the operator.
-DEFAULT_KDF = {"name": "scrypt", "n": 2**15, "r": 8, "p": 1}
+# scrypt at n=2**17, r=8 (current guidance, e.g. OWASP's password storage cheat sheet) costs
+# 128 MiB and ~0.55 s of CPU per derivation: once per process that opens the repository.
+DEFAULT_KDF = {"name": "scrypt", "n": 2**17, "r": 8, "p": 1}
+
+# Bounds on the KDF parameters read from a key file: key files are plaintext and anyone who can
+# write to the storage can plant one, so its parameters must not make opening exhaust memory or
+# CPU. 128 * n * r bytes of memory, n * r * p units of work (the default is 2**20 of them).
+MAX_SCRYPT_N = 2**20
+MAX_SCRYPT_R = 32
+MAX_SCRYPT_P = 16
+MAX_SCRYPT_MEMORY = 1 << 30
+MAX_SCRYPT_WORK = 2**23
+# A wrapped master key is nonce || AES-GCM(~100 bytes of JSON) || tag.
+_MAX_WRAPPED = 4096
 
 
 def b64(data: bytes) -> str:
@@ -46,6 +58,10 @@ def unb64(text: str) -> bytes:
 
 class DecryptError(VerificationError):
     """Ciphertext failed authentication: damaged data or the wrong key."""
+
+
+class KeySlotError(VerificationError):
+    """A key file that is not a usable key slot (garbage, wrong types, out-of-bounds KDF)."""
 
 
 @dataclass(frozen=True)
@@ -62,8 +78,12 @@ class MasterKey:
 
     @classmethod
     def from_json(cls, data: bytes) -> MasterKey:
+        """Return the key in `data`; raise ValueError, KeyError or TypeError when it is not one."""
         d = json.loads(data)
-        return cls(unb64(d["encrypt"]), unb64(d["mac"]))
+        key = cls(unb64(d["encrypt"]), unb64(d["mac"]))
+        if len(key.encrypt) != 32 or len(key.mac) != 32:
+            raise ValueError("a master key has two 32-byte parts")
+        return key
 
 
 class Cipher:
@@ -137,7 +157,8 @@ class Cipher:
             body = self.aead.decrypt(bytes(mv[:NONCE_SIZE]), mv[NONCE_SIZE + 1 :], aad + flag)
         except InvalidTag:
             raise DecryptError(
-                f"{what} failed authentication (damaged or not written with this key)",
+                f"{what} failed authentication (damaged, moved or copied from another name, "
+                "or not written with this key)",
                 hint="run 'recoverctl verify --read-data' to find every damaged object",
             ) from None
         if flag == _ZSTD:
@@ -154,35 +175,97 @@ class Cipher:
 _PROBE = 64 * 1024
 
 
+def check_kdf(params: Any) -> dict[str, Any]:
+    """Return KDF parameters normalized to {"name", "n", "r", "p"}; raise KeySlotError when they
+    are malformed or beyond the bounds (MAX_SCRYPT_*), before any work is done with them."""
+    if not isinstance(params, dict) or params.get("name") != "scrypt":
+        name = params.get("name") if isinstance(params, dict) else params
+        raise KeySlotError(f"unsupported key derivation function {name!r}")
+    values = [params.get(k) for k in ("n", "r", "p")]
+    n, r, p = (v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0 for v in values)
+    if not n or not r or not p:
+        raise KeySlotError(f"scrypt parameters must be positive integers, not {values}")
+    if n < 2 or n & (n - 1):
+        raise KeySlotError(f"scrypt n={n} is not a power of two")
+    if n > MAX_SCRYPT_N or r > MAX_SCRYPT_R or p > MAX_SCRYPT_P:
+        raise KeySlotError(
+            f"scrypt n={n}, r={r}, p={p} exceed the accepted bounds "
+            f"(n <= 2^20, r <= {MAX_SCRYPT_R}, p <= {MAX_SCRYPT_P})"
+        )
+    if 128 * n * r > MAX_SCRYPT_MEMORY or n * r * p > MAX_SCRYPT_WORK:
+        raise KeySlotError(f"scrypt n={n}, r={r}, p={p} would need more than 1 GiB or 8x the default work")
+    return {"name": "scrypt", "n": n, "r": r, "p": p}
+
+
 def derive(password: str, salt: bytes, params: dict[str, Any]) -> bytes:
-    """Given a passphrase, salt and KDF parameters, return a 32-byte wrapping key."""
-    if params.get("name") != "scrypt":
-        raise VerificationError(f"unsupported key derivation function {params.get('name')!r}")
-    n, r, p = int(params["n"]), int(params["r"]), int(params["p"])
+    """Given a passphrase, salt and KDF parameters, return a 32-byte wrapping key; raise
+    KeySlotError for parameters check_kdf refuses."""
+    kdf = check_kdf(params)
+    n, r, p = kdf["n"], kdf["r"], kdf["p"]
     return hashlib.scrypt(
         password.encode(), salt=salt, n=n, r=r, p=p, maxmem=128 * r * n * 2 + (1 << 20), dklen=32
     )
 
 
+@dataclass(frozen=True)
+class KeySlot:
+    """The parts of a key file that unwrapping uses, checked and normalized."""
+
+    kdf: dict[str, Any]
+    salt: bytes
+    data: bytes
+
+    @classmethod
+    def parse(cls, doc: Any) -> KeySlot:
+        """Given a parsed key file, return its slot; raise KeySlotError for anything malformed."""
+        if not isinstance(doc, dict):
+            raise KeySlotError("not a JSON object")
+        kdf = check_kdf(doc.get("kdf"))
+        try:
+            salt = base64.b64decode(doc["salt"], validate=True)
+            data = base64.b64decode(doc["data"], validate=True)
+        except (KeyError, TypeError, ValueError):
+            raise KeySlotError("'salt' and 'data' must be base64 strings") from None
+        if not 16 <= len(salt) <= 64 or not OVERHEAD <= len(data) <= _MAX_WRAPPED:
+            raise KeySlotError(f"salt ({len(salt)} bytes) or wrapped key ({len(data)} bytes) out of bounds")
+        return cls(kdf, salt, data)
+
+    @property
+    def id(self) -> str:
+        """The slot's name in a format-2 repository: SHA-256 of its canonical form, so a copy
+        under another name (or a slot re-encoded to look different) is refused before any
+        key derivation."""
+        canonical = json.dumps(
+            {"kdf": self.kdf, "salt": b64(self.salt), "data": b64(self.data)},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return sha256_hex(canonical.encode())
+
+    def unwrap(self, password: str) -> MasterKey:
+        """Return the master key; raise WrongKeyError for another passphrase, KeySlotError when
+        the slot authenticates but does not hold a master key."""
+        wrapping = derive(password, self.salt, self.kdf)
+        try:
+            plain = AESGCM(wrapping).decrypt(
+                self.data[:NONCE_SIZE], self.data[NONCE_SIZE:], b"recoverctl-key"
+            )
+        except InvalidTag:
+            raise WrongKeyError("wrong passphrase") from None
+        try:
+            return MasterKey.from_json(plain)
+        except (ValueError, KeyError, TypeError):
+            raise KeySlotError("the wrapped master key is malformed") from None
+
+
 def wrap_master(master: MasterKey, password: str, kdf: dict[str, Any] | None = None) -> dict[str, Any]:
     """Return a key-file document holding `master` wrapped by a key derived from `password`."""
-    params = dict(kdf or DEFAULT_KDF)
+    params = check_kdf(dict(kdf or DEFAULT_KDF))
     salt = os.urandom(16)
     wrapping = derive(password, salt, params)
     nonce = os.urandom(NONCE_SIZE)
     data = nonce + AESGCM(wrapping).encrypt(nonce, master.to_json(), b"recoverctl-key")
     return {"kdf": params, "salt": b64(salt), "data": b64(data)}
-
-
-def unwrap_master(doc: dict[str, Any], password: str) -> MasterKey:
-    """Return the master key in a key-file document; raise WrongKeyError for another passphrase."""
-    wrapping = derive(password, unb64(doc["salt"]), doc["kdf"])
-    data = unb64(doc["data"])
-    try:
-        plain = AESGCM(wrapping).decrypt(data[:NONCE_SIZE], data[NONCE_SIZE:], b"recoverctl-key")
-    except InvalidTag:
-        raise WrongKeyError("wrong passphrase") from None
-    return MasterKey.from_json(plain)
 
 
 def sha256_hex(data: bytes | memoryview) -> str:

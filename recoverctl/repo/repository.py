@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
 import socket
 import threading
@@ -17,10 +18,16 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any
 
-from recoverctl.errors import NotFoundError, ObjectNotFound, UsageError, VerificationError, WrongKeyError
+from recoverctl.errors import (
+    NotFoundError,
+    ObjectNotFound,
+    StorageError,
+    UsageError,
+    VerificationError,
+    WrongKeyError,
+)
 from recoverctl.repo import crypto
-from recoverctl.repo.crypto import Cipher, DecryptError, MasterKey
-from recoverctl.repo.documents import parse_document
+from recoverctl.repo.crypto import Cipher, DecryptError, KeySlot, KeySlotError, MasterKey
 from recoverctl.repo.index import Index, document
 from recoverctl.repo.pack import (
     HeaderTooShort,
@@ -30,11 +37,20 @@ from recoverctl.repo.pack import (
     parse_header,
 )
 from recoverctl.repo.snapshot import Snapshot
-from recoverctl.storage.base import Storage
+from recoverctl.repo.tree import parse_tree
+from recoverctl.storage.base import ObjectInfo, Storage
 
-FORMAT_VERSION = 1
+# Version 2 names every key slot by its content hash (KeySlot.id), so a slot copied under another
+# name is refused; version 1 named them at random. Everything else is the same in both, and the
+# checks that need no format change (snapshot and index names are the SHA-256 of their bytes,
+# single objects carry their key in the AAD) apply to both. `repair upgrade` moves 1 to 2.
+FORMAT_VERSION = 2
 RESERVED_PREFIXES = ("config", "keys/", "data/", "index/", "snapshots/", "locks/")
 DEFAULT_CHUNKER = {"name": "fastcdc", "min": 256 * 1024, "avg": 1024 * 1024, "max": 4 * 1024 * 1024}
+# A key file is ~500 bytes; anything much larger is not one and is not read.
+_MAX_KEY_FILE = 64 * 1024
+
+log = logging.getLogger(__name__)
 
 
 def _who() -> dict[str, Any]:
@@ -161,14 +177,9 @@ class Repository:
                 f"this recoverctl reads up to version {FORMAT_VERSION}",
                 hint="upgrade recoverctl to open it",
             )
-        master, key_id = cls._unlock(storage, password)
-        cipher = Cipher(master)
-        mac = config.pop("mac", None)
-        if mac != cipher.mac(_canonical(config)):
-            raise VerificationError(
-                f"the repository config at '{storage.url}' was modified or belongs to another repository"
-            )
-        config["mac"] = mac
+        if version < 1:
+            raise VerificationError(f"the repository config at '{storage.url}' has no valid format version")
+        master, key_id = cls._unlock(storage, password, config, named_slots=version >= 2)
         return cls(
             storage,
             master,
@@ -184,24 +195,63 @@ class Repository:
         storage: Storage, master: MasterKey, password: str, kdf: dict[str, Any] | None = None
     ) -> str:
         doc = crypto.wrap_master(master, password, kdf)
+        key_id = KeySlot.parse(doc).id
         doc.update(_who(), created=time.time())
-        key_id = os.urandom(16).hex()
         storage.put(f"keys/{key_id}", json.dumps(doc, indent=1).encode())
         return key_id
 
     @staticmethod
-    def _unlock(storage: Storage, password: str) -> tuple[MasterKey, str]:
-        keys = sorted(o.key for o in storage.list("keys/"))
-        if not keys:
+    def _unlock(
+        storage: Storage, password: str, config: dict[str, Any], *, named_slots: bool
+    ) -> tuple[MasterKey, str]:
+        """Return the master key and slot id of the first key slot that `password` opens and
+        that authenticates `config` (its `mac`).
+
+        A key file that is not a usable slot (garbage, out-of-bounds KDF parameters, a name
+        that is not its hash when `named_slots`) is skipped with a warning naming it, so one
+        planted or damaged file cannot lock out a valid passphrase. Raise WrongKeyError when no
+        slot opens, VerificationError when slots open but none authenticates the config.
+        """
+        objects = sorted(storage.list("keys/"), key=lambda o: o.key)
+        if not objects:
             raise NotFoundError(f"the repository at '{storage.url}' has no keys")
-        for key in keys:
+        canonical, mac = _canonical(config), config.get("mac")
+        skipped: list[str] = []
+        foreign = 0
+        for obj in objects:
+            kid = obj.key.split("/", 1)[1]
             try:
-                doc = json.loads(storage.get(key))
-                return crypto.unwrap_master(doc, password), key.split("/", 1)[1]
+                master = _read_slot(storage, obj, named=named_slots).unwrap(password)
             except WrongKeyError:
                 continue
+            except ObjectNotFound:  # removed since the listing (a concurrent `key passwd`)
+                continue
+            except (KeySlotError, StorageError) as e:
+                skipped.append(kid)
+                log.warning("skipping key file '%s' of '%s': %s", obj.key, storage.url, e.message)
+                continue
+            if Cipher(master).mac(canonical) != mac:
+                foreign += 1
+                log.warning(
+                    "key slot '%s' opens with this passphrase but does not authenticate the config "
+                    "of '%s' (another repository's key, or a modified config)",
+                    obj.key,
+                    storage.url,
+                )
+                continue
+            return master, kid
+        if foreign:
+            raise VerificationError(
+                f"the repository config at '{storage.url}' was modified or belongs to another repository",
+                hint="restore the config object from a copy of this repository",
+            )
+        note = (
+            f"; {len(skipped)} unusable or unreadable key file(s) skipped: {', '.join(skipped)}"
+            if skipped
+            else ""
+        )
         raise WrongKeyError(
-            f"wrong passphrase for the repository at '{storage.url}' (tried {len(keys)} key(s))"
+            f"wrong passphrase for the repository at '{storage.url}' (tried {len(objects)} key(s){note})"
         )
 
     def close(self) -> None:
@@ -210,21 +260,68 @@ class Repository:
     # --- keys -------------------------------------------------------------------------------------
 
     def list_keys(self) -> list[dict[str, Any]]:
+        """Return every key file; one that is not a usable slot is listed with its `problem`."""
+        named = int(self.config["version"]) >= 2
         out = []
         for o in sorted(self.storage.list("keys/"), key=lambda o: o.key):
-            doc = json.loads(self.storage.get(o.key))
             kid = o.key.split("/", 1)[1]
-            out.append(
-                {
-                    "id": kid,
-                    "current": kid == self.key_id,
-                    "hostname": doc.get("hostname"),
-                    "username": doc.get("username"),
-                    "created": doc.get("created"),
-                    "kdf": doc.get("kdf"),
-                }
+            row: dict[str, Any] = {"id": kid, "current": kid == self.key_id, "problem": None}
+            try:
+                doc = json.loads(self.storage.get(o.key)) if o.size <= _MAX_KEY_FILE else None
+                _read_slot(self.storage, o, named=named, doc=doc)
+            except (KeySlotError, ValueError, StorageError) as e:
+                row["problem"] = str(e)
+                doc = None
+            doc = doc if isinstance(doc, dict) else {}
+            row.update(
+                hostname=doc.get("hostname"),
+                username=doc.get("username"),
+                created=doc.get("created"),
+                kdf=doc.get("kdf"),
             )
+            out.append(row)
         return out
+
+    def upgrade(self, *, dry_run: bool = False) -> dict[str, Any]:
+        """Bring the repository to FORMAT_VERSION: rename each key slot to its content hash, then
+        write the config with the new version (last, so an interrupted upgrade is simply run again).
+
+        Return the version before and after and the slots renamed. Raise UsageError when a key
+        file is not a usable slot (remove it first with `key remove`).
+        """
+        before = int(self.config["version"])
+        renames: list[tuple[ObjectInfo, str]] = []
+        for o in sorted(self.storage.list("keys/"), key=lambda o: o.key):
+            try:
+                slot = _read_slot(self.storage, o, named=False)
+            except KeySlotError as e:
+                raise UsageError(
+                    f"key file '{o.key}' of '{self.url}' is not a usable key slot: {e.message}",
+                    hint=f"remove it with 'recoverctl key remove {o.key.split('/', 1)[1]}', then upgrade",
+                ) from None
+            if slot.id != o.key.split("/", 1)[1]:
+                renames.append((o, slot.id))
+        result: dict[str, Any] = {
+            "url": self.url,
+            "version_before": before,
+            "version": FORMAT_VERSION,
+            "keys_renamed": [{"from": o.key.split("/", 1)[1], "to": new} for o, new in renames],
+            "dry_run": dry_run,
+        }
+        if dry_run:
+            return result
+        for o, new in renames:
+            self.storage.put(f"keys/{new}", self.storage.get(o.key))
+            self.storage.delete(o.key)
+            if o.key.split("/", 1)[1] == self.key_id:
+                self.key_id = new
+        if before < FORMAT_VERSION:
+            config = {k: v for k, v in self.config.items() if k != "mac"}
+            config["version"] = FORMAT_VERSION
+            config["mac"] = self.cipher.mac(_canonical(config))
+            self.storage.put("config", json.dumps(config, indent=1).encode())
+            self.config = config
+        return result
 
     def add_key(self, password: str) -> str:
         """Add a key slot for `password`; return its id."""
@@ -234,13 +331,14 @@ class Repository:
 
     def remove_key(self, key_id: str) -> str:
         """Remove the key slot with id (prefix) `key_id`; refuse the last one. Return the full id."""
-        keys = [k["id"] for k in self.list_keys()]
-        matches = [k for k in keys if k.startswith(key_id)]
+        rows = self.list_keys()
+        matches = [k["id"] for k in rows if k["id"].startswith(key_id)]
         if not matches:
             raise NotFoundError(f"no key '{key_id}' in '{self.url}'", hint="see 'recoverctl key list'")
         if len(matches) > 1:
             raise UsageError(f"key id prefix '{key_id}' is ambiguous", hint="give more characters")
-        if len(keys) == 1:
+        usable = [k["id"] for k in rows if not k["problem"]]
+        if usable == matches:
             raise UsageError(
                 f"refusing to remove the last key of '{self.url}': the repository would be unreadable",
                 hint="add another key first with 'recoverctl key add'",
@@ -277,7 +375,29 @@ class Repository:
             return index
 
     def read_index_file(self, key: str) -> dict[str, Any]:
-        doc: dict[str, Any] = self.cipher.open_json(self.storage.get(key), b"index", f"index file '{key}'")
+        """Return an index file's document; raise DecryptError when it is damaged or misnamed."""
+        doc: dict[str, Any] = self._open_named(key, b"index", f"index file '{key}'")
+        return doc
+
+    def _open_named(self, key: str, aad: bytes, what: str) -> Any:
+        """Return the JSON document in a content-named object (`index/<sha256>`,
+        `snapshots/<sha256>`: the name is the SHA-256 of the stored bytes).
+
+        Raise DecryptError when it does not authenticate, or when its bytes do not hash to its
+        name: a copy of another object, or two objects swapped. Only the holder of the key can
+        make an object that authenticates, and it writes each under the hash of its bytes, so
+        the pair (authentic, named by its hash) is exactly what was written under that name.
+        """
+        sealed = self.storage.get(key)
+        doc = self.cipher.open_json(sealed, aad, what)
+        if crypto.sha256_hex(sealed) != key.rsplit("/", 1)[-1]:
+            raise DecryptError(
+                f"{what} is not stored under its own name: it is a copy of another object, "
+                "or was moved or swapped",
+                hint=f"run 'recoverctl verify' to find every such object, then delete '{key}' "
+                "from the storage: it is not what was written under that name",
+                details={"object": key},
+            )
         return doc
 
     def write_index(self, packs: Iterable[tuple[str, int, Iterable[PackEntry]]]) -> str:
@@ -332,6 +452,23 @@ class Repository:
 
     # --- blobs and trees --------------------------------------------------------------------------
 
+    def read_pack(self, pack_id: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Return bytes of a pack the index lists; raise ObjectNotFound saying why it may be gone.
+
+        A reader without a lock (read-only repository) is not protected from a concurrent prune,
+        so a pack vanishing under it is expected then: the error says so and to retry.
+        """
+        try:
+            return self.storage.get(pack_key(pack_id), offset, length)
+        except ObjectNotFound:
+            raise ObjectNotFound(
+                f"pack {pack_id} is in the index of '{self.url}' but missing from storage: a prune that "
+                "ran while this command was reading may have removed it",
+                hint="run the command again (it reads the current index); if the pack is still "
+                "missing, run 'recoverctl verify' to see what is affected",
+                details={"pack": pack_id},
+            ) from None
+
     def has_blob(self, blob_id: bytes) -> bool:
         return blob_id in self.load_index()
 
@@ -343,7 +480,7 @@ class Repository:
                 f"blob {blob_id.hex()[:16]} is not in the index of '{self.url}'",
                 hint="run 'recoverctl verify' and 'recoverctl repair index'",
             )
-        sealed = self.storage.get(pack_key(loc.pack), loc.offset, loc.length)
+        sealed = self.read_pack(loc.pack, loc.offset, loc.length)
         return self.open_blob(blob_id, loc.type, sealed, loc.pack)
 
     def open_blob(self, blob_id: bytes, blob_type: int, sealed: bytes | memoryview, pack: str) -> bytes:
@@ -355,11 +492,12 @@ class Repository:
         return plain
 
     def load_tree(self, tree_id: bytes) -> dict[str, Any]:
-        """Return a directory tree document {"nodes": [...]} (cached)."""
+        """Return a directory tree document {"nodes": [...]} (cached); raise InvalidTreeError (exit 13)
+        for a tree whose entries no file system could hold (see repo/tree.py)."""
         cached = self._tree_cache.get(tree_id)
         if cached is not None:
             return cached
-        tree: dict[str, Any] = parse_document(self.read_blob(tree_id))
+        tree = parse_tree(tree_id, self.read_blob(tree_id))
         if len(self._tree_cache) > 4096:
             self._tree_cache.clear()
         self._tree_cache[tree_id] = tree
@@ -379,8 +517,8 @@ class Repository:
         return [o.key.split("/", 1)[1] for o in self.storage.list("snapshots/")]
 
     def load_snapshot(self, sid: str) -> Snapshot:
-        key = f"snapshots/{sid}"
-        doc = self.cipher.open_json(self.storage.get(key), b"snapshot", f"snapshot {sid[:8]}")
+        """Return snapshot `sid`; raise DecryptError when it is damaged, copied or swapped."""
+        doc = self._open_named(f"snapshots/{sid}", b"snapshot", f"snapshot {sid}")
         return Snapshot.from_doc(sid, doc)
 
     def list_snapshots(self) -> list[Snapshot]:
@@ -461,11 +599,33 @@ class Repository:
 
     # --- locks ------------------------------------------------------------------------------------
 
-    def lock(self, exclusive: bool = False, operation: str = "") -> AbstractContextManager[Any]:
-        """Return a context manager holding a shared (or exclusive) repository lock; raise LockedError."""
+    def lock(
+        self, exclusive: bool = False, operation: str = "", *, reader: bool = False
+    ) -> AbstractContextManager[Any]:
+        """Return a context manager holding a shared (or exclusive) repository lock; raise LockedError.
+
+        `reader=True` (commands that never write the repository) goes on lock-free when the storage
+        refuses the lock write, e.g. a read-only mount or read-only credentials.
+        """
         from recoverctl.repo.locks import RepositoryLock
 
-        return RepositoryLock(self.storage, exclusive=exclusive, operation=operation)
+        return RepositoryLock(self.storage, exclusive=exclusive, operation=operation, reader=reader)
+
+
+def _read_slot(storage: Storage, obj: ObjectInfo, *, named: bool, doc: Any = None) -> KeySlot:
+    """Return the key slot in key file `obj` (or its already parsed `doc`); raise KeySlotError
+    when it is not one, or when `named` and its name is not its content hash (a copied slot)."""
+    if obj.size > _MAX_KEY_FILE:
+        raise KeySlotError(f"{obj.size} bytes is too large for a key file")
+    if doc is None:
+        try:
+            doc = json.loads(storage.get(obj.key))
+        except ValueError:
+            raise KeySlotError("not a JSON document") from None
+    slot = KeySlot.parse(doc)
+    if named and slot.id != obj.key.split("/", 1)[1]:
+        raise KeySlotError("its name is not the hash of its content: a copied or planted key file")
+    return slot
 
 
 def _canonical(config: dict[str, Any]) -> bytes:

@@ -46,6 +46,25 @@ _HEX = frozenset("0123456789ABCDEF")
 MISSING = -1
 
 
+def private_dirs(path: StrPath) -> None:
+    """Create directory `path` and its missing parents as 0700 (spools hold decrypted WAL, lock
+    and marker files); existing directories keep their mode. No umask change: threads run."""
+    path = os.path.abspath(path)
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            if not os.path.isdir(d):
+                raise
+
+
 def is_fetchable(name: str) -> bool:
     """Return True for the names the fetcher serves: segments and timeline history files."""
     if len(name) == 24:
@@ -137,11 +156,11 @@ def spawn(
 
     log_path = os.path.join(spool, LOG_FILE)
     try:
-        os.makedirs(spool, exist_ok=True)
+        private_dirs(spool)
         if uid_gid is not None:
             for d in (spool, os.path.dirname(os.path.abspath(spool))):
                 os.chown(d, *uid_gid)
-        log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+        log = open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")  # noqa: SIM115 - handed to the child
         if uid_gid is not None:
             os.chown(log_path, *uid_gid)
     except OSError:

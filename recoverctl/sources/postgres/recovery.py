@@ -8,11 +8,24 @@ from datetime import datetime
 from pathlib import Path
 
 from recoverctl.errors import UsageError
+from recoverctl.repo.confined import read_file, write_file
 from recoverctl.sources.postgres.walnames import format_lsn, parse_lsn
 
 TARGET_KINDS = ("latest", "immediate", "time", "lsn", "name", "xid")
 TARGET_ACTIONS = ("promote", "pause", "shutdown")
 _BLOCK_START = "# --- recovery settings written by recoverctl restore ---"
+# Every setting that says where recovery stops. All are written (empty when unused): a target left
+# in production's configuration would otherwise add a second target to ours.
+TARGET_SETTINGS = (
+    "recovery_target",
+    "recovery_target_lsn",
+    "recovery_target_name",
+    "recovery_target_time",
+    "recovery_target_xid",
+    "recovery_target_timeline",
+    "recovery_target_action",
+    "recovery_target_inclusive",
+)
 
 
 @dataclass(frozen=True)
@@ -80,27 +93,48 @@ def recovery_settings(restore_command: str, target: RecoveryTarget, target_actio
         raise UsageError(
             f"unknown target action '{target_action}'", hint=f"use one of: {', '.join(TARGET_ACTIONS)}"
         )
-    settings = {"restore_command": restore_command, "recovery_target_timeline": "latest"}
+    settings = {"restore_command": restore_command} | {k: "" for k in TARGET_SETTINGS}
+    settings |= {"recovery_target_timeline": "latest", "recovery_target_inclusive": "on"}
+    settings["recovery_target_action"] = target_action
+    # The chosen target goes last: PostgreSQL refuses emptying another kind once one is set.
     if target.kind == "immediate":
+        del settings["recovery_target"]
         settings["recovery_target"] = "immediate"
     elif target.kind != "latest":
         assert target.value is not None
+        del settings[f"recovery_target_{target.kind}"]
         settings[f"recovery_target_{target.kind}"] = target.value
-    if target.kind != "latest":
-        settings["recovery_target_action"] = target_action
     return settings
 
 
 def write_recovery_config(data_dir: Path, settings: dict[str, str]) -> None:
     """Append `settings` to postgresql.auto.conf (replacing an earlier recoverctl block) and create
-    recovery.signal, so the server starts in archive recovery."""
-    auto = data_dir / "postgresql.auto.conf"
-    text = auto.read_text() if auto.exists() else ""
+    recovery.signal, so the server starts in archive recovery.
+
+    Both are written inside `data_dir` even when a restored snapshot put symlinks at their names:
+    a symlink is replaced, never followed, and its target is not read."""
+    text = (read_file(data_dir, "postgresql.auto.conf") or b"").decode()
     if _BLOCK_START in text:
         text = text[: text.index(_BLOCK_START)]
     lines = [_BLOCK_START, *(f"{k} = {_quote(v)}" for k, v in settings.items())]
-    auto.write_text(text.rstrip("\n") + "\n" + "\n".join(lines) + "\n")
-    (data_dir / "recovery.signal").write_text("")
+    write_file(
+        data_dir, "postgresql.auto.conf", (text.rstrip("\n") + "\n" + "\n".join(lines) + "\n").encode()
+    )
+    write_file(data_dir, "recovery.signal", b"")
+
+
+def read_recovery_config(data_dir: Path) -> dict[str, str] | None:
+    """Return the settings of the block `write_recovery_config` wrote, or None when there is none."""
+    auto = data_dir / "postgresql.auto.conf"
+    text = auto.read_text() if auto.exists() else ""
+    if _BLOCK_START not in text:
+        return None
+    out: dict[str, str] = {}
+    for line in text[text.index(_BLOCK_START) :].splitlines()[1:]:
+        name, sep, value = line.partition(" = ")
+        if sep and value.startswith("'") and value.endswith("'"):
+            out[name.strip()] = value[1:-1].replace("''", "'")
+    return out
 
 
 def shell_join(argv: list[str]) -> str:

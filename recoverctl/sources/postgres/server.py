@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from recoverctl.errors import RecoverctlError
+from recoverctl.sources.postgres.isolation import command_line
 
 LOG_NAME = "recoverctl-restore.log"
 
@@ -45,9 +46,15 @@ def log_path(data_dir: Path) -> Path:
 
 
 def start_server(
-    data_dir: Path, bin_dir: Path, port: int, os_user: str | None, env: Mapping[str, str] | None = None
+    data_dir: Path,
+    bin_dir: Path,
+    port: int,
+    os_user: str | None,
+    env: Mapping[str, str] | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> Path:
-    """Start postgres on `data_dir` listening on 127.0.0.1:`port`; return its log file.
+    """Start postgres on `data_dir` listening on 127.0.0.1:`port`, with `settings` on its command
+    line (they beat every configuration file); return its log file.
 
     Does not wait: archive recovery can take long, the caller polls. Raise RecoverctlError when
     pg_ctl cannot even launch it.
@@ -64,7 +71,7 @@ def start_server(
                 "-l",
                 str(log),
                 "-o",
-                f"-p {port}",
+                " ".join([f"-p {port}", command_line(settings or {})]).strip(),
                 "-W",
                 "start",
             ],

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from recoverctl.sources.postgres.fetchspool import private_dirs
+
 PUSHED_DIR = ".recoverctl-pushed"
 SPOOL_DIR = ".recoverctl-prefetch"
 
@@ -105,7 +107,7 @@ def claim_pusher(markers: Path, names: list[str]) -> int | None:
     the locked descriptor (inherited by the pusher process), or None when a pusher runs."""
     import fcntl
 
-    markers.mkdir(parents=True, exist_ok=True)
+    private_dirs(markers)
     fd = os.open(markers / PUSHER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -116,9 +118,65 @@ def claim_pusher(markers: Path, names: list[str]) -> int | None:
     return fd
 
 
+# A pusher that has pushed what it claimed stays for a while and serves requests: a call for an
+# unclaimed file writes its name into the pusher's FIFO and waits for the marker (or for
+# `.error-<name>`), so the repository key is derived once per pusher, not once per
+# archive_command process. Opening the FIFO fails (ENXIO) when no pusher reads it.
+PUSHER_FIFO = ".pusher.requests"
+FAILED = ".error-"
+
+
+def _pusher_runs(fd: int) -> bool:
+    """Return whether the pusher holding the lock open on `fd` still runs."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
+
+
+def _hand_off(path: Path, markers: Path, timeout: float) -> bool:
+    """Ask the serving pusher of `markers` to push `path`; return True once its marker is there,
+    False when no pusher serves, it failed on the file, it ended, or `timeout` passed (the
+    caller then pushes the file itself and reports any error the usual way)."""
+    import time
+
+    try:
+        lock = os.open(markers / PUSHER_LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    failed = markers / f"{FAILED}{path.name}"
+    try:
+        try:
+            fifo = os.open(markers / PUSHER_FIFO, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # no FIFO, or nobody reading it
+            return False
+        try:
+            os.write(fifo, path.name.encode() + b"\n")
+        except OSError:
+            return False
+        finally:
+            os.close(fifo)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (markers / path.name).exists():
+                return True
+            if failed.exists() or not _pusher_runs(lock):
+                return (markers / path.name).exists()
+            time.sleep(0.002)
+        return False
+    finally:
+        os.close(lock)
+        failed.unlink(missing_ok=True)
+
+
 def wait_pushed(path: Path, source: str, timeout: float = 300.0) -> int | None:
     """Like take_pushed, but when a running pusher claimed `path`, first wait (polling) until
-    its marker appears or the pusher ends. Return the size when acknowledged, else None."""
+    its marker appears, it reports failing on it, or it ends; when a serving pusher runs, hand
+    `path` to it. Return the size when acknowledged, else None."""
     import time
 
     markers = pushed_marker(path, source).parent
@@ -128,21 +186,19 @@ def wait_pushed(path: Path, source: str, timeout: float = 300.0) -> int | None:
         except FileNotFoundError:
             return None
         if path.name not in claimed:
-            return None
-        import fcntl
-
+            return take_pushed(path, source) if _hand_off(path, markers, timeout) else None
         try:
             fd = os.open(markers / PUSHER_LOCK, os.O_RDONLY)
         except FileNotFoundError:
             return None
+        failed = markers / f"{FAILED}{path.name}"
         try:
             deadline = time.monotonic() + timeout
             while not (markers / path.name).exists() and time.monotonic() < deadline:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                    break  # the pusher ended: its marker is there or it never will be
-                except OSError:
-                    time.sleep(0.005)
+                if failed.exists() or not _pusher_runs(fd):
+                    break  # its marker is there or it never will be
+                time.sleep(0.005)
         finally:
             os.close(fd)
+            failed.unlink(missing_ok=True)
     return take_pushed(path, source)

@@ -7,6 +7,7 @@ from recoverctl.sources.postgres.recovery import (
     RecoveryTarget,
     normalize_target,
     parse_target_time,
+    read_recovery_config,
     recovery_settings,
     write_recovery_config,
 )
@@ -40,12 +41,23 @@ def test_normalize_checks_values() -> None:
 
 
 def test_settings_per_target_kind() -> None:
+    # Every target setting is written, empty when unused: a stale target in the restored
+    # configuration (recovery_target_name left from an earlier PITR) cannot add a second target.
     assert recovery_settings("cmd", RecoveryTarget("latest"), "promote") == {
         "restore_command": "cmd",
+        "recovery_target": "",
+        "recovery_target_lsn": "",
+        "recovery_target_name": "",
+        "recovery_target_time": "",
+        "recovery_target_xid": "",
         "recovery_target_timeline": "latest",
+        "recovery_target_action": "promote",
+        "recovery_target_inclusive": "on",
     }
     s = recovery_settings("cmd", RecoveryTarget("name", "rel-1"), "pause")
     assert s["recovery_target_name"] == "rel-1" and s["recovery_target_action"] == "pause"
+    # PostgreSQL refuses to empty one target kind after another was set: the chosen one goes last.
+    assert list(s)[-1] == "recovery_target_name"
     assert recovery_settings("cmd", RecoveryTarget("immediate"), "promote")["recovery_target"] == "immediate"
     with pytest.raises(UsageError):
         recovery_settings("cmd", RecoveryTarget("latest"), "explode")
@@ -59,3 +71,6 @@ def test_written_config_replaces_earlier_block(tmp_path: Path) -> None:
     assert "work_mem = '8MB'" in text
     assert "restore_command = 'second'" in text and "quoted" not in text
     assert (tmp_path / "recovery.signal").exists()
+    assert read_recovery_config(tmp_path) == {"restore_command": "second"}
+    write_recovery_config(tmp_path, {"restore_command": "it's"})
+    assert read_recovery_config(tmp_path) == {"restore_command": "it's"}

@@ -174,3 +174,60 @@ def test_a_call_for_a_claimed_segment_waits_for_the_pushers_marker(tmp_path: Pat
     assert lock is not None
     os.close(lock)
     assert walspool.wait_pushed(segs[2], "main", timeout=30) is None
+
+
+def _pusher_ended(markers: Path) -> bool:
+    import fcntl
+
+    fd = os.open(markers / walspool.PUSHER_LOCK, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def test_a_pusher_serves_later_calls_so_they_never_derive_the_key(tmp_path: Path) -> None:
+    """The first archive_command call derives the key and leaves a pusher; later calls hand their
+    file to it (no repository open, no key derivation in the calling process)."""
+    from recoverctl.config import parse_config
+    from tests.fixtures.net import wait_until
+
+    repo = Repository.init(LocalStorage(tmp_path / "repo"), "pw", kdf=FAST_KDF, parallelism=2)
+    cfg = parse_config(
+        {
+            "repository": {"url": str(tmp_path / "repo")},
+            "catalog": f"sqlite:///{tmp_path / 'catalog.db'}",
+            "sources": {"main": {"type": "postgres"}},
+        },
+        env={},
+    )
+    (tmp_path / "postmaster.pid").write_text("1\n")  # pg_wal's parent is a running data directory
+    segs = _pg_wal(tmp_path, 5)
+    for seg in segs[2:]:
+        (seg.parent / "archive_status" / f"{seg.name}.ready").unlink()
+    # segs[1] is ready, so the first call's pusher claims it, and fails on it: it conflicts
+    repo.put_object(wal.wal_key("main", segs[1].name), b"other content")
+    markers = walspool.pushed_marker(segs[0], "main").parent
+    result = wal.wal_push(cfg, "pw", source="main", path=segs[0], detach=True)
+    assert result["status"] == "stored" and result["pushing_ahead"] == 1
+    wait_until(lambda: (markers / walspool.PUSHER_FIFO).exists(), what="the pusher serving")
+    # the call for the claimed file that failed does not wait for the pusher to leave
+    assert walspool.wait_pushed(segs[1], "main") is None
+    assert not _pusher_ended(markers)
+    for seg in segs[2:4]:
+        assert walspool.wait_pushed(seg, "main") == seg.stat().st_size  # handed off and pushed
+    for seg in [segs[0], *segs[2:4]]:
+        assert repo.get_object(wal.wal_key("main", seg.name)) == seg.read_bytes()
+    # a handed-off file the pusher cannot store comes back at once: the call pushes it itself
+    # and reports the conflict as usual
+    repo.put_object(wal.wal_key("main", segs[4].name), b"other content")
+    assert walspool.wait_pushed(segs[4], "main") is None
+    assert not _pusher_ended(markers)
+    with pytest.raises(VerificationError, match="different content"):
+        wal.push_file(repo, "main", segs[4])
+    (tmp_path / "postmaster.pid").unlink()  # the server stopped: the pusher leaves
+    wait_until(lambda: _pusher_ended(markers), timeout=10, what="the pusher to end")
+    assert not (markers / walspool.PUSHER_FIFO).exists()
