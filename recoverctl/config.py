@@ -1,7 +1,7 @@
 """Typed configuration: file discovery, ${VAR} expansion, environment overrides, secret redaction.
 
 The top-level keys ``repository``, ``catalog``, ``sources``, ``services``, ``schedules``,
-``notifications``, ``policies``, ``targets`` and ``serve`` and the variables
+``notifications``, ``policies``, ``targets``, ``serve`` and ``retention`` and the variables
 ``RECOVERCTL_REPOSITORY``, ``RECOVERCTL_PASSWORD`` / ``RECOVERCTL_PASSWORD_FILE`` and
 ``RECOVERCTL_CATALOG`` are a contract: later changes are additive only.
 """
@@ -26,6 +26,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -212,6 +213,15 @@ class DatabaseLink(Model):
     migrate: bool = True
 
 
+class ServiceRetry(Model):
+    """How long a deploy or rollback step rides out an unreachable engine, host or catalog."""
+
+    # Per operation: a Docker engine restart takes a few seconds, a host reboot about a minute.
+    window: Duration = Field(default=60.0, ge=0)
+    initial: Duration = 0.5
+    maximum: Duration = 5.0
+
+
 class DockerService(Model):
     target: Literal["docker"]
     image: str
@@ -230,6 +240,7 @@ class DockerService(Model):
     database: DatabaseLink | None = None
     keep_releases: int = 5
     stop_timeout: Duration = 10.0
+    retry: ServiceRetry = Field(default_factory=ServiceRetry)
 
 
 class SshHost(Model):
@@ -261,6 +272,7 @@ class SshService(Model):
     database: DatabaseLink | None = None
     keep_releases: int = 5
     connect_timeout: Duration = 10.0
+    retry: ServiceRetry = Field(default_factory=ServiceRetry)
 
 
 Service = Annotated[Union[DockerService, SshService], Field(discriminator="target")]  # noqa: UP007
@@ -291,6 +303,43 @@ class Schedule(Model):
         if not self.job.strip():
             raise ValueError(f"schedule '{self.name}': job is empty (e.g. 'backup postgres --type full')")
         return self
+
+
+# --- retention ------------------------------------------------------------------------------------
+
+
+class KeepRules(Model):
+    """Which snapshots `forget` keeps (restic semantics, see docs/scheduling-and-notifications.md)."""
+
+    keep_last: int = Field(default=0, ge=0)
+    keep_hourly: int = Field(default=0, ge=0)
+    keep_daily: int = Field(default=0, ge=0)
+    keep_weekly: int = Field(default=0, ge=0)
+    keep_monthly: int = Field(default=0, ge=0)
+    keep_yearly: int = Field(default=0, ge=0)
+    keep_within: Duration = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _keeps_something(self) -> KeepRules:
+        # A rule set that keeps nothing would let `forget` delete every snapshot it applies to.
+        if not any(getattr(self, name) for name in type(self).model_fields):
+            raise ValueError("keeps nothing: give at least one keep_* rule (e.g. keep_daily: 30)")
+        return self
+
+
+class RetentionConfig(Model):
+    """Retention used by `forget` without keep options (and so by scheduled `forget --prune`)."""
+
+    # For snapshots of every source not named under `sources` (and of no source).
+    default: KeepRules | None = None
+    # Per source name (a key of `sources:`): replaces the default for that source's snapshots.
+    sources: dict[str, KeepRules] = Field(default_factory=dict)
+
+    def rules_for(self, source: str | None) -> KeepRules | None:
+        """Return the rules for snapshots of `source`, or None when none apply (keep them all)."""
+        if source is not None and source in self.sources:
+            return self.sources[source]
+        return self.default
 
 
 # --- notifications --------------------------------------------------------------------------------
@@ -434,13 +483,31 @@ class ServeAuth(Model):
     max_skew: Duration = 300.0
     signature_header: str = "X-Grafana-Alerting-Signature"
     timestamp_header: str = "X-Grafana-Alerting-Signature-Timestamp"
-    require_timestamp: bool = False
+    # A signature without a timestamp can be replayed forever: opt out only for senders that
+    # cannot send one.
+    require_timestamp: bool = True
+
+
+class RejectionLimits(Model):
+    """How refused hook requests are recorded and throttled (see docs/serve.md)."""
+
+    # Tallies of refused requests are written (one row per source, reason and peer) this often.
+    flush_every: Duration = Field(default=10.0, gt=0)
+    # Unauthenticated requests a peer address may have refused at once before it gets 429s...
+    burst: int = Field(default=20, ge=1)
+    # ...and how fast that allowance comes back.
+    per_second: float = Field(default=1.0, gt=0)
+    # A 429 is answered after this pause: a flood that waits for its answers (HTTP/1.1
+    # keep-alive) then sends at most connections/delay requests a second, instead of taking
+    # every cycle the server would give it away from legitimate alerts.
+    delay: Duration = Field(default=0.25, ge=0, le=10)
 
 
 class ServeConfig(Model):
     host: str = "127.0.0.1"
     port: int = 8035
     auth: ServeAuth = Field(default_factory=ServeAuth)
+    rejections: RejectionLimits = Field(default_factory=RejectionLimits)
     max_body_bytes: int = 1024 * 1024
     workers: int = 2
     lease: Duration = 30.0
@@ -460,6 +527,21 @@ class Config(Model):
     policies: list[Policy] = Field(default_factory=list)
     targets: Targets = Field(default_factory=Targets)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    retention: RetentionConfig | None = None
+
+    @field_validator("retention")
+    @classmethod
+    def _retention_names_known_sources(
+        cls, retention: RetentionConfig | None, info: ValidationInfo
+    ) -> RetentionConfig | None:
+        sources = info.data.get("sources", {})
+        unknown = sorted(set(retention.sources) - set(sources)) if retention is not None else []
+        if unknown:
+            raise ValueError(
+                f"sources names {', '.join(repr(u) for u in unknown)}, not in sources: "
+                f"({', '.join(sources) or 'none configured'})"
+            )
+        return retention
 
     @field_validator("schedules")
     @classmethod
@@ -705,6 +787,90 @@ def parse_config(
     return cfg
 
 
+# --- YAML ----------------------------------------------------------------------------------------
+
+# Nodes a document may expand to once every alias is replaced by what it names. A real config is a
+# few thousand; an alias bomb ("billion laughs") is a few lines that expand to 10^9, which the
+# ${VAR} expansion and validation would then copy node by node until memory runs out.
+MAX_YAML_NODES = 50_000
+
+
+class YamlBombError(yaml.YAMLError):
+    """The document expands past the node budget, or an alias contains itself."""
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def expanded_size(root: yaml.Node, limit: int) -> int:
+    """Return how many nodes `root` expands to with aliases copied out (capped at limit + 1).
+
+    An alias is the same node object as its anchor, so a subtree's size is computed once and
+    reused. Iterative: a deeply nested document must not exhaust the interpreter's stack here.
+    Raise YamlBombError for an alias that contains itself.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            open_nodes.discard(key)
+            sizes[key] = min(limit + 1, 1 + sum(sizes[id(c)] for c in _children(node)))
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise YamlBombError(
+                f"an alias refers to the collection that contains it (line {node.start_mark.line + 1})"
+            )
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in sizes)
+    return sizes[id(root)]
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a document whose aliases expand past `max_nodes` nodes.
+
+    The check runs on the composed node graph, before any Python object is constructed.
+    """
+
+    max_nodes = MAX_YAML_NODES
+
+    def compose_document(self) -> yaml.Node | None:
+        node: yaml.Node | None = super().compose_document()
+        if node is not None:
+            size = expanded_size(node, self.max_nodes)
+            if size > self.max_nodes:
+                raise YamlBombError(
+                    f"the document expands to more than {self.max_nodes} nodes through its aliases "
+                    "(an alias bomb?)"
+                )
+        return node
+
+
+def load_yaml(text: str, what: str) -> Any:
+    """Parse one YAML document with BoundedLoader; raise ConfigError naming `what` when invalid."""
+    try:
+        return yaml.load(text, Loader=BoundedLoader)  # a SafeLoader subclass: no arbitrary objects
+    except YamlBombError as e:
+        raise ConfigError(
+            f"{what} is refused: {e}",
+            hint="write the repeated parts out instead of nesting aliases",
+        ) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} is not valid YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} is refused: it is nested too deeply") from None
+
+
 def load_config(explicit: str | None = None, env: typing.Mapping[str, str] | None = None) -> Config:
     """Find, read and validate the configuration; raise ConfigError naming the file and key."""
     env = os.environ if env is None else env
@@ -712,11 +878,10 @@ def load_config(explicit: str | None = None, env: typing.Mapping[str, str] | Non
     data: Any = {}
     if path is not None:
         try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from None
+            text = path.read_text()
         except OSError as e:
             raise ConfigError(f"cannot read config file '{path}': {e.strerror}") from None
+        data = load_yaml(text, f"config file '{path}'")
     return parse_config(data, path=path, env=env)
 
 

@@ -5,7 +5,12 @@ The CLI maps these to exit codes; anything else is a bug and keeps its traceback
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from enum import IntEnum
+
+log = logging.getLogger(__name__)
 
 
 class ExitCode(IntEnum):
@@ -39,6 +44,7 @@ class RecoverctlError(Exception):
             "hint": self.hint,
             "exit_code": int(self.exit_code),
             **({"details": self.details} if self.details else {}),
+            **({"notes": list(self.__notes__)} if getattr(self, "__notes__", None) else {}),
         }
 
     def __str__(self) -> str:
@@ -101,6 +107,18 @@ class StorageUnavailable(StorageError):
     """The backend as a whole cannot be used: missing bucket, bad credentials, unknown host key."""
 
 
+class WriteRefused(StorageUnavailable):
+    """The backend refuses writes for good (read-only file system or mount, permission denied,
+    AccessDenied on a write, a full disk or quota) although it may still serve reads: read-only
+    commands go on without a lock."""
+
+    default_hint = (
+        "the repository cannot be written here (read-only mount or credentials, or no space left): "
+        "restore, verify, ls, cat, diff, snapshots and drills still work; free space or use write "
+        "access to back up or prune"
+    )
+
+
 class CatalogError(RecoverctlError):
     default_hint = "check RECOVERCTL_CATALOG / 'catalog:' and run 'recoverctl catalog info'"
 
@@ -112,4 +130,22 @@ def failure_text(exc: BaseException) -> str:
     """
     if isinstance(exc, KeyboardInterrupt):
         return "cancelled by SIGINT"
-    return (str(exc) or type(exc).__name__)[:2000]
+    notes = "".join(f"; {n}" for n in getattr(exc, "__notes__", ()))
+    return ((str(exc) or type(exc).__name__) + notes)[:2000]
+
+
+@contextlib.contextmanager
+def cleanup_after(primary: BaseException | None, what: str) -> Iterator[None]:
+    """Run one cleanup step (in a `finally:` or `__exit__`) so that it can never mask the first error.
+
+    With `primary` (the error already on its way out) a failure of the step is logged and attached
+    to `primary` as a note, and `primary` goes on; without one, the step's failure is raised.
+    """
+    try:
+        yield
+    except Exception as e:
+        if primary is None:
+            raise
+        note = f"then {what} failed too: {e}"
+        primary.add_note(note)
+        log.warning("%s (after: %s)", note, primary)

@@ -15,7 +15,6 @@ marks the runs that were started and never finished as failed, instead of leavin
 from __future__ import annotations
 
 import contextlib
-import logging
 import multiprocessing
 import os
 import signal
@@ -24,15 +23,13 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from recoverctl.errors import CatalogError
+from recoverctl.errors import CatalogError, cleanup_after, failure_text
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
     from recoverctl.catalog import Catalog
     from recoverctl.repo import Snapshot
-
-log = logging.getLogger(__name__)
 
 
 class RunRecorder(Protocol):
@@ -43,6 +40,13 @@ class RunRecorder(Protocol):
     def finish_run(self, run_id: int, status: str, **fields: Any) -> None: ...
 
     def record_snapshot(self, repository: str, snap: Snapshot) -> None: ...
+
+
+def record_failed_run(recorder: RunRecorder, run_id: int, exc: BaseException) -> None:
+    """Mark run `run_id` failed with `exc`'s text; a catalog failure here is attached to `exc` as a
+    note (and logged), never raised in its place: the run's own error is the one to report."""
+    with cleanup_after(exc, "recording the failed run in the catalog"):
+        recorder.finish_run(run_id, "failed", error=failure_text(exc))
 
 
 # One write: (operation, run reference or None, positional args, keyword args); None ends the stream.
@@ -121,12 +125,9 @@ class ForkedRecorder:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        try:
+        # The command's own error is the one to report; a failed catalog write is a note on it.
+        with cleanup_after(exc, "recording the run in the catalog"):
             self.close()
-        except CatalogError as e:
-            if exc_type is None:
-                raise
-            log.warning("%s", e.message)  # the command's own error is the one to report
 
 
 def _serve(

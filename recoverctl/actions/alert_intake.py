@@ -6,7 +6,8 @@ Each alert gets exactly one decision, stored in the `alerts` table with its reas
 - ``deduplicated``: the incident was already handled, or an active job for the same target absorbs it;
 - ``suppressed``: min firing time, conditions, release age, cooldown, cap (then escalated), dry-run;
 - ``ignored``: no policy matches, the alert resolved, or the target is unknown;
-- ``rejected``: the request itself was refused (auth, size, malformed) — see `record_rejection`.
+- ``rejected``: requests were refused (auth, size, malformed) — see `record_rejections`: one row
+  per (source, reason, peer) group and interval, with the count.
 
 An incident is (source, fingerprint, startsAt): Alertmanager replicas in a cluster deliver the same
 pair, so the unique `incident_key` turns HA duplicates into one action. The decisions and the job of
@@ -529,20 +530,52 @@ def _decide(
     return rows
 
 
-def record_rejection(
-    catalog: Catalog, source: str, reason: str, labels: dict[str, str] | None = None
-) -> None:
-    """Store a `rejected` decision for a refused request; raise CatalogError when unreachable."""
-    with catalog.begin() as conn:
-        conn.execute(
-            t.alerts.insert().values(
-                received_at=time.time(),
-                source=source,
-                decision="rejected",
-                reason=reason,
-                labels=labels,
-            )
+@dataclass
+class RejectionTally:
+    """How many requests of one (source, outcome, reason, peer) group were refused, and when."""
+
+    count: int
+    first_at: float
+    last_at: float
+
+
+def record_rejections(catalog: Catalog, tallies: dict[tuple[str, str, str, str], RejectionTally]) -> None:
+    """Store each (source, outcome, reason, peer) group of refused requests as one `rejected`
+    decision and one audit-log entry, in one transaction; raise CatalogError when unreachable."""
+    decisions: list[dict[str, Any]] = []
+    audits: list[dict[str, Any]] = []
+    for (source, outcome, reason, peer), tally in tallies.items():
+        many = f"{tally.count} requests" if tally.count > 1 else "1 request"
+        decisions.append(
+            {
+                "received_at": tally.first_at,
+                "source": source,
+                "decision": "rejected",
+                "reason": f"{many} from {peer} refused ({outcome}): {reason}",
+                "labels": {"peer": peer, "outcome": outcome, "count": str(tally.count)},
+            }
         )
+        audits.append(
+            {
+                "at": tally.last_at,
+                "actor": f"webhook:{peer}",
+                "action": "webhook.rejected",
+                "target": f"/hooks/{source}" if source in SOURCES else f"/{source}",
+                "outcome": outcome,
+                "details": {
+                    "count": tally.count,
+                    "reason": reason,
+                    "peer": peer,
+                    "first_at": tally.first_at,
+                    "last_at": tally.last_at,
+                },
+            }
+        )
+    if not decisions:
+        return
+    with catalog.begin() as conn:
+        conn.execute(t.alerts.insert(), decisions)
+        conn.execute(t.audit_log.insert(), audits)
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:

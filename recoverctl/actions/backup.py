@@ -6,9 +6,8 @@ from typing import Any
 
 from recoverctl.actions.repository import open_repository
 from recoverctl.config import Config
-from recoverctl.errors import failure_text
 from recoverctl.progress import Progress
-from recoverctl.recorder import RunRecorder
+from recoverctl.recorder import RunRecorder, record_failed_run
 from recoverctl.repo import BackupResult
 from recoverctl.sources.files import backup_files as files_backup
 
@@ -51,7 +50,7 @@ def backup_files(
             )
     except BaseException as e:
         if run_id is not None:
-            catalog.finish_run(run_id, "failed", error=failure_text(e))
+            record_failed_run(catalog, run_id, e)
         raise
     finally:
         repo.close()

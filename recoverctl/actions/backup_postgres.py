@@ -32,9 +32,9 @@ from recoverctl.errors import (
     RecoverctlError,
     UsageError,
     VerificationError,
-    failure_text,
 )
 from recoverctl.progress import Progress
+from recoverctl.recorder import record_failed_run
 from recoverctl.repo import BackupResult, Repository, Snapshot, backup_stream
 from recoverctl.repo.archiver import backup_tree
 from recoverctl.sources.postgres.checksum import PageBatch, PageValidator, recheck
@@ -314,7 +314,7 @@ def backup_postgres(
                 stop_flag.set()
                 pool.shutdown(wait=True)
     except BaseException as e:
-        catalog.finish_run(run_id, "failed", error=failure_text(e))
+        record_failed_run(catalog, run_id, e)
         raise
     finally:
         conn.close()
@@ -472,7 +472,7 @@ def backup_postgres_logical(
                     proc.kill()
                     proc.wait()
     except BaseException as e:
-        catalog.finish_run(run_id, "failed", error=failure_text(e))
+        record_failed_run(catalog, run_id, e)
         raise
     finally:
         repo.close()

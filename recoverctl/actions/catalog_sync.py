@@ -8,7 +8,7 @@ from recoverctl.actions.repository import open_repository
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
 from recoverctl.config import Config
-from recoverctl.errors import failure_text
+from recoverctl.recorder import record_failed_run
 
 
 def sync_catalog(cfg: Config, catalog: Catalog, password: str) -> dict[str, Any]:
@@ -33,7 +33,7 @@ def sync_catalog(cfg: Config, catalog: Catalog, password: str) -> dict[str, Any]
         for s in snaps:
             catalog.record_snapshot(repo.url, s)
     except BaseException as e:
-        catalog.finish_run(run_id, "failed", error=failure_text(e))
+        record_failed_run(catalog, run_id, e)
         raise
     finally:
         repo.close()

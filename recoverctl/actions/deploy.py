@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -20,8 +21,11 @@ from recoverctl.config import Config, DockerService, SshService
 from recoverctl.deploy import Artifact, HostOutcome, Target, open_target
 from recoverctl.deploy.health import check_health
 from recoverctl.deploy.lock import lock_service, owner_id
+from recoverctl.deploy.version import check_stored_version, check_version, version_problem
 from recoverctl.errors import PartialError, RecoverctlError, VerificationError
 from recoverctl.schema import migrations
+
+log = logging.getLogger(__name__)
 
 
 def verify_endpoints(target: Target, svc: DockerService | SshService) -> list[dict[str, Any]]:
@@ -67,6 +71,7 @@ def deploy(
     started again and the release marked failed), PartialError (some SSH hosts failed).
     """
     svc = cfg.service(service)
+    check_version(version)
     who = actor or default_actor()
     started = time.monotonic()
     timeline: list[dict[str, Any]] = []
@@ -74,6 +79,8 @@ def deploy(
     try:
         target.preflight(None)
         previous = current_release(catalog, service)
+        if previous is not None:
+            check_stored_version(previous["version"], f"release #{previous['id']} of '{service}'")
         link = svc.database
         db_url = migrations.database_url(cfg, service, link) if link is not None else None
         script_location = (
@@ -219,7 +226,11 @@ def _versions_to_retire(catalog: Catalog, service: str, keep: int) -> list[str]:
     """Return versions of releases older than the newest `keep` distinct ones (failed ones count too)."""
     seen: list[str] = []
     for r in release_history(catalog, service):
-        if r["version"] not in seen:
+        problem = version_problem(r["version"])
+        if problem is not None:
+            # An altered row must not name a path on a host; the deploy itself is done, so say so.
+            log.warning("not retiring release #%s of '%s': invalid version (%s)", r["id"], service, problem)
+        elif r["version"] not in seen:
             seen.append(r["version"])
     return seen[max(1, keep) :]
 

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-import yaml
 
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
-from recoverctl.config import Config
+from recoverctl.config import Config, load_yaml
 from recoverctl.drill import engine, snapshot_drill
 from recoverctl.drill.playbook import Playbook, load_playbook, validate_against_config
 from recoverctl.drill.report import RENDERERS
@@ -66,8 +65,8 @@ def discover_playbooks(cfg: Config, paths: list[str]) -> list[Playbook]:
 
 def _is_drill_file(path: Path) -> bool:
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+        data = load_yaml(path.read_text(), f"'{path}'")
+    except (OSError, ConfigError):
         return False
     return isinstance(data, dict) and "drill" in data
 

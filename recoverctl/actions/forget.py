@@ -10,12 +10,13 @@ import sqlalchemy as sa
 from recoverctl.actions.repository import open_repository
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
-from recoverctl.config import Config, RepositoryConfig
-from recoverctl.errors import UsageError, failure_text
+from recoverctl.config import Config, KeepRules, RepositoryConfig
+from recoverctl.errors import UsageError
 from recoverctl.progress import Progress
+from recoverctl.recorder import record_failed_run
 from recoverctl.repo import Repository
 from recoverctl.repo import prune as pruning
-from recoverctl.repo.retention import Policy, apply_policy
+from recoverctl.repo.retention import Policy, PolicyFor, apply_policy
 from recoverctl.storage.base import ObjectInfo
 
 
@@ -75,11 +76,38 @@ def _prune(
     return {"dry_run": dry_run, **p.to_dict(), "wal": wal, "partial_writes": partial}
 
 
+def _from_rules(rules: KeepRules | None) -> Policy | None:
+    if rules is None:
+        return None
+    return Policy(
+        rules.keep_last,
+        rules.keep_hourly,
+        rules.keep_daily,
+        rules.keep_weekly,
+        rules.keep_monthly,
+        rules.keep_yearly,
+        rules.keep_within,
+    )
+
+
+def configured_policy(cfg: Config) -> PolicyFor:
+    """Return the config's retention as a policy per source; raise UsageError when there is none."""
+    retention = cfg.retention
+    if retention is None:
+        raise UsageError(
+            "no keep rule given and no 'retention:' in the config: refusing to forget every snapshot",
+            hint="give --keep-daily 30 (and the like), or add a retention block to the config, e.g. "
+            "'retention: {default: {keep_hourly: 48, keep_daily: 30, keep_weekly: 13}}' "
+            "(printed by 'recoverctl scheduler init')",
+        )
+    return lambda source: _from_rules(retention.rules_for(source))
+
+
 def forget(
     cfg: Config,
     catalog: Catalog,
     password: str,
-    policy: Policy,
+    policy: Policy | None = None,
     *,
     tags: dict[str, str] | None = None,
     kind: str | None = None,
@@ -90,23 +118,24 @@ def forget(
 ) -> dict[str, Any]:
     """Apply the policy (per kind/source/paths group); remove what no rule or pin keeps.
 
-    Return the decision per snapshot (and the prune result with `prune`). Raise UsageError
-    without any keep rule, LockedError when another operation holds the repository.
+    Without a policy (or an empty one) the config's `retention:` decides, per source; a group of
+    a source it has no rules for is kept whole. Return the decision per snapshot (and the prune
+    result with `prune`). Raise UsageError when there is no keep rule at all, LockedError when
+    another operation holds the repository.
     """
-    if policy.empty():
-        raise UsageError(
-            "no keep rule given: refusing to forget every snapshot",
-            hint="give at least one of --keep-last/--keep-hourly/--keep-daily/--keep-weekly/"
-            "--keep-monthly/--keep-yearly/--keep-within",
-        )
+    rules: Policy | PolicyFor
+    if policy is None or policy.empty():
+        rules, origin = configured_policy(cfg), "config"
+    else:
+        rules, origin = policy, "options"
     cfg.require_repository()
     repo = open_repository(cfg, password)
     run_id = None if dry_run else catalog.start_run("forget", None, repo.url)
     try:
-        with repo.lock(exclusive=not dry_run, operation="forget"):
+        with repo.lock(exclusive=not dry_run, operation="forget", reader=dry_run):
             snaps = repo.find_snapshots(kind=kind, tags=tags)
             pins = _pins_for(pinned_snapshots(catalog), [s.id for s in snaps])
-            decisions = apply_policy(snaps, policy, pins)
+            decisions = apply_policy(snaps, rules, pins)
             removed = [d.snapshot.id for d in decisions if not d.keep]
             if not dry_run:
                 for sid in removed:
@@ -116,6 +145,7 @@ def forget(
                         conn.execute(t.snapshots.delete().where(t.snapshots.c.id.in_(removed)))
             result: dict[str, Any] = {
                 "dry_run": dry_run,
+                "rules_from": origin,
                 "decisions": [d.to_dict() for d in decisions],
                 "kept": len(decisions) - len(removed),
                 "removed": removed,
@@ -124,7 +154,7 @@ def forget(
                 result["prune"] = _prune(cfg, repo, max_unused, dry_run, progress)
     except BaseException as e:
         if run_id is not None:
-            catalog.finish_run(run_id, "failed", error=failure_text(e))
+            record_failed_run(catalog, run_id, e)
         raise
     finally:
         repo.close()
@@ -154,7 +184,7 @@ def prune(
             result = _prune(cfg, repo, max_unused, dry_run, progress)
     except BaseException as e:
         if run_id is not None:
-            catalog.finish_run(run_id, "failed", error=failure_text(e))
+            record_failed_run(catalog, run_id, e)
         raise
     finally:
         repo.close()

@@ -18,6 +18,7 @@ from recoverctl.catalog import actor as default_actor
 from recoverctl.catalog import tables as t
 from recoverctl.config import Config
 from recoverctl.deploy.lock import lock_service
+from recoverctl.deploy.version import check_version
 from recoverctl.errors import NotFoundError
 
 STATUSES = ("deploying", "live", "good", "failed", "rolled-back")
@@ -105,6 +106,7 @@ def record_release(
     NotFoundError for an unknown service, LockedError while a deploy/rollback holds it.
     """
     svc = cfg.service(service)
+    check_version(version)
     if image is None and svc.target == "docker":
         image = f"{svc.image}:{version}"
     if script_location is None and svc.database is not None and svc.database.script_location:

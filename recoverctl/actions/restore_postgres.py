@@ -28,9 +28,11 @@ from recoverctl.actions.wal import archived_segments, first_missing
 from recoverctl.actions.wal_fetcher import start_fetcher, stop_fetchers
 from recoverctl.catalog import Catalog
 from recoverctl.config import ENV_PASSWORD_FILE, Config, PostgresSource
-from recoverctl.errors import NotFoundError, RecoverctlError, UsageError, VerificationError, failure_text
+from recoverctl.errors import NotFoundError, RecoverctlError, UsageError, VerificationError, cleanup_after
 from recoverctl.progress import Progress
+from recoverctl.recorder import record_failed_run
 from recoverctl.repo import Repository, Snapshot, open_file, restore_snapshot
+from recoverctl.repo.confined import write_file
 from recoverctl.sources.postgres.archiving import restore_command
 from recoverctl.sources.postgres.connection import connect_env, find_bin_dir
 from recoverctl.sources.postgres.isolation import isolation_settings
@@ -296,11 +298,12 @@ def _link_tablespaces(plan: list[dict[str, Any]], target_dir: Path) -> None:
 
 def _finish_layout(target_dir: Path, snap: Snapshot, tablespaces: list[dict[str, Any]]) -> None:
     md = snap.metadata
-    (target_dir / "backup_label").write_text(md["backup_label"])
+    # Not through a symlink the snapshot may have put at these names.
+    write_file(target_dir, "backup_label", md["backup_label"].encode())
     if md.get("tablespace_map"):
         # PostgreSQL recreates pg_tblspc/<oid> from this file at start-up: it names the new places.
         lines = "".join(f"{t['oid']} {_escape_map_path(t['location'])}\n" for t in tablespaces)
-        (target_dir / "tablespace_map").write_text(lines)
+        write_file(target_dir, "tablespace_map", lines.encode())
     for d in _EMPTY_DIRS:
         (target_dir / d).mkdir(parents=True, exist_ok=True)
     for stale in ("postmaster.pid", "postmaster.opts", "recovery.signal", "standby.signal"):
@@ -418,7 +421,7 @@ def restore_postgres(
     repo = open_repository(cfg, password)
     run_id = catalog.start_run("restore-postgres", name, repo.url)
     try:
-        with repo.lock(operation="restore postgres"):
+        with repo.lock(operation="restore postgres", reader=True):
             snap, target = choose_snapshot(repo, catalog, name, target, snapshot)
             _check_archive(repo, name, snap, target)
             tablespaces = tablespace_plan(snap, tablespace_map)
@@ -428,7 +431,12 @@ def restore_postgres(
             warm = fetch_ahead or start_port is not None
             if warm and not delta:  # a delta restore removes what the snapshot lacks
                 start_fetcher(cfg, password, name, target_dir, user)
-            result = restore_snapshot(repo, snap.id, str(target_dir), delta=delta, progress=prog)
+            # force: the directory was found empty (or delta allowed) before pg_tblspc was made.
+            # Tablespace contents go straight to their directories, not through the links.
+            mounts = {f"/pg_tblspc/{t['oid']}": str(t["location"]) for t in tablespaces}
+            result = restore_snapshot(
+                repo, snap.id, str(target_dir), delta=delta, progress=prog, force=True, mounts=mounts
+            )
             if warm and delta:
                 start_fetcher(cfg, password, name, target_dir, user)
             if result.errors:
@@ -486,9 +494,10 @@ def restore_postgres(
         out["passphrase_file"] = str(password_file) if password_file and password_file.exists() else None
         out["phases"]["total"] = round(time.monotonic() - started, 3)
     except BaseException as e:
-        stop_fetchers(target_dir)
+        with cleanup_after(e, "stopping the WAL fetchers"):
+            stop_fetchers(target_dir)
         remove_secrets(target_dir)  # no server recovers from this directory now
-        catalog.finish_run(run_id, "failed", error=failure_text(e))
+        record_failed_run(catalog, run_id, e)
         raise
     finally:
         repo.close()
@@ -618,7 +627,7 @@ def restore_postgres_logical(
     started = time.monotonic()
     run_id = catalog.start_run("restore-postgres-logical", name, repo.url)
     try:
-        with repo.lock(operation="restore postgres --logical"):
+        with repo.lock(operation="restore postgres --logical", reader=True):
             snap = find_logical(repo, name, snapshot)
             from recoverctl.sources.postgres.connection import connect, server_major
 
@@ -652,7 +661,7 @@ def restore_postgres_logical(
                     hint="create the database first (createdb), or add --clean to replace existing objects",
                 )
     except BaseException as e:
-        catalog.finish_run(run_id, "failed", error=failure_text(e))
+        record_failed_run(catalog, run_id, e)
         raise
     finally:
         repo.close()

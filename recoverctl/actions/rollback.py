@@ -2,28 +2,42 @@
 
 lock → stop_current → schema → start_target → verify → notify → record. Every step's start,
 end, outcome and output is written to `rollback_steps` before the next one begins, so after a
-crash `--resume` re-runs the first unfinished step (each step is idempotent) and continues.
+crash or a failed step `--resume` re-runs the first unfinished step (each step is idempotent)
+and continues. Targets ride out an unreachable engine or host (deploy/retry.py); steps and
+their bookkeeping ride out an unreachable catalog within the same window.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Row
 
 from recoverctl.actions.deploy import raise_for_hosts, verify_endpoints
 from recoverctl.actions.releases import current_release_in, get_release, release_history, set_status
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import actor as default_actor
 from recoverctl.catalog import tables as t
-from recoverctl.config import Config
-from recoverctl.deploy import Artifact, open_target
+from recoverctl.config import Config, ServiceRetry
+from recoverctl.deploy import Artifact, TargetUnreachable, open_target
 from recoverctl.deploy.lock import lock_service, owner_alive, owner_id
-from recoverctl.errors import LockedError, NotFoundError, RecoverctlError, UsageError, VerificationError
+from recoverctl.deploy.retry import within_window
+from recoverctl.deploy.version import check_stored_version, check_version
+from recoverctl.errors import (
+    CatalogError,
+    LockedError,
+    NotFoundError,
+    RecoverctlError,
+    UsageError,
+    VerificationError,
+)
 from recoverctl.schema import migrations, pitr
 
 STEPS = ("lock", "stop_current", "schema", "start_target", "verify", "notify", "record")
@@ -31,6 +45,21 @@ SCHEMA_MODES = ("keep", "downgrade", "pitr")
 
 # Fault injection for the crash-and-resume tests: SIGKILL this process right after the named step.
 ENV_CRASH_AFTER = "RECOVERCTL_FAULT_CRASH_AFTER_STEP"
+
+T = TypeVar("T")
+
+
+def catalog_fault(e: BaseException) -> bool:
+    """Return True when the catalog did not answer (PostgreSQL down or restarting, SQLite locked).
+
+    Catalog.begin turns an OperationalError into CatalogError and keeps it as the context.
+    """
+    return isinstance(e, CatalogError) and isinstance(e.__context__, sa.exc.OperationalError)
+
+
+def _book(options: ServiceRetry, catalog: Catalog, what: str, fn: Callable[[], T]) -> T:
+    """Run one piece of rollback bookkeeping, riding out an unreachable catalog within the window."""
+    return within_window(options, f"{what} in catalog '{catalog.display_url}'", fn, transient=catalog_fault)
 
 
 def _describe_releases(history: list[dict[str, Any]]) -> str:
@@ -47,16 +76,22 @@ def plan_rollback(
     artifact gone), UsageError (bad schema mode), RecoverctlError (unreachable).
     """
     svc = cfg.service(service)
+    if to_version is not None:
+        check_version(to_version)
     if schema not in SCHEMA_MODES:
         raise UsageError(f"unknown schema mode '{schema}'", hint=f"use one of: {', '.join(SCHEMA_MODES)}")
     history = release_history(catalog, service)
     with catalog.begin() as conn:
         current = current_release_in(conn, service)
     if current is None:
-        raise NotFoundError(
-            f"service '{service}' has no live release to roll back from",
-            hint=f"releases: {_describe_releases(history)}; record one with 'recoverctl release record'",
-        )
+        hint = f"releases: {_describe_releases(history)}; record one with 'recoverctl release record'"
+        with catalog.begin() as conn:
+            try:
+                failed = _resumable_in(conn, service)
+                hint = f"rollback #{failed.id} did not finish: recoverctl rollback {service} --resume"
+            except RecoverctlError:
+                pass
+        raise NotFoundError(f"service '{service}' has no live release to roll back from", hint=hint)
     if to_version is not None:
         candidates = [r for r in history if r["version"] == to_version and r["id"] != current["id"]]
         if not candidates:
@@ -73,6 +108,8 @@ def plan_rollback(
                 hint=f"releases: {_describe_releases(history)}; choose one with --to VERSION",
             )
         target_release = older_good[0]
+    for release in (current, target_release):
+        check_stored_version(release["version"], f"release #{release['id']} of '{service}'")
     if target_release["version"] == current["version"]:
         raise UsageError(f"{service} already runs {current['version']}", hint="choose another --to VERSION")
 
@@ -211,25 +248,27 @@ def rollback(
     """Roll `service` back and return {result, from_version, to_version, steps, duration_s, ...}.
 
     With dry_run return the plan (result "planned") and change nothing; with resume continue
-    the interrupted rollback of the service. Raise NotFoundError (nothing to roll back to,
-    artifact gone), LockedError (a deploy/rollback of the service runs), VerificationError
-    (health failed: target release marked failed), PartialError (some SSH hosts failed),
-    RecoverctlError (a step failed; the error says what state the service is in).
+    the interrupted or failed rollback of the service from the step it stopped at. Raise
+    NotFoundError (nothing to roll back to or resume, artifact gone), LockedError (a deploy or
+    rollback of the service runs), VerificationError (health failed: target release marked
+    failed), PartialError (some SSH hosts failed), UsageError (invalid --to version),
+    RecoverctlError (a step failed: the error names the step, where, the state the service is
+    in and how to resume).
     """
     who = actor or default_actor()
     if resume:
-        rollback_id = _take_over(catalog, service, cfg)
+        svc = cfg.service(service)
         with catalog.begin() as conn:
-            plan = conn.execute(
-                sa.select(t.rollbacks.c.plan).where(t.rollbacks.c.id == rollback_id)
-            ).scalar_one()
-        # Same pre-flight as a fresh rollback; on failure the row stays resumable (our pid dies).
-        target = open_target(service, cfg.service(service))
+            plan = _resumable_in(conn, service).plan
+        # Same pre-flight as a fresh rollback, before the row is claimed: on failure it stays as it was.
+        target = open_target(service, svc)
         try:
-            target.preflight(plan["to_version"])
+            target.preflight(check_version(plan["to_version"]))
         finally:
             target.close()
-        return _drive(cfg, catalog, rollback_id, who)
+        rollback_id = _take_over(catalog, service)
+        catalog.audit("rollback.resume", service, "running", {"rollback_id": rollback_id}, who=who)
+        return _drive(cfg, catalog, service, rollback_id, who)
     plan = plan_rollback(cfg, catalog, service, to_version=to_version, schema=schema)
     if dry_run:
         return {
@@ -289,30 +328,54 @@ def rollback(
         who=who,
     )
     _maybe_crash("lock")
-    return _drive(cfg, catalog, rollback_id, who)
+    return _drive(cfg, catalog, service, rollback_id, who)
 
 
-def _take_over(catalog: Catalog, service: str, cfg: Config) -> int:
-    cfg.service(service)
+def _resumable_in(conn: Connection, service: str) -> Row[Any]:
+    """Return the service's newest rollback when it can be resumed: interrupted (its process is
+    gone) or failed at a step, with no release of the service recorded since it started.
+
+    Raise NotFoundError (nothing to resume) or LockedError (it still runs).
+    """
+    rb = conn.execute(
+        sa.select(t.rollbacks).where(t.rollbacks.c.service == service).order_by(t.rollbacks.c.id.desc())
+    ).first()
+    if rb is None or rb.state not in ("running", "failed"):
+        raise NotFoundError(
+            f"service '{service}' has no interrupted or failed rollback to resume",
+            hint=f"start one with: recoverctl rollback {service}",
+        )
+    if rb.state == "running" and owner_alive(rb.owner):
+        raise LockedError(
+            f"rollback #{rb.id} of '{service}' is still running in {rb.owner}",
+            hint="wait for it to finish",
+            details={"rollback_id": rb.id, "owner": rb.owner},
+        )
+    newer = conn.execute(
+        sa.select(t.releases.c.id, t.releases.c.version)
+        .where(t.releases.c.service == service, t.releases.c.created_at > rb.started_at)
+        .order_by(t.releases.c.id.desc())
+    ).first()
+    if newer is not None:
+        raise NotFoundError(
+            f"rollback #{rb.id} of '{service}' {rb.state}, but release {newer.version} (#{newer.id}) "
+            "was deployed or recorded since: there is nothing to resume",
+            hint=f"check 'recoverctl releases {service}', then roll back afresh if needed",
+        )
+    return rb
+
+
+def _take_over(catalog: Catalog, service: str) -> int:
+    """Claim the resumable rollback of `service` for this process; return its id."""
     with catalog.begin() as conn:
-        rows = conn.execute(
-            sa.select(t.rollbacks.c.id, t.rollbacks.c.owner)
-            .where(t.rollbacks.c.service == service, t.rollbacks.c.state == "running")
-            .order_by(t.rollbacks.c.id.desc())
-        ).all()
-        if not rows:
-            raise NotFoundError(
-                f"service '{service}' has no interrupted rollback to resume",
-                hint=f"start one with: recoverctl rollback {service}",
-            )
-        rb = rows[0]
-        if owner_alive(rb.owner):
-            raise LockedError(
-                f"rollback #{rb.id} of '{service}' is still running in {rb.owner}",
-                hint="wait for it to finish",
-                details={"rollback_id": rb.id, "owner": rb.owner},
-            )
-        conn.execute(t.rollbacks.update().where(t.rollbacks.c.id == rb.id).values(owner=owner_id()))
+        rb = _resumable_in(conn, service)
+        if rb.state == "failed":
+            lock_service(conn, service)  # no deploy or other rollback of it may run meanwhile
+        conn.execute(
+            t.rollbacks.update()
+            .where(t.rollbacks.c.id == rb.id)
+            .values(state="running", owner=owner_id(), finished_at=None, error=None)
+        )
         return int(rb.id)
 
 
@@ -364,13 +427,18 @@ def _summary(catalog: Catalog, rollback_id: int) -> dict[str, Any]:
     }
 
 
-def _drive(cfg: Config, catalog: Catalog, rollback_id: int, who: str) -> dict[str, Any]:
-    with catalog.begin() as conn:
-        rb = conn.execute(sa.select(t.rollbacks).where(t.rollbacks.c.id == rollback_id)).one()
-    plan: dict[str, Any] = rb.plan
-    service = rb.service
+def _drive(cfg: Config, catalog: Catalog, service: str, rollback_id: int, who: str) -> dict[str, Any]:
     svc = cfg.service(service)
-    target_release = get_release(catalog, int(rb.to_release))
+    book = functools.partial(_book, svc.retry, catalog)
+
+    def load() -> Any:
+        with catalog.begin() as conn:
+            return conn.execute(sa.select(t.rollbacks).where(t.rollbacks.c.id == rollback_id)).one()
+
+    rb = book("reading the rollback", load)
+    plan: dict[str, Any] = rb.plan
+    target_release = book("reading the target release", lambda: get_release(catalog, int(rb.to_release)))
+    check_stored_version(target_release["version"], f"release #{target_release['id']} of '{service}'")
     target = open_target(service, svc)
     health: list[dict[str, Any]] = []
 
@@ -433,61 +501,67 @@ def _drive(cfg: Config, catalog: Catalog, rollback_id: int, who: str) -> dict[st
         "notify": notify,
         "record": record,
     }
+
+    def where(step: str | None) -> dict[str, Any]:
+        if step == "schema" and svc.database is not None:
+            return {"target": "database", "source": svc.database.source}
+        return target.describe()
+
+    current: str | None = None
+    finished = False  # the current step's action has completed; only recording it is left
     try:
-        for step in _steps(catalog, rollback_id):
+        for step in book("reading the steps", lambda: _steps(catalog, rollback_id)):
             if step["state"] in ("done", "skipped"):
                 continue
-            _mark(catalog, step["id"], state="running", started_at=time.time(), finished_at=None)
-            try:
-                output = actions[step["name"]]()
-            except BaseException as e:
-                _mark(
-                    catalog,
-                    step["id"],
-                    state="failed",
-                    finished_at=time.time(),
-                    output={"error": str(e), **getattr(e, "details", {})},
-                )
-                raise
-            if step["name"] == "verify" and not all(h["ok"] for h in health):
-                _mark(catalog, step["id"], state="failed", finished_at=time.time(), output=output)
+            current, finished = step["name"], False
+            mark = functools.partial(_mark, catalog, step["id"])
+            started = functools.partial(mark, state="running", started_at=time.time(), finished_at=None)
+            book(f"starting step {current}", started)
+            # Every step is idempotent, so one that met an unreachable catalog is simply run again.
+            output = within_window(svc.retry, f"step {current}", actions[current], transient=catalog_fault)
+            finished = current != "verify" or all(h["ok"] for h in health)
+            if current == "verify" and not all(h["ok"] for h in health):
+                failed = functools.partial(mark, state="failed", finished_at=time.time(), output=output)
+                book("recording step verify", failed)
                 raise VerificationError(
-                    f"rollback of {service} to {plan['to_version']} failed verification on "
+                    f"{plan['to_version']} failed verification on "
                     + ", ".join(f"{h['host']} ({h['last']})" for h in health if not h["ok"]),
                     hint="the service is NOT healthy: the release was marked failed; check the "
                     "target, then deploy or roll back to another version",
                     details={"health": health},
                 )
-            skipped = step["name"] == "schema" and output is None
-            _mark(
-                catalog,
-                step["id"],
-                state="skipped" if skipped else "done",
-                finished_at=time.time(),
-                output=output,
-            )
-            _maybe_crash(step["name"])
+            skipped = current == "schema" and output is None
+            state = "skipped" if skipped else "done"
+            ended = functools.partial(mark, state=state, finished_at=time.time(), output=output)
+            book(f"recording step {current}", ended)
+            _maybe_crash(current)
+        current, finished = "record", True  # what is left is marking the rollback succeeded
+
+        def finish() -> None:
+            with catalog.begin() as conn:
+                conn.execute(
+                    t.rollbacks.update()
+                    .where(t.rollbacks.c.id == rollback_id)
+                    .values(state="succeeded", finished_at=time.time())
+                )
+
+        book("recording success", finish)
     except BaseException as e:
-        _fail(catalog, rollback_id, service, plan, who, e)
-        summary = _summary(catalog, rollback_id)
-        if isinstance(e, RecoverctlError):
-            e.details = {**e.details, "rollback": summary}
-        raise
+        raise _fail(
+            catalog, svc.retry, rollback_id, service, plan, who, current, finished, where(current), e
+        ) from None
     finally:
         target.close()
-    with catalog.begin() as conn:
-        conn.execute(
-            t.rollbacks.update()
-            .where(t.rollbacks.c.id == rollback_id)
-            .values(state="succeeded", finished_at=time.time())
-        )
-    summary = _summary(catalog, rollback_id)
-    catalog.audit(
-        "rollback",
-        service,
-        "succeeded",
-        {"rollback_id": rollback_id, "reason": rb.reason, "timeline": summary["steps"]},
-        who=who,
+    summary = book("reading the summary", lambda: _summary(catalog, rollback_id))
+    book(
+        "auditing",
+        lambda: catalog.audit(
+            "rollback",
+            service,
+            "succeeded",
+            {"rollback_id": rollback_id, "reason": rb.reason, "timeline": summary["steps"]},
+            who=who,
+        ),
     )
     return summary
 
@@ -497,21 +571,137 @@ def _event_details(catalog: Catalog, rollback_id: int) -> dict[str, Any]:
     return {"steps": [{"name": s["name"], "state": s["state"]} for s in steps]}
 
 
+def _service_state(step: str | None, plan: dict[str, Any], finished: bool) -> str:
+    """Say what runs after a rollback stopped in `step`, or right after it `finished` (when only
+    recording the step failed), from what the step does."""
+    frm, to = plan.get("from_version"), plan.get("to_version")
+    healthy = f"{to} runs and passed its health check"
+    during = {
+        "stop_current": f"unknown: {frm} may still run or be stopped (the stop did not complete); "
+        f"{to} is not started",
+        "schema": f"{frm} is stopped, {to} is not started; the database schema may be partly changed",
+        "start_target": f"{frm} is stopped; {to} may be started on some hosts or none",
+        "verify": f"{to} is started but not verified healthy",
+        "notify": f"{healthy}; the notification was not sent",
+        "record": f"{healthy}; the release records are not updated",
+    }
+    after = {
+        "stop_current": f"{frm} is stopped, {to} is not started",
+        "schema": f"{frm} is stopped, {to} is not started; the schema step is done",
+        "start_target": f"{to} is started but not verified healthy",
+        "verify": f"{healthy}; the notification was not sent",
+        "notify": f"{healthy}; the release records are not updated",
+        "record": f"{to} is live",
+    }
+    if step is None:
+        return "unknown: the rollback stopped between steps"
+    if finished:
+        return f"{after[step]} (step {step} finished, but the catalog could not record it)"
+    return during[step]
+
+
+def _where(err: BaseException, target: dict[str, Any], catalog: Catalog) -> str:
+    """Name what the failure happened on: the catalog, the engine, or the hosts that failed."""
+    if catalog_fault(err):
+        return f"catalog '{catalog.display_url}'"
+    if isinstance(err, TargetUnreachable):
+        return err.where
+    hosts = getattr(err, "details", {}).get("hosts")
+    if isinstance(hosts, list) and any(not h.get("ok") for h in hosts):
+        return "hosts " + ", ".join(str(h["host"]) for h in hosts if not h.get("ok"))
+    if target.get("target") == "database":
+        return f"the database of source '{target['source']}'"
+    if target.get("target") == "docker":
+        return f"docker host {target['engine']}"
+    return "hosts " + ", ".join(target.get("hosts", []))
+
+
 def _fail(
-    catalog: Catalog, rollback_id: int, service: str, plan: dict[str, Any], who: str, err: BaseException
-) -> None:
-    steps = _steps(catalog, rollback_id)
-    done = [s["name"] for s in steps if s["state"] == "done"]
-    failed = next((s["name"] for s in steps if s["state"] == "failed"), None)
-    state = (
-        "current version stopped, target not running"
-        if "stop_current" in done and "start_target" not in done
-        else "target started but not verified healthy"
-        if "start_target" in done
-        else "nothing was stopped"
-    )
+    catalog: Catalog,
+    options: ServiceRetry,
+    rollback_id: int,
+    service: str,
+    plan: dict[str, Any],
+    who: str,
+    step: str | None,
+    finished: bool,
+    target: dict[str, Any],
+    err: BaseException,
+) -> BaseException:
+    """Record that the rollback failed at `step` (when the catalog answers) and return the error to
+    raise: a RecoverctlError saying which step failed on what, the state the service is in, and
+    how to resume. Anything else is a bug and is returned unchanged, keeping its traceback."""
+    state = _service_state(step, plan, finished)
     message = f"{type(err).__name__}: {err}"
+    # A catalog that stayed away for the whole window is tried once more, not for another window.
+    options = options.model_copy(update={"window": 0.0}) if catalog_fault(err) else options
+    recorded = True
+    try:
+        record = functools.partial(_record_failure, catalog, rollback_id, step, err, message)
+        _book(options, catalog, "recording the failure", record)
+    except CatalogError:
+        recorded = False  # still "running" under this process: resumable once it has exited
+    if recorded:
+        versions = f"from {plan.get('from_version')} to {plan.get('to_version')}"
+        summary = f"failed at step {step}: {err} ({state})"
+        with contextlib.suppress(CatalogError):  # the failure itself is recorded; these are extras
+            catalog.emit_event(
+                "rollback.failed",
+                "critical",
+                service,
+                f"rollback of {service} {versions} {summary}",
+                {"rollback_id": rollback_id, "failed_step": step, "service_state": state},
+                dedup_key=f"rollback:{rollback_id}",
+            )
+            catalog.audit(
+                "rollback",
+                service,
+                "failed",
+                {"rollback_id": rollback_id, "failed_step": step, "error": message, "service_state": state},
+                who=who,
+            )
+    if not isinstance(err, RecoverctlError):
+        return err
+    resume = f"recoverctl rollback {service} --resume"
+    err.message = (
+        f"rollback of '{service}' failed at step '{step}' on {_where(err, target, catalog)}: "
+        f"{err.message} — service state: {state}; resume with '{resume}'"
+    )
+    if not recorded:
+        err.message += " (the catalog could not record this failure)"
+    err.hint = f"{err.hint + '; ' if err.hint else ''}once the cause is fixed: {resume}"
+    timeline: dict[str, Any] | None = None
+    if recorded:
+        with contextlib.suppress(CatalogError):
+            timeline = _summary(catalog, rollback_id)
+    err.details = {
+        **err.details,
+        "service_state": state,
+        "failed_step": step,
+        "rollback_id": rollback_id,
+        **({"rollback": timeline} if timeline is not None else {}),
+    }
+    return err
+
+
+def _record_failure(
+    catalog: Catalog, rollback_id: int, step: str | None, err: BaseException, message: str
+) -> None:
     with catalog.begin() as conn:
+        if step is not None:
+            conn.execute(
+                t.rollback_steps.update()
+                .where(
+                    t.rollback_steps.c.rollback_id == rollback_id,
+                    t.rollback_steps.c.name == step,
+                    t.rollback_steps.c.state != "failed",
+                )
+                .values(
+                    state="failed",
+                    finished_at=time.time(),
+                    output={"error": str(err), **getattr(err, "details", {})},
+                )
+            )
         conn.execute(
             t.rollbacks.update()
             .where(t.rollbacks.c.id == rollback_id)
@@ -524,25 +714,13 @@ def _fail(
         ).one()
         if isinstance(err, VerificationError):
             set_status(conn, int(rb.to_release), "failed", failed_by_rollback=rollback_id)
-        if "stop_current" in done:
+        done = conn.execute(
+            sa.select(t.rollback_steps.c.id).where(
+                t.rollback_steps.c.rollback_id == rollback_id,
+                t.rollback_steps.c.name == "stop_current",
+                t.rollback_steps.c.state == "done",
+            )
+        ).first()
+        if done is not None:
             # It no longer serves: leaving it `live` would make it look current.
             set_status(conn, int(rb.from_release), "rolled-back", rolled_back_by=rollback_id)
-    catalog.emit_event(
-        "rollback.failed",
-        "critical",
-        service,
-        f"rollback of {service} from {plan.get('from_version')} to {plan.get('to_version')} failed at "
-        f"step {failed}: {err} ({state})",
-        {"rollback_id": rollback_id, "failed_step": failed, "service_state": state, "steps_done": done},
-        dedup_key=f"rollback:{rollback_id}",
-    )
-    catalog.audit(
-        "rollback",
-        service,
-        "failed",
-        {"rollback_id": rollback_id, "failed_step": failed, "error": message, "service_state": state},
-        who=who,
-    )
-    if isinstance(err, RecoverctlError):
-        err.details = {**err.details, "service_state": state, "failed_step": failed}
-        err.message = f"{err.message} [service state: {state}]"

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from recoverctl.config import RepositoryConfig
-from recoverctl.errors import StorageError
+from recoverctl.errors import StorageError, cleanup_after
 from recoverctl.storage import Storage, open_storage
 
 
@@ -44,8 +44,12 @@ def check_storage(
             listed = timed("list", lambda: [o.key for o in storage.list("recoverctl-probe/")])
             if key not in listed:
                 raise StorageError(f"probe object missing from the listing of '{storage.url}'")
-        finally:
-            timed("delete", storage.delete, key)
+        except BaseException as e:
+            # The failed step is the one to report; a failed removal is a note on it.
+            with cleanup_after(e, f"removing the probe object '{key}'"):
+                timed("delete", storage.delete, key)
+            raise
+        timed("delete", storage.delete, key)
     finally:
         storage.close()
     return {"url": storage.url, "ok": True, "bytes": size, "latency_ms": steps}

@@ -11,8 +11,10 @@ from recoverctl.actions.usage import measure_usage
 from recoverctl.catalog import Catalog, now
 from recoverctl.catalog import tables as t
 from recoverctl.config import Config
-from recoverctl.errors import UsageError, VerificationError, failure_text
+from recoverctl.errors import LockedError, UsageError, VerificationError
 from recoverctl.progress import Progress
+from recoverctl.recorder import record_failed_run
+from recoverctl.repo import Repository
 from recoverctl.repo.check import check, rebuild_index, select_subset
 
 
@@ -46,6 +48,19 @@ def _record_verified(catalog: Catalog, repository: str, verified: dict[str, bool
         )
 
 
+def _refuse_if_pruned_meanwhile(repo: Repository) -> None:
+    """Raise LockedError when index files verify loaded are gone: a prune (or `repair index`) ran
+    while verify read without a lock, so the damage it found may be that prune's doing."""
+    gone = repo.index.files - {o.key for o in repo.storage.list("index/")}
+    if gone:
+        raise LockedError(
+            f"the repository '{repo.url}' changed while verify read it without a lock (it refuses "
+            f"writes): {len(gone)} index file(s) were replaced, as a prune does, so what looked "
+            "missing may have been pruned",
+            hint="run verify again once the prune is done",
+        )
+
+
 def verify(
     cfg: Config,
     catalog: Catalog,
@@ -70,7 +85,7 @@ def verify(
     repo = open_repository(cfg, password)
     run_id = catalog.start_run("verify", None, repo.url)
     try:
-        with repo.lock(operation="verify"):
+        with repo.lock(operation="verify", reader=True) as lock:
             chooser = None
             if read_data:
 
@@ -84,10 +99,12 @@ def verify(
                     return select_subset(packs, subset, order)
 
             report = check(repo, read_packs=chooser, read_objects=read_data, progress=progress)
+            if not report.ok and not lock.held:
+                _refuse_if_pruned_meanwhile(repo)
         # Measured once the lock is released, so the size is the repository's, not ours.
         usage = measure_usage(repo.storage)
     except BaseException as e:
-        catalog.finish_run(run_id, "failed", error=failure_text(e))
+        record_failed_run(catalog, run_id, e)
         raise
     finally:
         repo.close()

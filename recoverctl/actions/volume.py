@@ -17,9 +17,10 @@ from recoverctl.errors import (
     RecoverctlError,
     UsageError,
     VerificationError,
-    failure_text,
+    cleanup_after,
 )
 from recoverctl.progress import Progress
+from recoverctl.recorder import record_failed_run
 from recoverctl.repo import BackupResult, backup_tree, restore_snapshot
 from recoverctl.sources.volume import DockerVolumes
 
@@ -42,6 +43,21 @@ def _sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _restart(docker: DockerVolumes, stopped: list[tuple[str, str]], name: str) -> None:
+    """Start every stopped container (all are tried); raise RecoverctlError naming those that failed."""
+    errors = []
+    for cid, cname in stopped:
+        try:
+            docker.start(cid)
+        except Exception as e:
+            errors.append(f"{cname}: {e}")
+    if errors:
+        raise RecoverctlError(
+            f"could not restart containers after backing up volume '{name}': {'; '.join(errors)}",
+            hint="start them by hand with 'docker start'",
+        )
 
 
 def backup_volume(
@@ -88,21 +104,15 @@ def backup_volume(
                     dry_run=dry_run,
                     progress=progress,
                 )
-            finally:
-                errors = []
-                for cid, cname in stopped:
-                    try:
-                        docker.start(cid)
-                    except Exception as e:
-                        errors.append(f"{cname}: {e}")
-                if errors:
-                    raise RecoverctlError(
-                        f"could not restart containers after backing up volume '{name}': {'; '.join(errors)}",
-                        hint="start them by hand with 'docker start'",
-                    )
+            except BaseException as e:
+                # The backup's own error is the one to report; a failed restart is a note on it.
+                with cleanup_after(e, "restarting the stopped containers"):
+                    _restart(docker, stopped, name)
+                raise
+            _restart(docker, stopped, name)
     except BaseException as e:
         if run_id is not None:
-            catalog.finish_run(run_id, "failed", error=failure_text(e))
+            record_failed_run(catalog, run_id, e)
         raise
     finally:
         repo.close()
@@ -145,11 +155,11 @@ def restore_volume(
                 f"Docker volume '{volume}' is not empty",
                 hint="restore into a new volume, or pass --force to replace its content",
             )
-        with repo.lock(operation="restore volume"):
+        with repo.lock(operation="restore volume", reader=True):
             snap = repo.resolve_snapshot(ref)
             result = restore_snapshot(repo, snap.id, info.mountpoint, delta=force, progress=progress)
     except BaseException as e:
-        catalog.finish_run(run_id, "failed", error=failure_text(e))
+        record_failed_run(catalog, run_id, e)
         raise
     finally:
         repo.close()

@@ -147,12 +147,18 @@ def dump_cmd(app: App, snapshot: str, path: str) -> None:
 @click.option("--target", type=click.Path(), help="Directory to restore into.")
 @click.option("--target-volume", metavar="NAME", help="Docker volume to restore into (created when missing).")
 @click.option(
-    "--force", is_flag=True, help="With --target-volume: replace the content of a non-empty volume."
+    "--force",
+    is_flag=True,
+    help="Restore into a non-empty target: --target: write the snapshot over it, keep other entries; "
+    "--target-volume: replace the volume's content.",
 )
 @click.option("--include", "includes", multiple=True, metavar="PATH", help="Only this path (repeatable).")
 @click.option("--verify", is_flag=True, help="Re-read every restored file and compare with the snapshot.")
 @click.option(
     "--delta", is_flag=True, help="Keep files that already match; remove files not in the snapshot."
+)
+@click.option(
+    "--dry-run", is_flag=True, help="With --target: list what would be removed and replaced; change nothing."
 )
 @json_option
 @pass_app
@@ -165,20 +171,28 @@ def restore_cmd(
     includes: tuple[str, ...],
     verify: bool,
     delta: bool,
+    dry_run: bool,
 ) -> None:
     """Restore SNAPSHOT (id prefix or 'latest') into --target.
 
     Files are written to temporary names and renamed into place only when every byte was
-    authenticated; damaged files are skipped and named, and the command exits 13.
+    authenticated; damaged files are skipped and named, and the command exits 13. Nothing is
+    written outside the target: a tampered snapshot (entry names like '..') exits 13, and symlinks
+    already in the target are replaced, never followed. A non-empty target is refused (exit 2)
+    unless --force (write over it) or --delta (make it equal to the snapshot; preview the
+    deletions with --delta --dry-run).
     --target-volume restores into a Docker volume instead (a non-empty one needs --force).
 
     \b
     Example:
       recoverctl restore latest --target /tmp/restore --include /srv/app/config
+      recoverctl restore latest --target /srv/app --delta --dry-run
       recoverctl restore 3f2a9c1b --target-volume app-uploads-restored
     """
     if (target is None) == (target_volume is None):
         raise UsageError("give exactly one of --target DIR or --target-volume NAME")
+    if dry_run and target is None:
+        raise UsageError("--dry-run works with --target DIR only")
     progress = progress_for(json_lines=False, show=app.show_progress, label="restore")
     if target_volume is not None:
         from recoverctl.actions.volume import restore_volume
@@ -213,17 +227,29 @@ def restore_cmd(
                 include=list(includes) or None,
                 verify=verify,
                 delta=delta,
+                force=force,
+                dry_run=dry_run,
                 progress=progress,
             )
     finally:
         progress.close()
-    app.render(
-        data,
-        lambda d: (
+    app.render(data, _restore_text)
+
+
+def _restore_text(d: dict[str, Any]) -> str:
+    if not d.get("dry_run"):
+        return (
             f"restored snapshot {d['snapshot'][:8]} to {d['target']}: {d['files']} files, "
             f"{d['dirs']} dirs, {_size(d['bytes'])} in {d['duration_s']:.1f}s"
-        ),
+        )
+    lines = [f"would remove   {p}" for p in d["would_remove"]]
+    lines += [f"would replace  {p}" for p in d["would_overwrite"]]
+    lines.append(
+        f"dry run of snapshot {d['snapshot'][:8]} into {d['target']}: {d['files']} files "
+        f"({_size(d['bytes'])}) to write, {d['files_skipped_unchanged']} unchanged, "
+        f"{len(d['would_remove'])} to remove, {len(d['would_overwrite'])} to replace; nothing changed"
     )
+    return "\n".join(lines)
 
 
 COMMANDS = [snapshots, ls_cmd, diff_cmd, cat_cmd, dump_cmd, restore_cmd]

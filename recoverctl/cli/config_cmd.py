@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
 import click
 import yaml
 
 from recoverctl.cli.context import App, pass_app
 from recoverctl.config import loose_config_mode, redacted_dump
+from recoverctl.errors import ConfigError
+from recoverctl.scheduler.feasibility import schedule_problems
 
 
 @click.group("config")
@@ -14,10 +20,41 @@ def config_group() -> None:
     """Validate and display the configuration."""
 
 
+def parse_job(job: str) -> tuple[tuple[str, ...], Mapping[str, Any]]:
+    """Parse a schedule's job line as `recoverctl` would; return the command path and its
+    parameters, or raise ValueError saying why it is not a valid command line."""
+    from recoverctl.cli.main import cli
+
+    try:
+        args = shlex.split(job)
+        command: click.Command = cli
+        ctx = command.make_context("recoverctl", args)
+        path: list[str] = []
+        while isinstance(command, click.Group):
+            # What Group.invoke does: the words after the group's own options name the subcommand.
+            rest = [*ctx._protected_args, *ctx.args]
+            if not rest:
+                raise ValueError(f"'{' '.join(['recoverctl', *path])}' needs a subcommand")
+            name, sub, rest = command.resolve_command(ctx, rest)
+            assert name is not None and sub is not None
+            path.append(name)
+            command = sub
+            ctx = command.make_context(name, rest, parent=ctx)
+        return tuple(path), ctx.params
+    except click.exceptions.Exit:
+        raise ValueError("it only prints help or the version") from None
+    except click.ClickException as e:
+        raise ValueError(e.format_message()) from None
+
+
 @config_group.command("check")
 @pass_app
 def check(app: App) -> None:
     """Validate the config file; exit 0 when valid, 2 naming each bad key otherwise.
+
+    Scheduled jobs are checked too: a job that can never succeed (not a recoverctl command line,
+    a source or service the config lacks, 'forget' with no keep rule and no 'retention:') is an
+    error.
 
     Warns (exit 0) when the file holds a secret inline and its group or others can read it.
 
@@ -26,6 +63,14 @@ def check(app: App) -> None:
       recoverctl --config /etc/recoverctl/recoverctl.yaml config check
     """
     cfg = app.config
+    problems = schedule_problems(cfg, parse_job)
+    if problems:
+        where = f"'{cfg.path}'" if cfg.path else "configuration from the environment"
+        raise ConfigError(
+            f"schedules in {where} can never succeed:\n  " + "\n  ".join(problems),
+            hint="fix or disable (enabled: false) the schedules named above",
+            details={"file": str(cfg.path) if cfg.path else None, "errors": problems},
+        )
     warning = loose_config_mode(cfg)
     warnings = [warning] if warning else []
     app.render(

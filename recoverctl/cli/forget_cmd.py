@@ -66,12 +66,14 @@ def forget_cmd(
 ) -> None:
     """Remove snapshots no keep rule selects; each decision is shown with the rule that kept it.
 
-    Snapshots pinned in the catalog (releases, running drills) are always kept. Groups of
-    (kind, source, paths) are judged separately.
+    Without --keep-* options the config's 'retention:' block decides, per source (this is what
+    the scheduled 'forget --prune' uses). Snapshots pinned in the catalog (releases, running
+    drills) are always kept. Groups of (kind, source, paths) are judged separately.
 
     \b
     Example:
       recoverctl forget --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --prune --dry-run
+      recoverctl forget --prune            # the config's retention: block
     """
     try:
         within = parse_duration(keep_within) if keep_within else 0.0

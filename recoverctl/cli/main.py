@@ -120,6 +120,8 @@ def _emit_error(err: RecoverctlError, as_json: bool) -> None:
         click.echo(json.dumps(err.to_dict(), default=str), err=True)
         return
     click.secho(f"error: {err.message}", fg="red", err=True)
+    for note in getattr(err, "__notes__", ()):
+        click.echo(f"note: {note}", err=True)
     if err.hint:
         click.echo(f"hint: {err.hint}", err=True)
 

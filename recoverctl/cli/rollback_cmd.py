@@ -59,7 +59,11 @@ def _result_text(d: dict[str, Any]) -> str:
 @click.option("--dry-run", is_flag=True, help="Show the plan and stop.")
 @click.option("--reason", metavar="TEXT", help="Why (recorded in the audit log and the notification).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (required without a TTY).")
-@click.option("--resume", is_flag=True, help="Continue the interrupted rollback of SERVICE.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the interrupted or failed rollback of SERVICE from the step it stopped at.",
+)
 @json_option
 @pass_app
 def rollback_command(
@@ -77,7 +81,10 @@ def rollback_command(
     Shows the plan first (versions, schema revisions, data that a downgrade drops), checks
     the engine / every host and the target artifact before anything is stopped, then runs the
     persisted steps lock -> stop_current -> schema -> start_target -> verify -> notify -> record.
-    Exit 13 when the health check fails afterwards, 11 when another deploy/rollback runs.
+    An unreachable engine, host or catalog is retried within the service's retry.window; a
+    step that still fails says where and in what state it left the service, and --resume
+    continues from it. Exit 13 when the health check fails afterwards, 11 when another
+    deploy/rollback runs.
 
     \b
     Example:

@@ -2,17 +2,70 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import docker
 import docker.errors
+import requests.exceptions
 from docker.models.containers import Container
 
 from recoverctl.config import DockerService
-from recoverctl.deploy.target import Artifact, Endpoint, HostOutcome
-from recoverctl.errors import ConfigError, NotFoundError, RecoverctlError
+from recoverctl.deploy.target import Artifact, Endpoint, HostOutcome, TargetUnreachable
+from recoverctl.deploy.version import check_version
+from recoverctl.errors import ConfigError, NotFoundError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# What dockerd answers with a 5xx while it (or its containerd) restarts, as opposed to a 5xx
+# that will come back every time (a bad command, a port in use).
+_RESTARTING = ("containerd", "connection refused", "connection reset", "transport", "dial unix", "EOF")
+
+
+def engine_fault(e: BaseException) -> bool:
+    """Return True when `e` says the engine is not answering (yet): connection refused or
+    dropped, the socket missing, or a 5xx about its containerd. Image not found, conflicts and
+    other API answers are final."""
+    if isinstance(e, requests.exceptions.ConnectionError | requests.exceptions.Timeout | ConnectionError):
+        return True
+    if isinstance(e, docker.errors.APIError):
+        status = e.status_code or 0
+        text = str(e.explanation or e)
+        return status in (502, 503, 504) or (status >= 500 and any(s in text for s in _RESTARTING))
+    if isinstance(e, docker.errors.DockerException):
+        return "Error while fetching server API version" in str(e)
+    return False
+
+
+def _engine_faults(
+    method: Callable[Concatenate[DockerTarget, P], R],
+) -> Callable[Concatenate[DockerTarget, P], R]:
+    """Turn an engine that does not answer into TargetUnreachable, dropping the client so the
+    next attempt connects anew."""
+
+    @functools.wraps(method)
+    def wrapper(self: DockerTarget, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except TargetUnreachable:
+            self.close()
+            raise
+        except Exception as e:
+            if not engine_fault(e):
+                raise
+            self.close()
+            raise TargetUnreachable(
+                f"Docker engine at '{self.where}' is unreachable: {e}",
+                where=f"docker host {self.where}",
+                hint="start dockerd, or set 'docker_host' for the service (or DOCKER_HOST)",
+            ) from None
+
+    return wrapper
+
 
 LABEL_SERVICE = "recoverctl.service"
 LABEL_VERSION = "recoverctl.version"
@@ -54,19 +107,21 @@ class DockerTarget:
                 else:
                     self._client = docker.from_env(timeout=60)
                 self._client.ping()
-            except docker.errors.DockerException as e:
+            except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
                 self._client = None
-                raise RecoverctlError(
+                raise TargetUnreachable(
                     f"Docker engine at '{self.where}' is unreachable: {e}",
+                    where=f"docker host {self.where}",
                     hint="start dockerd, or set 'docker_host' for the service (or DOCKER_HOST)",
                 ) from None
         return self._client
 
     def ref(self, version: str) -> str:
-        return f"{self.cfg.image}:{version}"
+        return f"{self.cfg.image}:{check_version(version)}"
 
     # --- Target ---------------------------------------------------------------------------------
 
+    @_engine_faults
     def preflight(self, version: str | None) -> None:
         client = self.client
         if version is None:
@@ -81,6 +136,7 @@ class DockerTarget:
                 details={"available": have},
             ) from None
 
+    @_engine_faults
     def available_versions(self) -> list[str]:
         versions = []
         for image in self.client.images.list(name=self.cfg.image):
@@ -90,6 +146,7 @@ class DockerTarget:
                     versions.append(version)
         return sorted(set(versions))
 
+    @_engine_faults
     def prepare(self, version: str, image: str | None = None) -> Artifact:
         ref = image or self.ref(version)
         try:
@@ -113,6 +170,7 @@ class DockerTarget:
         except docker.errors.NotFound:
             return None
 
+    @_engine_faults
     def stop(self) -> list[HostOutcome]:
         c = self._container()
         if c is None:
@@ -124,6 +182,7 @@ class DockerTarget:
         c.remove(force=True)
         return [HostOutcome(self.cfg.container, output={"stopped": version})]
 
+    @_engine_faults
     def start(self, artifact: Artifact) -> list[HostOutcome]:
         c = self._container()
         if c is not None:
@@ -155,6 +214,8 @@ class DockerTarget:
         try:
             c = self.client.containers.run(artifact.image or self.ref(artifact.version), **kwargs)
         except docker.errors.APIError as e:
+            if engine_fault(e):
+                raise
             return [HostOutcome(self.cfg.container, error=f"docker run failed: {e.explanation or e}")]
         return [HostOutcome(self.cfg.container, output={"started": artifact.version, "id": c.short_id})]
 
@@ -169,12 +230,14 @@ class DockerTarget:
             hint=f"set services.{self.service}.health.url (e.g. http://127.0.0.1:8080/health)",
         )
 
+    @_engine_faults
     def running_version(self) -> str | None:
         c = self._container()
         if c is None or c.status != "running":
             return None
         return c.labels.get(LABEL_VERSION)
 
+    @_engine_faults
     def retire(self, versions: list[str]) -> list[str]:
         removed = []
         running = self.running_version()
@@ -185,12 +248,17 @@ class DockerTarget:
             try:
                 self.client.images.remove(self.ref(version))
                 removed.append(self.ref(version))
-            except docker.errors.APIError:
-                pass  # still used by a container (ours or someone else's): keep it
+            except docker.errors.APIError as e:
+                if engine_fault(e):
+                    raise
+                # still used by a container (ours or someone else's): keep it
         return removed
 
     def describe(self) -> dict[str, Any]:
         return {"target": "docker", "engine": self.where, "container": self.cfg.container}
+
+    def only(self, hosts: list[str]) -> DockerTarget:
+        return self  # one engine, one container: nothing to narrow
 
     def close(self) -> None:
         if self._client is not None:

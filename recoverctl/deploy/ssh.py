@@ -9,6 +9,8 @@ RECOVERCTL_CURRENT exported.
 
 from __future__ import annotations
 
+import copy
+import errno
 import io
 import posixpath
 import shlex
@@ -23,9 +25,11 @@ import paramiko
 from fabric import Config as FabricConfig
 from fabric import Connection, ThreadingGroup
 from fabric.exceptions import GroupException
+from paramiko.ssh_exception import NoValidConnectionsError
 
 from recoverctl.config import SshHost, SshService
 from recoverctl.deploy.target import Artifact, Endpoint, HostOutcome
+from recoverctl.deploy.version import check_version
 from recoverctl.errors import ConfigError, NotFoundError, PartialError, RecoverctlError
 
 
@@ -41,6 +45,27 @@ class _Host:
     health_url: str | None
 
 
+_NETWORK_ERRNOS = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN, errno.EPIPE}
+
+
+def connection_fault(exc: BaseException) -> bool:
+    """Return True when `exc` says the host did not answer or the connection dropped (sshd down,
+    restarting, the session killed mid-command): worth retrying. Host key and authentication
+    failures, and commands that exited with a status, are final."""
+    if isinstance(exc, paramiko.BadHostKeyException | paramiko.AuthenticationException):
+        return False
+    if isinstance(exc, paramiko.SSHException):
+        return "not found in known_hosts" not in str(exc)
+    if isinstance(exc, NoValidConnectionsError | ConnectionError | TimeoutError | EOFError):
+        return True
+    if isinstance(exc, OSError):
+        # Network errors only: a missing key file is a configuration problem, not an outage.
+        return exc.errno in _NETWORK_ERRNOS
+    result = getattr(exc, "result", None)
+    # No exit status: the channel closed under the command (paramiko reports -1).
+    return result is not None and getattr(result, "exited", None) == -1
+
+
 def _explain(exc: BaseException) -> str:
     if isinstance(exc, paramiko.BadHostKeyException):
         return f"host key mismatch (got {exc.key.get_name()} {exc.key.get_base64()[:16]}...): possible MITM"
@@ -53,10 +78,22 @@ def _explain(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return f"unreachable: {exc.strerror or exc}"
     result = getattr(exc, "result", None)
+    if result is not None and getattr(result, "exited", None) == -1:
+        return "connection lost while the command ran"
     if result is not None and hasattr(result, "exited"):
         err = (result.stderr or result.stdout or "").strip().splitlines()
         return f"command exited {result.exited}: {err[-1] if err else ''}"
     return f"{type(exc).__name__}: {exc}"
+
+
+def _release_path(h: _Host, version: str, name: str = "{}") -> str:
+    """Return the path of `name` (the release dir of `version`, or a sibling such as '.{}.partial')
+    in the host's releases directory; raise UsageError for an invalid version. Every path built
+    from a version goes through here, so none can leave the releases directory."""
+    path = posixpath.join(h.releases_dir, name.format(check_version(version)))
+    if posixpath.dirname(posixpath.normpath(path)) != posixpath.normpath(h.releases_dir):
+        raise RecoverctlError(f"refusing path '{path}' outside the releases directory on {h.name}")
+    return path
 
 
 class SshTarget:
@@ -127,7 +164,7 @@ class SshTarget:
         env = {"RECOVERCTL_RELEASES_DIR": h.releases_dir, "RECOVERCTL_CURRENT": h.current_link}
         if version is not None:
             env["RECOVERCTL_VERSION"] = version
-            env["RECOVERCTL_RELEASE"] = posixpath.join(h.releases_dir, version)
+            env["RECOVERCTL_RELEASE"] = _release_path(h, version)
         return " ".join(f"export {k}={shlex.quote(v)};" for k, v in env.items())
 
     def _run_all(
@@ -143,7 +180,7 @@ class SshTarget:
             except RecoverctlError:
                 raise
             except Exception as e:
-                outcomes[h.name] = HostOutcome(h.name, error=_explain(e))
+                outcomes[h.name] = HostOutcome(h.name, error=_explain(e), transient=connection_fault(e))
         by_conn = {id(c): name for name, c in conns.items()}
         stdout: dict[str, str] = {}
         # ThreadingGroup runs one command for all; the per-host scripts differ, so each host gets
@@ -161,13 +198,20 @@ class SshTarget:
                 outcomes[name] = HostOutcome(name)
             except GroupException as ge:
                 for _conn, res in ge.result.items():
+                    failure = res if isinstance(res, BaseException) else None
                     outcomes[name] = HostOutcome(
-                        name, error=_explain(res) if isinstance(res, BaseException) else str(res)
+                        name,
+                        error=_explain(res) if failure is not None else str(res),
+                        transient=failure is not None and connection_fault(failure),
                     )
 
         if groups:
             with ThreadPoolExecutor(max_workers=min(16, len(groups))) as pool:
                 list(pool.map(run, groups))
+        for o in outcomes.values():
+            if o.transient and o.host in self._conns:
+                # A dropped connection is not reused: the next attempt dials again.
+                self._conns.pop(o.host).close()
         return [outcomes[h.name] for h in hosts], stdout
 
     def _by_name(self, name: str) -> _Host:
@@ -232,7 +276,7 @@ class SshTarget:
         )
 
     def prepare(self, version: str, image: str | None = None) -> Artifact:
-        data = self._tarball(version)
+        data = self._tarball(check_version(version))
         if data is None and not self.cfg.fetch_command:
             raise ConfigError(
                 f"service '{self.service}' has neither 'artifact' nor 'fetch_command'",
@@ -244,7 +288,7 @@ class SshTarget:
         if data is not None:
 
             def upload(h: _Host) -> None:
-                remote = posixpath.join(h.releases_dir, f".upload-{version}.tar.gz")
+                remote = _release_path(h, version, ".upload-{}.tar.gz")
                 try:
                     conn = self._connection(h)
                     conn.run(f"mkdir -p {shlex.quote(h.releases_dir)}", hide=True, in_stream=False)
@@ -259,8 +303,8 @@ class SshTarget:
         for h in up:
             if h.name not in uploads and data is not None:
                 continue
-            release = posixpath.join(h.releases_dir, version)
-            tmp = posixpath.join(h.releases_dir, f".{version}.partial")
+            release = _release_path(h, version)
+            tmp = _release_path(h, version, ".{}.partial")
             q = shlex.quote
             if data is not None:
                 tarball = q(uploads[h.name])
@@ -299,8 +343,8 @@ class SshTarget:
         q = shlex.quote
         scripts = {}
         for h in self.hosts:
-            release = posixpath.join(h.releases_dir, artifact.version)
-            tmp_link = f"{h.current_link}.tmp-{artifact.version}"
+            release = _release_path(h, artifact.version)
+            tmp_link = f"{h.current_link}.tmp-{check_version(artifact.version)}"
             # ln + rename(2): readers see the old or the new target, never a missing link.
             switch = (
                 f"test -d {q(release)} && ln -sfn {q(release)} {q(tmp_link)} "
@@ -336,7 +380,7 @@ class SshTarget:
         q = shlex.quote
         scripts = {}
         for h in self.hosts:
-            paths = " ".join(q(posixpath.join(h.releases_dir, v)) for v in versions)
+            paths = " ".join(q(_release_path(h, v)) for v in versions)
             # Never the release `current` points at, whatever the catalog says.
             scripts[h.name] = (
                 f"cur=$(readlink -f {q(h.current_link)} || true); for d in {paths}; do "
@@ -347,6 +391,11 @@ class SshTarget:
 
     def describe(self) -> dict[str, Any]:
         return {"target": "ssh", "hosts": [h.name for h in self.hosts], "releases_dir": self.cfg.releases_dir}
+
+    def only(self, hosts: list[str]) -> SshTarget:
+        narrowed = copy.copy(self)  # shares the open connections
+        narrowed.hosts = [h for h in self.hosts if h.name in hosts]
+        return narrowed
 
     def close(self) -> None:
         for c in self._conns.values():

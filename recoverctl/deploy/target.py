@@ -5,6 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from recoverctl.deploy.version import check_version
+from recoverctl.errors import RecoverctlError
+
+
+class TargetUnreachable(RecoverctlError):
+    """The Docker engine or a host did not answer (connection refused or reset, engine 5xx while
+    it restarts): worth retrying. Targets classify their own faults into it; `where` names it."""
+
+    def __init__(self, message: str, *, where: str, hint: str | None = None):
+        super().__init__(message, hint=hint, details={"where": where})
+        self.where = where
+
 
 @dataclass
 class Endpoint:
@@ -21,6 +33,8 @@ class HostOutcome:
     host: str
     error: str | None = None
     output: dict[str, Any] = field(default_factory=dict)
+    # The host could not be reached (or the connection dropped mid-command): worth retrying.
+    transient: bool = False
 
     @property
     def ok(self) -> bool:
@@ -39,12 +53,17 @@ class Artifact:
     digest: str | None = None
     release_dir: str | None = None
 
+    def __post_init__(self) -> None:
+        check_version(self.version)
+
 
 class Target(Protocol):
     """A place a service runs. Every method is idempotent so an interrupted rollback can resume.
 
     Methods operating on several hosts return one HostOutcome per host and never raise for a
     single host's failure; the caller decides between success, partial (exit 3) and failure.
+    An unreachable engine or host is a TargetUnreachable (or an outcome marked `transient`), which
+    the retry layer (deploy/retry.py) rides out; every other error is final.
     """
 
     kind: str
@@ -86,6 +105,10 @@ class Target(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """Return where this target lives, for plans and audit entries."""
+        ...
+
+    def only(self, hosts: list[str]) -> Target:
+        """Return this target narrowed to the named hosts (a retry re-runs only the hosts that failed)."""
         ...
 
     def close(self) -> None: ...

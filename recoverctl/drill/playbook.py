@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import (
     BeforeValidator,
     Discriminator,
@@ -30,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from recoverctl.config import Config, Duration, Model, _humanize
+from recoverctl.config import Config, Duration, Model, _humanize, load_yaml
 from recoverctl.errors import ConfigError
 
 # ">= 1", "== 3", "< 10.5", "!= 0", "= 2"
@@ -316,12 +315,10 @@ def load_playbook(path: str | Path) -> Playbook:
     """Read and validate one playbook file; raise ConfigError when missing or invalid."""
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text())
+        text = p.read_text()
     except OSError as e:
         raise ConfigError(f"cannot read playbook '{p}': {e.strerror}", hint="check the path") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"playbook '{p}' is not valid YAML: {e}", hint="fix the YAML syntax") from None
-    return parse_playbook(data, p)
+    return parse_playbook(load_yaml(text, f"playbook '{p}'"), p)
 
 
 def validate_against_config(pb: Playbook, cfg: Config) -> None:

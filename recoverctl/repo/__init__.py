@@ -3,7 +3,8 @@
 Stable API for other capabilities (see docs/repository-format.md):
 
 - ``Repository.init(storage, password, ...)`` / ``Repository.open(storage, password, ...)``
-- ``repo.lock(exclusive=False, operation="...")`` — context manager; raises LockedError
+- ``repo.lock(exclusive=False, operation="...", reader=False)`` — context manager; raises
+  LockedError; ``reader=True`` (commands that never write) goes on lock-free when writes are refused
 - ``backup_tree(repo, root, include=..., exclude=..., extra_files=..., kind=..., source=...,
   tags=..., metadata=..., parent=..., force_reread=..., before_snapshot=...)``
   → BackupResult(snapshot_id, summary)

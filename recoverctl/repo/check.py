@@ -20,9 +20,10 @@ from recoverctl.errors import ObjectNotFound, RecoverctlError
 from recoverctl.progress import Progress
 from recoverctl.repo.crypto import DecryptError, sha256_hex
 from recoverctl.repo.index import BlobLocation, Index
-from recoverctl.repo.pack import PackEntry, pack_key
+from recoverctl.repo.pack import PackEntry
 from recoverctl.repo.repository import FORMAT_VERSION, RESERVED_PREFIXES, Repository
 from recoverctl.repo.snapshot import Snapshot
+from recoverctl.repo.tree import InvalidTreeError
 
 
 class FinishReads(Protocol):
@@ -187,9 +188,9 @@ class Checker:
         seen: set[str] = set()
         blobs, fromhex = index.blobs, bytes.fromhex
         for snap in snaps:
-            stack = [snap.tree]
+            stack = [(snap.tree, "")]
             while stack:
-                tid = stack.pop()
+                tid, directory = stack.pop()
                 if tid in seen:
                     continue
                 seen.add(tid)
@@ -205,9 +206,13 @@ class Checker:
                 except ObjectNotFound:
                     self.report.missing_blobs.add(bid)
                     continue
+                except InvalidTreeError as e:
+                    e.locate(snapshot=snap.short_id, directory=directory)
+                    self._error("tree_invalid", e.message, snapshot=snap.id, tree=tid)
+                    continue
                 for node in tree["nodes"]:
                     if node.get("subtree"):
-                        stack.append(node["subtree"])
+                        stack.append((node["subtree"], f"{directory}/{node['name']}"))
                     content = node.get("content")
                     if content and not all(map(blobs.__contains__, map(fromhex, content))):
                         self.report.missing_blobs.update(b for b in map(fromhex, content) if b not in blobs)
@@ -232,7 +237,7 @@ class Checker:
         def read(pid: str) -> tuple[str, list[bytes], str]:
             if pid not in stored:
                 return pid, [b for b, _ in by_pack.get(pid, [])], "missing"
-            data = self.repo.storage.get(pack_key(pid))
+            data = self.repo.read_pack(pid)
             bad: list[bytes] = []
             for bid, loc in by_pack.get(pid, []):
                 try:

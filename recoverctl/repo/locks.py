@@ -5,20 +5,31 @@ A lock object is plaintext JSON ``{"exclusive", "hostname", "pid", "username", "
 Taking a lock writes our object first and then lists the others; on a conflict we remove ours
 and raise LockedError, so two racing processes may both back off but never both proceed.
 A lock not refreshed for `STALE_AFTER` seconds, or held by a dead process on this host, is stale.
+
+A reader (restore, verify, drills) whose lock write the storage refuses (WriteRefused: read-only
+mount, read-only credentials) goes on without a lock object, after checking that no exclusive lock
+is held; a prune that starts later can then remove a pack it still needs, which fails the read
+with a NotFoundError that says so (see docs/repository-format.md, "Locks"). Nothing else is written.
+
+A lock's own cleanup (removing its object) never replaces the error that ended the operation: it is
+attached to that error as a note instead.
 """
 
 from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
 import socket
 import threading
 import time
 from typing import Any
 
-from recoverctl.errors import LockedError, ObjectNotFound
+from recoverctl.errors import LockedError, ObjectNotFound, WriteRefused, cleanup_after
 from recoverctl.storage.base import Storage
+
+log = logging.getLogger(__name__)
 
 STALE_AFTER = 30 * 60.0
 REFRESH_EVERY = 5 * 60.0
@@ -59,12 +70,20 @@ def read_locks(storage: Storage) -> list[tuple[str, dict[str, Any]]]:
 
 
 class RepositoryLock:
-    """Context manager holding one lock object, refreshed in the background until exit."""
+    """Context manager holding one lock object, refreshed in the background until exit.
 
-    def __init__(self, storage: Storage, *, exclusive: bool = False, operation: str = ""):
+    With `reader=True` a refused lock write (WriteRefused) is not an error: the lock is then
+    `held = False` and the reader runs lock-free (never for exclusive locks or writers).
+    """
+
+    def __init__(
+        self, storage: Storage, *, exclusive: bool = False, operation: str = "", reader: bool = False
+    ):
         self.storage = storage
         self.exclusive = exclusive
         self.operation = operation
+        self.reader = reader and not exclusive
+        self.held = False
         self.key = f"locks/{os.urandom(16).hex()}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -86,19 +105,33 @@ class RepositoryLock:
     def _write(self) -> None:
         self.storage.put(self.key, json.dumps(self.doc).encode())
 
+    def _check_others(self) -> None:
+        for key, doc in read_locks(self.storage):
+            if key == self.key or is_stale(doc):
+                continue
+            if self.exclusive or doc.get("exclusive"):
+                raise LockedError(
+                    f"the repository at '{self.storage.url}' is locked: {describe(doc)}",
+                    details={"lock": key, "holder": doc},
+                )
+
     def __enter__(self) -> RepositoryLock:
-        self._write()
         try:
-            for key, doc in read_locks(self.storage):
-                if key == self.key or is_stale(doc):
-                    continue
-                if self.exclusive or doc.get("exclusive"):
-                    raise LockedError(
-                        f"the repository at '{self.storage.url}' is locked: {describe(doc)}",
-                        details={"lock": key, "holder": doc},
-                    )
-        except BaseException:
-            self.storage.delete(self.key)
+            self._write()
+        except WriteRefused as e:
+            if not self.reader:
+                raise
+            # Read-only repository: nothing to hold, but never start while a prune holds it.
+            log.info("%s: the repository refuses writes (%s); reading without a lock", self.operation, e)
+            self._check_others()
+            return self
+        self.held = True
+        try:
+            self._check_others()
+        except BaseException as e:
+            with cleanup_after(e, f"removing our lock '{self.key}'"):
+                self.storage.delete(self.key)
+            self.held = False
             raise
         self._thread = threading.Thread(target=self._refresh, name="lock-refresh", daemon=True)
         self._thread.start()
@@ -112,11 +145,16 @@ class RepositoryLock:
             except Exception:
                 continue  # the next refresh retries; expiry is far longer than the interval
 
-    def __exit__(self, *_: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, _tb: object) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.storage.delete(self.key)
+        if not self.held:
+            return
+        # The operation's own error is the one to report; a lock left behind goes stale.
+        with cleanup_after(exc, f"releasing the repository lock '{self.key}' on '{self.storage.url}'"):
+            self.storage.delete(self.key)
+        self.held = False
 
 
 def unlock(storage: Storage, remove_all: bool = False) -> list[dict[str, Any]]:

@@ -10,10 +10,10 @@ is applied last, deepest first.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import errno
+import itertools
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -21,14 +21,25 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from recoverctl.errors import NotFoundError, RecoverctlError
+from recoverctl.errors import NotFoundError, ObjectNotFound, RecoverctlError, UsageError
 from recoverctl.progress import Progress
+from recoverctl.repo.confined import (
+    DIR_FLAGS,
+    NEW_FILE,
+    Dir,
+    DirTable,
+    apply_meta,
+    apply_meta_at,
+    entries,
+    remove,
+    write_all,
+    write_replacing,
+)
 from recoverctl.repo.crypto import DecryptError
 from recoverctl.repo.index import BlobLocation
-from recoverctl.repo.pack import pack_key
 from recoverctl.repo.repository import Repository
 from recoverctl.repo.snapshot import Snapshot
-from recoverctl.repo.tree import Node
+from recoverctl.repo.tree import InvalidTreeError, Node
 
 MAX_READ = 16 * 1024 * 1024
 # Neighbouring single-blob files in a pack are fetched in one read when the bytes between them
@@ -36,9 +47,27 @@ MAX_READ = 16 * 1024 * 1024
 BATCH_GAP = 1024 * 1024
 
 
+def tree_nodes(repo: Repository, tree_id: str, directory: str) -> list[Node]:
+    """Return the nodes of the tree at `directory` ('/a/b'); an InvalidTreeError names the directory."""
+    try:
+        nodes: list[Node] = repo.load_tree(bytes.fromhex(tree_id))["nodes"]
+    except InvalidTreeError as e:
+        raise e.locate(directory=directory) from None
+    return nodes
+
+
+@contextlib.contextmanager
+def _naming(snap: Snapshot) -> Iterator[None]:
+    """Name `snap` in an InvalidTreeError raised while reading its trees."""
+    try:
+        yield
+    except InvalidTreeError as e:
+        raise e.locate(snapshot=snap.short_id) from None
+
+
 def walk(repo: Repository, tree_id: str, prefix: str = "") -> Iterator[tuple[str, Node]]:
     """Yield (path, node) for every node below a tree, depth first, parents before children."""
-    for node in repo.load_tree(bytes.fromhex(tree_id))["nodes"]:
+    for node in tree_nodes(repo, tree_id, prefix):
         path = f"{prefix}/{node['name']}"
         yield path, node
         if node["type"] == "dir" and node.get("subtree"):
@@ -52,7 +81,9 @@ def find_node(repo: Repository, snap: Snapshot, path: str) -> Node:
     for i, part in enumerate(parts):
         if node["type"] != "dir" or not node.get("subtree"):
             break
-        found = [n for n in repo.load_tree(bytes.fromhex(node["subtree"]))["nodes"] if n["name"] == part]
+        with _naming(snap):
+            nodes = tree_nodes(repo, node["subtree"], "/" + "/".join(parts[:i]))
+        found = [n for n in nodes if n["name"] == part]
         if not found:
             break
         node = found[0]
@@ -93,9 +124,7 @@ def iter_content(repo: Repository, content: list[str]) -> Iterator[bytes]:
     for run in _runs(repo, content):
         first = run[0][1]
         last = run[-1][1]
-        data = memoryview(
-            repo.storage.get(pack_key(first.pack), first.offset, last.offset + last.length - first.offset)
-        )
+        data = memoryview(repo.read_pack(first.pack, first.offset, last.offset + last.length - first.offset))
         for bid, loc in run:
             start = loc.offset - first.offset
             yield repo.open_blob(bid, loc.type, data[start : start + loc.length], loc.pack)
@@ -122,11 +151,12 @@ def ls(
         yield base, node
     if not node.get("subtree"):
         return
-    if recursive:
-        yield from walk(repo, node["subtree"], base)
-    else:
-        for n in repo.load_tree(bytes.fromhex(node["subtree"]))["nodes"]:
-            yield f"{base}/{n['name']}", n
+    with _naming(snap):
+        if recursive:
+            yield from walk(repo, node["subtree"], base)
+        else:
+            for n in tree_nodes(repo, node["subtree"], base):
+                yield f"{base}/{n['name']}", n
 
 
 def _meta(node: Node) -> tuple[Any, ...]:
@@ -149,8 +179,10 @@ def diff(repo: Repository, a: Snapshot, b: Snapshot) -> list[dict[str, Any]]:
     def rec(ta: str | None, tb: str | None, prefix: str) -> None:
         if ta == tb:
             return
-        na = {n["name"]: n for n in repo.load_tree(bytes.fromhex(ta))["nodes"]} if ta else {}
-        nb = {n["name"]: n for n in repo.load_tree(bytes.fromhex(tb))["nodes"]} if tb else {}
+        with _naming(a):
+            na = {n["name"]: n for n in tree_nodes(repo, ta, prefix)} if ta else {}
+        with _naming(b):
+            nb = {n["name"]: n for n in tree_nodes(repo, tb, prefix)} if tb else {}
         for name in sorted(set(na) | set(nb)):
             path = f"{prefix}/{name}"
             x, y = na.get(name), nb.get(name)
@@ -190,9 +222,12 @@ class RestoreResult:
     removed: int = 0
     errors: list[dict[str, str]] = field(default_factory=list)
     duration_s: float = 0.0
+    dry_run: bool = False
+    would_remove: list[str] = field(default_factory=list)
+    would_overwrite: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "files": self.files,
             "dirs": self.dirs,
             "bytes": self.bytes,
@@ -201,6 +236,9 @@ class RestoreResult:
             "errors": self.errors,
             "duration_s": round(self.duration_s, 3),
         }
+        if self.dry_run:
+            out.update(dry_run=True, would_remove=self.would_remove, would_overwrite=self.would_overwrite)
+        return out
 
 
 def _selected(path: str, include: list[str] | None) -> tuple[bool, bool]:
@@ -215,7 +253,54 @@ def _selected(path: str, include: list[str] | None) -> tuple[bool, bool]:
     return False, False
 
 
+def _matches(repo: Repository, fd: int, content: list[str]) -> bool:
+    """Whether the open file holds exactly the chunks `content` lists, from its start."""
+    index = repo.load_index()
+    offset = 0
+    for hex_id in content:
+        loc = index.get(bytes.fromhex(hex_id))
+        if loc is None:
+            return False
+        data = os.pread(fd, loc.raw_length, offset)
+        if len(data) != loc.raw_length or repo.cipher.blob_id(data) != bytes.fromhex(hex_id):
+            return False
+        offset += loc.raw_length
+    return True
+
+
+def _open_unchanged(repo: Repository, node: Node, dir_fd: int, name: str) -> int | None:
+    """Return a read-only descriptor of the regular file `name` (never a symlink, FIFO or device)
+    when it already holds the node's content, else None."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode) or st.st_size != node.get("size"):
+        return None
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode) and _matches(repo, fd, node.get("content", [])):
+            return fd
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return None
+
+
+# A single-blob file waiting for its pack's batch: location, blob id, node, directory, name, path.
+_Queued = tuple[BlobLocation, bytes, Node, Dir, str, str]
+
+
 class _Restorer:
+    """One restore into a target directory, confined to it (see repo/confined.py).
+
+    Entries already at the snapshot's names are replaced (the caller allowed it: `force` or
+    `delta`); with `delta`, entries the snapshot lacks are removed and matching files kept.
+    `mounts` ({'/snapshot/dir': '/abs/dir'}) sends a directory's content to a directory the caller
+    chose and left linked into the target (PostgreSQL's pg_tblspc/<oid>).
+    """
+
     def __init__(
         self,
         repo: Repository,
@@ -224,97 +309,213 @@ class _Restorer:
         delta: bool,
         verify: bool,
         progress: Progress,
+        *,
+        force: bool = False,
+        dry_run: bool = False,
+        mounts: dict[str, str] | None = None,
     ):
         self.repo = repo
         self.target = target
         self.include = ["/" + i.strip("/") for i in include] if include else None
         self.delta = delta
+        self.force = force
+        self.dry_run = dry_run
+        self.mounts = {"/" + k.strip("/"): v for k, v in (mounts or {}).items()}
         self.verify = verify
+        # Verification reads the file back through the descriptor it was written with.
+        self.write_flags = os.O_RDWR if verify else os.O_WRONLY
         self.progress = progress
-        self.result = RestoreResult()
+        self.result = RestoreResult(dry_run=dry_run)
         self.is_root = os.geteuid() == 0
         self._lock = threading.Lock()
-        self.pool = ThreadPoolExecutor(repo.parallelism, thread_name_prefix="restore")
         self.slots = threading.BoundedSemaphore(4 * repo.parallelism)
-        self.hardlinks: dict[tuple[int, int], Future[str | None]] = {}
-        self.dirs: list[tuple[str, Node]] = []
-        # pack id → single-blob files to restore from it: (location, blob id, node, out, path)
-        self.by_pack: dict[str, list[tuple[BlobLocation, bytes, Node, str, str]]] = {}
+        self.hardlinks: dict[tuple[int, int], Future[tuple[Dir, str] | None]] = {}
+        self.dir_meta: list[tuple[Dir, Node]] = []
+        self.by_pack: dict[str, list[_Queued]] = {}
 
     def _fail(self, path: str, err: BaseException) -> None:
         msg = err.message if isinstance(err, RecoverctlError) else str(err)
+        entry = {"path": path, "error": msg, "damaged": "yes" if isinstance(err, DecryptError) else "no"}
+        if isinstance(err, ObjectNotFound) and "pack" in err.details:
+            entry["missing_pack"] = str(err.details["pack"])  # gone under us: Repository.read_pack
         with self._lock:
-            self.result.errors.append(
-                {"path": path, "error": msg, "damaged": "yes" if isinstance(err, DecryptError) else "no"}
-            )
+            self.result.errors.append(entry)
         self.progress.warn(f"{path}: {msg}")
+
+    def _nodes(self, tree_id: str | None, directory: str) -> list[Node]:
+        return tree_nodes(self.repo, tree_id, directory) if tree_id else []
+
+    def _open_target(self) -> int | None:
+        """Open (create) the target; refuse a non-empty one unless force or delta; None for a dry
+        run into a directory that does not exist yet."""
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+        try:
+            fd = os.open(self.target, flags)
+        except FileNotFoundError:
+            if self.dry_run:
+                return None
+            os.makedirs(self.target, exist_ok=True)
+            fd = os.open(self.target, flags)
+        except NotADirectoryError:
+            raise UsageError(
+                f"restore target '{self.target}' is not a directory", hint="give a new or empty directory"
+            ) from None
+        if self.force or self.delta:
+            return fd
+        with os.scandir(fd) as it:
+            present = sorted(e.name for e in itertools.islice(it, 6))
+        if present:
+            os.close(fd)
+            shown = ", ".join(present[:5]) + (", ..." if len(present) > 5 else "")
+            raise UsageError(
+                f"restore target '{self.target}' is not empty (it holds {shown})",
+                hint="restore into a new or empty directory; or pass --delta to make it equal to the "
+                "snapshot (deletes what the snapshot lacks; preview with --delta --dry-run), or --force "
+                "to write the snapshot over it and keep the rest",
+            )
+        return fd
 
     def run(self, tree_id: str) -> RestoreResult:
         started = time.monotonic()
-        os.makedirs(self.target, exist_ok=True)
+        root_fd = self._open_target()
+        if self.dry_run:
+            try:
+                self._plan(tree_id, root_fd, "")
+            finally:
+                if root_fd is not None:
+                    os.close(root_fd)
+        else:
+            assert root_fd is not None
+            table = DirTable(root_fd)
+            try:
+                self._restore(tree_id, table)
+            finally:
+                table.close()
+        self.result.duration_s = time.monotonic() - started
+        return self.result
+
+    def _restore(self, tree_id: str, table: DirTable) -> None:
+        self.table = table
+        self.pool = ThreadPoolExecutor(self.repo.parallelism, thread_name_prefix="restore")
         futures: list[Future[Any]] = []
         try:
-            self._restore_dir(tree_id, "", self.target, futures)
+            self._restore_dir(tree_id, table.root, False, futures)
             for pack, items in self.by_pack.items():
                 futures.append(self.pool.submit(self._restore_batch, pack, items))
             for f in futures:
                 f.result()
         finally:
             self.pool.shutdown(wait=True)
-        for path, node in reversed(self.dirs):
+        # Last and deepest first: writing into a directory changes its mtime, and a read-only
+        # mode would stop the writes.
+        for d, node in reversed(self.dir_meta):
             try:
-                _apply_meta(path, node, self.is_root)
+                with table.use(d) as fd:
+                    apply_meta(fd, node, self.is_root)
             except OSError as e:
-                self._fail(path, e)
-        self.result.duration_s = time.monotonic() - started
-        return self.result
+                self._fail(d.rel, e)
 
-    def _restore_dir(self, tree_id: str, rel: str, dest: str, futures: list[Future[Any]]) -> None:
-        nodes = self.repo.load_tree(bytes.fromhex(tree_id))["nodes"]
-        if self.delta:
-            self._remove_extraneous(dest, rel, {n["name"] for n in nodes})
+    def _wanted(self, nodes: list[Node], rel: str) -> Iterator[tuple[Node, str, str, bool]]:
+        """Yield (node, name, path, restore it) for the nodes of directory `rel` the include list
+        reaches (restore False: only on the way to an included path)."""
         for node in nodes:
             path = f"{rel}/{node['name']}"
             restore, descend = _selected(path, self.include)
-            if not descend:
-                continue
-            out = os.path.join(dest, node["name"])
-            t = node["type"]
-            if t == "dir":
-                try:
-                    os.makedirs(out, exist_ok=True)
-                except OSError as e:
-                    self._fail(path, e)
-                    continue
-                if restore:
-                    self.dirs.append((out, node))
+            if descend:
+                yield node, node["name"], path, restore
+
+    def _extraneous(
+        self, existing: dict[str, bool], nodes: list[Node], rel: str
+    ) -> list[tuple[str, bool, str]]:
+        """With delta, return (name, is a directory, path) of the entries of directory `rel` that
+        the snapshot lacks and the include list covers: those a restore removes."""
+        if not self.delta or not existing:
+            return []
+        keep = {n["name"] for n in nodes}
+        return [
+            (name, is_dir, f"{rel}/{name}")
+            for name, is_dir in sorted(existing.items())
+            if name not in keep and _selected(f"{rel}/{name}", self.include)[0]
+        ]
+
+    def _remove(self, dir_fd: int, name: str, is_dir: bool, path: str) -> bool:
+        try:
+            remove(dir_fd, name, is_dir)
+        except OSError as e:
+            self._fail(path, e)
+            return False
+        return True
+
+    def _restore_dir(self, tree_id: str | None, d: Dir, fresh: bool, futures: list[Future[Any]]) -> None:
+        """Restore the nodes of a tree into directory d; `fresh`: d was just created (so empty)."""
+        nodes = self._nodes(tree_id, d.rel)
+        with self.table.use(d) as dfd:
+            # {name: is a directory} of what is already there; a fresh directory holds nothing.
+            existing = {} if fresh else entries(dfd)
+            for name, is_dir, path in self._extraneous(existing, nodes, d.rel):
+                if self._remove(dfd, name, is_dir, path):
                     with self._lock:
-                        self.result.dirs += 1
-                if node.get("subtree"):
-                    self._restore_dir(node["subtree"], path, out, futures)
-                continue
-            if not restore:
-                continue
-            if t == "file":
-                if self._batch(node, out, path):
+                        self.result.removed += 1
+            for node, name, path, restore in self._wanted(nodes, d.rel):
+                in_way = existing.get(name)  # None: nothing there; True: a directory; False: other
+                if node["type"] == "dir":
+                    self._dir(node, d, dfd, name, path, in_way, restore, futures)
                     continue
-                key = (node.get("dev", 0), node.get("inode", 0))
-                if node.get("links", 1) > 1 and key in self.hardlinks:
-                    first = self.hardlinks[key]
-                    futures.append(self.pool.submit(self._link, first, out, path))
+                if not restore:
                     continue
-                self.slots.acquire()
-                fut = self.pool.submit(self._file, node, out, path)
-                if node.get("links", 1) > 1:
-                    self.hardlinks[key] = fut
-                futures.append(fut)
-            else:
+                if in_way and not self._remove(dfd, name, True, path):
+                    continue
+                if node["type"] == "file":
+                    self._queue_file(node, d, name, path, futures)
+                    continue
                 try:
-                    self._special(node, out)
+                    self._special(node, dfd, name)
                 except OSError as e:
                     self._fail(path, e)
 
-    def _batch(self, node: Node, out: str, path: str) -> bool:
+    def _dir(
+        self,
+        node: Node,
+        parent: Dir,
+        dfd: int,
+        name: str,
+        path: str,
+        in_way: bool | None,
+        restore: bool,
+        futures: list[Future[Any]],
+    ) -> None:
+        try:
+            mount = self.mounts.get(path)
+            if mount is not None:
+                child = self.table.pinned(os.open(mount, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), path)
+            else:
+                if in_way is False:
+                    os.unlink(name, dir_fd=dfd)
+                if in_way is not True:
+                    os.mkdir(name, dir_fd=dfd)  # the umask applies, as for makedirs; the mode comes last
+                child = Dir(parent, name, path)
+            if restore:
+                self.dir_meta.append((child, node))
+                with self._lock:
+                    self.result.dirs += 1
+            self._restore_dir(node.get("subtree"), child, in_way is not True and mount is None, futures)
+        except OSError as e:
+            self._fail(path, e)
+
+    def _queue_file(self, node: Node, d: Dir, name: str, path: str, futures: list[Future[Any]]) -> None:
+        if self._batch(node, d, name, path):
+            return
+        key = (node.get("dev", 0), node.get("inode", 0))
+        if node.get("links", 1) > 1 and key in self.hardlinks:
+            futures.append(self.pool.submit(self._link, self.hardlinks[key], d, name, path))
+            return
+        self.slots.acquire()
+        fut = self.pool.submit(self._file, node, d, name, path)
+        if node.get("links", 1) > 1:
+            self.hardlinks[key] = fut
+        futures.append(fut)
+
+    def _batch(self, node: Node, d: Dir, name: str, path: str) -> bool:
         """Queue a file of one blob for its pack's batch; return False to restore it on its own."""
         content: list[str] = node.get("content") or []
         if len(content) != 1 or self.delta or node.get("links", 1) > 1:
@@ -323,10 +524,10 @@ class _Restorer:
         loc = self.repo.index.get(bid)
         if loc is None:
             return False  # restored on its own, which reports the missing blob
-        self.by_pack.setdefault(loc.pack, []).append((loc, bid, node, out, path))
+        self.by_pack.setdefault(loc.pack, []).append((loc, bid, node, d, name, path))
         return True
 
-    def _restore_batch(self, pack: str, items: list[tuple[BlobLocation, bytes, Node, str, str]]) -> None:
+    def _restore_batch(self, pack: str, items: list[_Queued]) -> None:
         """Restore single-blob files from one pack: read neighbouring blobs in one request each."""
         items.sort(key=lambda item: item[0].offset)
         start = 0
@@ -343,16 +544,17 @@ class _Restorer:
             run = items[start:stop]
             start = stop
             try:
-                data = memoryview(self.repo.storage.get(pack_key(pack), first.offset, end - first.offset))
+                data = memoryview(self.repo.read_pack(pack, first.offset, end - first.offset))
             except RecoverctlError as e:
-                for _loc, _bid, _node, _out, path in run:
+                for *_, path in run:
                     self._fail(path, e)
                 continue
-            for loc, bid, node, out, path in run:
+            for loc, bid, node, d, name, path in run:
                 try:
                     begin = loc.offset - first.offset
                     plain = self.repo.open_blob(bid, loc.type, data[begin : begin + loc.length], pack)
-                    written = self._write_new(node, out, plain)
+                    with self.table.use(d) as dfd:
+                        written = self._write_new(node, dfd, name, plain)
                 except (RecoverctlError, OSError) as e:
                     self._fail(path, e)
                     continue
@@ -365,138 +567,97 @@ class _Restorer:
             counters = {"files_restored": self.result.files, "bytes_restored": self.result.bytes}
         self.progress.update(counters)
 
-    def _remove_extraneous(self, dest: str, rel: str, keep: set[str]) -> None:
-        import shutil
-
-        try:
-            existing = os.listdir(dest)
-        except FileNotFoundError:
-            return
-        for name in existing:
-            if name in keep:
-                continue
-            path = f"{rel}/{name}"
-            restore, _ = _selected(path, self.include)
-            if not restore:
-                continue
-            full = os.path.join(dest, name)
-            if os.path.isdir(full) and not os.path.islink(full):
-                shutil.rmtree(full)
-            else:
-                os.unlink(full)
-            with self._lock:
-                self.result.removed += 1
-
-    def _link(self, first: Future[str | None], out: str, path: str) -> None:
+    def _link(self, first: Future[tuple[Dir, str] | None], d: Dir, name: str, path: str) -> None:
         src = first.result()
         if src is None:
             return
+        src_dir, src_name = src
         try:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(out)
-            os.link(src, out)
+            with self.table.use(src_dir) as sfd, self.table.use(d) as dfd:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=dfd)
+                os.link(src_name, name, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
         except OSError as e:
             self._fail(path, e)
 
-    def _special(self, node: Node, out: str) -> None:
+    def _special(self, node: Node, dfd: int, name: str) -> None:
         t = node["type"]
         with contextlib.suppress(FileNotFoundError):
-            if os.path.isdir(out) and not os.path.islink(out):
-                os.rmdir(out)
-            else:
-                os.unlink(out)
+            os.unlink(name, dir_fd=dfd)
         if t == "symlink":
-            os.symlink(node.get("target", ""), out)
+            os.symlink(node.get("target", ""), name, dir_fd=dfd)
         elif t == "fifo":
-            os.mkfifo(out, node.get("mode", 0o600))
+            os.mkfifo(name, node.get("mode", 0o600), dir_fd=dfd)
         elif t in ("chardev", "blockdev"):
             if not self.is_root:
                 return
-            import stat as st
-
-            kind = st.S_IFCHR if t == "chardev" else st.S_IFBLK
-            os.mknod(out, kind | node.get("mode", 0o600), node.get("rdev", 0))
+            kind = stat.S_IFCHR if t == "chardev" else stat.S_IFBLK
+            os.mknod(name, kind | node.get("mode", 0o600), node.get("rdev", 0), dir_fd=dfd)
         elif t == "socket":
             return
-        _apply_meta(out, node, self.is_root)
+        apply_meta_at(dfd, name, node, self.is_root)
 
-    def _unchanged_on_disk(self, node: Node, out: str) -> bool:
+    def _file(self, node: Node, d: Dir, name: str, path: str) -> tuple[Dir, str] | None:
         try:
-            st = os.lstat(out)
-        except FileNotFoundError:
-            return False
-        if not os.path.isfile(out) or os.path.islink(out) or st.st_size != node.get("size"):
-            return False
-        index = self.repo.load_index()
-        with open(out, "rb") as f:
-            for hex_id in node.get("content", []):
-                loc = index.get(bytes.fromhex(hex_id))
-                if loc is None:
-                    return False
-                if self.repo.cipher.blob_id(f.read(loc.raw_length)) != bytes.fromhex(hex_id):
-                    return False
-        return True
-
-    def _file(self, node: Node, out: str, path: str) -> str | None:
-        try:
-            if self.delta and self._unchanged_on_disk(node, out):
-                _apply_meta(out, node, self.is_root)
-                with self._lock:
-                    self.result.skipped += 1
-                return out
-            content = node.get("content", [])
-            if len(content) <= 1 and not os.path.lexists(out):
-                written = self._write_small(node, out, content)
-            else:
-                written = self._write_via_temp(node, out, iter_content(self.repo, content))
+            with self.table.use(d) as dfd:
+                if self.delta:
+                    same = _open_unchanged(self.repo, node, dfd, name)
+                    if same is not None:
+                        try:
+                            apply_meta(same, node, self.is_root)
+                        finally:
+                            os.close(same)
+                        with self._lock:
+                            self.result.skipped += 1
+                        return d, name
+                content = node.get("content", [])
+                if len(content) <= 1:
+                    # The blob is authenticated before the file is created, so wrong bytes can
+                    # never appear under the name.
+                    data = b"".join(iter_content(self.repo, content))
+                    written = self._write_new(node, dfd, name, data)
+                else:
+                    written = self._write_via_temp(node, dfd, name, iter_content(self.repo, content))
             self._count_file(written)
-            return out
+            return d, name
         except (RecoverctlError, OSError) as e:
             self._fail(path, e)
             return None
         finally:
             self.slots.release()
 
-    def _write_small(self, node: Node, out: str, content: list[str]) -> int:
-        """Write a file of at most one blob straight to its name: the blob is authenticated before
-        the file is created, so wrong bytes can never appear under the name."""
-        return self._write_new(node, out, b"".join(iter_content(self.repo, content)))
-
-    def _write_new(self, node: Node, out: str, data: bytes) -> int:
-        """Create `out` holding authenticated `data` (via a temporary name when it exists)."""
+    def _write_new(self, node: Node, dfd: int, name: str, data: bytes) -> int:
+        """Create `name` holding authenticated `data` (via a temporary name when it exists)."""
         try:
-            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(name, self.write_flags | NEW_FILE, 0o600, dir_fd=dfd)
         except FileExistsError:
-            return self._write_via_temp(node, out, (data,))
+            return self._write_via_temp(node, dfd, name, (data,))
         try:
-            # Straight on the descriptor: a file object per small file costs more than its write.
             try:
                 if node.get("sparse"):
                     with os.fdopen(fd, "wb", closefd=False) as f:
                         _write_sparse(f, data)
                         f.truncate(len(data))
                 else:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
+                    # Straight on the descriptor: a file object per small file costs more than its write.
+                    write_all(fd, data)
                 if self.verify:
-                    self._verify_written(out, node)
-                _apply_meta(fd, node, self.is_root)
+                    self._verify_written(fd, node)
+                apply_meta(fd, node, self.is_root)
             finally:
                 os.close(fd)
         except BaseException:
             with contextlib.suppress(OSError):
-                os.unlink(out)
+                os.unlink(name, dir_fd=dfd)
             raise
         return len(data)
 
-    def _write_via_temp(self, node: Node, out: str, chunks: Iterable[bytes]) -> int:
+    def _write_via_temp(self, node: Node, dfd: int, name: str, chunks: Iterable[bytes]) -> int:
         """Write to a temporary name and rename into place once every blob was authenticated."""
-        tmp = os.path.join(os.path.dirname(out), f".{node['name'][:100]}.rctmp-{os.urandom(4).hex()}")
-        written = 0
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
+
+        def fill(fd: int) -> int:
+            written = 0
+            with os.fdopen(fd, "wb", closefd=False) as f:
                 sparse = bool(node.get("sparse"))
                 for data in chunks:
                     if sparse:
@@ -507,23 +668,63 @@ class _Restorer:
                 if sparse:
                     f.truncate(written)
             if self.verify:
-                self._verify_written(tmp, node)
-            _apply_meta(tmp, node, self.is_root)
-            os.replace(tmp, out)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        return written
+                self._verify_written(fd, node)
+            apply_meta(fd, node, self.is_root)
+            return written
 
-    def _verify_written(self, tmp: str, node: Node) -> None:
-        index = self.repo.load_index()
-        with open(tmp, "rb") as f:
-            for hex_id in node.get("content", []):
-                loc = index.get(bytes.fromhex(hex_id))
-                assert loc is not None
-                if self.repo.cipher.blob_id(f.read(loc.raw_length)) != bytes.fromhex(hex_id):
-                    raise DecryptError(f"restored bytes of '{node['name']}' differ from the snapshot")
+        return write_replacing(dfd, name, fill, self.write_flags)
+
+    def _verify_written(self, fd: int, node: Node) -> None:
+        if not _matches(self.repo, fd, node.get("content", [])):
+            raise DecryptError(f"restored bytes of '{node['name']}' differ from the snapshot")
+
+    def _plan(self, tree_id: str | None, dfd: int | None, rel: str) -> None:
+        """Dry run: count what would be restored and list what would be removed or overwritten.
+
+        Nothing is created or changed; `dfd` is the existing directory at `rel` (None: absent).
+        """
+        nodes = self._nodes(tree_id, rel)
+        existing = entries(dfd) if dfd is not None else {}
+        res = self.result
+        for _name, is_dir, path in self._extraneous(existing, nodes, rel):
+            res.would_remove.append(path + ("/" if is_dir else ""))
+        for node, name, path, restore in self._wanted(nodes, rel):
+            in_way = existing.get(name)
+            if node["type"] == "dir":
+                res.dirs += restore
+                mount = self.mounts.get(path)
+                child: int | None = None
+                try:
+                    if mount is not None and os.path.isdir(mount):
+                        child = os.open(mount, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                    elif mount is None and in_way and dfd is not None:
+                        child = os.open(name, DIR_FLAGS, dir_fd=dfd)
+                    elif mount is None and in_way is False:
+                        res.would_overwrite.append(path)
+                    self._plan(node.get("subtree"), child, path)
+                except OSError as e:
+                    self._fail(path, e)
+                finally:
+                    if child is not None:
+                        os.close(child)
+                continue
+            if not restore:
+                continue
+            if in_way is False and node["type"] == "file" and self.delta and dfd is not None:
+                try:
+                    same = _open_unchanged(self.repo, node, dfd, name)
+                except OSError as e:
+                    self._fail(path, e)
+                    continue
+                if same is not None:
+                    os.close(same)
+                    res.skipped += 1
+                    continue
+            if node["type"] == "file":
+                res.files += 1
+                res.bytes += int(node.get("size") or 0)
+            if in_way is not None:
+                res.would_overwrite.append(path + ("/" if in_way else ""))
 
 
 _HOLE = 64 * 1024
@@ -541,37 +742,6 @@ def _write_sparse(f: Any, data: bytes) -> None:
             f.write(piece)
 
 
-def _apply_meta(path: str | int, node: Node, is_root: bool) -> None:
-    """Apply ownership (as root), mode, xattrs and times to a restored entry, given its path or an
-    open descriptor of a regular file (no path lookups then)."""
-    link = node["type"] == "symlink"
-    by_path = isinstance(path, str)
-    if is_root:
-        with contextlib.suppress(OSError):
-            if isinstance(path, str):
-                os.lchown(path, node.get("uid", -1), node.get("gid", -1))
-            else:
-                os.chown(path, node.get("uid", -1), node.get("gid", -1))
-    if not link:
-        os.chmod(path, node.get("mode", 0o644))
-        for name, value in (node.get("xattrs") or {}).items():
-            try:
-                if by_path:
-                    os.setxattr(path, name, base64.b64decode(value), follow_symlinks=False)
-                else:
-                    os.setxattr(path, name, base64.b64decode(value))
-            except OSError as e:
-                if e.errno not in (errno.ENOTSUP, errno.EPERM, errno.EACCES):
-                    raise
-    mtime = int(node.get("mtime_ns") or 0)
-    times = (int(node.get("atime_ns") or mtime), mtime)
-    with contextlib.suppress(NotImplementedError, OSError):
-        if by_path:
-            os.utime(path, ns=times, follow_symlinks=not link)
-        else:
-            os.utime(path, ns=times)
-
-
 def restore_snapshot(
     repo: Repository,
     snapshot_id: str,
@@ -580,15 +750,38 @@ def restore_snapshot(
     delta: bool = False,
     verify: bool = False,
     progress: Progress | None = None,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    mounts: dict[str, str] | None = None,
 ) -> RestoreResult:
     """Restore a snapshot (id, prefix or 'latest') into `target_dir`; return counts and per-file errors.
 
-    `include` restricts to paths ('/a/b') in the snapshot. With `delta`, files whose content
-    already matches are kept and entries not in the snapshot are removed. Files whose blobs
-    fail authentication are not written (listed in `errors` with damaged=yes); the caller decides
-    the exit code. Raise NotFoundError for an unknown snapshot.
+    Nothing is created, changed or removed outside `target_dir` (and `mounts`), whatever the
+    snapshot's trees say or symlinks already in the target point at. `include` restricts to paths
+    ('/a/b') in the snapshot. A non-empty target is refused (UsageError, exit 2) unless `force`
+    (entries at the snapshot's names are replaced, others kept) or `delta` (also: files whose
+    content already matches are kept, entries not in the snapshot are removed). `dry_run` changes
+    nothing and lists in the result what would be removed and overwritten. `mounts` maps snapshot
+    directories ('/pg_tblspc/16385') to directories outside the target that receive their content.
+    Files whose blobs fail authentication are not written (listed in `errors` with damaged=yes);
+    the caller decides the exit code. Raise NotFoundError for an unknown snapshot, InvalidTreeError
+    (exit 13, naming the snapshot and directory) for a tree no backup writes.
     """
     snap = repo.resolve_snapshot(snapshot_id)
     repo.load_index()
-    r = _Restorer(repo, target_dir, include, delta, verify, progress or Progress())
-    return r.run(snap.tree)
+    r = _Restorer(
+        repo,
+        target_dir,
+        include,
+        delta,
+        verify,
+        progress or Progress(),
+        force=force,
+        dry_run=dry_run,
+        mounts=mounts,
+    )
+    try:
+        return r.run(snap.tree)
+    except InvalidTreeError as e:
+        raise e.locate(snapshot=snap.short_id) from None

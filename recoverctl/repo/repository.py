@@ -28,7 +28,6 @@ from recoverctl.errors import (
 )
 from recoverctl.repo import crypto
 from recoverctl.repo.crypto import Cipher, DecryptError, KeySlot, KeySlotError, MasterKey
-from recoverctl.repo.documents import parse_document
 from recoverctl.repo.index import Index, document
 from recoverctl.repo.pack import (
     HeaderTooShort,
@@ -38,6 +37,7 @@ from recoverctl.repo.pack import (
     parse_header,
 )
 from recoverctl.repo.snapshot import Snapshot
+from recoverctl.repo.tree import parse_tree
 from recoverctl.storage.base import ObjectInfo, Storage
 
 # Version 2 names every key slot by its content hash (KeySlot.id), so a slot copied under another
@@ -452,6 +452,23 @@ class Repository:
 
     # --- blobs and trees --------------------------------------------------------------------------
 
+    def read_pack(self, pack_id: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Return bytes of a pack the index lists; raise ObjectNotFound saying why it may be gone.
+
+        A reader without a lock (read-only repository) is not protected from a concurrent prune,
+        so a pack vanishing under it is expected then: the error says so and to retry.
+        """
+        try:
+            return self.storage.get(pack_key(pack_id), offset, length)
+        except ObjectNotFound:
+            raise ObjectNotFound(
+                f"pack {pack_id} is in the index of '{self.url}' but missing from storage: a prune that "
+                "ran while this command was reading may have removed it",
+                hint="run the command again (it reads the current index); if the pack is still "
+                "missing, run 'recoverctl verify' to see what is affected",
+                details={"pack": pack_id},
+            ) from None
+
     def has_blob(self, blob_id: bytes) -> bool:
         return blob_id in self.load_index()
 
@@ -463,7 +480,7 @@ class Repository:
                 f"blob {blob_id.hex()[:16]} is not in the index of '{self.url}'",
                 hint="run 'recoverctl verify' and 'recoverctl repair index'",
             )
-        sealed = self.storage.get(pack_key(loc.pack), loc.offset, loc.length)
+        sealed = self.read_pack(loc.pack, loc.offset, loc.length)
         return self.open_blob(blob_id, loc.type, sealed, loc.pack)
 
     def open_blob(self, blob_id: bytes, blob_type: int, sealed: bytes | memoryview, pack: str) -> bytes:
@@ -475,11 +492,12 @@ class Repository:
         return plain
 
     def load_tree(self, tree_id: bytes) -> dict[str, Any]:
-        """Return a directory tree document {"nodes": [...]} (cached)."""
+        """Return a directory tree document {"nodes": [...]} (cached); raise InvalidTreeError (exit 13)
+        for a tree whose entries no file system could hold (see repo/tree.py)."""
         cached = self._tree_cache.get(tree_id)
         if cached is not None:
             return cached
-        tree: dict[str, Any] = parse_document(self.read_blob(tree_id))
+        tree = parse_tree(tree_id, self.read_blob(tree_id))
         if len(self._tree_cache) > 4096:
             self._tree_cache.clear()
         self._tree_cache[tree_id] = tree
@@ -581,11 +599,17 @@ class Repository:
 
     # --- locks ------------------------------------------------------------------------------------
 
-    def lock(self, exclusive: bool = False, operation: str = "") -> AbstractContextManager[Any]:
-        """Return a context manager holding a shared (or exclusive) repository lock; raise LockedError."""
+    def lock(
+        self, exclusive: bool = False, operation: str = "", *, reader: bool = False
+    ) -> AbstractContextManager[Any]:
+        """Return a context manager holding a shared (or exclusive) repository lock; raise LockedError.
+
+        `reader=True` (commands that never write the repository) goes on lock-free when the storage
+        refuses the lock write, e.g. a read-only mount or read-only credentials.
+        """
         from recoverctl.repo.locks import RepositoryLock
 
-        return RepositoryLock(self.storage, exclusive=exclusive, operation=operation)
+        return RepositoryLock(self.storage, exclusive=exclusive, operation=operation, reader=reader)
 
 
 def _read_slot(storage: Storage, obj: ObjectInfo, *, named: bool, doc: Any = None) -> KeySlot:

@@ -66,8 +66,17 @@ def group_key(s: Snapshot) -> tuple[str, str, tuple[str, ...]]:
     return (s.kind, s.source or "", tuple(sorted(s.paths)))
 
 
-def apply_policy(snapshots: list[Snapshot], policy: Policy, pinned: dict[str, str]) -> list[Decision]:
-    """Return a decision per snapshot (newest first within each group)."""
+PolicyFor = Callable[[str | None], Policy | None]
+
+
+def apply_policy(
+    snapshots: list[Snapshot], policy: Policy | PolicyFor, pinned: dict[str, str]
+) -> list[Decision]:
+    """Return a decision per snapshot (newest first within each group).
+
+    `policy` is one policy for every group, or a function giving the policy for a group's source;
+    a group it gives None for is kept whole.
+    """
     groups: dict[tuple[str, str, tuple[str, ...]], list[Snapshot]] = {}
     for s in snapshots:
         groups.setdefault(group_key(s), []).append(s)
@@ -75,28 +84,14 @@ def apply_policy(snapshots: list[Snapshot], policy: Policy, pinned: dict[str, st
     for snaps in groups.values():
         snaps = sorted(snaps, key=lambda s: s.time, reverse=True)
         decisions = [Decision(s, False) for s in snaps]
-        for i, d in enumerate(decisions):
-            if i < policy.last:
-                d.reasons.append(f"last {policy.last}")
-        for kind in ("hourly", "daily", "weekly", "monthly", "yearly"):
-            n = getattr(policy, kind)
-            if not n:
-                continue
-            key = _bucket(kind)
-            seen: set[tuple[int, ...]] = set()
+        group_policy = policy if isinstance(policy, Policy) else policy(snaps[0].source)
+        if group_policy is None:
             for d in decisions:
-                b = key(dt.datetime.fromtimestamp(d.snapshot.time, dt.UTC))
-                if b in seen:
-                    continue
-                if len(seen) >= n:
-                    break
-                seen.add(b)
-                d.reasons.append(f"{kind} {n}")
-        if policy.within and decisions:
-            newest = decisions[0].snapshot.time
-            for d in decisions:
-                if newest - d.snapshot.time <= policy.within:
-                    d.reasons.append(f"within {policy.within:g}s")
+                d.keep = True
+                d.reasons.append(f"no retention rule for source '{d.snapshot.source or '(none)'}'")
+            out.extend(decisions)
+            continue
+        _keep_by_rules(decisions, group_policy)
         for d in decisions:
             reason = pinned.get(d.snapshot.id)
             if reason is not None:
@@ -104,3 +99,29 @@ def apply_policy(snapshots: list[Snapshot], policy: Policy, pinned: dict[str, st
             d.keep = bool(d.reasons)
         out.extend(decisions)
     return out
+
+
+def _keep_by_rules(decisions: list[Decision], policy: Policy) -> None:
+    """Add the reasons each rule of `policy` keeps a snapshot for (decisions newest first)."""
+    for i, d in enumerate(decisions):
+        if i < policy.last:
+            d.reasons.append(f"last {policy.last}")
+    for kind in ("hourly", "daily", "weekly", "monthly", "yearly"):
+        n = getattr(policy, kind)
+        if not n:
+            continue
+        key = _bucket(kind)
+        seen: set[tuple[int, ...]] = set()
+        for d in decisions:
+            b = key(dt.datetime.fromtimestamp(d.snapshot.time, dt.UTC))
+            if b in seen:
+                continue
+            if len(seen) >= n:
+                break
+            seen.add(b)
+            d.reasons.append(f"{kind} {n}")
+    if policy.within and decisions:
+        newest = decisions[0].snapshot.time
+        for d in decisions:
+            if newest - d.snapshot.time <= policy.within:
+                d.reasons.append(f"within {policy.within:g}s")

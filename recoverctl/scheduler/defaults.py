@@ -9,6 +9,24 @@ DEFAULT_SCHEDULE_YAML = """\
 #
 # WAL is archived continuously by PostgreSQL itself, not by the scheduler:
 #   archive_command = 'recoverctl wal push %p'
+#
+# The jobs name the postgres source 'main': rename it to yours ('config check' names any job
+# that refers to a source or service the config does not have).
+#
+# Retention, used by daily-forget-prune and by 'forget' without --keep-* options, per group of
+# snapshots (kind, source, paths):
+# - 48 hourly: two days of the runbook's hourly backups, so damage noticed the next day can
+#   still be restored to within the hour before it (the 1 h RPO of critical data);
+# - 30 daily: a month of daily fulls;
+# - 13 weekly: one a week back to 90 days, the runbook's log retention, so an incident found in
+#   the logs always has a backup from before it.
+# Nothing older is kept (data retention policy enforcement). Snapshots pinned by a release or a
+# running drill are never forgotten. Per source: retention.sources.NAME replaces the default.
+retention:
+  default:
+    keep_hourly: 48
+    keep_daily: 30
+    keep_weekly: 13
 schedules:
   - name: daily-full
     cron: "15 2 * * *"
@@ -32,7 +50,7 @@ schedules:
   - name: daily-forget-prune
     cron: "30 5 * * *"
     timezone: UTC
-    job: forget --prune
+    job: forget --prune       # the retention: block above
     timeout: 2h
     catch_up: once
   - name: weekly-drill

@@ -10,7 +10,6 @@ FastAPI routes for them stay, so /openapi.json documents the same payload models
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from recoverctl import __version__
-from recoverctl.actions.alert_intake import SOURCES, AlertIn, list_decisions, record_rejection
+from recoverctl.actions.alert_intake import SOURCES, AlertIn, list_decisions
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import jobs as jobq
 from recoverctl.catalog import tables as t
@@ -37,7 +36,8 @@ from recoverctl.errors import CatalogError, RecoverctlError
 from recoverctl.service.auth import Secrets, authenticate
 from recoverctl.service.batcher import IntakeBatcher
 from recoverctl.service.metrics import Metrics
-from recoverctl.service.payloads import AlertmanagerWebhook, GenericEvent, GrafanaWebhook
+from recoverctl.service.payloads import AlertmanagerWebhook, GenericEvent, GrafanaWebhook, parse_body
+from recoverctl.service.rejections import RejectionLog
 from recoverctl.service.worker import HEARTBEAT_EVERY, Worker
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class ServiceState:
     force_dry_run: bool = False
     _repo_check: tuple[float, dict[str, Any]] | None = field(default=None, repr=False)
     _batcher: IntakeBatcher | None = field(default=None, repr=False)
+    _rejections: RejectionLog | None = field(default=None, repr=False)
 
     @property
     def batcher(self) -> IntakeBatcher:
@@ -63,12 +64,19 @@ class ServiceState:
             self._batcher = IntakeBatcher(self.cfg, self.catalog, force_dry_run=self.force_dry_run)
         return self._batcher
 
-    def reject(self, source: str, reason: str) -> None:
-        """Store a rejected decision; a catalog outage must not turn a 4xx into a 5xx."""
-        try:
-            record_rejection(self.catalog, source, reason)
-        except CatalogError as e:
-            log.warning("could not record rejected %s request (%s): %s", source, reason, e)
+    @property
+    def rejections(self) -> RejectionLog:
+        if self._rejections is None:
+            self._rejections = RejectionLog(self.catalog, self.cfg.serve.rejections)
+        return self._rejections
+
+    def reject(self, source: str, outcome: str, reason: str, scope: Scope, *, throttle: bool) -> bool:
+        """Count a refused request (written later, aggregated); return True to answer 429."""
+        client = scope.get("client")
+        peer = str(client[0]) if client else "unknown"
+        limited = self.rejections.refuse(source, outcome, reason, peer, throttle=throttle)
+        self.metrics.requests.labels(source, "rate_limited" if limited else outcome).inc()
+        return limited
 
     async def accept(self, source: str, alerts: list[AlertIn]) -> dict[str, Any]:
         try:
@@ -137,11 +145,6 @@ class ServiceState:
         return result
 
 
-def _refuse_constant(name: str) -> Any:
-    # NaN and Infinity are not JSON (RFC 8259) though Python's parser accepts them.
-    raise ValueError(f"{name} is not valid JSON")
-
-
 HOOK_MODELS: dict[str, type[AlertmanagerWebhook | GrafanaWebhook | GenericEvent]] = {
     "alertmanager": AlertmanagerWebhook,
     "grafana": GrafanaWebhook,
@@ -156,15 +159,34 @@ class HookGuard:
         self.app = app
         self.state = state
 
+    async def refuse(
+        self, scope: Scope, receive: Receive, send: Send, source: str, status: int, outcome: str, reason: str
+    ) -> None:
+        """Answer a refused request; count it, and past the peer's allowance answer 429."""
+        state = self.state
+        # Only failed authentication spends the peer's allowance: a 413 comes before
+        # authentication and may be a genuine sender's oversized alert group.
+        if state.reject(source, outcome, reason, scope, throttle=status == 401):
+            status, outcome = 429, "rate_limited"
+            reason = "too many unauthenticated requests from this address; retry later"
+        extra = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if status == 429:
+            extra = {"Retry-After": str(state.rejections.retry_after)}
+            # Sleeping costs no CPU; answering at once would let a flood that waits for its
+            # answers send as fast as the server can refuse.
+            await anyio.sleep(state.cfg.serve.rejections.delay)
+        await JSONResponse({"error": outcome, "detail": reason}, status_code=status, headers=extra)(
+            scope, receive, send
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         if path.startswith("/api/") and self.state.secrets.configured:
-            # The API shows alert labels and job payloads: same credentials as the hooks.
+            # The API shows alert labels and job payloads: same credentials as the hooks, and
+            # the same counting and throttling of failures.
             why = authenticate(self.state.secrets, Headers(scope=scope), b"")
             if why is not None:
-                await JSONResponse({"error": "unauthorized", "detail": why}, status_code=401)(
-                    scope, receive, send
-                )
+                await self.refuse(scope, receive, send, "api", 401, "unauthorized", why)
                 return
         source = path.removeprefix("/hooks/").strip("/")
         if not path.startswith("/hooks/") or source not in SOURCES or scope["method"] != "POST":
@@ -176,12 +198,7 @@ class HookGuard:
         headers = Headers(scope=scope)
 
         async def refuse(status: int, outcome: str, reason: str) -> None:
-            state.metrics.requests.labels(source, outcome).inc()
-            await anyio.to_thread.run_sync(state.reject, source, reason)
-            extra = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-            await JSONResponse({"error": outcome, "detail": reason}, status_code=status, headers=extra)(
-                scope, receive, send
-            )
+            await self.refuse(scope, receive, send, source, status, outcome, reason)
 
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
@@ -207,9 +224,9 @@ class HookGuard:
             await refuse(401, "unauthorized", why)
             return
         try:
-            parsed = json.loads(body, parse_constant=_refuse_constant)
-        except (ValueError, UnicodeDecodeError) as e:
-            await refuse(400, "malformed", f"body is not JSON: {e}")
+            parsed = parse_body(body)
+        except ValueError as e:
+            await refuse(400, "malformed", str(e))
             return
 
         try:
@@ -222,9 +239,12 @@ class HookGuard:
                 ]
                 first = errors[0] if errors else {}
                 where = ".".join(str(p) for p in first.get("loc", ()))
-                state.metrics.requests.labels(source, "invalid").inc()
-                await anyio.to_thread.run_sync(
-                    state.reject, source, f"payload does not match the schema: {where}: {first.get('msg')}"
+                state.reject(
+                    source,
+                    "invalid",
+                    f"payload does not match the schema: {where}: {first.get('msg')}",
+                    scope,
+                    throttle=False,
                 )
                 await JSONResponse({"error": "invalid", "detail": jsonable_encoder(errors)}, status_code=422)(
                     scope, receive, send
@@ -274,18 +294,22 @@ def create_app(state: ServiceState) -> FastAPI:
             source = path.removeprefix("/hooks/").strip("/")
             first = errors[0] if errors else {}
             where = ".".join(str(p) for p in first.get("loc", []))
-            state.metrics.requests.labels(source, "invalid").inc()
-            await anyio.to_thread.run_sync(
-                state.reject, source, f"payload does not match the schema: {where}: {first.get('msg')}"
+            state.reject(
+                source,
+                "invalid",
+                f"payload does not match the schema: {where}: {first.get('msg')}",
+                request.scope,
+                throttle=False,
             )
         return JSONResponse({"error": "invalid", "detail": errors}, status_code=422)
 
     responses: dict[int | str, dict[str, Any]] = {
         202: {"model": Accepted, "description": "decided and committed"},
         400: {"description": "body is not JSON"},
-        401: {"description": "bad or missing token/signature, or stale timestamp"},
+        401: {"description": "bad or missing token/signature, missing or stale timestamp, replay"},
         413: {"description": "body too large"},
         422: {"description": "payload does not match the schema"},
+        429: {"description": "too many unauthenticated requests from this address"},
         503: {"description": "catalog unavailable: retry"},
     }
 

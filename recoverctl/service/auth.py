@@ -1,21 +1,61 @@
 """Webhook authentication: bearer token or HMAC-SHA256 signature over the raw body.
 
-The signature follows Grafana's webhook scheme: lowercase hex HMAC-SHA256 of the body, or of
-`<timestamp>:<body>` when a timestamp header is sent (Unix seconds; older than `max_skew` is
-refused to stop replays). Every comparison is constant-time.
+The signature follows Grafana's webhook scheme: lowercase hex HMAC-SHA256 of
+`<timestamp>:<body>` (Unix seconds in the timestamp header). A signed request is refused when
+its timestamp is missing (unless `require_timestamp: false`), outside ±`max_skew`, or when the
+same signature was already accepted within that window (a replay). Every comparison is
+constant-time.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import hmac
+import logging
+import math
 import os
+import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from recoverctl.config import ServeAuth, read_secret_file
 from recoverctl.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Signatures remembered at most: far above any alert sender's rate (this many signed requests in
+# one max_skew window); past it the soonest-expiring are forgotten, with a warning.
+MAX_REMEMBERED_SIGNATURES = 200_000
+
+
+class SeenSignatures:
+    """Signatures accepted recently, each kept until its timestamp leaves the ±max_skew window
+    (after that the timestamp check refuses it anyway), so memory follows the accepted rate."""
+
+    def __init__(self, capacity: int = MAX_REMEMBERED_SIGNATURES):
+        self.capacity = capacity
+        self._expires: dict[str, float] = {}
+        self._order: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+
+    def first_use(self, signature: str, expires_at: float, now: float) -> bool:
+        """Remember `signature` until `expires_at`; return False when it is already remembered."""
+        with self._lock:
+            while self._order and (self._order[0][0] <= now or len(self._order) >= self.capacity):
+                at, old = heapq.heappop(self._order)
+                if at > now:
+                    log.warning(
+                        "more than %d signed requests in the replay window: forgetting the oldest",
+                        self.capacity,
+                    )
+                self._expires.pop(old, None)
+            if signature in self._expires:
+                return False
+            self._expires[signature] = expires_at
+            heapq.heappush(self._order, (expires_at, signature))
+            return True
 
 
 @dataclass(frozen=True)
@@ -23,6 +63,7 @@ class Secrets:
     bearer: str | None
     hmac_key: bytes | None
     settings: ServeAuth
+    seen: SeenSignatures = field(default_factory=SeenSignatures, compare=False, repr=False)
 
     @property
     def configured(self) -> bool:
@@ -62,7 +103,8 @@ def authenticate(
 ) -> str | None:
     """Return None when the request is authentic, else the reason it is not (for a 401).
 
-    `headers` must be case-insensitive (Starlette's Headers are).
+    An accepted signature is remembered until its timestamp expires: the same request sent again
+    is refused as a replay. `headers` must be case-insensitive (Starlette's Headers are).
     """
     if not secrets.configured:
         return None
@@ -78,20 +120,7 @@ def authenticate(
         if not (secrets.hmac_key and signature):
             return "bearer token does not match"
     if secrets.hmac_key and signature:
-        timestamp = headers.get(cfg.timestamp_header)
-        if timestamp is None and cfg.require_timestamp:
-            return f"signature without the {cfg.timestamp_header} header"
-        if timestamp is not None:
-            try:
-                ts = float(timestamp)
-            except ValueError:
-                return f"{cfg.timestamp_header} is not Unix seconds"
-            if abs((time.time() if now is None else now) - ts) > cfg.max_skew:
-                return f"timestamp outside ±{cfg.max_skew:.0f}s (stale or replayed request)"
-        expected = sign(secrets.hmac_key, body, timestamp)
-        if hmac.compare_digest(signature.strip().lower().encode(), expected.encode()):
-            return None
-        return "signature does not match the body"
+        return _check_signature(secrets, headers, signature, body, time.time() if now is None else now)
     wanted = " or ".join(
         w
         for w, on in (
@@ -101,3 +130,32 @@ def authenticate(
         if on
     )
     return f"missing credentials: send {wanted}"
+
+
+def _check_signature(
+    secrets: Secrets, headers: Mapping[str, str], signature: str, body: bytes, now: float
+) -> str | None:
+    cfg = secrets.settings
+    assert secrets.hmac_key is not None
+    timestamp = headers.get(cfg.timestamp_header)
+    if timestamp is None and cfg.require_timestamp:
+        return (
+            f"signature without the {cfg.timestamp_header} header: sign '<unix seconds>:<body>' "
+            "and send the timestamp"
+        )
+    ts = 0.0
+    if timestamp is not None:
+        try:
+            ts = float(timestamp)
+        except ValueError:
+            ts = math.nan
+        if not math.isfinite(ts):
+            return f"{cfg.timestamp_header} is not Unix seconds"
+        if abs(now - ts) > cfg.max_skew:
+            return f"timestamp outside ±{cfg.max_skew:.0f}s (stale or replayed request)"
+    expected = sign(secrets.hmac_key, body, timestamp)
+    if not hmac.compare_digest(signature.strip().lower().encode(), expected.encode()):
+        return "signature does not match the body"
+    if timestamp is not None and not secrets.seen.first_use(expected, ts + cfg.max_skew, now):
+        return "replayed request: this signature was already accepted (send a fresh timestamp)"
+    return None

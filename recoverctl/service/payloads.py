@@ -2,11 +2,15 @@
 
 Unknown fields are tolerated (senders add fields over time, e.g. `truncatedAlerts`); the fields
 recoverctl reads are validated. Each payload converts to `AlertIn` for the intake action.
+`parse_body` is the one JSON parser for every hook body.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+import re
+from itertools import accumulate
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,6 +19,50 @@ from recoverctl.actions.alert_intake import AlertIn
 Status = Literal["firing", "resolved"]
 # Bounded so a hostile sender cannot make one request expensive to decide.
 MAX_ALERTS = 1000
+# The payloads nest 4 levels (body → alerts → alert → labels); extra fields get room to spare.
+# Far below the recursion limit, so neither the parser nor the error report can overflow the stack.
+MAX_JSON_DEPTH = 32
+
+# A string runs to its closing quote, or to the end of an invalid body: possessive, and never
+# restarted inside a string, so the scan stays linear whatever the body holds.
+_JSON_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def nesting_depth(text: str) -> int:
+    """Return the deepest array/object nesting of a JSON text (brackets inside strings do not count).
+
+    Exact for valid JSON; for invalid JSON the parser fails anyway, at or before the point where
+    this count could be off.
+    """
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
+
+
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON (RFC 8259) though Python's parser accepts them.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_body(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Return the JSON value of a hook body; raise ValueError saying why it is refused (a 400).
+
+    The body must be UTF-8 (RFC 8259) and nest at most `max_depth` levels: the depth is checked
+    before parsing, so a deeply nested body costs two regular-expression passes, never a
+    RecursionError.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"body is not UTF-8 JSON: {e}") from None
+    depth = nesting_depth(text)
+    if depth > max_depth:
+        raise ValueError(f"body nests {depth} levels deep; at most {max_depth} are accepted")
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as e:
+        raise ValueError(f"body is not JSON: {e}") from None
 
 
 class _Tolerant(BaseModel):

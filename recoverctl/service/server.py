@@ -70,11 +70,14 @@ def run_server(state: ServiceState, host: str, port: int, *, access_log: bool = 
         if state.worker is not None:
             state.worker.start()
         state.batcher  # noqa: B018  (its writer thread starts now, not in the first request)
+        state.rejections  # noqa: B018  (and so does the writer of refused-request tallies)
         # Everything loaded so far lives as long as the process: keep it out of the collector's
         # full passes, whose pauses would otherwise land on requests in flight.
         gc.freeze()
         log.info("recoverctl serve listening on %s:%s", host, port)
         yield
+        # Refusals tallied since the last write are audited before the process exits.
+        state.rejections.close()
         if state.worker is not None:
             state.worker.stop()
 

@@ -10,8 +10,12 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from recoverctl.errors import ObjectNotFound, StorageError
+from recoverctl.errors import ObjectNotFound, StorageError, WriteRefused
 from recoverctl.storage.base import DIR_MODE, TMP_PREFIX, ObjectInfo
+
+# A write refused for good, while reads may still work: read-only mount, no write permission,
+# a full file system or quota.
+_REFUSED = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT)
 
 
 class LocalStorage:
@@ -69,10 +73,8 @@ class LocalStorage:
             finally:
                 os.close(dfd)
         except OSError as e:
-            raise StorageError(
-                f"unable to write '{key}' to '{self.url}': {e.strerror}",
-                hint="check free space and permissions" if e.errno in (errno.ENOSPC, errno.EACCES) else "",
-            ) from None
+            cls = WriteRefused if e.errno in _REFUSED else StorageError
+            raise cls(f"unable to write '{key}' to '{self.url}': {e.strerror}") from None
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._path(key)
@@ -117,7 +119,8 @@ class LocalStorage:
         except FileNotFoundError:
             pass
         except OSError as e:
-            raise StorageError(f"unable to delete '{key}' from '{self.url}': {e.strerror}") from None
+            cls = WriteRefused if e.errno in _REFUSED else StorageError
+            raise cls(f"unable to delete '{key}' from '{self.url}': {e.strerror}") from None
 
     def sweep_partial_writes(self, before: float, *, dry_run: bool = False) -> builtins.list[str]:
         swept: builtins.list[str] = []

@@ -21,6 +21,7 @@ from recoverctl.errors import (
     StorageUnavailable,
     TransientStorageError,
     UsageError,
+    WriteRefused,
 )
 from recoverctl.storage.base import ObjectInfo
 
@@ -149,8 +150,13 @@ class S3Storage:
             )
         return extra
 
-    def _error(self, exc: BaseException, what: str, key: str | None = None) -> StorageError:
-        """Given a boto3 failure of `what`, return the StorageError class that says what to do."""
+    def _error(
+        self, exc: BaseException, what: str, key: str | None = None, *, write: bool = False
+    ) -> StorageError:
+        """Given a boto3 failure of `what`, return the StorageError class that says what to do.
+
+        AccessDenied on a `write` is WriteRefused: the credentials may well be allowed to read.
+        """
         where = f"'{self.url}' (endpoint {self.endpoint})"
         # upload_fileobj wraps the real ClientError in S3UploadFailedError; find it.
         cause: BaseException | None = exc
@@ -170,6 +176,8 @@ class S3Storage:
                 )
             if code in _NOT_FOUND and key is not None:
                 return ObjectNotFound(f"object '{key}' not found in '{self.url}'")
+            if write and code == "AccessDenied":
+                return WriteRefused(f"unable to {what} on {where}: write refused ({detail})")
             if code in _BAD_CREDENTIALS:
                 return StorageUnavailable(
                     f"unable to {what} on {where}: access refused ({detail})",
@@ -206,7 +214,7 @@ class S3Storage:
                 Config=self.transfer,
             )
         except Exception as e:
-            raise self._error(e, f"put '{key}'", key) from e
+            raise self._error(e, f"put '{key}'", key, write=True) from e
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         if length == 0:
@@ -265,7 +273,7 @@ class S3Storage:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as e:
-            raise self._error(e, f"delete '{key}'") from e
+            raise self._error(e, f"delete '{key}'", write=True) from e
 
     def sweep_partial_writes(self, before: float, *, dry_run: bool = False) -> builtins.list[str]:
         # A crashed multipart upload stays invisible but billed until aborted.

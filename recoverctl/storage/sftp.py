@@ -23,6 +23,7 @@ from recoverctl.errors import (
     StorageUnavailable,
     TransientStorageError,
     UsageError,
+    WriteRefused,
 )
 from recoverctl.storage.base import DIR_MODE, TMP_PREFIX, ObjectInfo
 
@@ -201,8 +202,14 @@ class SftpStorage:
             self._client = None
 
     @contextlib.contextmanager
-    def _sftp(self, what: str, key: str | None = None) -> Iterator[paramiko.SFTPClient]:
-        """Yield a pooled SFTP channel; map failures to StorageError classes naming `what`."""
+    def _sftp(
+        self, what: str, key: str | None = None, *, write: bool = False
+    ) -> Iterator[paramiko.SFTPClient]:
+        """Yield a pooled SFTP channel; map failures to StorageError classes naming `what`.
+
+        A `write` the server refuses (permission denied, or a plain failure such as a read-only
+        or full file system) is WriteRefused: the server may still let us read.
+        """
         with self._slots:
             sftp: paramiko.SFTPClient | None = None
             try:
@@ -231,7 +238,7 @@ class SftpStorage:
             except PermissionError as e:
                 self._release(sftp)
                 sftp = None
-                raise StorageError(
+                raise (WriteRefused if write else StorageError)(
                     f"unable to {what} on {self.where}: permission denied ({e})",
                     hint="check the ownership and mode of the path on the server",
                 ) from None
@@ -246,6 +253,10 @@ class SftpStorage:
                     ) from None
                 self._release(sftp)
                 sftp = None
+                if write:
+                    # SSH_FX_FAILURE: the server refused the write for good (read-only file
+                    # system, disk full, quota); sftp-server sends no finer code for those.
+                    raise WriteRefused(f"unable to {what} on {self.where}: {e}") from None
                 raise StorageError(f"unable to {what} on {self.where}: {e}") from None
             else:
                 self._release(sftp)
@@ -295,7 +306,7 @@ class SftpStorage:
         path = self._path(key)
         directory, name = path.rsplit("/", 1)
         tmp = f"{directory}/{TMP_PREFIX}{name}.{uuid.uuid4().hex[:12]}"
-        with self._sftp(f"put '{key}'") as sftp:
+        with self._sftp(f"put '{key}'", write=True) as sftp:
             try:
                 f = sftp.open(tmp, "wb")
             except FileNotFoundError:
@@ -359,7 +370,7 @@ class SftpStorage:
         return ObjectInfo(key, a.st_size or 0, float(a.st_mtime or 0))
 
     def delete(self, key: str) -> None:
-        with self._sftp(f"delete '{key}'") as sftp, contextlib.suppress(FileNotFoundError):
+        with self._sftp(f"delete '{key}'", write=True) as sftp, contextlib.suppress(FileNotFoundError):
             sftp.remove(self._path(key))
 
     def close(self) -> None:

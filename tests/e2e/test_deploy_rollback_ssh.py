@@ -7,6 +7,7 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -54,32 +55,35 @@ def _artifacts(tmp_path: Path, *versions: str) -> Path:
     return tmp_path / "artifacts"
 
 
-def _config(cli: Cli, sshd_factory: SshdFactory, fleet: list[tuple[SshServer, int]], artifacts: Path) -> None:
-    cli.write_config(
-        {
-            "services": {
-                "api": {
-                    "target": "ssh",
-                    "user": "root",
-                    "key_file": str(sshd_factory.key_file),
-                    "known_hosts": str(sshd_factory.known_hosts),
-                    "releases_dir": "/srv/api/releases",
-                    "hosts": [
-                        {
-                            "host": s.host,
-                            "port": s.port,
-                            "releases_dir": str(s.root / "app" / "releases"),
-                            "health_url": f"http://127.0.0.1:{port}/health",
-                        }
-                        for s, port in fleet
-                    ],
-                    "artifact": f"{artifacts}/{{version}}",
-                    "restart_command": RESTART,
-                    "health": {"successes": 2, "interval": "0.1s", "timeout": "10s"},
-                }
+def ssh_service(
+    sshd_factory: SshdFactory, fleet: list[tuple[SshServer, int]], artifacts: Path, **extra: Any
+) -> dict[str, Any]:
+    """Return the `api` service on these hosts: each keeps releases under <root>/app and serves its
+    health on the paired port; `extra` overrides or adds settings."""
+    return {
+        "target": "ssh",
+        "user": "root",
+        "key_file": str(sshd_factory.key_file),
+        "known_hosts": str(sshd_factory.known_hosts),
+        "releases_dir": "/srv/api/releases",
+        "hosts": [
+            {
+                "host": s.host,
+                "port": s.port,
+                "releases_dir": str(s.root / "app" / "releases"),
+                "health_url": f"http://127.0.0.1:{port}/health",
             }
-        }
-    )
+            for s, port in fleet
+        ],
+        "artifact": f"{artifacts}/{{version}}",
+        "restart_command": RESTART,
+        "health": {"successes": 2, "interval": "0.1s", "timeout": "10s"},
+        **extra,
+    }
+
+
+def _config(cli: Cli, sshd_factory: SshdFactory, fleet: list[tuple[SshServer, int]], artifacts: Path) -> None:
+    cli.write_config({"services": {"api": ssh_service(sshd_factory, fleet, artifacts)}})
 
 
 def _served(port: int) -> str | None:

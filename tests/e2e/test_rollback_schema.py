@@ -164,7 +164,8 @@ def test_failing_downgrade_rolls_back_the_transaction(
         r = cli("rollback", "web", "--schema", "downgrade", "--yes", check=1)
         assert "downgrade c is broken" in r.stderr
         assert "the database is still at revision c" in r.stderr
-        assert "current version stopped, target not running" in r.stderr
+        assert "failed at step 'schema' on the database of source" in r.stderr
+        assert "service state: v3 is stopped, v1 is not started" in r.stderr
         # PostgreSQL DDL is transactional: the drop of `audit` before the raise was undone.
         assert _revision(pg) == "c"
         assert _tables(pg) == {"alembic_version", "orders", "invoices", "audit"}

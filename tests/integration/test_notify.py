@@ -43,6 +43,9 @@ notifications:
       webhook_url: {http_receiver.url("/slack")}
   routes:
     critical: [slack-alerts]
+sources:                  # config check refuses a schedule naming a source that is not here
+  main:
+    type: postgres
 schedules:
   - name: hourly-incremental
     cron: "0 * * * *"

@@ -239,3 +239,66 @@ def test_s3_server_killed_mid_upload(s3_server_factory: Any) -> None:
     assert f"s3://{bucket.name}/prod" in message and server.endpoint_url in message
     assert "failed after retries" in message
     storage.close()
+
+
+def test_s3_backup_reports_the_failed_upload_not_the_failed_lock_release(
+    cli: Cli, s3_bucket: S3Bucket, tmp_path: Path
+) -> None:
+    # Every pack upload fails (as a hung upload does once its retries time out) and so does the
+    # lock's removal afterwards: the error to report is the upload's, the lock's is a note on it.
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "data.bin").write_bytes(os.urandom(300_000))
+    s3_bucket.server.configure(cli)
+    repo = s3_bucket.repository("prod")
+    repo["retry"] = {"attempts": 2, "initial": 0.01, "maximum": 0.02}
+    cli.write_config({"repository": repo})
+    cli.env["RECOVERCTL_PASSWORD"] = "pw"
+    cli("init", check=0)
+    r = cli(
+        "--json",
+        "backup",
+        "files",
+        str(src),
+        env={"RECOVERCTL_FAULTS": "put:transient:*@data/,delete:error:*@locks/"},
+        check=1,
+    )
+    err = r.error_json()
+    assert "put data/" in err["message"] and "failed after retries" in err["message"], err
+    assert "locks/" not in err["message"]
+    [note] = err["notes"]
+    assert "releasing the repository lock" in note and "injected error fault" in note
+    assert s3_bucket.keys("prod/locks/")  # left behind (it goes stale), not hidden
+
+
+def test_s3_backup_hung_upload_is_reported_not_the_failed_lock_release(
+    cli: Cli, s3_bucket: S3Bucket, fault_proxy_factory: Any, tmp_path: Path
+) -> None:
+    # A real hang: the S3 endpoint never answers pack uploads (the read timeout ends each try),
+    # and refuses the lock's DELETE afterwards.
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "data.bin").write_bytes(os.urandom(300_000))
+    proxy: FaultProxy = fault_proxy_factory(s3_bucket.server.endpoint_url)
+    s3_bucket.server.configure(cli)
+    repo = _proxied_repo(s3_bucket, proxy, attempts=2)
+    repo["s3"]["read_timeout"] = 1
+    cli.write_config({"repository": repo})
+    cli.env["RECOVERCTL_PASSWORD"] = "pw"
+    cli("init", check=0)
+    proxy.stall(None, method="PUT", path="/prod/data/")
+    proxy.fail_always(status=403, code="AccessDenied", method="DELETE", path="/prod/locks/")
+    err = cli("--json", "backup", "files", str(src), check=1).error_json()
+    assert "put data/" in err["message"] and "failed after retries" in err["message"], err
+    assert "timeout" in err["message"].lower()
+    [note] = err["notes"]
+    assert "releasing the repository lock" in note and "AccessDenied" in note
+    assert proxy.count("stall", "PUT") >= 2  # every attempt at a pack upload hung
+
+
+def test_storage_check_reports_the_failed_step_not_the_failed_probe_removal(cli: Cli, tmp_path: Path) -> None:
+    cli.write_config({"repository": {"url": str(tmp_path / "repo")}})
+    faults = "get:error:*@recoverctl-probe/,delete:error:*@recoverctl-probe/"
+    err = cli("--json", "storage", "check", env={"RECOVERCTL_FAULTS": faults}, check=1).error_json()
+    assert "unable to get" in err["message"], err
+    assert "removing the probe object" in err["notes"][0] and "unable to delete" in err["notes"][0]

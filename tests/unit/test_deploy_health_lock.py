@@ -132,3 +132,53 @@ def test_record_release_and_lock(catalog: Catalog) -> None:
     with catalog.begin() as conn:
         lock_service(conn, "web")
     assert release_history(catalog, "web")[0]["status"] == "failed"
+
+
+def test_which_rollback_resume_continues(catalog: Catalog) -> None:
+    from recoverctl.actions.rollback import _resumable_in
+
+    cfg = parse_config(
+        {"services": {"web": {"target": "docker", "image": "demo-web", "container": "w"}}}, env={}
+    )
+    v1 = record_release(cfg, catalog, "web", "v1")
+    v2 = record_release(cfg, catalog, "web", "v2")
+    with pytest.raises(NotFoundError, match="no interrupted or failed rollback"), catalog.begin() as conn:
+        _resumable_in(conn, "web")
+
+    def rollback_row(state: str, owner: str | None) -> int:
+        with catalog.begin() as conn:
+            return int(
+                conn.execute(
+                    t.rollbacks.insert().values(
+                        service="web",
+                        from_release=v2["id"],
+                        to_release=v1["id"],
+                        schema_mode="keep",
+                        state=state,
+                        owner=owner,
+                        started_at=v2["created_at"],
+                    )
+                ).inserted_primary_key[0]  # type: ignore[index]
+            )
+
+    # A failed rollback is resumable, not only one whose process died.
+    failed = rollback_row("failed", owner_id())
+    with catalog.begin() as conn:
+        assert _resumable_in(conn, "web").id == failed
+    # One still running in a live process is not taken over.
+    rollback_row("running", owner_id())
+    with pytest.raises(LockedError, match="still running"), catalog.begin() as conn:
+        _resumable_in(conn, "web")
+    # A succeeded one, or a release recorded after the failure, leaves nothing to resume.
+    with catalog.begin() as conn:
+        conn.execute(t.rollbacks.update().where(t.rollbacks.c.id != failed).values(state="succeeded"))
+    with pytest.raises(NotFoundError, match="no interrupted or failed"), catalog.begin() as conn:
+        _resumable_in(conn, "web")
+    with catalog.begin() as conn:
+        conn.execute(t.rollbacks.update().values(state="failed"))
+    record_release(cfg, catalog, "web", "v3")
+    with (
+        pytest.raises(NotFoundError, match=r"release v3 \(#\d+\) was deployed or recorded since"),
+        catalog.begin() as conn,
+    ):
+        _resumable_in(conn, "web")

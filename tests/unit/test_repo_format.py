@@ -224,7 +224,7 @@ def test_small_files_restore_per_pack_skipping_a_damaged_blob(tmp_path: Path, re
     out.mkdir()
     (out / "f03").write_bytes(b"old content, replaced atomically")
     fresh = Repository.open(LocalStorage(tmp_path / "repo"), "pw")
-    result = restore_snapshot(fresh, str(snap.id), str(out), verify=True)
+    result = restore_snapshot(fresh, str(snap.id), str(out), verify=True, force=True)
     assert [(e["path"], e["damaged"]) for e in result.errors] == [("/f07", "yes")]
     assert result.files == 19 and not (out / "f07").exists()
     assert {p.name: p.read_bytes() for p in out.iterdir()} == {k: v for k, v in files.items() if k != "f07"}

@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from recoverctl.errors import UsageError
+from recoverctl.repo.confined import read_file, write_file
 from recoverctl.sources.postgres.walnames import format_lsn, parse_lsn
 
 TARGET_KINDS = ("latest", "immediate", "time", "lsn", "name", "xid")
@@ -108,14 +109,18 @@ def recovery_settings(restore_command: str, target: RecoveryTarget, target_actio
 
 def write_recovery_config(data_dir: Path, settings: dict[str, str]) -> None:
     """Append `settings` to postgresql.auto.conf (replacing an earlier recoverctl block) and create
-    recovery.signal, so the server starts in archive recovery."""
-    auto = data_dir / "postgresql.auto.conf"
-    text = auto.read_text() if auto.exists() else ""
+    recovery.signal, so the server starts in archive recovery.
+
+    Both are written inside `data_dir` even when a restored snapshot put symlinks at their names:
+    a symlink is replaced, never followed, and its target is not read."""
+    text = (read_file(data_dir, "postgresql.auto.conf") or b"").decode()
     if _BLOCK_START in text:
         text = text[: text.index(_BLOCK_START)]
     lines = [_BLOCK_START, *(f"{k} = {_quote(v)}" for k, v in settings.items())]
-    auto.write_text(text.rstrip("\n") + "\n" + "\n".join(lines) + "\n")
-    (data_dir / "recovery.signal").write_text("")
+    write_file(
+        data_dir, "postgresql.auto.conf", (text.rstrip("\n") + "\n" + "\n".join(lines) + "\n").encode()
+    )
+    write_file(data_dir, "recovery.signal", b"")
 
 
 def read_recovery_config(data_dir: Path) -> dict[str, str] | None:

@@ -1,0 +1,133 @@
+"""Tree validation on load (every reader gets it) and the confined restore's descriptor table."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from recoverctl.repo import Repository, backup_tree, confined, restore_snapshot
+from recoverctl.repo.tree import InvalidTreeError, parse_tree
+from recoverctl.storage.local import LocalStorage
+from tests.hostile_snapshots import directory, file, save_snapshot, symlink
+from tests.repo_trees import digest
+
+FAST_KDF = {"name": "scrypt", "n": 2**10, "r": 8, "p": 1}
+TID = bytes.fromhex("ab" * 32)
+SUB = "cd" * 32
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repository:
+    return Repository.init(LocalStorage(tmp_path / "repo"), "pw", kdf=FAST_KDF, pack_size_mib=1)
+
+
+def _tree(*nodes: dict[str, Any]) -> bytes:
+    return json.dumps({"nodes": list(nodes)}).encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (_tree({"name": "..", "type": "dir"}), "'..'"),
+        (_tree({"name": ".", "type": "file"}), "'.'"),
+        (_tree({"name": "a/b", "type": "file"}), "must not contain '/'"),
+        (_tree({"name": "/etc/passwd", "type": "file"}), "must not contain '/'"),
+        (_tree({"name": "a\x00b", "type": "file"}), "NUL"),
+        (_tree({"name": "", "type": "file"}), "non-empty"),
+        (_tree({"name": 7, "type": "file"}), "non-empty string"),
+        (_tree({"name": "x", "type": "symlink", "target": "t"}, {"name": "x", "type": "dir"}), "two entries"),
+        (_tree({"name": "x", "type": "door"}), "unknown type 'door'"),
+        (_tree({"name": "x", "type": "dir", "subtree": "../../zz"}), "malformed subtree"),
+        (_tree({"name": "x", "type": "file", "subtree": SUB}), "malformed subtree"),
+        (_tree({"name": "x", "type": "symlink", "target": "a\x00"}), "invalid target"),
+        (_tree("not a node"), "non-empty string"),  # type: ignore[arg-type]
+        (b'{"nodes": {}}', "not a tree document"),
+        (b"\xff not json", "not a JSON document"),
+    ],
+)
+def test_parse_tree_refuses_what_no_file_system_holds(data: bytes, says: str) -> None:
+    with pytest.raises(InvalidTreeError) as e:
+        parse_tree(TID, data)
+    assert says in e.value.message and e.value.exit_code == 13
+    assert f"tree {TID.hex()[:16]}" in e.value.message
+
+
+def test_parse_tree_keeps_real_names_and_locate_names_snapshot_and_directory() -> None:
+    odd = "caf\udce9 ü ..x .hidden -"  # a non-UTF-8 name as a surrogate escape, and odd but real names
+    doc = parse_tree(TID, _tree({"name": odd, "type": "file"}, {"name": "d", "type": "dir", "subtree": SUB}))
+    assert [n["name"] for n in doc["nodes"]] == [odd, "d"]
+    err = InvalidTreeError(TID, "holds two entries named 'x'").locate(directory="/a/b")
+    err.locate(snapshot="1234abcd", directory="/ignored: the deepest reader named it")
+    assert str(err).startswith("snapshot 1234abcd: directory '/a/b' (tree abababab")
+
+
+def test_load_tree_validates_for_every_reader(repo: Repository) -> None:
+    sid = save_snapshot(repo, [directory("ok", file("..", b"x"))])
+    snap = repo.load_snapshot(sid)
+    root = repo.load_tree(bytes.fromhex(snap.tree))["nodes"]
+    with pytest.raises(InvalidTreeError):
+        repo.load_tree(bytes.fromhex(root[0]["subtree"]))
+
+
+def test_restore_with_few_descriptors_reopens_directories_and_stays_exact(
+    tmp_path: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    for i in range(12):
+        d = src / f"d{i:02d}" / "inner" / "deep"
+        d.mkdir(parents=True)
+        for j in range(3):
+            (d / f"f{j}").write_bytes(os.urandom(100 + j))
+            (d.parent / f"g{j}").write_bytes(b"same" * (j + 1))
+        (d / "big").write_bytes(os.urandom(300_000))
+        os.link(d / "f0", src / f"link{i:02d}")
+        (d / "rel").symlink_to("f1")
+        (d.parent).chmod(0o750)
+    monkeypatch.setattr(confined, "MAX_IDLE_DIRS", 2)
+    sid = str(backup_tree(repo, src).snapshot_id)
+    out = tmp_path / "out"
+    result = restore_snapshot(repo, sid, str(out))
+    assert not result.errors
+    restored = out
+    assert digest(restored) == digest(src)
+    assert os.stat(restored / "link03").st_ino == os.stat(restored / "d03" / "inner" / "deep" / "f0").st_ino
+    again = restore_snapshot(repo, sid, str(out), delta=True)
+    assert again.skipped == result.files and again.removed == 0 and not again.errors
+
+
+def test_mounts_send_a_directory_elsewhere_and_leave_the_link(tmp_path: Path, repo: Repository) -> None:
+    sid = save_snapshot(
+        repo, [directory("pg_tblspc", directory("16385", file("PG_VERSION", b"15\n"))), symlink("s", "x")]
+    )
+    target, ts = tmp_path / "data", tmp_path / "ts"
+    (target / "pg_tblspc").mkdir(parents=True)
+    ts.mkdir()
+    (target / "pg_tblspc" / "16385").symlink_to(ts)
+    with pytest.raises(Exception, match="not empty"):
+        restore_snapshot(repo, sid, str(target))
+    result = restore_snapshot(repo, sid, str(target), force=True, mounts={"/pg_tblspc/16385": str(ts)})
+    assert not result.errors and (ts / "PG_VERSION").read_bytes() == b"15\n"
+    assert os.readlink(target / "pg_tblspc" / "16385") == str(ts)
+
+
+def test_recovery_config_replaces_planted_symlinks_and_reads_nothing_through_them(tmp_path: Path) -> None:
+    from recoverctl.sources.postgres.recovery import write_recovery_config
+
+    outside = tmp_path / "outside.conf"
+    outside.write_text("secret = 'do not copy'\n")
+    outside.chmod(0o640)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "postgresql.auto.conf").symlink_to(outside)
+    (data / "recovery.signal").symlink_to(tmp_path / "created-outside")
+    write_recovery_config(data, {"restore_command": "true"})
+    assert outside.read_text() == "secret = 'do not copy'\n" and outside.stat().st_mode & 0o777 == 0o640
+    assert not (tmp_path / "created-outside").exists()
+    conf = data / "postgresql.auto.conf"
+    assert not conf.is_symlink() and "restore_command = 'true'" in conf.read_text()
+    assert "secret" not in conf.read_text()
+    assert not (data / "recovery.signal").is_symlink()
