@@ -131,3 +131,26 @@ def test_recovery_config_replaces_planted_symlinks_and_reads_nothing_through_the
     assert not conf.is_symlink() and "restore_command = 'true'" in conf.read_text()
     assert "secret" not in conf.read_text()
     assert not (data / "recovery.signal").is_symlink()
+
+
+# 85 three-byte characters: 255 bytes, the most a name can hold (NAME_MAX).
+LONGEST = "日" * 85
+
+
+def test_longest_multibyte_name_is_replaced_via_a_short_temporary_name(tmp_path: Path) -> None:
+    assert len(os.fsencode(LONGEST)) == 255
+    (tmp_path / LONGEST).write_bytes(b"old")
+    confined.write_file(tmp_path, LONGEST, b"new")
+    assert (tmp_path / LONGEST).read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == [LONGEST]  # no temporary file left
+
+
+def test_restore_force_over_the_longest_multibyte_name(tmp_path: Path, repo: Repository) -> None:
+    sid = save_snapshot(repo, [directory("d", file(LONGEST, b"from the snapshot\n"))])
+    target = tmp_path / "target"
+    (target / "d").mkdir(parents=True)
+    (target / "d" / LONGEST).write_bytes(b"in the way\n")  # replaced through a temporary name
+    result = restore_snapshot(repo, sid, str(target), force=True)
+    assert not result.errors and result.files == 1
+    assert (target / "d" / LONGEST).read_bytes() == b"from the snapshot\n"
+    assert [p.name for p in (target / "d").iterdir()] == [LONGEST]
