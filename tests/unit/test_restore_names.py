@@ -56,6 +56,105 @@ def test_parse_tree_refuses_what_no_file_system_holds(data: bytes, says: str) ->
     assert f"tree {TID.hex()[:16]}" in e.value.message
 
 
+BLOB = "ef" * 32
+GOOD: dict[str, Any] = {
+    "name": "f",
+    "type": "file",
+    "mode": 0o644,
+    "uid": 1000,
+    "gid": 1000,
+    "user": "alice",
+    "group": None,
+    "mtime_ns": 1_700_000_000_000_000_000,
+    "ctime_ns": -5,  # before 1970 is a real time
+    "atime_ns": 1,
+    "inode": 2**64 - 1,
+    "dev": 2049,
+    "links": 1,
+    "size": 3,
+    "content": [BLOB, BLOB.upper()],
+    "sparse": True,
+    "changed_during_read": False,
+    "xattrs": {"user.a": "aGk=", "user.empty": ""},
+    "rdev": 0,
+    "future_field": {"not": "checked"},
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("mode", "0644"),
+        ("mode", 1.5),
+        ("mode", None),
+        ("mode", 0o10000),
+        ("mode", -1),
+        ("uid", "root"),
+        ("uid", 2**32),
+        ("gid", [1]),
+        ("gid", -1),
+        ("mtime_ns", "yesterday"),
+        ("mtime_ns", 2**63),
+        ("ctime_ns", 1e18),
+        ("atime_ns", {"ns": 1}),
+        ("inode", 2**64),
+        ("dev", "sda"),
+        ("links", -1),
+        ("size", "3"),
+        ("size", -3),
+        ("size", 2**63),
+        ("rdev", "8:1"),
+        ("user", 0),
+        ("group", ["staff"]),
+        ("content", BLOB),
+        ("content", [BLOB[:-2]]),
+        ("content", [BLOB + "00"]),
+        ("content", ["zz" * 32]),
+        ("content", [" " + BLOB[1:]]),
+        ("content", [7]),
+        ("content", [BLOB, None]),
+        ("sparse", "yes"),
+        ("changed_during_read", 1),
+        ("xattrs", ["user.a"]),
+        ("xattrs", {"user.a": 5}),
+        ("xattrs", {"user.a": "not base64!"}),
+        ("xattrs", {"user.a": "abc"}),
+        ("xattrs", {"": "aGk="}),
+        ("xattrs", {"user.\x00": "aGk="}),
+        ("target", 5),
+    ],
+)
+def test_parse_tree_refuses_a_field_of_the_wrong_type_or_range(field: str, value: Any) -> None:
+    parse_tree(TID, _tree(GOOD))  # the good node passes
+    with pytest.raises(InvalidTreeError) as e:
+        parse_tree(TID, _tree({"name": "ok", "type": "dir"}, {**GOOD, field: value}))
+    msg = e.value.message
+    assert e.value.exit_code == 13 and "'f'" in msg and field in msg, msg
+    err = e.value.locate(snapshot="1234abcd", directory="/etc")
+    assert str(err).startswith("snapshot 1234abcd: directory '/etc' (tree abababab")
+
+
+def test_parse_tree_checks_fields_of_nodes_lacking_common_ones() -> None:
+    # Nodes without some common fields take the one-by-one path: same verdicts.
+    parse_tree(TID, _tree({"name": "f", "type": "file", "mode": 0o600}))
+    with pytest.raises(InvalidTreeError, match="whose uid 'x'"):
+        parse_tree(TID, _tree({"name": "f", "type": "file", "uid": "x"}))
+
+
+def test_a_tampered_field_is_exit_13_for_restore_and_ls(tmp_path: Path, repo: Repository) -> None:
+    from recoverctl.repo.pack import TREE
+    from recoverctl.repo.saver import BlobSaver
+    from recoverctl.repo.snapshot import Snapshot
+
+    with BlobSaver(repo) as saver:
+        tree = saver.save(TREE, _tree({**GOOD, "content": [], "size": 0, "mode": "rwx"}))[0].hex()
+    sid = repo.save_snapshot(Snapshot(time=1.0, kind="files", tree=tree, paths=["/x"]))
+    with pytest.raises(InvalidTreeError) as e:
+        restore_snapshot(repo, sid, str(tmp_path / "out"))
+    assert f"snapshot {sid[:8]}: directory '/'" in str(e.value) and "mode 'rwx'" in str(e.value)
+    assert not (tmp_path / "out" / "f").exists()
+
+
 def test_parse_tree_keeps_real_names_and_locate_names_snapshot_and_directory() -> None:
     odd = "caf\udce9 ü ..x .hidden -"  # a non-UTF-8 name as a surrogate escape, and odd but real names
     doc = parse_tree(TID, _tree({"name": odd, "type": "file"}, {"name": "d", "type": "dir", "subtree": SUB}))
