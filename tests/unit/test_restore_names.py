@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from recoverctl.repo import Repository, backup_tree, confined, restore_snapshot
+from recoverctl.repo.reader import link_leaves
 from recoverctl.repo.tree import InvalidTreeError, parse_tree
 from recoverctl.storage.local import LocalStorage
 from tests.hostile_snapshots import directory, file, save_snapshot, symlink
@@ -253,3 +254,48 @@ def test_restore_force_over_the_longest_multibyte_name(tmp_path: Path, repo: Rep
     assert not result.errors and result.files == 1
     assert (target / "d" / LONGEST).read_bytes() == b"from the snapshot\n"
     assert [p.name for p in (target / "d").iterdir()] == [LONGEST]
+
+
+@pytest.mark.parametrize(
+    ("target", "leaves"),
+    [
+        ("/var/lib/pg/wal", True),
+        ("", True),
+        ("..", True),
+        ("../x", True),
+        ("a/../b", True),  # '..' after a link component climbs from the link's target
+        ("a/b/..", True),
+        ("x", False),
+        ("./a/b", False),
+        ("a..b/c", False),
+    ],
+)
+def test_link_leaves(target: str, leaves: bool) -> None:
+    assert link_leaves(target) is leaves
+
+
+def test_inner_links_only_leaves_out_links_that_could_point_outside(tmp_path: Path, repo: Repository) -> None:
+    sid = save_snapshot(
+        repo,
+        [
+            symlink("pg_wal", str(tmp_path / "production-wal")),
+            symlink("up", "../../etc"),
+            directory("d", symlink("inner", "f"), file("f", b"x")),
+        ],
+    )
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "pg_wal").mkdir()  # what the caller put there stays
+    plan = restore_snapshot(repo, sid, str(target), force=True, dry_run=True, inner_links_only=True)
+    assert [x["path"] for x in plan.links_skipped] == ["/pg_wal", "/up"]
+    result = restore_snapshot(repo, sid, str(target), force=True, inner_links_only=True)
+    assert result.links_skipped == [
+        {"path": "/pg_wal", "target": str(tmp_path / "production-wal")},
+        {"path": "/up", "target": "../../etc"},
+    ]
+    assert (target / "pg_wal").is_dir() and not (target / "pg_wal").is_symlink()
+    assert not os.path.lexists(target / "up") and os.readlink(target / "d" / "inner") == "f"
+    assert not (tmp_path / "production-wal").exists()
+    # A files restore keeps every link as it was (nothing follows them).
+    plain = restore_snapshot(repo, sid, str(tmp_path / "plain"))
+    assert not plain.links_skipped and os.readlink(tmp_path / "plain" / "up") == "../../etc"
