@@ -734,9 +734,11 @@ def plan_restore(
     snapshot: str | None = None,
     target: RecoveryTarget | None = None,
     tablespace_map: dict[str, str] | None = None,
+    wal_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Return which backup a restore to `target` would use (and where its tablespaces would go),
-    after checking its WAL is archived."""
+    """Return which backup a restore to `target` would use (and where its tablespaces and pg_wal
+    would go: 'wal_dir' None means a directory inside the target), after checking its WAL is
+    archived."""
     name, _src = cfg.source(source, "postgres")
     target = normalize_target(target or RecoveryTarget("latest"))
     repo = open_repository(cfg, password)
@@ -753,5 +755,6 @@ def plan_restore(
         "backup_stop_lsn": snap.metadata["stop_lsn"],
         "target": target.describe(),
         "tablespaces": tablespaces,
+        "wal_dir": str(wal_dir) if wal_dir else None,
         "dry_run": True,
     }

@@ -365,7 +365,7 @@ def restore_postgres_cmd(
 
         out = plan_restore(
             app.config, app.catalog, passphrase(app), source=source, snapshot=snapshot, target=target,
-            tablespace_map=remap,
+            tablespace_map=remap, wal_dir=wal_dir.absolute() if wal_dir else None,
         )  # fmt: skip
         app.render(out, lambda d: f"would restore backup {d['snapshot_id'][:8]} and recover to {d['target']}")
         return

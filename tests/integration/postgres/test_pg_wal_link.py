@@ -90,6 +90,9 @@ def test_pg_wal_link_is_restored_as_a_directory_and_the_original_wal_is_untouche
                      str(target2 / "w"), check=2).error_json()  # fmt: skip
         assert "overlaps the target directory" in inside["message"]
         new_wal = home / "wal_new"
+        plan = cli("--json", "restore", "postgres", "--target-dir", str(target2), "--wal-dir", str(new_wal),
+                   "--dry-run", check=0).json()  # fmt: skip
+        assert plan["dry_run"] is True and plan["wal_dir"] == str(new_wal) and not new_wal.exists()
         out = cli("--json", "restore", "postgres", "--target-dir", str(target2), "--wal-dir", str(new_wal),
                   "--to-latest", check=0).json()  # fmt: skip
         assert os.readlink(target2 / "pg_wal") == str(new_wal) and out["wal_dir"] == str(new_wal)
