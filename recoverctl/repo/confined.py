@@ -184,7 +184,9 @@ def write_replacing(dir_fd: int, name: str, fill: Callable[[int], T], flags: int
     """Create a temporary file (mode 0600) in an open directory, let `fill` write it through its
     descriptor, then rename it over `name`: whatever is there, a symlink included, is replaced,
     never followed. The temporary file is removed on any failure. Return what `fill` returns."""
-    tmp = f".{name[:100]}.rctmp-{os.urandom(4).hex()}"
+    # Not derived from `name`: any part of a 255-byte name (multibyte, too) plus a suffix could
+    # exceed NAME_MAX. 128 random bits make a clash with an existing entry beyond reach.
+    tmp = f".rctmp-{os.urandom(16).hex()}"
     try:
         fd = os.open(tmp, flags | NEW_FILE, 0o600, dir_fd=dir_fd)
         try:
