@@ -291,7 +291,9 @@ class S3Storage:
                         )
                     swept.append(up["Key"][cut:])
         except Exception as e:
-            raise self._error(e, "sweep unfinished multipart uploads") from e
+            # Listing uploads serves only their abort: AccessDenied here means the credentials
+            # may not write (a read-only policy lacks s3:ListBucketMultipartUploads).
+            raise self._error(e, "sweep unfinished multipart uploads", write=True) from e
         return sorted(swept)
 
     def close(self) -> None:
