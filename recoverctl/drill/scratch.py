@@ -411,8 +411,35 @@ class ScratchCluster:
             return True
         return time.monotonic() - self.state.started_at > STARTUP_GRACE_S
 
+    def _launched(self) -> list[int]:
+        """Return the pids of live processes started on this data dir (`-D <data_dir>` is on the
+        postmaster's command line from its exec, before it writes postmaster.pid)."""
+        needle = str(self.data_dir).encode()
+        found = []
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            with contextlib.suppress(OSError):
+                if needle in Path(entry.path, "cmdline").read_bytes():
+                    found.append(int(entry.name))
+        return found
+
     def stop(self) -> None:
-        """Stop the server now (immediate mode) and kill anything left in its session."""
+        """Stop the server now (immediate mode) and kill anything left in its session, including a
+        postmaster that was launched but has not written postmaster.pid yet."""
+        try:
+            self._stop_by_pid_file()
+        finally:
+            if self.state.started_at is not None:
+                # pg_ctl -W returns before the postmaster writes postmaster.pid: a stop in that
+                # window (a Ctrl-C just after the launch) would otherwise leave it running.
+                for pid in self._launched():
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(pid, signal.SIGKILL)
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
+
+    def _stop_by_pid_file(self) -> None:
         pid = self.postmaster_pid()
         if pid is None and not (self.data_dir / "postmaster.pid").exists():
             return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -341,3 +342,26 @@ def test_a_data_dir_without_recoverctls_recovery_config_refuses_the_start(scratc
     with pytest.raises(DrillError, match="no recovery configuration from recoverctl"):
         scratch.start()
     assert scratch.postmaster_pid() is None
+
+
+def test_a_stop_before_postmaster_pid_exists_leaves_no_server(scratch: ScratchCluster) -> None:
+    # pg_ctl -W returns before the postmaster writes postmaster.pid; a Ctrl-C in that window used
+    # to find no pid file and leave the launched server running. Stand in for that postmaster: a
+    # process in its own session with the data dir on its command line, and no postmaster.pid.
+    launched = subprocess.Popen(
+        ["bash", "-c", f'exec -a "postgres -D {scratch.data_dir}" sleep 600'], start_new_session=True
+    )
+    try:
+        wait_until(
+            lambda: str(scratch.data_dir).encode() in Path(f"/proc/{launched.pid}/cmdline").read_bytes(),
+            timeout=10,
+            what="the stand-in postmaster to exec",
+        )
+        scratch.state.started_at = time.monotonic()
+        assert not (scratch.data_dir / "postmaster.pid").exists()
+        scratch.stop()
+        assert launched.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if launched.poll() is None:
+            launched.kill()
+            launched.wait()
