@@ -142,7 +142,6 @@ def _hand_off(path: Path, markers: Path, timeout: float) -> bool:
     """Ask the serving pusher of `markers` to push `path`; return True once its marker is there,
     False when no pusher serves, it failed on the file, it ended, or `timeout` passed (the
     caller then pushes the file itself and reports any error the usual way)."""
-    import time
 
     try:
         lock = os.open(markers / PUSHER_LOCK, os.O_RDONLY)
@@ -160,24 +159,29 @@ def _hand_off(path: Path, markers: Path, timeout: float) -> bool:
             return False
         finally:
             os.close(fifo)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if (markers / path.name).exists():
-                return True
-            if failed.exists() or not _pusher_runs(lock):
-                return (markers / path.name).exists()
-            time.sleep(0.002)
-        return False
+        return _await_marker(markers / path.name, failed, lock, timeout, 0.002)
     finally:
         os.close(lock)
         failed.unlink(missing_ok=True)
+
+
+def _await_marker(marker: Path, failed: Path, lock: int, timeout: float, interval: float) -> bool:
+    """Poll until `marker` exists (True), or the pusher holding `lock` flagged the file as failed,
+    ended, or `timeout` passed (then whether the marker appeared meanwhile)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        if failed.exists() or not _pusher_runs(lock) or time.monotonic() >= deadline:
+            return marker.exists()
+        time.sleep(interval)
+    return True
 
 
 def wait_pushed(path: Path, source: str, timeout: float = 300.0) -> int | None:
     """Like take_pushed, but when a running pusher claimed `path`, first wait (polling) until
     its marker appears, it reports failing on it, or it ends; when a serving pusher runs, hand
     `path` to it. Return the size when acknowledged, else None."""
-    import time
 
     markers = pushed_marker(path, source).parent
     if not (markers / path.name).exists():
@@ -193,11 +197,7 @@ def wait_pushed(path: Path, source: str, timeout: float = 300.0) -> int | None:
             return None
         failed = markers / f"{FAILED}{path.name}"
         try:
-            deadline = time.monotonic() + timeout
-            while not (markers / path.name).exists() and time.monotonic() < deadline:
-                if failed.exists() or not _pusher_runs(fd):
-                    break  # its marker is there or it never will be
-                time.sleep(0.005)
+            _await_marker(markers / path.name, failed, fd, timeout, 0.005)
         finally:
             os.close(fd)
             failed.unlink(missing_ok=True)
