@@ -41,7 +41,13 @@ class HostOutcome:
         return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"host": self.host, "ok": self.ok, "error": self.error, **self.output}
+        return {
+            "host": self.host,
+            "ok": self.ok,
+            "error": self.error,
+            **({"unreachable": True} if self.transient else {}),
+            **self.output,
+        }
 
 
 @dataclass
