@@ -6,10 +6,12 @@ started again, sshd stopped under a running command, the PostgreSQL catalog stop
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from recoverctl.config import load_config
+from recoverctl.deploy import open_target
 from tests.conftest import Cli, CliResult
 from tests.e2e.test_deploy_rollback_ssh import _artifacts, ssh_service
 from tests.fixtures.docker_engine import DockerEngine, build_demo_web, start_dockerd, stop_dockerd
@@ -384,6 +388,38 @@ def test_ssh_host_drop_within_the_window_is_ridden_out(
     assert _served(host.port) == "v1"
     assert (host.app / "restarts.log").read_text().split() == ["v1", "v2", "v1"]
     assert any("starting v1" in w for w in _retry_warnings(r.stderr))
+
+
+def test_ssh_reads_and_retire_ride_out_a_dropped_host(
+    cli: Cli, sshd_factory: SshdFactory, host: Host, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The running version and retiring old releases wait for a host that went away within the
+    window, as stop and start do, instead of answering without it."""
+    _ssh_config(cli, sshd_factory, host, tmp_path, window="60s")
+    target = open_target("api", load_config(str(cli.config_path), env=cli.env).service("api"))
+    caplog.set_level(logging.WARNING, logger="recoverctl.deploy.retry")
+    calls: list[tuple[str, Callable[[], object]]] = [
+        ("reading the running version", target.running_version),
+        ("retiring old releases", lambda: target.retire(["v1"])),
+    ]
+    answers: list[object] = []
+    try:
+        for what, call in calls:
+            host.server.stop()
+            th = threading.Thread(target=lambda call=call: answers.append(call()))
+            th.start()
+            retried = f"{what} failed"
+
+            def logged(m: str = retried) -> bool:
+                return any(m in r.getMessage() for r in caplog.records)
+
+            wait_until(logged, timeout=60, what=retried)
+            host.server.start()
+            th.join(60)
+    finally:
+        target.close()
+    assert answers == ["v2", ["v1"]]
+    assert sorted(p.name for p in (host.app / "releases").iterdir()) == ["v2"]
 
 
 def test_ssh_host_down_past_the_window_fails_clearly_and_resumes(
