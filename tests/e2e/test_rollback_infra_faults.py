@@ -422,6 +422,39 @@ def test_ssh_reads_and_retire_ride_out_a_dropped_host(
     assert sorted(p.name for p in (host.app / "releases").iterdir()) == ["v2"]
 
 
+def test_deploy_stays_good_when_retiring_old_releases_fails(
+    cli: Cli, sshd_factory: SshdFactory, host: Host, tmp_path: Path
+) -> None:
+    """v1 holds an immutable file, so retiring it after v2 went live fails on the host: the deploy
+    still succeeds (exit 0, the failure in its timeline and log) and v1 stays for a later deploy."""
+    service = ssh_service(
+        sshd_factory,
+        [(host.server, host.port)],
+        _artifacts(tmp_path, "v1", "v2"),
+        restart_command=RESTART,
+        keep_releases=1,
+        retry={"window": "1s", "maximum": "0.2s"},
+    )
+    cli.write_config({"services": {"api": service}})
+    (host.app / "gate").touch()
+    cli("deploy", "api", "v1", check=0)
+    pinned = host.app / "releases" / "v1" / "www" / "version"
+    subprocess.run(["chattr", "+i", str(pinned)], check=True)
+    try:
+        r = cli("deploy", "api", "v2", "--json", check=0)
+    finally:
+        subprocess.run(["chattr", "-i", str(pinned)], check=True)
+    out = r.json()
+    assert out["result"] == "succeeded" and out["retired"] == []
+    retire = next(s for s in out["steps"] if s["name"] == "retire")
+    assert retire["outcome"] == "failed" and "retiring old releases" in retire["error"], retire
+    assert "old releases not retired" in r.stderr
+    assert _served(host.port) == "v2"
+    assert sorted(p.name for p in (host.app / "releases").iterdir()) == ["v1", "v2"]
+    releases = cli("releases", "api", "--json", check=0).json()
+    assert (releases[0]["version"], releases[0]["status"]) == ("v2", "live")
+
+
 def test_ssh_host_down_past_the_window_fails_clearly_and_resumes(
     cli: Cli, sshd_factory: SshdFactory, host: Host, tmp_path: Path
 ) -> None:
