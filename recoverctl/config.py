@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 import types
 import typing
 from collections.abc import Iterator
@@ -79,11 +80,22 @@ class S3Options(Model):
     object_lock_days: int | None = None
     access_key_id: str | None = None
     secret_access_key: SecretStr | None = None
+    # The same keys read from files when the repository is opened (first line, stripped), so
+    # the config file itself need not hold them.
+    access_key_id_file: str | None = None
+    secret_access_key_file: str | None = None
     multipart_threshold_mib: int = 64
     multipart_chunk_mib: int = 16
     max_concurrency: int = 8
     connect_timeout: Duration = 10.0
     read_timeout: Duration = 60.0
+
+    @model_validator(mode="after")
+    def _one_place_per_key(self) -> S3Options:
+        for key in ("access_key_id", "secret_access_key"):
+            if getattr(self, key) is not None and getattr(self, f"{key}_file"):
+                raise ValueError(f"set {key} or {key}_file, not both")
+        return self
 
 
 class SftpOptions(Model):
@@ -974,3 +986,60 @@ def iter_secret_values(cfg: Config) -> Iterator[str]:
 
             yield m.group("pw")
             yield unquote(m.group("pw"))
+
+
+def inline_secrets(cfg: Config) -> list[str]:
+    """Return the keys of the config file holding a secret written in the file itself: a secret
+    key (password, secret_access_key, tokens...) or a URL with a password, not a `${VAR}` and
+    not a `*_file` path. [] without a file (or one that no longer reads)."""
+    if cfg.path is None:
+        return []
+    try:
+        raw = yaml.safe_load(Path(cfg.path).read_text())
+    except (OSError, yaml.YAMLError):
+        return []
+    found: list[str] = []
+
+    def child(model: Any, key: Any) -> Any:
+        if isinstance(model, BaseModel):
+            for name, info in type(model).model_fields.items():
+                if key in (name, info.alias):
+                    return getattr(model, name)
+            return None
+        return model.get(key) if isinstance(model, dict) else None
+
+    def walk(model: Any, value: Any, where: str) -> None:
+        if isinstance(value, str):
+            if "${" not in value and ((isinstance(model, SecretStr) and value) or has_secret(value)):
+                found.append(where)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(child(model, k), v, f"{where}.{k}" if where else str(k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(model[i] if isinstance(model, list) and i < len(model) else None, v, f"{where}[{i}]")
+
+    walk(cfg, raw, "")
+    return found
+
+
+def loose_config_mode(cfg: Config) -> str | None:
+    """Return a warning when the config file holds secrets inline (`inline_secrets`) and its
+    group or others can read it; None otherwise (no file, private file, no inline secret)."""
+    if cfg.path is None:
+        return None
+    path = Path(cfg.path).resolve()
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
+    if not mode & 0o044:
+        return None
+    keys = inline_secrets(cfg)
+    if not keys:
+        return None
+    who = {0o040: "its group", 0o004: "every local user"}.get(mode & 0o044, "its group and every local user")
+    return (
+        f"config file '{path}' holds secrets inline ({', '.join(keys)}) and {who} can read it "
+        f"(mode {mode:04o}): chmod 600 {path} (or move the values into *_file keys)"
+    )

@@ -11,7 +11,7 @@ from recoverctl.actions.repository import open_repository
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
 from recoverctl.config import Config, KeepRules, RepositoryConfig
-from recoverctl.errors import UsageError
+from recoverctl.errors import UsageError, WriteRefused
 from recoverctl.progress import Progress
 from recoverctl.recorder import record_failed_run
 from recoverctl.repo import Repository
@@ -68,12 +68,20 @@ def _prune(
     from recoverctl.actions.wal import expire_wal_locked, postgres_sources
 
     is_locked = object_lock_check(cfg.require_repository())
-    p = pruning.plan(repo, max_unused, is_locked)
+    p = pruning.plan(repo, max_unused, is_locked, dry_run=dry_run)
     if not dry_run:
         p = pruning.execute(repo, p, is_locked, progress)
     wal = expire_wal_locked(repo, postgres_sources(cfg), dry_run=dry_run)
-    partial = repo.storage.sweep_partial_writes(time.time() - PARTIAL_WRITE_AGE_S, dry_run=dry_run)
-    return {"dry_run": dry_run, **p.to_dict(), "wal": wal, "partial_writes": partial}
+    extra: dict[str, Any] = {}
+    try:
+        partial = repo.storage.sweep_partial_writes(time.time() - PARTIAL_WRITE_AGE_S, dry_run=dry_run)
+    except WriteRefused as e:
+        # Read-only credentials may not even list unfinished uploads (only writers abort them):
+        # a dry run says it could not tell instead of failing the whole preview.
+        if not dry_run:
+            raise
+        partial, extra["partial_writes_unknown"] = [], e.message
+    return {"dry_run": dry_run, **p.to_dict(), "wal": wal, "partial_writes": partial, **extra}
 
 
 def _from_rules(rules: KeepRules | None) -> Policy | None:
@@ -173,14 +181,19 @@ def prune(
     dry_run: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Delete unreferenced packs and repack partly used ones under an exclusive lock; return counts."""
+    """Delete unreferenced packs and repack partly used ones under an exclusive lock; return counts.
+
+    With `dry_run`, return what would be removed and write nothing to the repository.
+    """
     if not 0 <= max_unused <= 100:
         raise UsageError(f"--max-unused must be between 0 and 100, got {max_unused}")
     cfg.require_repository()
     repo = open_repository(cfg, password)
     run_id = None if dry_run else catalog.start_run("prune", None, repo.url)
     try:
-        with repo.lock(exclusive=True, operation="prune"):
+        # A dry run only reads: like `forget --dry-run` it runs as a reader, so it also works on a
+        # read-only repository.
+        with repo.lock(exclusive=not dry_run, operation="prune", reader=dry_run):
             result = _prune(cfg, repo, max_unused, dry_run, progress)
     except BaseException as e:
         if run_id is not None:

@@ -12,7 +12,7 @@ from psycopg import sql
 
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
-from recoverctl.config import Config, PostgresSource, redact_url
+from recoverctl.config import Config, PostgresSource, loose_config_mode, redact_url
 from recoverctl.errors import ConfigError, RecoverctlError, UsageError
 from recoverctl.sources.postgres.archiving import (
     archive_command,
@@ -134,12 +134,16 @@ def postgres_setup(cfg: Config, catalog: Catalog, *, source: str | None, apply: 
                 "postgres.setup", name, "applied", {"settings": {i["name"]: i["wanted"] for i in changes}}
             )
         restart = any(i["restart"] for i in changes)
+    # The server's OS user must read the config file: a secret inline in it must not be
+    # readable by more than that.
+    warning = loose_config_mode(cfg)
     return {
         "source": name,
         "settings": plan,
         "applied": applied,
         "changes": len(changes),
         "restart_needed": restart,
+        "warnings": [warning] if warning else [],
     }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
 import time
 from datetime import datetime
@@ -27,12 +28,12 @@ from recoverctl.actions.repository import open_repository
 from recoverctl.actions.wal import archived_segments, first_missing
 from recoverctl.actions.wal_fetcher import start_fetcher, stop_fetchers
 from recoverctl.catalog import Catalog
-from recoverctl.config import Config, PostgresSource
+from recoverctl.config import ENV_PASSWORD_FILE, Config, PostgresSource
 from recoverctl.errors import NotFoundError, RecoverctlError, UsageError, VerificationError, cleanup_after
 from recoverctl.progress import Progress
 from recoverctl.recorder import record_failed_run
 from recoverctl.repo import Repository, Snapshot, open_file, restore_snapshot
-from recoverctl.repo.confined import write_file
+from recoverctl.repo.confined import remove, write_file
 from recoverctl.sources.postgres.archiving import restore_command
 from recoverctl.sources.postgres.connection import connect_env, find_bin_dir
 from recoverctl.sources.postgres.isolation import isolation_settings
@@ -48,10 +49,12 @@ from recoverctl.sources.postgres.server import (
     default_os_user,
     postmaster_pid,
     postmaster_status,
+    remove_secrets,
     server_failure,
     start_server,
     stop_server,
     wait_for,
+    write_passphrase_file,
 )
 from recoverctl.sources.postgres.walnames import (
     parse_lsn,
@@ -294,6 +297,57 @@ def _link_tablespaces(plan: list[dict[str, Any]], target_dir: Path) -> None:
         os.symlink(loc, link)
 
 
+def _check_wal_dir(
+    wal_dir: Path | None, target_dir: Path, tablespaces: list[dict[str, Any]], delta: bool
+) -> None:
+    """Refuse (before anything is written) a --wal-dir that overlaps the target or a tablespace,
+    is not a directory, or holds files (another server's WAL) without `delta`."""
+    if wal_dir is None:
+        return
+    if not wal_dir.is_absolute():
+        raise UsageError(f"--wal-dir '{wal_dir}' must be an absolute path", hint="give the full path")
+    for other, what in [
+        (target_dir, "the target directory"),
+        *((Path(t["location"]), f"tablespace {t['name']}") for t in tablespaces),
+    ]:
+        if wal_dir == other or other in wal_dir.parents or wal_dir in other.parents:
+            raise UsageError(
+                f"--wal-dir '{wal_dir}' overlaps {what} '{other}'",
+                hint="give the WAL its own directory, or leave out --wal-dir to keep pg_wal in the target",
+            )
+    if wal_dir.is_symlink() or (wal_dir.exists() and not wal_dir.is_dir()):
+        raise UsageError(f"--wal-dir '{wal_dir}' is not a directory")
+    if wal_dir.is_dir() and any(wal_dir.iterdir()) and not delta:
+        raise UsageError(
+            f"--wal-dir '{wal_dir}' is not empty (another server's WAL?)",
+            hint="give an empty or new directory, or pass --delta to reuse it",
+        )
+
+
+def _place_pg_wal(target_dir: Path, wal_dir: Path | None) -> None:
+    """Make pg_wal a real directory inside the target, or (with `wal_dir`) a link recoverctl
+    creates to that directory. Never the snapshot's link: a server started on the copy would
+    write its WAL into the original server's WAL directory (or wherever a tampered snapshot
+    points). A link left by an earlier restore (`--delta`) is removed, not followed."""
+    dfd = os.open(target_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            st = os.stat("pg_wal", dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is not None and (wal_dir is not None or not stat.S_ISDIR(st.st_mode)):
+            remove(dfd, "pg_wal", stat.S_ISDIR(st.st_mode))
+            st = None
+        if wal_dir is not None:
+            wal_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(wal_dir, 0o700)
+            os.symlink(str(wal_dir), "pg_wal", dir_fd=dfd)
+        elif st is None:
+            os.mkdir("pg_wal", 0o700, dir_fd=dfd)
+    finally:
+        os.close(dfd)
+
+
 def _finish_layout(target_dir: Path, snap: Snapshot, tablespaces: list[dict[str, Any]]) -> None:
     md = snap.metadata
     # Not through a symlink the snapshot may have put at these names.
@@ -387,14 +441,24 @@ def restore_postgres(
     progress: object | None = None,
     fetch_ahead: bool = False,
     tablespace_map: dict[str, str] | None = None,
+    wal_dir: Path | None = None,
+    server_starts: bool = False,
 ) -> dict[str, Any]:
     """Restore a physical backup of `source` into `target_dir`, set up recovery to `target`.
 
     Tablespaces go to their original directories, or to those `tablespace_map` gives
     ({oid or name: dir}); pg_tblspc/<oid> links and the tablespace_map file name them.
+    pg_wal is a directory inside `target_dir`, or a link to `wal_dir` (like initdb --waldir),
+    even when the backup's pg_wal was a link. No other symlink that could point outside
+    `target_dir` is restored: they are listed in 'links_skipped' ({path, target}).
 
     With `fetch_ahead` or `start_port` (the server starts right after), the WAL fetcher starts
     while the files are restored, so recovery's first restore_command finds it ready.
+    With either, or `server_starts` (the caller starts the server right after), a passphrase
+    that comes from no file is written to `server.secrets_dir(target_dir)` for restore_command:
+    the caller removes it with `server.remove_secrets` once recovery has ended (here: when
+    `start_port` recovery ends, except for a paused one, which `stop_restored_server` cleans);
+    the result's 'passphrase_file' names it while it is still there.
     With `start_port`, start the server there (as `os_user`; 'postgres' when root) and wait
     until recovery ends; the result then has 'server' {port, data_dir, pid} (stop it with
     `stop_restored_server`), 'recovered_lsn' and 'recovered_commit_ts' (epoch or None).
@@ -418,17 +482,30 @@ def restore_postgres(
             _check_archive(repo, name, snap, target)
             tablespaces = tablespace_plan(snap, tablespace_map)
             _check_tablespace_dirs(tablespaces, target_dir, delta)
+            _check_wal_dir(wal_dir, target_dir, tablespaces, delta)
             _prepare_dir(target_dir, delta)
             _link_tablespaces(tablespaces, target_dir)
+            _place_pg_wal(target_dir, wal_dir)
             warm = fetch_ahead or start_port is not None
             if warm and not delta:  # a delta restore removes what the snapshot lacks
                 start_fetcher(cfg, password, name, target_dir, user)
             # force: the directory was found empty (or delta allowed) before pg_tblspc was made.
             # Tablespace contents go straight to their directories, not through the links.
+            # The snapshot's own links out of the data directory (pg_wal on another disk, a
+            # linked config file) are never recreated: the copy must not reach the original's files.
             mounts = {f"/pg_tblspc/{t['oid']}": str(t["location"]) for t in tablespaces}
+            if wal_dir is not None:
+                mounts["/pg_wal"] = str(wal_dir)
             result = restore_snapshot(
-                repo, snap.id, str(target_dir), delta=delta, progress=prog, force=True, mounts=mounts
-            )
+                repo, snap.id, str(target_dir), delta=delta, progress=prog, force=True, mounts=mounts,
+                inner_links_only=True,
+            )  # fmt: skip
+            skipped = [link for link in result.links_skipped if link["path"] != "/pg_wal"]
+            for link in skipped:
+                prog.warn(
+                    f"symlink {link['path'].lstrip('/')} -> {link['target']} not restored: it points "
+                    "outside the data directory (its target was not part of the backup)"
+                )
             if warm and delta:
                 start_fetcher(cfg, password, name, target_dir, user)
             if result.errors:
@@ -439,7 +516,13 @@ def restore_postgres(
                 )
             _finish_layout(target_dir, snap, tablespaces)
         fetch_s = time.monotonic() - started
-        settings = recovery_settings(restore_command(cfg, name), target, target_action)
+        password_file = None
+        file_backed = os.environ.get(ENV_PASSWORD_FILE) or (cfg.repository and cfg.repository.password_file)
+        if (warm or server_starts) and not file_backed:
+            # The server gets no variable of ours (`server_env`): a passphrase from a variable
+            # or a prompt reaches restore_command as a file, removed once recovery has ended.
+            password_file = write_passphrase_file(target_dir, password, user)
+        settings = recovery_settings(restore_command(cfg, name, password_file), target, target_action)
         if start_port is not None:
             settings.update(_SCRATCH_SETTINGS)
             settings["port"] = str(start_port)
@@ -448,6 +531,8 @@ def restore_postgres(
         chown_tree(target_dir, user)
         for t in tablespaces:
             chown_tree(Path(t["location"]), user)
+        if wal_dir is not None:
+            chown_tree(wal_dir, user)
         out: dict[str, Any] = {
             "source": name,
             "snapshot_id": snap.id,
@@ -462,6 +547,8 @@ def restore_postgres(
             "files_skipped_unchanged": result.skipped,
             "row_counts": snap.metadata.get("row_counts", {}),
             "tablespaces": tablespaces,
+            "wal_dir": str(wal_dir or target_dir / "pg_wal"),
+            "links_skipped": skipped,
             "recovered_lsn": None,
             "recovered_commit_ts": None,
             "phases": {"fetch": round(fetch_s, 3)},
@@ -472,12 +559,17 @@ def restore_postgres(
             )
             # Recovery has ended: the spool is leftovers (a resumed recovery starts its own).
             stop_fetchers(target_dir, remove_spools=True)
+            if target_action != "pause":  # a paused recovery still fetches once resumed
+                remove_secrets(target_dir)
             out["phases"].update(recovered.pop("phases"))
             out.update(recovered)
+        # Still there for a paused recovery (or a server the caller starts): say where.
+        out["passphrase_file"] = str(password_file) if password_file and password_file.exists() else None
         out["phases"]["total"] = round(time.monotonic() - started, 3)
     except BaseException as e:
         with cleanup_after(e, "stopping the WAL fetchers"):
             stop_fetchers(target_dir)
+        remove_secrets(target_dir)  # no server recovers from this directory now
         record_failed_run(catalog, run_id, e)
         raise
     finally:
@@ -577,6 +669,7 @@ def stop_restored_server(
     """Stop a server started by `restore_postgres(start_port=...)` and wait until it is down."""
     bin_path = Path(bin_dir) if bin_dir else find_bin_dir(PostgresSource(type="postgres"), _major(target_dir))
     stop_server(Path(target_dir), bin_path, default_os_user(os_user))
+    remove_secrets(Path(target_dir))
     stop_fetchers(Path(target_dir), remove_spools=True)
 
 
@@ -661,9 +754,11 @@ def plan_restore(
     snapshot: str | None = None,
     target: RecoveryTarget | None = None,
     tablespace_map: dict[str, str] | None = None,
+    wal_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Return which backup a restore to `target` would use (and where its tablespaces would go),
-    after checking its WAL is archived."""
+    """Return which backup a restore to `target` would use (and where its tablespaces and pg_wal
+    would go: 'wal_dir' None means a directory inside the target), after checking its WAL is
+    archived."""
     name, _src = cfg.source(source, "postgres")
     target = normalize_target(target or RecoveryTarget("latest"))
     repo = open_repository(cfg, password)
@@ -680,5 +775,6 @@ def plan_restore(
         "backup_stop_lsn": snap.metadata["stop_lsn"],
         "target": target.describe(),
         "tablespaces": tablespaces,
+        "wal_dir": str(wal_dir) if wal_dir else None,
         "dry_run": True,
     }

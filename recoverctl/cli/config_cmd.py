@@ -10,7 +10,7 @@ import click
 import yaml
 
 from recoverctl.cli.context import App, pass_app
-from recoverctl.config import redacted_dump
+from recoverctl.config import loose_config_mode, redacted_dump
 from recoverctl.errors import ConfigError
 from recoverctl.scheduler.feasibility import schedule_problems
 
@@ -56,6 +56,8 @@ def check(app: App) -> None:
     a source or service the config lacks, 'forget' with no keep rule and no 'retention:') is an
     error.
 
+    Warns (exit 0) when the file holds a secret inline and its group or others can read it.
+
     \b
     Example:
       recoverctl --config /etc/recoverctl/recoverctl.yaml config check
@@ -69,9 +71,13 @@ def check(app: App) -> None:
             hint="fix or disable (enabled: false) the schedules named above",
             details={"file": str(cfg.path) if cfg.path else None, "errors": problems},
         )
+    warning = loose_config_mode(cfg)
+    warnings = [warning] if warning else []
     app.render(
-        {"valid": True, "file": str(cfg.path) if cfg.path else None},
-        f"{cfg.path or 'environment-only configuration'}: valid",
+        {"valid": True, "file": str(cfg.path) if cfg.path else None, "warnings": warnings},
+        "\n".join(
+            [f"{cfg.path or 'environment-only configuration'}: valid", *(f"warning: {w}" for w in warnings)]
+        ),
     )
 
 

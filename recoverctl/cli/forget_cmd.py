@@ -31,6 +31,8 @@ def _prune_text(d: dict[str, Any]) -> str:
     ]
     if d["partial_writes"]:
         lines.append(f"  {head} {len(d['partial_writes'])} leftover(s) of interrupted writes")
+    if d.get("partial_writes_unknown"):
+        lines.append(f"  leftovers of interrupted writes not listed: {d['partial_writes_unknown']}")
     return "\n".join(lines)
 
 

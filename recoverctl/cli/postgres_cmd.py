@@ -58,6 +58,7 @@ def setup(app: App, source: str | None, apply: bool, dry_run: bool) -> None:
             lines.append("run with --apply to change these (ALTER SYSTEM + reload)")
         if d["restart_needed"]:
             lines.append("a restart of PostgreSQL is needed for wal_level/archive_mode to take effect")
+        lines += [f"warning: {w}" for w in d["warnings"]]
         return "\n".join(lines)
 
     app.render(result, text)
@@ -252,6 +253,9 @@ def backup_postgres_cmd(
 @click.option("--delta", is_flag=True, help="Reuse a non-empty target dir, keeping files that match.")
 @click.option("--tablespace-map", "tablespace_maps", multiple=True, metavar="OID_OR_NAME=DIR",
               help="Restore this tablespace to DIR instead of its original one (repeatable).")  # fmt: skip
+@click.option("--wal-dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="Put pg_wal in DIR (linked from the target, like initdb --waldir); "
+              "default: a directory inside the target.")  # fmt: skip
 @click.option("--start", is_flag=True, help="Start the restored server and wait for recovery to finish.")
 @click.option("--port", type=int, help="With --start: the port for the restored server.")
 @click.option("--os-user", help="OS user the restored server runs as (default: postgres when root).")
@@ -277,6 +281,7 @@ def restore_postgres_cmd(
     target_action: str,
     delta: bool,
     tablespace_maps: tuple[str, ...],
+    wal_dir: Path | None,
     start: bool,
     port: int | None,
     os_user: str | None,
@@ -294,6 +299,9 @@ def restore_postgres_cmd(
     recovered LSN and last commit time. A WAL gap fails naming the missing segment.
     Tablespaces are restored to their original directories (which must be empty unless
     --delta), or elsewhere with --tablespace-map; pg_tblspc links and tablespace_map follow.
+    pg_wal is a directory inside the target (also when the source's pg_wal is a link to another
+    disk), or a link to --wal-dir; other symlinks pointing outside the data directory are not
+    restored (listed as links_skipped).
 
     \b
     Example:
@@ -358,7 +366,7 @@ def restore_postgres_cmd(
 
         out = plan_restore(
             app.config, app.catalog, passphrase(app), source=source, snapshot=snapshot, target=target,
-            tablespace_map=remap,
+            tablespace_map=remap, wal_dir=wal_dir.absolute() if wal_dir else None,
         )  # fmt: skip
         app.render(out, lambda d: f"would restore backup {d['snapshot_id'][:8]} and recover to {d['target']}")
         return
@@ -367,13 +375,16 @@ def restore_postgres_cmd(
     result = restore_postgres(
         app.config, app.catalog, passphrase(app), source=source, target_dir=target_dir, snapshot=snapshot,
         target=target, target_action=target_action, delta=delta, start_port=port if start else None,
-        os_user=os_user, tablespace_map=remap,
+        os_user=os_user, tablespace_map=remap, wal_dir=wal_dir.absolute() if wal_dir else None,
     )  # fmt: skip
 
     def text(d: dict[str, Any]) -> str:
         lines = [
             f"restored backup {d['snapshot_id'][:8]} of {d['source']} into {d['target_dir']} "
             f"({d['bytes_restored']} bytes, {d['phases']['fetch']:.1f}s)"
+        ]
+        lines += [
+            f"not restored: symlink {x['path'].lstrip('/')} -> {x['target']}" for x in d["links_skipped"]
         ]
         if d.get("server"):
             lines.append(f"server running on port {d['server']['port']} (pid {d['server']['pid']})")
@@ -384,6 +395,11 @@ def restore_postgres_cmd(
         elif not start:
             lines.append(
                 "start the server on it to run recovery (recovery.signal and restore_command are set)"
+            )
+        if d.get("passphrase_file"):
+            lines.append(
+                f"restore_command reads the repository passphrase from {d['passphrase_file']} while "
+                f"recovery is paused: remove {Path(d['passphrase_file']).parent} once it has ended"
             )
         return "\n".join(lines)
 

@@ -34,7 +34,7 @@ from recoverctl.drill.scoring import human_duration, measured_rpo, score
 from recoverctl.drill.scratch import DrillError, ScratchCluster
 from recoverctl.errors import CancelledError, RecoverctlError
 from recoverctl.interrupts import interrupt, stop_requested, uninterruptible
-from recoverctl.sources.postgres.server import postmaster_status
+from recoverctl.sources.postgres.server import postmaster_status, remove_secrets
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +266,8 @@ def _bring_up(run: DrillRun, cluster: ScratchCluster, user: str, dbname: str, de
     with run.phase("recovery"):
         cluster.start()
         cluster.wait(recovered, deadline=deadline, what="recovery (WAL replay) to finish", interval=0.02)
+    # restore_command is done: the passphrase it read must be gone before any check runs SQL.
+    remove_secrets(cluster.data_dir)
     with run.phase("startup"):
 
         def writable() -> bool:

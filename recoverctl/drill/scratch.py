@@ -39,6 +39,7 @@ from recoverctl.sources.postgres.isolation import (
     recovery_overrides,
 )
 from recoverctl.sources.postgres.recovery import read_recovery_config
+from recoverctl.sources.postgres.server import default_os_user, remove_secrets, server_env
 
 log = logging.getLogger(__name__)
 
@@ -225,10 +226,15 @@ class ScratchCluster:
 
     def _as_user(self, cmd: list[str]) -> list[str]:
         if os.geteuid() == 0:
-            # -m keeps the environment: restore_command (`recoverctl wal fetch`) needs the
-            # passphrase and config variables the drill runs with.
+            # -m keeps the environment the caller passes: `server_env`, never ours.
             return ["runuser", "-m", "-u", self.os_user or "postgres", "--", *cmd]
         return cmd
+
+    def env(self) -> dict[str, str]:
+        """Return the environment of every server program run here (`server_env`), never ours:
+        checks run SQL as a superuser of the copy, which can read the postmaster's environment;
+        restore_command brings what it needs on its command line."""
+        return server_env(default_os_user(self.os_user))
 
     def settings(self) -> dict[str, str]:
         """Return the command-line settings that seal the copy off, overriding its config files.
@@ -271,7 +277,7 @@ class ScratchCluster:
             )
         try:
             actual = effective_setting(
-                self.bin_dir, self.data_dir, self.settings(), "restore_command", self._as_user
+                self.bin_dir, self.data_dir, self.settings(), "restore_command", self._as_user, self.env()
             )
         except RecoverctlError as e:
             raise DrillError(e.message, hint=e.hint) from None
@@ -302,7 +308,7 @@ class ScratchCluster:
             "-W",
             "start",
         ]
-        r = subprocess.run(self._as_user(cmd), capture_output=True, text=True)
+        r = subprocess.run(self._as_user(cmd), capture_output=True, text=True, env=self.env())
         if r.returncode != 0:
             raise DrillError(
                 f"cannot start the scratch server on port {self.port}: {(r.stderr or r.stdout).strip()}",
@@ -425,6 +431,7 @@ class ScratchCluster:
                 ]
             ),
             capture_output=True,
+            env=self.env(),
         )
         if pid is not None:
             # pg_ctl starts the postmaster in its own session: this also reaps restore_command children.
@@ -444,6 +451,7 @@ class ScratchCluster:
         if self.keep and not force:
             self.stop()
             stop_fetchers(self.data_dir, remove_spools=True)
+            remove_secrets(self.data_dir)  # a kept copy is for inspection: no passphrase in it
             return False
         try:
             self.stop()

@@ -184,7 +184,9 @@ def write_replacing(dir_fd: int, name: str, fill: Callable[[int], T], flags: int
     """Create a temporary file (mode 0600) in an open directory, let `fill` write it through its
     descriptor, then rename it over `name`: whatever is there, a symlink included, is replaced,
     never followed. The temporary file is removed on any failure. Return what `fill` returns."""
-    tmp = f".{name[:100]}.rctmp-{os.urandom(4).hex()}"
+    # Not derived from `name`: any part of a 255-byte name (multibyte, too) plus a suffix could
+    # exceed NAME_MAX. 128 random bits make a clash with an existing entry beyond reach.
+    tmp = f".rctmp-{os.urandom(16).hex()}"
     try:
         fd = os.open(tmp, flags | NEW_FILE, 0o600, dir_fd=dir_fd)
         try:
@@ -200,10 +202,20 @@ def write_replacing(dir_fd: int, name: str, fill: Callable[[int], T], flags: int
 
 
 def write_file(directory: str | os.PathLike[str], name: str, data: bytes) -> None:
-    """Make `name` in `directory` a new regular file (mode 0600) holding `data` (see write_replacing)."""
+    """Make `name` in `directory` a new regular file (mode 0600, owned by the directory's owner)
+    holding `data` (see write_replacing)."""
     dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    owner = os.fstat(dfd)
+
+    def fill(fd: int) -> None:
+        # Run as root on a data directory owned by postgres, a root-owned 0600 file would be
+        # unreadable to the server, which skips an unreadable postgresql.auto.conf silently.
+        if os.geteuid() == 0 and owner.st_uid != 0:
+            os.fchown(fd, owner.st_uid, owner.st_gid)
+        write_all(fd, data)
+
     try:
-        write_replacing(dfd, name, lambda fd: write_all(fd, data))
+        write_replacing(dfd, name, fill)
     finally:
         os.close(dfd)
 

@@ -75,9 +75,13 @@ def used_blobs(repo: Repository) -> set[bytes]:
     return used
 
 
-def plan(repo: Repository, max_unused: float, is_locked: IsLocked) -> PrunePlan:
-    """Decide which packs to delete and which to repack so unused space ends ≤ max_unused % of the total."""
-    repo.index_orphan_packs()
+def plan(repo: Repository, max_unused: float, is_locked: IsLocked, *, dry_run: bool = False) -> PrunePlan:
+    """Decide which packs to delete and which to repack so unused space ends ≤ max_unused % of the total.
+
+    Packs no index lists (an interrupted backup) are planned for too; their index is written only
+    when not `dry_run`: a dry run writes nothing to the repository.
+    """
+    repo.index_orphan_packs(write=not dry_run)
     used = used_blobs(repo)
     p = PrunePlan(used_blobs=len(used))
     stored = {o.key.rsplit("/", 1)[1]: o for o in repo.storage.list("data/")}

@@ -225,6 +225,7 @@ class RestoreResult:
     dry_run: bool = False
     would_remove: list[str] = field(default_factory=list)
     would_overwrite: list[str] = field(default_factory=list)
+    links_skipped: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -238,6 +239,8 @@ class RestoreResult:
         }
         if self.dry_run:
             out.update(dry_run=True, would_remove=self.would_remove, would_overwrite=self.would_overwrite)
+        if self.links_skipped:
+            out["links_skipped"] = self.links_skipped
         return out
 
 
@@ -288,6 +291,16 @@ def _open_unchanged(repo: Repository, node: Node, dir_fd: int, name: str) -> int
     return None
 
 
+def link_leaves(target: str) -> bool:
+    """Whether a symlink with this target may point outside the directory tree it is in.
+
+    Only a relative target that never goes up stays inside, whatever other such links it passes
+    through: each of them only descends too. ('..' is refused even where it would stay inside:
+    after a symlink component it climbs from the link's target, not from the link.)
+    """
+    return not target or target.startswith("/") or ".." in target.split("/")
+
+
 # A single-blob file waiting for its pack's batch: location, blob id, node, directory, name, path.
 _Queued = tuple[BlobLocation, bytes, Node, Dir, str, str]
 
@@ -298,7 +311,9 @@ class _Restorer:
     Entries already at the snapshot's names are replaced (the caller allowed it: `force` or
     `delta`); with `delta`, entries the snapshot lacks are removed and matching files kept.
     `mounts` ({'/snapshot/dir': '/abs/dir'}) sends a directory's content to a directory the caller
-    chose and left linked into the target (PostgreSQL's pg_tblspc/<oid>).
+    chose and left linked into the target (PostgreSQL's pg_tblspc/<oid>). With `inner_links_only`,
+    symlinks that could point outside (`link_leaves`) are not created, and whatever is at their
+    name is left alone; they are listed in the result's `links_skipped`.
     """
 
     def __init__(
@@ -313,8 +328,10 @@ class _Restorer:
         force: bool = False,
         dry_run: bool = False,
         mounts: dict[str, str] | None = None,
+        inner_links_only: bool = False,
     ):
         self.repo = repo
+        self.inner_links_only = inner_links_only
         self.target = target
         self.include = ["/" + i.strip("/") for i in include] if include else None
         self.delta = delta
@@ -461,7 +478,7 @@ class _Restorer:
                 if node["type"] == "dir":
                     self._dir(node, d, dfd, name, path, in_way, restore, futures)
                     continue
-                if not restore:
+                if not restore or self._skipped_link(node, path):
                     continue
                 if in_way and not self._remove(dfd, name, True, path):
                     continue
@@ -501,6 +518,14 @@ class _Restorer:
             self._restore_dir(node.get("subtree"), child, in_way is not True and mount is None, futures)
         except OSError as e:
             self._fail(path, e)
+
+    def _skipped_link(self, node: Node, path: str) -> bool:
+        """Whether `node` is a symlink left out by `inner_links_only` (then listed in the result)."""
+        if not (self.inner_links_only and node["type"] == "symlink" and link_leaves(node.get("target", ""))):
+            return False
+        with self._lock:
+            self.result.links_skipped.append({"path": path, "target": node.get("target", "")})
+        return True
 
     def _queue_file(self, node: Node, d: Dir, name: str, path: str, futures: list[Future[Any]]) -> None:
         if self._batch(node, d, name, path):
@@ -708,7 +733,7 @@ class _Restorer:
                     if child is not None:
                         os.close(child)
                 continue
-            if not restore:
+            if not restore or self._skipped_link(node, path):
                 continue
             if in_way is False and node["type"] == "file" and self.delta and dfd is not None:
                 try:
@@ -754,6 +779,7 @@ def restore_snapshot(
     force: bool = False,
     dry_run: bool = False,
     mounts: dict[str, str] | None = None,
+    inner_links_only: bool = False,
 ) -> RestoreResult:
     """Restore a snapshot (id, prefix or 'latest') into `target_dir`; return counts and per-file errors.
 
@@ -764,6 +790,9 @@ def restore_snapshot(
     content already matches are kept, entries not in the snapshot are removed). `dry_run` changes
     nothing and lists in the result what would be removed and overwritten. `mounts` maps snapshot
     directories ('/pg_tblspc/16385') to directories outside the target that receive their content.
+    `inner_links_only` leaves out symlinks that could point outside the directory they are
+    restored into (absolute, or climbing with '..'), for a copy a server will run on; the result
+    lists them in `links_skipped`.
     Files whose blobs fail authentication are not written (listed in `errors` with damaged=yes);
     the caller decides the exit code. Raise NotFoundError for an unknown snapshot, InvalidTreeError
     (exit 13, naming the snapshot and directory) for a tree no backup writes.
@@ -780,6 +809,7 @@ def restore_snapshot(
         force=force,
         dry_run=dry_run,
         mounts=mounts,
+        inner_links_only=inner_links_only,
     )
     try:
         return r.run(snap.tree)

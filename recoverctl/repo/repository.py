@@ -427,8 +427,12 @@ class Repository:
         """Return pack id → size for every pack object in storage."""
         return {o.key.rsplit("/", 1)[1]: o.size for o in self.storage.list("data/")}
 
-    def index_orphan_packs(self) -> int:
-        """Index packs in storage but in no index (an interrupted backup left them); return how many."""
+    def index_orphan_packs(self, *, write: bool = True) -> int:
+        """Index packs in storage but in no index (an interrupted backup left them); return how many.
+
+        With `write=False` they are indexed in memory only (a dry run plans from them and writes
+        nothing to the repository).
+        """
         self.load_index()
         orphans = {p: s for p, s in self.list_packs().items() if p not in self.index.packs}
         if not orphans:
@@ -446,7 +450,7 @@ class Repository:
                 if r is not None:
                     found.append(r)
                     self.index.add_pack(*r)
-        if found:
+        if found and write:
             self.write_index(found)
         return len(found)
 

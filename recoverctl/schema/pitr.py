@@ -37,6 +37,7 @@ def restore_to_point(
         default_os_user,
         log_path,
         postmaster_pid,
+        remove_secrets,
         server_failure,
         start_server,
         stop_server,
@@ -91,6 +92,7 @@ def restore_to_point(
             target=RecoveryTarget("name", restore_point),
             target_action="promote",
             os_user=user,
+            server_starts=True,
         )
         out["snapshot_id"] = restored.get("snapshot_id")
         stop_server(data_dir, bin_dir, user)
@@ -119,7 +121,9 @@ def restore_to_point(
         except RecoverctlError:
             return False
 
-    if not wait_for(promoted, _RECOVERY_TIMEOUT, 0.2) or postmaster_pid(data_dir) is None:
+    recovered = wait_for(promoted, _RECOVERY_TIMEOUT, 0.2)
+    remove_secrets(fresh)  # the passphrase file restore_command read, if restore_postgres wrote one
+    if not recovered or postmaster_pid(data_dir) is None:
         raise RecoverctlError(
             f"PostgreSQL on '{data_dir}' did not finish recovery: {server_failure(log) or 'timed out'}",
             hint=f"server log: {log}; the previous data directory is kept in '{aside}'",

@@ -9,6 +9,9 @@ from typing import Protocol, runtime_checkable
 
 # Names of in-flight writes on file-like backends; hidden from listings, swept by prune.
 TMP_PREFIX = ".tmp-"
+# Object names, their count and sizes (which packs, snapshots, locks and hosts exist) are for the
+# repository's owner only: backends with directories create them with this mode.
+DIR_MODE = 0o700
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from recoverctl.errors import ObjectNotFound, StorageError, WriteRefused
-from recoverctl.storage.base import TMP_PREFIX, ObjectInfo
+from recoverctl.storage.base import DIR_MODE, TMP_PREFIX, ObjectInfo
 
 # A write refused for good, while reads may still work: read-only mount, no write permission,
 # a full file system or quota.
@@ -19,14 +19,19 @@ _REFUSED = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT)
 
 
 class LocalStorage:
-    """Objects are files under `root`; writes go to a temp file, fsync, rename (atomic, crash-safe)."""
+    """Objects are files under `root`; writes go to a temp file, fsync, rename (atomic, crash-safe).
+
+    Directories are DIR_MODE, files 0600 (mkstemp).
+    """
 
     def __init__(self, root: str | Path, *, create: bool = True):
         self.root = Path(root).expanduser().absolute()
         self.url = f"file://{self.root}"
         if create:
             try:
-                self.root.mkdir(parents=True, exist_ok=True)
+                # Parents above the repository are not ours to restrict: they get the default mode.
+                self.root.parent.mkdir(parents=True, exist_ok=True)
+                self.root.mkdir(mode=DIR_MODE, exist_ok=True)
             except OSError as e:
                 raise StorageError(
                     f"unable to create '{self.url}': {e.strerror}", hint="check the path and permissions"
@@ -37,10 +42,20 @@ class LocalStorage:
             raise StorageError(f"invalid object key {key!r} on '{self.url}'")
         return self.root / key
 
+    def _make_dirs(self, path: Path) -> None:
+        """Create the missing directories from the root down to `path`, each DIR_MODE."""
+        missing = []
+        while path != self.root and not path.is_dir():
+            missing.append(path)
+            path = path.parent
+        for d in reversed(missing):
+            with contextlib.suppress(FileExistsError):  # a concurrent writer made it
+                d.mkdir(mode=DIR_MODE)
+
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._make_dirs(path.parent)
             fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
             try:
                 with os.fdopen(fd, "wb") as f:

@@ -14,7 +14,7 @@ import botocore.exceptions as bce
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
 
-from recoverctl.config import S3Options, redact_url
+from recoverctl.config import S3Options, read_secret_file, redact_url, secret_value
 from recoverctl.errors import (
     ObjectNotFound,
     StorageError,
@@ -91,11 +91,17 @@ class S3Storage:
         self.url = redact_url(url.rstrip("/"))
         o = self.options
         self.endpoint = redact_url(o.endpoint_url) if o.endpoint_url else "AWS"
-        if (o.access_key_id is None) != (o.secret_access_key is None):
+        key_id = o.access_key_id
+        if o.access_key_id_file:
+            key_id = read_secret_file(o.access_key_id_file, f"s3.access_key_id_file for '{self.url}'")
+        secret = secret_value(
+            o.secret_access_key, o.secret_access_key_file, f"s3.secret_access_key_file for '{self.url}'"
+        )
+        if (key_id is None) != (secret is None):
             raise UsageError(
                 f"incomplete S3 credentials for '{self.url}'",
-                hint="set both s3.access_key_id and s3.secret_access_key, or neither (then the "
-                "standard AWS chain is used: AWS_ACCESS_KEY_ID, AWS_PROFILE, instance role...)",
+                hint="set both s3.access_key_id(_file) and s3.secret_access_key(_file), or neither (then "
+                "the standard AWS chain is used: AWS_ACCESS_KEY_ID, AWS_PROFILE, instance role...)",
             )
         if o.object_lock_mode and not o.object_lock_days:
             raise UsageError(
@@ -103,8 +109,8 @@ class S3Storage:
                 hint="set s3.object_lock_days to the retention period in days",
             )
         session = boto3.session.Session(
-            aws_access_key_id=o.access_key_id,
-            aws_secret_access_key=o.secret_access_key.get_secret_value() if o.secret_access_key else None,
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
             region_name=o.region,
         )
         concurrency = max(1, o.max_concurrency)
@@ -285,7 +291,9 @@ class S3Storage:
                         )
                     swept.append(up["Key"][cut:])
         except Exception as e:
-            raise self._error(e, "sweep unfinished multipart uploads") from e
+            # Listing uploads serves only their abort: AccessDenied here means the credentials
+            # may not write (a read-only policy lacks s3:ListBucketMultipartUploads).
+            raise self._error(e, "sweep unfinished multipart uploads", write=True) from e
         return sorted(swept)
 
     def close(self) -> None:

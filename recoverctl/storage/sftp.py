@@ -25,7 +25,7 @@ from recoverctl.errors import (
     UsageError,
     WriteRefused,
 )
-from recoverctl.storage.base import TMP_PREFIX, ObjectInfo
+from recoverctl.storage.base import DIR_MODE, TMP_PREFIX, ObjectInfo
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ class SftpStorage:
             break
         for d in reversed(missing):
             try:
-                sftp.mkdir(d)
+                sftp.mkdir(d, DIR_MODE)  # the repository root too: nothing below is listable by others
             except OSError:
                 if not statmod.S_ISDIR(sftp.stat(d).st_mode or 0):
                     raise

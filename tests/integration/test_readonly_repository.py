@@ -89,7 +89,8 @@ def _playbook(path: Path, parent: Path) -> Path:
 
 
 def _read_everything(cli: InProcessCli | Cli, src: Path, tmp_path: Path, first: str) -> None:
-    """Run restore, verify, snapshots, ls, cat, diff, forget --dry-run and a files drill; assert each."""
+    """Run restore, verify, snapshots, ls, cat, diff, forget --dry-run (also with --prune), prune
+    --dry-run and a files drill; assert each."""
     out = tmp_path / "restored"
     cli("restore", "latest", "--target", str(out), "--verify", "--json", check=0)
     assert digest(out / str(src).lstrip("/")) == digest(src)  # byte-identical, metadata too
@@ -108,6 +109,9 @@ def _read_everything(cli: InProcessCli | Cli, src: Path, tmp_path: Path, first: 
 
     plan = cli("forget", "--keep-last", "1", "--dry-run", "--json", check=0).json()
     assert plan["removed"] == [first]
+    plan = cli("forget", "--keep-last", "1", "--prune", "--dry-run", "--json", check=0).json()
+    assert plan["removed"] == [first] and plan["prune"]["dry_run"] is True
+    assert cli("prune", "--dry-run", "--json", check=0).json()["dry_run"] is True
 
     parent = tmp_path / "drills"
     parent.mkdir()
@@ -337,3 +341,21 @@ def test_postgres_restore_wal_fetch_and_drill_from_a_readonly_repository(
         )
         assert drill.json()["verdict"] == "pass", drill.json().get("reason")
     assert _objects(pg_cli.repository) == before
+
+
+def test_prune_dry_runs_on_a_readonly_repository_with_orphan_packs(local_ro: LocalSetup) -> None:
+    # An interrupted backup (every index write fails) leaves packs no index lists; a dry run plans
+    # for them in memory instead of writing their index.
+    writer = {"RECOVERCTL_REPOSITORY": str(local_ro.rw), "RECOVERCTL_FAULTS": "put:error:*@index/"}
+    (local_ro.src / "more.bin").write_bytes(os.urandom(1_200_000))
+    local_ro.cli("backup", "files", str(local_ro.src), env=writer, check=1)
+    repo = Repository.open(LocalStorage(local_ro.rw), "pw")
+    orphans = set(repo.list_packs()) - set(repo.load_index().packs)
+    assert orphans
+    before = _objects(local_ro.rw)
+
+    plan = local_ro.cli("forget", "--keep-last", "1", "--prune", "--dry-run", "--json", check=0).json()
+    assert plan["removed"] == [local_ro.first] and plan["prune"]["packs_delete"] >= len(orphans)
+    plan = local_ro.cli("prune", "--dry-run", "--json", check=0).json()
+    assert plan["dry_run"] is True and plan["packs_delete"] == len(orphans)
+    assert _objects(local_ro.rw) == before

@@ -254,3 +254,25 @@ def test_sweep_partial_writes_removes_only_crash_leftovers(backend: Backend) -> 
     assert [o.key for o in s.list("data/")] == ["data/ab/whole"]
     assert s.get("data/ab/whole") == b"kept"
     assert [n for n in backend.raw_names() if "halfway" in n] == []
+
+
+def test_sftp_repository_directories_are_private(sshd_factory: SshdFactory) -> None:
+    """The repository root and every directory below it are created 0700 on the server."""
+    sshd = sshd_factory()
+    url = sshd.url("repo")
+    opts = RepositoryConfig(
+        url=url, sftp=SftpOptions(key_file=str(sshd.key_file), known_hosts=str(sshd.known_hosts))
+    )
+    storage = open_storage(url, opts)
+    try:
+        storage.put("data/ab/pack", b"x")
+        storage.put("locks/lock-1", b"{}")
+    finally:
+        storage.close()
+    root = sshd.root / "repo"
+    modes = {
+        str(p.relative_to(sshd.root)): oct(p.stat().st_mode & 0o777)
+        for p in [root, *root.rglob("*")]
+        if p.is_dir()
+    }
+    assert modes == dict.fromkeys(["repo", "repo/data", "repo/data/ab", "repo/locks"], "0o700")

@@ -130,6 +130,34 @@ def test_s3_unknown_access_key_from_environment(cli: Cli, s3_auth_server: S3Serv
     assert bucket.keys() == []
 
 
+def test_s3_keys_from_files(cli: Cli, s3_auth_server: S3Server, tmp_path: Path) -> None:
+    """Both keys read from files (whitespace around them stripped) reach an authenticating S3
+    server with no AWS_* variable set; inline and file for one key, or an unreadable file, are
+    config errors (exit 2) naming the key and the file."""
+    bucket = s3_auth_server.create_bucket()
+    cli.env = {k: v for k, v in cli.env.items() if not k.startswith("AWS_")}
+    cli.env["AWS_EC2_METADATA_DISABLED"] = "true"  # no credential chain to fall back on
+    key_file, secret_file = tmp_path / "s3-key-id", tmp_path / "s3-secret"
+    key_file.write_text(f"  {s3_auth_server.access_key_id}\n")
+    secret_file.write_text(f"{s3_auth_server.secret_access_key} \n")
+    secret_file.chmod(0o600)
+    files = {"access_key_id_file": str(key_file), "secret_access_key_file": str(secret_file)}
+    cli.write_config({"repository": bucket.repository("p", **files)})
+    r = cli("--json", "storage", "check", check=0)
+    assert s3_auth_server.secret_access_key not in r.stdout + r.stderr
+
+    both = {**files, "secret_access_key": s3_auth_server.secret_access_key}
+    cli.write_config({"repository": bucket.repository("p", **both)})
+    err = cli("--json", "storage", "check", check=2).error_json()
+    assert "secret_access_key or secret_access_key_file, not both" in err["message"]
+
+    missing = {**files, "access_key_id_file": str(tmp_path / "no-such-file")}
+    cli.write_config({"repository": bucket.repository("p", **missing)})
+    err = cli("--json", "storage", "check", check=2).error_json()
+    assert "s3.access_key_id_file" in err["message"] and str(tmp_path / "no-such-file") in err["message"]
+    assert "No such file or directory" in err["message"]
+
+
 # --- SFTP bad input -------------------------------------------------------------------------------
 
 

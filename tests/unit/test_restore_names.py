@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from recoverctl.repo import Repository, backup_tree, confined, restore_snapshot
+from recoverctl.repo.reader import link_leaves
 from recoverctl.repo.tree import InvalidTreeError, parse_tree
 from recoverctl.storage.local import LocalStorage
 from tests.hostile_snapshots import directory, file, save_snapshot, symlink
@@ -54,6 +55,105 @@ def test_parse_tree_refuses_what_no_file_system_holds(data: bytes, says: str) ->
         parse_tree(TID, data)
     assert says in e.value.message and e.value.exit_code == 13
     assert f"tree {TID.hex()[:16]}" in e.value.message
+
+
+BLOB = "ef" * 32
+GOOD: dict[str, Any] = {
+    "name": "f",
+    "type": "file",
+    "mode": 0o644,
+    "uid": 1000,
+    "gid": 1000,
+    "user": "alice",
+    "group": None,
+    "mtime_ns": 1_700_000_000_000_000_000,
+    "ctime_ns": -5,  # before 1970 is a real time
+    "atime_ns": 1,
+    "inode": 2**64 - 1,
+    "dev": 2049,
+    "links": 1,
+    "size": 3,
+    "content": [BLOB, BLOB.upper()],
+    "sparse": True,
+    "changed_during_read": False,
+    "xattrs": {"user.a": "aGk=", "user.empty": ""},
+    "rdev": 0,
+    "future_field": {"not": "checked"},
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("mode", "0644"),
+        ("mode", 1.5),
+        ("mode", None),
+        ("mode", 0o10000),
+        ("mode", -1),
+        ("uid", "root"),
+        ("uid", 2**32),
+        ("gid", [1]),
+        ("gid", -1),
+        ("mtime_ns", "yesterday"),
+        ("mtime_ns", 2**63),
+        ("ctime_ns", 1e18),
+        ("atime_ns", {"ns": 1}),
+        ("inode", 2**64),
+        ("dev", "sda"),
+        ("links", -1),
+        ("size", "3"),
+        ("size", -3),
+        ("size", 2**63),
+        ("rdev", "8:1"),
+        ("user", 0),
+        ("group", ["staff"]),
+        ("content", BLOB),
+        ("content", [BLOB[:-2]]),
+        ("content", [BLOB + "00"]),
+        ("content", ["zz" * 32]),
+        ("content", [" " + BLOB[1:]]),
+        ("content", [7]),
+        ("content", [BLOB, None]),
+        ("sparse", "yes"),
+        ("changed_during_read", 1),
+        ("xattrs", ["user.a"]),
+        ("xattrs", {"user.a": 5}),
+        ("xattrs", {"user.a": "not base64!"}),
+        ("xattrs", {"user.a": "abc"}),
+        ("xattrs", {"": "aGk="}),
+        ("xattrs", {"user.\x00": "aGk="}),
+        ("target", 5),
+    ],
+)
+def test_parse_tree_refuses_a_field_of_the_wrong_type_or_range(field: str, value: Any) -> None:
+    parse_tree(TID, _tree(GOOD))  # the good node passes
+    with pytest.raises(InvalidTreeError) as e:
+        parse_tree(TID, _tree({"name": "ok", "type": "dir"}, {**GOOD, field: value}))
+    msg = e.value.message
+    assert e.value.exit_code == 13 and "'f'" in msg and field in msg, msg
+    err = e.value.locate(snapshot="1234abcd", directory="/etc")
+    assert str(err).startswith("snapshot 1234abcd: directory '/etc' (tree abababab")
+
+
+def test_parse_tree_checks_fields_of_nodes_lacking_common_ones() -> None:
+    # Nodes without some common fields take the one-by-one path: same verdicts.
+    parse_tree(TID, _tree({"name": "f", "type": "file", "mode": 0o600}))
+    with pytest.raises(InvalidTreeError, match="whose uid 'x'"):
+        parse_tree(TID, _tree({"name": "f", "type": "file", "uid": "x"}))
+
+
+def test_a_tampered_field_is_exit_13_for_restore_and_ls(tmp_path: Path, repo: Repository) -> None:
+    from recoverctl.repo.pack import TREE
+    from recoverctl.repo.saver import BlobSaver
+    from recoverctl.repo.snapshot import Snapshot
+
+    with BlobSaver(repo) as saver:
+        tree = saver.save(TREE, _tree({**GOOD, "content": [], "size": 0, "mode": "rwx"}))[0].hex()
+    sid = repo.save_snapshot(Snapshot(time=1.0, kind="files", tree=tree, paths=["/x"]))
+    with pytest.raises(InvalidTreeError) as e:
+        restore_snapshot(repo, sid, str(tmp_path / "out"))
+    assert f"snapshot {sid[:8]}: directory '/'" in str(e.value) and "mode 'rwx'" in str(e.value)
+    assert not (tmp_path / "out" / "f").exists()
 
 
 def test_parse_tree_keeps_real_names_and_locate_names_snapshot_and_directory() -> None:
@@ -131,3 +231,92 @@ def test_recovery_config_replaces_planted_symlinks_and_reads_nothing_through_the
     assert not conf.is_symlink() and "restore_command = 'true'" in conf.read_text()
     assert "secret" not in conf.read_text()
     assert not (data / "recovery.signal").is_symlink()
+
+
+# 85 three-byte characters: 255 bytes, the most a name can hold (NAME_MAX).
+LONGEST = "日" * 85
+
+
+def test_longest_multibyte_name_is_replaced_via_a_short_temporary_name(tmp_path: Path) -> None:
+    assert len(os.fsencode(LONGEST)) == 255
+    (tmp_path / LONGEST).write_bytes(b"old")
+    confined.write_file(tmp_path, LONGEST, b"new")
+    assert (tmp_path / LONGEST).read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == [LONGEST]  # no temporary file left
+
+
+def test_restore_force_over_the_longest_multibyte_name(tmp_path: Path, repo: Repository) -> None:
+    sid = save_snapshot(repo, [directory("d", file(LONGEST, b"from the snapshot\n"))])
+    target = tmp_path / "target"
+    (target / "d").mkdir(parents=True)
+    (target / "d" / LONGEST).write_bytes(b"in the way\n")  # replaced through a temporary name
+    result = restore_snapshot(repo, sid, str(target), force=True)
+    assert not result.errors and result.files == 1
+    assert (target / "d" / LONGEST).read_bytes() == b"from the snapshot\n"
+    assert [p.name for p in (target / "d").iterdir()] == [LONGEST]
+
+
+@pytest.mark.parametrize(
+    ("target", "leaves"),
+    [
+        ("/var/lib/pg/wal", True),
+        ("", True),
+        ("..", True),
+        ("../x", True),
+        ("a/../b", True),  # '..' after a link component climbs from the link's target
+        ("a/b/..", True),
+        ("x", False),
+        ("./a/b", False),
+        ("a..b/c", False),
+    ],
+)
+def test_link_leaves(target: str, leaves: bool) -> None:
+    assert link_leaves(target) is leaves
+
+
+def test_inner_links_only_leaves_out_links_that_could_point_outside(tmp_path: Path, repo: Repository) -> None:
+    sid = save_snapshot(
+        repo,
+        [
+            symlink("pg_wal", str(tmp_path / "production-wal")),
+            symlink("up", "../../etc"),
+            directory("d", symlink("inner", "f"), file("f", b"x")),
+        ],
+    )
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "pg_wal").mkdir()  # what the caller put there stays
+    plan = restore_snapshot(repo, sid, str(target), force=True, dry_run=True, inner_links_only=True)
+    assert [x["path"] for x in plan.links_skipped] == ["/pg_wal", "/up"]
+    result = restore_snapshot(repo, sid, str(target), force=True, inner_links_only=True)
+    assert result.links_skipped == [
+        {"path": "/pg_wal", "target": str(tmp_path / "production-wal")},
+        {"path": "/up", "target": "../../etc"},
+    ]
+    assert (target / "pg_wal").is_dir() and not (target / "pg_wal").is_symlink()
+    assert not os.path.lexists(target / "up") and os.readlink(target / "d" / "inner") == "f"
+    assert not (tmp_path / "production-wal").exists()
+    # A files restore keeps every link as it was (nothing follows them).
+    plain = restore_snapshot(repo, sid, str(tmp_path / "plain"))
+    assert not plain.links_skipped and os.readlink(tmp_path / "plain" / "up") == "../../etc"
+
+
+def test_place_pg_wal_replaces_a_left_over_link_without_following_it(tmp_path: Path) -> None:
+    from recoverctl.actions.restore_postgres import _place_pg_wal
+
+    production = tmp_path / "production-wal"
+    production.mkdir()
+    (production / "000000010000000000000001").write_bytes(b"wal")
+    target = tmp_path / "data"
+    target.mkdir()
+    (target / "pg_wal").symlink_to(production)  # left by an earlier restore (--delta reuses it)
+    _place_pg_wal(target, None)
+    assert (target / "pg_wal").is_dir() and not (target / "pg_wal").is_symlink()
+    assert [p.name for p in production.iterdir()] == ["000000010000000000000001"]
+    (target / "pg_wal" / "x").write_bytes(b"")
+    _place_pg_wal(target, None)  # a real directory stays as it is
+    assert (target / "pg_wal" / "x").exists()
+    chosen = tmp_path / "wal-disk" / "restored"
+    _place_pg_wal(target, chosen)
+    assert os.readlink(target / "pg_wal") == str(chosen) and chosen.is_dir()
+    assert chosen.stat().st_mode & 0o777 == 0o700

@@ -90,12 +90,16 @@ def fetch_argv() -> list[str]:
     return [sys.executable, "-S", "-P", str(Path(wal_fetch_entry.__file__).resolve())]
 
 
-def restore_command(cfg: Config, source: str) -> str:
+def restore_command(cfg: Config, source: str, password_file: Path | None = None) -> str:
+    """Return restore_command for `source`; with `password_file`, it reads the passphrase there
+    (see `server.write_passphrase_file`)."""
     import recoverctl
 
     package_root = str(Path(recoverctl.__file__).resolve().parents[1])
     path = os.environ.get("PYTHONPATH")
     env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
+    if password_file is not None:
+        env[ENV_PASSWORD_FILE] = str(password_file)
     # Fetching never touches the catalog: its URL stays out of the line whatever it holds.
     env.pop(ENV_CATALOG, None)
     return recoverctl_command(cfg, ["fetch", "--source", source, "%f", "%p"], env=env, argv=fetch_argv())
@@ -231,13 +235,19 @@ def wal_environment_problems(
             f"or {ENV_PASSWORD_FILE}"
         )
     s3 = seen.repository is not None and seen.repository.url.startswith("s3://")
-    if s3 and seen.repository is not None and seen.repository.s3.secret_access_key is None:
+    s3_keys = seen.repository.s3 if seen.repository is not None else None
+    if (
+        s3
+        and s3_keys is not None
+        and s3_keys.secret_access_key is None
+        and not s3_keys.secret_access_key_file
+    ):
         for var in _AWS_VARS:
             if env.get(var) and not wal_env.get(var):
                 problems.append(
                     f"S3 credentials come from {var} here, which {where} lacks: set repository.s3."
-                    "access_key_id/secret_access_key in the config file, or give the server's OS user "
-                    "an AWS credentials file (~/.aws/credentials)"
+                    "access_key_id_file/secret_access_key_file (files the server's OS user can read) "
+                    "in the config file, or give that user an AWS credentials file (~/.aws/credentials)"
                 )
                 break
     return problems

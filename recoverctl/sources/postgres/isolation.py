@@ -68,16 +68,20 @@ def effective_setting(
     settings: Mapping[str, str],
     name: str,
     as_user: Callable[[list[str]], list[str]],
+    env: Mapping[str, str] | None = None,
 ) -> str:
     """Return the value the server would run `name` with, given its files and `settings` on the
-    command line (`postgres -C`, which parses every config file and `include` like the server).
+    command line (`postgres -C`, which parses every config file and `include` like the server),
+    run with `env` (default: ours).
 
     Raise RecoverctlError when postgres cannot read the configuration.
     """
     argv = [str(bin_dir / "postgres"), "-D", str(data_dir)]
     for k, v in settings.items():
         argv += ["-c", f"{k}={v}"]
-    r = subprocess.run(as_user([*argv, "-C", name]), capture_output=True, text=True)
+    r = subprocess.run(
+        as_user([*argv, "-C", name]), capture_output=True, text=True, env=None if env is None else dict(env)
+    )
     if r.returncode != 0:
         raise RecoverctlError(
             f"postgres cannot read the configuration of '{data_dir}': {(r.stderr or r.stdout).strip()}",

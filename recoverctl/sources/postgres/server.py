@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Mapping
@@ -14,6 +15,14 @@ from recoverctl.errors import RecoverctlError
 from recoverctl.sources.postgres.isolation import command_line
 
 LOG_NAME = "recoverctl-restore.log"
+SECRETS_NAME = "recoverctl-secrets"
+PASSPHRASE_FILE = "passphrase"
+
+# The only variables of ours a restored server starts with. Its superusers can read the
+# postmaster's environment (COPY ... FROM PROGRAM 'env'), and a restored copy's superusers are
+# production's: recoverctl's passphrase, catalog URL, cloud keys and PG* variables stay out.
+# restore_command carries on its own command line what it needs (paths and secret-free values).
+_SERVER_VARS = ("PATH", "LANG", "LANGUAGE", "TZ")
 
 
 def default_os_user(os_user: str | None) -> str | None:
@@ -28,6 +37,18 @@ def as_user(cmd: list[str], os_user: str | None) -> list[str]:
     if os_user and os.geteuid() == 0 and pwd.getpwnam(os_user).pw_uid != 0:
         return ["runuser", "-m", "-u", os_user, "--", *cmd]
     return cmd
+
+
+def server_env(os_user: str | None) -> dict[str, str]:
+    """Return the environment a server started as `os_user` (None: us) gets: PATH, locale and
+    time zone from ours, HOME/USER/LOGNAME of that user, nothing else."""
+    env = {k: v for k, v in os.environ.items() if k in _SERVER_VARS or k.startswith("LC_")}
+    env.setdefault("PATH", os.defpath)
+    try:
+        pw = pwd.getpwnam(os_user) if os_user else pwd.getpwuid(os.geteuid())
+    except KeyError:
+        return env
+    return env | {"HOME": pw.pw_dir, "USER": pw.pw_name, "LOGNAME": pw.pw_name}
 
 
 def chown_tree(path: Path, os_user: str | None) -> None:
@@ -45,16 +66,54 @@ def log_path(data_dir: Path) -> Path:
     return data_dir.parent / f"{data_dir.name}.{LOG_NAME}"
 
 
+def secrets_dir(data_dir: Path) -> Path:
+    """Return the private directory beside `data_dir` holding what its restore_command reads
+    while recovery needs it (see `write_passphrase_file`)."""
+    return data_dir.parent / f"{data_dir.name}.{SECRETS_NAME}"
+
+
+def write_passphrase_file(data_dir: Path, password: str, os_user: str | None) -> Path:
+    """Write the repository passphrase for `data_dir`'s restore_command into a fresh 0700
+    directory beside it, as a 0600 file owned by `os_user`; return the file's path.
+
+    For a passphrase that came from a variable or a prompt: the server never gets it in its
+    environment, its restore_command gets this path. Remove it with `remove_secrets` as soon as
+    recovery has ended. Raise RecoverctlError when it cannot be written.
+    """
+    folder = secrets_dir(data_dir)
+    remove_secrets(data_dir)
+    path = folder / PASSPHRASE_FILE
+    try:
+        os.mkdir(folder, 0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password)
+        chown_tree(folder, os_user)
+    except OSError as e:
+        raise RecoverctlError(
+            f"cannot write the passphrase file for the restored server's restore_command '{path}': "
+            f"{e.strerror}",
+            hint="check the directory holding the restore target is writable, or set "
+            "repository.password_file (a file the server's OS user can read)",
+        ) from None
+    return path
+
+
+def remove_secrets(data_dir: Path) -> None:
+    """Remove what `write_passphrase_file` wrote for `data_dir` (no-op when nothing is there)."""
+    shutil.rmtree(secrets_dir(data_dir), ignore_errors=True)
+
+
 def start_server(
     data_dir: Path,
     bin_dir: Path,
     port: int,
     os_user: str | None,
-    env: Mapping[str, str] | None = None,
     settings: Mapping[str, str] | None = None,
 ) -> Path:
     """Start postgres on `data_dir` listening on 127.0.0.1:`port`, with `settings` on its command
-    line (they beat every configuration file); return its log file.
+    line (they beat every configuration file) and only `server_env` as its environment; return
+    its log file.
 
     Does not wait: archive recovery can take long, the caller polls. Raise RecoverctlError when
     pg_ctl cannot even launch it.
@@ -79,7 +138,7 @@ def start_server(
         ),
         capture_output=True,
         text=True,
-        env=dict(env or os.environ),
+        env=server_env(os_user),
     )
     if r.returncode != 0:
         raise RecoverctlError(
@@ -123,6 +182,7 @@ def stop_server(data_dir: Path, bin_dir: Path, os_user: str | None, mode: str = 
             [str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-m", mode, "-w", "-t", "120", "stop"], os_user
         ),
         capture_output=True,
+        env=server_env(os_user),
     )
 
 

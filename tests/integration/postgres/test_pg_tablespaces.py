@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tests.fixtures.net import free_port, wait_until
+from tests.fixtures.net import free_port
 from tests.fixtures.pgbackup import PgCli
 from tests.fixtures.postgres import PgCluster, chown_to_pg
 from tests.integration.postgres.test_pg_backup_restore import psql, stop
@@ -47,13 +47,7 @@ def test_tablespace_backup_and_remapped_restore() -> None:
         assert full["checksum_errors"] == [] and full["pages_checked"] > 0
 
         pg.psql("insert into t select g, 'after_backup' from generate_series(2001, 2500) g")
-        seg = pg.psql("select pg_walfile_name(pg_current_wal_lsn())")
-        pg.psql("select pg_switch_wal()")
-        wait_until(
-            lambda: pg.psql("select coalesce(last_archived_wal, '') from pg_stat_archiver") >= seg,
-            timeout=60,
-            what=f"segment {seg} archived",
-        )
+        pg.archive_current_wal()
         pg.stop()
         before = _manifest(original)
         assert before
@@ -85,12 +79,7 @@ def test_tablespace_backup_and_remapped_restore() -> None:
         assert _manifest(original) == before
 
         # A drill puts the tablespace into its own workspace, never the production directory.
-        pb = home / "ts-drill.yaml"
-        pb.write_text(
-            "drill:\n  name: ts\n  source: main\n  recovery_point: latest\n  checks:\n"
-            '    - sql: "select count(*) from t"\n      expect: ">= 2500"\n'
-        )
-        drill = cli("--json", "drill", "run", str(pb), check=0).json()
+        drill = cli.sql_drill("ts", "select count(*) from t", ">= 2500")
         assert drill["verdict"] == "pass", drill
         sql = [c for c in drill["checks"] if c["kind"] == "sql"]
         assert sql and sql[0]["ok"] and sql[0]["output"] == "got 2500, expected >= 2500", drill["checks"]

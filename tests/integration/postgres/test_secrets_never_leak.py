@@ -12,7 +12,9 @@ RECOVERCTL_CATALOG) and the source's password (scram auth, in a password_file).
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -27,6 +29,7 @@ from tests.conftest import CliResult
 from tests.fixtures.net import free_port, wait_until
 from tests.fixtures.pgbackup import PgCli
 from tests.fixtures.postgres import BIN_DIR, PgCluster, _as_pg_user, chown_to_pg
+from tests.integration.postgres.test_pg_backup_restore import psql as psql_port
 
 REPO_PASSPHRASE = "repo-Passphrase-Q7w1x9"
 CATALOG_PASSWORD = "catalog-Pw-Z3k8v2"
@@ -50,11 +53,14 @@ class CmdlineSampler:
                 try:
                     with open(f"/proc/{pid}/cmdline", "rb") as f:
                         raw = f.read()
+                    if raw:
+                        self._sample(pid, raw.replace(b"\0", b" ").decode(errors="replace"))
                 except OSError:
                     continue
-                if raw:
-                    self.seen.add(raw.replace(b"\0", b" ").decode(errors="replace"))
             self._stop.wait(0.005)
+
+    def _sample(self, pid: str, cmdline: str) -> None:
+        self.seen.add(cmdline)
 
     def __enter__(self) -> CmdlineSampler:
         self._thread.start()
@@ -162,6 +168,19 @@ def test_setup_refuses_what_the_archiver_could_not_see(world: World) -> None:
     assert w.pg.psql("show archive_command") in ("", "(disabled)")
 
 
+def test_setup_warns_when_the_config_file_shows_inline_secrets(world: World) -> None:
+    w = world
+    # The source password inline in the config file, which the server's group may read.
+    w.cli.write_config({"main": _source(w, password=SOURCE_PASSWORD)})
+    w.cli.config_path.chmod(0o640)
+    r = w.cli("postgres", "setup", check=0)  # a warning, not a refusal
+    path = w.cli.config_path.resolve()
+    assert f"warning: config file '{path}' holds secrets inline (sources.main.password)" in r.stdout
+    assert f"chmod 600 {path}" in r.stdout and SOURCE_PASSWORD not in r.stdout + r.stderr
+    w.cli.config_path.chmod(0o600)
+    assert w.cli("--json", "postgres", "setup", check=0).json()["warnings"] == []
+
+
 def test_no_secret_in_settings_command_lines_logs_catalog_or_output(world: World) -> None:
     w = world
     source_pw = _secret_file(w.cli.home / "source-password", SOURCE_PASSWORD)
@@ -245,3 +264,123 @@ def _catalog_rows(cluster: PgCluster) -> str:
     ).split()
     assert "audit_log" in tables and "runs" in tables
     return "\n".join(cluster.psql(f"select t::text from {name} t", dbname="catalog") for name in tables)
+
+
+class EnvironSampler(CmdlineSampler):
+    """Reads /proc/<pid>/environ of every PostgreSQL program (pg_ctl, postgres) whose command
+    line holds `marker`, over and over on a thread."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+        self.environs: dict[str, str] = {}  # command line -> environment, NUL-separated
+
+    def _sample(self, pid: str, cmdline: str) -> None:
+        if self.marker in cmdline and cmdline.startswith(str(BIN_DIR)):
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                self.environs[cmdline] = f.read().decode(errors="replace")
+
+
+# What recoverctl runs with below: none of it may reach a restored server's environment, where
+# any superuser of the copy reads it (COPY ... FROM PROGRAM 'env').
+_OUR_ENVIRONMENT = {
+    "RECOVERCTL_PASSWORD": REPO_PASSPHRASE,
+    "RECOVERCTL_PASSWORD_FILE": "",
+    "AWS_SECRET_ACCESS_KEY": "aws-Secret-K9p4r7",
+    "PGPASSWORD": SOURCE_PASSWORD,
+}
+
+
+def _leaked(environs: dict[str, str], catalog_url: str) -> list[tuple[str, str]]:
+    names = ("RECOVERCTL_PASSWORD=", "RECOVERCTL_CATALOG=", "AWS_SECRET_ACCESS_KEY=", "PGPASSWORD=")
+    values = (*_OUR_ENVIRONMENT.values(), CATALOG_PASSWORD, catalog_url)
+    return [
+        (cmd[:120], item.split("=", 1)[0])
+        for cmd, env in environs.items()
+        for item in env.split("\0")
+        if item.startswith(names) or any(v and v in item for v in values)
+    ]
+
+
+def test_restored_servers_start_without_our_environment(world: World) -> None:
+    """A drill's scratch server and `restore postgres --start`'s server get PATH, locale and the
+    server user's HOME, never recoverctl's variables; the passphrase from RECOVERCTL_PASSWORD
+    reaches restore_command as a file, gone before any check runs."""
+    w = world
+    env = {**_OUR_ENVIRONMENT, "RECOVERCTL_CATALOG": _catalog_url(w)}
+    playbook = w.cli.home / "drill-env.yaml"
+    playbook.write_text(yaml.safe_dump({"drill": {
+        "name": "environment", "source": "main", "recovery_point": "latest", "amcheck": False,
+        "checks": [
+            {"name": "restore_command reads a passphrase file",
+             "sql": "select current_setting('restore_command') "
+                    "like '%RECOVERCTL_PASSWORD_FILE=%.recoverctl-secrets/passphrase %'",
+             "expect": True},
+            {"name": "the passphrase file is gone once recovery ended",
+             "sql": "select pg_stat_file(current_setting('data_directory') || '.recoverctl-secrets', true) "
+                    "is null",
+             "expect": True},
+            {"sql": "select count(*) from marks", "expect": ">= 700"},
+        ],
+        "targets": {"rto": "2h", "rpo": "1h"}, "where": {"temp_dir": str(w.scratch)},
+    }}))  # fmt: skip
+    chown_to_pg(playbook)
+    with EnvironSampler(str(w.scratch)) as drill_sampler:
+        drill = w.cli("--json", "drill", "run", str(playbook), env=env, check=0).json()
+    assert drill["verdict"] == "pass", (drill["reason"], drill["checks"])
+
+    target, port = w.cli.home / "restored-env", free_port()
+    with EnvironSampler(str(target)) as restore_sampler:
+        w.cli("--json", "restore", "postgres", "--target-dir", str(target), "--to-latest",
+              "--start", "--port", str(port), env=env, check=0)  # fmt: skip
+        try:
+            assert not (target.parent / f"{target.name}.recoverctl-secrets").exists()
+        finally:
+            stop = [str(BIN_DIR / "pg_ctl"), "-D", str(target), "-m", "immediate", "-w", "stop"]
+            subprocess.run(_as_pg_user(stop), capture_output=True)
+
+    for sampler in (drill_sampler, restore_sampler):
+        postmasters = [e for c, e in sampler.environs.items() if c.startswith(str(BIN_DIR / "postgres"))]
+        assert postmasters, f"no server process of '{sampler.marker}' was sampled"
+        assert all("\0HOME=" in "\0" + e and "\0PATH=" in "\0" + e for e in postmasters)
+        assert _leaked(sampler.environs, _catalog_url(w)) == []
+
+
+def test_paused_restore_fetches_wal_with_the_passphrase_file_alone(world: World) -> None:
+    """After `restore postgres --start` has exited, a paused copy's restore_command still fetches
+    WAL: run by hand as the server's user with nothing but PATH, it starts its own fetcher,
+    which reads the passphrase from the 0600 file restore_command names (RECOVERCTL_PASSWORD
+    was only in recoverctl's environment)."""
+    w = world
+    env = {**_OUR_ENVIRONMENT, "RECOVERCTL_CATALOG": _catalog_url(w)}
+    target, port = w.cli.home / "restored-paused", free_port()
+    args = (
+        "--target-dir",
+        str(target),
+        "--to-immediate",
+        "--target-action",
+        "pause",
+        "--start",
+        "--port",
+        str(port),
+    )
+    out = w.cli("--json", "restore", "postgres", *args, env=env, check=0).json()
+    try:
+        passphrase = Path(out["passphrase_file"])
+        assert passphrase.parent == target.parent / f"{target.name}.recoverctl-secrets"
+        st = passphrase.stat()
+        assert oct(st.st_mode & 0o777) == "0o600" and stat.S_IMODE(passphrase.parent.stat().st_mode) == 0o700
+        assert st.st_uid == pwd.getpwnam("postgres").pw_uid
+        replayed = w.pg.psql(f"select pg_walfile_name('{out['recovered_lsn']}')")
+        command = psql_port(port, "show restore_command")[0]
+        assert f"RECOVERCTL_PASSWORD_FILE={passphrase}" in command
+        dest = target / "pg_wal" / "RECOVERCTL-TEST"
+        line = command.replace("%f", replayed).replace("%p", str(dest))
+        minimal = ["env", "-i", f"PATH={os.environ['PATH']}", "sh", "-c", line]
+        r = subprocess.run(_as_pg_user(minimal), capture_output=True, text=True, cwd=target, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert dest.stat().st_size == 16 * 1024 * 1024
+    finally:
+        stop = [str(BIN_DIR / "pg_ctl"), "-D", str(target), "-m", "immediate", "-w", "stop"]
+        subprocess.run(_as_pg_user(stop), capture_output=True)
+        shutil.rmtree(target.parent / f"{target.name}.recoverctl-secrets", ignore_errors=True)
