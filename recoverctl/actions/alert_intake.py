@@ -42,8 +42,10 @@ log = logging.getLogger(__name__)
 
 DECISIONS = ("acted", "deduplicated", "suppressed", "ignored", "rejected")
 SOURCES = ("alertmanager", "grafana", "generic")
-# A rollback interrupted by a crash may resume once; other kinds run at most once.
-MAX_ATTEMPTS = {"rollback": 2}
+# A rollback interrupted by a crash, or failed at a step on an engine, host or catalog that did not
+# answer, is resumed by the same job (never a second rollback) up to 3 more times; other kinds
+# run at most once. All attempts are one job, so the cap and the cooldown count it once.
+MAX_ATTEMPTS = {"rollback": 4}
 _DATETIME = TypeAdapter(datetime)
 _INTAKE_LOCK_ID = 0x7265636F  # "reco": the PostgreSQL advisory lock serialising intake
 # Parameters apart from the statement: one cached compiled INSERT for every batch of decisions.

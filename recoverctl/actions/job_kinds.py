@@ -42,10 +42,22 @@ def run_notify(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict[s
     return {"event_id": event_id}
 
 
+class RetryLater(RecoverctlError):
+    """The job failed on something passing (an engine, host or catalog that did not answer):
+    its worker queues it again, to run no sooner than `delay` seconds from now, while it has
+    attempts left; its next attempt continues what this one began."""
+
+    def __init__(self, cause: RecoverctlError, delay: float):
+        super().__init__(cause.message, hint=cause.hint, details={**cause.details, "retry_in_s": delay})
+        self.exit_code = cause.exit_code
+        self.delay = delay
+
+
 def _earlier_attempt(catalog: Catalog, service: str, marker: str) -> Any:
     with catalog.begin() as conn:
         return conn.execute(
-            sa.select(t.rollbacks.c.id, t.rollbacks.c.state)
+            sa.select(t.rollbacks.c.id, t.rollbacks.c.state, t.releases.c.version, t.releases.c.status)
+            .join(t.releases, t.releases.c.id == t.rollbacks.c.to_release, isouter=True)
             .where(t.rollbacks.c.service == service, t.rollbacks.c.reason.contains(marker, autoescape=True))
             .order_by(t.rollbacks.c.id.desc())
         ).first()
@@ -54,35 +66,49 @@ def _earlier_attempt(catalog: Catalog, service: str, marker: str) -> Any:
 def run_rollback(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict[str, Any]:
     """Roll the payload's service back to its previous good release; raise when it failed.
 
-    A job requeued after its worker died (`resume`) looks for the rollback its first attempt
-    started: finished → done (never roll back twice), running → resume it, none → start now.
+    Every attempt of the job first looks for the rollback an earlier attempt started (after a
+    worker crash, or after a step failed): succeeded → done (never roll back twice); interrupted
+    or failed at a step → resume it from that step, through the same action and refusals as
+    `rollback --resume`; none → start one. A failed rollback whose target release failed its
+    health check is not resumed (never roll back onto a version that failed). Raise RetryLater
+    when the engine, a host or the catalog did not answer, so the job is tried again later.
     """
-    from recoverctl.actions.rollback import rollback
+    from recoverctl.actions.rollback import rollback, transient_fault
 
     service = payload["target"]
     marker = f"[job {payload.get('job_id')}]"
-    resume = False
-    if payload.get("resume"):
-        earlier = _earlier_attempt(catalog, service, marker)
-        if earlier is not None and earlier.state == "succeeded":
-            return {"result": "succeeded", "rollback_id": earlier.id, "finished_before_restart": True}
-        if earlier is not None and earlier.state != "running":
-            raise RecoverctlError(
-                f"rollback #{earlier.id} of '{service}' ended {earlier.state} before the worker died",
-                hint=f"check 'recoverctl releases {service}' and roll back by hand if needed",
-            )
-        resume = earlier is not None
-    result = rollback(
-        cfg,
-        catalog,
-        service,
-        to_version=None,
-        schema="keep",
-        dry_run=False,
-        reason=f"alert {_alert_summary(payload)} (policy {payload.get('policy')}) {marker}",
-        actor=f"{payload.get('source', 'alert')}:{payload.get('policy')}",
-        resume=resume,
-    )
+    earlier = _earlier_attempt(catalog, service, marker)
+    if earlier is not None and earlier.state == "succeeded":
+        return {"result": "succeeded", "rollback_id": earlier.id, "finished_before_restart": True}
+    if earlier is not None and earlier.status == "failed":
+        raise RecoverctlError(
+            f"rollback #{earlier.id} of '{service}' ended {earlier.state}: {earlier.version} failed "
+            "its health check, and an automatic rollback never goes onto a version that failed",
+            hint=f"check 'recoverctl releases {service}' and roll back by hand to another version",
+        )
+    if earlier is not None and earlier.state not in ("running", "failed"):
+        raise RecoverctlError(
+            f"rollback #{earlier.id} of '{service}' ended {earlier.state}",
+            hint=f"check 'recoverctl releases {service}' and roll back by hand if needed",
+        )
+    try:
+        result = rollback(
+            cfg,
+            catalog,
+            service,
+            to_version=None,
+            schema="keep",
+            dry_run=False,
+            reason=f"alert {_alert_summary(payload)} (policy {payload.get('policy')}) {marker}",
+            actor=f"{payload.get('source', 'alert')}:{payload.get('policy')}",
+            resume=earlier is not None,
+            rollback_id=earlier.id if earlier is not None else None,
+        )
+    except RecoverctlError as e:
+        if transient_fault(e) or e.details.get("transient"):
+            # The step already rode out the window; give the infrastructure as long again.
+            raise RetryLater(e, max(cfg.service(service).retry.window, 1.0)) from e
+        raise
     if result.get("result") != "succeeded":
         raise RecoverctlError(
             f"rollback of '{payload['target']}' ended {result.get('result')}",

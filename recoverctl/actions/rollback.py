@@ -244,29 +244,32 @@ def rollback(
     reason: str | None = None,
     actor: str | None = None,
     resume: bool = False,
+    rollback_id: int | None = None,
 ) -> dict[str, Any]:
     """Roll `service` back and return {result, from_version, to_version, steps, duration_s, ...}.
 
     With dry_run return the plan (result "planned") and change nothing; with resume continue
-    the interrupted or failed rollback of the service from the step it stopped at. Raise
-    NotFoundError (nothing to roll back to or resume, artifact gone), LockedError (a deploy or
-    rollback of the service runs), VerificationError (health failed: target release marked
-    failed), PartialError (some SSH hosts failed), UsageError (invalid --to version),
-    RecoverctlError (a step failed: the error names the step, where, the state the service is
-    in and how to resume).
+    the interrupted or failed rollback of the service from the step it stopped at (with
+    `rollback_id`, only that one: the alert worker resumes its own job's rollback, never
+    another). Raise NotFoundError (nothing to roll back to or resume, artifact gone),
+    LockedError (a deploy or rollback of the service runs), VerificationError (health failed:
+    target release marked failed), PartialError (some SSH hosts failed), UsageError (invalid
+    --to version), RecoverctlError (a step failed: the error names the step, where, the state
+    the service is in and how to resume; details["transient"] says whether the cause was an
+    engine, host or catalog that did not answer, so resuming later may finish it).
     """
     who = actor or default_actor()
     if resume:
-        svc = cfg.service(service)
         with catalog.begin() as conn:
-            plan = _resumable_in(conn, service).plan
+            plan = _resumable_in(conn, service, rollback_id).plan
+        svc = cfg.service(service)
         # Same pre-flight as a fresh rollback, before the row is claimed: on failure it stays as it was.
         target = open_target(service, svc)
         try:
             target.preflight(check_version(plan["to_version"]))
         finally:
             target.close()
-        rollback_id = _take_over(catalog, service)
+        rollback_id = _take_over(catalog, service, rollback_id)
         catalog.audit("rollback.resume", service, "running", {"rollback_id": rollback_id}, who=who)
         return _drive(cfg, catalog, service, rollback_id, who)
     plan = plan_rollback(cfg, catalog, service, to_version=to_version, schema=schema)
@@ -331,15 +334,24 @@ def rollback(
     return _drive(cfg, catalog, service, rollback_id, who)
 
 
-def _resumable_in(conn: Connection, service: str) -> Row[Any]:
+def _resumable_in(conn: Connection, service: str, rollback_id: int | None = None) -> Row[Any]:
     """Return the service's newest rollback when it can be resumed: interrupted (its process is
-    gone) or failed at a step, with no release of the service recorded since it started.
+    gone) or failed at a step, with no release of the service recorded since it started (and,
+    with `rollback_id`, when it is that rollback).
 
     Raise NotFoundError (nothing to resume) or LockedError (it still runs).
     """
     rb = conn.execute(
         sa.select(t.rollbacks).where(t.rollbacks.c.service == service).order_by(t.rollbacks.c.id.desc())
     ).first()
+    if rollback_id is not None and (rb is None or rb.id != rollback_id):
+        raise NotFoundError(
+            f"rollback #{rollback_id} of '{service}' is not its newest"
+            + (f" (#{rb.id} {rb.state} came after it)" if rb is not None else "")
+            + ": there is nothing of it to resume",
+            hint=f"check 'recoverctl releases {service}'; 'recoverctl rollback {service} --resume' "
+            "continues the newest rollback, if that is what you want",
+        )
     if rb is None or rb.state not in ("running", "failed"):
         raise NotFoundError(
             f"service '{service}' has no interrupted or failed rollback to resume",
@@ -365,10 +377,11 @@ def _resumable_in(conn: Connection, service: str) -> Row[Any]:
     return rb
 
 
-def _take_over(catalog: Catalog, service: str) -> int:
-    """Claim the resumable rollback of `service` for this process; return its id."""
+def _take_over(catalog: Catalog, service: str, rollback_id: int | None) -> int:
+    """Claim the resumable rollback of `service` (that one, with `rollback_id`) for this process;
+    return its id."""
     with catalog.begin() as conn:
-        rb = _resumable_in(conn, service)
+        rb = _resumable_in(conn, service, rollback_id)
         if rb.state == "failed":
             lock_service(conn, service)  # no deploy or other rollback of it may run meanwhile
         conn.execute(
@@ -679,9 +692,20 @@ def _fail(
         "service_state": state,
         "failed_step": step,
         "rollback_id": rollback_id,
+        "transient": recorded and transient_fault(err),
         **({"rollback": timeline} if timeline is not None else {}),
     }
     return err
+
+
+def transient_fault(err: BaseException) -> bool:
+    """Return True when `err` came from an engine, hosts or a catalog that did not answer (past the
+    retry window): the infrastructure, not the release, so resuming later may finish the rollback."""
+    if catalog_fault(err) or isinstance(err, TargetUnreachable):
+        return True
+    hosts = getattr(err, "details", {}).get("hosts")
+    failed = [h for h in hosts if not h.get("ok")] if isinstance(hosts, list) else []
+    return bool(failed) and all(h.get("unreachable") for h in failed)
 
 
 def _record_failure(

@@ -5,6 +5,9 @@ first locks the candidate row with `FOR UPDATE SKIP LOCKED`, and on SQLite alrea
 lock (the catalog begins with BEGIN IMMEDIATE) — so two workers never claim the same job. A worker
 extends its lease while it runs a job; a lease that expires means the worker died, and the job is
 queued again only when its kind can resume safely (attempts < max_attempts), else abandoned.
+A job whose attempt failed on something passing (an engine or host that did not answer) may be
+queued again by its worker with `retry_later`: it keeps its active key, and is not claimed before
+its `not_before` time.
 
 `dedup_key` holds `active:<kind>:<target>` while a job is queued or running and is cleared when it
 finishes: the unique index makes "one active job per kind and target" a database guarantee.
@@ -80,16 +83,20 @@ def claim(catalog: Catalog, owner: str, kinds: Iterable[str], lease: float) -> d
     """Claim the oldest queued job of one of `kinds` for `owner`; return it (state running) or None."""
     kinds = list(kinds)
     with catalog.begin() as conn:
+        now = time.time()
         candidate = conn.execute(
             sa.select(t.jobs.c.id)
-            .where(t.jobs.c.state == "queued", t.jobs.c.kind.in_(kinds))
+            .where(
+                t.jobs.c.state == "queued",
+                t.jobs.c.kind.in_(kinds),
+                sa.or_(t.jobs.c.not_before.is_(None), t.jobs.c.not_before <= now),
+            )
             .order_by(t.jobs.c.id)
             .limit(1)
             .with_for_update(skip_locked=True)
         ).scalar()
         if candidate is None:
             return None
-        now = time.time()
         claimed = conn.execute(
             t.jobs.update()
             .where(t.jobs.c.id == candidate, t.jobs.c.state == "queued")
@@ -145,6 +152,39 @@ def finish(
             ).rowcount
             == 1
         )
+
+
+def retry_later(
+    catalog: Catalog, job_id: int, owner: str, delay: float, *, result: dict[str, Any], error: str
+) -> bool:
+    """Queue a job `owner` holds again, not to be claimed for `delay` seconds, marked `resume`
+    so its next attempt continues what this one began; return False if it lost the lease.
+
+    The job keeps its active key meanwhile: alerts for its target are absorbed by it, and the
+    cap and cooldown see one job, however many attempts it takes.
+    """
+    with catalog.begin() as conn:
+        row = conn.execute(
+            sa.select(t.jobs).where(
+                t.jobs.c.id == job_id, t.jobs.c.lease_owner == owner, t.jobs.c.state == "running"
+            )
+        ).first()
+        if row is None:
+            return False
+        conn.execute(
+            t.jobs.update()
+            .where(t.jobs.c.id == job_id)
+            .values(
+                state="queued",
+                not_before=time.time() + delay,
+                lease_owner=None,
+                lease_expires_at=None,
+                payload={**job_dict(row)["payload"], "resume": True},
+                result=result,
+                error=error,
+            )
+        )
+        return True
 
 
 def recover_expired(catalog: Catalog) -> list[dict[str, Any]]:

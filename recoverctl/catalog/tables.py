@@ -88,6 +88,8 @@ jobs = Table(
     Column("dedup_key", String(300), unique=True),
     Column("lease_owner", String(200)),
     Column("lease_expires_at", Float),
+    # A queued job is not claimed before this time: a failed attempt to be retried later.
+    Column("not_before", Float),
     Column("created_at", Float, nullable=False),
     Column("started_at", Float),
     Column("finished_at", Float),

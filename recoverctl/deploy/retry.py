@@ -3,7 +3,9 @@
 `RetryingTarget` composes around a Target (like storage/retry.py around a Storage): operations
 that read or change the running service are retried with exponential back-off while the target
 reports itself unreachable (TargetUnreachable, or outcomes marked `transient`), for at most the
-service's `retry.window` per operation. Only the hosts that failed are tried again. `preflight`
+service's `retry.window` per operation. Only the hosts that failed are tried again, where the
+operation is per host (stop, start, retire); a read that combines every host's answer (running
+version, available versions) is asked again of all. `preflight`
 and `prepare` are not retried: they run before anything changed, and a fast, clear "cannot go"
 serves the operator better there than a minute of waiting.
 
@@ -98,7 +100,9 @@ class RetryingTarget:
         try:
             return within_window(self.options, what, fn, transient=_unreachable, retry_result=retry_result)
         except TargetUnreachable as e:
-            raise TargetUnreachable(f"{e.message} {self._gave_up}", where=e.where, hint=e.hint) from e
+            raise TargetUnreachable(
+                f"{e.message} {self._gave_up}", where=e.where, hint=e.hint, hosts=e.hosts
+            ) from e
 
     @property
     def _gave_up(self) -> str:
@@ -147,7 +151,16 @@ class RetryingTarget:
         return self._call("reading the running version", self.inner.running_version)
 
     def retire(self, versions: list[str]) -> list[str]:
-        return self._call("retiring old releases", lambda: self.inner.retire(versions))
+        pending: list[str] = []  # after a host dropped: only the hosts that did not answer
+
+        def attempt() -> list[str]:
+            try:
+                return (self.inner.only(pending) if pending else self.inner).retire(versions)
+            except TargetUnreachable as e:
+                pending[:] = e.hosts
+                raise
+
+        return self._call("retiring old releases", attempt)
 
     def describe(self) -> dict[str, Any]:
         return self.inner.describe()

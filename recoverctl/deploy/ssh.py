@@ -28,7 +28,7 @@ from fabric.exceptions import GroupException
 from paramiko.ssh_exception import NoValidConnectionsError
 
 from recoverctl.config import SshHost, SshService
-from recoverctl.deploy.target import Artifact, Endpoint, HostOutcome
+from recoverctl.deploy.target import Artifact, Endpoint, HostOutcome, TargetUnreachable
 from recoverctl.deploy.version import check_version
 from recoverctl.errors import ConfigError, NotFoundError, PartialError, RecoverctlError
 
@@ -214,6 +214,21 @@ class SshTarget:
                 self._conns.pop(o.host).close()
         return [outcomes[h.name] for h in hosts], stdout
 
+    def _answered(self, what: str, outcomes: list[HostOutcome]) -> None:
+        """Raise unless every host answered `what`: TargetUnreachable naming the hosts when each
+        failure is a dropped or unreachable host (the retry layer asks them again), else
+        RecoverctlError. A command whose answer combines every host's must not go on without one."""
+        failed = [o for o in outcomes if not o.ok]
+        if not failed:
+            return
+        message = f"{what} of service '{self.service}' failed on " + ", ".join(
+            f"{o.host} ({o.error})" for o in failed
+        )
+        if all(o.transient for o in failed):
+            hosts = [o.host for o in failed]
+            raise TargetUnreachable(message, where="hosts " + ", ".join(hosts), hosts=hosts)
+        raise RecoverctlError(message, details={"hosts": [o.to_dict() for o in outcomes]})
+
     def _by_name(self, name: str) -> _Host:
         return next(h for h in self.hosts if h.name == name)
 
@@ -252,9 +267,10 @@ class SshTarget:
         return [o.host for o in outcomes if o.ok]
 
     def available_versions(self) -> list[str]:
-        _, out = self._run_all(
+        outcomes, out = self._run_all(
             {h.name: f"ls -1 {shlex.quote(h.releases_dir)} 2>/dev/null || true" for h in self.hosts}
         )
+        self._answered("listing versions", outcomes)
         sets = [set(text.split()) for text in out.values()]
         return sorted(set.intersection(*sets)) if sets else []
 
@@ -368,9 +384,10 @@ class SshTarget:
         return out
 
     def running_version(self) -> str | None:
-        _, out = self._run_all(
+        outcomes, out = self._run_all(
             {h.name: f"readlink {shlex.quote(h.current_link)} || true" for h in self.hosts}
         )
+        self._answered("reading the running version", outcomes)
         versions = {posixpath.basename(text.strip()) for text in out.values() if text.strip()}
         return versions.pop() if len(versions) == 1 else None
 
@@ -386,7 +403,8 @@ class SshTarget:
                 f"cur=$(readlink -f {q(h.current_link)} || true); for d in {paths}; do "
                 f'[ "$(readlink -f "$d")" = "$cur" ] || rm -rf "$d"; done'
             )
-        self._run_all(scripts)
+        outcomes, _ = self._run_all(scripts)
+        self._answered("retiring old releases", outcomes)
         return versions
 
     def describe(self) -> dict[str, Any]:

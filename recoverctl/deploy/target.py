@@ -13,9 +13,11 @@ class TargetUnreachable(RecoverctlError):
     """The Docker engine or a host did not answer (connection refused or reset, engine 5xx while
     it restarts): worth retrying. Targets classify their own faults into it; `where` names it."""
 
-    def __init__(self, message: str, *, where: str, hint: str | None = None):
+    def __init__(self, message: str, *, where: str, hint: str | None = None, hosts: list[str] | None = None):
         super().__init__(message, hint=hint, details={"where": where})
         self.where = where
+        # The hosts of a fleet that did not answer (empty: the whole target): a retry asks only them.
+        self.hosts = hosts or []
 
 
 @dataclass
@@ -41,7 +43,13 @@ class HostOutcome:
         return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"host": self.host, "ok": self.ok, "error": self.error, **self.output}
+        return {
+            "host": self.host,
+            "ok": self.ok,
+            "error": self.error,
+            **({"unreachable": True} if self.transient else {}),
+            **self.output,
+        }
 
 
 @dataclass

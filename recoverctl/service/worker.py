@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from recoverctl.actions.deliver import deliver_pending
-from recoverctl.actions.job_kinds import JOB_KINDS, run_job
+from recoverctl.actions.job_kinds import JOB_KINDS, RetryLater, run_job
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import jobs as jobq
 from recoverctl.config import Config
@@ -22,6 +22,8 @@ from recoverctl.errors import CatalogError, RecoverctlError
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 5.0
+# A job retried later waits its executor's delay, doubled for every further attempt, at most this.
+MAX_RETRY_DELAY = 600.0
 
 
 class Worker:
@@ -128,9 +130,15 @@ class Worker:
         keeper.start()
         log.info("job %s (%s) started for %s", job["id"], job["kind"], job["payload"].get("target"))
         state, result, error = "failed", None, None
+        retry_in: float | None = None
         try:
             result = run_job(self.cfg, self.catalog, job["kind"], {**job["payload"], "job_id": job["id"]})
             state = "succeeded"
+        except RetryLater as e:
+            error = e.message
+            result = {"error": e.to_dict()}
+            if job["attempts"] < job["max_attempts"]:
+                retry_in = min(MAX_RETRY_DELAY, e.delay * 2 ** (job["attempts"] - 1))
         except RecoverctlError as e:
             error = e.message
             result = {"error": e.to_dict()}
@@ -141,7 +149,21 @@ class Worker:
         finally:
             keeper_stop.set()
             keeper.join()
-        jobq.finish(self.catalog, job["id"], self.owner, state, result=result, error=error)
+        if retry_in is not None:
+            assert result is not None and error is not None
+            jobq.retry_later(self.catalog, job["id"], self.owner, retry_in, result=result, error=error)
+            state = "queued"
+            log.warning(
+                "job %s (%s) attempt %d of %d failed, retrying in %.0f s: %s",
+                job["id"],
+                job["kind"],
+                job["attempts"],
+                job["max_attempts"],
+                retry_in,
+                error,
+            )
+        else:
+            jobq.finish(self.catalog, job["id"], self.owner, state, result=result, error=error)
         # Events the job recorded (alert.notify, rollback.*) go out now, not whenever some command
         # next closes the catalog; a failing channel is recorded by the delivery, never raised here.
         try:

@@ -6,10 +6,12 @@ started again, sshd stopped under a running command, the PostgreSQL catalog stop
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from recoverctl.config import load_config
+from recoverctl.deploy import open_target
 from tests.conftest import Cli, CliResult
 from tests.e2e.test_deploy_rollback_ssh import _artifacts, ssh_service
 from tests.fixtures.docker_engine import DockerEngine, build_demo_web, start_dockerd, stop_dockerd
@@ -112,10 +116,12 @@ def engine() -> Iterator[DockerEngine]:
         stop_dockerd(eng)
 
 
-def _docker_config(cli: Cli, engine: DockerEngine, port: int, window: str) -> str:
+def _docker_config(cli: Cli, engine: DockerEngine, port: int, window: str, **extra: Any) -> str:
+    """Configure service web on the engine (plus `extra` top-level sections), deploy v1 then v2."""
     name = f"rc-faults-{port}"
     cli.write_config(
         {
+            **extra,
             "services": {
                 "web": {
                     "target": "docker",
@@ -134,7 +140,7 @@ def _docker_config(cli: Cli, engine: DockerEngine, port: int, window: str) -> st
                         "timeout": "20s",
                     },
                 }
-            }
+            },
         }
     )
     cli("deploy", "web", "v1", check=0)
@@ -202,6 +208,105 @@ def test_engine_down_past_the_window_fails_clearly_and_resumes(cli: Cli, engine:
         releases = cli("releases", "web", "--json", check=0).json()
         assert [(x["version"], x["status"]) for x in releases] == [("v2", "rolled-back"), ("v1", "live")]
         cli("rollback", "web", "--resume", "--yes", check=10)  # nothing left to resume
+    finally:
+        engine.remove_containers(name)
+
+
+# --- an alert-driven rollback whose engine stays down past the window ----------------------------
+
+TOKEN = "e2e-fault-alert-token-0123456789abcdef"
+
+
+def _catalog_rows(cli: Cli, table: str) -> list[Any]:
+    engine_db = sa.create_engine(cli.env["RECOVERCTL_CATALOG"])
+    try:
+        with engine_db.connect() as conn:
+            return list(conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY id")).all())
+    finally:
+        engine_db.dispose()
+
+
+def test_alert_rollback_failed_at_a_step_is_resumed_by_its_job(
+    cli: Cli, engine: DockerEngine, serve_factory: Any, alertmanager_factory: Any
+) -> None:
+    """Alertmanager → serve → rollback job; the engine dies in stop_current and stays down past the
+    window, so the step fails. The job is queued again and, once the engine is back, resumes that
+    same rollback: one rollback, succeeded, v1 served; alerts meanwhile are absorbed by the job."""
+    port = free_port()
+    token_file = cli.home / "webhook-token"
+    token_file.write_text(TOKEN + "\n")
+    policy = {
+        "name": "rollback-on-errors",
+        "match": {"alertname": "HighErrorRate"},
+        "action": "rollback",
+        "service_from_label": "service",
+        "cooldown": "10m",
+        "max_actions": {"count": 1, "window": "1h"},
+    }
+    name = _docker_config(
+        cli,
+        engine,
+        port,
+        window="3s",
+        serve={"auth": {"bearer_token_file": str(token_file)}},
+        policies=[policy],
+    )
+    try:
+        srv = serve_factory(cli, token=TOKEN)
+        am = alertmanager_factory(f"{srv.url}/hooks/alertmanager", str(token_file))
+        am.post_alert({"alertname": "HighErrorRate", "service": "web"}, annotations={"summary": "5xx"})
+        wait_until(lambda: _step_state(cli, "stop_current") == "running", timeout=60, what="stop_current")
+        engine.kill()
+        try:
+            # The step gives up after its window; the job is queued again, not failed.
+            failed = wait_until(
+                lambda: [r for r in _catalog_rows(cli, "rollbacks") if r.state == "failed"],
+                timeout=60,
+                what="the rollback to fail at stop_current",
+            )
+            assert _step_state(cli, "stop_current") == "failed"
+            assert "unreachable" in failed[0].error and "after 3 s of retries" in failed[0].error
+            job = wait_until(
+                lambda: [j for j in _catalog_rows(cli, "jobs") if j.attempts >= 1 and j.state == "queued"],
+                timeout=30,
+                what="the job queued again",
+            )[0]
+            assert "failed at step 'stop_current'" in job.error
+            # Another incident for the service meanwhile is absorbed by the job: no second action.
+            am.post_alert({"alertname": "HighErrorRate", "service": "web", "instance": "b"})
+            wait_until(
+                lambda: [a for a in _catalog_rows(cli, "alerts") if json.loads(a.labels).get("instance")],
+                timeout=30,
+                what="the second incident's alert",
+            )
+        finally:
+            engine.start()
+        wait_until(lambda: _served(port) == "v1", timeout=120, what="v1 serving after the resumed rollback")
+        jobs = wait_until(
+            lambda: [j for j in _catalog_rows(cli, "jobs") if j.state in ("succeeded", "failed")],
+            timeout=60,
+            what="the job to finish",
+        )
+        assert [(j.kind, j.state) for j in jobs] == [("rollback", "succeeded")], srv.output()
+        assert jobs[0].attempts >= 2
+        rollbacks = _catalog_rows(cli, "rollbacks")
+        assert [(r.id, r.state) for r in rollbacks] == [(failed[0].id, "succeeded")]
+        steps = _catalog_rows(cli, "rollback_steps")
+        assert [(s.name, s.state) for s in steps] == [
+            ("lock", "done"),
+            ("stop_current", "done"),
+            ("schema", "skipped"),
+            ("start_target", "done"),
+            ("verify", "done"),
+            ("notify", "done"),
+            ("record", "done"),
+        ]
+        releases = cli("releases", "web", "--json", check=0).json()
+        assert [(x["version"], x["status"]) for x in releases] == [("v2", "rolled-back"), ("v1", "live")]
+        decisions = [(a.decision, a.job_id) for a in _catalog_rows(cli, "alerts")]
+        assert decisions[0] == ("acted", jobs[0].id)
+        assert set(decisions[1:]) == {("deduplicated", jobs[0].id)}, decisions
+        assert _served(port) == "v1"
     finally:
         engine.remove_containers(name)
 
@@ -283,6 +388,71 @@ def test_ssh_host_drop_within_the_window_is_ridden_out(
     assert _served(host.port) == "v1"
     assert (host.app / "restarts.log").read_text().split() == ["v1", "v2", "v1"]
     assert any("starting v1" in w for w in _retry_warnings(r.stderr))
+
+
+def test_ssh_reads_and_retire_ride_out_a_dropped_host(
+    cli: Cli, sshd_factory: SshdFactory, host: Host, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The running version and retiring old releases wait for a host that went away within the
+    window, as stop and start do, instead of answering without it."""
+    _ssh_config(cli, sshd_factory, host, tmp_path, window="60s")
+    target = open_target("api", load_config(str(cli.config_path), env=cli.env).service("api"))
+    caplog.set_level(logging.WARNING, logger="recoverctl.deploy.retry")
+    calls: list[tuple[str, Callable[[], object]]] = [
+        ("reading the running version", target.running_version),
+        ("retiring old releases", lambda: target.retire(["v1"])),
+    ]
+    answers: list[object] = []
+    try:
+        for what, call in calls:
+            host.server.stop()
+            th = threading.Thread(target=lambda call=call: answers.append(call()))
+            th.start()
+            retried = f"{what} failed"
+
+            def logged(m: str = retried) -> bool:
+                return any(m in r.getMessage() for r in caplog.records)
+
+            wait_until(logged, timeout=60, what=retried)
+            host.server.start()
+            th.join(60)
+    finally:
+        target.close()
+    assert answers == ["v2", ["v1"]]
+    assert sorted(p.name for p in (host.app / "releases").iterdir()) == ["v2"]
+
+
+def test_deploy_stays_good_when_retiring_old_releases_fails(
+    cli: Cli, sshd_factory: SshdFactory, host: Host, tmp_path: Path
+) -> None:
+    """v1 holds an immutable file, so retiring it after v2 went live fails on the host: the deploy
+    still succeeds (exit 0, the failure in its timeline and log) and v1 stays for a later deploy."""
+    service = ssh_service(
+        sshd_factory,
+        [(host.server, host.port)],
+        _artifacts(tmp_path, "v1", "v2"),
+        restart_command=RESTART,
+        keep_releases=1,
+        retry={"window": "1s", "maximum": "0.2s"},
+    )
+    cli.write_config({"services": {"api": service}})
+    (host.app / "gate").touch()
+    cli("deploy", "api", "v1", check=0)
+    pinned = host.app / "releases" / "v1" / "www" / "version"
+    subprocess.run(["chattr", "+i", str(pinned)], check=True)
+    try:
+        r = cli("deploy", "api", "v2", "--json", check=0)
+    finally:
+        subprocess.run(["chattr", "-i", str(pinned)], check=True)
+    out = r.json()
+    assert out["result"] == "succeeded" and out["retired"] == []
+    retire = next(s for s in out["steps"] if s["name"] == "retire")
+    assert retire["outcome"] == "failed" and "retiring old releases" in retire["error"], retire
+    assert "old releases not retired" in r.stderr
+    assert _served(host.port) == "v2"
+    assert sorted(p.name for p in (host.app / "releases").iterdir()) == ["v1", "v2"]
+    releases = cli("releases", "api", "--json", check=0).json()
+    assert (releases[0]["version"], releases[0]["status"]) == ("v2", "live")
 
 
 def test_ssh_host_down_past_the_window_fails_clearly_and_resumes(

@@ -3,6 +3,7 @@ retry layer around deploy targets (with an in-memory target standing in for a fl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import docker.errors
@@ -17,6 +18,7 @@ from recoverctl.deploy.ssh import SshTarget, _release_path, connection_fault
 from recoverctl.deploy.target import Artifact, Endpoint, HostOutcome, Target, TargetUnreachable
 from recoverctl.deploy.version import check_stored_version, check_version, version_problem
 from recoverctl.errors import ExitCode, UsageError, VerificationError
+from tests.fixtures.net import free_port
 
 GOOD = ["v1", "1.4.2", "2026-12-06_rc.1", "A", "a" * 128, "a..b"]
 BAD = ["", "/etc", "..", ".", ".hidden", "a/b", "-rf", "a\x00b", "a" * 129, "a" * 300, "a b", "v1;rm", "é"]
@@ -112,6 +114,13 @@ class _Fleet:
     def running_version(self) -> str | None:
         raise TargetUnreachable("engine gone", where="docker host unix:///nowhere")
 
+    def retire(self, versions: list[str]) -> list[str]:
+        self.calls.extend(self.hosts)
+        if "b" in self.hosts and self.state["down"] != 0:
+            self.state["down"] -= 1
+            raise TargetUnreachable("b dropped", where="hosts b", hosts=["b"])
+        return versions
+
     def endpoints(self) -> list[Endpoint]:
         return []
 
@@ -138,3 +147,35 @@ def test_an_unreachable_engine_past_the_window_raises_naming_it() -> None:
     with pytest.raises(TargetUnreachable) as e:
         _retrying(_Fleet(down=0), window=0.05).running_version()
     assert e.value.where == "docker host unix:///nowhere" and "of retries" in e.value.message
+
+
+def test_retire_asks_again_only_the_hosts_that_dropped() -> None:
+    fleet = _Fleet(down=2)
+    assert _retrying(fleet, window=60).retire(["v1"]) == ["v1"]
+    assert fleet.calls == ["a", "b", "c", "b", "b"]
+
+
+def test_ssh_reads_and_retire_raise_for_an_unreachable_host_so_the_window_applies() -> None:
+    """Nothing listens on the port: each call names the host as unreachable instead of answering
+    as if the fleet were smaller (a running version read from the hosts that happened to answer)."""
+    name = f"127.0.0.1:{free_port()}"
+    cfg = SshService(
+        target="ssh",
+        hosts=[f"deploy@{name}"],
+        releases_dir="/srv/api/releases",
+        insecure_accept_new_host_keys=True,
+        connect_timeout=2,
+    )
+    calls: list[Callable[[Target], object]] = [
+        lambda t: t.running_version(),
+        lambda t: t.available_versions(),
+        lambda t: t.retire(["v1"]),
+    ]
+    for call in calls:
+        with pytest.raises(TargetUnreachable) as e:
+            call(SshTarget("api", cfg))
+        assert e.value.hosts == [name] and e.value.where == f"hosts {name}"
+        assert "unreachable" in e.value.message
+        with pytest.raises(TargetUnreachable, match="still after 0 s of retries") as e:
+            call(RetryingTarget(SshTarget("api", cfg), ServiceRetry(window=0)))
+        assert e.value.hosts == [name]
