@@ -1,4 +1,4 @@
-"""Scheduler use cases: run one scheduled job (cron mode) and install cron/systemd units."""
+"""Scheduler use cases: run a schedule's current occurrence (cron mode) and install cron/systemd units."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class JobFailedError(RecoverctlError):
         self.exit_code = ExitCode(exit_code) if exit_code in known and exit_code else ExitCode.FAILED
 
 
-def run_job(
+def run_occurrence(
     cfg: Config,
     catalog: Catalog,
     name: str,

@@ -1,5 +1,9 @@
 """The persistent job queue on the `jobs` table: enqueue, atomic claim with a lease, finish, recover.
 
+The lease rules (renew, release, reclaim after expiry, heartbeats) are the catalog's one
+implementation in `catalog.leases`, shared with scheduled occurrences; this module adds what only
+a queue has: queued jobs, attempts, `not_before` and the active key.
+
 A job is claimed by one `UPDATE ... WHERE state='queued'` inside a transaction that on PostgreSQL
 first locks the candidate row with `FOR UPDATE SKIP LOCKED`, and on SQLite already holds the write
 lock (the catalog begins with BEGIN IMMEDIATE) — so two workers never claim the same job. A worker
@@ -15,8 +19,6 @@ finishes: the unique index makes "one active job per kind and target" a database
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -24,15 +26,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from recoverctl.catalog import Catalog
+from recoverctl.catalog import Catalog, leases
 from recoverctl.catalog import tables as t
 
 ACTIVE_STATES = ("queued", "running")
-
-
-def worker_id(name: str = "worker") -> str:
-    """Return an identity for leases and heartbeats: name:host:pid."""
-    return f"{name}:{socket.gethostname()}:{os.getpid()}"
 
 
 def active_key(kind: str, target: str) -> str:
@@ -100,13 +97,7 @@ def claim(catalog: Catalog, owner: str, kinds: Iterable[str], lease: float) -> d
         claimed = conn.execute(
             t.jobs.update()
             .where(t.jobs.c.id == candidate, t.jobs.c.state == "queued")
-            .values(
-                state="running",
-                lease_owner=owner,
-                lease_expires_at=now + lease,
-                started_at=now,
-                attempts=t.jobs.c.attempts + 1,
-            )
+            .values(**leases.held_values(leases.JOBS, owner, lease, now), attempts=t.jobs.c.attempts + 1)
         ).rowcount
         if claimed != 1:
             return None
@@ -115,15 +106,7 @@ def claim(catalog: Catalog, owner: str, kinds: Iterable[str], lease: float) -> d
 
 def extend_lease(catalog: Catalog, job_id: int, owner: str, lease: float) -> bool:
     """Push the lease forward; return False when `owner` no longer holds the job."""
-    with catalog.begin() as conn:
-        return (
-            conn.execute(
-                t.jobs.update()
-                .where(t.jobs.c.id == job_id, t.jobs.c.lease_owner == owner, t.jobs.c.state == "running")
-                .values(lease_expires_at=time.time() + lease)
-            ).rowcount
-            == 1
-        )
+    return leases.renew(catalog, leases.JOBS, job_id, owner, lease)
 
 
 def finish(
@@ -136,22 +119,16 @@ def finish(
     error: str | None = None,
 ) -> bool:
     """Record the outcome (succeeded/failed) of a job `owner` holds; return False if it lost the lease."""
+    values = {
+        "state": state,
+        "finished_at": time.time(),
+        "result": result,
+        "error": error,
+        "dedup_key": None,
+        "lease_expires_at": None,
+    }
     with catalog.begin() as conn:
-        return (
-            conn.execute(
-                t.jobs.update()
-                .where(t.jobs.c.id == job_id, t.jobs.c.lease_owner == owner, t.jobs.c.state == "running")
-                .values(
-                    state=state,
-                    finished_at=time.time(),
-                    result=result,
-                    error=error,
-                    dedup_key=None,
-                    lease_expires_at=None,
-                )
-            ).rowcount
-            == 1
-        )
+        return leases.release(conn, leases.JOBS, job_id, owner, values)
 
 
 def retry_later(
@@ -164,60 +141,44 @@ def retry_later(
     cap and cooldown see one job, however many attempts it takes.
     """
     with catalog.begin() as conn:
-        row = conn.execute(
-            sa.select(t.jobs).where(
-                t.jobs.c.id == job_id, t.jobs.c.lease_owner == owner, t.jobs.c.state == "running"
-            )
-        ).first()
+        row = leases.held_row(conn, leases.JOBS, job_id, owner)
         if row is None:
             return False
-        conn.execute(
-            t.jobs.update()
-            .where(t.jobs.c.id == job_id)
-            .values(
-                state="queued",
-                not_before=time.time() + delay,
-                lease_owner=None,
-                lease_expires_at=None,
-                payload={**job_dict(row)["payload"], "resume": True},
-                result=result,
-                error=error,
-            )
-        )
-        return True
+        values = {
+            "state": "queued",
+            "not_before": time.time() + delay,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "payload": {**job_dict(row)["payload"], "resume": True},
+            "result": result,
+            "error": error,
+        }
+        return leases.release(conn, leases.JOBS, job_id, owner, values)
 
 
 def recover_expired(catalog: Catalog) -> list[dict[str, Any]]:
     """Requeue (attempts left) or abandon running jobs whose lease expired; return what changed."""
-    changed: list[dict[str, Any]] = []
-    now = time.time()
-    with catalog.begin() as conn:
-        rows = conn.execute(
-            sa.select(t.jobs)
-            .where(t.jobs.c.state == "running", t.jobs.c.lease_expires_at < now)
-            .with_for_update(skip_locked=True)
-        ).all()
-        for row in rows:
-            job = job_dict(row)
-            if job["attempts"] < job["max_attempts"]:
-                values: dict[str, Any] = {
-                    "state": "queued",
-                    "lease_owner": None,
-                    "lease_expires_at": None,
-                    "payload": {**job["payload"], "resume": True},
-                }
-            else:
-                values = {
-                    "state": "abandoned",
-                    "finished_at": now,
-                    "dedup_key": None,
-                    "error": f"lease of {job['lease_owner']} expired while running (worker died)",
-                }
-            conn.execute(
-                t.jobs.update().where(t.jobs.c.id == job["id"], t.jobs.c.state == "running").values(**values)
-            )
-            changed.append({**job, **values})
-    return changed
+
+    def requeue_or_abandon(row: Any, now: float) -> dict[str, Any]:
+        job = job_dict(row)
+        if job["attempts"] < job["max_attempts"]:
+            return {
+                "state": "queued",
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "payload": {**job["payload"], "resume": True},
+            }
+        return {
+            "state": "abandoned",
+            "finished_at": now,
+            "dedup_key": None,
+            "error": f"lease of {job['lease_owner']} expired while running (worker died)",
+        }
+
+    return [
+        {**job_dict(row), **values}
+        for row, values in leases.reclaim_expired(catalog, leases.JOBS, requeue_or_abandon)
+    ]
 
 
 def get_job(catalog: Catalog, job_id: int) -> dict[str, Any] | None:
@@ -229,14 +190,3 @@ def get_job(catalog: Catalog, job_id: int) -> dict[str, Any] | None:
 def count_by_state(conn: Connection) -> dict[str, int]:
     rows = conn.execute(sa.select(t.jobs.c.state, sa.func.count()).group_by(t.jobs.c.state)).all()
     return {str(state): int(n) for state, n in rows}
-
-
-def heartbeat(catalog: Catalog, name: str, role: str, details: dict[str, Any] | None = None) -> None:
-    """Upsert the heartbeat row `name`."""
-    now = time.time()
-    with catalog.begin() as conn:
-        updated = conn.execute(
-            t.heartbeats.update().where(t.heartbeats.c.name == name).values(at=now, details=details)
-        ).rowcount
-        if not updated:
-            conn.execute(t.heartbeats.insert().values(name=name, role=role, at=now, details=details))

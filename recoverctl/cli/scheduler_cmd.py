@@ -8,7 +8,7 @@ from typing import Any
 import click
 import sqlalchemy as sa
 
-from recoverctl.actions.schedules import install, run_job
+from recoverctl.actions.schedules import install, run_occurrence
 from recoverctl.catalog import tables as t
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import json_option
@@ -187,7 +187,7 @@ def run_job_cmd(app: App, name: str, now_as_due: bool, lease: float, metrics_tex
     Example:
       recoverctl run-job hourly-incremental
     """
-    result = run_job(
+    result = run_occurrence(
         app.config, app.catalog, name, lease=lease, now_as_due=now_as_due, metrics_textfile=metrics_textfile
     )
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from recoverctl.actions.deliver import deliver_pending
 from recoverctl.actions.job_kinds import JOB_KINDS, RetryLater, run_job
-from recoverctl.catalog import Catalog
+from recoverctl.catalog import Catalog, leases
 from recoverctl.catalog import jobs as jobq
 from recoverctl.config import Config
 from recoverctl.errors import CatalogError, RecoverctlError
@@ -44,7 +44,7 @@ class Worker:
         self.concurrency = concurrency
         self.lease = lease
         self.poll_interval = poll_interval
-        self.owner = jobq.worker_id(name)
+        self.owner = leases.holder_id(name)
         self.kinds = list(JOB_KINDS)
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -189,7 +189,7 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         while True:
             try:
-                jobq.heartbeat(
+                leases.heartbeat(
                     self.catalog,
                     self.owner,
                     "worker",
