@@ -25,9 +25,9 @@ from recoverctl.actions.releases import current_release_in, get_release, release
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import actor as default_actor
 from recoverctl.catalog import tables as t
+from recoverctl.catalog.service_lock import lock_service, owner_alive, owner_id
 from recoverctl.config import Config, ServiceRetry
 from recoverctl.deploy import Artifact, TargetUnreachable, open_target
-from recoverctl.deploy.lock import lock_service, owner_alive, owner_id
 from recoverctl.deploy.retry import within_window
 from recoverctl.deploy.version import check_stored_version, check_version
 from recoverctl.errors import (

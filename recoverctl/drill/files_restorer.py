@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recoverctl.actions.repository import open_repository
 from recoverctl.actions.restore import restore
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config
@@ -21,6 +20,7 @@ from recoverctl.drill.playbook import RecoveryPoint, SnapshotFilter
 from recoverctl.drill.restorer import Fetched, Selection, WarningLog, random_time
 from recoverctl.errors import NotFoundError, RecoverctlError
 from recoverctl.repo import Repository
+from recoverctl.repo.configured import open_repository
 from recoverctl.repo.reader import walk
 from recoverctl.repo.snapshot import Snapshot
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from recoverctl.actions.backup_postgres import KIND
-from recoverctl.actions.repository import open_repository
 from recoverctl.actions.restore_postgres import (
     RecoveryTarget,
     choose_snapshot,
@@ -25,6 +24,7 @@ from recoverctl.config import Config
 from recoverctl.drill.playbook import RecoveryPoint
 from recoverctl.drill.restorer import Fetched, Selection, WarningLog, random_time
 from recoverctl.errors import NotFoundError, RecoverctlError
+from recoverctl.repo.configured import open_repository
 
 
 def _iso(ts: float) -> str:
