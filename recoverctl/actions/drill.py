@@ -84,8 +84,8 @@ def drill_run(
     """
     books = discover_playbooks(cfg, paths)
     # The restore stack is imported here so history/report/status start without it.
-    from recoverctl.drill.files_restorer import FilesRestorer
-    from recoverctl.drill.postgres_restorer import restorer_factory
+    from recoverctl.actions.drill_files import FilesRestorer
+    from recoverctl.actions.drill_postgres import restorer_factory
 
     secret = password()
     postgres_factory = restorer_factory(cfg, catalog, secret)

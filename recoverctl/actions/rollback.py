@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Row
 
 from recoverctl.actions.deploy import raise_for_hosts, verify_endpoints
 from recoverctl.actions.releases import current_release_in, get_release, release_history, set_status
+from recoverctl.actions.rollback_pitr import restore_to_point
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import actor as default_actor
 from recoverctl.catalog import tables as t
@@ -38,7 +39,7 @@ from recoverctl.errors import (
     UsageError,
     VerificationError,
 )
-from recoverctl.schema import migrations, pitr
+from recoverctl.schema import migrations
 
 STEPS = ("lock", "stop_current", "schema", "start_target", "verify", "notify", "record")
 SCHEMA_MODES = ("keep", "downgrade", "pitr")
@@ -465,7 +466,7 @@ def _drive(cfg: Config, catalog: Catalog, service: str, rollback_id: int, who: s
         if rb.schema_mode == "pitr":
             assert link is not None
             sp = plan["schema"]
-            return pitr.restore_to_point(
+            return restore_to_point(
                 cfg, catalog, link.source, sp["restore_point"], sp["restore_lsn"], f"rollback-{rollback_id}"
             )
         if rb.schema_mode != "downgrade":

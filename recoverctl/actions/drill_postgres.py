@@ -1,5 +1,8 @@
 """The drill Restorer for physical PostgreSQL backups: wraps `actions.restore_postgres`.
 
+It lives with the use cases because it runs one: the drill engine (drill/) sees it only through
+the `Restorer` protocol, built by `actions.drill`.
+
 Selection picks the snapshot exactly as `restore postgres` would for the recovery target (so the
 drill proves what an operator's restore would do); fetch restores its files and writes the
 recovery configuration (`restore_command` fetching WAL from the repository) without starting
