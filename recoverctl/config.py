@@ -295,7 +295,7 @@ class Schedule(Model):
     @model_validator(mode="after")
     def _check_cron_and_zone(self) -> Schedule:
         # Checked here (not at run time) so `config check` names the schedule before cron fires it.
-        from recoverctl.scheduler.cron import check_expression, check_timezone
+        from recoverctl.cron import check_expression, check_timezone
 
         problem = check_expression(self.cron) or check_timezone(self.timezone)
         if problem:

@@ -1,166 +1,17 @@
-"""Deliver catalog events to the channels their severity routes to, recording every delivery.
-
-Events are claimed one by one (delivered=false → true in one UPDATE), so several processes
-calling deliver_pending on one catalog never send an event twice. Info events are not sent one
-by one: the daily summary collects them. A failing channel is recorded and never raised.
-"""
+"""Use case: send a test notification (`recoverctl notify test`)."""
 
 from __future__ import annotations
 
-import logging
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
-
-import sqlalchemy as sa
 
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
 from recoverctl.config import Config
-from recoverctl.errors import ConfigError, RecoverctlError
-from recoverctl.notify import DeliveryError, Message, Notifier, build_notifier
+from recoverctl.errors import ConfigError
+from recoverctl.notify import Message
 from recoverctl.notify.base import SEVERITIES
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class Delivery:
-    channel: str
-    channel_type: str
-    status: str  # sent / failed / suppressed (min_interval)
-    attempts: int
-    http_status: int | None = None
-    error: str | None = None
-    event_id: int | None = None
-
-
-def channels_for(cfg: Config, severity: str) -> list[str]:
-    """Return the channel names `notifications.routes` sends `severity` to."""
-    return list(getattr(cfg.notifications.routes, severity, []) or [])
-
-
-def send_to_channels(
-    cfg: Config, catalog: Catalog | None, message: Message, channels: list[str]
-) -> list[Delivery]:
-    """Send `message` to each named channel; record each delivery; return them. Never raises."""
-    results: list[Delivery] = []
-    for name in channels:
-        channel = cfg.notifications.channels[name]
-        delivery = Delivery(name, channel.type, "failed", 0, event_id=message.event_id)
-        if (
-            catalog is not None
-            and channel.min_interval > 0
-            and _sent_within(catalog, name, channel.min_interval)
-        ):
-            delivery.status = "suppressed"
-            delivery.error = f"min_interval {channel.min_interval:g}s: the channel was used moments ago"
-            results.append(delivery)
-            _record(catalog, message, delivery)
-            continue
-        notifier: Notifier | None = None
-        try:
-            notifier = build_notifier(name, channel)
-            receipt = notifier.send(message)
-            delivery.status, delivery.attempts, delivery.http_status = (
-                "sent",
-                receipt.attempts,
-                receipt.http_status,
-            )
-        except DeliveryError as e:
-            delivery.attempts, delivery.http_status, delivery.error = e.attempts, e.http_status, str(e)
-        except RecoverctlError as e:
-            delivery.error = f"{e.message} ({e.hint})" if e.hint else e.message
-        except Exception as e:
-            # A notifier bug must not take the job down with it; the traceback goes to the log.
-            log.exception("notifier %s crashed", name)
-            delivery.error = f"unexpected {type(e).__name__}: {e}"
-        finally:
-            if notifier is not None:
-                notifier.close()
-        if delivery.status == "failed":
-            log.warning("notification to %s failed: %s", name, delivery.error)
-        results.append(delivery)
-        if catalog is not None:
-            _record(catalog, message, delivery)
-    return results
-
-
-def _sent_within(catalog: Catalog, channel: str, seconds: float) -> bool:
-    with catalog.begin() as conn:
-        last = conn.execute(
-            sa.select(sa.func.max(t.notifications.c.at)).where(
-                t.notifications.c.channel == channel, t.notifications.c.status == "sent"
-            )
-        ).scalar()
-    return last is not None and time.time() - float(last) < seconds
-
-
-def _record(catalog: Catalog, message: Message, d: Delivery) -> None:
-    try:
-        with catalog.begin() as conn:
-            conn.execute(
-                t.notifications.insert().values(
-                    event_id=message.event_id,
-                    at=time.time(),
-                    channel=d.channel,
-                    channel_type=d.channel_type,
-                    severity=message.severity,
-                    status=d.status,
-                    attempts=d.attempts,
-                    http_status=d.http_status,
-                    error=d.error,
-                )
-            )
-    except RecoverctlError as e:
-        log.error("could not record the delivery to %s: %s", d.channel, e)
-
-
-def _message(row: Any) -> Message:
-    return Message(
-        severity=row.severity,
-        kind=row.kind,
-        summary=row.summary,
-        subject=row.subject,
-        details=dict(row.details or {}),
-        dedup_key=row.dedup_key,
-        at=row.at,
-        event_id=row.id,
-    )
-
-
-def deliver_pending(cfg: Config, catalog: Catalog, *, limit: int = 200) -> dict[str, Any]:
-    """Send undelivered events to their routes and mark them delivered; return counts and deliveries.
-
-    Info events are marked delivered without sending (the daily summary reports them).
-    """
-    with catalog.begin() as conn:
-        rows = conn.execute(
-            sa.select(t.events).where(t.events.c.delivered.is_(False)).order_by(t.events.c.id).limit(limit)
-        ).all()
-    sent: list[Delivery] = []
-    events = collected = 0
-    for row in rows:
-        with catalog.begin() as conn:
-            claimed = conn.execute(
-                t.events.update()
-                .where(t.events.c.id == row.id, t.events.c.delivered.is_(False))
-                .values(delivered=True)
-            ).rowcount
-        if not claimed:
-            continue  # another process took it
-        events += 1
-        if row.severity not in ("critical", "warning"):
-            collected += 1
-            continue
-        sent += send_to_channels(cfg, catalog, _message(row), channels_for(cfg, row.severity))
-    return {
-        "events": events,
-        "collected_for_summary": collected,
-        "sent": sum(d.status == "sent" for d in sent),
-        "failed": sum(d.status == "failed" for d in sent),
-        "deliveries": [asdict(d) for d in sent],
-    }
+from recoverctl.notify.delivery import channels_for, send_to_channels
 
 
 def send_test(

@@ -17,10 +17,10 @@ from recoverctl.actions.releases import (
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import actor as default_actor
 from recoverctl.catalog import tables as t
+from recoverctl.catalog.service_lock import lock_service, owner_id
 from recoverctl.config import Config, DockerService, SshService
 from recoverctl.deploy import Artifact, HostOutcome, Target, open_target
 from recoverctl.deploy.health import check_health
-from recoverctl.deploy.lock import lock_service, owner_id
 from recoverctl.deploy.version import check_stored_version, check_version, version_problem
 from recoverctl.errors import PartialError, RecoverctlError, VerificationError
 from recoverctl.schema import migrations

@@ -8,67 +8,19 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
-from recoverctl.config import Config, load_yaml
+from recoverctl.config import Config
 from recoverctl.drill import engine, snapshot_drill
-from recoverctl.drill.playbook import Playbook, load_playbook, validate_against_config
+from recoverctl.drill.playbook import Playbook, discover_playbooks
 from recoverctl.drill.report import RENDERERS
 from recoverctl.drill.restorer import Restorer
 from recoverctl.drill.snapshot_drill import SnapshotRestorer
-from recoverctl.errors import ConfigError, NotFoundError, UsageError
-
-
-def discover_playbooks(cfg: Config, paths: list[str]) -> list[Playbook]:
-    """Given PLAYBOOK arguments (files or dirs; none = ./playbooks and <config dir>/playbooks),
-    return the validated drill playbooks; raise ConfigError naming the file and key."""
-    roots = [Path(p) for p in paths]
-    if not roots:
-        roots = [Path("playbooks")]
-        if cfg.path is not None:
-            roots.append(cfg.path.parent / "playbooks")
-    # (path, strict): a file named on the command line must be a drill playbook; a directory
-    # may also hold rollback playbooks, so only its files with a top-level `drill:` count.
-    candidates: list[tuple[Path, bool]] = []
-    for root in roots:
-        if root.is_dir():
-            candidates += [(p, False) for p in sorted(root.iterdir()) if p.suffix in (".yaml", ".yml")]
-        elif paths:
-            candidates.append((root, True))
-    seen: set[Path] = set()
-    books: list[Playbook] = []
-    for path, strict in candidates:
-        if path.resolve() in seen:
-            continue
-        seen.add(path.resolve())
-        if not strict and not _is_drill_file(path):
-            continue
-        pb = load_playbook(path)
-        validate_against_config(pb, cfg)
-        books.append(pb)
-    if not books:
-        raise UsageError(
-            f"no drill playbooks found in {', '.join(str(r) for r in roots)}",
-            hint="pass a playbook file: recoverctl drill run playbooks/main-nightly.yaml",
-        )
-    names = [b.drill.name for b in books]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ConfigError(f"drill names must be unique; repeated: {', '.join(dupes)}")
-    return books
-
-
-def _is_drill_file(path: Path) -> bool:
-    try:
-        data = load_yaml(path.read_text(), f"'{path}'")
-    except (OSError, ConfigError):
-        return False
-    return isinstance(data, dict) and "drill" in data
+from recoverctl.errors import NotFoundError, UsageError
 
 
 def run_drills(
@@ -132,8 +84,8 @@ def drill_run(
     """
     books = discover_playbooks(cfg, paths)
     # The restore stack is imported here so history/report/status start without it.
-    from recoverctl.drill.files_restorer import FilesRestorer
-    from recoverctl.drill.postgres_restorer import restorer_factory
+    from recoverctl.actions.drill_files import FilesRestorer
+    from recoverctl.actions.drill_postgres import restorer_factory
 
     secret = password()
     postgres_factory = restorer_factory(cfg, catalog, secret)

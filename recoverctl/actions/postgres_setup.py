@@ -264,7 +264,8 @@ def postgres_check(
     Raise ConfigError (exit 2) when archiving is not configured, VerificationError (exit 13)
     when the segment does not arrive within `timeout`.
     """
-    from recoverctl.actions.wal import open_repo, wait_for_wal
+    from recoverctl.actions.wal import wait_for_wal
+    from recoverctl.repo.configured import open_repository
     from recoverctl.sources.postgres.walnames import parse_lsn, segment_name
 
     name, src = cfg.source(source, "postgres")
@@ -280,7 +281,7 @@ def postgres_check(
     # pg_switch_wal returns the end of the segment it closed (or the current boundary when
     # nothing was written since the last switch): that segment is the one to wait for.
     segment = segment_name(timeline, max(parse_lsn(switched) - 1, 0))
-    repo = open_repo(cfg, password)
+    repo = open_repository(cfg, password)
     try:
         waited = wait_for_wal(repo, name, segment, segment, timeout)
     except Exception:

@@ -16,8 +16,8 @@ from sqlalchemy.engine import Connection
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import actor as default_actor
 from recoverctl.catalog import tables as t
+from recoverctl.catalog.service_lock import lock_service
 from recoverctl.config import Config
-from recoverctl.deploy.lock import lock_service
 from recoverctl.deploy.version import check_version
 from recoverctl.errors import NotFoundError
 

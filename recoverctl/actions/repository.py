@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from recoverctl.config import Config, RepositoryConfig
 from recoverctl.errors import ObjectNotFound
 from recoverctl.repo import Repository
+from recoverctl.repo.configured import open_repository
 from recoverctl.storage import open_storage
 
 if TYPE_CHECKING:
@@ -15,26 +16,6 @@ if TYPE_CHECKING:
 
 def _options(cfg: Config | RepositoryConfig) -> RepositoryConfig:
     return cfg.require_repository() if isinstance(cfg, Config) else cfg
-
-
-def open_repository(cfg: Config | RepositoryConfig, password: str) -> Repository:
-    """Given the config and passphrase, return the opened repository.
-
-    Raise NotFoundError (no repository), WrongKeyError (passphrase), StorageError (backend).
-    """
-    o = _options(cfg)
-    storage = open_storage(o.url, o)
-    try:
-        return Repository.open(
-            storage,
-            password,
-            compression_level=o.compression_level,
-            pack_size_mib=o.pack_size_mib,
-            parallelism=o.parallelism,
-        )
-    except BaseException:
-        storage.close()
-        raise
 
 
 def init_repository(cfg: Config, password: str, catalog: Catalog | None = None) -> dict[str, Any]:

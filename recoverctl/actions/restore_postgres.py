@@ -26,7 +26,6 @@ from recoverctl.actions.backup_postgres import KIND, find_logical
 from recoverctl.actions.postgres_setup import known_restore_points
 from recoverctl.actions.repository import open_repository
 from recoverctl.actions.wal import archived_segments, first_missing
-from recoverctl.actions.wal_fetcher import start_fetcher, stop_fetchers
 from recoverctl.catalog import Catalog
 from recoverctl.config import ENV_PASSWORD_FILE, Config, PostgresSource
 from recoverctl.errors import NotFoundError, RecoverctlError, UsageError, VerificationError, cleanup_after
@@ -56,6 +55,7 @@ from recoverctl.sources.postgres.server import (
     wait_for,
     write_passphrase_file,
 )
+from recoverctl.sources.postgres.wal_fetcher import start_fetcher, stop_fetchers
 from recoverctl.sources.postgres.walnames import (
     parse_lsn,
     segment_from_number,

@@ -22,12 +22,13 @@ from sqlalchemy.engine import Connection, Row
 
 from recoverctl.actions.deploy import raise_for_hosts, verify_endpoints
 from recoverctl.actions.releases import current_release_in, get_release, release_history, set_status
+from recoverctl.actions.rollback_pitr import restore_to_point
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import actor as default_actor
 from recoverctl.catalog import tables as t
+from recoverctl.catalog.service_lock import lock_service, owner_alive, owner_id
 from recoverctl.config import Config, ServiceRetry
 from recoverctl.deploy import Artifact, TargetUnreachable, open_target
-from recoverctl.deploy.lock import lock_service, owner_alive, owner_id
 from recoverctl.deploy.retry import within_window
 from recoverctl.deploy.version import check_stored_version, check_version
 from recoverctl.errors import (
@@ -38,7 +39,7 @@ from recoverctl.errors import (
     UsageError,
     VerificationError,
 )
-from recoverctl.schema import migrations, pitr
+from recoverctl.schema import migrations
 
 STEPS = ("lock", "stop_current", "schema", "start_target", "verify", "notify", "record")
 SCHEMA_MODES = ("keep", "downgrade", "pitr")
@@ -465,7 +466,7 @@ def _drive(cfg: Config, catalog: Catalog, service: str, rollback_id: int, who: s
         if rb.schema_mode == "pitr":
             assert link is not None
             sp = plan["schema"]
-            return pitr.restore_to_point(
+            return restore_to_point(
                 cfg, catalog, link.source, sp["restore_point"], sp["restore_lsn"], f"rollback-{rollback_id}"
             )
         if rb.schema_mode != "downgrade":

@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from recoverctl import cron
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config
 from recoverctl.errors import ExitCode, RecoverctlError, UsageError
-from recoverctl.scheduler import cron, leases
+from recoverctl.scheduler import leases
 from recoverctl.scheduler.execute import as_dict, run_claimed
 from recoverctl.scheduler.install import crontab_lines, merge_crontab, systemd_units
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from recoverctl.actions.deliver import channels_for, send_to_channels
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
 from recoverctl.config import Config
 from recoverctl.errors import ConfigError
 from recoverctl.notify import Message
+from recoverctl.notify.delivery import channels_for, send_to_channels
 
 PERIODS = {"daily": 86400.0, "weekly": 7 * 86400.0}
 

@@ -25,19 +25,12 @@ from recoverctl.sources.postgres.walnames import (
     segment_from_number,
     segment_number,
     timeline_of,
+    wal_key,
+    wal_prefix,
 )
 
 if TYPE_CHECKING:
     from recoverctl.repo import Repository
-
-
-def wal_key(source: str, name: str) -> str:
-    """Return the repository object key of a WAL file: wal/<source>/<timeline>/<name>."""
-    return f"wal/{source}/{timeline_of(name):08X}/{name}"
-
-
-def wal_prefix(source: str, timeline: int | None = None) -> str:
-    return f"wal/{source}/" if timeline is None else f"wal/{source}/{timeline:08X}/"
 
 
 def _check_name(name: str) -> None:
@@ -46,23 +39,6 @@ def _check_name(name: str) -> None:
             f"'{name}' is not a WAL file name",
             hint="archive_command passes %p (a path under pg_wal/), restore_command passes %f",
         )
-
-
-def open_repo(cfg: Config, password: str) -> Repository:
-    """Open the configured repository without the catalog (SQLAlchemy) on the import path."""
-    from recoverctl.repo import Repository
-    from recoverctl.storage import open_storage
-
-    o = cfg.require_repository()
-    storage = open_storage(o.url, o)
-    try:
-        return Repository.open(
-            storage, password, compression_level=o.compression_level, pack_size_mib=o.pack_size_mib,
-            parallelism=o.parallelism,
-        )  # fmt: skip
-    except BaseException:
-        storage.close()
-        raise
 
 
 def push_file(repo: Repository, source: str, path: Path, data: bytes | None = None) -> dict[str, Any]:
@@ -289,8 +265,10 @@ def _push_detached(
     """Push `path`, then fork a detached pusher for `ready` (claimed under `lock`) and return
     without waiting for it: PostgreSQL's calls for those files wait for their markers
     (walspool.wait_pushed) while this call's answer lets the archiver move on."""
+    from recoverctl.repo.configured import open_repository  # on use: keeps wal push start-up small
+
     try:
-        repo = open_repo(cfg, password)
+        repo = open_repository(cfg, password)
         try:
             result = push_file(repo, source, path)
         except BaseException:
@@ -361,8 +339,10 @@ def wal_push(
         record = True
     if record:
         _warm_catalog()
+    from recoverctl.repo.configured import open_repository
+
     try:
-        repo = open_repo(cfg, password)
+        repo = open_repository(cfg, password)
         try:
             result, ahead = _push_batch(repo, name, path, ready, markers)
         finally:
@@ -443,7 +423,9 @@ def wal_fetch(cfg: Config, password: str, *, source: str | None, name: str, dest
     if size is not None:
         _clean_spool(spool, name)
         return {"name": name, "source": src_name, "bytes": size, "dest": str(dest), "prefetched": True}
-    repo = open_repo(cfg, password)
+    from recoverctl.repo.configured import open_repository
+
+    repo = open_repository(cfg, password)
     try:
         try:
             data = repo.get_object(wal_key(src_name, name))
@@ -569,7 +551,9 @@ def expire_wal(
     what was (or would be) removed. `prune` runs the same step under its exclusive lock.
     """
     names = [cfg.source(source, "postgres")[0]] if source else postgres_sources(cfg)
-    repo = open_repo(cfg, password)
+    from recoverctl.repo.configured import open_repository
+
+    repo = open_repository(cfg, password)
     try:
         with repo.lock(operation="wal expire"):
             out = expire_wal_locked(repo, names, dry_run=dry_run)

@@ -88,7 +88,7 @@ class App:
         # even when it failed: this one place wires every capability's events to the routes.
         if self._config is None or self._catalog is None or not self._config.notifications.channels:
             return
-        from recoverctl.actions.deliver import deliver_pending
+        from recoverctl.notify.delivery import deliver_pending
 
         try:
             deliver_pending(self._config, self._catalog)

@@ -6,10 +6,11 @@ from typing import Any
 
 import click
 
-from recoverctl.actions.deliver import deliver_pending, send_test
+from recoverctl.actions.deliver import send_test
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import json_option
 from recoverctl.errors import PartialError, RecoverctlError
+from recoverctl.notify.delivery import deliver_pending
 
 
 @click.group("notify")

@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from recoverctl.config import Config, Duration, Model, _humanize, load_yaml
-from recoverctl.errors import ConfigError
+from recoverctl.errors import ConfigError, UsageError
 
 # ">= 1", "== 3", "< 10.5", "!= 0", "= 2"
 COMPARISON_RE = re.compile(r"^\s*(>=|<=|==|!=|=|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
@@ -351,3 +351,50 @@ def validate_against_config(pb: Playbook, cfg: Config) -> None:
             f"is of type '{kind}')",
             hint="remove them; a files drill only needs where.temp_dir and where.min_free",
         )
+
+
+def discover_playbooks(cfg: Config, paths: list[str]) -> list[Playbook]:
+    """Given PLAYBOOK arguments (files or dirs; none = ./playbooks and <config dir>/playbooks),
+    return the validated drill playbooks; raise ConfigError naming the file and key."""
+    roots = [Path(p) for p in paths]
+    if not roots:
+        roots = [Path("playbooks")]
+        if cfg.path is not None:
+            roots.append(cfg.path.parent / "playbooks")
+    # (path, strict): a file named on the command line must be a drill playbook; a directory
+    # may also hold rollback playbooks, so only its files with a top-level `drill:` count.
+    candidates: list[tuple[Path, bool]] = []
+    for root in roots:
+        if root.is_dir():
+            candidates += [(p, False) for p in sorted(root.iterdir()) if p.suffix in (".yaml", ".yml")]
+        elif paths:
+            candidates.append((root, True))
+    seen: set[Path] = set()
+    books: list[Playbook] = []
+    for path, strict in candidates:
+        if path.resolve() in seen:
+            continue
+        seen.add(path.resolve())
+        if not strict and not _is_drill_file(path):
+            continue
+        pb = load_playbook(path)
+        validate_against_config(pb, cfg)
+        books.append(pb)
+    if not books:
+        raise UsageError(
+            f"no drill playbooks found in {', '.join(str(r) for r in roots)}",
+            hint="pass a playbook file: recoverctl drill run playbooks/main-nightly.yaml",
+        )
+    names = [b.drill.name for b in books]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"drill names must be unique; repeated: {', '.join(dupes)}")
+    return books
+
+
+def _is_drill_file(path: Path) -> bool:
+    try:
+        data = load_yaml(path.read_text(), f"'{path}'")
+    except (OSError, ConfigError):
+        return False
+    return isinstance(data, dict) and "drill" in data

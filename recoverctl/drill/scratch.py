@@ -28,7 +28,6 @@ from typing import Any
 
 import psycopg
 
-from recoverctl.actions.wal_fetcher import stop_fetchers
 from recoverctl.errors import RecoverctlError
 from recoverctl.sources.postgres.isolation import (
     command_line,
@@ -40,6 +39,7 @@ from recoverctl.sources.postgres.isolation import (
 )
 from recoverctl.sources.postgres.recovery import read_recovery_config
 from recoverctl.sources.postgres.server import default_os_user, remove_secrets, server_env
+from recoverctl.sources.postgres.wal_fetcher import stop_fetchers
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from recoverctl.actions.deliver import deliver_pending
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config, Schedule
 from recoverctl.errors import ExitCode, RecoverctlError
+from recoverctl.notify.delivery import deliver_pending
 from recoverctl.scheduler import leases
 from recoverctl.scheduler.leases import Claim
 

@@ -38,7 +38,7 @@ def job_problems(cfg: Config, command: tuple[str, ...], params: Mapping[str, Any
             )
     if command == ("drill", "run"):
         # The playbooks it would run (named, or found beside the config) must exist and be valid.
-        from recoverctl.actions.drill import discover_playbooks
+        from recoverctl.drill.playbook import discover_playbooks
 
         try:
             discover_playbooks(cfg, list(params.get("playbooks") or ()))

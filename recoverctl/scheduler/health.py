@@ -7,10 +7,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from recoverctl import cron
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
 from recoverctl.config import Config
-from recoverctl.scheduler import cron
 
 # The loop beats every 5 s; three missed beats mean the runner is gone.
 HEARTBEAT_STALE = 30.0

@@ -14,11 +14,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from recoverctl.actions.deliver import deliver_pending
+from recoverctl import cron
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config, Schedule
 from recoverctl.errors import RecoverctlError
-from recoverctl.scheduler import cron, leases
+from recoverctl.notify.delivery import deliver_pending
+from recoverctl.scheduler import leases
 from recoverctl.scheduler.execute import run_claimed
 
 log = logging.getLogger(__name__)

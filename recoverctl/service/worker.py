@@ -12,12 +12,12 @@ import threading
 import time
 from typing import Any
 
-from recoverctl.actions.deliver import deliver_pending
 from recoverctl.actions.job_kinds import JOB_KINDS, RetryLater, run_job
 from recoverctl.catalog import Catalog, leases
 from recoverctl.catalog import jobs as jobq
 from recoverctl.config import Config
 from recoverctl.errors import CatalogError, RecoverctlError
+from recoverctl.notify.delivery import deliver_pending
 
 log = logging.getLogger(__name__)
 

@@ -128,7 +128,7 @@ def test_flipped_byte_in_a_pack_fails_the_drill_at_fetch_naming_the_pack(
 def test_rehash_names_a_file_changed_on_disk_after_the_restore(
     env: tuple[InProcessCli, Path, Path], tmp_path: Path
 ) -> None:
-    from recoverctl.drill.files_restorer import rehash_tree
+    from recoverctl.drill.rehash import rehash_tree
 
     _, src, _ = env
     repo = Repository.open(LocalStorage(tmp_path / "repo"), "pw")

@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from recoverctl.actions.deliver import deliver_pending, send_test
+from recoverctl.actions.deliver import send_test
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
 from recoverctl.config import load_config
 from recoverctl.errors import ConfigError
+from recoverctl.notify.delivery import deliver_pending
 from tests.conftest import Cli
 from tests.fixtures.http_receiver import HttpReceiver, Reply
 from tests.fixtures.net import free_port
@@ -362,9 +363,9 @@ def test_bad_channel_and_missing_route_are_usage_errors(cli: Cli) -> None:
 
 
 def test_min_interval_suppresses_a_burst(tmp_path: Path, http_receiver: HttpReceiver) -> None:
-    from recoverctl.actions.deliver import send_to_channels
     from recoverctl.config import parse_config
     from recoverctl.notify import Message
+    from recoverctl.notify.delivery import send_to_channels
 
     slack = {"type": "slack", "webhook_url": http_receiver.url("/s"), "min_interval": "1h"}
     cfg = parse_config({"notifications": {"channels": {"s": slack}}}, env={})

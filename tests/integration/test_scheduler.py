@@ -16,11 +16,11 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from recoverctl import cron
 from recoverctl.actions.schedules import install
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
 from recoverctl.config import load_config, parse_config
-from recoverctl.scheduler import cron
 from recoverctl.scheduler.defaults import DEFAULT_SCHEDULE_YAML
 from tests.conftest import Cli
 from tests.fixtures.http_receiver import HttpReceiver, Reply

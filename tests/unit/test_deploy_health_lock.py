@@ -15,9 +15,9 @@ import pytest
 from recoverctl.actions.releases import current_release, record_release, release_history
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
+from recoverctl.catalog.service_lock import lock_service, owner_alive, owner_id
 from recoverctl.config import HealthPolicy, parse_config
 from recoverctl.deploy.health import check_health
-from recoverctl.deploy.lock import lock_service, owner_alive, owner_id
 from recoverctl.errors import LockedError, NotFoundError
 
 

@@ -94,7 +94,7 @@ def _wal_cli(cli: Cli, path: Path) -> InProcessCli:
 
 def test_swapped_wal_segments_are_refused_by_fetch_and_verify(tmp_path: Path, cli: Cli) -> None:
     path, repo, _ = _repo_with_two_snapshots(tmp_path)
-    from recoverctl.actions.wal import wal_key
+    from recoverctl.sources.postgres.walnames import wal_key
 
     k1, k2 = wal_key("main", SEG1), wal_key("main", SEG2)
     repo.put_object(k1, b"\x01" * 8192)

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from recoverctl import cron
 from recoverctl.config import Schedule, parse_config
 from recoverctl.errors import ConfigError, UsageError
-from recoverctl.scheduler import cron
 from recoverctl.scheduler.install import crontab_lines, merge_crontab, on_calendar
 
 T = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC

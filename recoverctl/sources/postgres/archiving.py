@@ -85,9 +85,11 @@ def fetch_argv() -> list[str]:
     directory) off sys.path; the package comes from PYTHONPATH (see `restore_command`), and the
     entry point loads `site` itself when it has to do more than the spool.
     """
-    from recoverctl.cli import wal_fetch_entry
+    import recoverctl
 
-    return [sys.executable, "-S", "-P", str(Path(wal_fetch_entry.__file__).resolve())]
+    # Named by path, not imported: the entry point belongs to cli/, a layer above this one.
+    entry = Path(recoverctl.__file__).resolve().parent / "cli" / "wal_fetch_entry.py"
+    return [sys.executable, "-S", "-P", str(entry)]
 
 
 def restore_command(cfg: Config, source: str, password_file: Path | None = None) -> str:

@@ -63,3 +63,12 @@ def is_wal_file_name(name: str) -> bool:
     return bool(
         SEGMENT_RE.match(name) or PARTIAL_RE.match(name) or HISTORY_RE.match(name) or BACKUP_RE.match(name)
     )
+
+
+def wal_key(source: str, name: str) -> str:
+    """Return the repository object key of a WAL file: wal/<source>/<timeline>/<name>."""
+    return f"wal/{source}/{timeline_of(name):08X}/{name}"
+
+
+def wal_prefix(source: str, timeline: int | None = None) -> str:
+    return f"wal/{source}/" if timeline is None else f"wal/{source}/{timeline:08X}/"

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from recoverctl.actions.wal import wal_key
-from recoverctl.actions.wal_fetcher import Fetcher
 from recoverctl.cli.wal_fetch_entry import _parse
 from recoverctl.repo import Repository
 from recoverctl.sources.postgres import fetchspool
+from recoverctl.sources.postgres.wal_fetcher import Fetcher
+from recoverctl.sources.postgres.walnames import wal_key
 from recoverctl.storage.local import LocalStorage
 from tests.fixtures.net import wait_until
 from tests.fixtures.pgbackup import PYTHON, PgCli

@@ -11,6 +11,7 @@ from recoverctl.actions import wal
 from recoverctl.errors import VerificationError
 from recoverctl.repo import Repository
 from recoverctl.sources.postgres import walspool
+from recoverctl.sources.postgres.walnames import wal_key
 from recoverctl.storage.local import LocalStorage
 
 FAST_KDF = {"name": "scrypt", "n": 2**10, "r": 8, "p": 1}
@@ -37,7 +38,7 @@ def test_batch_stores_every_ready_file_and_marks_the_others(tmp_path: Path) -> N
     result, pushed = wal._push_batch(repo, "main", segs[0], ready, markers)
     assert result["status"] == "stored" and pushed == 4
     for seg in segs:
-        assert repo.get_object(wal.wal_key("main", seg.name)) == seg.read_bytes()
+        assert repo.get_object(wal_key("main", seg.name)) == seg.read_bytes()
     assert wal._ready(segs[0], markers) == []  # marked: the next call does not push them again
     assert walspool.take_pushed(segs[1], "main") == segs[1].stat().st_size
     segs[2].write_bytes(b"changed after the push")
@@ -52,7 +53,7 @@ def test_a_conflict_on_a_file_pushed_ahead_only_warns_but_on_the_asked_file_rais
 ) -> None:
     repo = Repository.init(LocalStorage(tmp_path / "repo"), "pw", kdf=FAST_KDF, parallelism=2)
     segs = _pg_wal(tmp_path, 3)
-    repo.put_object(wal.wal_key("main", segs[2].name), b"other cluster's segment")
+    repo.put_object(wal_key("main", segs[2].name), b"other cluster's segment")
     markers = walspool.pushed_marker(segs[0], "main").parent
     result, pushed = wal._push_batch(repo, "main", segs[0], wal._ready(segs[0], markers), markers)
     assert result["status"] == "stored" and pushed == 1
@@ -60,7 +61,7 @@ def test_a_conflict_on_a_file_pushed_ahead_only_warns_but_on_the_asked_file_rais
     assert not (markers / segs[2].name).exists()  # never acknowledged: PostgreSQL will ask, and fail
     with pytest.raises(VerificationError, match="different content"):
         wal._push_batch(repo, "main", segs[2], [], markers)
-    assert repo.get_object(wal.wal_key("main", segs[2].name)) == b"other cluster's segment"
+    assert repo.get_object(wal_key("main", segs[2].name)) == b"other cluster's segment"
 
 
 def test_a_backup_pushes_its_ready_wal_itself_and_names_a_segment_that_never_comes(tmp_path: Path) -> None:
@@ -70,14 +71,14 @@ def test_a_backup_pushes_its_ready_wal_itself_and_names_a_segment_that_never_com
     (pg_wal / "archive_status" / f"{segs[0].name}.ready").rename(
         pg_wal / "archive_status" / f"{segs[0].name}.done"
     )
-    repo.put_object(wal.wal_key("main", segs[0].name), segs[0].read_bytes())  # the archiver's work
+    repo.put_object(wal_key("main", segs[0].name), segs[0].read_bytes())  # the archiver's work
     waited = wal.wait_for_wal(repo, "main", segs[0].name, segs[2].name, timeout=5, pg_wal=pg_wal)
     assert waited < 5
     for seg in segs[:3]:
-        assert repo.get_object(wal.wal_key("main", seg.name)) == seg.read_bytes()
+        assert repo.get_object(wal_key("main", seg.name)) == seg.read_bytes()
     # the archiver's own calls for them are answered from the markers
     assert walspool.take_pushed(segs[1], "main") == segs[1].stat().st_size
-    assert not any(True for _ in repo.list_objects(wal.wal_key("main", segs[3].name)))  # not asked for
+    assert not any(True for _ in repo.list_objects(wal_key("main", segs[3].name)))  # not asked for
     (pg_wal / "archive_status" / f"{segs[3].name}.ready").unlink()
     with pytest.raises(VerificationError, match=segs[3].name):  # not ready: the archiver's job, late
         wal.wait_for_wal(repo, "main", segs[0].name, segs[3].name, timeout=0.3, pg_wal=pg_wal)
@@ -209,7 +210,7 @@ def test_a_pusher_serves_later_calls_so_they_never_derive_the_key(tmp_path: Path
     for seg in segs[2:]:
         (seg.parent / "archive_status" / f"{seg.name}.ready").unlink()
     # segs[1] is ready, so the first call's pusher claims it, and fails on it: it conflicts
-    repo.put_object(wal.wal_key("main", segs[1].name), b"other content")
+    repo.put_object(wal_key("main", segs[1].name), b"other content")
     markers = walspool.pushed_marker(segs[0], "main").parent
     result = wal.wal_push(cfg, "pw", source="main", path=segs[0], detach=True)
     assert result["status"] == "stored" and result["pushing_ahead"] == 1
@@ -220,10 +221,10 @@ def test_a_pusher_serves_later_calls_so_they_never_derive_the_key(tmp_path: Path
     for seg in segs[2:4]:
         assert walspool.wait_pushed(seg, "main") == seg.stat().st_size  # handed off and pushed
     for seg in [segs[0], *segs[2:4]]:
-        assert repo.get_object(wal.wal_key("main", seg.name)) == seg.read_bytes()
+        assert repo.get_object(wal_key("main", seg.name)) == seg.read_bytes()
     # a handed-off file the pusher cannot store comes back at once: the call pushes it itself
     # and reports the conflict as usual
-    repo.put_object(wal.wal_key("main", segs[4].name), b"other content")
+    repo.put_object(wal_key("main", segs[4].name), b"other content")
     assert walspool.wait_pushed(segs[4], "main") is None
     assert not _pusher_ended(markers)
     with pytest.raises(VerificationError, match="different content"):

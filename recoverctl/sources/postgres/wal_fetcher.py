@@ -6,7 +6,7 @@ round trip through the spool instead of a key derivation and repository open eac
 the spool directory disappears (the restored data directory was removed), after IDLE_S without
 requests, or on SIGTERM/SIGINT/SIGQUIT; on exit it removes what it spooled.
 
-    python -m recoverctl.actions.wal_fetcher --source NAME --spool DIR [--config FILE]
+    python -m recoverctl.sources.postgres.wal_fetcher --source NAME --spool DIR [--config FILE]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recoverctl.sources.postgres import fetchspool
+from recoverctl.sources.postgres.walnames import wal_key, wal_prefix
 
 if TYPE_CHECKING:
     from recoverctl.config import Config
@@ -78,14 +79,10 @@ class Fetcher:
         self.spooled: set[str] = set()
 
     def _key(self, name: str) -> str:
-        from recoverctl.actions.wal import wal_key
-
         return wal_key(self.source, name)
 
     def _archived(self, timeline: int, name: str) -> bool:
         """Return whether segment `name` is listed in the archive (re-listing at most every second)."""
-        from recoverctl.actions.wal import wal_prefix
-
         have = self.available.get(timeline)
         if have is not None and (name in have or time.monotonic() - self.listed_at[timeline] < _RELIST_S):
             return name in have
@@ -217,10 +214,10 @@ def start_fetcher(cfg: Config, password: str, source: str, data_dir: Path, os_us
     stop = threading.Event()
 
     def serve() -> None:
-        from recoverctl.actions.wal import open_repo
+        from recoverctl.repo.configured import open_repository
 
         try:
-            repo = open_repo(cfg, password)
+            repo = open_repository(cfg, password)
             try:
                 fetcher = Fetcher(repo, source, spool, owner=owner, stop=stop)
                 try:
@@ -280,15 +277,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     (spool / fetchspool.PID_FILE).write_text(str(os.getpid()))
     try:
-        from recoverctl.actions.wal import open_repo
         from recoverctl.config import load_config, repository_password
+        from recoverctl.repo.configured import open_repository
 
         cfg = load_config(args.config)
         password = repository_password(cfg)
         if password is None:
             print("error: no repository passphrase for the WAL fetcher", file=sys.stderr)
             sys.exit(2)
-        repo = open_repo(cfg, password)
+        repo = open_repository(cfg, password)
         fetcher = Fetcher(repo, args.source, spool, idle=args.idle)
         try:
             fetcher.run()

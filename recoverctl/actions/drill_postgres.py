@@ -1,5 +1,8 @@
 """The drill Restorer for physical PostgreSQL backups: wraps `actions.restore_postgres`.
 
+It lives with the use cases because it runs one: the drill engine (drill/) sees it only through
+the `Restorer` protocol, built by `actions.drill`.
+
 Selection picks the snapshot exactly as `restore postgres` would for the recovery target (so the
 drill proves what an operator's restore would do); fetch restores its files and writes the
 recovery configuration (`restore_command` fetching WAL from the repository) without starting
@@ -13,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from recoverctl.actions.backup_postgres import KIND
-from recoverctl.actions.repository import open_repository
 from recoverctl.actions.restore_postgres import (
     RecoveryTarget,
     choose_snapshot,
@@ -25,6 +27,7 @@ from recoverctl.config import Config
 from recoverctl.drill.playbook import RecoveryPoint
 from recoverctl.drill.restorer import Fetched, Selection, WarningLog, random_time
 from recoverctl.errors import NotFoundError, RecoverctlError
+from recoverctl.repo.configured import open_repository
 
 
 def _iso(ts: float) -> str:

@@ -5,7 +5,8 @@ server still runs (so the slow part costs no extra downtime), then the old serve
 its directory renamed to `<data_dir>.before-<tag>` (kept: nothing is deleted) and the restored
 one renamed into place and started with its own configuration; it replays WAL to the restore
 point and promotes. Each stage checks what the previous run left, so a resumed rollback
-continues where it stopped.
+continues where it stopped. A step of the rollback use case (`rollback --schema pitr`), built on
+the `restore postgres` one.
 """
 
 from __future__ import annotations
