@@ -21,7 +21,7 @@ from recoverctl.config import Config
 from recoverctl.drill.playbook import RecoveryPoint, SnapshotFilter
 from recoverctl.drill.rehash import rehash_tree
 from recoverctl.drill.restorer import Fetched, Selection, WarningLog, random_time
-from recoverctl.errors import NotFoundError, RecoverctlError
+from recoverctl.errors import NotFoundError
 from recoverctl.repo import Repository
 from recoverctl.repo.configured import open_repository
 from recoverctl.repo.snapshot import Snapshot
@@ -120,15 +120,10 @@ class FilesRestorer:
         Raise VerificationError naming the damaged pack(s) when blobs fail authentication.
         """
         log = WarningLog()
-        try:
+        with log.naming_damage(selection.snapshot_id, self.source):
             out = restore(
                 self.cfg, self.catalog, self.password, selection.snapshot_id, str(data_dir), progress=log
             )
-        except RecoverctlError as e:
-            damaged = log.damage_error(e, selection.snapshot_id, self.source)
-            if damaged is None:
-                raise
-            raise damaged from None
         return Fetched(
             bytes=int(out.get("bytes") or 0),
             details={"files_restored": out.get("files"), "dirs_restored": out.get("dirs")},

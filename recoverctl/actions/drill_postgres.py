@@ -26,7 +26,7 @@ from recoverctl.catalog import Catalog
 from recoverctl.config import Config
 from recoverctl.drill.playbook import RecoveryPoint
 from recoverctl.drill.restorer import Fetched, Selection, WarningLog, random_time
-from recoverctl.errors import NotFoundError, RecoverctlError
+from recoverctl.errors import NotFoundError
 from recoverctl.repo.configured import open_repository
 
 
@@ -88,7 +88,7 @@ class PostgresRestorer:
         Raise VerificationError naming the damaged pack(s) when blobs fail authentication.
         """
         log = WarningLog()
-        try:
+        with log.naming_damage(selection.snapshot_id, self.source):
             out = restore_postgres(
                 self.cfg,
                 self.catalog,
@@ -107,11 +107,6 @@ class PostgresRestorer:
                     for oid in selection.metadata.get("tablespace_oids", [])
                 },
             )
-        except RecoverctlError as e:
-            damaged = log.damage_error(e, selection.snapshot_id, self.source)
-            if damaged is None:
-                raise
-            raise damaged from None
         return Fetched(
             bytes=int(out.get("bytes_restored") or 0),
             details={

@@ -6,9 +6,11 @@ protocol, so the scratch-server lifecycle, checks and scoring do not depend on t
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -66,6 +68,18 @@ class WarningLog(Progress):
             "older snapshots may not share the damaged pack",
             details={"damaged_packs": packs, "warnings": self.warnings[:20]},
         )
+
+    @contextlib.contextmanager
+    def naming_damage(self, snapshot_id: str, source: str) -> Iterator[None]:
+        """Run a restore; raise its failure as `damage_error`'s VerificationError when a damaged
+        pack explains it, else unchanged."""
+        try:
+            yield
+        except RecoverctlError as e:
+            damaged = self.damage_error(e, snapshot_id, source)
+            if damaged is None:
+                raise
+            raise damaged from None
 
 
 class Restorer(Protocol):

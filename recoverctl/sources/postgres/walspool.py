@@ -142,7 +142,6 @@ def _hand_off(path: Path, markers: Path, timeout: float) -> bool:
     """Ask the serving pusher of `markers` to push `path`; return True once its marker is there,
     False when no pusher serves, it failed on the file, it ended, or `timeout` passed (the
     caller then pushes the file itself and reports any error the usual way)."""
-
     try:
         lock = os.open(markers / PUSHER_LOCK, os.O_RDONLY)
     except FileNotFoundError:
@@ -182,7 +181,6 @@ def wait_pushed(path: Path, source: str, timeout: float = 300.0) -> int | None:
     """Like take_pushed, but when a running pusher claimed `path`, first wait (polling) until
     its marker appears, it reports failing on it, or it ends; when a serving pusher runs, hand
     `path` to it. Return the size when acknowledged, else None."""
-
     markers = pushed_marker(path, source).parent
     if not (markers / path.name).exists():
         try:
