@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from recoverctl.actions.repository import open_repository
+from recoverctl.actions.operation import operation
 from recoverctl.config import Config
 from recoverctl.progress import Progress
-from recoverctl.recorder import RunRecorder, record_failed_run
+from recoverctl.recorder import RunRecorder
 from recoverctl.repo import BackupResult
 from recoverctl.sources.files import backup_files as files_backup
 
@@ -31,38 +31,35 @@ def backup_files(
     Return the result (summary, warnings, `partial`); record a run (and the snapshot) in the
     catalog. Raise StorageError / LockedError / WrongKeyError; a failed run is recorded too.
     """
-    repo = open_repository(cfg, password)
-    run_id = None if dry_run else catalog.start_run("backup", source or "files", repo.url)
-    try:
-        with repo.lock(operation="backup"):
-            if not dry_run:
-                repo.index_orphan_packs()
-            result = files_backup(
-                repo,
-                paths,
-                tags=tags,
-                excludes=excludes,
-                one_file_system=one_file_system,
-                force_read=force_read,
-                dry_run=dry_run,
-                source=source,
-                progress=progress,
-            )
-    except BaseException as e:
-        if run_id is not None:
-            record_failed_run(catalog, run_id, e)
-        raise
-    finally:
-        repo.close()
-    if run_id is not None and result.snapshot is not None:
-        catalog.record_snapshot(repo.url, result.snapshot)
-        details: dict[str, Any] = {"summary": result.summary, "warnings": result.warnings[:100]}
-        catalog.finish_run(
-            run_id,
-            "partial" if result.partial else "succeeded",
-            bytes_read=result.summary["bytes_read"],
-            bytes_added=result.summary["bytes_added"],
-            snapshot_id=result.snapshot_id,
-            details=details,
+    with operation(
+        cfg,
+        password,
+        "backup",
+        recorder=None if dry_run else catalog,
+        source=source or "files",
+        lock="shared",
+    ) as op:
+        if not dry_run:
+            op.repo.index_orphan_packs()
+        result = files_backup(
+            op.repo,
+            paths,
+            tags=tags,
+            excludes=excludes,
+            one_file_system=one_file_system,
+            force_read=force_read,
+            dry_run=dry_run,
+            source=source,
+            progress=progress,
         )
+        if op.run_id is not None and result.snapshot is not None:
+            catalog.record_snapshot(op.repo.url, result.snapshot)
+            details: dict[str, Any] = {"summary": result.summary, "warnings": result.warnings[:100]}
+            op.finish(
+                "partial" if result.partial else "succeeded",
+                bytes_read=result.summary["bytes_read"],
+                bytes_added=result.summary["bytes_added"],
+                snapshot_id=result.snapshot_id,
+                details=details,
+            )
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -66,9 +67,12 @@ class App:
         return not self.json and sys.stderr.isatty() and self.verbosity >= 0
 
     def render(self, data: Any, text: Callable[[Any], str] | str | None = None) -> None:
-        """Print `data` as JSON with --json, else the text form (a string or a function of data)."""
+        """Print `data` as JSON with --json, else the text form (a string or a function of data).
+
+        `data` may be a typed result (a dataclass or pydantic model): its JSON is `jsonable(data)`.
+        """
         if self.json:
-            click.echo(json.dumps(data, indent=2, default=str))
+            click.echo(json.dumps(jsonable(data), indent=2, default=str))
         elif callable(text):
             out = text(data)
             if out:
@@ -76,7 +80,7 @@ class App:
         elif text is not None:
             click.echo(text)
         else:
-            click.echo(json.dumps(data, indent=2, default=str))
+            click.echo(json.dumps(jsonable(data), indent=2, default=str))
 
     def close(self) -> None:
         if self._catalog is not None:
@@ -97,3 +101,17 @@ class App:
 
 
 pass_app = click.make_pass_decorator(App)
+
+
+def jsonable(data: Any) -> Any:
+    """Given an action's result (a dataclass, a pydantic model, or plain JSON data), return plain
+    JSON data: the one place typed results become the `--json` contract."""
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        to_json = getattr(data, "to_json", None)
+        return to_json() if callable(to_json) else dataclasses.asdict(data)
+    model_dump = getattr(data, "model_dump", None)
+    if callable(model_dump):
+        return model_dump(mode="json")
+    if isinstance(data, list):
+        return [jsonable(d) for d in data]
+    return data

@@ -257,6 +257,12 @@ class Repository:
     def close(self) -> None:
         self.storage.close()
 
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # --- keys -------------------------------------------------------------------------------------
 
     def list_keys(self) -> list[dict[str, Any]]:
