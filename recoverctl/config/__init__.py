@@ -1,0 +1,150 @@
+"""Typed configuration: file discovery, ${VAR} expansion, environment overrides, secret redaction.
+
+The top-level keys ``repository``, ``catalog``, ``sources``, ``services``, ``schedules``,
+``notifications``, ``policies``, ``targets``, ``serve`` and ``retention`` and the variables
+``RECOVERCTL_REPOSITORY``, ``RECOVERCTL_PASSWORD`` / ``RECOVERCTL_PASSWORD_FILE`` and
+``RECOVERCTL_CATALOG`` are a contract: later changes are additive only.
+
+One module per concern: `base` (Model, durations, variable names), a module per section
+(`repository`, `sources`, `services`, `schedules`, `notifications`, `serve`), `root` (Config),
+`loading` (files, YAML, ${VAR}, validation messages) and `secrets` (secret files, redaction).
+Every public name is re-exported here: import from `recoverctl.config`.
+"""
+
+from __future__ import annotations
+
+from recoverctl.config.base import (
+    ENV_CATALOG,
+    ENV_CONFIG,
+    ENV_PASSWORD,
+    ENV_PASSWORD_FILE,
+    ENV_REPOSITORY,
+    Duration,
+    Model,
+    parse_duration,
+)
+from recoverctl.config.loading import (
+    MAX_YAML_NODES,
+    BoundedLoader,
+    YamlBombError,
+    _humanize,
+    discover_path,
+    expanded_size,
+    load_config,
+    load_yaml,
+    parse_config,
+)
+from recoverctl.config.notifications import (
+    Channel,
+    ChannelBase,
+    ChannelRetry,
+    EmailChannel,
+    NotificationsConfig,
+    PagerDutyChannel,
+    Routes,
+    SlackChannel,
+    TwilioChannel,
+    WebhookChannel,
+)
+from recoverctl.config.repository import RepositoryConfig, RetryOptions, S3Options, SftpOptions
+from recoverctl.config.root import Config
+from recoverctl.config.schedules import KeepRules, RetentionConfig, Schedule
+from recoverctl.config.secrets import (
+    has_secret,
+    inline_secrets,
+    iter_secret_values,
+    loose_config_mode,
+    read_secret_file,
+    redact,
+    redact_url,
+    redacted_dump,
+    repository_password,
+    secret_value,
+)
+from recoverctl.config.serve import Condition, Policy, RejectionLimits, ServeAuth, ServeConfig, Window
+from recoverctl.config.services import (
+    DatabaseLink,
+    DockerService,
+    HealthPolicy,
+    Service,
+    ServiceRetry,
+    SshHost,
+    SshService,
+)
+from recoverctl.config.sources import (
+    FilesSource,
+    PostgresSource,
+    Source,
+    Targets,
+    Tier,
+    TierTargets,
+    VolumeSource,
+)
+
+__all__ = [
+    "ENV_CATALOG",
+    "ENV_CONFIG",
+    "ENV_PASSWORD",
+    "ENV_PASSWORD_FILE",
+    "ENV_REPOSITORY",
+    "MAX_YAML_NODES",
+    "BoundedLoader",
+    "Channel",
+    "ChannelBase",
+    "ChannelRetry",
+    "Condition",
+    "Config",
+    "DatabaseLink",
+    "DockerService",
+    "Duration",
+    "EmailChannel",
+    "FilesSource",
+    "HealthPolicy",
+    "KeepRules",
+    "Model",
+    "NotificationsConfig",
+    "PagerDutyChannel",
+    "Policy",
+    "PostgresSource",
+    "RejectionLimits",
+    "RepositoryConfig",
+    "RetentionConfig",
+    "RetryOptions",
+    "Routes",
+    "S3Options",
+    "Schedule",
+    "ServeAuth",
+    "ServeConfig",
+    "Service",
+    "ServiceRetry",
+    "SftpOptions",
+    "SlackChannel",
+    "Source",
+    "SshHost",
+    "SshService",
+    "Targets",
+    "Tier",
+    "TierTargets",
+    "TwilioChannel",
+    "VolumeSource",
+    "WebhookChannel",
+    "Window",
+    "YamlBombError",
+    "_humanize",
+    "discover_path",
+    "expanded_size",
+    "has_secret",
+    "inline_secrets",
+    "iter_secret_values",
+    "load_config",
+    "load_yaml",
+    "loose_config_mode",
+    "parse_config",
+    "parse_duration",
+    "read_secret_file",
+    "redact",
+    "redact_url",
+    "redacted_dump",
+    "repository_password",
+    "secret_value",
+]
