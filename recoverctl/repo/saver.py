@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from recoverctl.repo.pack import DATA, TREE, PackBuilder, PackEntry, blob_aad, pack_key
 from recoverctl.repo.repository import Repository
@@ -146,3 +146,40 @@ class BlobSaver:
             self._queue.put(_STOP)
         for t in self._threads:
             t.join()
+
+
+class Saver(Protocol):
+    stats: SaveStats
+
+    def save(self, blob_type: int, data: bytes | memoryview) -> tuple[bytes, bool]: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class DryRunSaver:
+    """Computes ids and what would be added, stores nothing."""
+
+    def __init__(self, repo: Repository):
+        self.repo = repo
+        self.stats = SaveStats()
+        self._seen: set[bytes] = set()
+        self._lock = threading.Lock()
+        repo.load_index()
+
+    def save(self, blob_type: int, data: bytes | memoryview) -> tuple[bytes, bool]:
+        bid = self.repo.cipher.blob_id(data)
+        with self._lock:
+            if bid in self.repo.index or bid in self._seen:
+                return bid, False
+            self._seen.add(bid)
+            self.stats.blobs_added += 1
+            self.stats.bytes_added += len(data)
+        return bid, True
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

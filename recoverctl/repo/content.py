@@ -1,0 +1,111 @@
+"""Reading a snapshot back, blob by blob: tree nodes, the node at a path, a file's content.
+
+A file's blobs are fetched in runs stored back to back in one pack, one ranged read per run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from recoverctl.errors import NotFoundError
+from recoverctl.repo.index import BlobLocation
+from recoverctl.repo.repository import Repository
+from recoverctl.repo.snapshot import Snapshot
+from recoverctl.repo.tree import InvalidTreeError, Node
+
+MAX_READ = 16 * 1024 * 1024
+# Neighbouring single-blob files in a pack are fetched in one read when the bytes between them
+# (blobs of other files) are at most this much: reading them costs less than another request.
+BATCH_GAP = 1024 * 1024
+
+
+def tree_nodes(repo: Repository, tree_id: str, directory: str) -> list[Node]:
+    """Return the nodes of the tree at `directory` ('/a/b'); an InvalidTreeError names the directory."""
+    try:
+        nodes: list[Node] = repo.load_tree(bytes.fromhex(tree_id))["nodes"]
+    except InvalidTreeError as e:
+        raise e.locate(directory=directory) from None
+    return nodes
+
+
+@contextlib.contextmanager
+def naming(snap: Snapshot) -> Iterator[None]:
+    """Name `snap` in an InvalidTreeError raised while reading its trees."""
+    try:
+        yield
+    except InvalidTreeError as e:
+        raise e.locate(snapshot=snap.short_id) from None
+
+
+def walk(repo: Repository, tree_id: str, prefix: str = "") -> Iterator[tuple[str, Node]]:
+    """Yield (path, node) for every node below a tree, depth first, parents before children."""
+    for node in tree_nodes(repo, tree_id, prefix):
+        path = f"{prefix}/{node['name']}"
+        yield path, node
+        if node["type"] == "dir" and node.get("subtree"):
+            yield from walk(repo, node["subtree"], path)
+
+
+def find_node(repo: Repository, snap: Snapshot, path: str) -> Node:
+    """Return the node at `path` ('/a/b') in a snapshot; raise NotFoundError."""
+    parts = [p for p in path.strip("/").split("/") if p]
+    node: Node = {"type": "dir", "subtree": snap.tree, "name": ""}
+    for i, part in enumerate(parts):
+        if node["type"] != "dir" or not node.get("subtree"):
+            break
+        with naming(snap):
+            nodes = tree_nodes(repo, node["subtree"], "/" + "/".join(parts[:i]))
+        found = [n for n in nodes if n["name"] == part]
+        if not found:
+            break
+        node = found[0]
+        if i == len(parts) - 1:
+            return node
+    else:
+        return node
+    raise NotFoundError(
+        f"'{path}' is not in snapshot {snap.short_id}", hint=f"list it with 'recoverctl ls {snap.short_id}'"
+    )
+
+
+def _runs(repo: Repository, content: list[str]) -> Iterator[list[tuple[bytes, BlobLocation]]]:
+    """Group a file's blobs into runs stored back to back in one pack, so one ranged read fetches a run."""
+    run: list[tuple[bytes, BlobLocation]] = []
+    index = repo.load_index()
+    for hex_id in content:
+        bid = bytes.fromhex(hex_id)
+        loc = index.get(bid)
+        if loc is None:
+            raise NotFoundError(
+                f"blob {hex_id[:16]} is missing from the index",
+                hint="run 'recoverctl verify' and 'recoverctl repair index'",
+            )
+        if run:
+            last = run[-1][1]
+            size = run[-1][1].offset + last.length - run[0][1].offset
+            if loc.pack != last.pack or loc.offset != last.offset + last.length or size > MAX_READ:
+                yield run
+                run = []
+        run.append((bid, loc))
+    if run:
+        yield run
+
+
+def iter_content(repo: Repository, content: list[str]) -> Iterator[bytes]:
+    """Yield the verified plaintext of each blob of a file, in order; raise DecryptError on damage."""
+    for run in _runs(repo, content):
+        first = run[0][1]
+        last = run[-1][1]
+        data = memoryview(repo.read_pack(first.pack, first.offset, last.offset + last.length - first.offset))
+        for bid, loc in run:
+            start = loc.offset - first.offset
+            yield repo.open_blob(bid, loc.type, data[start : start + loc.length], loc.pack)
+
+
+def open_file(repo: Repository, snap: Snapshot, path: str) -> Iterator[bytes]:
+    """Yield the bytes of one file in a snapshot (e.g. a stored stream); raise NotFoundError."""
+    node = find_node(repo, snap, path)
+    if node["type"] != "file":
+        raise NotFoundError(f"'{path}' in snapshot {snap.short_id} is a {node['type']}, not a file")
+    return iter_content(repo, node.get("content", []))
