@@ -2,46 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import asdict, dataclass
 
-from recoverctl.actions.repository import open_repository
+from recoverctl.actions.operation import operation
 from recoverctl.catalog import Catalog
-from recoverctl.catalog import tables as t
+from recoverctl.catalog.snapshot_sync import catalog_snapshot_ids, remove_snapshot_rows
 from recoverctl.config import Config
-from recoverctl.recorder import record_failed_run
 
 
-def sync_catalog(cfg: Config, catalog: Catalog, password: str) -> dict[str, Any]:
+@dataclass
+class CatalogSync:
+    """How the catalog's snapshot list changed to match the repository's."""
+
+    repository: str
+    snapshots: int
+    added: int
+    removed: int
+
+
+def sync_catalog(cfg: Config, catalog: Catalog, password: str) -> CatalogSync:
     """Make the catalog list exactly the repository's snapshots; return counts added/removed."""
-    repo = open_repository(cfg, password)
-    run_id = catalog.start_run("catalog-sync", None, repo.url)
-    try:
-        snaps = repo.list_snapshots()
-        with catalog.begin() as conn:
-            known = {
-                r[0]
-                for r in conn.execute(
-                    t.snapshots.select()
-                    .with_only_columns(t.snapshots.c.id)
-                    .where(t.snapshots.c.repository == repo.url)
-                )
-            }
-            ids = {s.id for s in snaps}
-            stale = sorted(known - ids)
-            if stale:
-                conn.execute(t.snapshots.delete().where(t.snapshots.c.id.in_(stale)))
+    with operation(cfg, password, "catalog-sync", recorder=catalog) as op:
+        snaps = op.repo.list_snapshots()
+        known = catalog_snapshot_ids(catalog, op.repo.url)
+        ids = {s.id for s in snaps}
+        stale = sorted(known - ids)
+        remove_snapshot_rows(catalog, stale)
         for s in snaps:
-            catalog.record_snapshot(repo.url, s)
-    except BaseException as e:
-        record_failed_run(catalog, run_id, e)
-        raise
-    finally:
-        repo.close()
-    result = {
-        "repository": repo.url,
-        "snapshots": len(snaps),
-        "added": len(ids - known),
-        "removed": len(stale),
-    }
-    catalog.finish_run(run_id, "succeeded", details=result)
+            catalog.record_snapshot(op.repo.url, s)
+        result = CatalogSync(op.repo.url, len(snaps), len(ids - known), len(stale))
+        op.finish("succeeded", details=asdict(result))
     return result

@@ -3,33 +3,82 @@
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-
-from recoverctl.actions.repository import open_repository
+from recoverctl.actions.operation import Operation, operation
 from recoverctl.catalog import Catalog
-from recoverctl.catalog import tables as t
+from recoverctl.catalog.retention import pinned_snapshots
+from recoverctl.catalog.snapshot_sync import remove_snapshot_rows
 from recoverctl.config import Config, KeepRules, RepositoryConfig
 from recoverctl.errors import UsageError, WriteRefused
 from recoverctl.progress import Progress
-from recoverctl.recorder import record_failed_run
 from recoverctl.repo import Repository
 from recoverctl.repo import prune as pruning
-from recoverctl.repo.retention import Policy, PolicyFor, apply_policy
+from recoverctl.repo.retention import Decision, Policy, PolicyFor, apply_policy
 from recoverctl.storage.base import ObjectInfo
 
 
-def pinned_snapshots(catalog: Catalog) -> dict[str, str]:
-    """Return snapshot id → reason for every unexpired pin (releases, running drills)."""
-    now = time.time()
-    with catalog.begin() as conn:
-        rows = conn.execute(
-            sa.select(t.pins.c.snapshot_id, t.pins.c.reason, t.pins.c.owner).where(
-                sa.or_(t.pins.c.expires_at.is_(None), t.pins.c.expires_at > now)
-            )
-        ).all()
-    return {r.snapshot_id: f"{r.reason}" + (f" ({r.owner})" if r.owner else "") for r in rows}
+@dataclass
+class PruneReport:
+    """What a prune removed (or, with dry_run, would remove): packs, WAL, leftovers of crashed
+    writes. `partial_writes_unknown` says why those leftovers could not be listed, if they could not."""
+
+    dry_run: bool
+    plan: pruning.PrunePlan
+    wal: list[dict[str, Any]]
+    partial_writes: list[str]
+    partial_writes_unknown: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "dry_run": self.dry_run,
+            **self.plan.to_dict(),
+            "wal": self.wal,
+            "partial_writes": self.partial_writes,
+        }
+        if self.partial_writes_unknown is not None:
+            out["partial_writes_unknown"] = self.partial_writes_unknown
+        return out
+
+
+@dataclass
+class PruneResult:
+    """The repository `prune` ran on and its report."""
+
+    repository: str
+    report: PruneReport
+
+    def to_json(self) -> dict[str, Any]:
+        return {"repository": self.repository, **self.report.to_json()}
+
+
+@dataclass
+class ForgetResult:
+    """The retention decision per snapshot, what was removed, and the prune report with --prune."""
+
+    dry_run: bool
+    rules_from: str
+    decisions: list[Decision]
+    removed: list[str]
+    prune: PruneReport | None = None
+
+    @property
+    def kept(self) -> int:
+        return len(self.decisions) - len(self.removed)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "dry_run": self.dry_run,
+            "rules_from": self.rules_from,
+            "decisions": [d.to_dict() for d in self.decisions],
+            "kept": self.kept,
+            "removed": self.removed,
+        }
+        if self.prune is not None:
+            out["prune"] = self.prune.to_json()
+        return out
 
 
 def object_lock_check(options: RepositoryConfig) -> pruning.IsLocked:
@@ -62,7 +111,7 @@ PARTIAL_WRITE_AGE_S = 24 * 3600
 
 def _prune(
     cfg: Config, repo: Repository, max_unused: float, dry_run: bool, progress: Progress | None
-) -> dict[str, Any]:
+) -> PruneReport:
     """Given a repository under the caller's exclusive lock, delete unreferenced data, WAL no kept
     backup needs and leftovers of crashed writes; return what was (or would be) removed."""
     from recoverctl.actions.wal import expire_wal_locked, postgres_sources
@@ -72,7 +121,6 @@ def _prune(
     if not dry_run:
         p = pruning.execute(repo, p, is_locked, progress)
     wal = expire_wal_locked(repo, postgres_sources(cfg), dry_run=dry_run)
-    extra: dict[str, Any] = {}
     try:
         partial = repo.storage.sweep_partial_writes(time.time() - PARTIAL_WRITE_AGE_S, dry_run=dry_run)
     except WriteRefused as e:
@@ -80,8 +128,22 @@ def _prune(
         # a dry run says it could not tell instead of failing the whole preview.
         if not dry_run:
             raise
-        partial, extra["partial_writes_unknown"] = [], e.message
-    return {"dry_run": dry_run, **p.to_dict(), "wal": wal, "partial_writes": partial, **extra}
+        return PruneReport(dry_run, p, wal, [], e.message)
+    return PruneReport(dry_run, p, wal, partial)
+
+
+def _removing(
+    cfg: Config, password: str, kind: str, catalog: Catalog, dry_run: bool
+) -> AbstractContextManager[Operation]:
+    """Return the operation of a `forget`/`prune`: exclusive and recorded, or for a dry run a
+    reader that records nothing (so it also works on a read-only repository)."""
+    return operation(
+        cfg,
+        password,
+        kind,
+        recorder=None if dry_run else catalog,
+        lock="reader" if dry_run else "exclusive",
+    )
 
 
 def _from_rules(rules: KeepRules | None) -> Policy | None:
@@ -123,7 +185,7 @@ def forget(
     max_unused: float = 5.0,
     dry_run: bool = False,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> ForgetResult:
     """Apply the policy (per kind/source/paths group); remove what no rule or pin keeps.
 
     Without a policy (or an empty one) the config's `retention:` decides, per source; a group of
@@ -137,38 +199,22 @@ def forget(
     else:
         rules, origin = policy, "options"
     cfg.require_repository()
-    repo = open_repository(cfg, password)
-    run_id = None if dry_run else catalog.start_run("forget", None, repo.url)
-    try:
-        with repo.lock(exclusive=not dry_run, operation="forget", reader=dry_run):
-            snaps = repo.find_snapshots(kind=kind, tags=tags)
-            pins = _pins_for(pinned_snapshots(catalog), [s.id for s in snaps])
-            decisions = apply_policy(snaps, rules, pins)
-            removed = [d.snapshot.id for d in decisions if not d.keep]
-            if not dry_run:
-                for sid in removed:
-                    repo.delete_snapshot(sid)
-                with catalog.begin() as conn:
-                    if removed:
-                        conn.execute(t.snapshots.delete().where(t.snapshots.c.id.in_(removed)))
-            result: dict[str, Any] = {
-                "dry_run": dry_run,
-                "rules_from": origin,
-                "decisions": [d.to_dict() for d in decisions],
-                "kept": len(decisions) - len(removed),
-                "removed": removed,
-            }
-            if prune:
-                result["prune"] = _prune(cfg, repo, max_unused, dry_run, progress)
-    except BaseException as e:
-        if run_id is not None:
-            record_failed_run(catalog, run_id, e)
-        raise
-    finally:
-        repo.close()
-    if run_id is not None:
-        catalog.finish_run(run_id, "succeeded", details={"removed": removed, "kept": result["kept"]})
-        catalog.audit("snapshots.forget", repo.url, "succeeded", {"removed": removed})
+    with _removing(cfg, password, "forget", catalog, dry_run) as op:
+        repo = op.repo
+        snaps = repo.find_snapshots(kind=kind, tags=tags)
+        pins = _pins_for(pinned_snapshots(catalog), [s.id for s in snaps])
+        decisions = apply_policy(snaps, rules, pins)
+        removed = [d.snapshot.id for d in decisions if not d.keep]
+        if not dry_run:
+            for sid in removed:
+                repo.delete_snapshot(sid)
+            remove_snapshot_rows(catalog, removed)
+        result = ForgetResult(dry_run, origin, decisions, removed)
+        if prune:
+            result.prune = _prune(cfg, repo, max_unused, dry_run, progress)
+        if op.run_id is not None:
+            op.finish("succeeded", details={"removed": removed, "kept": result.kept})
+            catalog.audit("snapshots.forget", repo.url, "succeeded", {"removed": removed})
     return result
 
 
@@ -180,7 +226,7 @@ def prune(
     max_unused: float = 5.0,
     dry_run: bool = False,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> PruneResult:
     """Delete unreferenced packs and repack partly used ones under an exclusive lock; return counts.
 
     With `dry_run`, return what would be removed and write nothing to the repository.
@@ -188,20 +234,10 @@ def prune(
     if not 0 <= max_unused <= 100:
         raise UsageError(f"--max-unused must be between 0 and 100, got {max_unused}")
     cfg.require_repository()
-    repo = open_repository(cfg, password)
-    run_id = None if dry_run else catalog.start_run("prune", None, repo.url)
-    try:
-        # A dry run only reads: like `forget --dry-run` it runs as a reader, so it also works on a
-        # read-only repository.
-        with repo.lock(exclusive=not dry_run, operation="prune", reader=dry_run):
-            result = _prune(cfg, repo, max_unused, dry_run, progress)
-    except BaseException as e:
-        if run_id is not None:
-            record_failed_run(catalog, run_id, e)
-        raise
-    finally:
-        repo.close()
-    if run_id is not None:
-        catalog.finish_run(run_id, "succeeded", details=result)
-        catalog.audit("repository.prune", repo.url, "succeeded", result)
-    return {"repository": repo.url, **result}
+    with _removing(cfg, password, "prune", catalog, dry_run) as op:
+        report = _prune(cfg, op.repo, max_unused, dry_run, progress)
+        if op.run_id is not None:
+            details = report.to_json()
+            op.finish("succeeded", details=details)
+            catalog.audit("repository.prune", op.repo.url, "succeeded", details)
+    return PruneResult(op.repo.url, report)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from recoverctl.config import RepositoryConfig
@@ -11,9 +12,17 @@ from recoverctl.errors import StorageError, cleanup_after
 from recoverctl.storage import Storage, open_storage
 
 
-def check_storage(
-    url: str, options: RepositoryConfig | None = None, size: int = 1024 * 1024
-) -> dict[str, Any]:
+@dataclass
+class StorageProbe:
+    """One successful probe round trip: the (redacted) URL, probe size and per-step latency (ms)."""
+
+    url: str
+    ok: bool
+    bytes: int
+    latency_ms: dict[str, float]
+
+
+def check_storage(url: str, options: RepositoryConfig | None = None, size: int = 1024 * 1024) -> StorageProbe:
     """Given a URL, run one probe round trip and return per-step latencies in ms.
 
     Raise StorageError (naming the redacted URL) when a step fails or the data read back differs.
@@ -52,4 +61,4 @@ def check_storage(
         timed("delete", storage.delete, key)
     finally:
         storage.close()
-    return {"url": storage.url, "ok": True, "bytes": size, "latency_ms": steps}
+    return StorageProbe(storage.url, True, size, steps)

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import asdict
 
-from recoverctl.actions.repository import open_repository
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config
-from recoverctl.repo.locks import unlock
+from recoverctl.repo.configured import open_repository
+from recoverctl.repo.locks import RemovedLock, unlock
 
 
-def unlock_repository(cfg: Config, password: str, remove_all: bool, catalog: Catalog) -> list[dict[str, Any]]:
-    """Return the locks removed; only stale ones unless `remove_all`."""
-    repo = open_repository(cfg, password)
-    try:
+def unlock_repository(cfg: Config, password: str, remove_all: bool, catalog: Catalog) -> list[RemovedLock]:
+    """Return the locks removed ; only stale ones unless `remove_all`."""
+    with open_repository(cfg, password) as repo:
         removed = unlock(repo.storage, remove_all)
-    finally:
-        repo.close()
-    catalog.audit("repository.unlock", repo.url, "succeeded", {"removed": removed, "all": remove_all})
+    catalog.audit(
+        "repository.unlock",
+        repo.url,
+        "succeeded",
+        {"removed": [asdict(r) for r in removed], "all": remove_all},
+    )
     return removed

@@ -6,13 +6,22 @@ repository's real size without touching the repository itself.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from recoverctl.storage.base import Storage
 
 
-def measure_usage(storage: Storage) -> dict[str, Any]:
-    """Given the repository's storage, return {bytes, objects, by_prefix: {prefix: bytes}}.
+@dataclass
+class Usage:
+    """What the storage holds for one repository: its JSON is {bytes, objects, by_prefix}."""
+
+    bytes: int
+    objects: int
+    by_prefix: dict[str, int]
+
+
+def measure_usage(storage: Storage) -> Usage:
+    """Given the repository's storage, return its bytes, objects and bytes per top-level prefix.
 
     Every object counts (packs, index, snapshots, WAL objects, keys, locks): what the storage bills.
     """
@@ -23,4 +32,4 @@ def measure_usage(storage: Storage) -> dict[str, Any]:
         objects += 1
         prefix = obj.key.split("/", 1)[0] if "/" in obj.key else "(top)"
         by_prefix[prefix] = by_prefix.get(prefix, 0) + obj.size
-    return {"bytes": total, "objects": objects, "by_prefix": dict(sorted(by_prefix.items()))}
+    return Usage(total, objects, dict(sorted(by_prefix.items())))

@@ -2,50 +2,47 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
-import sqlalchemy as sa
-
-from recoverctl.actions.repository import open_repository
-from recoverctl.actions.usage import measure_usage
-from recoverctl.catalog import Catalog, now
-from recoverctl.catalog import tables as t
+from recoverctl.actions.operation import operation
+from recoverctl.actions.usage import Usage, measure_usage
+from recoverctl.catalog import Catalog
+from recoverctl.catalog.verification import packs_by_verification_age, record_verified_packs
 from recoverctl.config import Config
 from recoverctl.errors import LockedError, UsageError, VerificationError
 from recoverctl.progress import Progress
-from recoverctl.recorder import record_failed_run
 from recoverctl.repo import Repository
-from recoverctl.repo.check import check, rebuild_index, select_subset
+from recoverctl.repo.check import CheckReport, IndexRebuild, check, rebuild_index, select_subset
+from recoverctl.repo.configured import open_repository
 
 
-def _verified_order(catalog: Catalog, repository: str) -> list[str]:
-    """Return packs of this repository by last verification time, oldest first."""
-    with catalog.begin() as conn:
-        rows = conn.execute(
-            sa.select(t.verified_packs.c.pack)
-            .where(t.verified_packs.c.repository == repository)
-            .order_by(t.verified_packs.c.verified_at)
-        ).all()
-    return [r[0] for r in rows]
+@dataclass
+class VerifyResult:
+    """A verify's report on one repository and the repository's size measured after it."""
+
+    repository: str
+    report: CheckReport
+    usage: Usage
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "repository": self.repository,
+            **self.report.to_dict(),
+            "repository_bytes": self.usage.bytes,
+            "usage": asdict(self.usage),
+        }
 
 
-def _record_verified(catalog: Catalog, repository: str, verified: dict[str, bool]) -> None:
-    if not verified:
-        return
-    at = now()
-    with catalog.begin() as conn:
-        conn.execute(
-            t.verified_packs.delete().where(
-                t.verified_packs.c.repository == repository, t.verified_packs.c.pack.in_(list(verified))
-            )
-        )
-        conn.execute(
-            t.verified_packs.insert(),
-            [
-                {"repository": repository, "pack": p, "verified_at": at, "ok": ok}
-                for p, ok in verified.items()
-            ],
-        )
+@dataclass
+class RepairIndexResult:
+    """The repository whose index `repair index` rebuilt, and the rebuild's counts."""
+
+    repository: str
+    rebuild: IndexRebuild
+
+    def to_json(self) -> dict[str, Any]:
+        return {"repository": self.repository, **asdict(self.rebuild)}
 
 
 def _refuse_if_pruned_meanwhile(repo: Repository) -> None:
@@ -61,6 +58,22 @@ def _refuse_if_pruned_meanwhile(repo: Repository) -> None:
         )
 
 
+def _damage_error(result: VerifyResult, data: dict[str, Any]) -> VerificationError:
+    """Given a failed verify, return the error naming its damage and the snapshots it affects."""
+    report = result.report
+    lines = [e["message"] for e in report.errors[:20]]
+    for a in report.affected[:20]:
+        shown = ", ".join(a["paths"][:5])
+        more = f" and {a['count'] - 5} more" if a["count"] > 5 else ""
+        lines.append(f"snapshot {a['snapshot'][:8]} affected: {shown}{more}")
+    return VerificationError(
+        f"repository '{result.repository}' is damaged:\n  " + "\n  ".join(lines),
+        hint="restore what is unaffected; back up the affected sources again; "
+        "'recoverctl repair index' rebuilds a lost index",
+        details=data,
+    )
+
+
 def verify(
     cfg: Config,
     catalog: Catalog,
@@ -69,7 +82,7 @@ def verify(
     read_data: bool = False,
     subset: str | None = None,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> VerifyResult:
     """Check the repository (and read all or a subset of the packs); return the report.
 
     Raise VerificationError (exit 13) naming damaged packs and affected snapshots/files.
@@ -82,9 +95,10 @@ def verify(
             raise UsageError(
                 str(e), hint="use e.g. --read-data-subset 10% or --read-data-subset 2/7"
             ) from None
-    repo = open_repository(cfg, password)
-    run_id = catalog.start_run("verify", None, repo.url)
-    try:
+    # The lock covers the check only: usage is measured once it is released, so the size is the
+    # repository's, not ours.
+    with operation(cfg, password, "verify", recorder=catalog, lock=None) as op:
+        repo = op.repo
         with repo.lock(operation="verify", reader=True) as lock:
             chooser = None
             if read_data:
@@ -93,7 +107,7 @@ def verify(
                     return packs
 
             elif subset is not None:
-                order = _verified_order(catalog, repo.url)
+                order = packs_by_verification_age(catalog, repo.url)
 
                 def chooser(packs: list[str]) -> list[str]:
                     return select_subset(packs, subset, order)
@@ -101,47 +115,27 @@ def verify(
             report = check(repo, read_packs=chooser, read_objects=read_data, progress=progress)
             if not report.ok and not lock.held:
                 _refuse_if_pruned_meanwhile(repo)
-        # Measured once the lock is released, so the size is the repository's, not ours.
-        usage = measure_usage(repo.storage)
-    except BaseException as e:
-        record_failed_run(catalog, run_id, e)
-        raise
-    finally:
-        repo.close()
-    _record_verified(catalog, repo.url, report.verified)
-    data = {"repository": repo.url, **report.to_dict(), "repository_bytes": usage["bytes"], "usage": usage}
-    catalog.finish_run(run_id, "succeeded" if report.ok else "failed", details=data)
+        result = VerifyResult(repo.url, report, measure_usage(repo.storage))
+        record_verified_packs(catalog, repo.url, report.verified)
+        data = result.to_json()
+        op.finish("succeeded" if report.ok else "failed", details=data)
     if not report.ok:
         catalog.emit_event(
             "verify.failed",
             "critical",
-            repo.url,
+            result.repository,
             f"verify failed: {report.errors[0]['message']}",
             details={"damaged_packs": data["damaged_packs"], "affected": data["affected"][:20]},
         )
-        lines = [e["message"] for e in report.errors[:20]]
-        for a in report.affected[:20]:
-            shown = ", ".join(a["paths"][:5])
-            more = f" and {a['count'] - 5} more" if a["count"] > 5 else ""
-            lines.append(f"snapshot {a['snapshot'][:8]} affected: {shown}{more}")
-        raise VerificationError(
-            f"repository '{repo.url}' is damaged:\n  " + "\n  ".join(lines),
-            hint="restore what is unaffected; back up the affected sources again; "
-            "'recoverctl repair index' rebuilds a lost index",
-            details=data,
-        )
-    return data
+        raise _damage_error(result, data)
+    return result
 
 
 def repair_index(
     cfg: Config, catalog: Catalog, password: str, progress: Progress | None = None
-) -> dict[str, Any]:
+) -> RepairIndexResult:
     """Rebuild the index from pack headers under an exclusive lock; return counts."""
-    repo = open_repository(cfg, password)
-    try:
-        with repo.lock(exclusive=True, operation="repair index"):
-            result = rebuild_index(repo, progress)
-    finally:
-        repo.close()
-    catalog.audit("repository.repair_index", repo.url, "succeeded", result)
-    return {"repository": repo.url, **result}
+    with open_repository(cfg, password) as repo, repo.lock(exclusive=True, operation="repair index"):
+        rebuild = rebuild_index(repo, progress)
+    catalog.audit("repository.repair_index", repo.url, "succeeded", asdict(rebuild))
+    return RepairIndexResult(repo.url, rebuild)

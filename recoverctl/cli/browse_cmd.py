@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from recoverctl.actions import browse
+from recoverctl.actions.browse import FileListing, SnapshotDiff, SnapshotListing
 from recoverctl.actions.restore import restore as restore_action
 from recoverctl.cli.backup_cmd import parse_tags
 from recoverctl.cli.context import App, pass_app
@@ -15,6 +16,7 @@ from recoverctl.cli.options import json_option
 from recoverctl.cli.passphrase import passphrase
 from recoverctl.errors import UsageError
 from recoverctl.progress import progress_for
+from recoverctl.repo.snapshot import iso
 
 
 def _size(n: int | None) -> str:
@@ -39,22 +41,21 @@ def snapshots(app: App, kind: str | None, tags: tuple[str, ...]) -> None:
     Example:
       recoverctl snapshots --json
     """
-    rows = browse.list_snapshots(app.config, passphrase(app), kind=kind, tags=parse_tags(tags))
+    listing = browse.list_snapshots(app.config, passphrase(app), kind=kind, tags=parse_tags(tags))
 
-    def text(rows: list[dict[str, Any]]) -> str:
+    def text(listing: SnapshotListing) -> str:
         lines = [f"{'ID':<9} {'TIME':<21} {'KIND':<9} {'SIZE':>10}  PATHS / TAGS"]
-        for r in rows:
-            tag = " ".join(f"{k}={v}" for k, v in r["tags"].items())
-            flag = " (partial)" if r["partial"] else ""
-            size = _size(r["summary"].get("bytes_total"))
+        for s in listing.snapshots:
+            tag = " ".join(f"{k}={v}" for k, v in s.tags.items())
+            flag = " (partial)" if s.partial else ""
+            size = _size(s.summary.get("bytes_total"))
             lines.append(
-                f"{r['short_id']:<9} {r['time']:<21} {r['kind']:<9} {size:>10}  "
-                f"{', '.join(r['paths'])} {tag}{flag}"
+                f"{s.short_id:<9} {iso(s.time):<21} {s.kind:<9} {size:>10}  {', '.join(s.paths)} {tag}{flag}"
             )
-        lines.append(f"{len(rows)} snapshot(s)")
+        lines.append(f"{len(listing.snapshots)} snapshot(s)")
         return "\n".join(lines)
 
-    app.render(rows, text)
+    app.render(listing, text)
 
 
 @click.command("ls")
@@ -72,11 +73,11 @@ def ls_cmd(app: App, snapshot: str, path: str, no_recursive: bool) -> None:
     """
     data = browse.list_files(app.config, passphrase(app), snapshot, path, recursive=not no_recursive)
 
-    def text(d: dict[str, Any]) -> str:
+    def text(listing: FileListing) -> str:
         return "\n".join(
-            f"{n['mode']:>7} {n['user'] or n['uid']!s:>8} {_size(n['size']):>10} {n['mtime']} {n['path']}"
-            + (f" -> {n['target']}" if "target" in n else "")
-            for n in d["nodes"]
+            f"{n.mode:>7} {n.user or n.uid!s:>8} {_size(n.size):>10} {n.mtime} {n.path}"
+            + (f" -> {n.target}" if n.target is not None else "")
+            for n in listing.nodes
         )
 
     app.render(data, text)
@@ -97,9 +98,9 @@ def diff_cmd(app: App, a: str, b: str) -> None:
     data = browse.diff_snapshots(app.config, passphrase(app), a, b)
     marks = {"added": "+", "removed": "-", "modified": "M", "metadata": "U"}
 
-    def text(d: dict[str, Any]) -> str:
-        lines = [f"{marks[c['change']]}  {c['path']}" for c in d["changes"]]
-        lines.append(", ".join(f"{k}: {v}" for k, v in sorted(d["counts"].items())) or "no changes")
+    def text(d: SnapshotDiff) -> str:
+        lines = [f"{marks[c['change']]}  {c['path']}" for c in d.changes]
+        lines.append(", ".join(f"{k}: {v}" for k, v in sorted(d.counts.items())) or "no changes")
         return "\n".join(lines)
 
     app.render(data, text)

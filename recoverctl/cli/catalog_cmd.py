@@ -71,7 +71,7 @@ def catalog_sync(app: App) -> None:
     data = sync_catalog(app.config, app.catalog, passphrase(app))
     app.render(
         data,
-        lambda d: f"catalog synced: {d['snapshots']} snapshots ({d['added']} added, {d['removed']} removed)",
+        lambda r: f"catalog synced: {r.snapshots} snapshots ({r.added} added, {r.removed} removed)",
     )
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 import click
 
-from recoverctl.actions.forget import forget, prune
+from recoverctl.actions.forget import ForgetResult, PruneReport, PruneResult, forget, prune
 from recoverctl.cli.backup_cmd import parse_tags
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import json_option
@@ -17,22 +16,23 @@ from recoverctl.errors import UsageError
 from recoverctl.repo.retention import Policy
 
 
-def _prune_text(d: dict[str, Any]) -> str:
-    head = "would delete" if d["dry_run"] else "deleted"
+def _prune_text(r: PruneReport) -> str:
+    head = "would delete" if r.dry_run else "deleted"
+    p = r.plan
     lines = [
-        f"prune: {head} {d['packs_delete']} pack(s), repacked {d['packs_repack']}, kept {d['packs_keep']}; "
-        f"unused {d['bytes_unused']} of {d['bytes_total']} bytes; freed {d['bytes_freed']} bytes"
+        f"prune: {head} {len(p.delete)} pack(s), repacked {len(p.repack)}, kept {p.keep}; "
+        f"unused {p.bytes_unused} of {p.bytes_total} bytes; freed {p.bytes_freed} bytes"
     ]
-    lines += [f"  still locked (Object Lock), not deleted yet: {k}" for k in d["locked_not_deleted"]]
+    lines += [f"  still locked (Object Lock), not deleted yet: {k}" for k in p.locked]
     lines += [
         f"  WAL of '{w['source']}': {head} {len(w['removed'])} segment file(s) before {w['oldest_needed']}"
-        for w in d["wal"]
+        for w in r.wal
         if w["oldest_needed"]
     ]
-    if d["partial_writes"]:
-        lines.append(f"  {head} {len(d['partial_writes'])} leftover(s) of interrupted writes")
-    if d.get("partial_writes_unknown"):
-        lines.append(f"  leftovers of interrupted writes not listed: {d['partial_writes_unknown']}")
+    if r.partial_writes:
+        lines.append(f"  {head} {len(r.partial_writes)} leftover(s) of interrupted writes")
+    if r.partial_writes_unknown:
+        lines.append(f"  leftovers of interrupted writes not listed: {r.partial_writes_unknown}")
     return "\n".join(lines)
 
 
@@ -94,16 +94,17 @@ def forget_cmd(
         dry_run=dry_run,
     )
 
-    def text(d: dict[str, Any]) -> str:
+    def text(r: ForgetResult) -> str:
         lines = []
-        for x in d["decisions"]:
-            when = dt.datetime.fromtimestamp(x["time"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-            verdict = "keep  " if x["keep"] else ("would remove" if d["dry_run"] else "remove")
-            why = ", ".join(x["reasons"]) or "no rule"
-            lines.append(f"{verdict} {x['id'][:8]} {when} {x['kind']} {','.join(x['paths'])}  ({why})")
-        lines.append(f"{d['kept']} kept, {len(d['removed'])} {'to remove' if d['dry_run'] else 'removed'}")
-        if "prune" in d:
-            lines.append(_prune_text(d["prune"]))
+        for x in r.decisions:
+            s = x.snapshot
+            when = dt.datetime.fromtimestamp(s.time, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+            verdict = "keep  " if x.keep else ("would remove" if r.dry_run else "remove")
+            why = ", ".join(x.reasons) or "no rule"
+            lines.append(f"{verdict} {s.id[:8]} {when} {s.kind} {','.join(s.paths)}  ({why})")
+        lines.append(f"{r.kept} kept, {len(r.removed)} {'to remove' if r.dry_run else 'removed'}")
+        if r.prune is not None:
+            lines.append(_prune_text(r.prune))
         return "\n".join(lines)
 
     app.render(data, text)
@@ -134,7 +135,11 @@ def prune_cmd(app: App, max_unused: float, dry_run: bool) -> None:
       recoverctl prune --max-unused 10
     """
     data = prune(app.config, app.catalog, passphrase(app), max_unused=max_unused, dry_run=dry_run)
-    app.render(data, _prune_text)
+
+    def text(r: PruneResult) -> str:
+        return _prune_text(r.report)
+
+    app.render(data, text)
 
 
 COMMANDS = [forget_cmd, prune_cmd]

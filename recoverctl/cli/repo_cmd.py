@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from recoverctl.actions import repository as actions
@@ -11,6 +9,7 @@ from recoverctl.actions.unlock import unlock_repository
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import json_option
 from recoverctl.cli.passphrase import new_passphrase, passphrase
+from recoverctl.repo.locks import RemovedLock
 
 
 @click.command("init")
@@ -28,7 +27,7 @@ def init(app: App) -> None:
       recoverctl init
     """
     result = actions.init_repository(app.config, passphrase(app, confirm=True), app.catalog)
-    app.render(result, lambda d: f"created repository {d['id'][:8]} at {d['url']} (format v{d['version']})")
+    app.render(result, lambda r: f"created repository {r.id[:8]} at {r.url} (format v{r.version})")
 
 
 @click.group("key")
@@ -48,13 +47,13 @@ def key_list(app: App) -> None:
     """
     keys = actions.list_keys(app.config, passphrase(app))
 
-    def text(rows: list[dict[str, Any]]) -> str:
+    def text(rows: list[actions.KeySlotInfo]) -> str:
         return "\n".join(
-            f"{'*' if k['current'] else ' '} {k['id'][:8]}  "
+            f"{'*' if k.current else ' '} {k.id[:8]}  "
             + (
-                f"unusable: {k['problem']}"
-                if k["problem"]
-                else f"{k['username']}@{k['hostname']}  {k['kdf']['name']} n={k['kdf'].get('n')}"
+                f"unusable: {k.problem}"
+                if k.problem or k.kdf is None
+                else f"{k.username}@{k.hostname}  {k.kdf['name']} n={k.kdf.get('n')}"
             )
             for k in rows
         )
@@ -73,7 +72,7 @@ def key_add(app: App) -> None:
       RECOVERCTL_NEW_PASSWORD_FILE=/root/second-pass recoverctl key add
     """
     result = actions.add_key(app.config, passphrase(app), new_passphrase(), app.catalog)
-    app.render(result, lambda d: f"added key {d['added'][:8]}")
+    app.render(result, lambda r: f"added key {r.added[:8]}")
 
 
 @key_group.command("remove")
@@ -88,7 +87,7 @@ def key_remove(app: App, key_id: str) -> None:
       recoverctl key remove 3f2a9c1b
     """
     result = actions.remove_key(app.config, passphrase(app), key_id, app.catalog)
-    app.render(result, lambda d: f"removed key {d['removed'][:8]}")
+    app.render(result, lambda r: f"removed key {r.removed[:8]}")
 
 
 @key_group.command("passwd")
@@ -102,7 +101,7 @@ def key_passwd(app: App) -> None:
       RECOVERCTL_NEW_PASSWORD_FILE=/root/new-pass recoverctl key passwd
     """
     result = actions.change_password(app.config, passphrase(app), new_passphrase(), app.catalog)
-    app.render(result, lambda d: f"passphrase changed: key {d['old_key'][:8]} replaced by {d['new_key'][:8]}")
+    app.render(result, lambda r: f"passphrase changed: key {r.old_key[:8]} replaced by {r.new_key[:8]}")
 
 
 @click.command("unlock")
@@ -118,8 +117,8 @@ def unlock(app: App, remove_all: bool) -> None:
     """
     removed = unlock_repository(app.config, passphrase(app), remove_all, app.catalog)
 
-    def text(rows: list[dict[str, Any]]) -> str:
-        return "\n".join(f"removed {r['holder']}" for r in rows) or "no stale locks"
+    def text(rows: list[RemovedLock]) -> str:
+        return "\n".join(f"removed {r.holder}" for r in rows) or "no stale locks"
 
     app.render(removed, text)
 

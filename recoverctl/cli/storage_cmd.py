@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
-from recoverctl.actions.storage_check import check_storage
+from recoverctl.actions.storage_check import StorageProbe, check_storage
 from recoverctl.cli.context import App, pass_app
 from recoverctl.config import RepositoryConfig
 
@@ -41,9 +39,9 @@ def check(app: App, url: str | None, size: int) -> None:
         options = repo.model_copy(update={"url": url}) if repo else RepositoryConfig(url=url)
     result = check_storage(url, options, size)
 
-    def text(d: dict[str, Any]) -> str:
-        lat = ", ".join(f"{k} {v:.1f} ms" for k, v in d["latency_ms"].items())
-        return f"{d['url']}: ok ({lat})"
+    def text(r: StorageProbe) -> str:
+        lat = ", ".join(f"{k} {v:.1f} ms" for k, v in r.latency_ms.items())
+        return f"{r.url}: ok ({lat})"
 
     app.render(result, text)
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
-from recoverctl.actions.repository import upgrade_repository
-from recoverctl.actions.verify import repair_index, verify
+from recoverctl.actions.repository import FormatUpgrade, upgrade_repository
+from recoverctl.actions.verify import RepairIndexResult, VerifyResult, repair_index, verify
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import json_option
 from recoverctl.cli.passphrase import passphrase
@@ -42,12 +40,13 @@ def verify_cmd(app: App, read_data: bool, subset: str | None) -> None:
     finally:
         progress.close()
 
-    def text(d: dict[str, Any]) -> str:
+    def text(r: VerifyResult) -> str:
+        report = r.report
         lines = [
-            f"repository {d['repository']}: ok — {d['snapshots']} snapshots, {d['trees']} trees, "
-            f"{d['packs_total']} packs, {d['packs_read']} packs read ({d['blobs_read']} blobs)"
+            f"repository {r.repository}: ok — {report.snapshots} snapshots, {report.trees} trees, "
+            f"{report.packs_total} packs, {len(report.verified)} packs read ({report.blobs_read} blobs)"
         ]
-        lines += [f"note: {n}" for n in d["notes"]]
+        lines += [f"note: {n}" for n in report.notes]
         return "\n".join(lines)
 
     app.render(data, text)
@@ -69,13 +68,15 @@ def repair_index_cmd(app: App) -> None:
       recoverctl repair index
     """
     data = repair_index(app.config, app.catalog, passphrase(app))
-    app.render(
-        data,
-        lambda d: (
-            f"index rebuilt: {d['packs']} packs, {d['blobs']} blobs in {d['index_files_written']} file(s); "
-            f"{d['index_files_removed']} old file(s) removed; unreadable packs: {len(d['unreadable_packs'])}"
-        ),
-    )
+
+    def text(r: RepairIndexResult) -> str:
+        n = r.rebuild
+        return (
+            f"index rebuilt: {n.packs} packs, {n.blobs} blobs in {n.index_files_written} file(s); "
+            f"{n.index_files_removed} old file(s) removed; unreadable packs: {len(n.unreadable_packs)}"
+        )
+
+    app.render(data, text)
 
 
 @repair_group.command("upgrade")
@@ -94,11 +95,11 @@ def repair_upgrade_cmd(app: App, dry_run: bool) -> None:
     """
     data = upgrade_repository(app.config, passphrase(app), app.catalog, dry_run=dry_run)
 
-    def text(d: dict[str, Any]) -> str:
-        verb = "would rename" if d["dry_run"] else "renamed"
+    def text(r: FormatUpgrade) -> str:
+        verb = "would rename" if r.dry_run else "renamed"
         return (
-            f"format version {d['version_before']} -> {d['version']}"
-            f"{' (dry run)' if d['dry_run'] else ''}; {verb} {len(d['keys_renamed'])} key slot(s)"
+            f"format version {r.version_before} -> {r.version}"
+            f"{' (dry run)' if r.dry_run else ''}; {verb} {len(r.keys_renamed)} key slot(s)"
         )
 
     app.render(data, text)

@@ -350,7 +350,18 @@ def check(
     return c.report
 
 
-def rebuild_index(repo: Repository, progress: Progress | None = None) -> dict[str, Any]:
+@dataclass
+class IndexRebuild:
+    """What `rebuild_index` found in the pack headers and wrote in place of the old index."""
+
+    packs: int
+    blobs: int
+    index_files_written: int
+    index_files_removed: int
+    unreadable_packs: list[str]
+
+
+def rebuild_index(repo: Repository, progress: Progress | None = None) -> IndexRebuild:
     """Rewrite the index from every pack header; delete the old index files. Return counts.
 
     Packs whose header is unreadable are reported and left alone (prune removes them).
@@ -382,10 +393,10 @@ def rebuild_index(repo: Repository, progress: Progress | None = None) -> dict[st
             repo.storage.delete(key)
     repo.load_index(reload=True)
     blobs = sum(len(e) for _, _, e in found)
-    return {
-        "packs": len(found),
-        "blobs": blobs,
-        "index_files_written": len(new_files),
-        "index_files_removed": len([k for k in old_files if k not in new_files]),
-        "unreadable_packs": damaged,
-    }
+    return IndexRebuild(
+        packs=len(found),
+        blobs=blobs,
+        index_files_written=len(new_files),
+        index_files_removed=len([k for k in old_files if k not in new_files]),
+        unreadable_packs=damaged,
+    )

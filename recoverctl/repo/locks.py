@@ -24,6 +24,7 @@ import os
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from recoverctl.errors import LockedError, ObjectNotFound, WriteRefused, cleanup_after
@@ -157,11 +158,20 @@ class RepositoryLock:
         self.held = False
 
 
-def unlock(storage: Storage, remove_all: bool = False) -> list[dict[str, Any]]:
+@dataclass
+class RemovedLock:
+    """A lock object `unlock` removed: its key, who held it, whether it was stale."""
+
+    lock: str
+    holder: str
+    stale: bool
+
+
+def unlock(storage: Storage, remove_all: bool = False) -> list[RemovedLock]:
     """Remove stale locks (every lock with `remove_all`); return what was removed."""
     removed = []
     for key, doc in read_locks(storage):
         if remove_all or is_stale(doc):
             storage.delete(key)
-            removed.append({"lock": key, "holder": describe(doc), "stale": is_stale(doc)})
+            removed.append(RemovedLock(key, describe(doc), is_stale(doc)))
     return removed

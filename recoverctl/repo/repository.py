@@ -6,11 +6,8 @@ reads are thread-safe; writes of blobs go through a BlobSaver (recoverctl.repo.s
 
 from __future__ import annotations
 
-import getpass
 import json
-import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -21,14 +18,20 @@ from typing import Any
 from recoverctl.errors import (
     NotFoundError,
     ObjectNotFound,
-    StorageError,
     UsageError,
     VerificationError,
-    WrongKeyError,
 )
 from recoverctl.repo import crypto
-from recoverctl.repo.crypto import Cipher, DecryptError, KeySlot, KeySlotError, MasterKey
+from recoverctl.repo.crypto import Cipher, DecryptError, KeySlotError, MasterKey
 from recoverctl.repo.index import Index, document
+from recoverctl.repo.keys import (
+    FormatUpgrade,
+    canonical_config,
+    key_rows,
+    read_slot,
+    unlock_master,
+    write_key,
+)
 from recoverctl.repo.pack import (
     HeaderTooShort,
     PackEntry,
@@ -47,18 +50,6 @@ from recoverctl.storage.base import ObjectInfo, Storage
 FORMAT_VERSION = 2
 RESERVED_PREFIXES = ("config", "keys/", "data/", "index/", "snapshots/", "locks/")
 DEFAULT_CHUNKER = {"name": "fastcdc", "min": 256 * 1024, "avg": 1024 * 1024, "max": 4 * 1024 * 1024}
-# A key file is ~500 bytes; anything much larger is not one and is not read.
-_MAX_KEY_FILE = 64 * 1024
-
-log = logging.getLogger(__name__)
-
-
-def _who() -> dict[str, Any]:
-    try:
-        user = getpass.getuser()
-    except Exception:
-        user = str(os.getuid())
-    return {"hostname": socket.gethostname(), "username": user}
 
 
 class Repository:
@@ -131,8 +122,8 @@ class Repository:
             "chunker": dict(chunker or DEFAULT_CHUNKER),
         }
         cipher = Cipher(master)
-        config["mac"] = cipher.mac(_canonical(config))
-        key_id = cls._write_key(storage, master, password, kdf)
+        config["mac"] = cipher.mac(canonical_config(config))
+        key_id = write_key(storage, master, password, kdf)
         storage.put("config", json.dumps(config, indent=1).encode())
         return cls(
             storage,
@@ -179,7 +170,7 @@ class Repository:
             )
         if version < 1:
             raise VerificationError(f"the repository config at '{storage.url}' has no valid format version")
-        master, key_id = cls._unlock(storage, password, config, named_slots=version >= 2)
+        master, key_id = unlock_master(storage, password, config, named_slots=version >= 2)
         return cls(
             storage,
             master,
@@ -188,70 +179,6 @@ class Repository:
             compression_level=compression_level,
             pack_size_mib=pack_size_mib,
             parallelism=parallelism,
-        )
-
-    @staticmethod
-    def _write_key(
-        storage: Storage, master: MasterKey, password: str, kdf: dict[str, Any] | None = None
-    ) -> str:
-        doc = crypto.wrap_master(master, password, kdf)
-        key_id = KeySlot.parse(doc).id
-        doc.update(_who(), created=time.time())
-        storage.put(f"keys/{key_id}", json.dumps(doc, indent=1).encode())
-        return key_id
-
-    @staticmethod
-    def _unlock(
-        storage: Storage, password: str, config: dict[str, Any], *, named_slots: bool
-    ) -> tuple[MasterKey, str]:
-        """Return the master key and slot id of the first key slot that `password` opens and
-        that authenticates `config` (its `mac`).
-
-        A key file that is not a usable slot (garbage, out-of-bounds KDF parameters, a name
-        that is not its hash when `named_slots`) is skipped with a warning naming it, so one
-        planted or damaged file cannot lock out a valid passphrase. Raise WrongKeyError when no
-        slot opens, VerificationError when slots open but none authenticates the config.
-        """
-        objects = sorted(storage.list("keys/"), key=lambda o: o.key)
-        if not objects:
-            raise NotFoundError(f"the repository at '{storage.url}' has no keys")
-        canonical, mac = _canonical(config), config.get("mac")
-        skipped: list[str] = []
-        foreign = 0
-        for obj in objects:
-            kid = obj.key.split("/", 1)[1]
-            try:
-                master = _read_slot(storage, obj, named=named_slots).unwrap(password)
-            except WrongKeyError:
-                continue
-            except ObjectNotFound:  # removed since the listing (a concurrent `key passwd`)
-                continue
-            except (KeySlotError, StorageError) as e:
-                skipped.append(kid)
-                log.warning("skipping key file '%s' of '%s': %s", obj.key, storage.url, e.message)
-                continue
-            if Cipher(master).mac(canonical) != mac:
-                foreign += 1
-                log.warning(
-                    "key slot '%s' opens with this passphrase but does not authenticate the config "
-                    "of '%s' (another repository's key, or a modified config)",
-                    obj.key,
-                    storage.url,
-                )
-                continue
-            return master, kid
-        if foreign:
-            raise VerificationError(
-                f"the repository config at '{storage.url}' was modified or belongs to another repository",
-                hint="restore the config object from a copy of this repository",
-            )
-        note = (
-            f"; {len(skipped)} unusable or unreadable key file(s) skipped: {', '.join(skipped)}"
-            if skipped
-            else ""
-        )
-        raise WrongKeyError(
-            f"wrong passphrase for the repository at '{storage.url}' (tried {len(objects)} key(s){note})"
         )
 
     def close(self) -> None:
@@ -267,28 +194,9 @@ class Repository:
 
     def list_keys(self) -> list[dict[str, Any]]:
         """Return every key file; one that is not a usable slot is listed with its `problem`."""
-        named = int(self.config["version"]) >= 2
-        out = []
-        for o in sorted(self.storage.list("keys/"), key=lambda o: o.key):
-            kid = o.key.split("/", 1)[1]
-            row: dict[str, Any] = {"id": kid, "current": kid == self.key_id, "problem": None}
-            try:
-                doc = json.loads(self.storage.get(o.key)) if o.size <= _MAX_KEY_FILE else None
-                _read_slot(self.storage, o, named=named, doc=doc)
-            except (KeySlotError, ValueError, StorageError) as e:
-                row["problem"] = str(e)
-                doc = None
-            doc = doc if isinstance(doc, dict) else {}
-            row.update(
-                hostname=doc.get("hostname"),
-                username=doc.get("username"),
-                created=doc.get("created"),
-                kdf=doc.get("kdf"),
-            )
-            out.append(row)
-        return out
+        return key_rows(self.storage, self.key_id, named=int(self.config["version"]) >= 2)
 
-    def upgrade(self, *, dry_run: bool = False) -> dict[str, Any]:
+    def upgrade(self, *, dry_run: bool = False) -> FormatUpgrade:
         """Bring the repository to FORMAT_VERSION: rename each key slot to its content hash, then
         write the config with the new version (last, so an interrupted upgrade is simply run again).
 
@@ -299,7 +207,7 @@ class Repository:
         renames: list[tuple[ObjectInfo, str]] = []
         for o in sorted(self.storage.list("keys/"), key=lambda o: o.key):
             try:
-                slot = _read_slot(self.storage, o, named=False)
+                slot = read_slot(self.storage, o, named=False)
             except KeySlotError as e:
                 raise UsageError(
                     f"key file '{o.key}' of '{self.url}' is not a usable key slot: {e.message}",
@@ -307,13 +215,13 @@ class Repository:
                 ) from None
             if slot.id != o.key.split("/", 1)[1]:
                 renames.append((o, slot.id))
-        result: dict[str, Any] = {
-            "url": self.url,
-            "version_before": before,
-            "version": FORMAT_VERSION,
-            "keys_renamed": [{"from": o.key.split("/", 1)[1], "to": new} for o, new in renames],
-            "dry_run": dry_run,
-        }
+        result = FormatUpgrade(
+            url=self.url,
+            version_before=before,
+            version=FORMAT_VERSION,
+            keys_renamed=[{"from": o.key.split("/", 1)[1], "to": new} for o, new in renames],
+            dry_run=dry_run,
+        )
         if dry_run:
             return result
         for o, new in renames:
@@ -324,7 +232,7 @@ class Repository:
         if before < FORMAT_VERSION:
             config = {k: v for k, v in self.config.items() if k != "mac"}
             config["version"] = FORMAT_VERSION
-            config["mac"] = self.cipher.mac(_canonical(config))
+            config["mac"] = self.cipher.mac(canonical_config(config))
             self.storage.put("config", json.dumps(config, indent=1).encode())
             self.config = config
         return result
@@ -333,7 +241,7 @@ class Repository:
         """Add a key slot for `password`; return its id."""
         if not password:
             raise UsageError("refusing to add an empty passphrase")
-        return self._write_key(self.storage, self.master, password)
+        return write_key(self.storage, self.master, password)
 
     def remove_key(self, key_id: str) -> str:
         """Remove the key slot with id (prefix) `key_id`; refuse the last one. Return the full id."""
@@ -620,23 +528,3 @@ class Repository:
         from recoverctl.repo.locks import RepositoryLock
 
         return RepositoryLock(self.storage, exclusive=exclusive, operation=operation, reader=reader)
-
-
-def _read_slot(storage: Storage, obj: ObjectInfo, *, named: bool, doc: Any = None) -> KeySlot:
-    """Return the key slot in key file `obj` (or its already parsed `doc`); raise KeySlotError
-    when it is not one, or when `named` and its name is not its content hash (a copied slot)."""
-    if obj.size > _MAX_KEY_FILE:
-        raise KeySlotError(f"{obj.size} bytes is too large for a key file")
-    if doc is None:
-        try:
-            doc = json.loads(storage.get(obj.key))
-        except ValueError:
-            raise KeySlotError("not a JSON document") from None
-    slot = KeySlot.parse(doc)
-    if named and slot.id != obj.key.split("/", 1)[1]:
-        raise KeySlotError("its name is not the hash of its content: a copied or planted key file")
-    return slot
-
-
-def _canonical(config: dict[str, Any]) -> bytes:
-    return json.dumps({k: v for k, v in config.items() if k != "mac"}, sort_keys=True).encode()

@@ -61,18 +61,15 @@ TABLES = "recoverctl.catalog.tables"
 TABLES_ALLOWED: frozenset[str] = frozenset(
     {
         "recoverctl/actions/alert_intake.py",
-        "recoverctl/actions/catalog_sync.py",
         "recoverctl/actions/deliver.py",
         "recoverctl/actions/deploy.py",
         "recoverctl/actions/drill.py",
-        "recoverctl/actions/forget.py",
         "recoverctl/actions/job_kinds.py",
         "recoverctl/actions/postgres_setup.py",
         "recoverctl/actions/releases.py",
         "recoverctl/actions/rollback.py",
         "recoverctl/actions/status.py",
         "recoverctl/actions/summary.py",
-        "recoverctl/actions/verify.py",
         "recoverctl/actions/wal.py",
         "recoverctl/cli/scheduler_cmd.py",
         "recoverctl/drill/engine.py",
