@@ -13,6 +13,10 @@ import sqlalchemy as sa
 
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
+from recoverctl.catalog.drills import drills_since
+from recoverctl.catalog.events import info_events_since, mark_delivered, problem_counts_since
+from recoverctl.catalog.recovery import rpo_exposure
+from recoverctl.catalog.runs import backups_since
 from recoverctl.config import Config
 from recoverctl.errors import ConfigError
 from recoverctl.notify import Message
@@ -50,68 +54,57 @@ def collect(cfg: Config, catalog: Catalog, period: str, now: float | None = None
     """Given 'daily' or 'weekly', return the summary data for the period ending now."""
     now = time.time() if now is None else now
     since = now - PERIODS[period]
-    with catalog.begin() as conn:
-        backups: dict[str, dict[str, Any]] = {}
-        for r in conn.execute(
-            sa.select(t.runs).where(t.runs.c.kind.like("backup%"), t.runs.c.started_at >= since)
-        ).all():
-            b = backups.setdefault(
-                r.source or "-",
-                {
-                    "source": r.source or "-",
-                    "succeeded": 0,
-                    "failed": 0,
-                    "bytes_added": 0,
-                    "bytes_read": 0,
-                    "errors": [],
-                },
-            )
-            if r.status == "succeeded":
-                b["succeeded"] += 1
-                b["bytes_added"] += r.bytes_added or 0
-                b["bytes_read"] += r.bytes_read or 0
-            elif r.status in ("failed", "partial"):
-                b["failed"] += 1
-                if r.error:
-                    b["errors"].append(r.error[:200])
-        exposure = []
-        wal = {w.source: w for w in conn.execute(sa.select(t.wal_status)).all()}
-        for name, src in cfg.sources.items():
-            last_ok = conn.execute(
-                sa.select(sa.func.max(t.runs.c.finished_at)).where(
-                    t.runs.c.kind.like("backup%"), t.runs.c.source == name, t.runs.c.status == "succeeded"
-                )
-            ).scalar()
-            points = [p for p in (last_ok, wal[name].last_archived_at if name in wal else None) if p]
-            latest = max(points) if points else None
-            target = cfg.targets.for_tier(src.tier).rpo
-            age = now - latest if latest else None
-            exposure.append(
-                {
-                    "source": name,
-                    "tier": src.tier,
-                    "last_recovery_point": latest,
-                    "exposure_s": age,
-                    "rpo_target_s": target,
-                    "ok": age is not None and age <= target,
-                }
-            )
-        drills = [
+    backups: dict[str, dict[str, Any]] = {}
+    for r in backups_since(catalog, since):
+        b = backups.setdefault(
+            r.source or "-",
             {
-                "name": d.name,
-                "source": d.source,
-                "verdict": d.verdict,
-                "rto_s": d.rto_s,
-                "rpo_s": d.rpo_s,
-                "rto_target_s": d.rto_target_s,
-                "rpo_target_s": d.rpo_target_s,
-                "started_at": d.started_at,
-                "reason": d.reason,
+                "source": r.source or "-",
+                "succeeded": 0,
+                "failed": 0,
+                "bytes_added": 0,
+                "bytes_read": 0,
+                "errors": [],
+            },
+        )
+        if r.status == "succeeded":
+            b["succeeded"] += 1
+            b["bytes_added"] += r.bytes_added or 0
+            b["bytes_read"] += r.bytes_read or 0
+        elif r.status in ("failed", "partial"):
+            b["failed"] += 1
+            if r.error:
+                b["errors"].append(r.error[:200])
+    exposure = []
+    for name, src in cfg.sources.items():
+        measured = rpo_exposure(catalog, name, now)
+        target = cfg.targets.for_tier(src.tier).rpo
+        age = measured.exposure_s
+        exposure.append(
+            {
+                "source": name,
+                "tier": src.tier,
+                "last_recovery_point": measured.point.at,
+                "exposure_s": age,
+                "rpo_target_s": target,
+                "ok": age is not None and age <= target,
             }
-            for d in conn.execute(
-                sa.select(t.drills).where(t.drills.c.started_at >= since).order_by(t.drills.c.started_at)
-            ).all()
-        ]
+        )
+    drills = [
+        {
+            "name": d.name,
+            "source": d.source,
+            "verdict": d.verdict,
+            "rto_s": d.rto_s,
+            "rpo_s": d.rpo_s,
+            "rto_target_s": d.rto_target_s,
+            "rpo_target_s": d.rpo_target_s,
+            "started_at": d.started_at,
+            "reason": d.reason,
+        }
+        for d in drills_since(catalog, since)
+    ]
+    with catalog.begin() as conn:
         deploys = [
             {"service": r.service, "version": r.version, "status": r.status, "at": r.created_at}
             for r in conn.execute(
@@ -143,25 +136,11 @@ def collect(cfg: Config, catalog: Catalog, period: str, now: float | None = None
                 .order_by(t.notifications.c.at)
             ).all()
         ]
-        info_events = [
-            {"at": e.at, "kind": e.kind, "subject": e.subject, "summary": e.summary}
-            for e in conn.execute(
-                sa.select(t.events)
-                .where(
-                    t.events.c.at >= since, t.events.c.severity == "info", ~t.events.c.kind.like("summary.%")
-                )
-                .order_by(t.events.c.at)
-            ).all()
-        ]
-        problems = conn.execute(
-            sa.select(t.events.c.severity, sa.func.count())
-            .where(
-                t.events.c.at >= since,
-                t.events.c.severity.in_(["critical", "warning"]),
-                t.events.c.kind != "notify.test",
-            )
-            .group_by(t.events.c.severity)
-        ).all()
+    info_events = [
+        {"at": e.at, "kind": e.kind, "subject": e.subject, "summary": e.summary}
+        for e in info_events_since(catalog, since)
+    ]
+    problems = problem_counts_since(catalog, since)
     return {
         "period": period,
         "since": since,
@@ -173,7 +152,7 @@ def collect(cfg: Config, catalog: Catalog, period: str, now: float | None = None
         "rollbacks": rollbacks,
         "scheduled_jobs": jobs,
         "failed_notifications": failed_notifications,
-        "alerts": {sev: n for sev, n in problems},
+        "alerts": problems,
         "info_events": info_events,
     }
 
@@ -310,8 +289,7 @@ def summary(
         data["deliveries"] = [{"channel": n, "status": "would-send"} for n in names]
         return data
     event_id = catalog.emit_event(f"summary.{period}", "info", None, title(data), None, None)
-    with catalog.begin() as conn:
-        conn.execute(t.events.update().where(t.events.c.id == event_id).values(delivered=True))
+    mark_delivered(catalog, event_id)
     message = Message(
         severity="info",
         kind=f"summary.{period}",

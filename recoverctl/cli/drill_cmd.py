@@ -105,11 +105,11 @@ def history_cmd(app: App, name: str | None, source: str | None, limit: int) -> N
     Example:
       recoverctl drill history --source main --limit 10
     """
-    from recoverctl.actions.drill import drill_history
+    from recoverctl.actions.drill import DrillHistoryEntry, drill_history
 
     rows = drill_history(app.catalog, name=name, source=source, limit=limit)
 
-    def text(rs: list[dict[str, Any]]) -> str:
+    def text(rs: list[DrillHistoryEntry]) -> str:
         if not rs:
             return "no drills recorded yet: run 'recoverctl drill run PLAYBOOK'"
         out = [
@@ -119,12 +119,13 @@ def history_cmd(app: App, name: str | None, source: str | None, limit: int) -> N
         from datetime import datetime
 
         for r in rs:
-            started = datetime.fromtimestamp(r["started_at"], UTC).strftime("%Y-%m-%d %H:%M:%S")
+            started = datetime.fromtimestamp(r.started_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            verdict = r.verdict or ""
             out.append(
-                f"{r['id']:>4}  {started:19}  {r['name'][:20]:20} "
-                + click.style(f"{r['verdict']:8}", fg=_COLOUR.get(r["verdict"], "yellow"))
-                + f" {human_duration(r['rto_s']):>8} {human_duration(r['rto_margin_s']):>8}"
-                f" {human_duration(r['rpo_s']):>8} {human_duration(r['rpo_margin_s']):>8}"
+                f"{r.id:>4}  {started:19}  {r.name[:20]:20} "
+                + click.style(f"{verdict:8}", fg=_COLOUR.get(verdict, "yellow"))
+                + f" {human_duration(r.rto_s):>8} {human_duration(r.rto_margin_s):>8}"
+                f" {human_duration(r.rpo_s):>8} {human_duration(r.rpo_margin_s):>8}"
             )
         return "\n".join(out)
 

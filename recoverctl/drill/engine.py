@@ -22,10 +22,9 @@ from types import FrameType
 from typing import Any
 
 import psycopg
-import sqlalchemy as sa
 
-from recoverctl.catalog import Catalog
-from recoverctl.catalog import tables as t
+from recoverctl.catalog import Catalog, drills
+from recoverctl.catalog.recovery import recovery_point
 from recoverctl.config import Config, Source
 from recoverctl.drill.checks import CheckContext, run_check
 from recoverctl.drill.playbook import Playbook
@@ -172,25 +171,16 @@ def targets_for(pb: Playbook, cfg: Config, source: Source) -> tuple[float, float
 def record_start(catalog: Catalog, run: DrillRun) -> None:
     """Insert the drill's catalog row (verdict 'running') and set `run.id`."""
     pb, d = run.playbook, run.playbook.drill
-    with catalog.begin() as conn:
-        run.id = int(
-            conn.execute(
-                t.drills.insert().values(
-                    name=d.name,
-                    source=d.source,
-                    started_at=run.started_at,
-                    verdict="running",
-                    rto_target_s=run.rto_target_s,
-                    rpo_target_s=run.rpo_target_s,
-                    recovery_point=d.recovery_point.describe(),
-                    details={
-                        "playbook": str(pb.path) if pb.path else None,
-                        "cold": run.cold,
-                        "keep": run.keep,
-                    },
-                )
-            ).inserted_primary_key[0]  # type: ignore[index]
-        )
+    run.id = drills.start_drill(
+        catalog,
+        name=d.name,
+        source=d.source,
+        started_at=run.started_at,
+        rto_target_s=run.rto_target_s,
+        rpo_target_s=run.rpo_target_s,
+        recovery_point=d.recovery_point.describe(),
+        details={"playbook": str(pb.path) if pb.path else None, "cold": run.cold, "keep": run.keep},
+    )
 
 
 def _host_owner() -> str:
@@ -198,31 +188,18 @@ def _host_owner() -> str:
 
 
 def pin(catalog: Catalog, run: DrillRun, snapshot_id: str, expires_at: float) -> int:
-    with catalog.begin() as conn:
-        return int(
-            conn.execute(
-                t.pins.insert().values(
-                    snapshot_id=snapshot_id,
-                    reason=f"drill {run.playbook.drill.name} #{run.id}",
-                    owner=f"drill:{run.id}@{_host_owner()}",
-                    created_at=time.time(),
-                    expires_at=expires_at,
-                )
-            ).inserted_primary_key[0]  # type: ignore[index]
-        )
+    """Pin the drill's snapshot against pruning until `expires_at`; return the pin's id."""
+    return drills.pin_snapshot(
+        catalog,
+        snapshot_id,
+        reason=f"drill {run.playbook.drill.name} #{run.id}",
+        owner=f"drill:{run.id}@{_host_owner()}",
+        expires_at=expires_at,
+    )
 
 
 def unpin(catalog: Catalog, pin_id: int) -> None:
-    with catalog.begin() as conn:
-        conn.execute(t.pins.delete().where(t.pins.c.id == pin_id))
-
-
-def _last_archived_at(catalog: Catalog, source: str) -> float | None:
-    with catalog.begin() as conn:
-        row = conn.execute(
-            sa.select(t.wal_status.c.last_archived_at).where(t.wal_status.c.source == source)
-        ).first()
-    return float(row[0]) if row and row[0] is not None else None
+    drills.unpin_snapshot(catalog, pin_id)
 
 
 def check_space(workspace: Path, selection: Selection, min_free: int) -> dict[str, int]:
@@ -439,7 +416,7 @@ def finish(
             drill_start=run.started_at,
             recovered_commit_ts=run.recovered_commit_ts,
             snapshot_time=sel.snapshot_time,
-            last_archived_at=_last_archived_at(catalog, d.source),
+            last_archived_at=recovery_point(catalog, d.source).last_archived_at,
         )
         rpo_s = round(rpo_s, 3) if rpo_s is not None else None
     if interrupted is not None:
@@ -481,37 +458,21 @@ def finish(
         "finished_at": finished,
         "details": run.details,
     }
-    with catalog.begin() as conn:
-        conn.execute(
-            t.drills.update()
-            .where(t.drills.c.id == run.id)
-            .values(
-                snapshot_id=result["snapshot_id"],
-                finished_at=finished,
-                verdict=verdict,
-                rto_s=rto_s,
-                rpo_s=rpo_s,
-                phases=result["phases"],
-                checks=run.checks,
-                bytes=run.bytes,
-                reason=reason,
-                details={
-                    k: result[k]
-                    for k in (
-                        "rpo_basis",
-                        "failed_phase",
-                        "hint",
-                        "snapshot_time",
-                        "recovery_target",
-                        "recovered_commit_ts",
-                        "recovered_lsn",
-                        "cold",
-                        "details",
-                    )
-                }
-                | {"playbook": str(run.playbook.path) if run.playbook.path else None, "keep": run.keep},
-            )
-        )
+    drills.finish_drill(
+        catalog,
+        run.id,
+        snapshot_id=result["snapshot_id"],
+        finished_at=finished,
+        verdict=verdict,
+        rto_s=rto_s,
+        rpo_s=rpo_s,
+        phases=result["phases"],
+        checks=run.checks,
+        bytes=run.bytes,
+        reason=reason,
+        details={k: result[k] for k in (*drills.DETAIL_KEYS, "details")}
+        | {"playbook": str(run.playbook.path) if run.playbook.path else None, "keep": run.keep},
+    )
     catalog.audit("drill.run", f"{d.source}:{d.name}", verdict, {"drill_id": run.id, "reason": reason})
     if verdict == "fail":
         summary = f"restore drill '{d.name}' of '{d.source}' failed: {reason}"
