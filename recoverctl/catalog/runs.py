@@ -1,4 +1,5 @@
-"""Run history: what backups, verifies and other operations ran, when, and how they ended.
+"""Run history: what backups, verifies and other operations ran, when, and how they ended; and
+the heartbeats of the runners (scheduler loops, workers) that run them.
 
 Runs are written by `Catalog.start_run`/`finish_run` (through the operation wrapper); this module
 answers the questions the reporting side asks of them.
@@ -75,3 +76,23 @@ def finished_runs(
         q = q.where(t.runs.c.details.is_not(None))
     with catalog.begin() as conn:
         return [as_record(Run, r) for r in conn.execute(q.order_by(t.runs.c.started_at.desc()).limit(limit))]
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """The last sign of life of one runner (a scheduler loop, a worker)."""
+
+    name: str  # e.g. scheduler:<host>:<pid>
+    role: str
+    at: float
+    details: Any
+
+
+def heartbeats(catalog: Catalog, role: str | None = None) -> list[Heartbeat]:
+    """Return the runners' last heartbeats (of `role` only, when given); raise CatalogError when
+    the catalog is unreachable."""
+    q = sa.select(t.heartbeats)
+    if role is not None:
+        q = q.where(t.heartbeats.c.role == role)
+    with catalog.begin() as conn:
+        return [as_record(Heartbeat, r) for r in conn.execute(q)]

@@ -47,6 +47,11 @@ class CatalogCollector(Collector):
         yield from families
 
     def _from_catalog(self, now: float) -> Iterator[Metric]:
+        yield from self._decisions_jobs_rollbacks()
+        yield from self._backups(now)
+        yield from self._drills()
+
+    def _decisions_jobs_rollbacks(self) -> Iterator[Metric]:
         with self.catalog.begin() as conn:
             decisions: dict[str, int] = dict(
                 conn.execute(
@@ -63,9 +68,6 @@ class CatalogCollector(Collector):
                     sa.select(t.rollbacks.c.state, sa.func.count()).group_by(t.rollbacks.c.state)
                 ).all()
             )
-        backups = last_succeeded_backups(self.catalog)
-        archiving = archiving_sources(self.catalog)
-        drills = last_finished_drills(self.catalog)
 
         m = CounterMetricFamily(
             "recoverctl_alert_decisions", "Alert decisions stored by type", labels=["decision"]
@@ -86,6 +88,9 @@ class CatalogCollector(Collector):
             m.add_metric([state], float(rollbacks.get(state, 0)))
         yield m
 
+    def _backups(self, now: float) -> Iterator[Metric]:
+        backups = last_succeeded_backups(self.catalog)
+        archiving = archiving_sources(self.catalog)
         sources = sorted(set(self.cfg.sources) | {s for s in backups if s} | set(archiving))
         age = GaugeMetricFamily(
             "recoverctl_last_backup_age_seconds",
@@ -117,6 +122,9 @@ class CatalogCollector(Collector):
                 tier = self.cfg.sources[source].tier
                 target.add_metric([source], self.cfg.targets.for_tier(tier).rpo)
         yield from (age, ts, exposure, target)
+
+    def _drills(self) -> Iterator[Metric]:
+        drills = last_finished_drills(self.catalog)
 
         ok = GaugeMetricFamily(
             "recoverctl_last_drill_success", "1 when the last drill passed", labels=["source"]

@@ -78,7 +78,6 @@ TABLES_ALLOWED: frozenset[str] = frozenset(
         "recoverctl/scheduler/health.py",
         "recoverctl/scheduler/leases.py",
         "recoverctl/scheduler/metrics.py",
-        "recoverctl/service/app.py",
         "recoverctl/service/metrics.py",
     }
 )
