@@ -22,6 +22,38 @@ from recoverctl.drill.snapshot_drill import SnapshotRestorer
 from recoverctl.errors import NotFoundError, UsageError
 
 
+@dataclass(frozen=True)
+class DrillResult:
+    """One drill's outcome as `drill run` reports it: the flow's result (drill/engine.py `finish`),
+    typed. `details` holds what the flow measured on the way (space, workspace, re-hash counts)."""
+
+    id: int | None
+    name: str
+    source: str | None
+    verdict: str  # pass / fail / cancelled
+    rto_s: float | None
+    rpo_s: float | None
+    rto_target_s: float
+    rpo_target_s: float
+    rpo_basis: str
+    phases: dict[str, float]
+    checks: list[dict[str, Any]]
+    reason: str | None
+    failed_phase: str | None
+    hint: str | None
+    snapshot_id: str | None
+    snapshot_time: float | None
+    recovery_point: str
+    recovery_target: dict[str, Any] | None
+    recovered_commit_ts: float | None
+    recovered_lsn: str | None
+    bytes: int | None
+    cold: bool
+    started_at: float
+    finished_at: float
+    details: dict[str, Any]
+
+
 def run_drills(
     cfg: Config,
     catalog: Catalog,
@@ -31,7 +63,7 @@ def run_drills(
     keep: bool = False,
     cold: bool = False,
     on_phase: Callable[[str, str], None] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[DrillResult]:
     """Run each playbook's drill in turn and return the results (a failed drill is a result).
 
     Raise DrillInterrupted (exit 130) after cleanup on SIGINT/SIGTERM.
@@ -44,7 +76,9 @@ def run_drills(
         restorer: Any = restorer_for(pb)
         kind = cfg.sources[pb.drill.source].type if pb.drill.source in cfg.sources else "postgres"
         flow = engine.execute if kind == "postgres" else snapshot_drill.execute
-        results.append(flow(cfg, catalog, pb, restorer, keep=keep, cold=cold, on_phase=announce))
+        results.append(
+            DrillResult(**flow(cfg, catalog, pb, restorer, keep=keep, cold=cold, on_phase=announce))
+        )
     return results
 
 
@@ -74,7 +108,7 @@ def drill_run(
     keep: bool = False,
     cold: bool = False,
     on_phase: Callable[[str, str], None] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[DrillResult]:
     """Given playbook paths (none = the default dirs), run their drills against the repository.
 
     `password` is asked for only once the playbooks are valid.
