@@ -8,12 +8,11 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from typing import Any
 
-import sqlalchemy as sa
-
-from recoverctl.catalog import Catalog
-from recoverctl.catalog import tables as t
+from recoverctl.catalog import Catalog, drills
+from recoverctl.catalog.drills import DrillRecord
 from recoverctl.config import Config
 from recoverctl.drill import engine, snapshot_drill
 from recoverctl.drill.playbook import Playbook, discover_playbooks
@@ -21,6 +20,38 @@ from recoverctl.drill.report import RENDERERS
 from recoverctl.drill.restorer import Restorer
 from recoverctl.drill.snapshot_drill import SnapshotRestorer
 from recoverctl.errors import NotFoundError, UsageError
+
+
+@dataclass(frozen=True)
+class DrillResult:
+    """One drill's outcome as `drill run` reports it: the flow's result (drill/engine.py `finish`),
+    typed. `details` holds what the flow measured on the way (space, workspace, re-hash counts)."""
+
+    id: int | None
+    name: str
+    source: str | None
+    verdict: str  # pass / fail / cancelled
+    rto_s: float | None
+    rpo_s: float | None
+    rto_target_s: float
+    rpo_target_s: float
+    rpo_basis: str
+    phases: dict[str, float]
+    checks: list[dict[str, Any]]
+    reason: str | None
+    failed_phase: str | None
+    hint: str | None
+    snapshot_id: str | None
+    snapshot_time: float | None
+    recovery_point: str
+    recovery_target: dict[str, Any] | None
+    recovered_commit_ts: float | None
+    recovered_lsn: str | None
+    bytes: int | None
+    cold: bool
+    started_at: float
+    finished_at: float
+    details: dict[str, Any]
 
 
 def run_drills(
@@ -32,7 +63,7 @@ def run_drills(
     keep: bool = False,
     cold: bool = False,
     on_phase: Callable[[str, str], None] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[DrillResult]:
     """Run each playbook's drill in turn and return the results (a failed drill is a result).
 
     Raise DrillInterrupted (exit 130) after cleanup on SIGINT/SIGTERM.
@@ -45,7 +76,9 @@ def run_drills(
         restorer: Any = restorer_for(pb)
         kind = cfg.sources[pb.drill.source].type if pb.drill.source in cfg.sources else "postgres"
         flow = engine.execute if kind == "postgres" else snapshot_drill.execute
-        results.append(flow(cfg, catalog, pb, restorer, keep=keep, cold=cold, on_phase=announce))
+        results.append(
+            DrillResult(**flow(cfg, catalog, pb, restorer, keep=keep, cold=cold, on_phase=announce))
+        )
     return results
 
 
@@ -75,7 +108,7 @@ def drill_run(
     keep: bool = False,
     cold: bool = False,
     on_phase: Callable[[str, str], None] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[DrillResult]:
     """Given playbook paths (none = the default dirs), run their drills against the repository.
 
     `password` is asked for only once the playbooks are valid.
@@ -100,73 +133,81 @@ def drill_run(
         return run_drills(cfg, catalog, books, factory, keep=keep, cold=cold, on_phase=on_phase)
 
 
-def _row_to_dict(row: Any) -> dict[str, Any]:
-    d = dict(row._mapping)
-    details = d.get("details") or {}
-    for key in (
-        "rpo_basis",
-        "failed_phase",
-        "hint",
-        "snapshot_time",
-        "recovery_target",
-        "recovered_commit_ts",
-        "recovered_lsn",
-        "cold",
-    ):
-        d.setdefault(key, details.get(key))
-    return d
+@dataclass(frozen=True)
+class DrillHistoryEntry:
+    """One past drill as `drill history` lists it, with its margins to target."""
+
+    id: int
+    name: str
+    source: str | None
+    started_at: float
+    finished_at: float | None
+    verdict: str | None
+    snapshot_id: str | None
+    recovery_point: str | None
+    rto_s: float | None
+    rto_target_s: float | None
+    rto_margin_s: float | None
+    rpo_s: float | None
+    rpo_target_s: float | None
+    rpo_margin_s: float | None
+    phases: dict[str, float]
+    bytes: int | None
+    reason: str | None
+
+    @classmethod
+    def of(cls, d: DrillRecord) -> DrillHistoryEntry:
+        return cls(
+            id=d.id,
+            name=d.name,
+            source=d.source,
+            started_at=d.started_at,
+            finished_at=d.finished_at,
+            verdict=d.verdict,
+            snapshot_id=d.snapshot_id,
+            recovery_point=d.recovery_point,
+            rto_s=d.rto_s,
+            rto_target_s=d.rto_target_s,
+            rto_margin_s=_margin(d.rto_s, d.rto_target_s),
+            rpo_s=d.rpo_s,
+            rpo_target_s=d.rpo_target_s,
+            rpo_margin_s=_margin(d.rpo_s, d.rpo_target_s),
+            phases=d.phases or {},
+            bytes=d.bytes,
+            reason=d.reason,
+        )
 
 
 def drill_history(
     catalog: Catalog, *, name: str | None = None, source: str | None = None, limit: int = 50
-) -> list[dict[str, Any]]:
+) -> list[DrillHistoryEntry]:
     """Return drills oldest first (the newest `limit`), each with RTO/RPO margins to target."""
-    q = sa.select(t.drills).order_by(t.drills.c.started_at.desc(), t.drills.c.id.desc()).limit(limit)
-    if name:
-        q = q.where(t.drills.c.name == name)
-    if source:
-        q = q.where(t.drills.c.source == source)
-    with catalog.begin() as conn:
-        rows = [_row_to_dict(r) for r in conn.execute(q)]
-    out = []
-    for d in reversed(rows):
-        out.append(
-            {
-                "id": d["id"],
-                "name": d["name"],
-                "source": d["source"],
-                "started_at": d["started_at"],
-                "finished_at": d["finished_at"],
-                "verdict": d["verdict"],
-                "snapshot_id": d["snapshot_id"],
-                "recovery_point": d["recovery_point"],
-                "rto_s": d["rto_s"],
-                "rto_target_s": d["rto_target_s"],
-                "rto_margin_s": _margin(d["rto_s"], d["rto_target_s"]),
-                "rpo_s": d["rpo_s"],
-                "rpo_target_s": d["rpo_target_s"],
-                "rpo_margin_s": _margin(d["rpo_s"], d["rpo_target_s"]),
-                "phases": d["phases"] or {},
-                "bytes": d["bytes"],
-                "reason": d["reason"],
-            }
-        )
-    return out
+    newest = drills.newest_drills(catalog, name=name, source=source, limit=limit)
+    return [DrillHistoryEntry.of(d) for d in reversed(newest)]
 
 
 def _margin(value: float | None, target: float | None) -> float | None:
     return None if value is None or target is None else round(target - value, 3)
 
 
-def get_drill(catalog: Catalog, drill_id: int) -> dict[str, Any]:
+def get_drill(catalog: Catalog, drill_id: int) -> DrillRecord:
     """Return one drill with everything recorded; raise NotFoundError naming the id."""
-    with catalog.begin() as conn:
-        row = conn.execute(sa.select(t.drills).where(t.drills.c.id == drill_id)).first()
-    if row is None:
+    record = drills.drill_record(catalog, drill_id)
+    if record is None:
         raise NotFoundError(
             f"no drill #{drill_id} in the catalog", hint="list drills with 'recoverctl drill history'"
         )
-    return _row_to_dict(row)
+    return record
+
+
+def _report_data(record: DrillRecord) -> dict[str, Any]:
+    """Return the drill as its report renderers read it: every column, and the details a report
+    shows at the top level."""
+    data = asdict(record)
+    details = record.details or {}
+    for key in drills.DETAIL_KEYS:
+        data.setdefault(key, details.get(key))
+    return data
 
 
 def drill_report(catalog: Catalog, drill_id: int, fmt: str, history_limit: int = 30) -> str:
@@ -175,8 +216,8 @@ def drill_report(catalog: Catalog, drill_id: int, fmt: str, history_limit: int =
         raise UsageError(f"unknown report format '{fmt}'", hint="use md, html or json")
     drill = get_drill(catalog, drill_id)
     history = [
-        h
-        for h in drill_history(catalog, name=drill["name"], source=drill["source"], limit=10_000)
-        if h["id"] <= drill_id
+        asdict(h)
+        for h in drill_history(catalog, name=drill.name, source=drill.source, limit=10_000)
+        if h.id <= drill_id
     ][-history_limit:]
-    return RENDERERS[fmt](drill, history)
+    return RENDERERS[fmt](_report_data(drill), history)

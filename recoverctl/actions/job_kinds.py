@@ -189,7 +189,7 @@ def run_drill(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict[st
 
     results = drill_run(cfg, catalog, password, [str(path)])
     drills = [
-        {k: r.get(k) for k in ("id", "name", "source", "verdict", "rto_s", "rpo_s", "reason")}
+        {k: getattr(r, k) for k in ("id", "name", "source", "verdict", "rto_s", "rpo_s", "reason")}
         for r in results
     ]
     failed = [d for d in drills if d["verdict"] != "pass"]

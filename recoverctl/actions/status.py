@@ -8,6 +8,7 @@ rollback. Each item is green, amber or red with a reason; red means a target is 
 from __future__ import annotations
 
 import time
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ from croniter import croniter
 
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
+from recoverctl.catalog.drills import ever_drilled, last_scored_drill
+from recoverctl.catalog.recovery import LastBackups, last_backups, rpo_exposure
+from recoverctl.catalog.runs import finished_runs
 from recoverctl.config import Config, redact_url
 from recoverctl.drill.scoring import human_duration
 from recoverctl.scheduler.health import scheduler_health
@@ -37,8 +41,92 @@ def worst(*statuses: str) -> str:
     return max(statuses, key=lambda s: _RANK[s], default=GREEN)
 
 
-def _item(status: str, reason: str, **values: Any) -> dict[str, Any]:
-    return {"status": status, "reason": reason, **values}
+@dataclass(frozen=True)
+class StatusItem:
+    """One green/amber/red line and the figures behind it (`values`; their keys depend on the
+    item: ages for backups, exposure for RPO, the drill's numbers, the verify's result)."""
+
+    status: str
+    reason: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "reason": self.reason, **self.values}
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    source: str
+    type: str
+    tier: str
+    targets: dict[str, float]
+    status: str
+    reasons: list[str]
+    items: dict[str, StatusItem]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "items"},
+            "items": {k: v.to_json() for k, v in self.items.items()},
+        }
+
+
+@dataclass(frozen=True)
+class ReleaseRef:
+    id: int
+    version: str
+    status: str
+    at: float
+
+
+@dataclass(frozen=True)
+class RollbackRef:
+    id: int
+    state: str
+    at: float
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    service: str
+    status: str
+    reasons: list[str]
+    release: ReleaseRef | None
+    last_rollback: RollbackRef | None
+
+
+@dataclass(frozen=True)
+class Status:
+    """The whole status screen: overall colour, repository, sources, services, scheduler."""
+
+    status: str
+    at: float
+    repository: StatusItem
+    sources: list[SourceStatus]
+    services: list[ServiceStatus]
+    scheduler: dict[str, Any]
+
+    @property
+    def breached(self) -> bool:
+        """True when a target is breached (the overall status is red)."""
+        return self.status == RED
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "breached": self.breached,
+            "at": self.at,
+            "repository": self.repository.to_json(),
+            "sources": [s.to_json() for s in self.sources],
+            "services": [asdict(s) for s in self.services],
+            # Reported, not folded into the overall status: cron-mode setups have no loop to watch.
+            "scheduler": self.scheduler,
+        }
+
+
+def _item(status: str, reason: str, **values: Any) -> StatusItem:
+    return StatusItem(status, reason, values)
 
 
 def schedule_interval(cfg: Config, source: str, kind: str, now: float) -> tuple[float, str] | None:
@@ -60,65 +148,9 @@ def schedule_interval(cfg: Config, source: str, kind: str, now: float) -> tuple[
     return None
 
 
-def _backup_type(details: Any) -> str | None:
-    if not isinstance(details, dict):
-        return None
-    for key in ("type", "backup_type"):
-        v = details.get(key)
-        if v in ("full", "incremental"):
-            return str(v)
-    meta = details.get("metadata")
-    return _backup_type(meta) if isinstance(meta, dict) else None
-
-
-def _tags_type(tags: Any) -> str | None:
-    if isinstance(tags, dict):
-        return _backup_type(tags)
-    if isinstance(tags, list):
-        for tag in tags:
-            if tag in ("type=full", "type=incremental"):
-                return str(tag).split("=", 1)[1]
-    return None
-
-
-def last_backups(catalog: Catalog, source: str) -> dict[str, float | None]:
-    """Return the newest successful backup time per type (full/incremental/any) from runs and snapshots."""
-    found: dict[str, float | None] = {"full": None, "incremental": None, "any": None}
-
-    def note(kind: str | None, at: float | None) -> None:
-        if at is None:
-            return
-        for k in (kind, "any"):
-            if k in found and (found[k] is None or at > found[k]):  # type: ignore[operator]
-                found[k] = at
-
-    with catalog.begin() as conn:
-        for row in conn.execute(
-            sa.select(t.runs.c.kind, t.runs.c.finished_at, t.runs.c.started_at, t.runs.c.details).where(
-                t.runs.c.source == source,
-                t.runs.c.kind.like("backup%"),
-                t.runs.c.status.in_(("succeeded", "partial")),
-            )
-        ):
-            if "logical" in row.kind:
-                continue
-            kind = _backup_type(row.details) or ("incremental" if "incremental" in row.kind else "full")
-            note(kind, row.finished_at or row.started_at)
-        for row in conn.execute(
-            sa.select(
-                t.snapshots.c.time, t.snapshots.c.kind, t.snapshots.c.tags, t.snapshots.c.summary
-            ).where(t.snapshots.c.source == source)
-        ):
-            if "logical" in str(row.kind):
-                continue
-            kind = _backup_type(row.summary) or _tags_type(row.tags) or "full"
-            note(kind, row.time)
-    return found
-
-
 def _age_item(
     what: str, at: float | None, expected: float, schedule: str | None, now: float, required: bool
-) -> dict[str, Any]:
+) -> StatusItem:
     basis = f"schedule '{schedule}'" if schedule else "default cadence"
     if at is None:
         if not required:
@@ -144,21 +176,14 @@ def _age_item(
     )
 
 
-def _rpo_item(
-    catalog: Catalog, source: str, target: float, newest_backup: float | None, now: float
-) -> dict[str, Any]:
-    with catalog.begin() as conn:
-        wal = conn.execute(sa.select(t.wal_status).where(t.wal_status.c.source == source)).first()
-    if wal is not None and wal.last_archived_at is not None:
-        newest = max(wal.last_archived_at, newest_backup or 0.0)
-        basis = "last archived WAL segment"
-    elif newest_backup is not None:
-        newest, basis = newest_backup, "newest backup (no WAL archived)"
-    else:
+def _rpo_item(catalog: Catalog, source: str, target: float, backups: LastBackups, now: float) -> StatusItem:
+    measured = rpo_exposure(catalog, source, now, backups=backups)
+    point, wal = measured.point, measured.point.wal
+    if measured.exposure_s is None:
         return _item(
             RED, "nothing recoverable recorded: no backup, no archived WAL", exposure_s=None, target_s=target
         )
-    exposure = max(0.0, now - newest)
+    exposure, basis = measured.exposure_s, point.basis
     values: dict[str, Any] = {
         "exposure_s": round(exposure, 1),
         "target_s": target,
@@ -166,11 +191,7 @@ def _rpo_item(
         "last_archived_at": wal.last_archived_at if wal is not None else None,
         "last_segment": wal.last_segment if wal is not None else None,
     }
-    failing = (
-        wal is not None
-        and wal.last_failed_at is not None
-        and (wal.last_archived_at is None or wal.last_failed_at > wal.last_archived_at)
-    )
+    failing = wal is not None and wal.failing
     failed_segment = wal.last_failed_segment if wal is not None and failing else None
     if failing:
         values["last_failed_segment"] = failed_segment
@@ -196,22 +217,8 @@ def _rpo_item(
     )
 
 
-def _drilled(catalog: Catalog, source: str) -> bool:
-    with catalog.begin() as conn:
-        return (
-            conn.execute(sa.select(t.drills.c.id).where(t.drills.c.source == source).limit(1)).first()
-            is not None
-        )
-
-
-def _drill_item(catalog: Catalog, source: str, now: float) -> dict[str, Any]:
-    with catalog.begin() as conn:
-        row = conn.execute(
-            sa.select(t.drills)
-            .where(t.drills.c.source == source, t.drills.c.verdict.in_(("pass", "fail")))
-            .order_by(t.drills.c.started_at.desc(), t.drills.c.id.desc())
-            .limit(1)
-        ).first()
+def _drill_item(catalog: Catalog, source: str, now: float) -> StatusItem:
+    row = last_scored_drill(catalog, source)
     if row is None:
         return _item(AMBER, "never drilled: no restore has been proven", id=None)
     values = {
@@ -250,21 +257,15 @@ def repository_url(cfg: Config) -> str | None:
     return redact_url(url.rstrip("/"))
 
 
-def _repository_item(catalog: Catalog, now: float, url: str | None) -> dict[str, Any]:
+def _repository_item(catalog: Catalog, now: float, url: str | None) -> StatusItem:
     """Return the repository item: last verify (status and age) and the size it measured."""
-    finished = sa.select(t.runs).where(t.runs.c.kind == "verify", t.runs.c.status != "running")
-    if url is not None:
-        finished = finished.where(t.runs.c.repository == url)
-    with catalog.begin() as conn:
-        verify = conn.execute(finished.order_by(t.runs.c.started_at.desc()).limit(1)).first()
-        measured = None
-        for row in conn.execute(
-            finished.where(t.runs.c.details.is_not(None)).order_by(t.runs.c.started_at.desc()).limit(20)
-        ):
-            d = row.details if isinstance(row.details, dict) else {}
-            if isinstance(d.get("repository_bytes"), int | float):
-                measured = (row, d)
-                break
+    verify = next(iter(finished_runs(catalog, "verify", repository=url)), None)
+    measured = None
+    for row in finished_runs(catalog, "verify", repository=url, with_details=True, limit=20):
+        d = row.details if isinstance(row.details, dict) else {}
+        if isinstance(d.get("repository_bytes"), int | float):
+            measured = (row, d)
+            break
     values: dict[str, Any] = {"url": url, "size_bytes": None, "size_measured_at": None}
     if measured is not None:
         row, d = measured
@@ -309,7 +310,7 @@ def _size(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def _service_entry(catalog: Catalog, name: str) -> dict[str, Any]:
+def _service_entry(catalog: Catalog, name: str) -> ServiceStatus:
     with catalog.begin() as conn:
         release = conn.execute(
             sa.select(t.releases)
@@ -329,12 +330,7 @@ def _service_entry(catalog: Catalog, name: str) -> dict[str, Any]:
     if release is None:
         status, reasons = AMBER, ["no release recorded"]
     else:
-        current = {
-            "id": release.id,
-            "version": release.version,
-            "status": release.status,
-            "at": release.created_at,
-        }
+        current = ReleaseRef(release.id, release.version, release.status, release.created_at)
         if release.status == "failed":
             status = RED
             reasons.append(f"release {release.version} failed")
@@ -345,12 +341,7 @@ def _service_entry(catalog: Catalog, name: str) -> dict[str, Any]:
             reasons.append(f"release {release.version} ({release.status})")
     last_rb = None
     if rollback is not None:
-        last_rb = {
-            "id": rollback.id,
-            "state": rollback.state,
-            "at": rollback.started_at,
-            "reason": rollback.reason,
-        }
+        last_rb = RollbackRef(rollback.id, rollback.state, rollback.started_at, rollback.reason)
         if rollback.state in ("failed", "interrupted"):
             status = RED
             reasons.append(
@@ -362,73 +353,56 @@ def _service_entry(catalog: Catalog, name: str) -> dict[str, Any]:
             reasons.append(f"rollback #{rollback.id} running")
         else:
             reasons.append(f"last rollback #{rollback.id} {rollback.state}")
-    return {
-        "service": name,
-        "status": status,
-        "reasons": reasons,
-        "release": current,
-        "last_rollback": last_rb,
+    return ServiceStatus(name, status, reasons, current, last_rb)
+
+
+def _source_status(cfg: Config, catalog: Catalog, name: str, now: float) -> SourceStatus:
+    """Return the status of source `name`: backups by type, RPO exposure and (where it applies)
+    the last drill."""
+    src = cfg.sources[name]
+    targets = cfg.targets.for_tier(src.tier)
+    backups = last_backups(catalog, name)
+    full_sched = schedule_interval(cfg, name, "full", now)
+    incr_sched = schedule_interval(cfg, name, "incremental", now)
+    items: dict[str, StatusItem] = {
+        "full_backup": _age_item(
+            "full",
+            backups.full,
+            full_sched[0] if full_sched else DEFAULT_FULL_INTERVAL,
+            full_sched[1] if full_sched else None,
+            now,
+            required=True,
+        ),
+        "incremental_backup": _age_item(
+            "incremental",
+            backups.incremental,
+            incr_sched[0] if incr_sched else float(targets.rpo),
+            incr_sched[1] if incr_sched else None,
+            now,
+            # Incrementals only matter where they are scheduled or have been taken.
+            required=incr_sched is not None,
+        ),
+        "rpo": _rpo_item(catalog, name, float(targets.rpo), backups, now),
     }
+    # File and volume drills are optional: their item shows once one was run.
+    if src.type == "postgres" or ever_drilled(catalog, name):
+        items["drill"] = _drill_item(catalog, name, now)
+    return SourceStatus(
+        source=name,
+        type=src.type,
+        tier=src.tier,
+        targets={"rto_s": float(targets.rto), "rpo_s": float(targets.rpo)},
+        status=worst(*(i.status for i in items.values())),
+        reasons=[f"{k}: {v.reason}" for k, v in items.items() if v.status != GREEN],
+        items=items,
+    )
 
 
-def status(cfg: Config, catalog: Catalog, now: float | None = None) -> dict[str, Any]:
+def status(cfg: Config, catalog: Catalog, now: float | None = None) -> Status:
     """Return the overall status: sources and services, each green/amber/red with reasons."""
     now = time.time() if now is None else now
     repository = _repository_item(catalog, now, repository_url(cfg))
-    sources = []
-    for name, src in sorted(cfg.sources.items()):
-        targets = cfg.targets.for_tier(src.tier)
-        backups = last_backups(catalog, name)
-        full_sched = schedule_interval(cfg, name, "full", now)
-        incr_sched = schedule_interval(cfg, name, "incremental", now)
-        items: dict[str, dict[str, Any]] = {
-            "full_backup": _age_item(
-                "full",
-                backups["full"],
-                full_sched[0] if full_sched else DEFAULT_FULL_INTERVAL,
-                full_sched[1] if full_sched else None,
-                now,
-                required=True,
-            ),
-            "incremental_backup": _age_item(
-                "incremental",
-                backups["incremental"],
-                incr_sched[0] if incr_sched else float(targets.rpo),
-                incr_sched[1] if incr_sched else None,
-                now,
-                # Incrementals only matter where they are scheduled or have been taken.
-                required=incr_sched is not None,
-            ),
-            "rpo": _rpo_item(catalog, name, float(targets.rpo), backups["any"], now),
-        }
-        # File and volume drills are optional: their item shows once one was run.
-        if src.type == "postgres" or _drilled(catalog, name):
-            items["drill"] = _drill_item(catalog, name, now)
-        overall = worst(*(i["status"] for i in items.values()))
-        sources.append(
-            {
-                "source": name,
-                "type": src.type,
-                "tier": src.tier,
-                "targets": {"rto_s": float(targets.rto), "rpo_s": float(targets.rpo)},
-                "status": overall,
-                "reasons": [f"{k}: {v['reason']}" for k, v in items.items() if v["status"] != GREEN],
-                "items": items,
-            }
-        )
+    sources = [_source_status(cfg, catalog, name, now) for name in sorted(cfg.sources)]
     services = [_service_entry(catalog, n) for n in sorted(cfg.services)]
-    overall = worst(
-        str(repository["status"]),
-        *(str(s["status"]) for s in sources),
-        *(str(s["status"]) for s in services),
-    )
-    return {
-        "status": overall,
-        "breached": overall == RED,
-        "at": now,
-        "repository": repository,
-        "sources": sources,
-        "services": services,
-        # Reported, not folded into the overall status: cron-mode setups have no loop to watch.
-        "scheduler": scheduler_health(cfg, catalog, now),
-    }
+    overall = worst(repository.status, *(s.status for s in sources), *(s.status for s in services))
+    return Status(overall, now, repository, sources, services, scheduler_health(cfg, catalog, now))

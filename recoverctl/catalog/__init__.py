@@ -6,6 +6,7 @@ HA setups. The schema is migrated with alembic automatically on first use.
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import os
 import re
@@ -16,7 +17,7 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -129,6 +130,16 @@ def actor() -> str:
 
 def now() -> float:
     return time.time()
+
+
+Record = TypeVar("Record")
+
+
+def as_record(cls: type[Record], row: Any) -> Record:
+    """Given a dataclass `cls` whose fields are named like columns and a result row, return the
+    record: the one way the per-concern modules turn rows into typed values."""
+    mapping = row._mapping
+    return cls(**{f.name: mapping[f.name] for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
 
 
 class Catalog:

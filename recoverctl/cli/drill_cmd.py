@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,6 +12,9 @@ from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import json_option
 from recoverctl.drill.scoring import human_duration
 from recoverctl.errors import VerificationError
+
+if TYPE_CHECKING:
+    from recoverctl.actions.drill import DrillResult
 
 # Actions are imported inside the commands: psycopg & co. stay off every other command's start-up.
 
@@ -23,16 +26,18 @@ def drill_group() -> None:
     """Restore drills: restore into a scratch cluster, run checks, score RTO/RPO against targets."""
 
 
-def _drill_text(d: dict[str, Any]) -> str:
+def _drill_text(d: DrillResult) -> str:
+    from dataclasses import asdict
+
     from recoverctl.drill.report import summary_rows
 
-    colour = _COLOUR.get(d["verdict"], "yellow")
-    lines = [click.style(f"drill {d['name']}: {d['verdict'].upper()}", fg=colour, bold=True)]
-    if d.get("reason"):
-        lines.append(f"  reason: {d['reason']}")
-    lines += [f"  {k}: {v}" for k, v in summary_rows(d)[2:]]
-    lines.append("  phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in d["phases"].items()))
-    for c in d["checks"]:
+    colour = _COLOUR.get(d.verdict, "yellow")
+    lines = [click.style(f"drill {d.name}: {d.verdict.upper()}", fg=colour, bold=True)]
+    if d.reason:
+        lines.append(f"  reason: {d.reason}")
+    lines += [f"  {k}: {v}" for k, v in summary_rows(asdict(d))[2:]]
+    lines.append("  phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in d.phases.items()))
+    for c in d.checks:
         mark = click.style("ok  ", fg="green") if c["ok"] else click.style("FAIL", fg="red")
         first = str(c["output"]).splitlines()[0] if c["output"] else ""
         lines.append(f"  [{mark}] {c['name']}: {first}")
@@ -83,12 +88,12 @@ def run_cmd(app: App, playbooks: tuple[str, ...], keep: bool, cold: bool) -> Non
         else results
     )
     app.render(data, lambda _: "\n".join(_drill_text(r) for r in results))
-    failed = [r for r in results if r["verdict"] != "pass"]
+    failed = [r for r in results if r.verdict != "pass"]
     if failed:
         raise VerificationError(
             f"{len(failed)} of {len(results)} drill(s) failed: "
-            + "; ".join(f"{r['name']}: {r['reason']}" for r in failed),
-            hint="read the report: recoverctl drill report " + str(failed[0]["id"]),
+            + "; ".join(f"{r.name}: {r.reason}" for r in failed),
+            hint="read the report: recoverctl drill report " + str(failed[0].id),
         )
 
 
@@ -105,11 +110,11 @@ def history_cmd(app: App, name: str | None, source: str | None, limit: int) -> N
     Example:
       recoverctl drill history --source main --limit 10
     """
-    from recoverctl.actions.drill import drill_history
+    from recoverctl.actions.drill import DrillHistoryEntry, drill_history
 
     rows = drill_history(app.catalog, name=name, source=source, limit=limit)
 
-    def text(rs: list[dict[str, Any]]) -> str:
+    def text(rs: list[DrillHistoryEntry]) -> str:
         if not rs:
             return "no drills recorded yet: run 'recoverctl drill run PLAYBOOK'"
         out = [
@@ -119,12 +124,13 @@ def history_cmd(app: App, name: str | None, source: str | None, limit: int) -> N
         from datetime import datetime
 
         for r in rs:
-            started = datetime.fromtimestamp(r["started_at"], UTC).strftime("%Y-%m-%d %H:%M:%S")
+            started = datetime.fromtimestamp(r.started_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            verdict = r.verdict or ""
             out.append(
-                f"{r['id']:>4}  {started:19}  {r['name'][:20]:20} "
-                + click.style(f"{r['verdict']:8}", fg=_COLOUR.get(r["verdict"], "yellow"))
-                + f" {human_duration(r['rto_s']):>8} {human_duration(r['rto_margin_s']):>8}"
-                f" {human_duration(r['rpo_s']):>8} {human_duration(r['rpo_margin_s']):>8}"
+                f"{r.id:>4}  {started:19}  {r.name[:20]:20} "
+                + click.style(f"{verdict:8}", fg=_COLOUR.get(verdict, "yellow"))
+                + f" {human_duration(r.rto_s):>8} {human_duration(r.rto_margin_s):>8}"
+                f" {human_duration(r.rpo_s):>8} {human_duration(r.rpo_margin_s):>8}"
             )
         return "\n".join(out)
 

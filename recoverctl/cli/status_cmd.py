@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from recoverctl.cli.context import App, pass_app
@@ -27,6 +25,7 @@ def status_cmd(app: App) -> None:
       recoverctl status
       recoverctl status --json | jq '.sources[] | {source, status, reasons}'
     """
+    from recoverctl.actions.status import Status
     from recoverctl.actions.status import status as status_action
 
     data = status_action(app.config, app.catalog)
@@ -34,29 +33,27 @@ def status_cmd(app: App) -> None:
     def paint(s: str) -> str:
         return click.style(f"{_MARK[s]} {s:5}", fg=_COLOUR[s])
 
-    def text(d: dict[str, Any]) -> str:
+    def text(d: Status) -> str:
         out = [
-            f"overall {paint(d['status'])}",
-            f"repository {paint(d['repository']['status'])} {d['repository']['reason']}",
+            f"overall {paint(d.status)}",
+            f"repository {paint(d.repository.status)} {d.repository.reason}",
         ]
-        for s in d["sources"]:
-            out.append(f"source {s['source']} ({s['type']}, {s['tier']}) {paint(s['status'])}")
-            for key, item in s["items"].items():
-                out.append(f"  {key:18} {paint(item['status'])} {item['reason']}")
-        for svc in d["services"]:
-            out.append(f"service {svc['service']} {paint(svc['status'])} {'; '.join(svc['reasons'])}")
-        sched = d["scheduler"]
+        for s in d.sources:
+            out.append(f"source {s.source} ({s.type}, {s.tier}) {paint(s.status)}")
+            for key, item in s.items.items():
+                out.append(f"  {key:18} {paint(item.status)} {item.reason}")
+        for svc in d.services:
+            out.append(f"service {svc.service} {paint(svc.status)} {'; '.join(svc.reasons)}")
+        sched = d.scheduler
         out.append(f"scheduler {paint(sched['status'])} {sched['reason']}")
         return "\n".join(out)
 
     app.render(data, text)
-    if data["breached"]:
-        reds = [f"{s['source']}: {'; '.join(s['reasons'])}" for s in data["sources"] if s["status"] == "red"]
-        reds += [
-            f"{s['service']}: {'; '.join(s['reasons'])}" for s in data["services"] if s["status"] == "red"
-        ]
-        if data["repository"]["status"] == "red":
-            reds.append(f"repository: {data['repository']['reason']}")
+    if data.breached:
+        reds = [f"{s.source}: {'; '.join(s.reasons)}" for s in data.sources if s.status == "red"]
+        reds += [f"{s.service}: {'; '.join(s.reasons)}" for s in data.services if s.status == "red"]
+        if data.repository.status == "red":
+            reds.append(f"repository: {data.repository.reason}")
         raise VerificationError(
             "targets breached: " + " | ".join(reds),
             hint="act on the red items above, then rerun 'recoverctl status'",

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
-from recoverctl.actions.summary import summary
+from recoverctl.actions.summary import Summary, summary
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import json_option
 from recoverctl.errors import PartialError
@@ -30,16 +28,15 @@ def summary_cmd(app: App, period: str, send: bool, dry_run: bool) -> None:
     """
     data = summary(app.config, app.catalog, period, send=send, dry_run=dry_run)
 
-    def text(d: dict[str, Any]) -> str:
-        lines = [d["text"]]
-        for x in d["deliveries"]:
-            lines.append(
-                f"sent to {x['channel']}: {x['status']}" + (f" ({x['error']})" if x.get("error") else "")
-            )
+    def text(d: Summary) -> str:
+        lines = [d.text]
+        for x in d.deliveries:
+            error = getattr(x, "error", None)
+            lines.append(f"sent to {x.channel}: {x.status}" + (f" ({error})" if error else ""))
         return "\n".join(lines)
 
     app.render(data, text)
-    failed = [x["channel"] for x in data["deliveries"] if x["status"] == "failed"]
+    failed = [x.channel for x in data.deliveries if x.status == "failed"]
     if failed:
         raise PartialError(
             f"the summary could not be sent to {', '.join(failed)}", hint="see the errors above"

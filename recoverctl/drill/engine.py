@@ -22,11 +22,10 @@ from types import FrameType
 from typing import Any
 
 import psycopg
-import sqlalchemy as sa
 
-from recoverctl.catalog import Catalog
-from recoverctl.catalog import tables as t
-from recoverctl.config import Config, Source
+from recoverctl.catalog import Catalog, drills
+from recoverctl.catalog.recovery import recovery_point
+from recoverctl.config import Config, PostgresSource, Source
 from recoverctl.drill.checks import CheckContext, run_check
 from recoverctl.drill.playbook import Playbook
 from recoverctl.drill.restorer import Restorer, Selection
@@ -148,6 +147,7 @@ class DrillRun:
     details: dict[str, Any] = field(default_factory=dict)
     # (rpo_s, basis) measured by a flow that knows better than the PostgreSQL rules (file drills).
     rpo_measured: tuple[float, str] | None = None
+    pin_id: int | None = None
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -172,25 +172,16 @@ def targets_for(pb: Playbook, cfg: Config, source: Source) -> tuple[float, float
 def record_start(catalog: Catalog, run: DrillRun) -> None:
     """Insert the drill's catalog row (verdict 'running') and set `run.id`."""
     pb, d = run.playbook, run.playbook.drill
-    with catalog.begin() as conn:
-        run.id = int(
-            conn.execute(
-                t.drills.insert().values(
-                    name=d.name,
-                    source=d.source,
-                    started_at=run.started_at,
-                    verdict="running",
-                    rto_target_s=run.rto_target_s,
-                    rpo_target_s=run.rpo_target_s,
-                    recovery_point=d.recovery_point.describe(),
-                    details={
-                        "playbook": str(pb.path) if pb.path else None,
-                        "cold": run.cold,
-                        "keep": run.keep,
-                    },
-                )
-            ).inserted_primary_key[0]  # type: ignore[index]
-        )
+    run.id = drills.start_drill(
+        catalog,
+        name=d.name,
+        source=d.source,
+        started_at=run.started_at,
+        rto_target_s=run.rto_target_s,
+        rpo_target_s=run.rpo_target_s,
+        recovery_point=d.recovery_point.describe(),
+        details={"playbook": str(pb.path) if pb.path else None, "cold": run.cold, "keep": run.keep},
+    )
 
 
 def _host_owner() -> str:
@@ -198,31 +189,18 @@ def _host_owner() -> str:
 
 
 def pin(catalog: Catalog, run: DrillRun, snapshot_id: str, expires_at: float) -> int:
-    with catalog.begin() as conn:
-        return int(
-            conn.execute(
-                t.pins.insert().values(
-                    snapshot_id=snapshot_id,
-                    reason=f"drill {run.playbook.drill.name} #{run.id}",
-                    owner=f"drill:{run.id}@{_host_owner()}",
-                    created_at=time.time(),
-                    expires_at=expires_at,
-                )
-            ).inserted_primary_key[0]  # type: ignore[index]
-        )
+    """Pin the drill's snapshot against pruning until `expires_at`; return the pin's id."""
+    return drills.pin_snapshot(
+        catalog,
+        snapshot_id,
+        reason=f"drill {run.playbook.drill.name} #{run.id}",
+        owner=f"drill:{run.id}@{_host_owner()}",
+        expires_at=expires_at,
+    )
 
 
 def unpin(catalog: Catalog, pin_id: int) -> None:
-    with catalog.begin() as conn:
-        conn.execute(t.pins.delete().where(t.pins.c.id == pin_id))
-
-
-def _last_archived_at(catalog: Catalog, source: str) -> float | None:
-    with catalog.begin() as conn:
-        row = conn.execute(
-            sa.select(t.wal_status.c.last_archived_at).where(t.wal_status.c.source == source)
-        ).first()
-    return float(row[0]) if row and row[0] is not None else None
+    drills.unpin_snapshot(catalog, pin_id)
 
 
 def check_space(workspace: Path, selection: Selection, min_free: int) -> dict[str, int]:
@@ -303,6 +281,64 @@ def _recorded_counts(selection: Selection) -> tuple[dict[str, int], str]:
     return {}, "none recorded"
 
 
+def _select_and_fetch(
+    catalog: Catalog,
+    run: DrillRun,
+    source: PostgresSource,
+    restorer: Restorer,
+    timeout: float,
+    announce: Callable[[str], None],
+) -> ScratchCluster:
+    """Select the snapshot (and pin it), create the scratch cluster and restore into it; return
+    the cluster. Raise DrillError when it does not fit."""
+    d = run.playbook.drill
+    announce("select")
+    with run.phase("select"):
+        run.selection = restorer.select(d.recovery_point, run.started_at)
+        with uninterruptible():  # a committed pin always has its id here, to unpin
+            run.pin_id = pin(catalog, run, run.selection.snapshot_id, time.time() + timeout + 3600)
+    announce("fetch")
+    with run.phase("fetch"):
+        run.cluster = cluster = ScratchCluster.create(
+            Path(source.bin_dir or "/usr/lib/postgresql/15/bin"),
+            os_user=d.where.os_user or source.os_user,
+            parent=d.where.temp_dir,
+            port=d.where.port,
+            production_port=source.port,
+            production_data_dir=source.data_dir,
+            keep=run.keep,
+        )
+        run.details["space"] = check_space(cluster.workspace, run.selection, d.where.min_free)
+        try:
+            fetched = restorer.fetch(run.selection, cluster.data_dir, d.where.os_user or source.os_user)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DrillError(
+                    f"no space left in '{cluster.workspace.parent}' while restoring "
+                    f"snapshot {run.selection.snapshot_id}: {e.strerror}",
+                    hint="free space there or set where.temp_dir to a larger filesystem",
+                ) from None
+            raise
+        run.bytes = fetched.bytes
+        run.details.update(fetched.details)
+    return cluster
+
+
+def _run_checks(run: DrillRun, cluster: ScratchCluster, user: str, dbname: str) -> None:
+    """Run the playbook's checks against the recovered cluster, against the recovered point."""
+    selection = run.selection
+    assert selection is not None  # checks run only after a snapshot was selected
+    counts, basis = _recorded_counts(selection)
+    if selection.target_kind == "latest":
+        point_ts = run.recovered_commit_ts or selection.snapshot_time
+    else:
+        point_ts = selection.target_time or selection.snapshot_time
+    ctx = CheckContext(cluster, user, dbname, point_ts, counts, basis)
+    for check in run.playbook.drill.effective_checks():
+        run.checks.append(run_check(check, ctx).to_dict())
+    run.checks_done = time.monotonic()
+
+
 def execute(
     cfg: Config,
     catalog: Catalog,
@@ -326,7 +362,6 @@ def execute(
     record_start(catalog, run)
     user = source.user
     dbname = source.dbname
-    pin_id: int | None = None
     interrupted: BaseException | None = None
     deadline = time.monotonic() + timeout
 
@@ -337,57 +372,19 @@ def execute(
     try:
         with signals_raise() as guard:
             try:
-                announce("select")
-                with run.phase("select"):
-                    run.selection = restorer.select(d.recovery_point, run.started_at)
-                    with uninterruptible():  # a committed pin always has its id here, to unpin
-                        pin_id = pin(catalog, run, run.selection.snapshot_id, time.time() + timeout + 3600)
-                announce("fetch")
-                with run.phase("fetch"):
-                    run.cluster = ScratchCluster.create(
-                        Path(source.bin_dir or "/usr/lib/postgresql/15/bin"),
-                        os_user=d.where.os_user or source.os_user,
-                        parent=d.where.temp_dir,
-                        port=d.where.port,
-                        production_port=source.port,
-                        production_data_dir=source.data_dir,
-                        keep=keep,
-                    )
-                    run.details["space"] = check_space(run.cluster.workspace, run.selection, d.where.min_free)
-                    try:
-                        fetched = restorer.fetch(
-                            run.selection, run.cluster.data_dir, d.where.os_user or source.os_user
-                        )
-                    except OSError as e:
-                        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                            raise DrillError(
-                                f"no space left in '{run.cluster.workspace.parent}' while restoring "
-                                f"snapshot {run.selection.snapshot_id}: {e.strerror}",
-                                hint="free space there or set where.temp_dir to a larger filesystem",
-                            ) from None
-                        raise
-                    run.bytes = fetched.bytes
-                    run.details.update(fetched.details)
+                cluster = _select_and_fetch(catalog, run, source, restorer, timeout, announce)
                 announce("recovery")
-                _bring_up(run, run.cluster, user, dbname, deadline)
+                _bring_up(run, cluster, user, dbname, deadline)
                 announce("checks")
                 with run.phase("checks"):
-                    counts, basis = _recorded_counts(run.selection)
-                    if run.selection.target_kind == "latest":
-                        point_ts = run.recovered_commit_ts or run.selection.snapshot_time
-                    else:
-                        point_ts = run.selection.target_time or run.selection.snapshot_time
-                    ctx = CheckContext(run.cluster, user, dbname, point_ts, counts, basis)
-                    for check in d.effective_checks():
-                        run.checks.append(run_check(check, ctx).to_dict())
-                    run.checks_done = time.monotonic()
+                    _run_checks(run, cluster, user, dbname)
             except RecoverctlError as e:
                 run.failure = f"failed at {run.failed_phase or 'setup'}: {e.message}"
                 run.failure_hint = e.hint
                 run.details.update({k: v for k, v in e.details.items() if k == "log_tail"})
             finally:
                 with guard.shield():
-                    _teardown(catalog, run, pin_id)
+                    _teardown(catalog, run, run.pin_id)
             guard.raise_pending(run)
     except (SignalReceived, DrillInterrupted, KeyboardInterrupt) as e:
         interrupted = e
@@ -416,44 +413,56 @@ def _teardown(catalog: Catalog, run: DrillRun, pin_id: int | None) -> None:
             unpin(catalog, pin_id)
 
 
+def _rpo(catalog: Catalog, run: DrillRun) -> tuple[float | None, str]:
+    """Return the drill's measured RPO (rounded to the millisecond) and what it was measured from."""
+    if run.rpo_measured is not None:
+        return round(run.rpo_measured[0], 3), run.rpo_measured[1]
+    sel = run.selection
+    if sel is None:
+        return None, "unknown"
+    rpo_s, basis = measured_rpo(
+        recovery_kind=sel.target_kind,
+        drill_start=run.started_at,
+        recovered_commit_ts=run.recovered_commit_ts,
+        snapshot_time=sel.snapshot_time,
+        last_archived_at=recovery_point(catalog, run.playbook.drill.source).last_archived_at,
+    )
+    return (round(rpo_s, 3) if rpo_s is not None else None), basis
+
+
+def _verdict(
+    run: DrillRun, rto_s: float | None, rpo_s: float | None, interrupted: BaseException | None
+) -> tuple[str, str | None]:
+    """Return (verdict, reason): cancelled when interrupted, else the score."""
+    if interrupted is not None:
+        return "cancelled", f"cancelled during {run.failed_phase or 'setup'}"
+    s = score(
+        checks=run.checks,
+        rto_s=rto_s,
+        rpo_s=rpo_s,
+        rto_target_s=run.rto_target_s,
+        rpo_target_s=run.rpo_target_s,
+        failure=run.failure,
+    )
+    return s.verdict, s.reason
+
+
 def finish(
     cfg: Config,
     catalog: Catalog,
     run: DrillRun,
     interrupted: BaseException | None,
 ) -> dict[str, Any]:
-    reason: str | None
+    """Given a drill that ended (`interrupted` by what cancelled it, if it was), score it, record
+    it in the catalog and return its result."""
     d = run.playbook.drill
     sel = run.selection
     finished = time.time()
     all_ok = bool(run.checks) and all(c["ok"] for c in run.checks)
     # RTO only exists when recovery reached the point where every check passed.
     rto_s = round(run.checks_done - run.t0, 3) if all_ok and run.checks_done is not None else None
-    rpo_s: float | None = None
-    rpo_basis = "unknown"
-    if run.rpo_measured is not None:
-        rpo_s, rpo_basis = round(run.rpo_measured[0], 3), run.rpo_measured[1]
-    elif sel is not None:
-        rpo_s, rpo_basis = measured_rpo(
-            recovery_kind=sel.target_kind,
-            drill_start=run.started_at,
-            recovered_commit_ts=run.recovered_commit_ts,
-            snapshot_time=sel.snapshot_time,
-            last_archived_at=_last_archived_at(catalog, d.source),
-        )
-        rpo_s = round(rpo_s, 3) if rpo_s is not None else None
-    if interrupted is not None:
-        verdict, reason = "cancelled", f"cancelled during {run.failed_phase or 'setup'}"
-    else:
-        s = score(
-            checks=run.checks,
-            rto_s=rto_s,
-            rpo_s=rpo_s,
-            rto_target_s=run.rto_target_s,
-            rpo_target_s=run.rpo_target_s,
-            failure=run.failure,
-        )
-        verdict, reason = s.verdict, s.reason
+    rpo_s, rpo_basis = _rpo(catalog, run)
+    verdict, reason = _verdict(run, rto_s, rpo_s, interrupted)
     result: dict[str, Any] = {
         "id": run.id,
         "name": d.name,
@@ -481,37 +490,29 @@ def finish(
         "finished_at": finished,
         "details": run.details,
     }
-    with catalog.begin() as conn:
-        conn.execute(
-            t.drills.update()
-            .where(t.drills.c.id == run.id)
-            .values(
-                snapshot_id=result["snapshot_id"],
-                finished_at=finished,
-                verdict=verdict,
-                rto_s=rto_s,
-                rpo_s=rpo_s,
-                phases=result["phases"],
-                checks=run.checks,
-                bytes=run.bytes,
-                reason=reason,
-                details={
-                    k: result[k]
-                    for k in (
-                        "rpo_basis",
-                        "failed_phase",
-                        "hint",
-                        "snapshot_time",
-                        "recovery_target",
-                        "recovered_commit_ts",
-                        "recovered_lsn",
-                        "cold",
-                        "details",
-                    )
-                }
-                | {"playbook": str(run.playbook.path) if run.playbook.path else None, "keep": run.keep},
-            )
-        )
+    _record_finish(catalog, run, result)
+    return result
+
+
+def _record_finish(catalog: Catalog, run: DrillRun, result: dict[str, Any]) -> None:
+    """Record the drill's `result`, audit it, and raise the `drill.failed` event when it failed."""
+    d = run.playbook.drill
+    verdict, reason, rto_s, rpo_s = result["verdict"], result["reason"], result["rto_s"], result["rpo_s"]
+    drills.finish_drill(
+        catalog,
+        run.id,
+        snapshot_id=result["snapshot_id"],
+        finished_at=result["finished_at"],
+        verdict=verdict,
+        rto_s=rto_s,
+        rpo_s=rpo_s,
+        phases=result["phases"],
+        checks=run.checks,
+        bytes=run.bytes,
+        reason=reason,
+        details={k: result[k] for k in (*drills.DETAIL_KEYS, "details")}
+        | {"playbook": str(run.playbook.path) if run.playbook.path else None, "keep": run.keep},
+    )
     catalog.audit("drill.run", f"{d.source}:{d.name}", verdict, {"drill_id": run.id, "reason": reason})
     if verdict == "fail":
         summary = f"restore drill '{d.name}' of '{d.source}' failed: {reason}"
@@ -543,4 +544,3 @@ def finish(
             human_duration(rpo_s),
             human_duration(run.rpo_target_s),
         )
-    return result

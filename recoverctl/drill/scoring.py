@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from recoverctl.catalog.recovery import exposure_at
+
 
 def human_duration(seconds: float | None) -> str:
     """Given seconds, return '1h02m', '4m05s', '12.3s'; '-' for None."""
@@ -45,7 +47,10 @@ def measured_rpo(
     snapshot_time: float | None,
     last_archived_at: float | None,
 ) -> tuple[float | None, str]:
-    """Return (rpo_s, basis) as defined in docs/drills.md; rpo_s None when nothing can be measured."""
+    """Return (rpo_s, basis) as defined in docs/drills.md; rpo_s None when nothing can be measured.
+
+    `last_archived_at` is the source's recovery point as the catalog has it
+    (`catalog.recovery.recovery_point(...).last_archived_at`)."""
     if recovery_kind == "latest":
         if recovered_commit_ts is not None:
             return max(0.0, drill_start - recovered_commit_ts), "recovered last commit"
@@ -53,11 +58,12 @@ def measured_rpo(
             # No transaction was replayed after the backup: the backup's end is the newest state.
             return max(0.0, drill_start - snapshot_time), "snapshot time (no commit replayed)"
         return None, "unknown"
-    newest = max((t for t in (last_archived_at, snapshot_time) if t is not None), default=None)
-    if newest is None:
+    # The source's RPO exposure at drill start, measured like `status` measures it now.
+    newest, exposure = exposure_at(drill_start, last_archived_at, snapshot_time)
+    if exposure is None:
         return None, "unknown"
     basis = "archive exposure (last archived WAL)" if newest == last_archived_at else "newest backup"
-    return max(0.0, drill_start - newest), basis
+    return exposure, basis
 
 
 def score(

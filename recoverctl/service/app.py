@@ -12,144 +12,27 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import sqlalchemy as sa
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from recoverctl import __version__
-from recoverctl.actions.alert_intake import SOURCES, AlertIn, list_decisions
-from recoverctl.catalog import Catalog
-from recoverctl.catalog import jobs as jobq
-from recoverctl.catalog import tables as t
-from recoverctl.config import Config
-from recoverctl.errors import CatalogError, RecoverctlError
-from recoverctl.service.auth import Secrets, authenticate
-from recoverctl.service.batcher import IntakeBatcher
-from recoverctl.service.metrics import Metrics
-from recoverctl.service.payloads import AlertmanagerWebhook, GenericEvent, GrafanaWebhook, parse_body
-from recoverctl.service.rejections import RejectionLog
-from recoverctl.service.worker import HEARTBEAT_EVERY, Worker
+from recoverctl.actions.alert_intake import SOURCES
+from recoverctl.service.api import api_router
+from recoverctl.service.auth import authenticate
+from recoverctl.service.hooks import HOOK_MODELS, hooks_router
+from recoverctl.service.ops import ops_router
+from recoverctl.service.payloads import parse_body
+from recoverctl.service.state import ServiceState
 
 log = logging.getLogger(__name__)
-
-SCHEDULER_STALE_AFTER = 180.0
-REPOSITORY_CHECK_EVERY = 30.0
-
-
-@dataclass
-class ServiceState:
-    cfg: Config
-    catalog: Catalog
-    secrets: Secrets
-    metrics: Metrics
-    worker: Worker | None = None
-    force_dry_run: bool = False
-    _repo_check: tuple[float, dict[str, Any]] | None = field(default=None, repr=False)
-    _batcher: IntakeBatcher | None = field(default=None, repr=False)
-    _rejections: RejectionLog | None = field(default=None, repr=False)
-
-    @property
-    def batcher(self) -> IntakeBatcher:
-        if self._batcher is None:
-            self._batcher = IntakeBatcher(self.cfg, self.catalog, force_dry_run=self.force_dry_run)
-        return self._batcher
-
-    @property
-    def rejections(self) -> RejectionLog:
-        if self._rejections is None:
-            self._rejections = RejectionLog(self.catalog, self.cfg.serve.rejections)
-        return self._rejections
-
-    def reject(self, source: str, outcome: str, reason: str, scope: Scope, *, throttle: bool) -> bool:
-        """Count a refused request (written later, aggregated); return True to answer 429."""
-        client = scope.get("client")
-        peer = str(client[0]) if client else "unknown"
-        limited = self.rejections.refuse(source, outcome, reason, peer, throttle=throttle)
-        self.metrics.requests.labels(source, "rate_limited" if limited else outcome).inc()
-        return limited
-
-    async def accept(self, source: str, alerts: list[AlertIn]) -> dict[str, Any]:
-        try:
-            # Awaited on the event loop: the batcher's writer thread is the only one that blocks.
-            decisions = await self.batcher.submit(alerts)
-        except CatalogError as e:
-            self.metrics.requests.labels(source, "unavailable").inc()
-            raise HTTPException(503, detail=f"catalog unavailable, retry later: {e.message}") from None
-        self.metrics.requests.labels(source, "accepted").inc()
-        if self.worker is not None and any(d["decision"] == "acted" for d in decisions):
-            self.worker.wake()
-        return {"accepted": len(decisions), "decisions": decisions}
-
-    # --- health -----------------------------------------------------------------------------------
-
-    def health(self) -> tuple[bool, dict[str, Any]]:
-        checks: dict[str, dict[str, Any]] = {}
-        now = time.time()
-        beats: list[Any] = []
-        try:
-            with self.catalog.begin() as conn:
-                conn.execute(sa.text("SELECT 1"))
-                beats = list(conn.execute(sa.select(t.heartbeats)).all())
-            checks["catalog"] = {"ok": True, "url": self.catalog.display_url}
-        except CatalogError as e:
-            checks["catalog"] = {"ok": False, "error": e.message}
-        checks["repository"] = self._repository(now)
-        sched = [b.at for b in beats if b.role == "scheduler"]
-        if sched:
-            age = now - max(sched)
-            checks["scheduler"] = {"ok": age < SCHEDULER_STALE_AFTER, "heartbeat_age_s": round(age, 1)}
-        elif self.cfg.schedules:
-            checks["scheduler"] = {"ok": False, "error": "schedules are configured but no scheduler has run"}
-        else:
-            checks["scheduler"] = {"ok": True, "configured": False}
-        if self.worker is not None:
-            checks["worker"] = {"ok": self.worker.alive, "in_process": True, "jobs_run": self.worker.jobs_run}
-        else:
-            workers = [b.at for b in beats if b.role == "worker"]
-            age = now - max(workers) if workers else None
-            fresh = age is not None and age < 3 * HEARTBEAT_EVERY
-            checks["worker"] = {"ok": fresh, "in_process": False, "heartbeat_age_s": age and round(age, 1)}
-        healthy = all(c["ok"] for c in checks.values())
-        return healthy, {"status": "ok" if healthy else "unhealthy", "version": __version__, "checks": checks}
-
-    def _repository(self, now: float) -> dict[str, Any]:
-        repo = self.cfg.repository
-        if repo is None:
-            return {"ok": True, "configured": False}
-        if self._repo_check and now - self._repo_check[0] < REPOSITORY_CHECK_EVERY:
-            return self._repo_check[1]
-        # The bare backend: a health probe must answer now, not after the retry layer's backoff.
-        from recoverctl.storage import open_backend
-
-        result: dict[str, Any]
-        try:
-            storage = open_backend(repo.url, repo)
-            try:
-                next(iter(storage.list("config")), None)
-            finally:
-                storage.close()
-            result = {"ok": True, "url": storage.url}
-        except RecoverctlError as e:
-            result = {"ok": False, "error": e.message}
-        self._repo_check = (now, result)
-        return result
-
-
-HOOK_MODELS: dict[str, type[AlertmanagerWebhook | GrafanaWebhook | GenericEvent]] = {
-    "alertmanager": AlertmanagerWebhook,
-    "grafana": GrafanaWebhook,
-    "generic": GenericEvent,
-}
 
 
 class HookGuard:
@@ -260,11 +143,6 @@ class HookGuard:
             state.metrics.latency.labels(source).observe(time.perf_counter() - started)
 
 
-class Accepted(BaseModel):
-    accepted: int
-    decisions: list[dict[str, Any]]
-
-
 class WebhookAPI(FastAPI):
     """FastAPI with HookGuard in front of its whole middleware stack."""
 
@@ -303,63 +181,7 @@ def create_app(state: ServiceState) -> FastAPI:
             )
         return JSONResponse({"error": "invalid", "detail": errors}, status_code=422)
 
-    responses: dict[int | str, dict[str, Any]] = {
-        202: {"model": Accepted, "description": "decided and committed"},
-        400: {"description": "body is not JSON"},
-        401: {"description": "bad or missing token/signature, missing or stale timestamp, replay"},
-        413: {"description": "body too large"},
-        422: {"description": "payload does not match the schema"},
-        429: {"description": "too many unauthenticated requests from this address"},
-        503: {"description": "catalog unavailable: retry"},
-    }
-
-    @app.post("/hooks/alertmanager", status_code=202, response_class=JSONResponse, responses=responses)
-    async def alertmanager(payload: AlertmanagerWebhook) -> JSONResponse:
-        """Alertmanager webhook (version 4)."""
-        return JSONResponse(await state.accept("alertmanager", payload.to_alerts()), status_code=202)
-
-    @app.post("/hooks/grafana", status_code=202, response_class=JSONResponse, responses=responses)
-    async def grafana(payload: GrafanaWebhook) -> JSONResponse:
-        """Grafana-managed alerting webhook (version 1)."""
-        return JSONResponse(await state.accept("grafana", payload.to_alerts()), status_code=202)
-
-    @app.post("/hooks/generic", status_code=202, response_class=JSONResponse, responses=responses)
-    async def generic(payload: GenericEvent) -> JSONResponse:
-        """A signed event from any other sender."""
-        return JSONResponse(await state.accept("generic", payload.to_alerts()), status_code=202)
-
-    @app.get("/health")
-    def health() -> JSONResponse:
-        """Catalog, repository, scheduler and worker status; 200 when healthy, 503 otherwise."""
-        healthy, body = state.health()
-        return JSONResponse(body, status_code=200 if healthy else 503)
-
-    @app.get("/metrics")
-    def metrics() -> Response:
-        """Prometheus exposition."""
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/api/jobs/{job_id}")
-    def get_job(job_id: int) -> dict[str, Any]:
-        """One job of the persistent queue."""
-        try:
-            job = jobq.get_job(state.catalog, job_id)
-        except CatalogError as e:
-            raise HTTPException(503, detail=e.message) from None
-        if job is None:
-            raise HTTPException(404, detail=f"job {job_id} does not exist")
-        return job
-
-    @app.get("/api/alerts")
-    def alerts(
-        limit: int = 100, decision: str | None = None, service: str | None = None
-    ) -> list[dict[str, Any]]:
-        """Recent alert decisions, newest first."""
-        try:
-            return list_decisions(
-                state.catalog, limit=max(1, min(limit, 1000)), decision=decision, service=service
-            )
-        except CatalogError as e:
-            raise HTTPException(503, detail=e.message) from None
-
+    app.include_router(hooks_router(state))
+    app.include_router(ops_router(state))
+    app.include_router(api_router(state))
     return app

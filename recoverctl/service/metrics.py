@@ -17,6 +17,9 @@ from prometheus_client.registry import Collector
 
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
+from recoverctl.catalog.drills import last_finished_drills
+from recoverctl.catalog.recovery import archiving_sources, rpo_exposure
+from recoverctl.catalog.runs import last_succeeded_backups
 from recoverctl.config import Config
 from recoverctl.errors import CatalogError
 
@@ -44,6 +47,11 @@ class CatalogCollector(Collector):
         yield from families
 
     def _from_catalog(self, now: float) -> Iterator[Metric]:
+        yield from self._decisions_jobs_rollbacks()
+        yield from self._backups(now)
+        yield from self._drills()
+
+    def _decisions_jobs_rollbacks(self) -> Iterator[Metric]:
         with self.catalog.begin() as conn:
             decisions: dict[str, int] = dict(
                 conn.execute(
@@ -60,21 +68,6 @@ class CatalogCollector(Collector):
                     sa.select(t.rollbacks.c.state, sa.func.count()).group_by(t.rollbacks.c.state)
                 ).all()
             )
-            backups = dict(
-                conn.execute(
-                    sa.select(t.runs.c.source, sa.func.max(t.runs.c.finished_at))
-                    .where(t.runs.c.kind.like("backup%"), t.runs.c.status == "succeeded")
-                    .group_by(t.runs.c.source)
-                ).all()
-            )
-            wal = dict(conn.execute(sa.select(t.wal_status.c.source, t.wal_status.c.last_archived_at)).all())
-            last_drill_ids = (
-                sa.select(sa.func.max(t.drills.c.id))
-                .where(t.drills.c.finished_at.is_not(None))
-                .group_by(t.drills.c.source)
-                .scalar_subquery()
-            )
-            drills = conn.execute(sa.select(t.drills).where(t.drills.c.id.in_(last_drill_ids))).all()
 
         m = CounterMetricFamily(
             "recoverctl_alert_decisions", "Alert decisions stored by type", labels=["decision"]
@@ -95,7 +88,10 @@ class CatalogCollector(Collector):
             m.add_metric([state], float(rollbacks.get(state, 0)))
         yield m
 
-        sources = sorted(set(self.cfg.sources) | {s for s in backups if s} | {s for s in wal if s})
+    def _backups(self, now: float) -> Iterator[Metric]:
+        backups = last_succeeded_backups(self.catalog)
+        archiving = archiving_sources(self.catalog)
+        sources = sorted(set(self.cfg.sources) | {s for s in backups if s} | set(archiving))
         age = GaugeMetricFamily(
             "recoverctl_last_backup_age_seconds",
             "Seconds since the last successful backup",
@@ -119,13 +115,16 @@ class CatalogCollector(Collector):
             if last is not None:
                 age.add_metric([source], now - last)
                 ts.add_metric([source], last)
-            newest = max((x for x in (last, wal.get(source)) if x is not None), default=None)
-            if newest is not None:
-                exposure.add_metric([source], now - newest)
+            measured = rpo_exposure(self.catalog, source, now).exposure_s
+            if measured is not None:
+                exposure.add_metric([source], measured)
             if source in self.cfg.sources:
                 tier = self.cfg.sources[source].tier
                 target.add_metric([source], self.cfg.targets.for_tier(tier).rpo)
         yield from (age, ts, exposure, target)
+
+    def _drills(self) -> Iterator[Metric]:
+        drills = last_finished_drills(self.catalog)
 
         ok = GaugeMetricFamily(
             "recoverctl_last_drill_success", "1 when the last drill passed", labels=["source"]
@@ -142,7 +141,8 @@ class CatalogCollector(Collector):
         for d in drills:
             src = d.source or d.name
             ok.add_metric([src], 1.0 if d.verdict == "pass" else 0.0)
-            when.add_metric([src], d.finished_at)
+            if d.finished_at is not None:  # always: only finished drills are read
+                when.add_metric([src], d.finished_at)
             if d.rto_s is not None:
                 rto.add_metric([src], d.rto_s)
             if d.rpo_s is not None:

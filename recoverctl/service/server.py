@@ -14,9 +14,10 @@ from fastapi import FastAPI
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config
 from recoverctl.errors import UsageError
-from recoverctl.service.app import ServiceState, create_app
+from recoverctl.service.app import create_app
 from recoverctl.service.auth import load_secrets
 from recoverctl.service.metrics import Metrics
+from recoverctl.service.state import ServiceState
 from recoverctl.service.worker import Worker
 
 log = logging.getLogger(__name__)

@@ -63,7 +63,6 @@ TABLES_ALLOWED: frozenset[str] = frozenset(
         "recoverctl/actions/alert_intake.py",
         "recoverctl/actions/deliver.py",
         "recoverctl/actions/deploy.py",
-        "recoverctl/actions/drill.py",
         "recoverctl/actions/job_kinds.py",
         "recoverctl/actions/postgres_setup.py",
         "recoverctl/actions/releases.py",
@@ -72,12 +71,10 @@ TABLES_ALLOWED: frozenset[str] = frozenset(
         "recoverctl/actions/summary.py",
         "recoverctl/actions/wal.py",
         "recoverctl/cli/scheduler_cmd.py",
-        "recoverctl/drill/engine.py",
         "recoverctl/notify/delivery.py",
         "recoverctl/scheduler/health.py",
         "recoverctl/scheduler/leases.py",
         "recoverctl/scheduler/metrics.py",
-        "recoverctl/service/app.py",
         "recoverctl/service/metrics.py",
     }
 )
