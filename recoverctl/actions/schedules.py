@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from recoverctl import cron
-from recoverctl.catalog import Catalog
+from recoverctl.catalog import Catalog, jobs, leases
 from recoverctl.config import Config
 from recoverctl.errors import ExitCode, RecoverctlError, UsageError
-from recoverctl.scheduler import leases
 from recoverctl.scheduler.execute import as_dict, run_claimed
 from recoverctl.scheduler.install import crontab_lines, merge_crontab, systemd_units
 
@@ -43,11 +42,11 @@ def run_occurrence(
     job fails.
     """
     schedule = cfg.schedule(name)
-    runner = leases.runner_id("run-job")
-    leases.abandon_expired(catalog, runner)
+    runner = leases.holder_id("run-job")
+    jobs.recover_expired(catalog, leases.OCCURRENCES)
     now = time.time()
     due = float(int(now)) if now_as_due else cron.previous(schedule.cron, schedule.timezone, now)
-    result = leases.claim(catalog, schedule.name, due, runner, lease)
+    result = jobs.claim_occurrence(catalog, schedule.name, due, runner, lease)
     if result.state != "claimed" or result.claim is None:
         return {"schedule": name, "due_at": due, "state": result.state, "detail": result.detail}
     r = run_claimed(cfg, catalog, schedule, result.claim, lease=lease, metrics_textfile=metrics_textfile)
@@ -57,10 +56,33 @@ def run_occurrence(
         raise JobFailedError(
             f"scheduled job '{name}' ({schedule.job}) {why}",
             r.exit_code,
-            hint="the output tail is in the catalog (schedule_runs.outcome); run the job by hand to see all",
+            hint="the output tail is in the catalog (jobs.result); run the job by hand to see all",
             details={"output_tail": r.output[-2000:]},
         )
     return out
+
+
+def scheduler_status(catalog: Catalog, limit: int) -> dict[str, Any]:
+    """Return the scheduler runners' heartbeats and the `limit` most recent occurrences."""
+    now = time.time()
+    runs = jobs.recent_occurrences(catalog, limit)
+    return {
+        "heartbeats": [
+            {"name": b.name, "at": b.at, "age_s": round(now - b.at, 1), "details": b.details}
+            for b in leases.heartbeats(catalog, "scheduler")
+        ],
+        "runs": [
+            {
+                "schedule": r.schedule,
+                "due_at": r.due_at,
+                "state": r.state,
+                "runner": r.lease_owner,
+                "started_at": r.started_at,
+                "finished_at": r.finished_at,
+            }
+            for r in runs
+        ],
+    }
 
 
 def _systemd_dir(user: bool) -> Path:

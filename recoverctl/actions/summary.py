@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
+from recoverctl.catalog.jobs import occurrence_counts
 from recoverctl.config import Config
 from recoverctl.errors import ConfigError
 from recoverctl.notify import Message
@@ -128,13 +129,7 @@ def collect(cfg: Config, catalog: Catalog, period: str, now: float | None = None
                 .order_by(t.rollbacks.c.started_at)
             ).all()
         ]
-        jobs: dict[str, dict[str, int]] = {}
-        for name, state, count in conn.execute(
-            sa.select(t.schedule_runs.c.schedule, t.schedule_runs.c.state, sa.func.count())
-            .where(t.schedule_runs.c.due_at >= since)
-            .group_by(t.schedule_runs.c.schedule, t.schedule_runs.c.state)
-        ).all():
-            jobs.setdefault(name, {})[state] = count
+        jobs = occurrence_counts(conn, since)
         failed_notifications = [
             {"channel": n.channel, "type": n.channel_type, "at": n.at, "error": n.error}
             for n in conn.execute(

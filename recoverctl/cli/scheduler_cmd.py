@@ -6,10 +6,8 @@ import time
 from typing import Any
 
 import click
-import sqlalchemy as sa
 
-from recoverctl.actions.schedules import install, run_occurrence
-from recoverctl.catalog import tables as t
+from recoverctl.actions.schedules import install, run_occurrence, scheduler_status
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import json_option
 from recoverctl.config import parse_duration
@@ -126,28 +124,7 @@ def status(app: App, limit: int) -> None:
     Example:
       recoverctl scheduler status --json
     """
-    now = time.time()
-    with app.catalog.begin() as conn:
-        beats = conn.execute(sa.select(t.heartbeats).where(t.heartbeats.c.role == "scheduler")).all()
-        runs = conn.execute(
-            sa.select(t.schedule_runs).order_by(t.schedule_runs.c.due_at.desc()).limit(limit)
-        ).all()
-    data = {
-        "heartbeats": [
-            {"name": b.name, "at": b.at, "age_s": round(now - b.at, 1), "details": b.details} for b in beats
-        ],
-        "runs": [
-            {
-                "schedule": r.schedule,
-                "due_at": r.due_at,
-                "state": r.state,
-                "runner": r.runner,
-                "started_at": r.started_at,
-                "finished_at": r.finished_at,
-            }
-            for r in runs
-        ],
-    }
+    data = scheduler_status(app.catalog, limit)
 
     def text(d: dict[str, Any]) -> str:
         lines = [

@@ -8,7 +8,6 @@ runner does not depend on which commands exist in this build.
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import os
 import random
@@ -22,12 +21,11 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from recoverctl.catalog import Catalog
+from recoverctl.catalog import Catalog, jobs, leases
+from recoverctl.catalog.jobs import Claim
 from recoverctl.config import Config, Schedule
 from recoverctl.errors import ExitCode, RecoverctlError
 from recoverctl.notify.delivery import deliver_pending
-from recoverctl.scheduler import leases
-from recoverctl.scheduler.leases import Claim
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +126,7 @@ class _LeaseKeeper(threading.Thread):
     def run(self) -> None:
         while not self.done.wait(self.lease / 3):
             try:
-                if not leases.renew(self.catalog, self.claim, self.lease):
+                if not leases.renew(self.catalog, self.claim.id, self.claim.runner, self.lease):
                     self.lost.set()
                     log.error("lease on %s (due %s) was lost", self.claim.schedule, self.claim.due_at)
                     return
@@ -191,7 +189,7 @@ def run_claimed(
         "job": schedule.job,
         "output_tail": output[-1000:],
     }
-    if leases.finish(catalog, claim, state, outcome):
+    if jobs.finish(catalog, claim.id, claim.runner, state, result=outcome):
         _emit(catalog, schedule, claim, result, severity)
     else:
         # Whoever marked it abandoned has already recorded the job.abandoned event.
@@ -228,10 +226,9 @@ def _emit(
             summary += f": {last_line[:300]}"
         catalog.emit_event("job.failed", severity, schedule.name, summary, details, dedup)
         return
-    prev = leases.previous_finished(catalog, schedule.name, claim.id)
+    prev = jobs.last_occurrence(catalog, schedule.name, jobs.FINISHED_STATES, before_id=claim.id)
     if prev is not None and prev.state in ("failed", "abandoned"):
-        prev_outcome = json.loads(prev.outcome or "{}")
-        sev = prev_outcome.get("severity") or "warning"
+        sev = (prev.result or {}).get("severity") or "warning"
         catalog.emit_event(
             "job.recovered",
             sev,

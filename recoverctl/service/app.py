@@ -348,7 +348,7 @@ def create_app(state: ServiceState) -> FastAPI:
             raise HTTPException(503, detail=e.message) from None
         if job is None:
             raise HTTPException(404, detail=f"job {job_id} does not exist")
-        return job
+        return job.to_json()
 
     @app.get("/api/alerts")
     def alerts(

@@ -74,12 +74,8 @@ TABLES_ALLOWED: frozenset[str] = frozenset(
         "recoverctl/actions/summary.py",
         "recoverctl/actions/verify.py",
         "recoverctl/actions/wal.py",
-        "recoverctl/cli/scheduler_cmd.py",
         "recoverctl/drill/engine.py",
         "recoverctl/notify/delivery.py",
-        "recoverctl/scheduler/health.py",
-        "recoverctl/scheduler/leases.py",
-        "recoverctl/scheduler/metrics.py",
         "recoverctl/service/app.py",
         "recoverctl/service/metrics.py",
     }
