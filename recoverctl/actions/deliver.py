@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from recoverctl.catalog import Catalog
-from recoverctl.catalog import tables as t
+from recoverctl.catalog import Catalog, notifications
 from recoverctl.config import Config
 from recoverctl.errors import ConfigError
 from recoverctl.notify import Message
@@ -46,8 +45,8 @@ def send_test(
             "results": [{"channel": n, "channel_type": known[n].type, "status": "would-send"} for n in names],
         }
     event_id = catalog.emit_event("notify.test", severity, None, summary, {"test": True}, None)
-    with catalog.begin() as conn:
-        conn.execute(t.events.update().where(t.events.c.id == event_id).values(delivered=True))
+    # Sent right here: the delivery loop must not send it a second time.
+    notifications.claim_event(catalog, event_id)
     message = Message(
         severity=severity,
         kind="notify.test",

@@ -13,10 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
 from recoverctl.catalog import Catalog
-from recoverctl.catalog import tables as t
+from recoverctl.catalog.jobs import earlier_rollback
 from recoverctl.config import ENV_PASSWORD, Config, repository_password
 from recoverctl.errors import ConfigError, RecoverctlError, VerificationError
 
@@ -53,16 +51,6 @@ class RetryLater(RecoverctlError):
         self.delay = delay
 
 
-def _earlier_attempt(catalog: Catalog, service: str, marker: str) -> Any:
-    with catalog.begin() as conn:
-        return conn.execute(
-            sa.select(t.rollbacks.c.id, t.rollbacks.c.state, t.releases.c.version, t.releases.c.status)
-            .join(t.releases, t.releases.c.id == t.rollbacks.c.to_release, isouter=True)
-            .where(t.rollbacks.c.service == service, t.rollbacks.c.reason.contains(marker, autoescape=True))
-            .order_by(t.rollbacks.c.id.desc())
-        ).first()
-
-
 def run_rollback(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict[str, Any]:
     """Roll the payload's service back to its previous good release; raise when it failed.
 
@@ -77,7 +65,7 @@ def run_rollback(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict
 
     service = payload["target"]
     marker = f"[job {payload.get('job_id')}]"
-    earlier = _earlier_attempt(catalog, service, marker)
+    earlier = earlier_rollback(catalog, service, marker)
     if earlier is not None and earlier.state == "succeeded":
         return {"result": "succeeded", "rollback_id": earlier.id, "finished_before_restart": True}
     if earlier is not None and earlier.status == "failed":

@@ -244,6 +244,28 @@ def get_job(catalog: Catalog, job_id: int) -> Job | None:
     return Job.from_row(row) if row is not None else None
 
 
+@dataclass(frozen=True)
+class EarlierRollback:
+    """The rollback an earlier attempt of a rollback job started, and the release it aimed at."""
+
+    id: int
+    state: str
+    version: str | None  # of the target release
+    status: str | None  # of the target release
+
+
+def earlier_rollback(catalog: Catalog, service: str, marker: str) -> EarlierRollback | None:
+    """Return the newest rollback of `service` whose reason holds `marker` (the job's mark), or None."""
+    with catalog.begin() as conn:
+        row = conn.execute(
+            sa.select(t.rollbacks.c.id, t.rollbacks.c.state, t.releases.c.version, t.releases.c.status)
+            .join(t.releases, t.releases.c.id == t.rollbacks.c.to_release, isouter=True)
+            .where(t.rollbacks.c.service == service, t.rollbacks.c.reason.contains(marker, autoescape=True))
+            .order_by(t.rollbacks.c.id.desc())
+        ).first()
+    return EarlierRollback(row.id, row.state, row.version, row.status) if row is not None else None
+
+
 # --- scheduled occurrences ------------------------------------------------------------------------
 
 _occurrences = t.jobs.c.kind == OCCURRENCE_KIND

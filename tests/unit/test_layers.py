@@ -62,11 +62,9 @@ TABLES_ALLOWED: frozenset[str] = frozenset(
     {
         "recoverctl/actions/alert_intake.py",
         "recoverctl/actions/catalog_sync.py",
-        "recoverctl/actions/deliver.py",
         "recoverctl/actions/deploy.py",
         "recoverctl/actions/drill.py",
         "recoverctl/actions/forget.py",
-        "recoverctl/actions/job_kinds.py",
         "recoverctl/actions/postgres_setup.py",
         "recoverctl/actions/releases.py",
         "recoverctl/actions/rollback.py",
@@ -75,7 +73,6 @@ TABLES_ALLOWED: frozenset[str] = frozenset(
         "recoverctl/actions/verify.py",
         "recoverctl/actions/wal.py",
         "recoverctl/drill/engine.py",
-        "recoverctl/notify/delivery.py",
         "recoverctl/service/app.py",
         "recoverctl/service/metrics.py",
     }
