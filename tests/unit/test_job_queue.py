@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from recoverctl.actions.job_kinds import JOB_KINDS, RetryLater
+from recoverctl.actions.job_kinds import JOB_KINDS, AlertJobPayload, RetryLater
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import jobs as jobq
 from recoverctl.catalog import tables as t
@@ -102,8 +102,8 @@ def test_worker_retries_a_job_asking_for_it_until_its_attempts_run_out(
 ) -> None:
     resumed: list[bool] = []
 
-    def engine_down(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict[str, Any]:
-        resumed.append(bool(payload.get("resume")))
+    def engine_down(cfg: Config, catalog: Catalog, payload: AlertJobPayload) -> dict[str, Any]:
+        resumed.append(payload.resume)
         raise RetryLater(RecoverctlError("Docker engine at 'x' is unreachable"), 0.0)
 
     monkeypatch.setitem(JOB_KINDS, "rollback", engine_down)
