@@ -160,11 +160,6 @@ def claim(catalog: Catalog, owner: str, kinds: Iterable[str], lease: float) -> J
         return Job.from_row(conn.execute(sa.select(t.jobs).where(t.jobs.c.id == candidate)).one())
 
 
-def extend_lease(catalog: Catalog, job_id: int, owner: str, lease: float) -> bool:
-    """Push the lease forward; return False when `owner` no longer holds the job."""
-    return leases.renew(catalog, job_id, owner, lease)
-
-
 def finish(
     catalog: Catalog,
     job_id: int,

@@ -14,8 +14,10 @@ and each update re-checks the expiry, so two processes never both reclaim one ro
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +28,9 @@ from sqlalchemy.engine import Connection, Row
 
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
+from recoverctl.errors import CatalogError
+
+log = logging.getLogger(__name__)
 
 # The kind of a scheduled occurrence's row; every other kind is a webhook action.
 OCCURRENCE_KIND = "schedule"
@@ -79,6 +84,36 @@ def renew(catalog: Catalog, row_id: int, owner: str, lease: float) -> bool:
             t.jobs.update().where(_held(row_id, owner)).values(lease_expires_at=time.time() + lease)
         ).rowcount
     return n == 1
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews the lease `owner` holds on row `row_id` every lease/3 seconds until `done` is set.
+
+    `lost` is set when the row was taken away (another process found the lease expired): the
+    holder should stop its work, for someone else may already be doing it. A catalog that does
+    not answer is retried at the next renewal.
+    """
+
+    def __init__(self, catalog: Catalog, row_id: int, owner: str, lease: float, what: str):
+        super().__init__(name=f"lease-{row_id}", daemon=True)
+        self.catalog, self.row_id, self.owner, self.lease, self.what = catalog, row_id, owner, lease, what
+        self.done = threading.Event()
+        self.lost = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.lease / 3):
+            try:
+                if not renew(self.catalog, self.row_id, self.owner, self.lease):
+                    self.lost.set()
+                    log.error("lease on %s was lost", self.what)
+                    return
+            except CatalogError as e:
+                log.warning("could not renew the lease on %s: %s", self.what, e)
+
+    def stop(self) -> None:
+        """Stop renewing and wait for the renewing thread to end."""
+        self.done.set()
+        self.join()
 
 
 def release(conn: Connection, row_id: int, owner: str, values: dict[str, Any]) -> bool:

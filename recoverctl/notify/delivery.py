@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from recoverctl.catalog import Catalog, notifications
 from recoverctl.config import Config
@@ -29,6 +28,17 @@ class Delivery:
     http_status: int | None = None
     error: str | None = None
     event_id: int | None = None
+
+
+@dataclass
+class DeliveryReport:
+    """What one pass over the undelivered events did."""
+
+    events: int
+    collected_for_summary: int
+    sent: int
+    failed: int
+    deliveries: list[Delivery]
 
 
 def channels_for(cfg: Config, severity: str) -> list[str]:
@@ -117,7 +127,7 @@ def _message(event: notifications.PendingEvent) -> Message:
     )
 
 
-def deliver_pending(cfg: Config, catalog: Catalog, *, limit: int = 200) -> dict[str, Any]:
+def deliver_pending(cfg: Config, catalog: Catalog, *, limit: int = 200) -> DeliveryReport:
     """Send undelivered events to their routes and mark them delivered; return counts and deliveries.
 
     Info events are marked delivered without sending (the daily summary reports them).
@@ -132,10 +142,10 @@ def deliver_pending(cfg: Config, catalog: Catalog, *, limit: int = 200) -> dict[
             collected += 1
             continue
         sent += send_to_channels(cfg, catalog, _message(event), channels_for(cfg, event.severity))
-    return {
-        "events": events,
-        "collected_for_summary": collected,
-        "sent": sum(d.status == "sent" for d in sent),
-        "failed": sum(d.status == "failed" for d in sent),
-        "deliveries": [asdict(d) for d in sent],
-    }
+    return DeliveryReport(
+        events=events,
+        collected_for_summary=collected,
+        sent=sum(d.status == "sent" for d in sent),
+        failed=sum(d.status == "failed" for d in sent),
+        deliveries=sent,
+    )

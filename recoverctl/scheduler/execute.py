@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from recoverctl.catalog import Catalog, jobs, leases
@@ -36,6 +36,8 @@ _WARNING_CODES = {int(ExitCode.PARTIAL), int(ExitCode.LOCKED), int(ExitCode.CANC
 
 @dataclass
 class JobResult:
+    """How a claimed occurrence ran; `run_id` is its row in the catalog's jobs."""
+
     schedule: str
     due_at: float
     state: str  # succeeded / failed / abandoned
@@ -114,26 +116,6 @@ def run_subprocess(
     return (None if stopped else proc.returncode), stopped, text
 
 
-class _LeaseKeeper(threading.Thread):
-    """Renews a claim's lease every lease/3 seconds until stopped."""
-
-    def __init__(self, catalog: Catalog, claim: Claim, lease: float):
-        super().__init__(name=f"lease-{claim.schedule}", daemon=True)
-        self.catalog, self.claim, self.lease = catalog, claim, lease
-        self.done = threading.Event()
-        self.lost = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.wait(self.lease / 3):
-            try:
-                if not leases.renew(self.catalog, self.claim.id, self.claim.runner, self.lease):
-                    self.lost.set()
-                    log.error("lease on %s (due %s) was lost", self.claim.schedule, self.claim.due_at)
-                    return
-            except RecoverctlError as e:
-                log.warning("could not renew the lease on %s: %s", self.claim.schedule, e)
-
-
 def run_claimed(
     cfg: Config,
     catalog: Catalog,
@@ -151,7 +133,9 @@ def run_claimed(
     delivered before returning; delivery problems are recorded, never raised.
     """
     stopping = stopping or threading.Event()
-    keeper = _LeaseKeeper(catalog, claim, lease)
+    keeper = leases.LeaseKeeper(
+        catalog, claim.id, claim.runner, lease, f"{claim.schedule} (due {claim.due_at})"
+    )
     keeper.start()
     started = time.time()
     try:
@@ -170,8 +154,7 @@ def run_claimed(
             job_argv(cfg, schedule), schedule.timeout, env, cancel=keeper.lost
         )
     finally:
-        keeper.done.set()
-        keeper.join()
+        keeper.stop()
     duration = time.time() - started
     if code == 0:
         state = "succeeded"
@@ -237,7 +220,3 @@ def _emit(
             {**details, "resolve": True},
             dedup,
         )
-
-
-def as_dict(result: JobResult) -> dict[str, Any]:
-    return asdict(result)

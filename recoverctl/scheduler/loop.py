@@ -12,7 +12,6 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from recoverctl import cron
 from recoverctl.catalog import Catalog, jobs, leases
@@ -33,6 +32,22 @@ def grace(schedule: Schedule, due: float) -> float:
     return min(60.0, max(0.5, period / 4))
 
 
+@dataclass(frozen=True)
+class Started:
+    """An occurrence this runner claimed and started."""
+
+    schedule: str
+    due_at: float
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    """What a `scheduler run` did before it stopped."""
+
+    runner: str
+    started: list[Started]
+
+
 @dataclass
 class SchedulerLoop:
     cfg: Config
@@ -42,7 +57,7 @@ class SchedulerLoop:
     metrics_textfile: str | None = None
     runner: str = field(default_factory=lambda: leases.holder_id("scheduler"))
     stopping: threading.Event = field(default_factory=threading.Event)
-    started: list[dict[str, Any]] = field(default_factory=list)
+    started: list[Started] = field(default_factory=list)
     _threads: list[threading.Thread] = field(default_factory=list)
     _last_seen: dict[str, float] = field(default_factory=dict)
     _since: float = 0.0
@@ -86,7 +101,7 @@ class SchedulerLoop:
                 log.debug("%s due %s: %s (%s)", s.name, due, result.state, result.detail)
                 continue
             log.info("running %s (due %s%s)", s.name, due, ", catching up" if late else "")
-            self.started.append({"schedule": s.name, "due_at": due})
+            self.started.append(Started(s.name, due))
             th = threading.Thread(target=self._run, args=(s, result.claim), name=f"job-{s.name}")
             th.start()
             self._threads.append(th)
@@ -131,7 +146,7 @@ class SchedulerLoop:
         delay = min([self.poll, *(u - now + 0.01 for u in upcoming)])
         self.stopping.wait(max(0.01, delay))
 
-    def run(self, *, install_signals: bool = True) -> dict[str, Any]:
+    def run(self, *, install_signals: bool = True) -> LoopResult:
         """Loop until SIGTERM/SIGINT; return what was started. Running jobs finish before returning."""
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -158,4 +173,4 @@ class SchedulerLoop:
         for th in self._threads:
             th.join()
         self._heartbeat("stopped")
-        return {"runner": self.runner, "started": self.started}
+        return LoopResult(self.runner, self.started)

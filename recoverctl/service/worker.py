@@ -113,18 +113,7 @@ class Worker:
         return done
 
     def _execute(self, job: jobq.Job) -> dict[str, Any]:
-        keeper_stop = threading.Event()
-
-        def keep_lease() -> None:
-            while not keeper_stop.wait(self.lease / 3):
-                try:
-                    if not jobq.extend_lease(self.catalog, job.id, self.owner, self.lease):
-                        log.error("job %s: lease lost while running", job.id)
-                        return
-                except CatalogError as e:
-                    log.warning("job %s: could not extend lease: %s", job.id, e)
-
-        keeper = threading.Thread(target=keep_lease, name=f"lease-{job.id}", daemon=True)
+        keeper = leases.LeaseKeeper(self.catalog, job.id, self.owner, self.lease, f"job {job.id}")
         keeper.start()
         log.info("job %s (%s) started for %s", job.id, job.kind, job.payload.get("target"))
         state, result, error = "failed", None, None
@@ -145,8 +134,7 @@ class Worker:
             log.exception("job %s (%s) crashed", job.id, job.kind)
             error = f"unexpected {type(e).__name__}: {e}"
         finally:
-            keeper_stop.set()
-            keeper.join()
+            keeper.stop()
         if retry_in is not None:
             assert result is not None and error is not None
             jobq.retry_later(self.catalog, job.id, self.owner, retry_in, result=result, error=error)

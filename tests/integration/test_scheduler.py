@@ -344,7 +344,7 @@ def test_crontab_line_run_by_a_shell_runs_the_job_once(cli: Cli, http_receiver: 
     unit_dir = cli.home / "units"
     cfg = load_config(str(cli.config_path), env={})
     units = install(cfg, mode="systemd", user=True, print_only=False, directory=str(unit_dir), dry_run=False)
-    assert units["directory"] == str(unit_dir) and "systemctl --user daemon-reload" in units["next"]
+    assert units.directory == str(unit_dir) and "systemctl --user daemon-reload" in (units.next or "")
     timer = (unit_dir / "recoverctl-hourly.timer").read_text()
     assert "OnCalendar=*-*-* *:*:0 UTC" in timer
     assert "run-job hourly" in (unit_dir / "recoverctl-hourly.service").read_text()
@@ -449,3 +449,55 @@ def test_a_run_whose_lease_is_lost_is_stopped(
     assert results[0].state == "abandoned" and results[0].exit_code is None
     assert rows(catalog, "slow")[0].state == "abandoned"
     catalog.close()
+
+
+def test_scheduler_json_keeps_its_keys(cli: Cli) -> None:
+    cli.write_config({"schedules": [{"name": "daily", "cron": "0 3 * * *", "job": "config check"}]})
+    ran = cli("--json", "run-job", "daily", check=0).json()
+    assert list(ran) == [
+        "schedule",
+        "due_at",
+        "state",
+        "exit_code",
+        "duration",
+        "timed_out",
+        "output",
+        "run_id",
+    ]
+    assert ran["state"] == "succeeded"
+    # The same occurrence again: another runner (this one, earlier) owns it.
+    taken = cli("--json", "run-job", "daily", check=0).json()
+    assert taken == {
+        "schedule": "daily",
+        "due_at": ran["due_at"],
+        "state": "taken",
+        "detail": "another runner owns this occurrence",
+    }
+    from recoverctl.catalog import leases
+
+    catalog = Catalog(cli.env["RECOVERCTL_CATALOG"])
+    leases.heartbeat(catalog, "scheduler:h:1", "scheduler", {"state": "running"})
+    catalog.close()
+    status = cli("--json", "scheduler", "status", check=0).json()
+    (beat,) = status["heartbeats"]
+    assert list(beat) == ["name", "at", "age_s", "details"] and beat["details"] == {"state": "running"}
+    assert status == {
+        "heartbeats": [beat],
+        "runs": [
+            {
+                "schedule": "daily",
+                "due_at": ran["due_at"],
+                "state": "succeeded",
+                "runner": status["runs"][0]["runner"],
+                "started_at": status["runs"][0]["started_at"],
+                "finished_at": status["runs"][0]["finished_at"],
+            }
+        ],
+    }
+    assert status["runs"][0]["runner"].startswith("run-job:")
+    text = cli("scheduler", "status", check=0).stdout
+    assert "runner scheduler:h:1: running (" in text and "daily" in text
+    printed = cli("--json", "scheduler", "install", "--systemd", "--print", check=0).json()
+    assert list(printed) == ["mode", "installed", "units"] and printed["installed"] is False
+    cron_lines = cli("--json", "scheduler", "install", "--cron", "--print", check=0).json()
+    assert list(cron_lines) == ["mode", "installed", "crontab"]
