@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 
 from recoverctl.catalog import Catalog, jobs, leases
 from recoverctl.catalog import tables as t
@@ -110,6 +112,9 @@ def old_catalog(url: str) -> Iterator[Catalog]:
 def test_upgrade_moves_occurrences_into_jobs_with_claims_and_uniqueness(old_catalog: Catalog) -> None:
     old_catalog.migrate()
     assert old_catalog.info()["revision"] == old_catalog.head_revision()
+    # The migrated schema is the one tables.py describes (columns, the new unique constraint).
+    with old_catalog.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), t.metadata) == []
     with old_catalog.begin() as conn:
         assert "schedule_runs" not in sa.inspect(conn).get_table_names()
         webhook = conn.execute(sa.select(t.jobs).where(t.jobs.c.kind == "rollback")).one()
