@@ -32,7 +32,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.engine import Connection
 from tenacity import retry, retry_if_exception_type, stop_after_attempt
 
-from recoverctl.actions.job_kinds import JOB_KINDS
+from recoverctl.actions.job_kinds import JOB_KINDS, AlertJobPayload
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import jobs as jobq
 from recoverctl.catalog import tables as t
@@ -372,20 +372,19 @@ def decide(
 
 
 def _job_payload(policy: Policy, alert: AlertIn, target: str) -> dict[str, Any]:
-    return {
-        "origin": "alert",
-        "action": policy.action,
-        "target": target,
-        "policy": policy.name,
-        "severity": policy.severity,
-        "source": alert.source,
-        "alertname": alert.alertname,
-        "fingerprint": alert.stable_fingerprint(),
-        "starts_at": alert.starts_at,
-        "incident_key": alert.incident_key(),
-        "labels": alert.labels,
-        "summary": alert.annotations.get("summary") or alert.annotations.get("description"),
-    }
+    return AlertJobPayload(
+        action=policy.action,
+        target=target,
+        policy=policy.name,
+        severity=policy.severity,
+        source=alert.source,
+        alertname=alert.alertname,
+        fingerprint=alert.stable_fingerprint(),
+        starts_at=alert.starts_at,
+        incident_key=alert.incident_key(),
+        labels=alert.labels,
+        summary=alert.annotations.get("summary") or alert.annotations.get("description"),
+    ).to_json()
 
 
 def _decision_row(alert: AlertIn, d: Decision, now: float, incident_key: str | None) -> dict[str, Any]:

@@ -2,21 +2,45 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
-from recoverctl.catalog import Catalog
-from recoverctl.catalog import tables as t
+from recoverctl.catalog import Catalog, notifications
 from recoverctl.config import Config
 from recoverctl.errors import ConfigError
 from recoverctl.notify import Message
 from recoverctl.notify.base import SEVERITIES
-from recoverctl.notify.delivery import channels_for, send_to_channels
+from recoverctl.notify.delivery import Delivery, channels_for, send_to_channels
+
+
+@dataclass(frozen=True)
+class PlannedDelivery:
+    """A channel a dry run would send to."""
+
+    channel: str
+    channel_type: str
+    status: str = "would-send"
+
+    # Read like a Delivery by renderers; not part of the JSON (they are not fields).
+    attempts: ClassVar[int] = 0
+    error: ClassVar[str | None] = None
+
+
+@dataclass(frozen=True)
+class TestNotification:
+    """The outcome of `notify test`: per channel, what was (or would be) sent."""
+
+    # Not a test case, though its name starts with Test.
+    __test__ = False
+
+    dry_run: bool
+    severity: str
+    results: list[Delivery] | list[PlannedDelivery]
 
 
 def send_test(
     cfg: Config, catalog: Catalog, channel: str | None, severity: str, dry_run: bool
-) -> dict[str, Any]:
+) -> TestNotification:
     """Send a test message to one channel or to the route of `severity`; return per-channel results.
 
     Raise ConfigError when the channel is unknown or nothing is routed for `severity`.
@@ -40,14 +64,10 @@ def send_test(
             )
     summary = f"test notification from recoverctl ({severity}); no action needed"
     if dry_run:
-        return {
-            "dry_run": True,
-            "severity": severity,
-            "results": [{"channel": n, "channel_type": known[n].type, "status": "would-send"} for n in names],
-        }
+        return TestNotification(True, severity, [PlannedDelivery(n, known[n].type) for n in names])
     event_id = catalog.emit_event("notify.test", severity, None, summary, {"test": True}, None)
-    with catalog.begin() as conn:
-        conn.execute(t.events.update().where(t.events.c.id == event_id).values(delivered=True))
+    # Sent right here: the delivery loop must not send it a second time.
+    notifications.claim_event(catalog, event_id)
     message = Message(
         severity=severity,
         kind="notify.test",
@@ -57,4 +77,4 @@ def send_test(
         dedup_key=f"recoverctl/notify.test/{event_id}",
     )
     results = send_to_channels(cfg, catalog, message, names)
-    return {"dry_run": False, "severity": severity, "results": [asdict(d) for d in results]}
+    return TestNotification(False, severity, results)

@@ -1,4 +1,5 @@
-"""What each job kind in the persistent queue does: one registry from kind to callable.
+"""What each job kind in the persistent queue does: one registry from kind to callable, and the
+payload an alert hands to the job it queues.
 
 Executors are imported lazily so a worker does not load (or need) the deploy machinery to send a
 notification. Each returns a JSON-able result or raises RecoverctlError (the job then fails).
@@ -10,36 +11,106 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from recoverctl.catalog import Catalog
-from recoverctl.catalog import tables as t
+from recoverctl.catalog.jobs import earlier_rollback
 from recoverctl.config import ENV_PASSWORD, Config, repository_password
 from recoverctl.errors import ConfigError, RecoverctlError, VerificationError
 
-Executor = Callable[[Config, Catalog, dict[str, Any]], dict[str, Any]]
 BACKUP_TIMEOUT = 6 * 3600.0
 
 
-def _alert_summary(payload: dict[str, Any]) -> str:
-    summary = payload.get("summary")
-    return f"{payload.get('alertname')} on '{payload.get('target')}'" + (f": {summary}" if summary else "")
+class AlertJobPayload(BaseModel):
+    """What a job queued by the alert intake carries to its executor; stored as `jobs.payload`.
+
+    `resume` is added when an attempt is queued again (after a worker died or a passing failure),
+    `job_id` by the worker that runs it; neither is stored by the intake.
+    """
+
+    # Rows written by another version may carry keys this one does not know: they are ignored.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    origin: str = "alert"
+    action: str | None = None
+    target: str  # service, source or playbook the action applies to
+    policy: str | None = None
+    severity: str = "warning"
+    source: str | None = None  # alertmanager / grafana / generic
+    alertname: str | None = None
+    fingerprint: str | None = None
+    starts_at: str | None = None
+    incident_key: str | None = None
+    labels: dict[str, str] | None = None
+    summary: str | None = None
+    resume: bool = False
+    job_id: int | None = None
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> AlertJobPayload:
+        """Given a stored payload, return it validated; raise RecoverctlError when it is malformed."""
+        try:
+            return cls.model_validate(payload)
+        except ValidationError as e:
+            raise RecoverctlError(
+                f"malformed job payload: {e.errors(include_url=False)[0]['msg']}",
+                details={"payload": payload},
+            ) from None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the payload as stored, without the attempt's own `resume` and `job_id` unless set."""
+        d = self.model_dump()
+        if not self.resume:
+            del d["resume"]
+        if self.job_id is None:
+            del d["job_id"]
+        return d
 
 
-def run_notify(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class NotifyJobResult:
+    event_id: int
+
+
+@dataclass(frozen=True)
+class BackupJobResult:
+    result: str
+    source: str
+    summary: dict[str, Any]  # the backup command's --json output
+
+
+@dataclass(frozen=True)
+class DrillJobResult:
+    result: str
+    playbook: str
+    drills: list[dict[str, Any]]  # per drill: id, name, source, verdict, rto_s, rpo_s, reason
+
+
+# A rollback job's result is the rollback action's own.
+JobOutcome = NotifyJobResult | BackupJobResult | DrillJobResult | dict[str, Any]
+Executor = Callable[[Config, Catalog, AlertJobPayload], JobOutcome]
+
+
+def _alert_summary(payload: AlertJobPayload) -> str:
+    summary = payload.summary
+    return f"{payload.alertname} on '{payload.target}'" + (f": {summary}" if summary else "")
+
+
+def run_notify(cfg: Config, catalog: Catalog, payload: AlertJobPayload) -> NotifyJobResult:
     """Record an `alert.notify` event for the notification layer; return its id."""
     event_id = catalog.emit_event(
         "alert.notify",
-        payload.get("severity", "warning"),
-        payload.get("target"),
+        payload.severity,
+        payload.target,
         _alert_summary(payload),
-        details={k: payload.get(k) for k in ("policy", "source", "fingerprint", "starts_at", "labels")},
-        dedup_key=f"alert:{payload.get('incident_key')}",
+        details=payload.model_dump(include={"policy", "source", "fingerprint", "starts_at", "labels"}),
+        dedup_key=f"alert:{payload.incident_key}",
     )
-    return {"event_id": event_id}
+    return NotifyJobResult(event_id)
 
 
 class RetryLater(RecoverctlError):
@@ -53,17 +124,7 @@ class RetryLater(RecoverctlError):
         self.delay = delay
 
 
-def _earlier_attempt(catalog: Catalog, service: str, marker: str) -> Any:
-    with catalog.begin() as conn:
-        return conn.execute(
-            sa.select(t.rollbacks.c.id, t.rollbacks.c.state, t.releases.c.version, t.releases.c.status)
-            .join(t.releases, t.releases.c.id == t.rollbacks.c.to_release, isouter=True)
-            .where(t.rollbacks.c.service == service, t.rollbacks.c.reason.contains(marker, autoescape=True))
-            .order_by(t.rollbacks.c.id.desc())
-        ).first()
-
-
-def run_rollback(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict[str, Any]:
+def run_rollback(cfg: Config, catalog: Catalog, payload: AlertJobPayload) -> dict[str, Any]:
     """Roll the payload's service back to its previous good release; raise when it failed.
 
     Every attempt of the job first looks for the rollback an earlier attempt started (after a
@@ -75,9 +136,9 @@ def run_rollback(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict
     """
     from recoverctl.actions.rollback import rollback, transient_fault
 
-    service = payload["target"]
-    marker = f"[job {payload.get('job_id')}]"
-    earlier = _earlier_attempt(catalog, service, marker)
+    service = payload.target
+    marker = f"[job {payload.job_id}]"
+    earlier = earlier_rollback(catalog, service, marker)
     if earlier is not None and earlier.state == "succeeded":
         return {"result": "succeeded", "rollback_id": earlier.id, "finished_before_restart": True}
     if earlier is not None and earlier.status == "failed":
@@ -99,8 +160,8 @@ def run_rollback(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict
             to_version=None,
             schema="keep",
             dry_run=False,
-            reason=f"alert {_alert_summary(payload)} (policy {payload.get('policy')}) {marker}",
-            actor=f"{payload.get('source', 'alert')}:{payload.get('policy')}",
+            reason=f"alert {_alert_summary(payload)} (policy {payload.policy}) {marker}",
+            actor=f"{payload.source or 'alert'}:{payload.policy}",
             resume=earlier is not None,
             rollback_id=earlier.id if earlier is not None else None,
         )
@@ -111,7 +172,7 @@ def run_rollback(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict
         raise
     if result.get("result") != "succeeded":
         raise RecoverctlError(
-            f"rollback of '{payload['target']}' ended {result.get('result')}",
+            f"rollback of '{payload.target}' ended {result.get('result')}",
             details={"result": result},
         )
     return result
@@ -130,7 +191,7 @@ def backup_argv(cfg: Config, source: str) -> list[str]:
     raise RecoverctlError(f"source '{source}' of type {src.type} cannot be backed up from an alert yet")
 
 
-def run_backup(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict[str, Any]:
+def run_backup(cfg: Config, catalog: Catalog, payload: AlertJobPayload) -> BackupJobResult:
     """Back up the payload's source with the backup command in a child process; raise when it failed.
 
     A child process, like scheduled jobs: a crashing backup cannot take the worker down, and the
@@ -141,11 +202,11 @@ def run_backup(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict[s
     argv = [sys.executable, "-m", "recoverctl"]
     if cfg.path is not None:
         argv += ["--config", str(cfg.path.absolute())]
-    argv += backup_argv(cfg, payload["target"])
+    argv += backup_argv(cfg, payload.target)
     code, timed_out, output = run_subprocess(argv, BACKUP_TIMEOUT, dict(os.environ))
     if code != 0:
         raise RecoverctlError(
-            f"backup of '{payload['target']}' {'timed out' if timed_out else f'exited {code}'}",
+            f"backup of '{payload.target}' {'timed out' if timed_out else f'exited {code}'}",
             details={"output": output[-2000:]},
         )
     summary: dict[str, Any] = {}
@@ -155,7 +216,7 @@ def run_backup(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict[s
             break
         except ValueError:
             continue
-    return {"result": "succeeded", "source": payload["target"], "summary": summary}
+    return BackupJobResult("succeeded", payload.target, summary)
 
 
 def playbook_path(cfg: Config, playbook: str) -> Path:
@@ -168,7 +229,7 @@ def playbook_path(cfg: Config, playbook: str) -> Path:
     return path
 
 
-def run_drill(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict[str, Any]:
+def run_drill(cfg: Config, catalog: Catalog, payload: AlertJobPayload) -> DrillJobResult:
     """Run the drill playbook(s) named by the payload's target; return each drill's verdict.
 
     Raise VerificationError when a drill failed (the job fails; the drill is recorded and its
@@ -176,7 +237,7 @@ def run_drill(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict[st
     """
     from recoverctl.actions.drill import drill_run
 
-    path = playbook_path(cfg, payload["target"])
+    path = playbook_path(cfg, payload.target)
 
     def password() -> str:
         secret = repository_password(cfg)
@@ -200,7 +261,7 @@ def run_drill(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict[st
             hint=f"read the report: recoverctl drill report {failed[0]['id']}",
             details={"drills": drills},
         )
-    return {"result": "succeeded", "playbook": str(path), "drills": drills}
+    return DrillJobResult("succeeded", str(path), drills)
 
 
 JOB_KINDS: dict[str, Executor] = {
@@ -212,11 +273,13 @@ JOB_KINDS: dict[str, Executor] = {
 
 
 def run_job(cfg: Config, catalog: Catalog, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """Run one job of `kind`; return its result; raise RecoverctlError for an unknown kind or failure."""
+    """Run one job of `kind` with its stored `payload`; return its result as stored in the job;
+    raise RecoverctlError for an unknown kind, a malformed payload or a failure."""
     try:
         executor = JOB_KINDS[kind]
     except KeyError:
         raise RecoverctlError(
             f"job kind '{kind}' is not known to this worker", hint=f"known kinds: {', '.join(JOB_KINDS)}"
         ) from None
-    return executor(cfg, catalog, payload)
+    out = executor(cfg, catalog, AlertJobPayload.from_json(payload))
+    return out if isinstance(out, dict) else asdict(out)

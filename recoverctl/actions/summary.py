@@ -15,6 +15,7 @@ from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
 from recoverctl.catalog.drills import drills_since
 from recoverctl.catalog.events import info_events_since, mark_delivered, problem_counts_since
+from recoverctl.catalog.jobs import occurrence_counts
 from recoverctl.catalog.recovery import rpo_exposure
 from recoverctl.catalog.runs import backups_since
 from recoverctl.config import Config
@@ -191,14 +192,7 @@ def _drills(catalog: Catalog, since: float) -> list[DrillLine]:
 
 def _scheduled_jobs(catalog: Catalog, since: float) -> dict[str, dict[str, int]]:
     with catalog.begin() as conn:
-        jobs: dict[str, dict[str, int]] = {}
-        for name, state, count in conn.execute(
-            sa.select(t.schedule_runs.c.schedule, t.schedule_runs.c.state, sa.func.count())
-            .where(t.schedule_runs.c.due_at >= since)
-            .group_by(t.schedule_runs.c.schedule, t.schedule_runs.c.state)
-        ).all():
-            jobs.setdefault(name, {})[state] = count
-    return jobs
+        return occurrence_counts(conn, since)
 
 
 def _releases_and_rollbacks(catalog: Catalog, since: float) -> tuple[list[DeployLine], list[RollbackLine]]:

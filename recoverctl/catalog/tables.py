@@ -75,14 +75,18 @@ pins = Table(
     Column("expires_at", Float),
 )
 
-# Persistent work queue (webhook actions, scheduled jobs) with leases.
+# The one table of leased work: webhook actions (queued, then claimed by a worker) and scheduled
+# occurrences (kind "schedule", created by the runner that claims them). An occurrence's
+# (schedule, due_at) is unique, so of several runners only the first to insert it runs it; webhook
+# jobs leave both NULL, which a unique constraint never compares.
 jobs = Table(
     "jobs",
     metadata,
     Column("id", Integer, primary_key=True),
     Column("kind", String(40), nullable=False),
     Column("payload", JSON, nullable=False),
-    Column("state", String(20), nullable=False),  # queued / running / succeeded / failed / abandoned
+    # queued / running / succeeded / failed / abandoned; occurrences also skipped
+    Column("state", String(20), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("max_attempts", Integer, nullable=False, default=1),
     Column("dedup_key", String(300), unique=True),
@@ -95,23 +99,10 @@ jobs = Table(
     Column("finished_at", Float),
     Column("result", JSON),
     Column("error", Text),
+    Column("schedule", String(200)),
+    Column("due_at", Float),
     Index("ix_jobs_state_created", "state", "created_at"),
-)
-
-# Scheduled occurrences: one row per (schedule, due time) so two runners cannot both run it.
-schedule_runs = Table(
-    "schedule_runs",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("schedule", String(200), nullable=False),
-    Column("due_at", Float, nullable=False),
-    Column("state", String(20), nullable=False),  # running / succeeded / failed / skipped / abandoned
-    Column("runner", String(200)),
-    Column("lease_expires_at", Float),
-    Column("started_at", Float),
-    Column("finished_at", Float),
-    Column("outcome", Text),
-    UniqueConstraint("schedule", "due_at", name="uq_schedule_runs_schedule_due"),
+    UniqueConstraint("schedule", "due_at", name="uq_jobs_schedule_due"),
 )
 
 heartbeats = Table(

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 import click
 
-from recoverctl.actions.deliver import send_test
+from recoverctl.actions.deliver import PlannedDelivery, send_test
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import json_option
 from recoverctl.errors import PartialError, RecoverctlError
-from recoverctl.notify.delivery import deliver_pending
+from recoverctl.notify.delivery import Delivery, DeliveryReport, deliver_pending
 
 
 @click.group("notify")
@@ -18,12 +18,12 @@ def notify_group() -> None:
     """Notification channels: Slack, email, SMS, voice calls, PagerDuty, webhooks."""
 
 
-def _result_lines(results: list[dict[str, Any]]) -> str:
+def _result_lines(results: Sequence[Delivery | PlannedDelivery]) -> str:
     lines = []
     for r in results:
-        extra = f" ({r['attempts']} attempt(s))" if r.get("attempts") else ""
-        err = f": {r['error']}" if r.get("error") else ""
-        lines.append(f"{r['channel']:<20} {r['channel_type']:<10} {r['status']}{extra}{err}")
+        extra = f" ({r.attempts} attempt(s))" if r.attempts else ""
+        err = f": {r.error}" if r.error else ""
+        lines.append(f"{r.channel:<20} {r.channel_type:<10} {r.status}{extra}{err}")
     return "\n".join(lines)
 
 
@@ -48,16 +48,16 @@ def test(app: App, channel: str | None, severity: str, dry_run: bool) -> None:
       recoverctl notify test --severity warning --json
     """
     result = send_test(app.config, app.catalog, channel, severity, dry_run)
-    app.render(result, lambda d: _result_lines(d["results"]))
-    failed = [r for r in result["results"] if r["status"] == "failed"]
-    if failed and len(failed) == len(result["results"]):
+    app.render(result, lambda r: _result_lines(r.results))
+    failed = [r for r in result.results if r.status == "failed"]
+    if failed and len(failed) == len(result.results):
         raise RecoverctlError(
-            f"test notification failed on every channel ({', '.join(r['channel'] for r in failed)})",
+            f"test notification failed on every channel ({', '.join(r.channel for r in failed)})",
             hint="check the URLs, credentials and reachability shown above",
         )
     if failed:
         raise PartialError(
-            f"test notification failed on {', '.join(r['channel'] for r in failed)}",
+            f"test notification failed on {', '.join(r.channel for r in failed)}",
             hint="the other channels delivered; fix the failing ones",
         )
 
@@ -74,12 +74,12 @@ def deliver(app: App) -> None:
     """
     result = deliver_pending(app.config, app.catalog)
 
-    def text(d: dict[str, Any]) -> str:
+    def text(r: DeliveryReport) -> str:
         head = (
-            f"{d['events']} event(s): {d['sent']} delivered, {d['failed']} failed, "
-            f"{d['collected_for_summary']} kept for the daily summary"
+            f"{r.events} event(s): {r.sent} delivered, {r.failed} failed, "
+            f"{r.collected_for_summary} kept for the daily summary"
         )
-        return "\n".join([head, _result_lines(d["deliveries"])]).rstrip()
+        return "\n".join([head, _result_lines(r.deliveries)]).rstrip()
 
     app.render(result, text)
 

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import click
-import sqlalchemy as sa
 
-from recoverctl.actions.schedules import install, run_occurrence
-from recoverctl.catalog import tables as t
+from recoverctl.actions.schedules import (
+    Installed,
+    NotRun,
+    SchedulerStatus,
+    install,
+    run_occurrence,
+    scheduler_status,
+)
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import json_option
 from recoverctl.config import parse_duration
 from recoverctl.errors import UsageError
 from recoverctl.scheduler.defaults import DEFAULT_SCHEDULE_YAML
+from recoverctl.scheduler.execute import JobResult
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -75,7 +80,7 @@ def run(app: App, poll: float, lease: float, metrics_textfile: str | None) -> No
         raise UsageError("no enabled schedules", hint="add 'schedules:' (see 'recoverctl scheduler init')")
     loop = SchedulerLoop(cfg, app.catalog, poll=poll, lease=lease, metrics_textfile=metrics_textfile)
     result = loop.run()
-    app.render(result, lambda d: f"scheduler {d['runner']} stopped after starting {len(d['started'])} job(s)")
+    app.render(result, lambda r: f"scheduler {r.runner} stopped after starting {len(r.started)} job(s)")
 
 
 @scheduler_group.command("install")
@@ -105,12 +110,13 @@ def install_cmd(
         app.config, mode=mode, user=user, print_only=print_only, directory=directory, dry_run=dry_run
     )
 
-    def text(d: dict[str, Any]) -> str:
-        if d["mode"] == "cron":
-            return d["crontab"].rstrip() + ("\n# installed into the crontab" if d["installed"] else "")
-        if not d["installed"]:
-            return "\n".join(f"# --- {name}\n{body}" for name, body in d["units"].items()).rstrip()
-        return f"wrote {len(d['units'])} unit(s) to {d['directory']}\nnext: {d['next']}"
+    def text(r: Installed) -> str:
+        if r.mode == "cron":
+            return (r.crontab or "").rstrip() + ("\n# installed into the crontab" if r.installed else "")
+        units = r.units or {}
+        if not r.installed:
+            return "\n".join(f"# --- {name}\n{body}" for name, body in units.items()).rstrip()
+        return f"wrote {len(units)} unit(s) to {r.directory}\nnext: {r.next}"
 
     app.render(result, text)
 
@@ -126,37 +132,14 @@ def status(app: App, limit: int) -> None:
     Example:
       recoverctl scheduler status --json
     """
-    now = time.time()
-    with app.catalog.begin() as conn:
-        beats = conn.execute(sa.select(t.heartbeats).where(t.heartbeats.c.role == "scheduler")).all()
-        runs = conn.execute(
-            sa.select(t.schedule_runs).order_by(t.schedule_runs.c.due_at.desc()).limit(limit)
-        ).all()
-    data = {
-        "heartbeats": [
-            {"name": b.name, "at": b.at, "age_s": round(now - b.at, 1), "details": b.details} for b in beats
-        ],
-        "runs": [
-            {
-                "schedule": r.schedule,
-                "due_at": r.due_at,
-                "state": r.state,
-                "runner": r.runner,
-                "started_at": r.started_at,
-                "finished_at": r.finished_at,
-            }
-            for r in runs
-        ],
-    }
+    data = scheduler_status(app.catalog, limit)
 
-    def text(d: dict[str, Any]) -> str:
-        lines = [
-            f"runner {b['name']}: {b['details'].get('state')} ({b['age_s']}s ago)" for b in d["heartbeats"]
-        ]
+    def text(d: SchedulerStatus) -> str:
+        lines = [f"runner {b.name}: {b.details.get('state')} ({d.age_s(b)}s ago)" for b in d.heartbeats]
         lines += [
-            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(r['due_at']))}  "
-            f"{r['schedule']:<24} {r['state']:<10} {r['runner'] or ''}"
-            for r in d["runs"]
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(r.due_at))}  "
+            f"{r.schedule:<24} {r.state:<10} {r.runner or ''}"
+            for r in d.runs
         ]
         return "\n".join(lines) or "no scheduler has run yet"
 
@@ -191,10 +174,10 @@ def run_job_cmd(app: App, name: str, now_as_due: bool, lease: float, metrics_tex
         app.config, app.catalog, name, lease=lease, now_as_due=now_as_due, metrics_textfile=metrics_textfile
     )
 
-    def text(d: dict[str, Any]) -> str:
-        if d["state"] in ("taken", "overlap"):
-            return f"{name}: not run ({d['state']}: {d['detail']})"
-        return f"{name}: {d['state']} in {d['duration']:.1f}s (exit {d['exit_code']})"
+    def text(r: JobResult | NotRun) -> str:
+        if isinstance(r, NotRun):
+            return f"{name}: not run ({r.state}: {r.detail})"
+        return f"{name}: {r.state} in {r.duration:.1f}s (exit {r.exit_code})"
 
     app.render(result, text)
 

@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
-import sqlalchemy as sa
-
-from recoverctl.catalog import Catalog
-from recoverctl.catalog import tables as t
+from recoverctl.catalog import Catalog, notifications
 from recoverctl.config import Config
 from recoverctl.errors import RecoverctlError
 from recoverctl.notify import DeliveryError, Message, Notifier, build_notifier
@@ -32,6 +28,17 @@ class Delivery:
     http_status: int | None = None
     error: str | None = None
     event_id: int | None = None
+
+
+@dataclass
+class DeliveryReport:
+    """What one pass over the undelivered events did."""
+
+    events: int
+    collected_for_summary: int
+    sent: int
+    failed: int
+    deliveries: list[Delivery]
 
 
 def channels_for(cfg: Config, severity: str) -> list[str]:
@@ -86,77 +93,59 @@ def send_to_channels(
 
 
 def _sent_within(catalog: Catalog, channel: str, seconds: float) -> bool:
-    with catalog.begin() as conn:
-        last = conn.execute(
-            sa.select(sa.func.max(t.notifications.c.at)).where(
-                t.notifications.c.channel == channel, t.notifications.c.status == "sent"
-            )
-        ).scalar()
-    return last is not None and time.time() - float(last) < seconds
+    last = notifications.last_sent_at(catalog, channel)
+    return last is not None and time.time() - last < seconds
 
 
 def _record(catalog: Catalog, message: Message, d: Delivery) -> None:
+    record = notifications.NotificationRecord(
+        message.event_id,
+        d.channel,
+        d.channel_type,
+        message.severity,
+        d.status,
+        d.attempts,
+        d.http_status,
+        d.error,
+    )
     try:
-        with catalog.begin() as conn:
-            conn.execute(
-                t.notifications.insert().values(
-                    event_id=message.event_id,
-                    at=time.time(),
-                    channel=d.channel,
-                    channel_type=d.channel_type,
-                    severity=message.severity,
-                    status=d.status,
-                    attempts=d.attempts,
-                    http_status=d.http_status,
-                    error=d.error,
-                )
-            )
+        notifications.record_notification(catalog, record)
     except RecoverctlError as e:
         log.error("could not record the delivery to %s: %s", d.channel, e)
 
 
-def _message(row: Any) -> Message:
+def _message(event: notifications.PendingEvent) -> Message:
     return Message(
-        severity=row.severity,
-        kind=row.kind,
-        summary=row.summary,
-        subject=row.subject,
-        details=dict(row.details or {}),
-        dedup_key=row.dedup_key,
-        at=row.at,
-        event_id=row.id,
+        severity=event.severity,
+        kind=event.kind,
+        summary=event.summary,
+        subject=event.subject,
+        details=event.details,
+        dedup_key=event.dedup_key,
+        at=event.at,
+        event_id=event.id,
     )
 
 
-def deliver_pending(cfg: Config, catalog: Catalog, *, limit: int = 200) -> dict[str, Any]:
+def deliver_pending(cfg: Config, catalog: Catalog, *, limit: int = 200) -> DeliveryReport:
     """Send undelivered events to their routes and mark them delivered; return counts and deliveries.
 
     Info events are marked delivered without sending (the daily summary reports them).
     """
-    with catalog.begin() as conn:
-        rows = conn.execute(
-            sa.select(t.events).where(t.events.c.delivered.is_(False)).order_by(t.events.c.id).limit(limit)
-        ).all()
     sent: list[Delivery] = []
     events = collected = 0
-    for row in rows:
-        with catalog.begin() as conn:
-            claimed = conn.execute(
-                t.events.update()
-                .where(t.events.c.id == row.id, t.events.c.delivered.is_(False))
-                .values(delivered=True)
-            ).rowcount
-        if not claimed:
+    for event in notifications.pending_events(catalog, limit):
+        if not notifications.claim_event(catalog, event.id):
             continue  # another process took it
         events += 1
-        if row.severity not in ("critical", "warning"):
+        if event.severity not in ("critical", "warning"):
             collected += 1
             continue
-        sent += send_to_channels(cfg, catalog, _message(row), channels_for(cfg, row.severity))
-    return {
-        "events": events,
-        "collected_for_summary": collected,
-        "sent": sum(d.status == "sent" for d in sent),
-        "failed": sum(d.status == "failed" for d in sent),
-        "deliveries": [asdict(d) for d in sent],
-    }
+        sent += send_to_channels(cfg, catalog, _message(event), channels_for(cfg, event.severity))
+    return DeliveryReport(
+        events=events,
+        collected_for_summary=collected,
+        sent=sum(d.status == "sent" for d in sent),
+        failed=sum(d.status == "failed" for d in sent),
+        deliveries=sent,
+    )

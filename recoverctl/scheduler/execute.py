@@ -8,7 +8,6 @@ runner does not depend on which commands exist in this build.
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import os
 import random
@@ -19,15 +18,14 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-from recoverctl.catalog import Catalog
+from recoverctl.catalog import Catalog, jobs, leases
+from recoverctl.catalog.jobs import Claim
 from recoverctl.config import Config, Schedule
 from recoverctl.errors import ExitCode, RecoverctlError
 from recoverctl.notify.delivery import deliver_pending
-from recoverctl.scheduler import leases
-from recoverctl.scheduler.leases import Claim
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +36,8 @@ _WARNING_CODES = {int(ExitCode.PARTIAL), int(ExitCode.LOCKED), int(ExitCode.CANC
 
 @dataclass
 class JobResult:
+    """How a claimed occurrence ran; `run_id` is its row in the catalog's jobs."""
+
     schedule: str
     due_at: float
     state: str  # succeeded / failed / abandoned
@@ -116,26 +116,6 @@ def run_subprocess(
     return (None if stopped else proc.returncode), stopped, text
 
 
-class _LeaseKeeper(threading.Thread):
-    """Renews a claim's lease every lease/3 seconds until stopped."""
-
-    def __init__(self, catalog: Catalog, claim: Claim, lease: float):
-        super().__init__(name=f"lease-{claim.schedule}", daemon=True)
-        self.catalog, self.claim, self.lease = catalog, claim, lease
-        self.done = threading.Event()
-        self.lost = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.wait(self.lease / 3):
-            try:
-                if not leases.renew(self.catalog, self.claim, self.lease):
-                    self.lost.set()
-                    log.error("lease on %s (due %s) was lost", self.claim.schedule, self.claim.due_at)
-                    return
-            except RecoverctlError as e:
-                log.warning("could not renew the lease on %s: %s", self.claim.schedule, e)
-
-
 def run_claimed(
     cfg: Config,
     catalog: Catalog,
@@ -153,7 +133,9 @@ def run_claimed(
     delivered before returning; delivery problems are recorded, never raised.
     """
     stopping = stopping or threading.Event()
-    keeper = _LeaseKeeper(catalog, claim, lease)
+    keeper = leases.LeaseKeeper(
+        catalog, claim.id, claim.runner, lease, f"{claim.schedule} (due {claim.due_at})"
+    )
     keeper.start()
     started = time.time()
     try:
@@ -172,8 +154,7 @@ def run_claimed(
             job_argv(cfg, schedule), schedule.timeout, env, cancel=keeper.lost
         )
     finally:
-        keeper.done.set()
-        keeper.join()
+        keeper.stop()
     duration = time.time() - started
     if code == 0:
         state = "succeeded"
@@ -191,7 +172,7 @@ def run_claimed(
         "job": schedule.job,
         "output_tail": output[-1000:],
     }
-    if leases.finish(catalog, claim, state, outcome):
+    if jobs.finish(catalog, claim.id, claim.runner, state, result=outcome):
         _emit(catalog, schedule, claim, result, severity)
     else:
         # Whoever marked it abandoned has already recorded the job.abandoned event.
@@ -228,10 +209,9 @@ def _emit(
             summary += f": {last_line[:300]}"
         catalog.emit_event("job.failed", severity, schedule.name, summary, details, dedup)
         return
-    prev = leases.previous_finished(catalog, schedule.name, claim.id)
+    prev = jobs.last_occurrence(catalog, schedule.name, jobs.FINISHED_STATES, before_id=claim.id)
     if prev is not None and prev.state in ("failed", "abandoned"):
-        prev_outcome = json.loads(prev.outcome or "{}")
-        sev = prev_outcome.get("severity") or "warning"
+        sev = (prev.result or {}).get("severity") or "warning"
         catalog.emit_event(
             "job.recovered",
             sev,
@@ -240,7 +220,3 @@ def _emit(
             {**details, "resolve": True},
             dedup,
         )
-
-
-def as_dict(result: JobResult) -> dict[str, Any]:
-    return asdict(result)

@@ -5,11 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import sqlalchemy as sa
-
 from recoverctl import cron
-from recoverctl.catalog import Catalog
-from recoverctl.catalog import tables as t
+from recoverctl.catalog import Catalog, jobs, leases
 from recoverctl.config import Config
 
 # The loop beats every 5 s; three missed beats mean the runner is gone.
@@ -24,22 +21,16 @@ def scheduler_health(cfg: Config, catalog: Catalog, now: float | None = None) ->
     """
     now = time.time() if now is None else now
     schedules = [s for s in cfg.schedules if s.enabled]
-    with catalog.begin() as conn:
-        beats = conn.execute(sa.select(t.heartbeats).where(t.heartbeats.c.role == "scheduler")).all()
-        last_runs = {}
-        for s in schedules:
-            row = conn.execute(
-                sa.select(t.schedule_runs)
-                .where(t.schedule_runs.c.schedule == s.name, t.schedule_runs.c.state != "running")
-                .order_by(t.schedule_runs.c.due_at.desc())
-                .limit(1)
-            ).first()
-            if row is not None:
-                last_runs[s.name] = {"due_at": row.due_at, "state": row.state, "runner": row.runner}
+    beats = leases.heartbeats(catalog, "scheduler")
+    last_runs: dict[str, dict[str, Any]] = {}
+    for s in schedules:
+        run = jobs.last_occurrence(catalog, s.name, (*jobs.FINISHED_STATES, "skipped"))
+        if run is not None:
+            last_runs[s.name] = {"due_at": run.due_at, "state": run.state, "runner": run.lease_owner}
     runners = [
-        {"name": b.name, "age_s": round(now - b.at, 1), "state": (b.details or {}).get("state")}
+        {"name": b.name, "age_s": round(now - b.at, 1), "state": b.details.get("state")}
         for b in beats
-        if now - b.at <= HEARTBEAT_STALE and (b.details or {}).get("state") == "running"
+        if now - b.at <= HEARTBEAT_STALE and b.details.get("state") == "running"
     ]
     out: dict[str, Any] = {"runners": runners, "last_runs": last_runs}
     if not schedules:

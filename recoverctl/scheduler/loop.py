@@ -12,14 +12,12 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from recoverctl import cron
-from recoverctl.catalog import Catalog
+from recoverctl.catalog import Catalog, jobs, leases
 from recoverctl.config import Config, Schedule
 from recoverctl.errors import RecoverctlError
 from recoverctl.notify.delivery import deliver_pending
-from recoverctl.scheduler import leases
 from recoverctl.scheduler.execute import run_claimed
 
 log = logging.getLogger(__name__)
@@ -34,6 +32,22 @@ def grace(schedule: Schedule, due: float) -> float:
     return min(60.0, max(0.5, period / 4))
 
 
+@dataclass(frozen=True)
+class Started:
+    """An occurrence this runner claimed and started."""
+
+    schedule: str
+    due_at: float
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    """What a `scheduler run` did before it stopped."""
+
+    runner: str
+    started: list[Started]
+
+
 @dataclass
 class SchedulerLoop:
     cfg: Config
@@ -41,9 +55,9 @@ class SchedulerLoop:
     poll: float = 1.0
     lease: float = 60.0
     metrics_textfile: str | None = None
-    runner: str = field(default_factory=leases.runner_id)
+    runner: str = field(default_factory=lambda: leases.holder_id("scheduler"))
     stopping: threading.Event = field(default_factory=threading.Event)
-    started: list[dict[str, Any]] = field(default_factory=list)
+    started: list[Started] = field(default_factory=list)
     _threads: list[threading.Thread] = field(default_factory=list)
     _last_seen: dict[str, float] = field(default_factory=dict)
     _since: float = 0.0
@@ -53,27 +67,24 @@ class SchedulerLoop:
 
     def _init_last_seen(self, now: float) -> None:
         for s in self.schedules():
-            recorded = leases.last_due(self.catalog, s.name)
+            recorded = jobs.last_due(self.catalog, s.name)
             latest = cron.previous(s.cron, s.timezone, now)
             # Never-run schedules start from now; otherwise the first tick sees what was missed.
             self._last_seen[s.name] = latest if recorded is None else recorded
 
     def tick(self, now: float) -> None:
-        for marked in leases.abandon_expired(self.catalog, self.runner):
+        for job in jobs.recover_expired(self.catalog, leases.OCCURRENCES):
             log.warning(
-                "run of %s due %s abandoned: lease of %s expired",
-                marked["schedule"],
-                marked["due_at"],
-                marked["runner"],
+                "run of %s due %s abandoned: lease of %s expired", job.schedule, job.due_at, job.lease_owner
             )
             self.catalog.emit_event(
                 "job.abandoned",
                 "warning",
-                marked["schedule"],
-                f"scheduled job '{marked['schedule']}' was abandoned: "
-                f"runner {marked['runner']} stopped renewing its lease",
-                marked,
-                f"recoverctl/schedule/{marked['schedule']}",
+                job.schedule,
+                f"scheduled job '{job.schedule}' was abandoned: "
+                f"runner {job.lease_owner} stopped renewing its lease",
+                {"id": job.id, "schedule": job.schedule, "due_at": job.due_at, "runner": job.lease_owner},
+                f"recoverctl/schedule/{job.schedule}",
             )
         for s in self.schedules():
             due = cron.previous(s.cron, s.timezone, now)
@@ -82,21 +93,21 @@ class SchedulerLoop:
             self._last_seen[s.name] = due
             late = now - due > grace(s, due)
             if late and s.catch_up == "skip":
-                if leases.record_skipped(self.catalog, s.name, due, self.runner, "missed (catch_up: skip)"):
+                if jobs.record_skipped(self.catalog, s.name, due, self.runner, "missed (catch_up: skip)"):
                     log.info("skipping missed occurrence of %s due %s", s.name, due)
                 continue
-            result = leases.claim(self.catalog, s.name, due, self.runner, self.lease)
+            result = jobs.claim_occurrence(self.catalog, s.name, due, self.runner, self.lease)
             if result.state != "claimed" or result.claim is None:
                 log.debug("%s due %s: %s (%s)", s.name, due, result.state, result.detail)
                 continue
             log.info("running %s (due %s%s)", s.name, due, ", catching up" if late else "")
-            self.started.append({"schedule": s.name, "due_at": due})
+            self.started.append(Started(s.name, due))
             th = threading.Thread(target=self._run, args=(s, result.claim), name=f"job-{s.name}")
             th.start()
             self._threads.append(th)
         self._threads = [th for th in self._threads if th.is_alive()]
 
-    def _run(self, s: Schedule, claim: leases.Claim) -> None:
+    def _run(self, s: Schedule, claim: jobs.Claim) -> None:
         try:
             r = run_claimed(
                 self.cfg,
@@ -135,7 +146,7 @@ class SchedulerLoop:
         delay = min([self.poll, *(u - now + 0.01 for u in upcoming)])
         self.stopping.wait(max(0.01, delay))
 
-    def run(self, *, install_signals: bool = True) -> dict[str, Any]:
+    def run(self, *, install_signals: bool = True) -> LoopResult:
         """Loop until SIGTERM/SIGINT; return what was started. Running jobs finish before returning."""
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -162,4 +173,4 @@ class SchedulerLoop:
         for th in self._threads:
             th.join()
         self._heartbeat("stopped")
-        return {"runner": self.runner, "started": self.started}
+        return LoopResult(self.runner, self.started)

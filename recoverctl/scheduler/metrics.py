@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 
-import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
-from recoverctl.catalog import Catalog
-from recoverctl.catalog import tables as t
+from recoverctl.catalog import Catalog, jobs
 from recoverctl.config import Config
-
-sr = t.schedule_runs
 
 
 def write_textfile(cfg: Config, catalog: Catalog, path: str, heartbeat: float | None = None) -> None:
@@ -46,28 +41,20 @@ def write_textfile(cfg: Config, catalog: Catalog, path: str, heartbeat: float | 
         "recoverctl_schedule_runs", "Recorded occurrences by state", ["schedule", "state"], registry=reg
     )
     with catalog.begin() as conn:
-        for s in cfg.schedules:
-            last = conn.execute(
-                sa.select(sr)
-                .where(sr.c.schedule == s.name, sr.c.state.in_(["succeeded", "failed", "abandoned"]))
-                .order_by(sr.c.due_at.desc())
-                .limit(1)
-            ).first()
-            ok = conn.execute(
-                sa.select(sa.func.max(sr.c.due_at)).where(sr.c.schedule == s.name, sr.c.state == "succeeded")
-            ).scalar()
-            if last is not None:
-                outcome = json.loads(last.outcome or "{}")
-                last_run.labels(s.name).set(last.due_at)
-                code = outcome.get("exit_code")
-                last_code.labels(s.name).set(-1 if code is None else code)
-                last_dur.labels(s.name).set(outcome.get("duration_s") or 0)
-            if ok is not None:
-                last_ok.labels(s.name).set(ok)
-            for state, count in conn.execute(
-                sa.select(sr.c.state, sa.func.count()).where(sr.c.schedule == s.name).group_by(sr.c.state)
-            ).all():
-                runs.labels(s.name, state).set(count)
+        counts = jobs.occurrence_counts(conn)
+    for s in cfg.schedules:
+        last = jobs.last_occurrence(catalog, s.name, jobs.FINISHED_STATES)
+        ok = jobs.last_occurrence(catalog, s.name, ["succeeded"])
+        if last is not None and last.due_at is not None:
+            outcome = last.result or {}
+            last_run.labels(s.name).set(last.due_at)
+            code = outcome.get("exit_code")
+            last_code.labels(s.name).set(-1 if code is None else code)
+            last_dur.labels(s.name).set(outcome.get("duration_s") or 0)
+        if ok is not None and ok.due_at is not None:
+            last_ok.labels(s.name).set(ok.due_at)
+        for state, count in counts.get(s.name, {}).items():
+            runs.labels(s.name, state).set(count)
     Gauge("recoverctl_metrics_written_timestamp_seconds", "When this file was written", registry=reg).set(
         time.time()
     )

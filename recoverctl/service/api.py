@@ -26,7 +26,7 @@ def api_router(state: ServiceState) -> APIRouter:
             raise HTTPException(503, detail=e.message) from None
         if job is None:
             raise HTTPException(404, detail=f"job {job_id} does not exist")
-        return job
+        return job.to_json()
 
     @router.get("/api/alerts")
     def alerts(

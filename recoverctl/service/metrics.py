@@ -59,9 +59,9 @@ class CatalogCollector(Collector):
                 ).all()
             )
             jobs = conn.execute(
-                sa.select(t.jobs.c.kind, t.jobs.c.state, sa.func.count()).group_by(
-                    t.jobs.c.kind, t.jobs.c.state
-                )
+                sa.select(t.jobs.c.kind, t.jobs.c.state, sa.func.count())
+                .where(t.jobs.c.schedule.is_(None))
+                .group_by(t.jobs.c.kind, t.jobs.c.state)
             ).all()
             rollbacks: dict[str, int] = dict(
                 conn.execute(

@@ -95,16 +95,14 @@ class Worker:
 
     def _recover(self) -> None:
         for job in jobq.recover_expired(self.catalog):
-            log.warning(
-                "job %s (%s): %s", job["id"], job["kind"], job.get("error") or "lease expired, requeued"
-            )
-            if job["state"] == "abandoned":
+            log.warning("job %s (%s): %s", job.id, job.kind, job.error or "lease expired, requeued")
+            if job.state == "abandoned":
                 self.catalog.emit_event(
-                    f"job.{job['kind']}.abandoned",
+                    f"job.{job.kind}.abandoned",
                     "critical",
-                    job["payload"].get("target"),
-                    f"job {job['id']} ({job['kind']}) was abandoned: {job['error']}",
-                    details={"job_id": job["id"]},
+                    job.payload.get("target"),
+                    f"job {job.id} ({job.kind}) was abandoned: {job.error}",
+                    details={"job_id": job.id},
                 )
 
     def run_until_idle(self) -> list[dict[str, Any]]:
@@ -114,66 +112,54 @@ class Worker:
             done.append(job)
         return done
 
-    def _execute(self, job: dict[str, Any]) -> dict[str, Any]:
-        keeper_stop = threading.Event()
-
-        def keep_lease() -> None:
-            while not keeper_stop.wait(self.lease / 3):
-                try:
-                    if not jobq.extend_lease(self.catalog, job["id"], self.owner, self.lease):
-                        log.error("job %s: lease lost while running", job["id"])
-                        return
-                except CatalogError as e:
-                    log.warning("job %s: could not extend lease: %s", job["id"], e)
-
-        keeper = threading.Thread(target=keep_lease, name=f"lease-{job['id']}", daemon=True)
+    def _execute(self, job: jobq.Job) -> dict[str, Any]:
+        keeper = leases.LeaseKeeper(self.catalog, job.id, self.owner, self.lease, f"job {job.id}")
         keeper.start()
-        log.info("job %s (%s) started for %s", job["id"], job["kind"], job["payload"].get("target"))
+        log.info("job %s (%s) started for %s", job.id, job.kind, job.payload.get("target"))
         state, result, error = "failed", None, None
         retry_in: float | None = None
         try:
-            result = run_job(self.cfg, self.catalog, job["kind"], {**job["payload"], "job_id": job["id"]})
+            result = run_job(self.cfg, self.catalog, job.kind, {**job.payload, "job_id": job.id})
             state = "succeeded"
         except RetryLater as e:
             error = e.message
             result = {"error": e.to_dict()}
-            if job["attempts"] < job["max_attempts"]:
-                retry_in = min(MAX_RETRY_DELAY, e.delay * 2 ** (job["attempts"] - 1))
+            if job.attempts < job.max_attempts:
+                retry_in = min(MAX_RETRY_DELAY, e.delay * 2 ** (job.attempts - 1))
         except RecoverctlError as e:
             error = e.message
             result = {"error": e.to_dict()}
         except Exception as e:
             # A bug in an executor must not kill the worker thread; keep the traceback in the log.
-            log.exception("job %s (%s) crashed", job["id"], job["kind"])
+            log.exception("job %s (%s) crashed", job.id, job.kind)
             error = f"unexpected {type(e).__name__}: {e}"
         finally:
-            keeper_stop.set()
-            keeper.join()
+            keeper.stop()
         if retry_in is not None:
             assert result is not None and error is not None
-            jobq.retry_later(self.catalog, job["id"], self.owner, retry_in, result=result, error=error)
+            jobq.retry_later(self.catalog, job.id, self.owner, retry_in, result=result, error=error)
             state = "queued"
             log.warning(
                 "job %s (%s) attempt %d of %d failed, retrying in %.0f s: %s",
-                job["id"],
-                job["kind"],
-                job["attempts"],
-                job["max_attempts"],
+                job.id,
+                job.kind,
+                job.attempts,
+                job.max_attempts,
                 retry_in,
                 error,
             )
         else:
-            jobq.finish(self.catalog, job["id"], self.owner, state, result=result, error=error)
+            jobq.finish(self.catalog, job.id, self.owner, state, result=result, error=error)
         # Events the job recorded (alert.notify, rollback.*) go out now, not whenever some command
         # next closes the catalog; a failing channel is recorded by the delivery, never raised here.
         try:
             deliver_pending(self.cfg, self.catalog)
         except RecoverctlError as e:
-            log.warning("job %s: could not deliver notifications: %s", job["id"], e)
+            log.warning("job %s: could not deliver notifications: %s", job.id, e)
         with self._count_lock:
             self.jobs_run += 1
-        log.info("job %s (%s) %s%s", job["id"], job["kind"], state, f": {error}" if error else "")
-        return {**job, "state": state, "result": result, "error": error}
+        log.info("job %s (%s) %s%s", job.id, job.kind, state, f": {error}" if error else "")
+        return {**job.to_json(), "state": state, "result": result, "error": error}
 
     def _loop(self) -> None:
         while not self._stop.is_set():

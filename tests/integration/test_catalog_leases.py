@@ -1,4 +1,5 @@
-"""The catalog's one lease implementation, on both leased tables and on SQLite and PostgreSQL."""
+"""The catalog's one lease implementation, on webhook jobs and scheduled occurrences, on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -15,13 +16,20 @@ import sqlalchemy as sa
 from recoverctl.catalog import Catalog, leases
 from recoverctl.catalog import jobs as jobq
 from recoverctl.catalog import tables as t
-from recoverctl.scheduler import leases as occurrences
 from tests.fixtures.postgres import PgCluster
 
-# The columns each table needs besides the lease itself.
+# The columns each kind of job needs besides the lease itself.
 REQUIRED: dict[str, Callable[[int], dict[str, Any]]] = {
-    "jobs": lambda i: {"kind": "notify", "payload": {}, "attempts": 1, "max_attempts": 1, "created_at": 0.0},
-    "schedule_runs": lambda i: {"schedule": "nightly", "due_at": float(i)},
+    "queue": lambda i: {"kind": "notify", "payload": {}, "attempts": 1, "max_attempts": 1, "created_at": 0.0},
+    "occurrences": lambda i: {
+        "kind": "schedule",
+        "payload": {},
+        "attempts": 1,
+        "max_attempts": 1,
+        "created_at": 0.0,
+        "schedule": "nightly",
+        "due_at": float(i),
+    },
 }
 
 
@@ -38,32 +46,36 @@ def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]
     c.close()
 
 
-def held_row(catalog: Catalog, spec: leases.Leased, owner: str, lease: float, i: int = 0) -> int:
-    values = {**REQUIRED[spec.table.name](i), **leases.held_values(spec, owner, lease, time.time())}
+def held_row(catalog: Catalog, pool: leases.Pool, owner: str, lease: float, i: int = 0) -> int:
+    values = {**REQUIRED[pool.name](i), **leases.held_values(owner, lease, time.time())}
     with catalog.begin() as conn:
-        return int(conn.execute(spec.table.insert().values(**values)).inserted_primary_key[0])  # type: ignore[index]
+        return int(conn.execute(t.jobs.insert().values(**values)).inserted_primary_key[0])  # type: ignore[index]
 
 
-@pytest.mark.parametrize("spec", [leases.JOBS, leases.OCCURRENCES], ids=["jobs", "occurrences"])
+@pytest.mark.parametrize("pool", [leases.QUEUE, leases.OCCURRENCES], ids=["queue", "occurrences"])
 def test_only_the_holder_renews_or_releases_and_an_expired_lease_is_reclaimed_once(
-    catalog: Catalog, spec: leases.Leased
+    catalog: Catalog, pool: leases.Pool
 ) -> None:
-    row_id = held_row(catalog, spec, "a", lease=60)
-    assert not leases.renew(catalog, spec, row_id, "b", 60)
-    assert leases.renew(catalog, spec, row_id, "a", 60)
+    # A held row of the other pool, expired too: this pool's reclaimer leaves it alone.
+    other = held_row(
+        catalog, leases.OCCURRENCES if pool is leases.QUEUE else leases.QUEUE, "z", lease=-1, i=1
+    )
+    row_id = held_row(catalog, pool, "a", lease=60)
+    assert not leases.renew(catalog, row_id, "b", 60)
+    assert leases.renew(catalog, row_id, "a", 60)
     with catalog.begin() as conn:
-        assert not leases.release(conn, spec, row_id, "b", {"state": "succeeded"})
+        assert not leases.release(conn, row_id, "b", {"state": "succeeded"})
     # A live lease is not reclaimed.
-    assert leases.reclaim_expired(catalog, spec, lambda row, now: {"state": "abandoned"}) == []
+    assert leases.reclaim_expired(catalog, pool, lambda row, now: {"state": "abandoned"}) == []
 
     # The holder stalls past its lease; two processes notice at once, one of them reclaims it.
-    assert leases.renew(catalog, spec, row_id, "a", -1)
+    assert leases.renew(catalog, row_id, "a", -1)
     reclaimed: list[Any] = []
     start = threading.Barrier(2)
 
     def reclaim() -> None:
         start.wait()
-        reclaimed.extend(leases.reclaim_expired(catalog, spec, lambda row, now: {"state": "abandoned"}))
+        reclaimed.extend(leases.reclaim_expired(catalog, pool, lambda row, now: {"state": "abandoned"}))
 
     threads = [threading.Thread(target=reclaim) for _ in range(2)]
     for th in threads:
@@ -72,13 +84,11 @@ def test_only_the_holder_renews_or_releases_and_an_expired_lease_is_reclaimed_on
         th.join(30)
     assert [(row.id, values) for row, values in reclaimed] == [(row_id, {"state": "abandoned"})]
     # The old holder has lost the row: it can neither renew nor finish it.
-    assert not leases.renew(catalog, spec, row_id, "a", 60)
+    assert not leases.renew(catalog, row_id, "a", 60)
     with catalog.begin() as conn:
-        assert not leases.release(conn, spec, row_id, "a", {"state": "succeeded"})
-        assert (
-            conn.execute(sa.select(spec.table.c.state).where(spec.table.c.id == row_id)).scalar()
-            == "abandoned"
-        )
+        assert not leases.release(conn, row_id, "a", {"state": "succeeded"})
+        assert conn.execute(sa.select(t.jobs.c.state).where(t.jobs.c.id == row_id)).scalar() == "abandoned"
+        assert conn.execute(sa.select(t.jobs.c.state).where(t.jobs.c.id == other)).scalar() == "running"
 
 
 def test_jobs_and_occurrences_are_each_claimed_once_by_racing_holders(catalog: Catalog) -> None:
@@ -92,10 +102,10 @@ def test_jobs_and_occurrences_are_each_claimed_once_by_racing_holders(catalog: C
         start.wait()
         claimed[name] = []
         while (job := jobq.claim(catalog, name, ["notify"], lease=30)) is not None:
-            claimed[name].append(job["id"])
+            claimed[name].append(job.id)
         # Different schedules, so no claim is skipped as overlapping another's live run.
         for n in range(6):
-            if occurrences.claim(catalog, f"s{n}", 1000.0, name, 30).state == "claimed":
+            if jobq.claim_occurrence(catalog, f"s{n}", 1000.0, name, 30).state == "claimed":
                 won.append((name, f"s{n}"))
 
     threads = [threading.Thread(target=holder, args=(f"h{i}",)) for i in range(3)]
@@ -114,7 +124,10 @@ def test_heartbeat_is_one_row_per_process_kept_current(catalog: Catalog) -> None
     name = leases.holder_id("worker")
     assert name.startswith("worker:") and name.endswith(f":{os.getpid()}")
     leases.heartbeat(catalog, name, "worker", {"state": "starting"})
-    occurrences.heartbeat(catalog, name, "worker", {"state": "running"})
+    leases.heartbeat(catalog, name, "worker", {"state": "running"})
     with catalog.begin() as conn:
         beats = conn.execute(sa.select(t.heartbeats)).all()
     assert [(b.name, b.role, b.details) for b in beats] == [(name, "worker", {"state": "running"})]
+    assert leases.heartbeats(catalog, "worker") == [
+        leases.Heartbeat(name, "worker", beats[0].at, {"state": "running"})
+    ]

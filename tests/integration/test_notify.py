@@ -6,13 +6,14 @@ import base64
 import hashlib
 import hmac
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from recoverctl.actions.deliver import send_test
+from recoverctl.actions.deliver import PlannedDelivery, send_test
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
 from recoverctl.config import load_config
@@ -269,7 +270,7 @@ def test_events_are_routed_by_severity_with_stable_dedup_keys(cli: Cli, http_rec
     assert (resolve["event_action"], resolve["dedup_key"]) == ("resolve", "recoverctl/backup/main")
     assert rollback["event_action"] == "trigger"
     # Delivered events are not sent again.
-    assert deliver_pending(cfg, catalog)["events"] == 0 and len(rx.requests) == 10
+    assert deliver_pending(cfg, catalog).events == 0 and len(rx.requests) == 10
     catalog.close()
 
 
@@ -357,7 +358,8 @@ def test_bad_channel_and_missing_route_are_usage_errors(cli: Cli) -> None:
     with pytest.raises(ConfigError, match="no channels are routed"):
         send_test(cfg, catalog, None, "critical", dry_run=False)
     dry = send_test(cfg, catalog, "s", "warning", dry_run=True)
-    assert dry["results"] == [{"channel": "s", "channel_type": "slack", "status": "would-send"}]
+    assert dry.results == [PlannedDelivery("s", "slack")]
+    assert asdict(dry)["results"] == [{"channel": "s", "channel_type": "slack", "status": "would-send"}]
     assert _notifications(cli) == []
     catalog.close()
 

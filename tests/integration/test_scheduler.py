@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import signal
 import subprocess
 import sys
@@ -81,9 +80,9 @@ def runners(cli: Cli) -> Iterator[Runners]:
 
 
 def rows(catalog: Catalog, schedule: str | None = None) -> list[Any]:
-    q = sa.select(t.schedule_runs).order_by(t.schedule_runs.c.due_at)
+    q = sa.select(t.jobs).where(t.jobs.c.kind == "schedule").order_by(t.jobs.c.due_at)
     if schedule:
-        q = q.where(t.schedule_runs.c.schedule == schedule)
+        q = q.where(t.jobs.c.schedule == schedule)
     with catalog.begin() as conn:
         return list(conn.execute(q).all())
 
@@ -112,7 +111,7 @@ def _exactly_once(cli: Cli, runners: Runners, rx: HttpReceiver, catalog: Catalog
     dues = [r.due_at for r in recorded]
     assert len(dues) == len(set(dues)) >= 21
     assert all(d == int(d) for d in dues), "occurrences fall on whole seconds"
-    assert {r.state for r in recorded} <= {"succeeded", "skipped"}, [(r.state, r.outcome) for r in recorded]
+    assert {r.state for r in recorded} <= {"succeeded", "skipped"}, [(r.state, r.result) for r in recorded]
     ran = [r for r in recorded if r.state == "succeeded"]
     # Every executed occurrence made exactly one request: nothing ran twice, nothing ran unrecorded.
     # (How many ran depends on how long a job takes here: the rest were skipped as overlapping.)
@@ -122,8 +121,8 @@ def _exactly_once(cli: Cli, runners: Runners, rx: HttpReceiver, catalog: Catalog
     assert all(prev[1] <= nxt[0] + 0.05 for prev, nxt in itertools.pairwise(spans))
     for r in recorded:
         if r.state == "skipped":
-            assert json.loads(r.outcome)["reason"] == "overlap"
-    assert len({r.runner for r in recorded}) == 2, "both runners claimed occurrences"
+            assert r.result["reason"] == "overlap"
+    assert len({r.lease_owner for r in recorded}) == 2, "both runners claimed occurrences"
     with catalog.begin() as conn:
         beats = conn.execute(sa.select(t.heartbeats).where(t.heartbeats.c.role == "scheduler")).all()
     assert len(beats) == 2 and {b.details["state"] for b in beats} == {"stopped"}
@@ -171,8 +170,17 @@ def test_missed_runs_are_caught_up_once_or_skipped(cli: Cli, runners: Runners) -
     with catalog.begin() as conn:
         for name in ("once", "skip"):
             conn.execute(
-                t.schedule_runs.insert().values(
-                    schedule=name, due_at=last_run, state="succeeded", runner="gone", started_at=last_run
+                t.jobs.insert().values(
+                    kind="schedule",
+                    payload={},
+                    attempts=1,
+                    max_attempts=1,
+                    created_at=last_run,
+                    schedule=name,
+                    due_at=last_run,
+                    state="succeeded",
+                    lease_owner="gone",
+                    started_at=last_run,
                 )
             )
     p = runners.start()
@@ -197,7 +205,7 @@ def test_missed_runs_are_caught_up_once_or_skipped(cli: Cli, runners: Runners) -
     skip = [r for r in rows(catalog, "skip") if last_run < r.due_at <= newest]
     assert [(r.due_at, r.state) for r in skip] == [(newest, "succeeded" if on_time else "skipped")]
     if not on_time:
-        assert json.loads(skip[0].outcome)["reason"].startswith("missed")
+        assert skip[0].result["reason"].startswith("missed")
     assert latest <= newest
     catalog.close()
 
@@ -244,7 +252,7 @@ def test_killed_runner_job_is_abandoned_and_the_next_run_proceeds(
     recorded = rows(catalog, "slow")
     abandoned = next(r for r in recorded if r.id == first.id)
     assert abandoned.state == "abandoned"
-    assert json.loads(abandoned.outcome)["reason"] == "lease expired"
+    assert "lease of" in abandoned.error and "expired" in abandoned.error
     # One request per executed occurrence: the abandoned one was not run a second time.
     executed = [r for r in recorded if r.state in ("succeeded", "abandoned")]
     assert len(rx.at("/slow")) == len(executed)
@@ -312,7 +320,7 @@ def test_crontab_line_run_by_a_shell_runs_the_job_once(cli: Cli, http_receiver: 
     assert len(rx.at("/hook")) == 1
     catalog = Catalog(cli.env["RECOVERCTL_CATALOG"])
     (run,) = rows(catalog, "hourly")
-    assert run.state == "succeeded" and run.runner.startswith("run-job:")
+    assert run.state == "succeeded" and run.lease_owner.startswith("run-job:")
     # The same line again within the same minute (another host, a retried timer) does not run it again.
     r = subprocess.run(["/bin/sh", "-c", command], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0
@@ -336,7 +344,7 @@ def test_crontab_line_run_by_a_shell_runs_the_job_once(cli: Cli, http_receiver: 
     unit_dir = cli.home / "units"
     cfg = load_config(str(cli.config_path), env={})
     units = install(cfg, mode="systemd", user=True, print_only=False, directory=str(unit_dir), dry_run=False)
-    assert units["directory"] == str(unit_dir) and "systemctl --user daemon-reload" in units["next"]
+    assert units.directory == str(unit_dir) and "systemctl --user daemon-reload" in (units.next or "")
     timer = (unit_dir / "recoverctl-hourly.timer").read_text()
     assert "OnCalendar=*-*-* *:*:0 UTC" in timer
     assert "run-job hourly" in (unit_dir / "recoverctl-hourly.service").read_text()
@@ -357,7 +365,7 @@ def test_config_check_names_a_bad_schedule(cli: Cli) -> None:
 
 
 def test_scheduler_health_for_status(tmp_path: Path) -> None:
-    from recoverctl.scheduler import leases
+    from recoverctl.catalog import jobs, leases
     from recoverctl.scheduler.health import scheduler_health
 
     hourly = {"name": "hourly", "cron": "0 * * * *", "job": "catalog info"}
@@ -372,9 +380,9 @@ def test_scheduler_health_for_status(tmp_path: Path) -> None:
     assert h["status"] == "green" and h["runners"][0]["name"] == "scheduler:h:1"
 
     due = cron.previous("0 * * * *", "UTC", now)
-    claim = leases.claim(catalog, "hourly", due, "run-job:h:2", 60).claim
+    claim = jobs.claim_occurrence(catalog, "hourly", due, "run-job:h:2", 60).claim
     assert claim is not None
-    leases.finish(catalog, claim, "failed", {"exit_code": 1})
+    jobs.finish(catalog, claim.id, claim.runner, "failed", result={"exit_code": 1})
     h = scheduler_health(cfg, catalog, time.time())
     assert h["status"] == "amber" and "last run of 'hourly' failed" in h["reason"]
     # Silent for too long, the heartbeat no longer counts.
@@ -385,8 +393,8 @@ def test_scheduler_health_for_status(tmp_path: Path) -> None:
 def test_recovery_after_a_failure_resolves_the_incident(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from recoverctl.catalog import jobs
     from recoverctl.config import Schedule
-    from recoverctl.scheduler import leases
     from recoverctl.scheduler.execute import run_claimed
 
     url = f"sqlite:///{tmp_path / 'c.db'}"
@@ -398,7 +406,7 @@ def test_recovery_after_a_failure_resolves_the_incident(
     broken = Schedule(name="nightly", cron="0 3 * * *", job="catalog no-such-command")
     fixed = broken.model_copy(update={"job": "config check"})
     for due, schedule in ((1000.0, broken), (2000.0, fixed)):
-        claim = leases.claim(catalog, "nightly", due, "test", 30).claim
+        claim = jobs.claim_occurrence(catalog, "nightly", due, "test", 30).claim
         assert claim is not None
         run_claimed(cfg, catalog, schedule, claim, lease=30)
     with catalog.begin() as conn:
@@ -415,8 +423,8 @@ def test_a_run_whose_lease_is_lost_is_stopped(
 ) -> None:
     import threading
 
+    from recoverctl.catalog import jobs
     from recoverctl.config import Schedule
-    from recoverctl.scheduler import leases
     from recoverctl.scheduler.execute import JobResult, run_claimed
 
     http_receiver.script("/slow", Reply(200, "ok", delay=30))
@@ -427,7 +435,7 @@ def test_a_run_whose_lease_is_lost_is_stopped(
     cfg = load_config(str(path), env={})
     catalog = Catalog(url)
     slow = Schedule(name="slow", cron="0 3 * * *", job=TICK_JOB)
-    claim = leases.claim(catalog, "slow", 1000.0, "me", 0.6).claim
+    claim = jobs.claim_occurrence(catalog, "slow", 1000.0, "me", 0.6).claim
     assert claim is not None
     results: list[JobResult] = []
     th = threading.Thread(target=lambda: results.append(run_claimed(cfg, catalog, slow, claim, lease=0.6)))
@@ -435,9 +443,61 @@ def test_a_run_whose_lease_is_lost_is_stopped(
     http_receiver.wait_for("/slow", 1, timeout=60)
     # Another runner decides this run is dead (as after a long stall) and takes over.
     with catalog.begin() as conn:
-        conn.execute(t.schedule_runs.update().values(state="abandoned"))
+        conn.execute(t.jobs.update().where(t.jobs.c.kind == "schedule").values(state="abandoned"))
     th.join(20)
     assert not th.is_alive(), "the job was stopped instead of running on"
     assert results[0].state == "abandoned" and results[0].exit_code is None
     assert rows(catalog, "slow")[0].state == "abandoned"
     catalog.close()
+
+
+def test_scheduler_json_keeps_its_keys(cli: Cli) -> None:
+    cli.write_config({"schedules": [{"name": "daily", "cron": "0 3 * * *", "job": "config check"}]})
+    ran = cli("--json", "run-job", "daily", check=0).json()
+    assert list(ran) == [
+        "schedule",
+        "due_at",
+        "state",
+        "exit_code",
+        "duration",
+        "timed_out",
+        "output",
+        "run_id",
+    ]
+    assert ran["state"] == "succeeded"
+    # The same occurrence again: another runner (this one, earlier) owns it.
+    taken = cli("--json", "run-job", "daily", check=0).json()
+    assert taken == {
+        "schedule": "daily",
+        "due_at": ran["due_at"],
+        "state": "taken",
+        "detail": "another runner owns this occurrence",
+    }
+    from recoverctl.catalog import leases
+
+    catalog = Catalog(cli.env["RECOVERCTL_CATALOG"])
+    leases.heartbeat(catalog, "scheduler:h:1", "scheduler", {"state": "running"})
+    catalog.close()
+    status = cli("--json", "scheduler", "status", check=0).json()
+    (beat,) = status["heartbeats"]
+    assert list(beat) == ["name", "at", "age_s", "details"] and beat["details"] == {"state": "running"}
+    assert status == {
+        "heartbeats": [beat],
+        "runs": [
+            {
+                "schedule": "daily",
+                "due_at": ran["due_at"],
+                "state": "succeeded",
+                "runner": status["runs"][0]["runner"],
+                "started_at": status["runs"][0]["started_at"],
+                "finished_at": status["runs"][0]["finished_at"],
+            }
+        ],
+    }
+    assert status["runs"][0]["runner"].startswith("run-job:")
+    text = cli("scheduler", "status", check=0).stdout
+    assert "runner scheduler:h:1: running (" in text and "daily" in text
+    printed = cli("--json", "scheduler", "install", "--systemd", "--print", check=0).json()
+    assert list(printed) == ["mode", "installed", "units"] and printed["installed"] is False
+    cron_lines = cli("--json", "scheduler", "install", "--cron", "--print", check=0).json()
+    assert list(cron_lines) == ["mode", "installed", "crontab"]

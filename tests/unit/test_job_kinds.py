@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from recoverctl.actions.job_kinds import run_job
+from recoverctl.actions.job_kinds import AlertJobPayload, run_job
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
 from recoverctl.config import parse_config
@@ -78,3 +78,32 @@ def test_notify_job_emits_one_event(catalog: Catalog) -> None:
     assert out["event_id"] > 0
     with pytest.raises(RecoverctlError, match="not known"):
         run_job(parse_config({}, env={}), catalog, "teleport", {})
+
+
+def test_alert_payload_round_trips_and_a_malformed_one_fails_the_job(catalog: Catalog) -> None:
+    stored = AlertJobPayload(
+        action="notify",
+        target="web",
+        policy="p",
+        severity="critical",
+        source="alertmanager",
+        alertname="HighErrorRate",
+        fingerprint="f",
+        starts_at="2026-01-01T00:00:00Z",
+        incident_key="k",
+        labels={"service": "web"},
+        summary="5xx",
+    ).to_json()
+    # The intake stores the twelve keys; an attempt's resume and job id are not among them.
+    assert list(stored) == [
+        *("origin", "action", "target", "policy", "severity", "source", "alertname", "fingerprint"),
+        *("starts_at", "incident_key", "labels", "summary"),
+    ]
+    # As a worker reads it back, with what the queue adds.
+    again = AlertJobPayload.from_json({**stored, "resume": True, "job_id": 4})
+    assert again.resume and again.job_id == 4 and again.labels == {"service": "web"}
+    assert again.to_json() == {**stored, "resume": True, "job_id": 4}
+    with pytest.raises(RecoverctlError, match="malformed job payload"):
+        run_job(parse_config({}, env={}), catalog, "notify", {"severity": "critical"})
+    with pytest.raises(RecoverctlError, match="malformed job payload"):
+        run_job(parse_config({}, env={}), catalog, "notify", {"target": "web", "labels": ["not", "a", "map"]})

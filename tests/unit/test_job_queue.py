@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from recoverctl.actions.job_kinds import JOB_KINDS, RetryLater
+from recoverctl.actions.job_kinds import JOB_KINDS, AlertJobPayload, RetryLater
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import jobs as jobq
 from recoverctl.catalog import tables as t
@@ -38,7 +38,7 @@ def test_each_job_is_claimed_by_exactly_one_of_many_threads(catalog: Catalog) ->
         start.wait()
         while (job := jobq.claim(catalog, name, ["notify"], lease=30)) is not None:
             with lock:
-                claimed.append((name, job["id"]))
+                claimed.append((name, job.id))
 
     threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(6)]
     for th in threads:
@@ -55,7 +55,7 @@ def test_active_key_allows_one_queued_job_per_target(catalog: Catalog) -> None:
     with pytest.raises(sa.exc.IntegrityError), catalog.begin() as conn:
         jobq.enqueue(conn, "rollback", {}, target="web")
     job = jobq.claim(catalog, "w", ["rollback"], lease=30)
-    assert job is not None and job["id"] == first
+    assert job is not None and job.id == first
     assert jobq.finish(catalog, first, "w", "succeeded", result={"ok": True})
     with catalog.begin() as conn:
         assert jobq.active_job(conn, "rollback", "web") is None
@@ -66,18 +66,16 @@ def test_expired_lease_requeues_resumable_jobs_and_abandons_the_rest(catalog: Ca
     with catalog.begin() as conn:
         once = jobq.enqueue(conn, "notify", {}, max_attempts=1)
         twice = jobq.enqueue(conn, "rollback", {"target": "web"}, max_attempts=2)
-    assert jobq.claim(catalog, "dead", ["notify", "rollback"], lease=0.01)["id"] == once
-    assert jobq.claim(catalog, "dead", ["notify", "rollback"], lease=0.01)["id"] == twice
-    changed: dict[int, dict] = {}
-    wait_until(
-        lambda: changed.update({j["id"]: j for j in jobq.recover_expired(catalog)}) or len(changed) == 2
-    )
-    assert changed[once]["state"] == "abandoned"
-    assert changed[twice]["state"] == "queued" and changed[twice]["payload"]["resume"] is True
+    assert jobq.claim(catalog, "dead", ["notify", "rollback"], lease=0.01).id == once
+    assert jobq.claim(catalog, "dead", ["notify", "rollback"], lease=0.01).id == twice
+    changed: dict[int, jobq.Job] = {}
+    wait_until(lambda: changed.update({j.id: j for j in jobq.recover_expired(catalog)}) or len(changed) == 2)
+    assert changed[once].state == "abandoned"
+    assert changed[twice].state == "queued" and changed[twice].payload["resume"] is True
     # The dead worker can no longer record an outcome for a job it lost.
     assert not jobq.finish(catalog, once, "dead", "succeeded")
     again = jobq.claim(catalog, "alive", ["rollback"], lease=30)
-    assert again["id"] == twice and again["attempts"] == 2
+    assert again.id == twice and again.attempts == 2
 
 
 def test_job_retried_later_keeps_its_key_and_is_not_claimed_before_its_time(catalog: Catalog) -> None:
@@ -95,8 +93,8 @@ def test_job_retried_later_keeps_its_key_and_is_not_claimed_before_its_time(cata
         assert active is not None and active["state"] == "queued" and active["error"] == "engine down"
         conn.execute(t.jobs.update().values(not_before=time.time() - 1))  # its time has come
     again = jobq.claim(catalog, "w", ["rollback"], lease=30)
-    assert again is not None and again["id"] == job_id and again["attempts"] == 2
-    assert again["payload"] == {"target": "web", "resume": True}
+    assert again is not None and again.id == job_id and again.attempts == 2
+    assert again.payload == {"target": "web", "resume": True}
 
 
 def test_worker_retries_a_job_asking_for_it_until_its_attempts_run_out(
@@ -104,8 +102,8 @@ def test_worker_retries_a_job_asking_for_it_until_its_attempts_run_out(
 ) -> None:
     resumed: list[bool] = []
 
-    def engine_down(cfg: Config, catalog: Catalog, payload: dict[str, Any]) -> dict[str, Any]:
-        resumed.append(bool(payload.get("resume")))
+    def engine_down(cfg: Config, catalog: Catalog, payload: AlertJobPayload) -> dict[str, Any]:
+        resumed.append(payload.resume)
         raise RetryLater(RecoverctlError("Docker engine at 'x' is unreachable"), 0.0)
 
     monkeypatch.setitem(JOB_KINDS, "rollback", engine_down)
@@ -116,5 +114,5 @@ def test_worker_retries_a_job_asking_for_it_until_its_attempts_run_out(
     assert {j["id"] for j in done} == {job_id}
     assert resumed == [False, True, True]
     job = jobq.get_job(catalog, job_id)
-    assert job is not None and (job["state"], job["attempts"]) == ("failed", 3)
-    assert job["error"] == "Docker engine at 'x' is unreachable" and job["dedup_key"] is None
+    assert job is not None and (job.state, job.attempts) == ("failed", 3)
+    assert job.error == "Docker engine at 'x' is unreachable" and job.dedup_key is None

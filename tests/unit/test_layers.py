@@ -61,20 +61,13 @@ TABLES = "recoverctl.catalog.tables"
 TABLES_ALLOWED: frozenset[str] = frozenset(
     {
         "recoverctl/actions/alert_intake.py",
-        "recoverctl/actions/deliver.py",
         "recoverctl/actions/deploy.py",
-        "recoverctl/actions/job_kinds.py",
         "recoverctl/actions/postgres_setup.py",
         "recoverctl/actions/releases.py",
         "recoverctl/actions/rollback.py",
         "recoverctl/actions/status.py",
         "recoverctl/actions/summary.py",
         "recoverctl/actions/wal.py",
-        "recoverctl/cli/scheduler_cmd.py",
-        "recoverctl/notify/delivery.py",
-        "recoverctl/scheduler/health.py",
-        "recoverctl/scheduler/leases.py",
-        "recoverctl/scheduler/metrics.py",
         "recoverctl/service/metrics.py",
     }
 )
