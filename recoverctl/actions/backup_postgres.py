@@ -23,7 +23,6 @@ from psycopg import sql
 from recoverctl.actions.archive_wait import archive_stall_error, archiver_state
 from recoverctl.actions.postgres_setup import archiving_plan, archiving_refusal
 from recoverctl.actions.repository import open_repository
-from recoverctl.actions.wal import wait_for_wal
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config, PostgresSource
 from recoverctl.errors import (
@@ -41,6 +40,7 @@ from recoverctl.sources.postgres.checksum import PageBatch, PageValidator, reche
 from recoverctl.sources.postgres.connection import connect, find_bin_dir, server_major
 from recoverctl.sources.postgres.files import Exclusions, walk_data_dir
 from recoverctl.sources.postgres.session import BackupSession
+from recoverctl.sources.postgres.walarchive import wait_for_wal
 
 KIND = "postgres"
 LOGICAL_KIND = "postgres-logical"

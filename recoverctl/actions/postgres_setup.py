@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any
 
 import psycopg
-import sqlalchemy as sa
 from psycopg import sql
 
 from recoverctl.catalog import Catalog
-from recoverctl.catalog import tables as t
+from recoverctl.catalog import wal as catalog_wal
 from recoverctl.config import Config, PostgresSource, loose_config_mode, redact_url
 from recoverctl.errors import ConfigError, RecoverctlError, UsageError
 from recoverctl.sources.postgres.archiving import (
@@ -167,25 +167,9 @@ def create_restore_point(cfg: Config, catalog: Catalog, *, source: str | None, n
         # The restore point record must reach the archive for PITR to find it.
         conn.execute("select pg_switch_wal()")
     lsn, timeline, at = str(row[0]), int(row[1]), float(row[2])
-    with catalog.begin() as db:
-        rp_id = db.execute(
-            t.restore_points.insert().values(
-                source=src_name, name=name, lsn=lsn, timeline=timeline, created_at=at
-            )
-        ).inserted_primary_key[0]  # type: ignore[index]
+    rp_id = catalog_wal.add_restore_point(catalog, src_name, name, lsn, timeline, at)
     catalog.audit("postgres.restore-point", src_name, "created", {"name": name, "lsn": lsn})
     return {"id": int(rp_id), "source": src_name, "name": name, "lsn": lsn, "timeline": timeline, "time": at}
-
-
-def known_restore_points(catalog: Catalog, source: str) -> list[dict[str, Any]]:
-    """Return the restore points recorded for `source`, oldest first."""
-    with catalog.begin() as db:
-        rows = db.execute(
-            sa.select(t.restore_points)
-            .where(t.restore_points.c.source == source)
-            .order_by(t.restore_points.c.created_at)
-        ).fetchall()
-    return [dict(r._mapping) for r in rows]
 
 
 def _archiver(src: PostgresSource, name: str) -> dict[str, Any] | None:
@@ -223,9 +207,8 @@ def postgres_status(cfg: Config, catalog: Catalog, *, source: str | None = None)
     for name in names:
         src = cfg.sources[name]
         assert isinstance(src, PostgresSource)
-        with catalog.begin() as db:
-            row = db.execute(sa.select(t.wal_status).where(t.wal_status.c.source == name)).first()
-        recorded = dict(row._mapping) if row else None
+        status = catalog_wal.wal_status(catalog, name)
+        recorded = dataclasses.asdict(status) if status else None
         live = _archiver(src, name)
         candidates = [
             x
@@ -264,8 +247,8 @@ def postgres_check(
     Raise ConfigError (exit 2) when archiving is not configured, VerificationError (exit 13)
     when the segment does not arrive within `timeout`.
     """
-    from recoverctl.actions.wal import wait_for_wal
     from recoverctl.repo.configured import open_repository
+    from recoverctl.sources.postgres.walarchive import wait_for_wal
     from recoverctl.sources.postgres.walnames import parse_lsn, segment_name
 
     name, src = cfg.source(source, "postgres")

@@ -23,10 +23,9 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from recoverctl.actions.backup_postgres import KIND, find_logical
-from recoverctl.actions.postgres_setup import known_restore_points
 from recoverctl.actions.repository import open_repository
-from recoverctl.actions.wal import archived_segments, first_missing
 from recoverctl.catalog import Catalog
+from recoverctl.catalog.wal import restore_points
 from recoverctl.config import ENV_PASSWORD_FILE, Config, PostgresSource
 from recoverctl.errors import NotFoundError, RecoverctlError, UsageError, VerificationError, cleanup_after
 from recoverctl.progress import Progress
@@ -56,6 +55,7 @@ from recoverctl.sources.postgres.server import (
     write_passphrase_file,
 )
 from recoverctl.sources.postgres.wal_fetcher import start_fetcher, stop_fetchers
+from recoverctl.sources.postgres.walarchive import archived_segments, first_missing
 from recoverctl.sources.postgres.walnames import (
     parse_lsn,
     segment_from_number,
@@ -130,15 +130,15 @@ def choose_snapshot(
         lsn = parse_lsn(target.value)
         fits = [s for s in candidates if parse_lsn(s.metadata["stop_lsn"]) <= lsn]
     elif target.kind == "name":
-        points = [p for p in known_restore_points(catalog, source)]
-        match = [p for p in points if p["name"] == target.value]
+        points = restore_points(catalog, source)
+        match = [p for p in points if p.name == target.value]
         if not match:
-            names = ", ".join(f"{p['name']} ({p['lsn']})" for p in points[-20:]) or "(none recorded)"
+            names = ", ".join(f"{p.name} ({p.lsn})" for p in points[-20:]) or "(none recorded)"
             raise NotFoundError(
                 f"unknown restore point '{target.value}' for source '{source}'",
                 hint=f"known restore points: {names}",
             )
-        lsn = parse_lsn(match[-1]["lsn"])
+        lsn = parse_lsn(match[-1].lsn or "")
         fits = [s for s in candidates if parse_lsn(s.metadata["stop_lsn"]) <= lsn]
     elif target.kind == "xid":
         assert target.value is not None
