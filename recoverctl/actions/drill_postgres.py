@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from recoverctl.actions.backup_postgres import KIND
 from recoverctl.actions.restore_postgres import (
     RecoveryTarget,
     choose_snapshot,
@@ -28,6 +27,7 @@ from recoverctl.drill.playbook import RecoveryPoint
 from recoverctl.drill.restorer import Fetched, Selection, WarningLog, random_time
 from recoverctl.errors import NotFoundError
 from recoverctl.repo.configured import open_repository
+from recoverctl.sources.postgres.backup import KIND
 
 
 def _iso(ts: float) -> str:

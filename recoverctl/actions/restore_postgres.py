@@ -22,7 +22,6 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from recoverctl.actions.backup_postgres import KIND, find_logical
 from recoverctl.actions.repository import open_repository
 from recoverctl.catalog import Catalog
 from recoverctl.catalog.wal import restore_points
@@ -33,6 +32,7 @@ from recoverctl.recorder import record_failed_run
 from recoverctl.repo import Repository, Snapshot, open_file, restore_snapshot
 from recoverctl.repo.confined import remove, write_file
 from recoverctl.sources.postgres.archiving import restore_command
+from recoverctl.sources.postgres.backup import KIND, find_logical
 from recoverctl.sources.postgres.connection import connect_env, find_bin_dir
 from recoverctl.sources.postgres.isolation import isolation_settings
 from recoverctl.sources.postgres.recovery import (

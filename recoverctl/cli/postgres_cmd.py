@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import json_option
+
+if TYPE_CHECKING:
+    from recoverctl.actions.backup_postgres import (
+        LogicalBackupSummary,
+        PhysicalBackupPlan,
+        PhysicalBackupSummary,
+    )
 
 
 @click.group("postgres")
@@ -201,17 +208,11 @@ def backup_postgres_cmd(
                 name, _ = app.config.source(source, "postgres")
                 app.render({"source": name, "logical": True, "dry_run": True}, f"would dump {name}")
                 return
-            result = backup_postgres_logical(
+            logical_result = backup_postgres_logical(
                 app.config, app.catalog, passphrase(app), source=source, database=database,
                 annotations=_annotations(annotations), progress=progress,
             )  # fmt: skip
-            app.render(
-                result,
-                lambda d: (
-                    f"logical snapshot {d['snapshot_id'][:8]} of {d['source']}/{d['database']}: "
-                    f"{d['bytes']} bytes in {d['duration_s']:.1f}s"
-                ),
-            )
+            app.render(logical_result, _logical_backup_text)
             return
         result = backup_postgres(
             app.config, app.catalog, passphrase(app), source=source, backup_type=backup_type,
@@ -219,20 +220,29 @@ def backup_postgres_cmd(
         )  # fmt: skip
     finally:
         progress.close()
+    app.render(result, _physical_backup_text)
 
-    def text(d: dict[str, Any]) -> str:
-        if d.get("dry_run"):
-            return f"would back up {d['source']} ({d['data_dir']}), type {d['type']}"
-        return (
-            f"{d['type']} backup {d['snapshot_id'][:8]} of {d['source']}: "
-            f"LSN {d['start_lsn']} - {d['stop_lsn']} "
-            f"(timeline {d['timeline']}, WAL {d['wal_range'][0]}..{d['wal_range'][1]}); files "
-            f"{d['files_new']} new, {d['files_changed']} changed, {d['files_unmodified']} unmodified; "
-            f"read {d['bytes_read']} bytes, added {d['bytes_added']} in {d['duration_s']:.1f}s; "
-            f"{d['pages_checked']} pages checksum-validated"
-        )
 
-    app.render(result, text)
+def _logical_backup_text(r: LogicalBackupSummary) -> str:
+    return (
+        f"logical snapshot {str(r.snapshot_id)[:8]} of {r.source}/{r.database}: "
+        f"{r.bytes} bytes in {r.duration_s:.1f}s"
+    )
+
+
+def _physical_backup_text(r: PhysicalBackupSummary | PhysicalBackupPlan) -> str:
+    from recoverctl.actions.backup_postgres import PhysicalBackupPlan
+
+    if isinstance(r, PhysicalBackupPlan):
+        return f"would back up {r.source} ({r.data_dir}), type {r.type}"
+    return (
+        f"{r.type} backup {str(r.snapshot_id)[:8]} of {r.source}: "
+        f"LSN {r.start_lsn} - {r.stop_lsn} "
+        f"(timeline {r.timeline}, WAL {r.wal_range[0]}..{r.wal_range[1]}); files "
+        f"{r.files_new} new, {r.files_changed} changed, {r.files_unmodified} unmodified; "
+        f"read {r.bytes_read} bytes, added {r.bytes_added} in {r.duration_s:.1f}s; "
+        f"{r.pages_checked} pages checksum-validated"
+    )
 
 
 @click.command("postgres")
