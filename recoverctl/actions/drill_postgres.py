@@ -15,12 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from recoverctl.actions.restore_postgres import (
-    RecoveryTarget,
-    choose_snapshot,
-    restore_postgres,
-    tablespace_plan,
-)
+from recoverctl.actions.restore_postgres import restore_postgres
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config
 from recoverctl.drill.playbook import RecoveryPoint
@@ -28,6 +23,9 @@ from recoverctl.drill.restorer import Fetched, Selection, WarningLog, random_tim
 from recoverctl.errors import NotFoundError
 from recoverctl.repo.configured import open_repository
 from recoverctl.sources.postgres.backup import KIND
+from recoverctl.sources.postgres.layout import tablespace_plan
+from recoverctl.sources.postgres.recovery import RecoveryTarget
+from recoverctl.sources.postgres.restore import choose_snapshot
 
 
 def _iso(ts: float) -> str:
@@ -108,11 +106,11 @@ class PostgresRestorer:
                 },
             )
         return Fetched(
-            bytes=int(out.get("bytes_restored") or 0),
+            bytes=out.bytes_restored,
             details={
-                "files_restored": out.get("files_restored"),
-                "backup_stop_lsn": out.get("backup_stop_lsn"),
-                "restore_fetch_s": (out.get("phases") or {}).get("fetch"),
+                "files_restored": out.files_restored,
+                "backup_stop_lsn": out.backup_stop_lsn,
+                "restore_fetch_s": out.phases.get("fetch"),
             },
         )
 

@@ -95,7 +95,7 @@ def restore_to_point(
             os_user=user,
             server_starts=True,
         )
-        out["snapshot_id"] = restored.get("snapshot_id")
+        out["snapshot_id"] = restored.snapshot_id
         stop_server(data_dir, bin_dir, user)
         if postmaster_pid(data_dir) is not None:
             raise RecoverctlError(f"PostgreSQL on '{data_dir}' did not stop", hint="stop it, then --resume")
