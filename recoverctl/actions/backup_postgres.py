@@ -20,11 +20,11 @@ from recoverctl.progress import Progress
 from recoverctl.sources.postgres.backup import (
     PhysicalBackup,
     backup_data_dir,
-    copy_physical,
     dump_logical,
     dump_tools,
 )
 from recoverctl.sources.postgres.connection import connect
+from recoverctl.sources.registry import source_for
 
 _SIZES = (
     "files_new",
@@ -141,9 +141,9 @@ def backup_postgres(
             cfg, password, "backup-postgres", recorder=catalog, source=name,
             lock="shared", lock_name="backup postgres",
         ) as op:  # fmt: skip
-            backup = copy_physical(
-                op.repo, conn, name, src, data_dir, backup_type=backup_type,
-                annotations=dict(annotations or {}), progress=progress or Progress(),
+            backup: PhysicalBackup = source_for(cfg, name, catalog, password).backup(
+                op.repo, progress or Progress(), conn=conn, data_dir=data_dir, backup_type=backup_type,
+                annotations=dict(annotations or {}),
             )  # fmt: skip
             summary = PhysicalBackupSummary.of(name, backup_type, backup, time.monotonic() - started)
             _record(catalog, op, backup, summary)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,56 +21,16 @@ from recoverctl.repo.configured import open_repository
 from recoverctl.sources.postgres.backup import find_logical
 from recoverctl.sources.postgres.layout import tablespace_plan
 from recoverctl.sources.postgres.recovery import RecoveryTarget, normalize_target, recovery_settings
-from recoverctl.sources.postgres.replay import run_recovery
 from recoverctl.sources.postgres.restore import (
-    PhysicalRestoreRequest,
-    abandon_restore,
+    PhysicalRestoreResult,
     check_archive,
     choose_snapshot,
-    configure_recovery,
     pg_restore_argv,
-    restore_files,
     stream_into_pg_restore,
 )
-from recoverctl.sources.postgres.server import default_os_user, remove_secrets
-from recoverctl.sources.postgres.wal_fetcher import stop_fetchers
+from recoverctl.sources.registry import source_for
 
-__all__ = ["RecoveryTarget", "restore_postgres", "restore_postgres_logical"]
-
-
-@dataclass
-class PhysicalRestoreResult:
-    """A physical restore: what was restored where, and (with a started server) what it recovered."""
-
-    source: str
-    snapshot_id: str
-    snapshot_time: float
-    backup_stop_lsn: str
-    backup_stop_time: float
-    target: dict[str, str | None]
-    target_action: str
-    target_dir: str
-    bytes_restored: int
-    files_restored: int
-    files_skipped_unchanged: int
-    row_counts: dict[str, int]
-    tablespaces: list[dict[str, Any]]
-    wal_dir: str
-    links_skipped: list[dict[str, str]]
-    recovered_lsn: str | None = None
-    recovered_commit_ts: float | None = None
-    phases: dict[str, float] = field(default_factory=dict)
-    # Only when the server was started (`start_port`): {port, data_dir, pid, log} or None.
-    server: dict[str, Any] | None = None
-    bin_dir: str | None = None
-    passphrase_file: str | None = None
-    started: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        if not out.pop("started"):
-            del out["server"], out["bin_dir"]
-        return out
+__all__ = ["PhysicalRestoreResult", "RecoveryTarget", "restore_postgres", "restore_postgres_logical"]
 
 
 @dataclass
@@ -138,72 +98,22 @@ def restore_postgres(
     tablespace), NotFoundError (exit 10: no backup before the target, unknown restore point),
     VerificationError (a WAL gap, naming the segment; recovery ended before the target).
     """
-    name, src = cfg.source(source, "postgres")
-    req = PhysicalRestoreRequest(
-        target_dir=Path(target_dir).absolute(), target=normalize_target(target or RecoveryTarget("latest")),
-        snapshot=snapshot, target_action=target_action, delta=delta, start_port=start_port,
-        fetch_ahead=fetch_ahead, tablespace_map=tablespace_map, wal_dir=wal_dir, server_starts=server_starts,
-    )  # fmt: skip
-    recovery_settings("", req.target, target_action)  # validates the action before any work
-    user = default_os_user(os_user or src.os_user)
+    name, _src = cfg.source(source, "postgres")
+    recovery_target = normalize_target(target or RecoveryTarget("latest"))
+    recovery_settings("", recovery_target, target_action)  # validates the action before any work
     prog = progress if isinstance(progress, Progress) else Progress()
-    started = time.monotonic()
+    cluster = source_for(cfg, name, catalog, password)
     with operation(cfg, password, "restore-postgres", recorder=catalog, source=name) as op:
-        try:
-            with op.repo.lock(operation="restore postgres", reader=True):
-                files = restore_files(op.repo, cfg, catalog, password, name, req, user, prog)
-            fetch_s = time.monotonic() - started
-            password_file = configure_recovery(cfg, password, name, req, user, files)
-            out = _result(name, req, files, fetch_s)
-            if start_port is not None:
-                recovered = run_recovery(
-                    op.repo, name, src, files.snapshot, req.target_dir, start_port, user, files.target,
-                    target_action,
-                )  # fmt: skip
-                # Recovery has ended: the spool is leftovers (a resumed recovery starts its own).
-                stop_fetchers(req.target_dir, remove_spools=True)
-                if target_action != "pause":  # a paused recovery still fetches once resumed
-                    remove_secrets(req.target_dir)
-                out.phases.update(recovered["phases"])
-                out.recovered_lsn, out.recovered_commit_ts = (
-                    recovered["recovered_lsn"],
-                    recovered["recovered_commit_ts"],
-                )
-                out.server, out.bin_dir, out.started = recovered["server"], recovered["bin_dir"], True
-            # Still there for a paused recovery (or a server the caller starts): say where.
-            out.passphrase_file = str(password_file) if password_file and password_file.exists() else None
-            out.phases["total"] = round(time.monotonic() - started, 3)
-        except BaseException as e:
-            abandon_restore(req.target_dir, e)
-            raise
+        out: PhysicalRestoreResult = cluster.restore(
+            op.repo, snapshot, Path(target_dir), prog, target=recovery_target, target_action=target_action,
+            delta=delta, start_port=start_port, os_user=os_user, fetch_ahead=fetch_ahead,
+            tablespace_map=tablespace_map, wal_dir=wal_dir, server_starts=server_starts,
+        )  # fmt: skip
         op.finish(
             "succeeded", bytes_read=out.bytes_restored, snapshot_id=out.snapshot_id, details=out.to_json()
         )
-    catalog.audit("restore.postgres", name, "succeeded", {"snapshot": out.snapshot_id,
-                  "target_dir": out.target_dir, "target": out.target})  # fmt: skip
+    catalog.audit("restore.postgres", name, "succeeded", out.audit_details())
     return out
-
-
-def _result(name: str, req: PhysicalRestoreRequest, files: Any, fetch_s: float) -> PhysicalRestoreResult:
-    snap, result = files.snapshot, files.result
-    return PhysicalRestoreResult(
-        source=name,
-        snapshot_id=snap.id,
-        snapshot_time=snap.time,
-        backup_stop_lsn=snap.metadata["stop_lsn"],
-        backup_stop_time=snap.metadata["stop_time"],
-        target={"kind": files.target.kind, "value": files.target.value},
-        target_action=req.target_action,
-        target_dir=str(req.target_dir),
-        bytes_restored=result.bytes,
-        files_restored=result.files,
-        files_skipped_unchanged=result.skipped,
-        row_counts=snap.metadata.get("row_counts", {}),
-        tablespaces=files.tablespaces,
-        wal_dir=str(req.wal_dir or req.target_dir / "pg_wal"),
-        links_skipped=files.links_skipped,
-        phases={"fetch": round(fetch_s, 3)},
-    )
 
 
 def restore_postgres_logical(

@@ -8,7 +8,7 @@ import signal
 from collections.abc import Iterator
 from typing import Any
 
-from recoverctl.actions.repository import open_repository
+from recoverctl.actions.operation import operation
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config
 from recoverctl.errors import (
@@ -20,11 +20,9 @@ from recoverctl.errors import (
     cleanup_after,
 )
 from recoverctl.progress import Progress
-from recoverctl.recorder import record_failed_run
-from recoverctl.repo import BackupResult, backup_tree, restore_snapshot
-from recoverctl.sources.volume import DockerVolumes
-
-KIND = "volume"
+from recoverctl.repo import BackupResult
+from recoverctl.sources.files import restore_tree
+from recoverctl.sources.volume import DockerVolumes, VolumeSource
 
 
 @contextlib.contextmanager
@@ -74,59 +72,46 @@ def backup_volume(
     """Back up Docker volume `name`; with `stop_containers`, stop its running users for the copy and
     always start them again (also on failure or SIGTERM). Return the result and the stopped names."""
     docker = DockerVolumes()
-    repo = open_repository(cfg, password)
-    run_id = None if dry_run else catalog.start_run("backup", f"volume:{name}", repo.url)
     stopped: list[tuple[str, str]] = []
     try:
-        info = docker.get(name)
-        with _sigterm_raises(), repo.lock(operation="backup volume"):
-            if not dry_run:
-                repo.index_orphan_packs()
-            parents = repo.find_snapshots(kind=KIND, source=name)
-            try:
-                if stop_containers:
-                    for cid, cname in docker.running_users(name):
-                        docker.stop(cid)
-                        stopped.append((cid, cname))
-                result = backup_tree(
-                    repo,
-                    info.mountpoint,
-                    kind=KIND,
-                    source=name,
-                    tags=tags,
-                    paths=[f"volume:{name}"],
-                    metadata={
+        with operation(
+            cfg, password, "backup", recorder=None if dry_run else catalog, source=f"volume:{name}"
+        ) as op:
+            info = docker.get(name)
+            with _sigterm_raises(), op.repo.lock(operation="backup volume"):
+                if not dry_run:
+                    op.repo.index_orphan_packs()
+                try:
+                    if stop_containers:
+                        for cid, cname in docker.running_users(name):
+                            docker.stop(cid)
+                            stopped.append((cid, cname))
+                    metadata = {
                         "volume": name,
                         "driver": info.driver,
                         "stopped_containers": [n for _, n in stopped],
-                    },
-                    parent=parents[-1] if parents else None,
-                    dry_run=dry_run,
-                    progress=progress,
+                    }
+                    result: BackupResult = VolumeSource(name, name).backup(
+                        op.repo, progress or Progress(), mountpoint=info.mountpoint, tags=tags,
+                        dry_run=dry_run, metadata=metadata,
+                    )  # fmt: skip
+                except BaseException as e:
+                    # The backup's own error is the one to report; a failed restart is a note on it.
+                    with cleanup_after(e, "restarting the stopped containers"):
+                        _restart(docker, stopped, name)
+                    raise
+                _restart(docker, stopped, name)
+            if op.run_id is not None and result.snapshot is not None:
+                catalog.record_snapshot(op.repo.url, result.snapshot)
+                op.finish(
+                    "partial" if result.partial else "succeeded",
+                    bytes_read=result.summary["bytes_read"],
+                    bytes_added=result.summary["bytes_added"],
+                    snapshot_id=result.snapshot_id,
+                    details={"summary": result.summary, "stopped_containers": [n for _, n in stopped]},
                 )
-            except BaseException as e:
-                # The backup's own error is the one to report; a failed restart is a note on it.
-                with cleanup_after(e, "restarting the stopped containers"):
-                    _restart(docker, stopped, name)
-                raise
-            _restart(docker, stopped, name)
-    except BaseException as e:
-        if run_id is not None:
-            record_failed_run(catalog, run_id, e)
-        raise
     finally:
-        repo.close()
         docker.close()
-    if run_id is not None and result.snapshot is not None:
-        catalog.record_snapshot(repo.url, result.snapshot)
-        catalog.finish_run(
-            run_id,
-            "partial" if result.partial else "succeeded",
-            bytes_read=result.summary["bytes_read"],
-            bytes_added=result.summary["bytes_added"],
-            snapshot_id=result.snapshot_id,
-            details={"summary": result.summary, "stopped_containers": [n for _, n in stopped]},
-        )
     return result, [n for _, n in stopped]
 
 
@@ -146,26 +131,20 @@ def restore_volume(
     the snapshot (files not in it are removed). Raise VerificationError for damaged files.
     """
     docker = DockerVolumes()
-    repo = open_repository(cfg, password)
-    run_id = catalog.start_run("restore", f"volume:{volume}", repo.url)
     try:
-        info = docker.get(volume, create=True)
-        if os.listdir(info.mountpoint) and not force:
-            raise UsageError(
-                f"Docker volume '{volume}' is not empty",
-                hint="restore into a new volume, or pass --force to replace its content",
-            )
-        with repo.lock(operation="restore volume", reader=True):
-            snap = repo.resolve_snapshot(ref)
-            result = restore_snapshot(repo, snap.id, info.mountpoint, delta=force, progress=progress)
-    except BaseException as e:
-        record_failed_run(catalog, run_id, e)
-        raise
+        with operation(cfg, password, "restore", recorder=catalog, source=f"volume:{volume}") as op:
+            info = docker.get(volume, create=True)
+            if os.listdir(info.mountpoint) and not force:
+                raise UsageError(
+                    f"Docker volume '{volume}' is not empty",
+                    hint="restore into a new volume, or pass --force to replace its content",
+                )
+            with op.repo.lock(operation="restore volume", reader=True):
+                snap, result = restore_tree(op.repo, ref, info.mountpoint, delta=force, progress=progress)
+            out = {"snapshot": snap.id, "volume": volume, "mountpoint": info.mountpoint, **result.to_dict()}
+            op.finish("partial" if result.errors else "succeeded", snapshot_id=snap.id, details=out)
     finally:
-        repo.close()
         docker.close()
-    out = {"snapshot": snap.id, "volume": volume, "mountpoint": info.mountpoint, **result.to_dict()}
-    catalog.finish_run(run_id, "partial" if result.errors else "succeeded", snapshot_id=snap.id, details=out)
     if result.errors:
         cls = VerificationError if any(e["damaged"] == "yes" for e in result.errors) else PartialError
         raise cls(

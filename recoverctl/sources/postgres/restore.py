@@ -10,9 +10,11 @@ naming the missing segment.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,13 @@ from recoverctl.sources.postgres.recovery import (
     recovery_settings,
     write_recovery_config,
 )
-from recoverctl.sources.postgres.server import chown_tree, remove_secrets, write_passphrase_file
+from recoverctl.sources.postgres.replay import run_recovery
+from recoverctl.sources.postgres.server import (
+    chown_tree,
+    default_os_user,
+    remove_secrets,
+    write_passphrase_file,
+)
 from recoverctl.sources.postgres.wal_fetcher import start_fetcher, stop_fetchers
 from recoverctl.sources.postgres.walarchive import archived_segments, first_missing
 from recoverctl.sources.postgres.walnames import parse_lsn
@@ -274,6 +282,113 @@ def abandon_restore(target_dir: Path, error: BaseException) -> None:
     with cleanup_after(error, "stopping the WAL fetchers"):
         stop_fetchers(target_dir)
     remove_secrets(target_dir)
+
+
+@dataclass
+class PhysicalRestoreResult:
+    """A physical restore: what was restored where, and (with a started server) what it recovered."""
+
+    source: str
+    snapshot_id: str
+    snapshot_time: float
+    backup_stop_lsn: str
+    backup_stop_time: float
+    target: dict[str, str | None]
+    target_action: str
+    target_dir: str
+    bytes_restored: int
+    files_restored: int
+    files_skipped_unchanged: int
+    row_counts: dict[str, int]
+    tablespaces: list[dict[str, Any]]
+    wal_dir: str
+    links_skipped: list[dict[str, str]]
+    recovered_lsn: str | None = None
+    recovered_commit_ts: float | None = None
+    phases: dict[str, float] = field(default_factory=dict)
+    # Only when the server was started (`start_port`): {port, data_dir, pid, log} or None.
+    server: dict[str, Any] | None = None
+    bin_dir: str | None = None
+    passphrase_file: str | None = None
+    started: bool = False
+
+    def audit_details(self) -> dict[str, Any]:
+        """What the audit log records of this restore."""
+        return {"snapshot": self.snapshot_id, "target_dir": self.target_dir, "target": self.target}
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        if not out.pop("started"):
+            del out["server"], out["bin_dir"]
+        return out
+
+
+def restore_physical(
+    repo: Repository,
+    cfg: Config,
+    catalog: Catalog,
+    password: str,
+    name: str,
+    req: PhysicalRestoreRequest,
+    progress: Progress,
+) -> PhysicalRestoreResult:
+    """Restore a physical backup of source `name` as `req` says (see `actions.restore_postgres`);
+    with `req.start_port`, start the server and wait until recovery ends. On failure, stop the WAL
+    fetchers and remove the passphrase file before raising."""
+    src = cfg.sources[name]
+    assert isinstance(src, PostgresSource)
+    user = default_os_user(req.os_user or src.os_user)
+    started = time.monotonic()
+    try:
+        with repo.lock(operation="restore postgres", reader=True):
+            files = restore_files(repo, cfg, catalog, password, name, req, user, progress)
+        fetch_s = time.monotonic() - started
+        password_file = configure_recovery(cfg, password, name, req, user, files)
+        out = _result(name, req, files, fetch_s)
+        if req.start_port is not None:
+            recovered = run_recovery(
+                repo, name, src, files.snapshot, req.target_dir, req.start_port, user, files.target,
+                req.target_action,
+            )  # fmt: skip
+            # Recovery has ended: the spool is leftovers (a resumed recovery starts its own).
+            stop_fetchers(req.target_dir, remove_spools=True)
+            if req.target_action != "pause":  # a paused recovery still fetches once resumed
+                remove_secrets(req.target_dir)
+            out.phases.update(recovered["phases"])
+            out.recovered_lsn = recovered["recovered_lsn"]
+            out.recovered_commit_ts = recovered["recovered_commit_ts"]
+            out.server, out.bin_dir, out.started = recovered["server"], recovered["bin_dir"], True
+        # Still there for a paused recovery (or a server the caller starts): say where.
+        out.passphrase_file = str(password_file) if password_file and password_file.exists() else None
+        out.phases["total"] = round(time.monotonic() - started, 3)
+    except BaseException as e:
+        abandon_restore(req.target_dir, e)
+        raise
+    return out
+
+
+def _result(
+    name: str, req: PhysicalRestoreRequest, files: RestoredFiles, fetch_s: float
+) -> PhysicalRestoreResult:
+    snap, result = files.snapshot, files.result
+    return PhysicalRestoreResult(
+        source=name,
+        snapshot_id=snap.id,
+        snapshot_time=snap.time,
+        backup_stop_lsn=snap.metadata["stop_lsn"],
+        backup_stop_time=snap.metadata["stop_time"],
+        target={"kind": files.target.kind, "value": files.target.value},
+        target_action=req.target_action,
+        target_dir=str(req.target_dir),
+        bytes_restored=result.bytes,
+        files_restored=result.files,
+        files_skipped_unchanged=result.skipped,
+        row_counts=snap.metadata.get("row_counts", {}),
+        tablespaces=files.tablespaces,
+        wal_dir=str(req.wal_dir or req.target_dir / "pg_wal"),
+        links_skipped=files.links_skipped,
+        phases={"fetch": round(fetch_s, 3)},
+    )
 
 
 def pg_restore_argv(
