@@ -222,3 +222,11 @@ def test_restore_command_entry_point_named_by_path_exists() -> None:
 
     entry = Path(fetch_argv()[-1])
     assert entry.is_file() and entry == PACKAGE / "cli" / "wal_fetch_entry.py"
+
+
+def test_wal_fetcher_entry_point_named_by_module_exists() -> None:
+    # The WAL fetcher process runs the cli/ entry point that sources/ names by module path.
+    from recoverctl.sources.postgres.fetchspool import FETCHER_MODULE, fetcher_argv
+
+    assert fetcher_argv("main", "/tmp/spool", None)[1:3] == ["-m", FETCHER_MODULE]
+    assert (ROOT / (FETCHER_MODULE.replace(".", "/") + ".py")).is_file()
