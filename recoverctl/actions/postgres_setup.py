@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from psycopg import sql
@@ -20,7 +21,47 @@ from recoverctl.sources.postgres.settings import (
 )
 
 
-def postgres_setup(cfg: Config, catalog: Catalog, *, source: str | None, apply: bool) -> dict[str, Any]:
+@dataclass
+class ArchivingSetup:
+    """The archiving settings of a source: per setting current/wanted/change/restart."""
+
+    source: str
+    settings: list[dict[str, Any]]
+    applied: bool
+    changes: int
+    restart_needed: bool
+    warnings: list[str]
+
+
+@dataclass
+class CreatedRestorePoint:
+    id: int
+    source: str
+    name: str
+    lsn: str
+    timeline: int
+    time: float
+
+
+@dataclass
+class ArchiveCheck:
+    """A forced WAL switch whose segment reached the repository."""
+
+    source: str
+    segment: str
+    archived_after_s: float
+    ok: bool = True
+
+
+@dataclass
+class RpoStatus:
+    """Per postgres source: the RPO exposure against the tier's target (see `postgres_status`)."""
+
+    sources: list[dict[str, Any]]
+    at: float
+
+
+def postgres_setup(cfg: Config, catalog: Catalog, *, source: str | None, apply: bool) -> ArchivingSetup:
     """Given a source, return the archiving settings plan; with `apply`, ALTER SYSTEM + reload.
 
     The result says whether a restart is still needed (wal_level/archive_mode are postmaster
@@ -50,17 +91,19 @@ def postgres_setup(cfg: Config, catalog: Catalog, *, source: str | None, apply: 
     # The server's OS user must read the config file: a secret inline in it must not be
     # readable by more than that.
     warning = loose_config_mode(cfg)
-    return {
-        "source": name,
-        "settings": plan,
-        "applied": applied,
-        "changes": len(changes),
-        "restart_needed": restart,
-        "warnings": [warning] if warning else [],
-    }
+    return ArchivingSetup(
+        source=name,
+        settings=plan,
+        applied=applied,
+        changes=len(changes),
+        restart_needed=restart,
+        warnings=[warning] if warning else [],
+    )
 
 
-def create_restore_point(cfg: Config, catalog: Catalog, *, source: str | None, name: str) -> dict[str, Any]:
+def create_restore_point(
+    cfg: Config, catalog: Catalog, *, source: str | None, name: str
+) -> CreatedRestorePoint:
     """Create a named restore point on the source and record it; return its LSN and timeline."""
     if not name or len(name) >= 64:
         raise UsageError(f"restore point name '{name}' must be 1-63 characters (PostgreSQL's limit)")
@@ -82,7 +125,7 @@ def create_restore_point(cfg: Config, catalog: Catalog, *, source: str | None, n
     lsn, timeline, at = str(row[0]), int(row[1]), float(row[2])
     rp_id = catalog_wal.add_restore_point(catalog, src_name, name, lsn, timeline, at)
     catalog.audit("postgres.restore-point", src_name, "created", {"name": name, "lsn": lsn})
-    return {"id": int(rp_id), "source": src_name, "name": name, "lsn": lsn, "timeline": timeline, "time": at}
+    return CreatedRestorePoint(id=int(rp_id), source=src_name, name=name, lsn=lsn, timeline=timeline, time=at)
 
 
 def _archiver(src: PostgresSource, name: str) -> dict[str, Any] | None:
@@ -107,7 +150,7 @@ def _archiver(src: PostgresSource, name: str) -> dict[str, Any] | None:
     }
 
 
-def postgres_status(cfg: Config, catalog: Catalog, *, source: str | None = None) -> dict[str, Any]:
+def postgres_status(cfg: Config, catalog: Catalog, *, source: str | None = None) -> RpoStatus:
     """Return, per postgres source, the RPO exposure (now - last archived WAL time) against the
     tier's target, from the live server (pg_stat_archiver) and the catalog's wal_status."""
     names = (
@@ -149,12 +192,12 @@ def postgres_status(cfg: Config, catalog: Catalog, *, source: str | None = None)
         if live is not None:
             entry["archiver"] = live
         out.append(entry)
-    return {"sources": out, "at": now}
+    return RpoStatus(sources=out, at=now)
 
 
 def postgres_check(
     cfg: Config, catalog: Catalog, password: str, *, source: str | None, timeout: float = 60.0
-) -> dict[str, Any]:
+) -> ArchiveCheck:
     """Force a WAL switch and wait until that segment is in the repository; return timings.
 
     Raise ConfigError (exit 2) when archiving is not configured, VerificationError (exit 13)
@@ -177,13 +220,11 @@ def postgres_check(
     # pg_switch_wal returns the end of the segment it closed (or the current boundary when
     # nothing was written since the last switch): that segment is the one to wait for.
     segment = segment_name(timeline, max(parse_lsn(switched) - 1, 0))
-    repo = open_repository(cfg, password)
-    try:
-        waited = wait_for_wal(repo, name, segment, segment, timeout)
-    except Exception:
-        catalog.audit("postgres.check", name, "failed", {"segment": segment})
-        raise
-    finally:
-        repo.close()
+    with open_repository(cfg, password) as repo:
+        try:
+            waited = wait_for_wal(repo, name, segment, segment, timeout)
+        except Exception:
+            catalog.audit("postgres.check", name, "failed", {"segment": segment})
+            raise
     catalog.audit("postgres.check", name, "succeeded", {"segment": segment, "seconds": waited})
-    return {"source": name, "segment": segment, "archived_after_s": round(waited, 3), "ok": True}
+    return ArchiveCheck(source=name, segment=segment, archived_after_s=round(waited, 3))

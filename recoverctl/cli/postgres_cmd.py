@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         PhysicalBackupPlan,
         PhysicalBackupSummary,
     )
+    from recoverctl.actions.postgres_setup import ArchivingSetup, RpoStatus
     from recoverctl.actions.restore_postgres import PhysicalRestoreResult
     from recoverctl.sources.postgres.recovery import RecoveryTarget
 
@@ -53,21 +54,21 @@ def setup(app: App, source: str | None, apply: bool, dry_run: bool) -> None:
 
     result = postgres_setup(app.config, app.catalog, source=source, apply=apply and not dry_run)
 
-    def text(d: dict[str, Any]) -> str:
+    def text(r: ArchivingSetup) -> str:
         lines = []
-        for s in d["settings"]:
+        for s in r.settings:
             mark = "change" if s["change"] else "ok"
             lines.append(
                 f"{mark:6}  {s['name']} = '{s['wanted']}'"
                 + (f"   (now '{s['current']}')" if s["change"] else "")
             )
-        if d["applied"]:
+        if r.applied:
             lines.append("applied with ALTER SYSTEM and reloaded")
-        elif d["changes"]:
+        elif r.changes:
             lines.append("run with --apply to change these (ALTER SYSTEM + reload)")
-        if d["restart_needed"]:
+        if r.restart_needed:
             lines.append("a restart of PostgreSQL is needed for wal_level/archive_mode to take effect")
-        lines += [f"warning: {w}" for w in d["warnings"]]
+        lines += [f"warning: {w}" for w in r.warnings]
         return "\n".join(lines)
 
     app.render(result, text)
@@ -100,7 +101,7 @@ def restore_point(app: App, name: str, source: str | None, dry_run: bool) -> Non
     result = create_restore_point(app.config, app.catalog, source=source, name=name)
     app.render(
         result,
-        lambda d: f"restore point '{d['name']}' at {d['lsn']} (timeline {d['timeline']}) on {d['source']}",
+        lambda r: f"restore point '{r.name}' at {r.lsn} (timeline {r.timeline}) on {r.source}",
     )
 
 
@@ -120,9 +121,7 @@ def check(app: App, source: str | None, timeout: float) -> None:
     from recoverctl.cli.passphrase import passphrase
 
     result = postgres_check(app.config, app.catalog, passphrase(app), source=source, timeout=timeout)
-    app.render(
-        result, lambda d: f"{d['source']}: segment {d['segment']} archived after {d['archived_after_s']:.1f}s"
-    )
+    app.render(result, lambda r: f"{r.source}: segment {r.segment} archived after {r.archived_after_s:.1f}s")
 
 
 @postgres_group.command("status")
@@ -140,9 +139,9 @@ def status(app: App, source: str | None) -> None:
 
     result = postgres_status(app.config, app.catalog, source=source)
 
-    def text(d: dict[str, Any]) -> str:
+    def text(r: RpoStatus) -> str:
         lines = []
-        for s in d["sources"]:
+        for s in r.sources:
             if s["exposure_s"] is None:
                 lines.append(f"{s['source']}: no WAL archived yet (RPO target {s['rpo_target_s']:.0f}s)")
                 continue
