@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from recoverctl.actions.operation import operation
 from recoverctl.config import Config
 from recoverctl.progress import Progress
 from recoverctl.recorder import RunRecorder
+from recoverctl.repo import RestoreResult
 from recoverctl.sources.files import restore_failure, restore_tree
+
+
+@dataclass
+class TreeRestoreResult:
+    """A snapshot restored (or, with dry_run, planned) into a directory."""
+
+    snapshot: str
+    target: str
+    result: RestoreResult
+
+    def to_json(self) -> dict[str, Any]:
+        return {"snapshot": self.snapshot, "target": self.target, **self.result.to_dict()}
 
 
 def restore(
@@ -24,8 +38,8 @@ def restore(
     force: bool = False,
     dry_run: bool = False,
     progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Restore snapshot `ref` into `target`; return counts.
+) -> TreeRestoreResult:
+    """Restore snapshot `ref` into `target`; return the counts.
 
     Writes stay inside `target` whatever the snapshot holds. A non-empty target needs `force`
     (write over it) or `delta` (make it equal to the snapshot); `dry_run` changes nothing, records
@@ -41,11 +55,12 @@ def restore(
             op.repo, ref, target, include=include, verify=verify, delta=delta, force=force,
             dry_run=dry_run, progress=progress,
         )  # fmt: skip
-        out = {"snapshot": snap.id, "target": target, **result.to_dict()}
+        restored = TreeRestoreResult(snap.id, target, result)
+        out = restored.to_json()
         if op.run_id is not None:
             status = "partial" if result.errors else "succeeded"
             op.finish(status, bytes_read=result.bytes, snapshot_id=snap.id, details=out)
         failure = restore_failure(snap, target, result, out)
         if failure is not None:
             raise failure
-    return out
+    return restored

@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from recoverctl.actions.operation import operation
@@ -20,7 +21,7 @@ from recoverctl.errors import (
     cleanup_after,
 )
 from recoverctl.progress import Progress
-from recoverctl.repo import BackupResult
+from recoverctl.repo import BackupResult, RestoreResult
 from recoverctl.sources.files import restore_tree
 from recoverctl.sources.volume import DockerVolumes, VolumeSource
 
@@ -115,6 +116,24 @@ def backup_volume(
     return result, [n for _, n in stopped]
 
 
+@dataclass
+class VolumeRestoreResult:
+    """A snapshot restored into a Docker volume."""
+
+    snapshot: str
+    volume: str
+    mountpoint: str
+    result: RestoreResult
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "snapshot": self.snapshot,
+            "volume": self.volume,
+            "mountpoint": self.mountpoint,
+            **self.result.to_dict(),
+        }
+
+
 def restore_volume(
     cfg: Config,
     catalog: Catalog,
@@ -124,7 +143,7 @@ def restore_volume(
     *,
     force: bool = False,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> VolumeRestoreResult:
     """Restore snapshot `ref` into Docker volume `volume` (created when missing).
 
     A non-empty volume is refused without `force` (UsageError); with it, the volume is made equal to
@@ -141,7 +160,8 @@ def restore_volume(
                 )
             with op.repo.lock(operation="restore volume", reader=True):
                 snap, result = restore_tree(op.repo, ref, info.mountpoint, delta=force, progress=progress)
-            out = {"snapshot": snap.id, "volume": volume, "mountpoint": info.mountpoint, **result.to_dict()}
+            restored = VolumeRestoreResult(snap.id, volume, info.mountpoint, result)
+            out = restored.to_json()
             op.finish("partial" if result.errors else "succeeded", snapshot_id=snap.id, details=out)
     finally:
         docker.close()
@@ -151,4 +171,4 @@ def restore_volume(
             f"restore of snapshot {snap.id[:8]} into volume '{volume}': {len(result.errors)} file(s) failed",
             details=out,
         )
-    return out
+    return restored
