@@ -7,17 +7,19 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg import sql
-
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import wal as catalog_wal
 from recoverctl.config import Config, PostgresSource, loose_config_mode
-from recoverctl.errors import RecoverctlError, UsageError
+from recoverctl.errors import UsageError
 from recoverctl.sources.postgres.connection import connect
 from recoverctl.sources.postgres.settings import (
+    apply_settings,
+    archiver_status,
     archiving_plan,
     archiving_refusal,
+    create_named_point,
     refuse_unreachable_settings,
+    switch_wal,
 )
 
 
@@ -76,13 +78,7 @@ def postgres_setup(cfg: Config, catalog: Catalog, *, source: str | None, apply: 
         changes = [i for i in plan if i["change"]]
         applied = False
         if apply and changes:
-            for item in changes:
-                conn.execute(
-                    sql.SQL("alter system set {} = {}").format(
-                        sql.Identifier(item["name"]), sql.Literal(item["wanted"])
-                    )
-                )
-            conn.execute("select pg_reload_conf()")
+            apply_settings(conn, {i["name"]: i["wanted"] for i in changes})
             applied = True
             catalog.audit(
                 "postgres.setup", name, "applied", {"settings": {i["name"]: i["wanted"] for i in changes}}
@@ -109,45 +105,10 @@ def create_restore_point(
         raise UsageError(f"restore point name '{name}' must be 1-63 characters (PostgreSQL's limit)")
     src_name, src = cfg.source(source, "postgres")
     with connect(src, src_name) as conn:
-        in_recovery = conn.execute("select pg_is_in_recovery()").fetchone()
-        if in_recovery and in_recovery[0]:
-            raise RecoverctlError(
-                f"source '{src_name}' is a standby: restore points can only be created on the primary"
-            )
-        row = conn.execute(
-            "select pg_create_restore_point(%s)::text, (select timeline_id from pg_control_checkpoint()), "
-            "extract(epoch from now())::float8",
-            (name,),
-        ).fetchone()
-        assert row is not None
-        # The restore point record must reach the archive for PITR to find it.
-        conn.execute("select pg_switch_wal()")
-    lsn, timeline, at = str(row[0]), int(row[1]), float(row[2])
+        lsn, timeline, at = create_named_point(conn, src_name, name)
     rp_id = catalog_wal.add_restore_point(catalog, src_name, name, lsn, timeline, at)
     catalog.audit("postgres.restore-point", src_name, "created", {"name": name, "lsn": lsn})
     return CreatedRestorePoint(id=int(rp_id), source=src_name, name=name, lsn=lsn, timeline=timeline, time=at)
-
-
-def _archiver(src: PostgresSource, name: str) -> dict[str, Any] | None:
-    try:
-        with connect(src, name) as conn:
-            row = conn.execute(
-                "select last_archived_wal, extract(epoch from last_archived_time)::float8, "
-                "last_failed_wal, extract(epoch from last_failed_time)::float8, failed_count, "
-                "pg_current_wal_lsn()::text from pg_stat_archiver"
-            ).fetchone()
-    except RecoverctlError:
-        return None
-    if row is None:
-        return None
-    return {
-        "last_archived_wal": row[0],
-        "last_archived_at": row[1],
-        "last_failed_wal": row[2],
-        "last_failed_at": row[3],
-        "failed_count": row[4],
-        "current_lsn": row[5],
-    }
 
 
 def postgres_status(cfg: Config, catalog: Catalog, *, source: str | None = None) -> RpoStatus:
@@ -165,7 +126,7 @@ def postgres_status(cfg: Config, catalog: Catalog, *, source: str | None = None)
         assert isinstance(src, PostgresSource)
         status = catalog_wal.wal_status(catalog, name)
         recorded = dataclasses.asdict(status) if status else None
-        live = _archiver(src, name)
+        live = archiver_status(src, name)
         candidates = [
             x
             for x in (
@@ -205,21 +166,13 @@ def postgres_check(
     """
     from recoverctl.repo.configured import open_repository
     from recoverctl.sources.postgres.walarchive import wait_for_wal
-    from recoverctl.sources.postgres.walnames import parse_lsn, segment_name
 
     name, src = cfg.source(source, "postgres")
     with connect(src, name) as conn:
         refusal = archiving_refusal(name, archiving_plan(cfg, name, conn))
         if refusal is not None:
             raise refusal
-        row = conn.execute(
-            "select pg_switch_wal()::text, (select timeline_id from pg_control_checkpoint())"
-        ).fetchone()
-        assert row is not None
-        switched, timeline = str(row[0]), int(row[1])
-    # pg_switch_wal returns the end of the segment it closed (or the current boundary when
-    # nothing was written since the last switch): that segment is the one to wait for.
-    segment = segment_name(timeline, max(parse_lsn(switched) - 1, 0))
+        segment = switch_wal(conn)
     with open_repository(cfg, password) as repo:
         try:
             waited = wait_for_wal(repo, name, segment, segment, timeout)

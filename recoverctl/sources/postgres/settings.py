@@ -7,14 +7,17 @@ import os
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from recoverctl.config import Config, redact_url
+from recoverctl.config import Config, PostgresSource, redact_url
 from recoverctl.errors import ConfigError, RecoverctlError
 from recoverctl.sources.postgres.archiving import (
     archive_command,
     server_environment,
     wal_environment_problems,
 )
+from recoverctl.sources.postgres.connection import connect
+from recoverctl.sources.postgres.walnames import parse_lsn, segment_name
 
 
 def _setting(conn: psycopg.Connection, name: str) -> tuple[str, str]:
@@ -100,3 +103,65 @@ def refuse_unreachable_settings(cfg: Config, name: str, conn: psycopg.Connection
             "logged): keep secrets in files the server's OS user can read, then run setup again",
             details={"problems": problems},
         )
+
+
+def apply_settings(conn: psycopg.Connection, settings: dict[str, str]) -> None:
+    """ALTER SYSTEM SET each of `settings` and reload the server's configuration."""
+    for key, value in settings.items():
+        conn.execute(sql.SQL("alter system set {} = {}").format(sql.Identifier(key), sql.Literal(value)))
+    conn.execute("select pg_reload_conf()")
+
+
+def create_named_point(conn: psycopg.Connection, source: str, name: str) -> tuple[str, int, float]:
+    """Create restore point `name` on the primary behind `conn` and switch WAL so its record
+    reaches the archive; return (lsn, timeline, epoch time). Raise RecoverctlError on a standby."""
+    in_recovery = conn.execute("select pg_is_in_recovery()").fetchone()
+    if in_recovery and in_recovery[0]:
+        raise RecoverctlError(
+            f"source '{source}' is a standby: restore points can only be created on the primary"
+        )
+    row = conn.execute(
+        "select pg_create_restore_point(%s)::text, (select timeline_id from pg_control_checkpoint()), "
+        "extract(epoch from now())::float8",
+        (name,),
+    ).fetchone()
+    assert row is not None
+    # The restore point record must reach the archive for PITR to find it.
+    conn.execute("select pg_switch_wal()")
+    return str(row[0]), int(row[1]), float(row[2])
+
+
+def switch_wal(conn: psycopg.Connection) -> str:
+    """Force a WAL switch; return the name of the segment it closed."""
+    row = conn.execute(
+        "select pg_switch_wal()::text, (select timeline_id from pg_control_checkpoint())"
+    ).fetchone()
+    assert row is not None
+    switched, timeline = str(row[0]), int(row[1])
+    # pg_switch_wal returns the end of the segment it closed (or the current boundary when
+    # nothing was written since the last switch): that segment is the one to wait for.
+    return segment_name(timeline, max(parse_lsn(switched) - 1, 0))
+
+
+def archiver_status(src: PostgresSource, name: str) -> dict[str, Any] | None:
+    """Return the live pg_stat_archiver row of the source (and its current LSN), or None when
+    the server cannot be reached."""
+    try:
+        with connect(src, name) as conn:
+            row = conn.execute(
+                "select last_archived_wal, extract(epoch from last_archived_time)::float8, "
+                "last_failed_wal, extract(epoch from last_failed_time)::float8, failed_count, "
+                "pg_current_wal_lsn()::text from pg_stat_archiver"
+            ).fetchone()
+    except RecoverctlError:
+        return None
+    if row is None:
+        return None
+    return {
+        "last_archived_wal": row[0],
+        "last_archived_at": row[1],
+        "last_failed_wal": row[2],
+        "last_failed_at": row[3],
+        "failed_count": row[4],
+        "current_lsn": row[5],
+    }
