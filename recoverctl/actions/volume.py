@@ -59,6 +59,14 @@ def _restart(docker: DockerVolumes, stopped: list[tuple[str, str]], name: str) -
         )
 
 
+@dataclass
+class VolumeBackup:
+    """A volume backup's result and the containers stopped (and started again) for it."""
+
+    result: BackupResult
+    stopped_containers: list[str]
+
+
 def backup_volume(
     cfg: Config,
     catalog: Catalog,
@@ -69,7 +77,7 @@ def backup_volume(
     tags: dict[str, str] | None = None,
     dry_run: bool = False,
     progress: Progress | None = None,
-) -> tuple[BackupResult, list[str]]:
+) -> VolumeBackup:
     """Back up Docker volume `name`; with `stop_containers`, stop its running users for the copy and
     always start them again (also on failure or SIGTERM). Return the result and the stopped names."""
     docker = DockerVolumes()
@@ -113,7 +121,7 @@ def backup_volume(
                 )
     finally:
         docker.close()
-    return result, [n for _, n in stopped]
+    return VolumeBackup(result, [n for _, n in stopped])
 
 
 @dataclass
