@@ -9,7 +9,7 @@ from recoverctl.config import Config
 from recoverctl.progress import Progress
 from recoverctl.recorder import RunRecorder
 from recoverctl.repo import BackupResult
-from recoverctl.sources.files import backup_files as files_backup
+from recoverctl.sources.files import FilesSource
 
 
 def backup_files(
@@ -41,16 +41,16 @@ def backup_files(
     ) as op:
         if not dry_run:
             op.repo.index_orphan_packs()
-        result = files_backup(
+        result: BackupResult = FilesSource(source or "files").backup(
             op.repo,
-            paths,
+            progress or Progress(),
+            paths=paths,
             tags=tags,
             excludes=excludes,
             one_file_system=one_file_system,
             force_read=force_read,
             dry_run=dry_run,
             source=source,
-            progress=progress,
         )
         if op.run_id is not None and result.snapshot is not None:
             catalog.record_snapshot(op.repo.url, result.snapshot)

@@ -117,17 +117,14 @@ def drill_run(
     """
     books = discover_playbooks(cfg, paths)
     # The restore stack is imported here so history/report/status start without it.
-    from recoverctl.actions.drill_files import FilesRestorer
-    from recoverctl.actions.drill_postgres import restorer_factory
+    from recoverctl.actions.drill_restore import SourceRestorer
+    from recoverctl.sources.registry import source_for
 
     secret = password()
-    postgres_factory = restorer_factory(cfg, catalog, secret)
 
     def factory(pb: Playbook) -> Any:
-        src = cfg.sources[pb.drill.source]
-        if src.type == "postgres":
-            return postgres_factory(pb)
-        return FilesRestorer(cfg, catalog, secret, pb.drill.source, src.type, pb.drill.snapshot)
+        source = source_for(cfg, pb.drill.source, catalog, secret, pb.drill.snapshot)
+        return SourceRestorer(cfg, catalog, secret, source)
 
     with _cold_cache() if cold else contextlib.nullcontext():
         return run_drills(cfg, catalog, books, factory, keep=keep, cold=cold, on_phase=on_phase)

@@ -114,7 +114,8 @@ def _prune(
 ) -> PruneReport:
     """Given a repository under the caller's exclusive lock, delete unreferenced data, WAL no kept
     backup needs and leftovers of crashed writes; return what was (or would be) removed."""
-    from recoverctl.actions.wal import expire_wal_locked, postgres_sources
+    from recoverctl.actions.wal import postgres_sources
+    from recoverctl.sources.postgres.walarchive import expire_wal_locked
 
     is_locked = object_lock_check(cfg.require_repository())
     p = pruning.plan(repo, max_unused, is_locked, dry_run=dry_run)

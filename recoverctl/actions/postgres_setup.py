@@ -2,112 +2,68 @@
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import time
+from dataclasses import dataclass
 from typing import Any
 
-import psycopg
-import sqlalchemy as sa
-from psycopg import sql
-
 from recoverctl.catalog import Catalog
-from recoverctl.catalog import tables as t
-from recoverctl.config import Config, PostgresSource, loose_config_mode, redact_url
-from recoverctl.errors import ConfigError, RecoverctlError, UsageError
-from recoverctl.sources.postgres.archiving import (
-    archive_command,
-    server_environment,
-    wal_environment_problems,
-)
+from recoverctl.catalog import wal as catalog_wal
+from recoverctl.config import Config, PostgresSource, loose_config_mode
+from recoverctl.errors import UsageError
 from recoverctl.sources.postgres.connection import connect
+from recoverctl.sources.postgres.settings import (
+    apply_settings,
+    archiver_status,
+    archiving_plan,
+    archiving_refusal,
+    create_named_point,
+    refuse_unreachable_settings,
+    switch_wal,
+)
 
 
-def _setting(conn: psycopg.Connection, name: str) -> tuple[str, str]:
-    row = conn.execute("select setting, context from pg_settings where name = %s", (name,)).fetchone()
-    if row is None:
-        raise RecoverctlError(f"server has no setting '{name}'")
-    return str(row[0]), str(row[1])
+@dataclass
+class ArchivingSetup:
+    """The archiving settings of a source: per setting current/wanted/change/restart."""
+
+    source: str
+    settings: list[dict[str, Any]]
+    applied: bool
+    changes: int
+    restart_needed: bool
+    warnings: list[str]
 
 
-def archiving_plan(cfg: Config, name: str, conn: psycopg.Connection) -> list[dict[str, Any]]:
-    """Return, per archiving setting, its current and wanted values and whether it must change."""
-    wanted = {
-        "wal_level": "replica",
-        "archive_mode": "on",
-        "archive_command": archive_command(cfg, name),
-    }
-    plan = []
-    for key, value in wanted.items():
-        current, context = _setting(conn, key)
-        if key == "wal_level":
-            ok = current in ("replica", "logical")
-        elif key == "archive_mode":
-            ok = current in ("on", "always")
-        else:
-            ok = current == value
-        plan.append(
-            {
-                "name": key,
-                # an older recoverctl (or an operator) may have put a password there
-                "current": redact_url(current),
-                "wanted": current if ok else value,
-                "change": not ok,
-                "restart": (not ok) and context == "postmaster",
-            }
-        )
-    return plan
+@dataclass
+class CreatedRestorePoint:
+    id: int
+    source: str
+    name: str
+    lsn: str
+    timeline: int
+    time: float
 
 
-def archiving_refusal(name: str, plan: list[dict[str, Any]]) -> ConfigError | None:
-    """Return the error a backup raises when WAL archiving is not set up, or None when it is.
+@dataclass
+class ArchiveCheck:
+    """A forced WAL switch whose segment reached the repository."""
 
-    Only wal_level and archive_mode are hard requirements plus an archive_command that pushes
-    with `wal push`: an operator may wrap our command (e.g. with a timeout) and still be right.
-    """
-    missing = []
-    for item in plan:
-        if item["name"] == "archive_command":
-            current = item["current"]
-            if not ("push" in current and ("recoverctl" in current or "wal" in current)):
-                missing.append(item)
-        elif item["change"]:
-            missing.append(item)
-    if not missing:
-        return None
-    lines = [f"{i['name']} = '{i['wanted']}'" for i in missing]
-    return ConfigError(
-        f"WAL archiving is not configured on source '{name}': a backup without archived WAL cannot be "
-        "restored",
-        hint="add to postgresql.conf (or run 'recoverctl postgres setup --apply'):\n  "
-        + "\n  ".join(lines)
-        + ("\nthen restart PostgreSQL" if any(i["restart"] for i in missing) else "\nthen reload PostgreSQL"),
-        details={"settings": {i["name"]: i["wanted"] for i in missing}},
-    )
+    source: str
+    segment: str
+    archived_after_s: float
+    ok: bool = True
 
 
-def refuse_unreachable_settings(cfg: Config, name: str, conn: psycopg.Connection) -> None:
-    """Raise ConfigError listing what archive_command would lack on the server of `conn`."""
-    try:
-        row = conn.execute("select pg_backend_pid(), current_setting('data_directory')").fetchone()
-    except psycopg.Error:  # data_directory is for superusers and pg_read_all_settings only
-        row = None
-    server_env = server_user = None
-    if row is not None:
-        server_env = server_environment(int(row[0]), str(row[1]))
-        if server_env is not None:  # the backend is on this host: its owner is the server's user
-            st = os.stat(f"/proc/{int(row[0])}")
-            server_user = (st.st_uid, st.st_gid)
-    problems = wal_environment_problems(cfg, server_env, server_user=server_user)
-    if problems:
-        raise ConfigError(
-            f"archive_command for source '{name}' would fail: " + "; ".join(problems),
-            hint="PostgreSQL settings carry only paths (archive_command is readable by every role and "
-            "logged): keep secrets in files the server's OS user can read, then run setup again",
-            details={"problems": problems},
-        )
+@dataclass
+class RpoStatus:
+    """Per postgres source: the RPO exposure against the tier's target (see `postgres_status`)."""
+
+    sources: list[dict[str, Any]]
+    at: float
 
 
-def postgres_setup(cfg: Config, catalog: Catalog, *, source: str | None, apply: bool) -> dict[str, Any]:
+def postgres_setup(cfg: Config, catalog: Catalog, *, source: str | None, apply: bool) -> ArchivingSetup:
     """Given a source, return the archiving settings plan; with `apply`, ALTER SYSTEM + reload.
 
     The result says whether a restart is still needed (wal_level/archive_mode are postmaster
@@ -122,13 +78,7 @@ def postgres_setup(cfg: Config, catalog: Catalog, *, source: str | None, apply: 
         changes = [i for i in plan if i["change"]]
         applied = False
         if apply and changes:
-            for item in changes:
-                conn.execute(
-                    sql.SQL("alter system set {} = {}").format(
-                        sql.Identifier(item["name"]), sql.Literal(item["wanted"])
-                    )
-                )
-            conn.execute("select pg_reload_conf()")
+            apply_settings(conn, {i["name"]: i["wanted"] for i in changes})
             applied = True
             catalog.audit(
                 "postgres.setup", name, "applied", {"settings": {i["name"]: i["wanted"] for i in changes}}
@@ -137,80 +87,31 @@ def postgres_setup(cfg: Config, catalog: Catalog, *, source: str | None, apply: 
     # The server's OS user must read the config file: a secret inline in it must not be
     # readable by more than that.
     warning = loose_config_mode(cfg)
-    return {
-        "source": name,
-        "settings": plan,
-        "applied": applied,
-        "changes": len(changes),
-        "restart_needed": restart,
-        "warnings": [warning] if warning else [],
-    }
+    return ArchivingSetup(
+        source=name,
+        settings=plan,
+        applied=applied,
+        changes=len(changes),
+        restart_needed=restart,
+        warnings=[warning] if warning else [],
+    )
 
 
-def create_restore_point(cfg: Config, catalog: Catalog, *, source: str | None, name: str) -> dict[str, Any]:
+def create_restore_point(
+    cfg: Config, catalog: Catalog, *, source: str | None, name: str
+) -> CreatedRestorePoint:
     """Create a named restore point on the source and record it; return its LSN and timeline."""
     if not name or len(name) >= 64:
         raise UsageError(f"restore point name '{name}' must be 1-63 characters (PostgreSQL's limit)")
     src_name, src = cfg.source(source, "postgres")
     with connect(src, src_name) as conn:
-        in_recovery = conn.execute("select pg_is_in_recovery()").fetchone()
-        if in_recovery and in_recovery[0]:
-            raise RecoverctlError(
-                f"source '{src_name}' is a standby: restore points can only be created on the primary"
-            )
-        row = conn.execute(
-            "select pg_create_restore_point(%s)::text, (select timeline_id from pg_control_checkpoint()), "
-            "extract(epoch from now())::float8",
-            (name,),
-        ).fetchone()
-        assert row is not None
-        # The restore point record must reach the archive for PITR to find it.
-        conn.execute("select pg_switch_wal()")
-    lsn, timeline, at = str(row[0]), int(row[1]), float(row[2])
-    with catalog.begin() as db:
-        rp_id = db.execute(
-            t.restore_points.insert().values(
-                source=src_name, name=name, lsn=lsn, timeline=timeline, created_at=at
-            )
-        ).inserted_primary_key[0]  # type: ignore[index]
+        lsn, timeline, at = create_named_point(conn, src_name, name)
+    rp_id = catalog_wal.add_restore_point(catalog, src_name, name, lsn, timeline, at)
     catalog.audit("postgres.restore-point", src_name, "created", {"name": name, "lsn": lsn})
-    return {"id": int(rp_id), "source": src_name, "name": name, "lsn": lsn, "timeline": timeline, "time": at}
+    return CreatedRestorePoint(id=int(rp_id), source=src_name, name=name, lsn=lsn, timeline=timeline, time=at)
 
 
-def known_restore_points(catalog: Catalog, source: str) -> list[dict[str, Any]]:
-    """Return the restore points recorded for `source`, oldest first."""
-    with catalog.begin() as db:
-        rows = db.execute(
-            sa.select(t.restore_points)
-            .where(t.restore_points.c.source == source)
-            .order_by(t.restore_points.c.created_at)
-        ).fetchall()
-    return [dict(r._mapping) for r in rows]
-
-
-def _archiver(src: PostgresSource, name: str) -> dict[str, Any] | None:
-    try:
-        with connect(src, name) as conn:
-            row = conn.execute(
-                "select last_archived_wal, extract(epoch from last_archived_time)::float8, "
-                "last_failed_wal, extract(epoch from last_failed_time)::float8, failed_count, "
-                "pg_current_wal_lsn()::text from pg_stat_archiver"
-            ).fetchone()
-    except RecoverctlError:
-        return None
-    if row is None:
-        return None
-    return {
-        "last_archived_wal": row[0],
-        "last_archived_at": row[1],
-        "last_failed_wal": row[2],
-        "last_failed_at": row[3],
-        "failed_count": row[4],
-        "current_lsn": row[5],
-    }
-
-
-def postgres_status(cfg: Config, catalog: Catalog, *, source: str | None = None) -> dict[str, Any]:
+def postgres_status(cfg: Config, catalog: Catalog, *, source: str | None = None) -> RpoStatus:
     """Return, per postgres source, the RPO exposure (now - last archived WAL time) against the
     tier's target, from the live server (pg_stat_archiver) and the catalog's wal_status."""
     names = (
@@ -223,10 +124,9 @@ def postgres_status(cfg: Config, catalog: Catalog, *, source: str | None = None)
     for name in names:
         src = cfg.sources[name]
         assert isinstance(src, PostgresSource)
-        with catalog.begin() as db:
-            row = db.execute(sa.select(t.wal_status).where(t.wal_status.c.source == name)).first()
-        recorded = dict(row._mapping) if row else None
-        live = _archiver(src, name)
+        status = catalog_wal.wal_status(catalog, name)
+        recorded = dataclasses.asdict(status) if status else None
+        live = archiver_status(src, name)
         candidates = [
             x
             for x in (
@@ -253,41 +153,31 @@ def postgres_status(cfg: Config, catalog: Catalog, *, source: str | None = None)
         if live is not None:
             entry["archiver"] = live
         out.append(entry)
-    return {"sources": out, "at": now}
+    return RpoStatus(sources=out, at=now)
 
 
 def postgres_check(
     cfg: Config, catalog: Catalog, password: str, *, source: str | None, timeout: float = 60.0
-) -> dict[str, Any]:
+) -> ArchiveCheck:
     """Force a WAL switch and wait until that segment is in the repository; return timings.
 
     Raise ConfigError (exit 2) when archiving is not configured, VerificationError (exit 13)
     when the segment does not arrive within `timeout`.
     """
-    from recoverctl.actions.wal import wait_for_wal
     from recoverctl.repo.configured import open_repository
-    from recoverctl.sources.postgres.walnames import parse_lsn, segment_name
+    from recoverctl.sources.postgres.walarchive import wait_for_wal
 
     name, src = cfg.source(source, "postgres")
     with connect(src, name) as conn:
         refusal = archiving_refusal(name, archiving_plan(cfg, name, conn))
         if refusal is not None:
             raise refusal
-        row = conn.execute(
-            "select pg_switch_wal()::text, (select timeline_id from pg_control_checkpoint())"
-        ).fetchone()
-        assert row is not None
-        switched, timeline = str(row[0]), int(row[1])
-    # pg_switch_wal returns the end of the segment it closed (or the current boundary when
-    # nothing was written since the last switch): that segment is the one to wait for.
-    segment = segment_name(timeline, max(parse_lsn(switched) - 1, 0))
-    repo = open_repository(cfg, password)
-    try:
-        waited = wait_for_wal(repo, name, segment, segment, timeout)
-    except Exception:
-        catalog.audit("postgres.check", name, "failed", {"segment": segment})
-        raise
-    finally:
-        repo.close()
+        segment = switch_wal(conn)
+    with open_repository(cfg, password) as repo:
+        try:
+            waited = wait_for_wal(repo, name, segment, segment, timeout)
+        except Exception:
+            catalog.audit("postgres.check", name, "failed", {"segment": segment})
+            raise
     catalog.audit("postgres.check", name, "succeeded", {"segment": segment, "seconds": waited})
-    return {"source": name, "segment": segment, "archived_after_s": round(waited, 3), "ok": True}
+    return ArchiveCheck(source=name, segment=segment, archived_after_s=round(waited, 3))

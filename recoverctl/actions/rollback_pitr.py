@@ -12,16 +12,12 @@ the `restore postgres` one.
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config, PostgresSource, repository_password
-from recoverctl.errors import ConfigError, RecoverctlError, UsageError, VerificationError
-
-_ARCHIVE_TIMEOUT = 120.0
-_RECOVERY_TIMEOUT = 3600.0
+from recoverctl.errors import ConfigError, UsageError
 
 
 def restore_to_point(
@@ -33,17 +29,13 @@ def restore_to_point(
     server would not start), VerificationError (recovery stopped before the restore point).
     """
     from recoverctl.actions.restore_postgres import RecoveryTarget, restore_postgres
-    from recoverctl.sources.postgres.connection import connect, find_bin_dir, server_major
-    from recoverctl.sources.postgres.server import (
-        default_os_user,
-        log_path,
-        postmaster_pid,
-        remove_secrets,
-        server_failure,
-        start_server,
-        stop_server,
-        wait_for,
+    from recoverctl.sources.postgres.inplace import (
+        archive_restore_point,
+        bin_dir_of,
+        move_aside,
+        start_restored,
     )
+    from recoverctl.sources.postgres.server import default_os_user
 
     name, src = cfg.source(source, "postgres")
     assert isinstance(src, PostgresSource)
@@ -65,24 +57,7 @@ def restore_to_point(
     out: dict[str, Any] = {"restore_point": restore_point, "data_dir": str(data_dir), "kept": str(aside)}
 
     if not aside.exists():
-        with connect(src, name) as conn:
-            bin_dir = find_bin_dir(src, server_major(conn))
-            row = conn.execute("select pg_walfile_name(%s::pg_lsn)", (restore_lsn,)).fetchone()
-            assert row is not None
-            segment = str(row[0])
-            # The restore point's record must be in the archive before the server stops.
-            conn.execute("select pg_switch_wal()")
-
-            def archived() -> bool:
-                r = conn.execute("select coalesce(last_archived_wal, '') from pg_stat_archiver").fetchone()
-                return r is not None and str(r[0]) >= segment
-
-            if not wait_for(archived, _ARCHIVE_TIMEOUT, 0.2):
-                raise RecoverctlError(
-                    f"WAL segment {segment} holding restore point '{restore_point}' was not archived "
-                    f"within {_ARCHIVE_TIMEOUT:.0f}s",
-                    hint="check archive_command / 'recoverctl status'; nothing was stopped",
-                )
+        bin_dir = archive_restore_point(src, name, restore_point, restore_lsn)
         shutil.rmtree(fresh, ignore_errors=True)
         restored = restore_postgres(
             cfg,
@@ -95,45 +70,12 @@ def restore_to_point(
             os_user=user,
             server_starts=True,
         )
-        out["snapshot_id"] = restored.get("snapshot_id")
-        stop_server(data_dir, bin_dir, user)
-        if postmaster_pid(data_dir) is not None:
-            raise RecoverctlError(f"PostgreSQL on '{data_dir}' did not stop", hint="stop it, then --resume")
-        data_dir.rename(aside)
+        out["snapshot_id"] = restored.snapshot_id
+        move_aside(data_dir, aside, bin_dir, user)
     else:
-        bin_dir = find_bin_dir(src, int((aside / "PG_VERSION").read_text().split(".")[0]))
+        bin_dir = bin_dir_of(src, aside)
     if not data_dir.exists():
         fresh.rename(data_dir)
-
-    began = time.monotonic()
-    log = log_path(data_dir)
-    if postmaster_pid(data_dir) is None:
-        start_server(data_dir, bin_dir, src.port, user)
-        # pg_ctl -W returns before the postmaster has written its pid file.
-        wait_for(lambda: postmaster_pid(data_dir) is not None, 30.0, 0.05)
-
-    def promoted() -> bool:
-        if postmaster_pid(data_dir) is None:
-            return True  # the server exited: reported below
-        try:
-            with connect(src, name, connect_timeout=5) as conn:
-                r = conn.execute("select pg_is_in_recovery()").fetchone()
-            return r is not None and not r[0]
-        except RecoverctlError:
-            return False
-
-    recovered = wait_for(promoted, _RECOVERY_TIMEOUT, 0.2)
-    remove_secrets(fresh)  # the passphrase file restore_command read, if restore_postgres wrote one
-    if not recovered or postmaster_pid(data_dir) is None:
-        raise RecoverctlError(
-            f"PostgreSQL on '{data_dir}' did not finish recovery: {server_failure(log) or 'timed out'}",
-            hint=f"server log: {log}; the previous data directory is kept in '{aside}'",
-        )
-    text = log.read_text(errors="replace") if log.exists() else ""
-    if "recovery stopping" not in text:
-        raise VerificationError(
-            f"recovery of '{data_dir}' ended without reaching restore point '{restore_point}'",
-            hint=f"server log: {log}; the previous data directory is kept in '{aside}'",
-        )
-    out["recovery_s"] = round(time.monotonic() - began, 3)
+    recovery_s = start_restored(src, name, data_dir, fresh, aside, bin_dir, user, restore_point)
+    out["recovery_s"] = round(recovery_s, 3)
     return out

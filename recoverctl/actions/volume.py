@@ -6,9 +6,10 @@ import contextlib
 import os
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from recoverctl.actions.repository import open_repository
+from recoverctl.actions.operation import operation
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config
 from recoverctl.errors import (
@@ -20,11 +21,9 @@ from recoverctl.errors import (
     cleanup_after,
 )
 from recoverctl.progress import Progress
-from recoverctl.recorder import record_failed_run
-from recoverctl.repo import BackupResult, backup_tree, restore_snapshot
-from recoverctl.sources.volume import DockerVolumes
-
-KIND = "volume"
+from recoverctl.repo import BackupResult, RestoreResult
+from recoverctl.sources.files import restore_tree
+from recoverctl.sources.volume import DockerVolumes, VolumeSource
 
 
 @contextlib.contextmanager
@@ -60,6 +59,14 @@ def _restart(docker: DockerVolumes, stopped: list[tuple[str, str]], name: str) -
         )
 
 
+@dataclass
+class VolumeBackup:
+    """A volume backup's result and the containers stopped (and started again) for it."""
+
+    result: BackupResult
+    stopped_containers: list[str]
+
+
 def backup_volume(
     cfg: Config,
     catalog: Catalog,
@@ -70,64 +77,69 @@ def backup_volume(
     tags: dict[str, str] | None = None,
     dry_run: bool = False,
     progress: Progress | None = None,
-) -> tuple[BackupResult, list[str]]:
+) -> VolumeBackup:
     """Back up Docker volume `name`; with `stop_containers`, stop its running users for the copy and
     always start them again (also on failure or SIGTERM). Return the result and the stopped names."""
     docker = DockerVolumes()
-    repo = open_repository(cfg, password)
-    run_id = None if dry_run else catalog.start_run("backup", f"volume:{name}", repo.url)
     stopped: list[tuple[str, str]] = []
     try:
-        info = docker.get(name)
-        with _sigterm_raises(), repo.lock(operation="backup volume"):
-            if not dry_run:
-                repo.index_orphan_packs()
-            parents = repo.find_snapshots(kind=KIND, source=name)
-            try:
-                if stop_containers:
-                    for cid, cname in docker.running_users(name):
-                        docker.stop(cid)
-                        stopped.append((cid, cname))
-                result = backup_tree(
-                    repo,
-                    info.mountpoint,
-                    kind=KIND,
-                    source=name,
-                    tags=tags,
-                    paths=[f"volume:{name}"],
-                    metadata={
+        with operation(
+            cfg, password, "backup", recorder=None if dry_run else catalog, source=f"volume:{name}"
+        ) as op:
+            info = docker.get(name)
+            with _sigterm_raises(), op.repo.lock(operation="backup volume"):
+                if not dry_run:
+                    op.repo.index_orphan_packs()
+                try:
+                    if stop_containers:
+                        for cid, cname in docker.running_users(name):
+                            docker.stop(cid)
+                            stopped.append((cid, cname))
+                    metadata = {
                         "volume": name,
                         "driver": info.driver,
                         "stopped_containers": [n for _, n in stopped],
-                    },
-                    parent=parents[-1] if parents else None,
-                    dry_run=dry_run,
-                    progress=progress,
+                    }
+                    result: BackupResult = VolumeSource(name, name).backup(
+                        op.repo, progress or Progress(), mountpoint=info.mountpoint, tags=tags,
+                        dry_run=dry_run, metadata=metadata,
+                    )  # fmt: skip
+                except BaseException as e:
+                    # The backup's own error is the one to report; a failed restart is a note on it.
+                    with cleanup_after(e, "restarting the stopped containers"):
+                        _restart(docker, stopped, name)
+                    raise
+                _restart(docker, stopped, name)
+            if op.run_id is not None and result.snapshot is not None:
+                catalog.record_snapshot(op.repo.url, result.snapshot)
+                op.finish(
+                    "partial" if result.partial else "succeeded",
+                    bytes_read=result.summary["bytes_read"],
+                    bytes_added=result.summary["bytes_added"],
+                    snapshot_id=result.snapshot_id,
+                    details={"summary": result.summary, "stopped_containers": [n for _, n in stopped]},
                 )
-            except BaseException as e:
-                # The backup's own error is the one to report; a failed restart is a note on it.
-                with cleanup_after(e, "restarting the stopped containers"):
-                    _restart(docker, stopped, name)
-                raise
-            _restart(docker, stopped, name)
-    except BaseException as e:
-        if run_id is not None:
-            record_failed_run(catalog, run_id, e)
-        raise
     finally:
-        repo.close()
         docker.close()
-    if run_id is not None and result.snapshot is not None:
-        catalog.record_snapshot(repo.url, result.snapshot)
-        catalog.finish_run(
-            run_id,
-            "partial" if result.partial else "succeeded",
-            bytes_read=result.summary["bytes_read"],
-            bytes_added=result.summary["bytes_added"],
-            snapshot_id=result.snapshot_id,
-            details={"summary": result.summary, "stopped_containers": [n for _, n in stopped]},
-        )
-    return result, [n for _, n in stopped]
+    return VolumeBackup(result, [n for _, n in stopped])
+
+
+@dataclass
+class VolumeRestoreResult:
+    """A snapshot restored into a Docker volume."""
+
+    snapshot: str
+    volume: str
+    mountpoint: str
+    result: RestoreResult
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "snapshot": self.snapshot,
+            "volume": self.volume,
+            "mountpoint": self.mountpoint,
+            **self.result.to_dict(),
+        }
 
 
 def restore_volume(
@@ -139,37 +151,32 @@ def restore_volume(
     *,
     force: bool = False,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> VolumeRestoreResult:
     """Restore snapshot `ref` into Docker volume `volume` (created when missing).
 
     A non-empty volume is refused without `force` (UsageError); with it, the volume is made equal to
     the snapshot (files not in it are removed). Raise VerificationError for damaged files.
     """
     docker = DockerVolumes()
-    repo = open_repository(cfg, password)
-    run_id = catalog.start_run("restore", f"volume:{volume}", repo.url)
     try:
-        info = docker.get(volume, create=True)
-        if os.listdir(info.mountpoint) and not force:
-            raise UsageError(
-                f"Docker volume '{volume}' is not empty",
-                hint="restore into a new volume, or pass --force to replace its content",
-            )
-        with repo.lock(operation="restore volume", reader=True):
-            snap = repo.resolve_snapshot(ref)
-            result = restore_snapshot(repo, snap.id, info.mountpoint, delta=force, progress=progress)
-    except BaseException as e:
-        record_failed_run(catalog, run_id, e)
-        raise
+        with operation(cfg, password, "restore", recorder=catalog, source=f"volume:{volume}") as op:
+            info = docker.get(volume, create=True)
+            if os.listdir(info.mountpoint) and not force:
+                raise UsageError(
+                    f"Docker volume '{volume}' is not empty",
+                    hint="restore into a new volume, or pass --force to replace its content",
+                )
+            with op.repo.lock(operation="restore volume", reader=True):
+                snap, result = restore_tree(op.repo, ref, info.mountpoint, delta=force, progress=progress)
+            restored = VolumeRestoreResult(snap.id, volume, info.mountpoint, result)
+            out = restored.to_json()
+            op.finish("partial" if result.errors else "succeeded", snapshot_id=snap.id, details=out)
     finally:
-        repo.close()
         docker.close()
-    out = {"snapshot": snap.id, "volume": volume, "mountpoint": info.mountpoint, **result.to_dict()}
-    catalog.finish_run(run_id, "partial" if result.errors else "succeeded", snapshot_id=snap.id, details=out)
     if result.errors:
         cls = VerificationError if any(e["damaged"] == "yes" for e in result.errors) else PartialError
         raise cls(
             f"restore of snapshot {snap.id[:8]} into volume '{volume}': {len(result.errors)} file(s) failed",
             details=out,
         )
-    return out
+    return restored

@@ -145,7 +145,7 @@ def volume(app: App, name: str, stop_containers: bool, tags: tuple[str, ...], dr
 
     progress = progress_for(json_lines=app.json, show=app.show_progress, label="backup volume")
     try:
-        result, stopped = backup_volume(
+        backup = backup_volume(
             app.config,
             app.catalog,
             passphrase(app),
@@ -157,7 +157,8 @@ def volume(app: App, name: str, stop_containers: bool, tags: tuple[str, ...], dr
         )
     finally:
         progress.close()
-    _print_summary(app, result, dry_run, {"volume": name, "stopped_containers": stopped})
+    result = backup.result
+    _print_summary(app, result, dry_run, {"volume": name, "stopped_containers": backup.stopped_containers})
     if result.partial:
         raise PartialError(f"backup of volume '{name}' finished with {len(result.warnings)} problem(s)")
 

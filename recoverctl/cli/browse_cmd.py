@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import click
 
 from recoverctl.actions import browse
 from recoverctl.actions.browse import FileListing, SnapshotDiff, SnapshotListing
+from recoverctl.actions.restore import TreeRestoreResult
 from recoverctl.actions.restore import restore as restore_action
 from recoverctl.cli.backup_cmd import parse_tags
 from recoverctl.cli.context import App, pass_app
@@ -212,7 +212,7 @@ def restore_cmd(
             progress.close()
         app.render(
             vdata,
-            lambda d: f"restored snapshot {d['snapshot'][:8]} into volume {d['volume']}: {d['files']} files",
+            lambda r: f"restored snapshot {r.snapshot[:8]} into volume {r.volume}: {r.result.files} files",
         )
         return
     assert target is not None
@@ -237,18 +237,19 @@ def restore_cmd(
     app.render(data, _restore_text)
 
 
-def _restore_text(d: dict[str, Any]) -> str:
-    if not d.get("dry_run"):
+def _restore_text(r: TreeRestoreResult) -> str:
+    res = r.result
+    if not res.dry_run:
         return (
-            f"restored snapshot {d['snapshot'][:8]} to {d['target']}: {d['files']} files, "
-            f"{d['dirs']} dirs, {_size(d['bytes'])} in {d['duration_s']:.1f}s"
+            f"restored snapshot {r.snapshot[:8]} to {r.target}: {res.files} files, "
+            f"{res.dirs} dirs, {_size(res.bytes)} in {res.duration_s:.1f}s"
         )
-    lines = [f"would remove   {p}" for p in d["would_remove"]]
-    lines += [f"would replace  {p}" for p in d["would_overwrite"]]
+    lines = [f"would remove   {p}" for p in res.would_remove]
+    lines += [f"would replace  {p}" for p in res.would_overwrite]
     lines.append(
-        f"dry run of snapshot {d['snapshot'][:8]} into {d['target']}: {d['files']} files "
-        f"({_size(d['bytes'])}) to write, {d['files_skipped_unchanged']} unchanged, "
-        f"{len(d['would_remove'])} to remove, {len(d['would_overwrite'])} to replace; nothing changed"
+        f"dry run of snapshot {r.snapshot[:8]} into {r.target}: {res.files} files "
+        f"({_size(res.bytes)}) to write, {res.skipped} unchanged, "
+        f"{len(res.would_remove)} to remove, {len(res.would_overwrite)} to replace; nothing changed"
     )
     return "\n".join(lines)
 

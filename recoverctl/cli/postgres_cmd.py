@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import json_option
+
+if TYPE_CHECKING:
+    from recoverctl.actions.backup_postgres import (
+        LogicalBackupSummary,
+        PhysicalBackupPlan,
+        PhysicalBackupSummary,
+    )
+    from recoverctl.actions.postgres_setup import ArchivingSetup, RpoStatus
+    from recoverctl.actions.restore_postgres import PhysicalRestoreResult
+    from recoverctl.sources.postgres.recovery import RecoveryTarget
 
 
 @click.group("postgres")
@@ -44,21 +54,21 @@ def setup(app: App, source: str | None, apply: bool, dry_run: bool) -> None:
 
     result = postgres_setup(app.config, app.catalog, source=source, apply=apply and not dry_run)
 
-    def text(d: dict[str, Any]) -> str:
+    def text(r: ArchivingSetup) -> str:
         lines = []
-        for s in d["settings"]:
+        for s in r.settings:
             mark = "change" if s["change"] else "ok"
             lines.append(
                 f"{mark:6}  {s['name']} = '{s['wanted']}'"
                 + (f"   (now '{s['current']}')" if s["change"] else "")
             )
-        if d["applied"]:
+        if r.applied:
             lines.append("applied with ALTER SYSTEM and reloaded")
-        elif d["changes"]:
+        elif r.changes:
             lines.append("run with --apply to change these (ALTER SYSTEM + reload)")
-        if d["restart_needed"]:
+        if r.restart_needed:
             lines.append("a restart of PostgreSQL is needed for wal_level/archive_mode to take effect")
-        lines += [f"warning: {w}" for w in d["warnings"]]
+        lines += [f"warning: {w}" for w in r.warnings]
         return "\n".join(lines)
 
     app.render(result, text)
@@ -91,7 +101,7 @@ def restore_point(app: App, name: str, source: str | None, dry_run: bool) -> Non
     result = create_restore_point(app.config, app.catalog, source=source, name=name)
     app.render(
         result,
-        lambda d: f"restore point '{d['name']}' at {d['lsn']} (timeline {d['timeline']}) on {d['source']}",
+        lambda r: f"restore point '{r.name}' at {r.lsn} (timeline {r.timeline}) on {r.source}",
     )
 
 
@@ -111,9 +121,7 @@ def check(app: App, source: str | None, timeout: float) -> None:
     from recoverctl.cli.passphrase import passphrase
 
     result = postgres_check(app.config, app.catalog, passphrase(app), source=source, timeout=timeout)
-    app.render(
-        result, lambda d: f"{d['source']}: segment {d['segment']} archived after {d['archived_after_s']:.1f}s"
-    )
+    app.render(result, lambda r: f"{r.source}: segment {r.segment} archived after {r.archived_after_s:.1f}s")
 
 
 @postgres_group.command("status")
@@ -131,9 +139,9 @@ def status(app: App, source: str | None) -> None:
 
     result = postgres_status(app.config, app.catalog, source=source)
 
-    def text(d: dict[str, Any]) -> str:
+    def text(r: RpoStatus) -> str:
         lines = []
-        for s in d["sources"]:
+        for s in r.sources:
             if s["exposure_s"] is None:
                 lines.append(f"{s['source']}: no WAL archived yet (RPO target {s['rpo_target_s']:.0f}s)")
                 continue
@@ -201,17 +209,11 @@ def backup_postgres_cmd(
                 name, _ = app.config.source(source, "postgres")
                 app.render({"source": name, "logical": True, "dry_run": True}, f"would dump {name}")
                 return
-            result = backup_postgres_logical(
+            logical_result = backup_postgres_logical(
                 app.config, app.catalog, passphrase(app), source=source, database=database,
                 annotations=_annotations(annotations), progress=progress,
             )  # fmt: skip
-            app.render(
-                result,
-                lambda d: (
-                    f"logical snapshot {d['snapshot_id'][:8]} of {d['source']}/{d['database']}: "
-                    f"{d['bytes']} bytes in {d['duration_s']:.1f}s"
-                ),
-            )
+            app.render(logical_result, _logical_backup_text)
             return
         result = backup_postgres(
             app.config, app.catalog, passphrase(app), source=source, backup_type=backup_type,
@@ -219,20 +221,29 @@ def backup_postgres_cmd(
         )  # fmt: skip
     finally:
         progress.close()
+    app.render(result, _physical_backup_text)
 
-    def text(d: dict[str, Any]) -> str:
-        if d.get("dry_run"):
-            return f"would back up {d['source']} ({d['data_dir']}), type {d['type']}"
-        return (
-            f"{d['type']} backup {d['snapshot_id'][:8]} of {d['source']}: "
-            f"LSN {d['start_lsn']} - {d['stop_lsn']} "
-            f"(timeline {d['timeline']}, WAL {d['wal_range'][0]}..{d['wal_range'][1]}); files "
-            f"{d['files_new']} new, {d['files_changed']} changed, {d['files_unmodified']} unmodified; "
-            f"read {d['bytes_read']} bytes, added {d['bytes_added']} in {d['duration_s']:.1f}s; "
-            f"{d['pages_checked']} pages checksum-validated"
-        )
 
-    app.render(result, text)
+def _logical_backup_text(r: LogicalBackupSummary) -> str:
+    return (
+        f"logical snapshot {str(r.snapshot_id)[:8]} of {r.source}/{r.database}: "
+        f"{r.bytes} bytes in {r.duration_s:.1f}s"
+    )
+
+
+def _physical_backup_text(r: PhysicalBackupSummary | PhysicalBackupPlan) -> str:
+    from recoverctl.actions.backup_postgres import PhysicalBackupPlan
+
+    if isinstance(r, PhysicalBackupPlan):
+        return f"would back up {r.source} ({r.data_dir}), type {r.type}"
+    return (
+        f"{r.type} backup {str(r.snapshot_id)[:8]} of {r.source}: "
+        f"LSN {r.start_lsn} - {r.stop_lsn} "
+        f"(timeline {r.timeline}, WAL {r.wal_range[0]}..{r.wal_range[1]}); files "
+        f"{r.files_new} new, {r.files_changed} changed, {r.files_unmodified} unmodified; "
+        f"read {r.bytes_read} bytes, added {r.bytes_added} in {r.duration_s:.1f}s; "
+        f"{r.pages_checked} pages checksum-validated"
+    )
 
 
 @click.command("postgres")
@@ -312,33 +323,78 @@ def restore_postgres_cmd(
     """
     from recoverctl.cli.passphrase import passphrase
     from recoverctl.errors import UsageError
-    from recoverctl.sources.postgres.recovery import RecoveryTarget
 
     if logical:
-        from recoverctl.actions.restore_postgres import restore_postgres_logical
-
-        if not database:
-            raise UsageError("--logical needs --database", hint="create it first with createdb if needed")
-        ref = snapshot_ref or snapshot or "latest"
-        if dry_run:
-            app.render(
-                {"snapshot": ref, "database": database, "dry_run": True},
-                f"would restore {ref} into {database}",
-            )
-            return
-        out = restore_postgres_logical(
-            app.config, app.catalog, passphrase(app), source=source, snapshot=ref, database=database,
-            tables=list(tables) or None, clean=clean,
-        )  # fmt: skip
-        app.render(
-            out,
-            lambda d: f"restored {d['snapshot_id'][:8]} into database {d['database']} ({d['bytes']} bytes)",
-        )
+        _restore_logical(app, source, snapshot_ref or snapshot or "latest", database, tables, clean, dry_run)
         return
     if snapshot_ref and not snapshot:
         snapshot = snapshot_ref
     if target_dir is None:
         raise UsageError("--target-dir is required", hint="name an empty directory to restore into")
+    target = _recovery_target(to_time, to_lsn, to_name, to_xid, to_latest, to_immediate)
+    if start and port is None:
+        raise UsageError("--start needs --port", hint="pick a free port, e.g. --port 5499")
+    remap = _tablespace_remap(tablespace_maps)
+    wal = wal_dir.absolute() if wal_dir else None
+    if dry_run:
+        from recoverctl.actions.restore_postgres import plan_restore
+
+        plan = plan_restore(
+            app.config, app.catalog, passphrase(app), source=source, snapshot=snapshot, target=target,
+            tablespace_map=remap, wal_dir=wal,
+        )  # fmt: skip
+        app.render(plan, lambda r: f"would restore backup {r.snapshot_id[:8]} and recover to {r.target}")
+        return
+    from recoverctl.actions.restore_postgres import restore_postgres
+
+    result = restore_postgres(
+        app.config, app.catalog, passphrase(app), source=source, target_dir=target_dir, snapshot=snapshot,
+        target=target, target_action=target_action, delta=delta, start_port=port if start else None,
+        os_user=os_user, tablespace_map=remap, wal_dir=wal,
+    )  # fmt: skip
+    app.render(result, lambda r: _physical_restore_text(r, start))
+
+
+def _restore_logical(
+    app: App,
+    source: str | None,
+    ref: str,
+    database: str | None,
+    tables: tuple[str, ...],
+    clean: bool,
+    dry_run: bool,
+) -> None:
+    from recoverctl.actions.restore_postgres import restore_postgres_logical
+    from recoverctl.cli.passphrase import passphrase
+    from recoverctl.errors import UsageError
+
+    if not database:
+        raise UsageError("--logical needs --database", hint="create it first with createdb if needed")
+    if dry_run:
+        app.render(
+            {"snapshot": ref, "database": database, "dry_run": True},
+            f"would restore {ref} into {database}",
+        )
+        return
+    out = restore_postgres_logical(
+        app.config, app.catalog, passphrase(app), source=source, snapshot=ref, database=database,
+        tables=list(tables) or None, clean=clean,
+    )  # fmt: skip
+    app.render(out, lambda r: f"restored {r.snapshot_id[:8]} into database {r.database} ({r.bytes} bytes)")
+
+
+def _recovery_target(
+    to_time: str | None,
+    to_lsn: str | None,
+    to_name: str | None,
+    to_xid: str | None,
+    to_latest: bool,
+    to_immediate: bool,
+) -> RecoveryTarget:
+    """Given the --to-* options, return the recovery target; raise UsageError for more than one."""
+    from recoverctl.errors import UsageError
+    from recoverctl.sources.postgres.recovery import RecoveryTarget
+
     options = {
         "time": to_time, "lsn": to_lsn, "name": to_name, "xid": to_xid,
         "latest": "yes" if to_latest else None, "immediate": "yes" if to_immediate else None,
@@ -349,11 +405,15 @@ def restore_postgres_cmd(
             "give at most one of --to-time/--to-lsn/--to-name/--to-xid/--to-latest/--to-immediate"
         )
     kind, value = chosen[0] if chosen else ("latest", None)
-    target = RecoveryTarget(kind, None if kind in ("latest", "immediate") else value)
-    if start and port is None:
-        raise UsageError("--start needs --port", hint="pick a free port, e.g. --port 5499")
+    return RecoveryTarget(kind, None if kind in ("latest", "immediate") else value)
+
+
+def _tablespace_remap(items: tuple[str, ...]) -> dict[str, str]:
+    """Given --tablespace-map OID_OR_NAME=DIR options, return {oid or name: absolute dir}."""
+    from recoverctl.errors import UsageError
+
     remap: dict[str, str] = {}
-    for item in tablespace_maps:
+    for item in items:
         key, sep, directory = item.partition("=")
         if not sep or not key or not directory:
             raise UsageError(
@@ -361,49 +421,29 @@ def restore_postgres_cmd(
                 hint="e.g. --tablespace-map fast=/srv/pg-fast",
             )
         remap[key] = str(Path(directory).absolute())
-    if dry_run:
-        from recoverctl.actions.restore_postgres import plan_restore
+    return remap
 
-        out = plan_restore(
-            app.config, app.catalog, passphrase(app), source=source, snapshot=snapshot, target=target,
-            tablespace_map=remap, wal_dir=wal_dir.absolute() if wal_dir else None,
-        )  # fmt: skip
-        app.render(out, lambda d: f"would restore backup {d['snapshot_id'][:8]} and recover to {d['target']}")
-        return
-    from recoverctl.actions.restore_postgres import restore_postgres
 
-    result = restore_postgres(
-        app.config, app.catalog, passphrase(app), source=source, target_dir=target_dir, snapshot=snapshot,
-        target=target, target_action=target_action, delta=delta, start_port=port if start else None,
-        os_user=os_user, tablespace_map=remap, wal_dir=wal_dir.absolute() if wal_dir else None,
-    )  # fmt: skip
-
-    def text(d: dict[str, Any]) -> str:
-        lines = [
-            f"restored backup {d['snapshot_id'][:8]} of {d['source']} into {d['target_dir']} "
-            f"({d['bytes_restored']} bytes, {d['phases']['fetch']:.1f}s)"
-        ]
-        lines += [
-            f"not restored: symlink {x['path'].lstrip('/')} -> {x['target']}" for x in d["links_skipped"]
-        ]
-        if d.get("server"):
-            lines.append(f"server running on port {d['server']['port']} (pid {d['server']['pid']})")
-        if d.get("recovered_lsn"):
-            ts = d.get("recovered_commit_ts")
-            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts)) if ts else "unknown"
-            lines.append(f"recovered to LSN {d['recovered_lsn']}, last commit at {when}")
-        elif not start:
-            lines.append(
-                "start the server on it to run recovery (recovery.signal and restore_command are set)"
-            )
-        if d.get("passphrase_file"):
-            lines.append(
-                f"restore_command reads the repository passphrase from {d['passphrase_file']} while "
-                f"recovery is paused: remove {Path(d['passphrase_file']).parent} once it has ended"
-            )
-        return "\n".join(lines)
-
-    app.render(result, text)
+def _physical_restore_text(r: PhysicalRestoreResult, started: bool) -> str:
+    lines = [
+        f"restored backup {r.snapshot_id[:8]} of {r.source} into {r.target_dir} "
+        f"({r.bytes_restored} bytes, {r.phases['fetch']:.1f}s)"
+    ]
+    lines += [f"not restored: symlink {x['path'].lstrip('/')} -> {x['target']}" for x in r.links_skipped]
+    if r.server:
+        lines.append(f"server running on port {r.server['port']} (pid {r.server['pid']})")
+    if r.recovered_lsn:
+        ts = r.recovered_commit_ts
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts)) if ts else "unknown"
+        lines.append(f"recovered to LSN {r.recovered_lsn}, last commit at {when}")
+    elif not started:
+        lines.append("start the server on it to run recovery (recovery.signal and restore_command are set)")
+    if r.passphrase_file:
+        lines.append(
+            f"restore_command reads the repository passphrase from {r.passphrase_file} while "
+            f"recovery is paused: remove {Path(r.passphrase_file).parent} once it has ended"
+        )
+    return "\n".join(lines)
 
 
 class _RestoreGroup(click.Group):

@@ -72,3 +72,35 @@ def _chunk_offset(node: dict[str, Any], n: int, index: Any) -> int:
         loc = index.get(bytes.fromhex(hex_id))
         total += loc.raw_length if loc is not None else 0
     return total
+
+
+def rehash_check(repo: Repository, snap: Snapshot, root: Path) -> dict[str, Any]:
+    """Re-hash the tree restored at `root` against `snap`; return the drill check result (name,
+    kind, ok, output, expected, actual, duration_s, details)."""
+    started = time.monotonic()
+    r = rehash_tree(repo, snap, root)
+    if r.mismatch_count:
+        listed = "; ".join(f"{m['path']}: {m['why']}" for m in r.mismatches)
+        more = (
+            f" (and {r.mismatch_count - len(r.mismatches)} more)"
+            if r.mismatch_count > len(r.mismatches)
+            else ""
+        )
+        output = f"{r.mismatch_count} of {r.files} file(s) differ from the snapshot: {listed}{more}"
+    else:
+        output = f"{r.files} files, {r.bytes} bytes re-hashed: all match the snapshot"
+    return {
+        "name": "rehash",
+        "kind": "rehash",
+        "ok": r.mismatch_count == 0,
+        "output": output,
+        "expected": "every file matches the snapshot",
+        "actual": f"{r.mismatch_count} mismatching",
+        "duration_s": round(time.monotonic() - started, 3),
+        "details": {
+            "files_checked": r.files,
+            "bytes_checked": r.bytes,
+            "mismatch_count": r.mismatch_count,
+            "mismatches": r.mismatches,
+        },
+    }

@@ -67,6 +67,43 @@ def measured_rpo(selection: Selection, drill_start: float) -> tuple[float, str]:
     return max(0.0, drill_start - newest), "newest snapshot"
 
 
+def _fetch(restorer: SnapshotRestorer, run: engine.DrillRun, workspace: Path, min_free: int) -> None:
+    """Restore the selected snapshot into `workspace`/restore; raise DrillError when the space runs out."""
+    assert run.selection is not None
+    run.details["space"] = engine.check_space(workspace, run.selection, min_free)
+    try:
+        fetched = restorer.fetch(run.selection, workspace / "restore", None)
+    except RecoverctlError as e:
+        if not _no_space(e):
+            raise
+        raise DrillError(
+            f"no space left in '{workspace.parent}' while restoring snapshot {run.selection.snapshot_id[:8]}",
+            hint="free space there or set where.temp_dir to a larger filesystem",
+        ) from None
+    run.bytes = fetched.bytes
+    run.details.update(fetched.details)
+
+
+def _rehash(restorer: SnapshotRestorer, run: engine.DrillRun, workspace: Path) -> None:
+    """Re-hash the restore against the snapshot: the drill's one check."""
+    assert run.selection is not None
+    check = restorer.rehash(run.selection, workspace / "restore")
+    run.checks.append(check)
+    run.details.update({k: check["details"][k] for k in ("files_checked", "bytes_checked", "mismatch_count")})
+    run.checks_done = time.monotonic()
+
+
+def _leave_workspace(run: engine.DrillRun, workspace: Path, keep: bool) -> None:
+    """Remove the workspace (or, with `keep`, say where the restore is kept)."""
+    run.details["workspace"] = str(workspace)
+    if keep:
+        run.details["workspace_removed"] = False
+        run.details["kept"] = {"restore_dir": str(workspace / "restore")}
+    else:
+        shutil.rmtree(workspace, ignore_errors=True)
+        run.details["workspace_removed"] = not workspace.exists()
+
+
 def execute(
     cfg: Config,
     catalog: Catalog,
@@ -109,27 +146,10 @@ def execute(
                 announce("fetch")
                 with run.phase("fetch"):
                     workspace = make_workspace(d.where.temp_dir, protected)
-                    run.details["space"] = engine.check_space(workspace, run.selection, d.where.min_free)
-                    try:
-                        fetched = restorer.fetch(run.selection, workspace / "restore", None)
-                    except RecoverctlError as e:
-                        if not _no_space(e):
-                            raise
-                        raise DrillError(
-                            f"no space left in '{workspace.parent}' while restoring snapshot "
-                            f"{run.selection.snapshot_id[:8]}",
-                            hint="free space there or set where.temp_dir to a larger filesystem",
-                        ) from None
-                    run.bytes = fetched.bytes
-                    run.details.update(fetched.details)
+                    _fetch(restorer, run, workspace, d.where.min_free)
                 announce("checks")
                 with run.phase("checks"):
-                    check = restorer.rehash(run.selection, workspace / "restore")
-                    run.checks.append(check)
-                    run.details.update(
-                        {k: check["details"][k] for k in ("files_checked", "bytes_checked", "mismatch_count")}
-                    )
-                    run.checks_done = time.monotonic()
+                    _rehash(restorer, run, workspace)
                 run.rpo_measured = measured_rpo(run.selection, run.started_at)
             except RecoverctlError as e:
                 run.failure = f"failed at {run.failed_phase or 'setup'}: {e.message}"
@@ -140,13 +160,7 @@ def execute(
                 with guard.shield():
                     try:
                         if workspace is not None:
-                            run.details["workspace"] = str(workspace)
-                            if keep:
-                                run.details["workspace_removed"] = False
-                                run.details["kept"] = {"restore_dir": str(workspace / "restore")}
-                            else:
-                                shutil.rmtree(workspace, ignore_errors=True)
-                                run.details["workspace_removed"] = not workspace.exists()
+                            _leave_workspace(run, workspace, keep)
                     finally:
                         if pin_id is not None:
                             engine.unpin(catalog, pin_id)

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from recoverctl.errors import NotFoundError, RecoverctlError
+from recoverctl.progress import Progress
+from recoverctl.repo import BackupResult, Repository, backup_tree
+from recoverctl.sources.files import FilesSource, SnapshotChoice
 
 
 @dataclass
@@ -72,3 +75,24 @@ class DockerVolumes:
 
     def close(self) -> None:
         self.client.close()
+
+
+class VolumeSource(FilesSource):
+    """A Docker volume (a `volume` source): its snapshots carry the volume's name as source, and a
+    drill restores one into a plain directory like a files snapshot."""
+
+    kind = "volume"
+
+    def __init__(self, name: str, volume: str, snapshot_filter: SnapshotChoice | None = None):
+        super().__init__(name, snapshot_filter, snapshot_source=volume)
+        self.volume = volume
+
+    def backup(self, repo: Repository, progress: Progress, **options: Any) -> BackupResult:
+        """Back up the volume's mountpoint `options['mountpoint']` (with backup_tree's options and
+        the volume's newest snapshot as parent); return the result."""
+        mountpoint = options.pop("mountpoint")
+        parents = repo.find_snapshots(kind=self.kind, source=self.volume)
+        return backup_tree(
+            repo, mountpoint, kind=self.kind, source=self.volume, paths=[f"volume:{self.volume}"],
+            parent=parents[-1] if parents else None, progress=progress, **options,
+        )  # fmt: skip

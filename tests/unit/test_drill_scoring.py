@@ -5,8 +5,8 @@ import random
 import pytest
 
 from recoverctl.drill.checks import compare
-from recoverctl.drill.restorer import random_time
 from recoverctl.drill.scoring import human_duration, measured_rpo, score
+from recoverctl.sources.base import random_time
 
 
 @pytest.mark.parametrize(

@@ -62,12 +62,10 @@ TABLES_ALLOWED: frozenset[str] = frozenset(
     {
         "recoverctl/actions/alert_intake.py",
         "recoverctl/actions/deploy.py",
-        "recoverctl/actions/postgres_setup.py",
         "recoverctl/actions/releases.py",
         "recoverctl/actions/rollback.py",
         "recoverctl/actions/status.py",
         "recoverctl/actions/summary.py",
-        "recoverctl/actions/wal.py",
         "recoverctl/service/metrics.py",
     }
 )
@@ -211,3 +209,24 @@ def test_restore_command_entry_point_named_by_path_exists() -> None:
 
     entry = Path(fetch_argv()[-1])
     assert entry.is_file() and entry == PACKAGE / "cli" / "wal_fetch_entry.py"
+
+
+def test_wal_fetcher_entry_point_named_by_module_exists() -> None:
+    # The WAL fetcher process runs the cli/ entry point that sources/ names by module path.
+    from recoverctl.sources.postgres.fetchspool import FETCHER_MODULE, fetcher_argv
+
+    assert fetcher_argv("main", "/tmp/spool", None)[1:3] == ["-m", FETCHER_MODULE]
+    assert (ROOT / (FETCHER_MODULE.replace(".", "/") + ".py")).is_file()
+
+
+def test_postgresql_mechanics_stay_in_sources() -> None:
+    # Use cases orchestrate; talking to a PostgreSQL server (psycopg) is sources/postgres/'s job.
+    found = []
+    for path in sorted((PACKAGE / "actions").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            if any(n == "psycopg" or n.startswith("psycopg.") for n in names):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not found, "move the PostgreSQL work into sources/postgres/:\n" + "\n".join(found)

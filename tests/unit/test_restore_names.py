@@ -302,7 +302,7 @@ def test_inner_links_only_leaves_out_links_that_could_point_outside(tmp_path: Pa
 
 
 def test_place_pg_wal_replaces_a_left_over_link_without_following_it(tmp_path: Path) -> None:
-    from recoverctl.actions.restore_postgres import _place_pg_wal
+    from recoverctl.sources.postgres.layout import place_pg_wal
 
     production = tmp_path / "production-wal"
     production.mkdir()
@@ -310,13 +310,13 @@ def test_place_pg_wal_replaces_a_left_over_link_without_following_it(tmp_path: P
     target = tmp_path / "data"
     target.mkdir()
     (target / "pg_wal").symlink_to(production)  # left by an earlier restore (--delta reuses it)
-    _place_pg_wal(target, None)
+    place_pg_wal(target, None)
     assert (target / "pg_wal").is_dir() and not (target / "pg_wal").is_symlink()
     assert [p.name for p in production.iterdir()] == ["000000010000000000000001"]
     (target / "pg_wal" / "x").write_bytes(b"")
-    _place_pg_wal(target, None)  # a real directory stays as it is
+    place_pg_wal(target, None)  # a real directory stays as it is
     assert (target / "pg_wal" / "x").exists()
     chosen = tmp_path / "wal-disk" / "restored"
-    _place_pg_wal(target, chosen)
+    place_pg_wal(target, chosen)
     assert os.readlink(target / "pg_wal") == str(chosen) and chosen.is_dir()
     assert chosen.stat().st_mode & 0o777 == 0o700

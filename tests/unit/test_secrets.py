@@ -249,7 +249,7 @@ def _check_readable_as(tmp_path: Path, readable_as: Any, other: Any) -> None:
 
 
 def test_setup_plan_never_shows_a_password_already_in_a_setting(tmp_path: Path) -> None:
-    from recoverctl.actions.postgres_setup import archiving_plan
+    from recoverctl.sources.postgres.settings import archiving_plan
 
     old = f"env RECOVERCTL_CATALOG={CATALOG} recoverctl-wal push --source main %p"
     current = {"wal_level": "replica", "archive_mode": "on", "archive_command": old}

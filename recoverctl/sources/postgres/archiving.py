@@ -170,7 +170,7 @@ def wal_environment_problems(
     Each problem names the key or variable and what to do: a value the archiver needs must
     come from a file it can read, never from a variable only this shell has.
     """
-    from recoverctl.config import ENV_PASSWORD, load_config, repository_password
+    from recoverctl.config import load_config
     from recoverctl.errors import ConfigError
 
     env = os.environ if env is None else env
@@ -192,6 +192,18 @@ def wal_environment_problems(
             "by the server's OS user), or give the server the variable (systemd EnvironmentFile=) and "
             "restart it"
         ]
+    unreadable = _unreadable_files(cfg, seen, wal_env, server_user) if server_user is not None else None
+    if unreadable:
+        return [unreadable]
+    return [
+        *_values_not_passed(cfg, seen, env, where),
+        *_passphrase_problems(seen, env, wal_env),
+        *_s3_credential_problems(seen, env, wal_env, where),
+    ]
+
+
+def _values_not_passed(cfg: Config, seen: Config, env: Mapping[str, str], where: str) -> list[str]:
+    """The catalog and repository URL this shell takes from variables the WAL commands lack."""
     problems = []
     for var, key, ours, theirs in (
         (ENV_CATALOG, "catalog", cfg.catalog, seen.catalog),
@@ -212,18 +224,36 @@ def wal_environment_problems(
                 f"{key} comes from {var} here, but archive_command would not get it ({why}): set "
                 f"'{key}' in the config file (mode 0600, readable by the server's OS user)"
             )
-    if server_user is not None:
-        files = {"the config file": str(Path(cfg.path).resolve())}
-        if not wal_env.get(ENV_PASSWORD):
-            pw_file = wal_env.get(ENV_PASSWORD_FILE) or (seen.repository and seen.repository.password_file)
-            if pw_file:
-                files["the repository passphrase file"] = os.path.expanduser(pw_file)
-        for what, path in files.items():
-            if readable_as(*server_user, path) is False:
-                return [
-                    f"the server's OS user (uid {server_user[0]}) cannot read {what} '{path}', which "
-                    "archive_command needs: give that user read access (e.g. owner or group, mode 0640)"
-                ]
+    return problems
+
+
+def _unreadable_files(
+    cfg: Config, seen: Config, wal_env: Mapping[str, str], server_user: tuple[int, int]
+) -> str | None:
+    """The config or passphrase file the server's OS user cannot read, as a problem; else None."""
+    from recoverctl.config import ENV_PASSWORD
+
+    assert cfg.path is not None
+    files = {"the config file": str(Path(cfg.path).resolve())}
+    if not wal_env.get(ENV_PASSWORD):
+        pw_file = wal_env.get(ENV_PASSWORD_FILE) or (seen.repository and seen.repository.password_file)
+        if pw_file:
+            files["the repository passphrase file"] = os.path.expanduser(pw_file)
+    for what, path in files.items():
+        if readable_as(*server_user, path) is False:
+            return (
+                f"the server's OS user (uid {server_user[0]}) cannot read {what} '{path}', which "
+                "archive_command needs: give that user read access (e.g. owner or group, mode 0640)"
+            )
+    return None
+
+
+def _passphrase_problems(seen: Config, env: Mapping[str, str], wal_env: Mapping[str, str]) -> list[str]:
+    """Why the WAL commands would have no repository passphrase."""
+    from recoverctl.config import ENV_PASSWORD, repository_password
+    from recoverctl.errors import ConfigError
+
+    problems = []
     try:
         passphrase = repository_password(seen, wal_env)
     except ConfigError as e:
@@ -236,20 +266,22 @@ def wal_environment_problems(
             f"in a file (mode 0600, readable by the server's OS user) and set repository.password_file "
             f"or {ENV_PASSWORD_FILE}"
         )
+    return problems
+
+
+def _s3_credential_problems(
+    seen: Config, env: Mapping[str, str], wal_env: Mapping[str, str], where: str
+) -> list[str]:
+    """S3 credentials this shell takes from variables the WAL commands lack."""
     s3 = seen.repository is not None and seen.repository.url.startswith("s3://")
     s3_keys = seen.repository.s3 if seen.repository is not None else None
-    if (
-        s3
-        and s3_keys is not None
-        and s3_keys.secret_access_key is None
-        and not s3_keys.secret_access_key_file
-    ):
-        for var in _AWS_VARS:
-            if env.get(var) and not wal_env.get(var):
-                problems.append(
-                    f"S3 credentials come from {var} here, which {where} lacks: set repository.s3."
-                    "access_key_id_file/secret_access_key_file (files the server's OS user can read) "
-                    "in the config file, or give that user an AWS credentials file (~/.aws/credentials)"
-                )
-                break
-    return problems
+    if not s3 or s3_keys is None or s3_keys.secret_access_key is not None or s3_keys.secret_access_key_file:
+        return []
+    for var in _AWS_VARS:
+        if env.get(var) and not wal_env.get(var):
+            return [
+                f"S3 credentials come from {var} here, which {where} lacks: set repository.s3."
+                "access_key_id_file/secret_access_key_file (files the server's OS user can read) "
+                "in the config file, or give that user an AWS credentials file (~/.aws/credentials)"
+            ]
+    return []

@@ -3,7 +3,8 @@
 PostgreSQL runs restore_command once per WAL file, and a cold `recoverctl-wal fetch` pays for the
 interpreter, the config, the passphrase's key derivation and the repository open each time (~1-2 s
 of CPU), also for the many "is there a newer timeline?" probes that must simply answer missing.
-So one long-lived fetcher (`recoverctl.sources.postgres.wal_fetcher`) opens the repository once per restore,
+So one long-lived fetcher (`recoverctl.sources.postgres.wal_fetcher`, run as a process by
+`recoverctl.cli.wal_fetcher_entry`) opens the repository once per restore,
 keeps the next segments decrypted in the spool, and answers each request by a file:
 
 - `<name>`          the complete file (written as a hidden temp file, then renamed);
@@ -136,6 +137,10 @@ def fetcher_alive(spool: StrPath) -> bool:
     return False
 
 
+# The fetcher's entry point, named by module path (sources/ never imports cli/).
+FETCHER_MODULE = "recoverctl.cli.wal_fetcher_entry"
+
+
 def fetcher_argv(source: str, spool: StrPath, config: str | None) -> list[str]:
     """Return the command line of a fetcher for `spool` run by this interpreter."""
     import sys
@@ -143,7 +148,7 @@ def fetcher_argv(source: str, spool: StrPath, config: str | None) -> list[str]:
     argv = [
         sys.executable,
         "-m",
-        "recoverctl.sources.postgres.wal_fetcher",
+        FETCHER_MODULE,
         "--source",
         source,
         "--spool",

@@ -70,9 +70,9 @@ def test_documented_exclusions(tmp_path: Path) -> None:
 
 
 def test_archiver_stores_tablespace_contents_with_the_same_exclusions(tmp_path: Path) -> None:
-    from recoverctl.actions.backup_postgres import _is_tablespace_link
     from recoverctl.repo import Repository, backup_tree
     from recoverctl.repo.reader import walk
+    from recoverctl.sources.postgres.backup import _is_tablespace_link
     from recoverctl.sources.postgres.files import Exclusions
     from recoverctl.storage.local import LocalStorage
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from recoverctl.actions.restore_postgres import _escape_map_path, _parse_tablespace_map, tablespace_plan
 from recoverctl.errors import UsageError
 from recoverctl.repo import Snapshot
+from recoverctl.sources.postgres.layout import escape_map_path, parse_tablespace_map, tablespace_plan
 
 
 def _snap(spcmap: str, tablespaces: list[dict[str, object]]) -> Snapshot:
@@ -16,8 +16,8 @@ def _snap(spcmap: str, tablespaces: list[dict[str, object]]) -> Snapshot:
 
 def test_map_round_trips_escaped_paths() -> None:
     odd = "/srv/a b\\c\nd"
-    text = f"16384 /srv/fast\n16385 {_escape_map_path(odd)}\n"
-    assert _parse_tablespace_map(text) == [("16384", "/srv/fast"), ("16385", odd)]
+    text = f"16384 /srv/fast\n16385 {escape_map_path(odd)}\n"
+    assert parse_tablespace_map(text) == [("16384", "/srv/fast"), ("16385", odd)]
 
 
 def test_plan_remaps_by_name_or_oid_and_refuses_unknown_and_shared_dirs() -> None:

@@ -10,7 +10,7 @@ import pytest
 from recoverctl.actions import wal
 from recoverctl.errors import VerificationError
 from recoverctl.repo import Repository
-from recoverctl.sources.postgres import walspool
+from recoverctl.sources.postgres import walarchive, walpush, walspool
 from recoverctl.sources.postgres.walnames import wal_key
 from recoverctl.storage.local import LocalStorage
 
@@ -33,13 +33,13 @@ def test_batch_stores_every_ready_file_and_marks_the_others(tmp_path: Path) -> N
     repo = Repository.init(LocalStorage(tmp_path / "repo"), "pw", kdf=FAST_KDF, parallelism=2)
     segs = _pg_wal(tmp_path, 5)
     markers = walspool.pushed_marker(segs[0], "main").parent
-    ready = wal._ready(segs[0], markers)
+    ready = walpush._ready(segs[0], markers)
     assert ready == [s.name for s in segs[1:]]  # the file asked for is not in its own batch
-    result, pushed = wal._push_batch(repo, "main", segs[0], ready, markers)
+    result, pushed = walpush._push_batch(repo, "main", segs[0], ready, markers)
     assert result["status"] == "stored" and pushed == 4
     for seg in segs:
         assert repo.get_object(wal_key("main", seg.name)) == seg.read_bytes()
-    assert wal._ready(segs[0], markers) == []  # marked: the next call does not push them again
+    assert walpush._ready(segs[0], markers) == []  # marked: the next call does not push them again
     assert walspool.take_pushed(segs[1], "main") == segs[1].stat().st_size
     segs[2].write_bytes(b"changed after the push")
     assert walspool.take_pushed(segs[2], "main") is None  # digest differs: push normally
@@ -55,12 +55,12 @@ def test_a_conflict_on_a_file_pushed_ahead_only_warns_but_on_the_asked_file_rais
     segs = _pg_wal(tmp_path, 3)
     repo.put_object(wal_key("main", segs[2].name), b"other cluster's segment")
     markers = walspool.pushed_marker(segs[0], "main").parent
-    result, pushed = wal._push_batch(repo, "main", segs[0], wal._ready(segs[0], markers), markers)
+    result, pushed = walpush._push_batch(repo, "main", segs[0], walpush._ready(segs[0], markers), markers)
     assert result["status"] == "stored" and pushed == 1
     assert segs[2].name in capsys.readouterr().err
     assert not (markers / segs[2].name).exists()  # never acknowledged: PostgreSQL will ask, and fail
     with pytest.raises(VerificationError, match="different content"):
-        wal._push_batch(repo, "main", segs[2], [], markers)
+        walpush._push_batch(repo, "main", segs[2], [], markers)
     assert repo.get_object(wal_key("main", segs[2].name)) == b"other cluster's segment"
 
 
@@ -72,7 +72,7 @@ def test_a_backup_pushes_its_ready_wal_itself_and_names_a_segment_that_never_com
         pg_wal / "archive_status" / f"{segs[0].name}.done"
     )
     repo.put_object(wal_key("main", segs[0].name), segs[0].read_bytes())  # the archiver's work
-    waited = wal.wait_for_wal(repo, "main", segs[0].name, segs[2].name, timeout=5, pg_wal=pg_wal)
+    waited = walarchive.wait_for_wal(repo, "main", segs[0].name, segs[2].name, timeout=5, pg_wal=pg_wal)
     assert waited < 5
     for seg in segs[:3]:
         assert repo.get_object(wal_key("main", seg.name)) == seg.read_bytes()
@@ -81,7 +81,7 @@ def test_a_backup_pushes_its_ready_wal_itself_and_names_a_segment_that_never_com
     assert not any(True for _ in repo.list_objects(wal_key("main", segs[3].name)))  # not asked for
     (pg_wal / "archive_status" / f"{segs[3].name}.ready").unlink()
     with pytest.raises(VerificationError, match=segs[3].name):  # not ready: the archiver's job, late
-        wal.wait_for_wal(repo, "main", segs[0].name, segs[3].name, timeout=0.3, pg_wal=pg_wal)
+        walarchive.wait_for_wal(repo, "main", segs[0].name, segs[3].name, timeout=0.3, pg_wal=pg_wal)
 
 
 @pytest.mark.parametrize(
@@ -228,7 +228,7 @@ def test_a_pusher_serves_later_calls_so_they_never_derive_the_key(tmp_path: Path
     assert walspool.wait_pushed(segs[4], "main") is None
     assert not _pusher_ended(markers)
     with pytest.raises(VerificationError, match="different content"):
-        wal.push_file(repo, "main", segs[4])
+        walpush.push_file(repo, "main", segs[4])
     (tmp_path / "postmaster.pid").unlink()  # the server stopped: the pusher leaves
     wait_until(lambda: _pusher_ended(markers), timeout=10, what="the pusher to end")
     assert not (markers / walspool.PUSHER_FIFO).exists()
