@@ -14,6 +14,7 @@ from recoverctl.actions.releases import (
     release_history,
     set_status,
 )
+from recoverctl.appdb import migrations
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import actor as default_actor
 from recoverctl.catalog import tables as t
@@ -23,7 +24,6 @@ from recoverctl.deploy import Artifact, HostOutcome, Target, open_target
 from recoverctl.deploy.health import check_health
 from recoverctl.deploy.version import check_stored_version, check_version, version_problem
 from recoverctl.errors import PartialError, RecoverctlError, VerificationError
-from recoverctl.schema import migrations
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection, Row
 from recoverctl.actions.deploy import raise_for_hosts, verify_endpoints
 from recoverctl.actions.releases import current_release_in, get_release, release_history, set_status
 from recoverctl.actions.rollback_pitr import restore_to_point
+from recoverctl.appdb import migrations
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import actor as default_actor
 from recoverctl.catalog import tables as t
@@ -39,7 +40,6 @@ from recoverctl.errors import (
     UsageError,
     VerificationError,
 )
-from recoverctl.schema import migrations
 
 STEPS = ("lock", "stop_current", "schema", "start_target", "verify", "notify", "record")
 SCHEMA_MODES = ("keep", "downgrade", "pitr")

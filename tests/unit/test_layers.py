@@ -26,7 +26,7 @@ RANKS: dict[str, int] = {
     "service": 6,
     "actions": 5,
     "drill": 4,
-    "schema": 4,
+    "appdb": 4,
     "scheduler": 4,
     "sources": 3,
     "deploy": 3,
@@ -47,7 +47,7 @@ RANKS: dict[str, int] = {
 # The rules issue #14 names, stated on their own so a wrong rank above cannot loosen them.
 _BELOW_ACTIONS = (
     *("sources", "repo", "storage", "notify", "deploy", "catalog", "config", "errors"),
-    *("drill", "schema", "scheduler"),
+    *("drill", "appdb", "scheduler"),
 )
 NEVER: dict[str, frozenset[str]] = {
     **dict.fromkeys(_BELOW_ACTIONS, frozenset({"actions", "cli", "service"})),
