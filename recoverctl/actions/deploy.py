@@ -60,6 +60,40 @@ def raise_for_hosts(what: str, service: str, outcomes: list[HostOutcome]) -> Non
     raise RecoverctlError(f"{what} of service '{service}' failed: {names}", details=details)
 
 
+@dataclass(frozen=True)
+class DeployPlanned:
+    """A dry run: what `deploy` would do, nothing changed."""
+
+    service: str
+    version: str
+    previous: str | None
+    target: dict[str, Any]
+    restore_point: bool
+    migrate_to: str | None
+    verify: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"result": "planned", "dry_run": True, **dataclasses.asdict(self)}
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    """A deploy that succeeded: the release now live, its health and its timeline."""
+
+    service: str
+    version: str
+    previous: str | None
+    verified: bool
+    health: list[dict[str, Any]]
+    retired: list[str]
+    steps: list[dict[str, Any]]
+    duration_s: float
+    release: Release
+
+    def to_json(self) -> dict[str, Any]:
+        return {"result": "succeeded", **dataclasses.asdict(self)}
+
+
 @dataclass
 class _Deploy:
     """What one deploy knows while it runs: its release row, the target, the timeline so far."""
@@ -98,8 +132,9 @@ def deploy(
     verify: bool = True,
     dry_run: bool = False,
     actor: str | None = None,
-) -> dict[str, Any]:
-    """Deploy `version` of `service` and return a summary with the release and a timeline.
+) -> DeployResult | DeployPlanned:
+    """Deploy `version` of `service` and return a summary with the release and a timeline (with
+    dry_run, what it would do).
 
     Raise NotFoundError (unknown service, image/artifact missing), LockedError (a deploy or
     rollback of the service runs), VerificationError (health failed: the previous version was
@@ -116,22 +151,25 @@ def deploy(
         if previous is not None:
             check_stored_version(previous.version, f"release #{previous.id} of '{service}'")
         link = svc.database
+        db_url = migrations.database_url(cfg, service, link) if link is not None else None
         script_location = (
             migrations.resolve_script_location(link, version, service)
             if link is not None and link.migrate and link.script_location
             else None
         )
-        plan = {
-            "service": service,
-            "version": version,
-            "previous": previous.version if previous else None,
-            "target": target.describe(),
-            "restore_point": bool(link and link.restore_point),
-            "migrate_to": migrations.head_revision(script_location) if script_location else None,
-            "verify": verify,
-        }
+        # Read the scripts' head now, dry run or not: scripts missing or with several heads fail
+        # the deploy before anything is locked or recorded.
+        migrate_to = migrations.head_revision(script_location) if script_location else None
         if dry_run:
-            return {"result": "planned", "dry_run": True, **plan}
+            return DeployPlanned(
+                service=service,
+                version=version,
+                previous=previous.version if previous else None,
+                target=target.describe(),
+                restore_point=bool(link and link.restore_point),
+                migrate_to=migrate_to,
+                verify=verify,
+            )
         run = _Deploy(cfg, catalog, service, svc, version, who, target, previous)
         with catalog.begin() as conn:
             lock_service(conn, service)
@@ -144,18 +182,17 @@ def deploy(
                 script_location=script_location,
                 details={"owner": owner_id()},
             )
-        health = _roll_out(run, script_location, verify)
+        health = _roll_out(run, db_url, script_location, verify)
         return _go_live(run, verify, health, started)
     finally:
         target.close()
 
 
-def _mark_database(run: _Deploy, script_location: str | None) -> dict[str, Any]:
+def _mark_database(run: _Deploy, db_url: str | None, script_location: str | None) -> dict[str, Any]:
     """Take the release's restore point and run its migrations; return the release fields learnt."""
     link = run.svc.database
-    if link is None:
+    if link is None or db_url is None:
         return {}
-    db_url = migrations.database_url(run.cfg, run.service, link)
     fields: dict[str, Any] = {}
     if link.restore_point:
         name = f"recoverctl-{run.service}-{run.version}-{int(time.time())}"
@@ -170,7 +207,9 @@ def _mark_database(run: _Deploy, script_location: str | None) -> dict[str, Any]:
     return fields
 
 
-def _roll_out(run: _Deploy, script_location: str | None, verify: bool) -> list[dict[str, Any]]:
+def _roll_out(
+    run: _Deploy, db_url: str | None, script_location: str | None, verify: bool
+) -> list[dict[str, Any]]:
     """Prepare, mark the database, stop the previous version, start the new one and verify it;
     return the health results. On failure bring the previous version back, record the release
     failed, and raise."""
@@ -178,7 +217,7 @@ def _roll_out(run: _Deploy, script_location: str | None, verify: bool) -> list[d
     try:
         artifact: Artifact = run.step("prepare", lambda: target.prepare(run.version))
         fields = {"image": artifact.image, "digest": artifact.digest, "release_dir": artifact.release_dir}
-        set_artifact(run.catalog, run.release_id, **fields, **_mark_database(run, script_location))
+        set_artifact(run.catalog, run.release_id, **fields, **_mark_database(run, db_url, script_location))
         run.step(
             "stop_previous",
             lambda: raise_for_hosts("stopping the previous version", service, target.stop()),
@@ -211,7 +250,7 @@ def _roll_out(run: _Deploy, script_location: str | None, verify: bool) -> list[d
         raise
 
 
-def _go_live(run: _Deploy, verify: bool, health: list[dict[str, Any]], started: float) -> dict[str, Any]:
+def _go_live(run: _Deploy, verify: bool, health: list[dict[str, Any]], started: float) -> DeployResult:
     """Make the verified release the live one, retire old releases, announce; return the summary."""
     catalog, service, version, release_id = run.catalog, run.service, run.version, run.release_id
     with catalog.begin() as conn:
@@ -242,18 +281,17 @@ def _go_live(run: _Deploy, verify: bool, health: list[dict[str, Any]], started: 
         {"version": version, "release_id": release_id, "timeline": run.timeline},
         who=run.who,
     )
-    return {
-        "result": "succeeded",
-        "service": service,
-        "version": version,
-        "previous": previous,
-        "verified": verify,
-        "health": health,
-        "retired": removed,
-        "steps": run.timeline,
-        "duration_s": duration,
-        "release": dataclasses.asdict(get_release(catalog, release_id)),
-    }
+    return DeployResult(
+        service=service,
+        version=version,
+        previous=previous,
+        verified=verify,
+        health=health,
+        retired=removed,
+        steps=run.timeline,
+        duration_s=duration,
+        release=get_release(catalog, release_id),
+    )
 
 
 def _versions_to_retire(catalog: Catalog, service: str, keep: int) -> list[str]:

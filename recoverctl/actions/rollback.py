@@ -20,6 +20,7 @@ from recoverctl.actions.deploy import raise_for_hosts, verify_endpoints
 from recoverctl.actions.rollback_failure import book, catalog_fault, fail, transient_fault
 from recoverctl.actions.rollback_pitr import restore_to_point
 from recoverctl.actions.rollback_plan import SCHEMA_MODES, STEPS, plan_rollback, resumable_in
+from recoverctl.actions.rollback_result import RollbackPlanned, RollbackResult, StepOutcome
 from recoverctl.appdb import migrations
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import actor as default_actor
@@ -47,10 +48,10 @@ def rollback(
     actor: str | None = None,
     resume: bool = False,
     rollback_id: int | None = None,
-) -> dict[str, Any]:
-    """Roll `service` back and return {result, from_version, to_version, steps, duration_s, ...}.
+) -> RollbackResult | RollbackPlanned:
+    """Roll `service` back and return its result (outcome, versions, step timeline, duration).
 
-    With dry_run return the plan (result "planned") and change nothing; with resume continue
+    With dry_run return the plan and change nothing; with resume continue
     the interrupted or failed rollback of the service from the step it stopped at (with
     `rollback_id`, only that one: the alert worker resumes its own job's rollback, never
     another). Raise NotFoundError (nothing to roll back to or resume, artifact gone),
@@ -65,18 +66,7 @@ def rollback(
         return _resume(cfg, catalog, service, rollback_id, who)
     plan = plan_rollback(cfg, catalog, service, to_version=to_version, schema=schema)
     if dry_run:
-        return {
-            "result": "planned",
-            "dry_run": True,
-            "rollback_id": None,
-            "service": service,
-            "from_version": plan["from_version"],
-            "to_version": plan["to_version"],
-            "schema_mode": schema,
-            "steps": [{"name": s, "outcome": "planned", "seconds": 0.0} for s in STEPS],
-            "duration_s": 0.0,
-            "plan": plan,
-        }
+        return RollbackPlanned(service, plan["from_version"], plan["to_version"], schema, list(STEPS), plan)
     rollback_id = rollback_rows.create_rollback(
         catalog,
         service,
@@ -94,7 +84,7 @@ def rollback(
     return _drive(cfg, catalog, service, rollback_id, who)
 
 
-def _resume(cfg: Config, catalog: Catalog, service: str, rollback_id: int | None, who: str) -> dict[str, Any]:
+def _resume(cfg: Config, catalog: Catalog, service: str, rollback_id: int | None, who: str) -> RollbackResult:
     """Continue the resumable rollback of `service` (that one, with `rollback_id`) in this process."""
     with catalog.begin() as conn:
         plan = resumable_in(conn, service, rollback_id).plan
@@ -113,29 +103,29 @@ def _resume(cfg: Config, catalog: Catalog, service: str, rollback_id: int | None
     return _drive(cfg, catalog, service, rb.id, who)
 
 
-def summary(catalog: Catalog, rollback_id: int) -> dict[str, Any]:
+def summary(catalog: Catalog, rollback_id: int) -> RollbackResult:
     """Return the rollback's outcome and timeline as the CLI and the audit log show it."""
     rb = rollback_rows.get_rollback(catalog, rollback_id)
     steps = []
     for s in rollback_rows.list_steps(catalog, rollback_id):
         seconds = (s.finished_at - s.started_at) if s.started_at and s.finished_at else 0.0
         outcome = {"done": "ok"}.get(s.state, s.state)
-        steps.append({"name": s.name, "outcome": outcome, "seconds": round(seconds, 3), "output": s.output})
+        steps.append(StepOutcome(s.name, outcome, round(seconds, 3), s.output))
     end = rb.finished_at or time.time()
-    return {
-        "result": {"succeeded": "succeeded", "running": "running"}.get(rb.state, "failed"),
-        "rollback_id": rb.id,
-        "service": rb.service,
-        "from_version": rb.plan.get("from_version"),
-        "to_version": rb.plan.get("to_version"),
-        "schema_mode": rb.schema_mode,
-        "reason": rb.reason,
-        "actor": rb.actor,
-        "steps": steps,
-        "duration_s": round(end - rb.started_at, 3),
-        "error": rb.error,
-        "plan": rb.plan,
-    }
+    return RollbackResult(
+        result={"succeeded": "succeeded", "running": "running"}.get(rb.state, "failed"),
+        rollback_id=rb.id,
+        service=rb.service,
+        from_version=rb.plan.get("from_version"),
+        to_version=rb.plan.get("to_version"),
+        schema_mode=rb.schema_mode,
+        reason=rb.reason,
+        actor=rb.actor,
+        steps=steps,
+        duration_s=round(end - rb.started_at, 3),
+        error=rb.error,
+        plan=rb.plan,
+    )
 
 
 @dataclass
@@ -230,7 +220,7 @@ class RollbackRun:
         )
 
 
-def _drive(cfg: Config, catalog: Catalog, service: str, rollback_id: int, who: str) -> dict[str, Any]:
+def _drive(cfg: Config, catalog: Catalog, service: str, rollback_id: int, who: str) -> RollbackResult:
     """Run the unfinished steps of rollback #`rollback_id` in order, recording each; return its
     summary, or raise the step's error as `rollback_failure.fail` words it."""
     svc = cfg.service(service)
@@ -266,13 +256,16 @@ def _drive(cfg: Config, catalog: Catalog, service: str, rollback_id: int, who: s
         booked("recording success", lambda: rollback_rows.mark_succeeded(catalog, rollback_id))
     except BaseException as e:
         plan, where = rb.plan, run.where(current)
-        summarize = functools.partial(summary, catalog, rollback_id)
+
+        def summarize() -> dict[str, Any]:
+            return summary(catalog, rollback_id).to_json()
+
         raise fail(
             catalog, svc.retry, rollback_id, service, plan, who, current, finished, where, e, summarize
         ) from None
     finally:
         run.target.close()
     result = booked("reading the summary", lambda: summary(catalog, rollback_id))
-    timeline = {"rollback_id": rollback_id, "reason": rb.reason, "timeline": result["steps"]}
+    timeline = {"rollback_id": rollback_id, "reason": rb.reason, "timeline": result.to_json()["steps"]}
     booked("auditing", lambda: catalog.audit("rollback", service, "succeeded", timeline, who=who))
     return result
