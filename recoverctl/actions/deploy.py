@@ -122,6 +122,11 @@ class _Deploy:
         entry.update(outcome="ok", seconds=round(time.monotonic() - t0, 3))
         return out
 
+    def audit(self, outcome: str) -> None:
+        """Write the deploy's audit-log entry with its timeline."""
+        details = {"version": self.version, "release_id": self.release_id, "timeline": self.timeline}
+        self.catalog.audit("deploy", self.service, outcome, details, who=self.who)
+
 
 def deploy(
     cfg: Config,
@@ -274,13 +279,7 @@ def _go_live(run: _Deploy, verify: bool, health: list[dict[str, Any]], started: 
         summary,
         {"version": version, "previous": previous, "release_id": release_id, "verified": verify},
     )
-    catalog.audit(
-        "deploy",
-        service,
-        "succeeded",
-        {"version": version, "release_id": release_id, "timeline": run.timeline},
-        who=run.who,
-    )
+    run.audit("succeeded")
     return DeployResult(
         service=service,
         version=version,
@@ -339,10 +338,4 @@ def _finish_failed(run: _Deploy, health: list[dict[str, Any]] | None, error: str
         f"deploy of {service} {version} failed: {error or 'verification failed'}",
         {"version": version, "release_id": release_id, "health": health, "timeline": run.timeline},
     )
-    catalog.audit(
-        "deploy",
-        service,
-        "failed",
-        {"version": version, "release_id": release_id, "timeline": run.timeline},
-        who=run.who,
-    )
+    run.audit("failed")
