@@ -98,7 +98,6 @@ class DeployResult:
 class _Deploy:
     """What one deploy knows while it runs: its release row, the target, the timeline so far."""
 
-    cfg: Config
     catalog: Catalog
     service: str
     svc: DockerService | SshService
@@ -175,7 +174,7 @@ def deploy(
                 migrate_to=migrate_to,
                 verify=verify,
             )
-        run = _Deploy(cfg, catalog, service, svc, version, who, target, previous)
+        run = _Deploy(catalog, service, svc, version, who, target, previous)
         with catalog.begin() as conn:
             lock_service(conn, service)
             run.release_id = insert_release(

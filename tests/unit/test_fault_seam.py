@@ -66,3 +66,46 @@ def test_seam_on_the_path_wraps_storage_in_faults() -> None:
     got = _probe([ROOT, SEAM])
     assert got["inner"] == "FaultyStorage"
     assert "tests.faults.seam" in got["fault_modules"]  # type: ignore[operator]
+
+
+CRASH = """
+import sys
+from recoverctl.catalog import Catalog
+from recoverctl.catalog import rollbacks
+from recoverctl.catalog.releases import insert_release
+
+catalog = Catalog(sys.argv[1])
+with catalog.begin() as conn:
+    old = insert_release(conn, "web", "v1", "good")
+    new = insert_release(conn, "web", "v2", "live")
+rb = rollbacks.create_rollback(
+    catalog, "web", from_release=new, to_release=old, schema_mode="keep", reason=None, actor="t",
+    plan={}, steps=("lock", "stop_current", "schema"),
+)
+rollbacks.end_step(catalog, rb, "stop_current", "done", {"hosts": []})
+rollbacks.end_step(catalog, rb, "schema", "skipped", None)
+"""
+
+
+def test_crash_hook_kills_right_after_the_named_step_is_recorded(tmp_path: Path) -> None:
+    from recoverctl.catalog import Catalog
+    from recoverctl.catalog.rollbacks import list_steps
+
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECOVERCTL_")}
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(SEAM)]), RECOVERCTL_FAULT_CRASH_AFTER_STEP="stop_current"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", CRASH, url], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == -9, done.stderr
+    catalog = Catalog(url)
+    try:
+        assert [(s.name, s.state) for s in list_steps(catalog, 1)] == [
+            ("lock", "done"),
+            ("stop_current", "done"),
+            ("schema", "pending"),
+        ]
+    finally:
+        catalog.close()
