@@ -14,9 +14,15 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.faults.seam import install_storage_faults
 from tests.fixtures.postgres import PgCluster
 
 ROOT = Path(__file__).resolve().parent.parent
+# recoverctl subprocesses find tests/faults/site/sitecustomize.py here: the test-only fault hooks.
+FAULT_SEAM_PATH = ROOT / "tests" / "faults" / "site"
+
+# The in-process CLI (tests/inproc_cli.py) reads RECOVERCTL_FAULTS like the subprocesses do.
+install_storage_faults()
 
 # Every module in tests/fixtures/ is a fixture plugin: a new server fixture is one new module.
 pytest_plugins = sorted(
@@ -61,7 +67,7 @@ class Cli:
             XDG_DATA_HOME=str(home / "data"),
             XDG_CACHE_HOME=str(home / "cache"),
             RECOVERCTL_CATALOG=f"sqlite:///{home / 'catalog.db'}",
-            PYTHONPATH=str(ROOT),
+            PYTHONPATH=os.pathsep.join([str(ROOT), str(FAULT_SEAM_PATH)]),
         )
         self.config_path: Path | None = None
 

@@ -164,7 +164,7 @@ def run_rollback(cfg: Config, catalog: Catalog, payload: AlertJobPayload) -> dic
             actor=f"{payload.source or 'alert'}:{payload.policy}",
             resume=earlier is not None,
             rollback_id=earlier.id if earlier is not None else None,
-        )
+        ).to_json()
     except RecoverctlError as e:
         if transient_fault(e) or e.details.get("transient"):
             # The step already rode out the window; give the infrastructure as long again.

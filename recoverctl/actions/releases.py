@@ -1,90 +1,51 @@
-"""Releases of a service: history, the current one, and recording releases deployed by other tools.
+"""Use cases on the releases of a service: list them, record one deployed by another tool.
 
-Status lifecycle: deploying → live (serving) → good (replaced by a newer deploy after serving)
-or rolled-back (replaced by a rollback); failed when verification failed or the deploy broke.
+The rows and their status lifecycle are the catalog's (`recoverctl.catalog.releases`).
 """
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
-
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import actor as default_actor
-from recoverctl.catalog import tables as t
+from recoverctl.catalog.releases import (
+    Release,
+    demote_live,
+    get_release,
+    insert_release,
+    release_history,
+    restore_point_lsn_in,
+)
 from recoverctl.catalog.service_lock import lock_service
 from recoverctl.config import Config
 from recoverctl.deploy.version import check_version
-from recoverctl.errors import NotFoundError
-
-STATUSES = ("deploying", "live", "good", "failed", "rolled-back")
 
 
-def _row(r: Any) -> dict[str, Any]:
-    d = dict(r._mapping)
-    d["created"] = datetime.fromtimestamp(d["created_at"], UTC).isoformat(timespec="seconds")
-    d["details"] = d.get("details") or {}
-    return d
+@dataclass(frozen=True)
+class PlannedRelease:
+    """The release `record_release(..., dry_run=True)` would write."""
+
+    service: str
+    version: str
+    fields: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": True,
+            "service": self.service,
+            "version": self.version,
+            "status": "live",
+            **self.fields,
+        }
 
 
-def release_history(catalog: Catalog, service: str) -> list[dict[str, Any]]:
-    """Given a service, return its releases newest first (plain dicts of the `releases` row + `created`)."""
-    with catalog.begin() as conn:
-        rows = conn.execute(
-            sa.select(t.releases).where(t.releases.c.service == service).order_by(t.releases.c.id.desc())
-        ).all()
-    return [_row(r) for r in rows]
-
-
-def current_release(catalog: Catalog, service: str) -> dict[str, Any] | None:
-    """Return the release of `service` that is live now (newest `live` row), or None."""
-    with catalog.begin() as conn:
-        return current_release_in(conn, service)
-
-
-def current_release_in(conn: Connection, service: str) -> dict[str, Any] | None:
-    r = conn.execute(
-        sa.select(t.releases)
-        .where(t.releases.c.service == service, t.releases.c.status == "live")
-        .order_by(t.releases.c.id.desc())
-        .limit(1)
-    ).first()
-    return _row(r) if r is not None else None
-
-
-def get_release(catalog: Catalog, release_id: int) -> dict[str, Any]:
-    with catalog.begin() as conn:
-        r = conn.execute(sa.select(t.releases).where(t.releases.c.id == release_id)).first()
-    if r is None:
-        raise NotFoundError(f"release #{release_id} does not exist in the catalog")
-    return _row(r)
-
-
-def set_status(conn: Connection, release_id: int, status: str, **details: Any) -> None:
-    """Set a release's status, merging `details` into its details JSON."""
-    row = conn.execute(sa.select(t.releases.c.details).where(t.releases.c.id == release_id)).first()
-    merged = {**((row.details if row else None) or {}), **details}
-    conn.execute(
-        t.releases.update().where(t.releases.c.id == release_id).values(status=status, details=merged)
-    )
-
-
-def demote_live(conn: Connection, service: str, except_id: int, to: str = "good") -> None:
-    """Mark every other live release of the service `to` (good after a deploy)."""
-    conn.execute(
-        t.releases.update()
-        .where(t.releases.c.service == service, t.releases.c.status == "live", t.releases.c.id != except_id)
-        .values(status=to)
-    )
-
-
-def insert_release(conn: Connection, service: str, version: str, status: str, **fields: Any) -> int:
-    values = {"service": service, "version": version, "status": status, "created_at": time.time(), **fields}
-    return int(conn.execute(t.releases.insert().values(**values)).inserted_primary_key[0])  # type: ignore[index]
+def list_releases(cfg: Config, catalog: Catalog, service: str) -> list[Release]:
+    """Return the releases of a configured service, newest first; raise NotFoundError for an
+    unknown service."""
+    cfg.service(service)
+    return release_history(catalog, service)
 
 
 def record_release(
@@ -99,10 +60,10 @@ def record_release(
     restore_point: str | None = None,
     actor: str | None = None,
     dry_run: bool = False,
-) -> dict[str, Any]:
+) -> Release | PlannedRelease:
     """Record a release deployed by another tool as the live one (the previous live becomes good).
 
-    Return the new release row (or the row that would be written with dry_run); raise
+    Return the new release (or, with dry_run, the one that would be written); raise
     NotFoundError for an unknown service, LockedError while a deploy/rollback holds it.
     """
     svc = cfg.service(service)
@@ -120,17 +81,13 @@ def record_release(
         "details": {"recorded": True},
     }
     if dry_run:
-        return {"dry_run": True, "service": service, "version": version, "status": "live", **fields}
+        return PlannedRelease(service, version, fields)
     with catalog.begin() as conn:
         lock_service(conn, service)
         if restore_point:
-            rp = conn.execute(
-                sa.select(t.restore_points.c.lsn)
-                .where(t.restore_points.c.name == restore_point)
-                .order_by(t.restore_points.c.id.desc())
-            ).first()
-            if rp is not None:
-                fields["restore_lsn"] = rp.lsn
+            lsn = restore_point_lsn_in(conn, restore_point)
+            if lsn is not None:
+                fields["restore_lsn"] = lsn
         release_id = insert_release(conn, service, version, "live", **fields)
         demote_live(conn, service, release_id)
     catalog.audit("release.record", service, "ok", {"version": version, "release_id": release_id}, who=actor)

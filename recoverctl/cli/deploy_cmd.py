@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from recoverctl.cli.context import App, pass_app
@@ -31,20 +29,20 @@ def deploy_command(app: App, service: str, version: str, no_verify: bool, dry_ru
       recoverctl deploy web v2
       recoverctl deploy web v2 --no-verify --json
     """
-    from recoverctl.actions.deploy import deploy
+    from recoverctl.actions.deploy import DeployPlanned, DeployResult, deploy
 
     result = deploy(app.config, app.catalog, service, version, verify=not no_verify, dry_run=dry_run)
 
-    def text(d: dict[str, Any]) -> str:
-        if d.get("dry_run"):
+    def text(r: DeployResult | DeployPlanned) -> str:
+        if isinstance(r, DeployPlanned):
             return (
-                f"would deploy {d['service']} {d['version']} (now: {d['previous'] or 'nothing'}) "
-                f"on {d['target']}; restore point: {'yes' if d['restore_point'] else 'no'}; "
-                f"migrate to: {d['migrate_to'] or '-'}; verify: {'yes' if d['verify'] else 'no'}"
+                f"would deploy {r.service} {r.version} (now: {r.previous or 'nothing'}) "
+                f"on {r.target}; restore point: {'yes' if r.restore_point else 'no'}; "
+                f"migrate to: {r.migrate_to or '-'}; verify: {'yes' if r.verify else 'no'}"
             )
-        steps = ", ".join(f"{s['name']} {s['seconds']:.2f}s" for s in d["steps"])
-        note = "" if d["verified"] else " (NOT verified)"
-        return f"{d['service']} {d['version']} is live{note} in {d['duration_s']:.2f}s ({steps})"
+        steps = ", ".join(f"{s['name']} {s['seconds']:.2f}s" for s in r.steps)
+        note = "" if r.verified else " (NOT verified)"
+        return f"{r.service} {r.version} is live{note} in {r.duration_s:.2f}s ({steps})"
 
     app.render(result, text)
 

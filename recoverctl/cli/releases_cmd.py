@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import json_option
+
+if TYPE_CHECKING:
+    from recoverctl.catalog.releases import Release
 
 
 @click.command("releases")
@@ -21,19 +24,18 @@ def releases_command(app: App, service: str) -> None:
     Example:
       recoverctl releases web --json
     """
-    from recoverctl.actions.releases import release_history
+    from recoverctl.actions.releases import list_releases
 
-    app.config.service(service)
-    rows = release_history(app.catalog, service)
+    rows = list_releases(app.config, app.catalog, service)
 
-    def text(rs: list[dict[str, Any]]) -> str:
+    def text(rs: list[Release]) -> str:
         if not rs:
             return f"no releases of {service}"
         lines = [f"{'ID':>4}  {'VERSION':<16} {'STATUS':<12} {'CREATED':<26} {'SCHEMA':<12} ARTIFACT"]
         for r in rs:
             lines.append(
-                f"{r['id']:>4}  {r['version']:<16} {r['status']:<12} {r['created']:<26} "
-                f"{r['schema_revision'] or '-':<12} {r['image'] or r['release_dir'] or '-'}"
+                f"{r.id:>4}  {r.version:<16} {r.status:<12} {r.created:<26} "
+                f"{r.schema_revision or '-':<12} {r.image or r.release_dir or '-'}"
             )
         return "\n".join(lines)
 

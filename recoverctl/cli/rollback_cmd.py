@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import json_option
 from recoverctl.errors import RecoverctlError, UsageError
+
+if TYPE_CHECKING:
+    from recoverctl.actions.rollback_result import RollbackResult
 
 # Kept here (not imported from the action) so `recoverctl --help` does not load alembic and docker.
 SCHEMA_MODES = ("keep", "downgrade", "pitr")
@@ -35,12 +38,9 @@ def _plan_text(plan: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _result_text(d: dict[str, Any]) -> str:
-    lines = [
-        f"rollback of {d['service']} {d['from_version']} -> {d['to_version']}: {d['result']} "
-        f"in {d['duration_s']:.2f}s"
-    ]
-    lines += [f"  {s['name']:<13} {s['outcome']:<8} {s['seconds']:.2f}s" for s in d["steps"]]
+def _result_text(r: RollbackResult) -> str:
+    lines = [f"rollback of {r.service} {r.from_version} -> {r.to_version}: {r.result} in {r.duration_s:.2f}s"]
+    lines += [f"  {s.name:<13} {s.outcome:<8} {s.seconds:.2f}s" for s in r.steps]
     return "\n".join(lines)
 
 
@@ -94,6 +94,7 @@ def rollback_command(
       recoverctl rollback web --resume --yes
     """
     from recoverctl.actions.rollback import plan_rollback, rollback
+    from recoverctl.actions.rollback_result import RollbackPlanned, RollbackResult
 
     cfg, catalog = app.config, app.catalog
     if not dry_run and not yes:
@@ -120,11 +121,11 @@ def rollback_command(
         )
     except RecoverctlError as e:
         summary = e.details.get("rollback")
-        if summary is not None:
-            app.render(summary, _result_text)
+        if isinstance(summary, dict):
+            app.render(RollbackResult.from_json(summary), _result_text)
         raise
-    if dry_run:
-        app.render(result, lambda d: _plan_text(d["plan"]))
+    if isinstance(result, RollbackPlanned):
+        app.render(result, lambda r: _plan_text(r.plan))
     else:
         app.render(result, _result_text)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from urllib.parse import urlsplit
 
 from recoverctl.config import RepositoryConfig
@@ -35,15 +34,9 @@ def open_backend(url: str, options: RepositoryConfig | None = None) -> Storage:
 
 
 def open_storage(url: str, options: RepositoryConfig | None = None) -> Storage:
-    """Given a repository URL, return its backend wrapped in the retry layer.
-
-    With RECOVERCTL_FAULTS set, the fault injector sits between the two (see storage/faults.py).
-    """
-    from recoverctl.storage.faults import ENV_FAULTS, FaultyStorage, parse_faults
+    """Given a repository URL, return its backend wrapped in the retry layer; raise UsageError."""
     from recoverctl.storage.retry import RetryingStorage
 
     options = options or RepositoryConfig(url=url)
-    backend = open_backend(url, options)
-    if os.environ.get(ENV_FAULTS):
-        backend = FaultyStorage(backend, parse_faults(os.environ[ENV_FAULTS]))
-    return RetryingStorage(backend, options.retry)
+    # `open_backend` is looked up when called: the tests' fault seam (tests/faults/) wraps it.
+    return RetryingStorage(open_backend(url, options), options.retry)

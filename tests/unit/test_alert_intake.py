@@ -10,17 +10,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from recoverctl.actions.alert_intake import (
-    AlertIn,
-    IncidentMemory,
-    check_condition,
-    intake,
-    intake_batch,
-    list_decisions,
-    lookup_value,
-    match_policy,
-    parse_number,
-)
+from recoverctl.actions.alert_intake import AlertIn, IncidentMemory, intake, intake_batch, list_decisions
+from recoverctl.alerting.policy import check_condition, lookup_value, match_policy, parse_number
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
 from recoverctl.config import Condition, parse_config

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from recoverctl.actions.releases import current_release, record_release, release_history
+from recoverctl.actions.releases import record_release
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
+from recoverctl.catalog.releases import Release, current_release, release_history
 from recoverctl.catalog.service_lock import lock_service, owner_alive, owner_id
 from recoverctl.config import HealthPolicy, parse_config
 from recoverctl.deploy.health import check_health
@@ -103,12 +104,13 @@ def test_record_release_and_lock(catalog: Catalog) -> None:
     assert current_release(catalog, "web") is None
     record_release(cfg, catalog, "web", "v1")
     r2 = record_release(cfg, catalog, "web", "v2", schema_revision="b")
-    assert r2["image"] == "demo-web:v2" and r2["status"] == "live"
-    assert [(r["version"], r["status"]) for r in release_history(catalog, "web")] == [
+    assert isinstance(r2, Release) and r2.image == "demo-web:v2" and r2.status == "live"
+    assert [(r.version, r.status) for r in release_history(catalog, "web")] == [
         ("v2", "live"),
         ("v1", "good"),
     ]
-    assert current_release(catalog, "web")["version"] == "v2"  # type: ignore[index]
+    live = current_release(catalog, "web")
+    assert live is not None and live.version == "v2"
     with pytest.raises(NotFoundError):
         record_release(cfg, catalog, "nope", "v1")
 
@@ -131,19 +133,20 @@ def test_record_release_and_lock(catalog: Catalog) -> None:
         )
     with catalog.begin() as conn:
         lock_service(conn, "web")
-    assert release_history(catalog, "web")[0]["status"] == "failed"
+    assert release_history(catalog, "web")[0].status == "failed"
 
 
 def test_which_rollback_resume_continues(catalog: Catalog) -> None:
-    from recoverctl.actions.rollback import _resumable_in
+    from recoverctl.actions.rollback_plan import resumable_in
 
     cfg = parse_config(
         {"services": {"web": {"target": "docker", "image": "demo-web", "container": "w"}}}, env={}
     )
     v1 = record_release(cfg, catalog, "web", "v1")
     v2 = record_release(cfg, catalog, "web", "v2")
+    assert isinstance(v1, Release) and isinstance(v2, Release)
     with pytest.raises(NotFoundError, match="no interrupted or failed rollback"), catalog.begin() as conn:
-        _resumable_in(conn, "web")
+        resumable_in(conn, "web")
 
     def rollback_row(state: str, owner: str | None) -> int:
         with catalog.begin() as conn:
@@ -151,12 +154,12 @@ def test_which_rollback_resume_continues(catalog: Catalog) -> None:
                 conn.execute(
                     t.rollbacks.insert().values(
                         service="web",
-                        from_release=v2["id"],
-                        to_release=v1["id"],
+                        from_release=v2.id,
+                        to_release=v1.id,
                         schema_mode="keep",
                         state=state,
                         owner=owner,
-                        started_at=v2["created_at"],
+                        started_at=v2.created_at,
                     )
                 ).inserted_primary_key[0]  # type: ignore[index]
             )
@@ -164,16 +167,16 @@ def test_which_rollback_resume_continues(catalog: Catalog) -> None:
     # A failed rollback is resumable, not only one whose process died.
     failed = rollback_row("failed", owner_id())
     with catalog.begin() as conn:
-        assert _resumable_in(conn, "web").id == failed
+        assert resumable_in(conn, "web").id == failed
     # One still running in a live process is not taken over.
     rollback_row("running", owner_id())
     with pytest.raises(LockedError, match="still running"), catalog.begin() as conn:
-        _resumable_in(conn, "web")
+        resumable_in(conn, "web")
     # A succeeded one, or a release recorded after the failure, leaves nothing to resume.
     with catalog.begin() as conn:
         conn.execute(t.rollbacks.update().where(t.rollbacks.c.id != failed).values(state="succeeded"))
     with pytest.raises(NotFoundError, match="no interrupted or failed"), catalog.begin() as conn:
-        _resumable_in(conn, "web")
+        resumable_in(conn, "web")
     with catalog.begin() as conn:
         conn.execute(t.rollbacks.update().values(state="failed"))
     record_release(cfg, catalog, "web", "v3")
@@ -181,4 +184,4 @@ def test_which_rollback_resume_continues(catalog: Catalog) -> None:
         pytest.raises(NotFoundError, match=r"release v3 \(#\d+\) was deployed or recorded since"),
         catalog.begin() as conn,
     ):
-        _resumable_in(conn, "web")
+        resumable_in(conn, "web")

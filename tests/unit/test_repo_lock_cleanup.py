@@ -8,8 +8,8 @@ import pytest
 
 from recoverctl.errors import LockedError, StorageError, WriteRefused
 from recoverctl.repo.locks import RepositoryLock
-from recoverctl.storage.faults import FaultyStorage, parse_faults
 from recoverctl.storage.local import LocalStorage
+from tests.faults.storage import FaultyStorage, parse_faults
 
 
 def test_failed_release_is_a_note_on_the_operations_error(tmp_path: Path) -> None:

@@ -167,7 +167,7 @@ def test_planted_and_broken_key_files_do_not_lock_out_a_valid_passphrase(
 
 
 def test_an_unreadable_key_file_is_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from recoverctl.storage.faults import Fault, FaultyStorage
+    from tests.faults.storage import Fault, FaultyStorage
 
     path, repo, _ = _repo_with_two_snapshots(tmp_path)
     shutil.copy(path / "keys" / repo.key_id, path / "keys" / "00-unreadable")

@@ -18,11 +18,11 @@ from recoverctl.errors import (
     UsageError,
 )
 from recoverctl.storage import open_backend, open_storage
-from recoverctl.storage.faults import FaultyStorage, parse_faults
 from recoverctl.storage.local import LocalStorage
 from recoverctl.storage.retry import RetryingStorage
 from recoverctl.storage.s3 import S3Storage, parse_s3_url
 from recoverctl.storage.sftp import parse_sftp_url
+from tests.faults.storage import FaultyStorage, parse_faults
 
 
 def test_parse_s3_url() -> None:

@@ -1,10 +1,11 @@
-"""Fault injection around any backend, for tests and drills of the retry and error paths.
+"""Fault injection around any backend, for tests of the retry and error paths (not shipped).
 
 A spec is a comma-separated list of `op:kind:count[@keyprefix]`:
   op     put | get | list | stat | delete | *
   kind   transient (retried) | error (not retried) | unavailable | notfound
   count  how many matching calls fail before the backend is called for real; `*` means always
 e.g. `RECOVERCTL_FAULTS=put:transient:2,get:error:1@data/`. The counters live in this process.
+`tests.faults.seam` puts the injector between a backend and the retry layer when the variable is set.
 """
 
 from __future__ import annotations

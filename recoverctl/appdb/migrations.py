@@ -25,7 +25,15 @@ from sqlalchemy.engine import Connection, make_url
 from recoverctl.config import Config, DatabaseLink, PostgresSource, redact_url, secret_value
 from recoverctl.errors import ConfigError, NotFoundError, RecoverctlError
 
-ENV_DIR = Path(__file__).parent / "migrations_rollback"
+
+def _rollback_env_dir() -> Path:
+    """Return the alembic environment directory: package data in an installed wheel (put there by
+    build_hooks.py), else `migrations_rollback/` at the top of the source checkout."""
+    packaged = Path(__file__).parent / "migrations_rollback"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "migrations_rollback"
+
+
+ENV_DIR = _rollback_env_dir()
 
 _DROP_TABLE = re.compile(r"DROP TABLE (?:IF EXISTS )?(\"?[\w.]+\"?)", re.IGNORECASE)
 _DROP_COLUMN = re.compile(r"ALTER TABLE (\"?[\w.]+\"?) DROP COLUMN (?:IF EXISTS )?(\"?\w+\"?)", re.IGNORECASE)
