@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import sqlalchemy as sa
 from croniter import croniter
 
 from recoverctl.catalog import Catalog
-from recoverctl.catalog import tables as t
 from recoverctl.catalog.drills import ever_drilled, last_scored_drill
 from recoverctl.catalog.recovery import LastBackups, last_backups, rpo_exposure
+from recoverctl.catalog.releases import newest_release_in
+from recoverctl.catalog.rollbacks import last_started_rollback_in
 from recoverctl.catalog.runs import finished_runs
 from recoverctl.config import Config, redact_url
 from recoverctl.drill.scoring import human_duration
@@ -312,18 +312,8 @@ def _size(n: float) -> str:
 
 def _service_entry(catalog: Catalog, name: str) -> ServiceStatus:
     with catalog.begin() as conn:
-        release = conn.execute(
-            sa.select(t.releases)
-            .where(t.releases.c.service == name)
-            .order_by(t.releases.c.created_at.desc(), t.releases.c.id.desc())
-            .limit(1)
-        ).first()
-        rollback = conn.execute(
-            sa.select(t.rollbacks)
-            .where(t.rollbacks.c.service == name)
-            .order_by(t.rollbacks.c.started_at.desc(), t.rollbacks.c.id.desc())
-            .limit(1)
-        ).first()
+        release = newest_release_in(conn, name)
+        rollback = last_started_rollback_in(conn, name)
     reasons: list[str] = []
     status = GREEN
     current = None

@@ -9,14 +9,14 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import sqlalchemy as sa
-
 from recoverctl.catalog import Catalog
-from recoverctl.catalog import tables as t
 from recoverctl.catalog.drills import drills_since
 from recoverctl.catalog.events import info_events_since, mark_delivered, problem_counts_since
 from recoverctl.catalog.jobs import occurrence_counts
+from recoverctl.catalog.notifications import failed_deliveries_since
 from recoverctl.catalog.recovery import rpo_exposure
+from recoverctl.catalog.releases import releases_since_in
+from recoverctl.catalog.rollbacks import rollbacks_since_in
 from recoverctl.catalog.runs import backups_since
 from recoverctl.config import Config
 from recoverctl.errors import ConfigError
@@ -198,34 +198,19 @@ def _scheduled_jobs(catalog: Catalog, since: float) -> dict[str, dict[str, int]]
 def _releases_and_rollbacks(catalog: Catalog, since: float) -> tuple[list[DeployLine], list[RollbackLine]]:
     with catalog.begin() as conn:
         deploys = [
-            DeployLine(r.service, r.version, r.status, r.created_at)
-            for r in conn.execute(
-                sa.select(t.releases)
-                .where(t.releases.c.created_at >= since)
-                .order_by(t.releases.c.created_at)
-            ).all()
+            DeployLine(r.service, r.version, r.status, r.created_at) for r in releases_since_in(conn, since)
         ]
         rollbacks = [
-            RollbackLine(r.service, r.state, r.reason, r.started_at)
-            for r in conn.execute(
-                sa.select(t.rollbacks)
-                .where(t.rollbacks.c.started_at >= since)
-                .order_by(t.rollbacks.c.started_at)
-            ).all()
+            RollbackLine(r.service, r.state, r.reason, r.started_at) for r in rollbacks_since_in(conn, since)
         ]
     return deploys, rollbacks
 
 
 def _failed_notifications(catalog: Catalog, since: float) -> list[FailedNotification]:
-    with catalog.begin() as conn:
-        return [
-            FailedNotification(n.channel, n.channel_type, n.at, n.error)
-            for n in conn.execute(
-                sa.select(t.notifications)
-                .where(t.notifications.c.at >= since, t.notifications.c.status == "failed")
-                .order_by(t.notifications.c.at)
-            ).all()
-        ]
+    return [
+        FailedNotification(n.channel, n.channel_type, n.at, n.error)
+        for n in failed_deliveries_since(catalog, since)
+    ]
 
 
 def collect(cfg: Config, catalog: Catalog, period: str, now: float | None = None) -> Summary:

@@ -137,10 +137,10 @@ def decide(
     if running is not None:
         return Decision(
             "deduplicated",
-            f"{policy.action} of '{target}' already {running['state']} (job {running['id']}) absorbs it",
+            f"{policy.action} of '{target}' already {running.state} (job {running.id}) absorbs it",
             policy=name,
             service=target,
-            job_id=running["id"],
+            job_id=running.id,
             take_incident=True,
         )
     if policy.action == "rollback":

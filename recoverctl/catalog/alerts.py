@@ -91,11 +91,11 @@ def recent_alert_jobs_in(conn: Connection, kind: str, target: str, since: float)
         .where(t.jobs.c.kind == kind, t.jobs.c.created_at >= since)
         .order_by(t.jobs.c.created_at.desc())
     ).all()
-    jobs = [jobq.job_dict(r) for r in rows]
+    jobs = [jobq.Job.from_row(r) for r in rows]
     return [
-        AlertJob(j["id"], j["created_at"])
+        AlertJob(j.id, j.created_at)
         for j in jobs
-        if j["payload"].get("origin") == "alert" and j["payload"].get("target") == target
+        if j.payload.get("origin") == "alert" and j.payload.get("target") == target
     ]
 
 
@@ -154,3 +154,9 @@ def list_decisions(
     with catalog.begin() as conn:
         rows = conn.execute(q).all()
     return [_stored(dict(r._mapping)) for r in rows]
+
+
+def decision_counts_in(conn: Connection) -> dict[str, int]:
+    """Return how many stored decisions the catalog holds of each kind (acted, suppressed, ...)."""
+    rows = conn.execute(sa.select(t.alerts.c.decision, sa.func.count()).group_by(t.alerts.c.decision))
+    return {str(decision): int(n) for decision, n in rows.all()}

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
@@ -77,11 +77,6 @@ def active_key(kind: str, target: str) -> str:
     return f"active:{kind}:{target}"
 
 
-def job_dict(row: Row[Any]) -> dict[str, Any]:
-    """Return a `jobs` row as the JSON dict of its Job (for callers that still select rows)."""
-    return Job.from_row(row).to_json()
-
-
 # --- webhook actions: the queue -------------------------------------------------------------------
 
 
@@ -113,13 +108,28 @@ def enqueue(
     )
 
 
-def active_job(conn: Connection, kind: str, target: str) -> dict[str, Any] | None:
-    """Return the queued or running job for (kind, target) as its JSON dict, or None.
-
-    A dict, not a Job, while the alert intake reads it by key.
-    """
+def active_job(conn: Connection, kind: str, target: str) -> Job | None:
+    """Return the queued or running job for (kind, target), or None."""
     row = conn.execute(sa.select(t.jobs).where(t.jobs.c.dedup_key == active_key(kind, target))).first()
-    return job_dict(row) if row is not None else None
+    return Job.from_row(row) if row is not None else None
+
+
+class JobCount(NamedTuple):
+    """How many webhook-action jobs of one kind are in one state."""
+
+    kind: str
+    state: str
+    jobs: int
+
+
+def action_job_counts_in(conn: Connection) -> list[JobCount]:
+    """Return the number of webhook-action jobs (scheduled occurrences left out) per kind and state."""
+    rows = conn.execute(
+        sa.select(t.jobs.c.kind, t.jobs.c.state, sa.func.count())
+        .where(t.jobs.c.schedule.is_(None))
+        .group_by(t.jobs.c.kind, t.jobs.c.state)
+    ).all()
+    return [JobCount(str(kind), str(state), int(n)) for kind, state, n in rows]
 
 
 def recent_jobs(conn: Connection, kind: str, since: float) -> list[Job]:

@@ -41,6 +41,16 @@ class NotificationRecord:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class FailedDelivery:
+    """A delivery attempt that failed: to which channel (name and type), when, and why."""
+
+    channel: str
+    channel_type: str
+    at: float
+    error: str | None
+
+
 def pending_events(catalog: Catalog, limit: int) -> list[PendingEvent]:
     """Return up to `limit` undelivered events, oldest first."""
     with catalog.begin() as conn:
@@ -91,3 +101,14 @@ def record_notification(catalog: Catalog, record: NotificationRecord) -> None:
                 error=record.error,
             )
         )
+
+
+def failed_deliveries_since(catalog: Catalog, since: float) -> list[FailedDelivery]:
+    """Return the delivery attempts that failed at or after `since`, oldest first."""
+    with catalog.begin() as conn:
+        rows = conn.execute(
+            sa.select(t.notifications)
+            .where(t.notifications.c.at >= since, t.notifications.c.status == "failed")
+            .order_by(t.notifications.c.at)
+        ).all()
+    return [FailedDelivery(r.channel, r.channel_type, r.at, r.error) for r in rows]

@@ -85,6 +85,25 @@ def current_release_in(conn: Connection, service: str) -> Release | None:
     return _release(r) if r is not None else None
 
 
+def newest_release_in(conn: Connection, service: str) -> Release | None:
+    """Return the release of `service` created last, whatever its status, or None."""
+    r = conn.execute(
+        sa.select(t.releases)
+        .where(t.releases.c.service == service)
+        .order_by(t.releases.c.created_at.desc(), t.releases.c.id.desc())
+        .limit(1)
+    ).first()
+    return _release(r) if r is not None else None
+
+
+def releases_since_in(conn: Connection, since: float) -> list[Release]:
+    """Return the releases of every service created at or after `since`, oldest first."""
+    rows = conn.execute(
+        sa.select(t.releases).where(t.releases.c.created_at >= since).order_by(t.releases.c.created_at)
+    ).all()
+    return [_release(r) for r in rows]
+
+
 def get_release(catalog: Catalog, release_id: int) -> Release:
     """Return release #`release_id`; raise NotFoundError when there is none."""
     with catalog.begin() as conn:

@@ -75,6 +75,31 @@ def newest_rollback_in(conn: Connection, service: str) -> Rollback | None:
     return _rollback(row) if row is not None else None
 
 
+def last_started_rollback_in(conn: Connection, service: str) -> Rollback | None:
+    """Return the rollback of `service` started last, or None."""
+    row = conn.execute(
+        sa.select(t.rollbacks)
+        .where(t.rollbacks.c.service == service)
+        .order_by(t.rollbacks.c.started_at.desc(), t.rollbacks.c.id.desc())
+        .limit(1)
+    ).first()
+    return _rollback(row) if row is not None else None
+
+
+def rollbacks_since_in(conn: Connection, since: float) -> list[Rollback]:
+    """Return the rollbacks of every service started at or after `since`, oldest first."""
+    rows = conn.execute(
+        sa.select(t.rollbacks).where(t.rollbacks.c.started_at >= since).order_by(t.rollbacks.c.started_at)
+    ).all()
+    return [_rollback(r) for r in rows]
+
+
+def rollback_counts_in(conn: Connection) -> dict[str, int]:
+    """Return how many rollbacks the catalog holds in each state."""
+    rows = conn.execute(sa.select(t.rollbacks.c.state, sa.func.count()).group_by(t.rollbacks.c.state))
+    return {str(state): int(n) for state, n in rows.all()}
+
+
 def create_rollback(
     catalog: Catalog,
     service: str,

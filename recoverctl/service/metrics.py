@@ -16,9 +16,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from recoverctl.catalog import Catalog
-from recoverctl.catalog import tables as t
+from recoverctl.catalog.alerts import decision_counts_in
 from recoverctl.catalog.drills import last_finished_drills
+from recoverctl.catalog.jobs import action_job_counts_in
 from recoverctl.catalog.recovery import archiving_sources, rpo_exposure
+from recoverctl.catalog.rollbacks import rollback_counts_in
 from recoverctl.catalog.runs import last_succeeded_backups
 from recoverctl.config import Config
 from recoverctl.errors import CatalogError
@@ -53,21 +55,9 @@ class CatalogCollector(Collector):
 
     def _decisions_jobs_rollbacks(self) -> Iterator[Metric]:
         with self.catalog.begin() as conn:
-            decisions: dict[str, int] = dict(
-                conn.execute(
-                    sa.select(t.alerts.c.decision, sa.func.count()).group_by(t.alerts.c.decision)
-                ).all()
-            )
-            jobs = conn.execute(
-                sa.select(t.jobs.c.kind, t.jobs.c.state, sa.func.count())
-                .where(t.jobs.c.schedule.is_(None))
-                .group_by(t.jobs.c.kind, t.jobs.c.state)
-            ).all()
-            rollbacks: dict[str, int] = dict(
-                conn.execute(
-                    sa.select(t.rollbacks.c.state, sa.func.count()).group_by(t.rollbacks.c.state)
-                ).all()
-            )
+            decisions = decision_counts_in(conn)
+            jobs = action_job_counts_in(conn)
+            rollbacks = rollback_counts_in(conn)
 
         m = CounterMetricFamily(
             "recoverctl_alert_decisions", "Alert decisions stored by type", labels=["decision"]

@@ -90,7 +90,7 @@ def test_job_retried_later_keeps_its_key_and_is_not_claimed_before_its_time(cata
         jobq.enqueue(conn, "rollback", {}, target="web")
     with catalog.begin() as conn:
         active = jobq.active_job(conn, "rollback", "web")
-        assert active is not None and active["state"] == "queued" and active["error"] == "engine down"
+        assert active is not None and active.state == "queued" and active.error == "engine down"
         conn.execute(t.jobs.update().values(not_before=time.time() - 1))  # its time has come
     again = jobq.claim(catalog, "w", ["rollback"], lease=30)
     assert again is not None and again.id == job_id and again.attempts == 2
