@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from recoverctl.catalog import Catalog
+from recoverctl.catalog import Catalog, recovery
 from recoverctl.catalog import wal as catalog_wal
 from recoverctl.config import Config, PostgresSource, loose_config_mode
 from recoverctl.errors import UsageError
@@ -55,12 +55,40 @@ class ArchiveCheck:
     ok: bool = True
 
 
-@dataclass
+@dataclass(frozen=True)
+class SourceRpo:
+    """One postgres source's RPO exposure against its tier's target. `last_archived_at` is the
+    newest archived WAL (recorded or seen live); `exposure_s` is measured from the source's
+    recovery point (`catalog.recovery`), which a newer backup moves forward as `status` does.
+    `archiver` is the live pg_stat_archiver row, None when the server could not be reached."""
+
+    source: str
+    tier: str
+    rpo_target_s: float
+    last_archived_segment: str | None
+    last_archived_at: float | None
+    exposure_s: float | None
+    within_target: bool
+    segments_archived: int
+    server_reachable: bool
+    archiver: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if self.archiver is None:
+            del d["archiver"]
+        return d
+
+
+@dataclass(frozen=True)
 class RpoStatus:
     """Per postgres source: the RPO exposure against the tier's target (see `postgres_status`)."""
 
-    sources: list[dict[str, Any]]
+    sources: list[SourceRpo]
     at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sources": [s.to_json() for s in self.sources], "at": self.at}
 
 
 def postgres_setup(cfg: Config, catalog: Catalog, *, source: str | None, apply: bool) -> ArchivingSetup:
@@ -111,49 +139,44 @@ def create_restore_point(
     return CreatedRestorePoint(id=int(rp_id), source=src_name, name=name, lsn=lsn, timeline=timeline, time=at)
 
 
-def postgres_status(cfg: Config, catalog: Catalog, *, source: str | None = None) -> RpoStatus:
-    """Return, per postgres source, the RPO exposure (now - last archived WAL time) against the
-    tier's target, from the live server (pg_stat_archiver) and the catalog's wal_status."""
+def postgres_status(
+    cfg: Config, catalog: Catalog, *, source: str | None = None, now: float | None = None
+) -> RpoStatus:
+    """Return, per postgres source, the RPO exposure at `now` (default: the current time) against
+    the tier's target: the catalog's recovery point (`recovery.rpo_exposure`, as `status`,
+    `summary` and /metrics measure it) with the live server's last archived WAL (pg_stat_archiver)
+    folded in, since the server may have archived past what the catalog heard of."""
     names = (
         [cfg.source(source, "postgres")[0]]
         if source
         else [n for n, s in cfg.sources.items() if s.type == "postgres"]
     )
-    now = time.time()
-    out = []
-    for name in names:
-        src = cfg.sources[name]
-        assert isinstance(src, PostgresSource)
-        status = catalog_wal.wal_status(catalog, name)
-        recorded = dataclasses.asdict(status) if status else None
-        live = archiver_status(src, name)
-        candidates = [
-            x
-            for x in (
-                recorded and recorded.get("last_archived_at"),
-                live and live.get("last_archived_at"),
-            )
-            if x
-        ]
-        last_at = max(candidates) if candidates else None
-        target = cfg.targets.for_tier(src.tier).rpo
-        exposure = None if last_at is None else max(0.0, now - float(last_at))
-        entry: dict[str, Any] = {
-            "source": name,
-            "tier": src.tier,
-            "rpo_target_s": target,
-            "last_archived_segment": (recorded or {}).get("last_segment")
-            or (live or {}).get("last_archived_wal"),
-            "last_archived_at": last_at,
-            "exposure_s": None if exposure is None else round(exposure, 1),
-            "within_target": exposure is not None and exposure <= target,
-            "segments_archived": (recorded or {}).get("segments_total", 0),
-            "server_reachable": live is not None,
-        }
-        if live is not None:
-            entry["archiver"] = live
-        out.append(entry)
-    return RpoStatus(sources=out, at=now)
+    now = time.time() if now is None else now
+    return RpoStatus(sources=[_source_rpo(cfg, catalog, name, now) for name in names], at=now)
+
+
+def _source_rpo(cfg: Config, catalog: Catalog, name: str, now: float) -> SourceRpo:
+    src = cfg.sources[name]
+    assert isinstance(src, PostgresSource)
+    point = recovery.rpo_exposure(catalog, name, now).point
+    wal = point.wal
+    live = archiver_status(src, name)
+    live_at = live.get("last_archived_at") if live else None
+    _, exposure = recovery.exposure_at(now, point.at, live_at)
+    last_at = max((t for t in (point.last_archived_at, live_at) if t is not None), default=None)
+    target = cfg.targets.for_tier(src.tier).rpo
+    return SourceRpo(
+        source=name,
+        tier=src.tier,
+        rpo_target_s=target,
+        last_archived_segment=(wal.last_segment if wal else None) or (live or {}).get("last_archived_wal"),
+        last_archived_at=last_at,
+        exposure_s=None if exposure is None else round(exposure, 1),
+        within_target=exposure is not None and exposure <= target,
+        segments_archived=wal.segments_total if wal else 0,
+        server_reachable=live is not None,
+        archiver=live,
+    )
 
 
 def postgres_check(

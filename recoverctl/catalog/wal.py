@@ -1,5 +1,6 @@
 """The catalog's record of PostgreSQL WAL archiving: per-source archive progress and named
-restore points. RPO exposure is read elsewhere; this module writes what it is computed from."""
+restore points. RPO exposure is read in `catalog.recovery` (`wal_progress`); this module writes
+what it is computed from."""
 
 from __future__ import annotations
 
@@ -13,18 +14,6 @@ from recoverctl.catalog import tables as t
 
 # A WAL segment name (timeline + log + segment, 24 hex digits): only those compare by position.
 _SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
-
-
-@dataclass(frozen=True)
-class WalStatus:
-    """How far the archive of one source has got, as `wal push` recorded it."""
-
-    source: str
-    last_segment: str | None
-    last_archived_at: float | None
-    last_failed_segment: str | None
-    last_failed_at: float | None
-    segments_total: int
 
 
 @dataclass(frozen=True)
@@ -71,22 +60,6 @@ def _upsert(db: sa.Connection, new: bool, source: str, values: dict[str, object]
         db.execute(t.wal_status.insert().values(source=source, **{"segments_total": 0, **values}))
     else:
         db.execute(t.wal_status.update().where(t.wal_status.c.source == source).values(**values))
-
-
-def wal_status(catalog: Catalog, source: str) -> WalStatus | None:
-    """Return the archive progress recorded for `source`, or None when nothing was archived yet."""
-    with catalog.begin() as db:
-        row = db.execute(sa.select(t.wal_status).where(t.wal_status.c.source == source)).first()
-    if row is None:
-        return None
-    return WalStatus(
-        source=row.source,
-        last_segment=row.last_segment,
-        last_archived_at=row.last_archived_at,
-        last_failed_segment=row.last_failed_segment,
-        last_failed_at=row.last_failed_at,
-        segments_total=int(row.segments_total or 0),
-    )
 
 
 def add_restore_point(

@@ -142,14 +142,18 @@ def status(app: App, source: str | None) -> None:
     def text(r: RpoStatus) -> str:
         lines = []
         for s in r.sources:
-            if s["exposure_s"] is None:
-                lines.append(f"{s['source']}: no WAL archived yet (RPO target {s['rpo_target_s']:.0f}s)")
+            if s.exposure_s is None:
+                lines.append(f"{s.source}: no WAL archived yet (RPO target {s.rpo_target_s:.0f}s)")
                 continue
-            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(s["last_archived_at"]))
-            verdict = "within" if s["within_target"] else "OVER"
+            verdict = "within" if s.within_target else "OVER"
+            if s.last_archived_at is None:
+                wal = "no WAL archived yet, from the newest backup"
+            else:
+                when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(s.last_archived_at))
+                wal = f"last WAL {s.last_archived_segment} at {when}"
             lines.append(
-                f"{s['source']} ({s['tier']}): last WAL {s['last_archived_segment']} at {when}, "
-                f"exposure {s['exposure_s']:.0f}s, {verdict} RPO target {s['rpo_target_s']:.0f}s"
+                f"{s.source} ({s.tier}): {wal}, "
+                f"exposure {s.exposure_s:.0f}s, {verdict} RPO target {s.rpo_target_s:.0f}s"
             )
         return "\n".join(lines) or "no postgres sources configured"
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from recoverctl.catalog import Catalog
+from recoverctl.catalog.recovery import exposure_at
 from recoverctl.config import Config
 from recoverctl.drill import engine
 from recoverctl.drill.playbook import Playbook, RecoveryPoint
@@ -60,11 +61,17 @@ def _no_space(e: RecoverctlError) -> bool:
 
 def measured_rpo(selection: Selection, drill_start: float) -> tuple[float, str]:
     """Return (rpo_s, basis): drill start - the restored snapshot's time for `latest`, else the
-    exposure now (drill start - the newest snapshot of the set), as for PostgreSQL targeted drills."""
+    exposure now (drill start - the newest snapshot of the set), as for PostgreSQL targeted drills;
+    both the one exposure `catalog.recovery.exposure_at` defines."""
     if selection.target_kind == "latest":
-        return max(0.0, drill_start - float(selection.snapshot_time or 0.0)), "snapshot time"
-    newest = float(selection.metadata.get("newest_snapshot_time") or selection.snapshot_time or 0.0)
-    return max(0.0, drill_start - newest), "newest snapshot"
+        point, basis = selection.snapshot_time, "snapshot time"
+    else:
+        point = selection.metadata.get("newest_snapshot_time") or selection.snapshot_time
+        basis = "newest snapshot"
+    # A snapshot always has a time; 0.0 only keeps the type total.
+    _, exposure = exposure_at(drill_start, float(point or 0.0))
+    assert exposure is not None
+    return exposure, basis
 
 
 def _fetch(restorer: SnapshotRestorer, run: engine.DrillRun, workspace: Path, min_free: int) -> None:
