@@ -24,7 +24,7 @@ from recoverctl.catalog.rollbacks import last_started_rollback_in
 from recoverctl.catalog.runs import finished_runs
 from recoverctl.config import Config, redact_url
 from recoverctl.drill.scoring import human_duration
-from recoverctl.scheduler.health import scheduler_health
+from recoverctl.scheduler.health import SchedulerHealth, scheduler_health
 
 GREEN, AMBER, RED = "green", "amber", "red"
 _RANK = {GREEN: 0, AMBER: 1, RED: 2}
@@ -105,7 +105,7 @@ class Status:
     repository: StatusItem
     sources: list[SourceStatus]
     services: list[ServiceStatus]
-    scheduler: dict[str, Any]
+    scheduler: SchedulerHealth
 
     @property
     def breached(self) -> bool:
@@ -121,7 +121,7 @@ class Status:
             "sources": [s.to_json() for s in self.sources],
             "services": [asdict(s) for s in self.services],
             # Reported, not folded into the overall status: cron-mode setups have no loop to watch.
-            "scheduler": self.scheduler,
+            "scheduler": self.scheduler.to_json(),
         }
 
 

@@ -45,7 +45,7 @@ def status_cmd(app: App) -> None:
         for svc in d.services:
             out.append(f"service {svc.service} {paint(svc.status)} {'; '.join(svc.reasons)}")
         sched = d.scheduler
-        out.append(f"scheduler {paint(sched['status'])} {sched['reason']}")
+        out.append(f"scheduler {paint(sched.status)} {sched.reason}")
         return "\n".join(out)
 
     app.render(data, text)

@@ -373,20 +373,21 @@ def test_scheduler_health_for_status(tmp_path: Path) -> None:
     catalog = Catalog(f"sqlite:///{tmp_path / 'c.db'}")
     now = time.time()
     h = scheduler_health(cfg, catalog, now)
-    assert h["status"] == "amber" and "no scheduler is alive" in h["reason"]
+    assert h.status == "amber" and "no scheduler is alive" in h.reason
 
     leases.heartbeat(catalog, "scheduler:h:1", "scheduler", {"state": "running"})
     h = scheduler_health(cfg, catalog, time.time())
-    assert h["status"] == "green" and h["runners"][0]["name"] == "scheduler:h:1"
+    assert h.status == "green" and h.runners[0].name == "scheduler:h:1"
 
     due = cron.previous("0 * * * *", "UTC", now)
     claim = jobs.claim_occurrence(catalog, "hourly", due, "run-job:h:2", 60).claim
     assert claim is not None
     jobs.finish(catalog, claim.id, claim.runner, "failed", result={"exit_code": 1})
     h = scheduler_health(cfg, catalog, time.time())
-    assert h["status"] == "amber" and "last run of 'hourly' failed" in h["reason"]
+    assert h.status == "amber" and "last run of 'hourly' failed" in h.reason
+    assert h.to_json()["last_runs"]["hourly"] == {"due_at": due, "state": "failed", "runner": "run-job:h:2"}
     # Silent for too long, the heartbeat no longer counts.
-    assert scheduler_health(cfg, catalog, time.time() + 3600)["runners"] == []
+    assert scheduler_health(cfg, catalog, time.time() + 3600).runners == []
     catalog.close()
 
 
