@@ -35,7 +35,7 @@ from recoverctl.alerting.policy import match_policy
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import alerts as alert_rows
 from recoverctl.catalog import jobs as jobq
-from recoverctl.catalog.alerts import Handled
+from recoverctl.catalog.alerts import Handled, StoredDecision
 from recoverctl.config import Config, Policy
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "AlertIn",
     "IncidentMemory",
     "RejectionTally",
+    "StoredDecision",
     "intake",
     "intake_batch",
     "list_decisions",
@@ -98,7 +99,7 @@ def _decision_row(alert: AlertIn, d: Decision, now: float, incident_key: str | N
 
 def intake(
     cfg: Config, catalog: Catalog, alerts: list[AlertIn], *, force_dry_run: bool = False
-) -> list[dict[str, Any]]:
+) -> list[StoredDecision]:
     """Decide every alert, queue at most one job per incident and store each decision.
 
     Return the stored decisions (the `alerts` rows). Everything commits in one transaction, so a
@@ -115,7 +116,7 @@ def intake_batch(
     *,
     force_dry_run: bool = False,
     memory: IncidentMemory | None = None,
-) -> list[list[dict[str, Any]]]:
+) -> list[list[StoredDecision]]:
     """Like `intake` for several requests at once, in order, in ONE transaction (one commit).
 
     A busy server groups concurrent requests this way: the commit (an fsync) dominates the cost
@@ -133,19 +134,17 @@ def intake_batch(
             batch_rows = _decide(conn, cfg, alerts, force_dry_run, memory, taken)
             rows.extend(batch_rows)
             sizes.append(len(batch_rows))
-        stored = [dataclasses.asdict(d) for d in alert_rows.insert_decisions_in(conn, rows)]
+        stored = alert_rows.insert_decisions_in(conn, rows)
     if memory is not None:
         memory.remember(taken)
-    results: list[list[dict[str, Any]]] = []
+    results: list[list[StoredDecision]] = []
     start = 0
     for size in sizes:
         results.append(stored[start : start + size])
         start += size
     if log.isEnabledFor(logging.INFO):
-        for row in stored:
-            log.info(
-                "alert %s from %s: %s (%s)", row["alertname"], row["source"], row["decision"], row["reason"]
-            )
+        for d in stored:
+            log.info("alert %s from %s: %s (%s)", d.alertname, d.source, d.decision, d.reason)
     return results
 
 
@@ -258,7 +257,6 @@ def list_decisions(
     since: float | None = None,
     decision: str | None = None,
     service: str | None = None,
-) -> list[dict[str, Any]]:
-    """Return stored decisions, newest first, optionally filtered."""
-    found = alert_rows.list_decisions(catalog, limit=limit, since=since, decision=decision, service=service)
-    return [dataclasses.asdict(d) for d in found]
+) -> list[StoredDecision]:
+    """Return stored decisions, newest first, optionally filtered (`since`: seconds back from now)."""
+    return alert_rows.list_decisions(catalog, limit=limit, since=since, decision=decision, service=service)

@@ -48,6 +48,24 @@ class StoredDecision:
     reason: str | None
     job_id: int | None
 
+    def to_json(self) -> dict[str, Any]:
+        """The decision as `serve` answers it; built by hand, on the webhook's hot path, where
+        `dataclasses.asdict` (a deep copy) costs more than the decision."""
+        return {
+            "id": self.id,
+            "received_at": self.received_at,
+            "source": self.source,
+            "alertname": self.alertname,
+            "service": self.service,
+            "fingerprint": self.fingerprint,
+            "starts_at": self.starts_at,
+            "status": self.status,
+            "policy": self.policy,
+            "decision": self.decision,
+            "reason": self.reason,
+            "job_id": self.job_id,
+        }
+
 
 @dataclass(frozen=True)
 class AlertJob:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Any
 
 import click
 
-from recoverctl.actions.alert_intake import DECISIONS, list_decisions
+from recoverctl.actions.alert_intake import DECISIONS, StoredDecision, list_decisions
 from recoverctl.cli.context import App, pass_app
 from recoverctl.config import parse_duration
 from recoverctl.service.worker import Worker
@@ -139,15 +138,15 @@ def alerts(app: App, limit: int, since: str | None, decision: str | None, servic
         raise click.BadParameter(str(e), param_hint="--since") from None
     rows = list_decisions(app.catalog, limit=limit, since=window, decision=decision, service=service)
 
-    def text(d: list[dict[str, Any]]) -> str:
+    def text(d: list[StoredDecision]) -> str:
         if not d:
             return "no alert decisions recorded"
         lines = []
         for r in d:
-            job = f" job {r['job_id']}" if r["job_id"] else ""
+            job = f" job {r.job_id}" if r.job_id else ""
             lines.append(
-                f"{r['received_at']}  {r['source']:<12} {r['alertname'] or '-':<20} "
-                f"{r['service'] or '-':<12} {r['decision']:<12}{job}  {r['reason']}"
+                f"{r.received_at}  {r.source:<12} {r.alertname or '-':<20} "
+                f"{r.service or '-':<12} {r.decision:<12}{job}  {r.reason}"
             )
         return "\n".join(lines)
 

@@ -34,10 +34,11 @@ def api_router(state: ServiceState) -> APIRouter:
     ) -> list[dict[str, Any]]:
         """Recent alert decisions, newest first."""
         try:
-            return list_decisions(
+            found = list_decisions(
                 state.catalog, limit=max(1, min(limit, 1000)), decision=decision, service=service
             )
         except CatalogError as e:
             raise HTTPException(503, detail=e.message) from None
+        return [d.to_json() for d in found]
 
     return router

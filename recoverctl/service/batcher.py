@@ -17,13 +17,13 @@ import queue
 import threading
 from typing import Any
 
-from recoverctl.actions.alert_intake import AlertIn, IncidentMemory, intake_batch
+from recoverctl.actions.alert_intake import AlertIn, IncidentMemory, StoredDecision, intake_batch
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config
 
 MAX_BATCH = 200
 # One request: its alerts and the future its handler awaits.
-_Pending = tuple[list[AlertIn], "asyncio.Future[list[dict[str, Any]]]"]
+_Pending = tuple[list[AlertIn], "asyncio.Future[list[StoredDecision]]"]
 
 
 class IntakeBatcher:
@@ -37,10 +37,10 @@ class IntakeBatcher:
         self._thread = threading.Thread(target=self._run, name="recoverctl-intake", daemon=True)
         self._thread.start()
 
-    def submit(self, alerts: list[AlertIn]) -> asyncio.Future[list[dict[str, Any]]]:
+    def submit(self, alerts: list[AlertIn]) -> asyncio.Future[list[StoredDecision]]:
         """Queue `alerts` (call from the event loop); the future gives the stored decisions or
         raises what intake raised."""
-        future: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[StoredDecision]] = asyncio.get_running_loop().create_future()
         self._queue.put((alerts, future))
         return future
 
@@ -52,7 +52,7 @@ class IntakeBatcher:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            results: list[list[dict[str, Any]]] | None = None
+            results: list[list[StoredDecision]] | None = None
             error: BaseException | None = None
             try:
                 results = intake_batch(

@@ -66,9 +66,9 @@ class ServiceState:
             self.metrics.requests.labels(source, "unavailable").inc()
             raise HTTPException(503, detail=f"catalog unavailable, retry later: {e.message}") from None
         self.metrics.requests.labels(source, "accepted").inc()
-        if self.worker is not None and any(d["decision"] == "acted" for d in decisions):
+        if self.worker is not None and any(d.decision == "acted" for d in decisions):
             self.worker.wake()
-        return {"accepted": len(decisions), "decisions": decisions}
+        return {"accepted": len(decisions), "decisions": [d.to_json() for d in decisions]}
 
     # --- health -----------------------------------------------------------------------------------
 

@@ -105,11 +105,11 @@ def test_repeat_resolved_and_unknown_service(catalog: Catalog) -> None:
         ]
     )
     first = intake(cfg, catalog, [_alert()])[0]
-    assert first["decision"] == "acted" and first["job_id"]
+    assert first.decision == "acted" and first.job_id
     again = intake(cfg, catalog, [_alert()])[0]
-    assert again["decision"] == "deduplicated" and again["job_id"] == first["job_id"]
+    assert again.decision == "deduplicated" and again.job_id == first.job_id
     resolved = intake(cfg, catalog, [_alert(status="resolved")])[0]
-    assert resolved["decision"] == "ignored" and "resolved" in resolved["reason"]
+    assert resolved.decision == "ignored" and "resolved" in resolved.reason
     rb = _cfg(
         [
             {
@@ -121,7 +121,7 @@ def test_repeat_resolved_and_unknown_service(catalog: Catalog) -> None:
         ]
     )
     unknown = intake(rb, catalog, [_alert(service="nope", fp="f9")])[0]
-    assert unknown["decision"] == "ignored" and "unknown service 'nope'" in unknown["reason"]
+    assert unknown.decision == "ignored" and "unknown service 'nope'" in unknown.reason
     with catalog.begin() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(t.jobs)).scalar_one() == 1
 
@@ -141,22 +141,22 @@ def test_active_job_absorbs_then_cooldown_then_cap_escalates(catalog: Catalog) -
     )
     acted = intake(cfg, catalog, [_alert(fp="a")])[0]
     absorbed = intake(cfg, catalog, [_alert(fp="b")])[0]
-    assert absorbed["decision"] == "deduplicated" and "already queued" in absorbed["reason"]
-    assert absorbed["job_id"] == acted["job_id"]
+    assert absorbed.decision == "deduplicated" and "already queued" in absorbed.reason
+    assert absorbed.job_id == acted.job_id
     # The job finishes: the next incident on the service hits the cooldown.
     with catalog.begin() as conn:
         conn.execute(t.jobs.update().values(state="succeeded", dedup_key=None))
     cooled = intake(cfg, catalog, [_alert(fp="c")])[0]
-    assert cooled["decision"] == "suppressed" and cooled["reason"].startswith("cooldown")
+    assert cooled.decision == "suppressed" and cooled.reason.startswith("cooldown")
     no_cooldown = cfg.model_copy(deep=True)
     no_cooldown.policies[0].cooldown = 0
     capped = intake(no_cooldown, catalog, [_alert(fp="d")])[0]
-    assert capped["decision"] == "suppressed" and capped["reason"].startswith("cap: 1 automatic notify")
+    assert capped.decision == "suppressed" and capped.reason.startswith("cap: 1 automatic notify")
     with catalog.begin() as conn:
         events = conn.execute(sa.select(t.events.c.kind, t.events.c.severity)).all()
     assert [(e.kind, e.severity) for e in events] == [("alert.escalated", "critical")]
     # The escalated incident is handed to a human: its repeats deduplicate.
-    assert intake(no_cooldown, catalog, [_alert(fp="d")])[0]["decision"] == "deduplicated"
+    assert intake(no_cooldown, catalog, [_alert(fp="d")])[0].decision == "deduplicated"
 
 
 def test_min_firing_conditions_and_dry_run(catalog: Catalog) -> None:
@@ -174,14 +174,14 @@ def test_min_firing_conditions_and_dry_run(catalog: Catalog) -> None:
         ]
     )
     young = intake(cfg, catalog, [_alert(started=datetime.now(UTC) - timedelta(seconds=10))])[0]
-    assert young["decision"] == "suppressed" and "min_firing" in young["reason"]
+    assert young.decision == "suppressed" and "min_firing" in young.reason
     low = intake(cfg, catalog, [_alert(fp="x", annotations={"error_rate": "0.01"})])[0]
-    assert low["decision"] == "suppressed" and "conditions not met" in low["reason"]
+    assert low.decision == "suppressed" and "conditions not met" in low.reason
     dry = intake(cfg, catalog, [_alert(fp="y", annotations={"error_rate": "0.2"})])[0]
-    assert dry["decision"] == "suppressed" and dry["reason"] == "dry-run: would notify 'web'"
-    assert dry["job_id"] is None
+    assert dry.decision == "suppressed" and dry.reason == "dry-run: would notify 'web'"
+    assert dry.job_id is None
     assert (
-        intake(cfg, catalog, [_alert(fp="y", annotations={"error_rate": "0.2"})])[0]["decision"]
+        intake(cfg, catalog, [_alert(fp="y", annotations={"error_rate": "0.2"})])[0].decision
         == "deduplicated"
     )
 
@@ -211,22 +211,22 @@ def test_rollback_release_rules(catalog: Catalog) -> None:
         _release(conn, "v1", "failed", 7200)
         _release(conn, "v2", "live", 600)
     onto_failed = intake(cfg, catalog, [_alert(fp="1")])[0]
-    assert onto_failed["decision"] == "suppressed"
-    assert "no earlier good release" in onto_failed["reason"] and "v1" in onto_failed["reason"]
+    assert onto_failed.decision == "suppressed"
+    assert "no earlier good release" in onto_failed.reason and "v1" in onto_failed.reason
     with catalog.begin() as conn:
         conn.execute(t.releases.update().where(t.releases.c.version == "v1").values(status="good"))
         conn.execute(
             t.releases.update().where(t.releases.c.version == "v2").values(created_at=time.time() - 7200)
         )
     old = intake(cfg, catalog, [_alert(fp="2")])[0]
-    assert old["decision"] == "suppressed" and "max_release_age" in old["reason"]
+    assert old.decision == "suppressed" and "max_release_age" in old.reason
     with catalog.begin() as conn:
         conn.execute(
             t.releases.update().where(t.releases.c.version == "v2").values(created_at=time.time() - 60)
         )
     ok = intake(cfg, catalog, [_alert(fp="3")])[0]
-    assert ok["reason"] == "dry-run: would rollback 'web'"
-    assert [d["decision"] for d in list_decisions(catalog, limit=3)] == ["suppressed"] * 3
+    assert ok.reason == "dry-run: would rollback 'web'"
+    assert [d.decision for d in list_decisions(catalog, limit=3)] == ["suppressed"] * 3
 
 
 def test_minimal_issue_config_validates() -> None:
@@ -256,7 +256,7 @@ policies:
 def test_serve_dry_run_overrides_acting_policies(catalog: Catalog) -> None:
     cfg = _cfg([{"name": "n", "match": {"alertname": "HighErrorRate"}, "action": "notify", "service": "web"}])
     d = intake(cfg, catalog, [_alert(fp="dry")], force_dry_run=True)[0]
-    assert (d["decision"], d["reason"], d["job_id"]) == ("suppressed", "dry-run: would notify 'web'", None)
+    assert (d.decision, d.reason, d.job_id) == ("suppressed", "dry-run: would notify 'web'", None)
     with catalog.begin() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(t.jobs)).scalar_one() == 0
 
@@ -278,22 +278,22 @@ def test_batch_with_memory_decides_like_the_catalog(catalog: Catalog) -> None:
     first, repeat, other = intake_batch(
         cfg, catalog, [[_alert(fp="a")], [_alert(fp="a")], [_alert(service="api", fp="b")]], memory=memory
     )
-    assert first[0]["decision"] == "acted"
-    assert repeat[0]["decision"] == "deduplicated" and repeat[0]["job_id"] == first[0]["job_id"]
-    assert other[0]["decision"] == "acted" and other[0]["job_id"] != first[0]["job_id"]
-    assert [r[0]["id"] for r in (first, repeat, other)] == sorted(r[0]["id"] for r in (first, repeat, other))
+    assert first[0].decision == "acted"
+    assert repeat[0].decision == "deduplicated" and repeat[0].job_id == first[0].job_id
+    assert other[0].decision == "acted" and other[0].job_id != first[0].job_id
+    assert [r[0].id for r in (first, repeat, other)] == sorted(r[0].id for r in (first, repeat, other))
     held = memory.get("alertmanager:a:" + STARTED.isoformat())
-    assert held is not None and held.job_id == first[0]["job_id"]
+    assert held is not None and held.job_id == first[0].job_id
     # A remembered repeat gets the answer the catalog would give, and is stored like one.
     (from_memory,) = intake_batch(cfg, catalog, [[_alert(fp="a")]], memory=memory)[0]
     (from_catalog,) = intake(cfg, catalog, [_alert(fp="a")])
     for key in ("decision", "reason", "job_id", "service", "policy"):
-        assert from_memory[key] == from_catalog[key]
+        assert getattr(from_memory, key) == getattr(from_catalog, key)
     assert len(list_decisions(catalog, decision="deduplicated")) == 3
     # Bounded: the oldest incident is forgotten, and the catalog still deduplicates it.
     intake_batch(cfg, catalog, [[_alert(service="db", fp="c")]], memory=memory)
     assert memory.get("alertmanager:a:" + STARTED.isoformat()) is None
-    assert intake_batch(cfg, catalog, [[_alert(fp="a")]], memory=memory)[0][0]["decision"] == "deduplicated"
+    assert intake_batch(cfg, catalog, [[_alert(fp="a")]], memory=memory)[0][0].decision == "deduplicated"
 
 
 def test_memory_learns_nothing_from_a_failed_batch(catalog: Catalog) -> None:
@@ -311,4 +311,4 @@ def test_memory_learns_nothing_from_a_failed_batch(catalog: Catalog) -> None:
         conn.execute(sa.text("DROP TRIGGER no_alerts"))
         assert conn.execute(sa.select(sa.func.count()).select_from(t.jobs)).scalar_one() == 0
     broken.close()
-    assert intake_batch(cfg, catalog, [[_alert(fp="x")]], memory=memory)[0][0]["decision"] == "acted"
+    assert intake_batch(cfg, catalog, [[_alert(fp="x")]], memory=memory)[0][0].decision == "acted"
