@@ -17,6 +17,7 @@ from recoverctl.progress import Progress
 from recoverctl.repo import Repository
 from recoverctl.repo import prune as pruning
 from recoverctl.repo.retention import Decision, Policy, PolicyFor, apply_policy
+from recoverctl.sources.postgres.walresults import WalExpiry
 from recoverctl.storage.base import ObjectInfo
 
 
@@ -27,7 +28,7 @@ class PruneReport:
 
     dry_run: bool
     plan: pruning.PrunePlan
-    wal: list[dict[str, Any]]
+    wal: list[WalExpiry]
     partial_writes: list[str]
     partial_writes_unknown: str | None = None
 
@@ -35,7 +36,7 @@ class PruneReport:
         out = {
             "dry_run": self.dry_run,
             **self.plan.to_dict(),
-            "wal": self.wal,
+            "wal": [w.to_json() for w in self.wal],
             "partial_writes": self.partial_writes,
         }
         if self.partial_writes_unknown is not None:

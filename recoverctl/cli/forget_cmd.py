@@ -25,9 +25,9 @@ def _prune_text(r: PruneReport) -> str:
     ]
     lines += [f"  still locked (Object Lock), not deleted yet: {k}" for k in p.locked]
     lines += [
-        f"  WAL of '{w['source']}': {head} {len(w['removed'])} segment file(s) before {w['oldest_needed']}"
+        f"  WAL of '{w.source}': {head} {len(w.removed)} segment file(s) before {w.oldest_needed}"
         for w in r.wal
-        if w["oldest_needed"]
+        if w.oldest_needed
     ]
     if r.partial_writes:
         lines.append(f"  {head} {len(r.partial_writes)} leftover(s) of interrupted writes")

@@ -38,7 +38,7 @@ def push(app: App, path: Path, source: str | None) -> None:
     from recoverctl.cli.passphrase import passphrase
 
     result = wal_push(app.config, passphrase(app), source=source, path=path)
-    app.render(result, lambda d: "" if app.verbosity <= 0 else f"{d['name']}: {d['status']}")
+    app.render(result, lambda r: "" if app.verbosity <= 0 else f"{r.name}: {r.status}")
 
 
 @wal_group.command("fetch")
@@ -60,7 +60,7 @@ def fetch(app: App, name: str, dest: Path, source: str | None) -> None:
     from recoverctl.cli.passphrase import passphrase
 
     result = wal_fetch(app.config, passphrase(app), source=source, name=name, dest=dest)
-    app.render(result, lambda d: "" if app.verbosity <= 0 else f"{d['name']}: {d['bytes']} bytes")
+    app.render(result, lambda r: "" if app.verbosity <= 0 else f"{r.name}: {r.bytes} bytes")
 
 
 @wal_group.command("expire")
@@ -75,16 +75,15 @@ def expire(app: App, source: str | None, dry_run: bool) -> None:
     Example:
       recoverctl forget --keep-daily 7 --keep-weekly 4 && recoverctl wal expire
     """
-    from recoverctl.actions.wal import expire_wal
+    from recoverctl.actions.wal import WalExpire, expire_wal
     from recoverctl.cli.passphrase import passphrase
 
     result = expire_wal(app.config, passphrase(app), source=source, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
 
-    def text(d: dict[str, object]) -> str:
+    def text(r: WalExpire) -> str:
         return "\n".join(
-            f"{s['source']}: {verb} {len(s['removed'])} WAL file(s) older than {s['oldest_needed']}"
-            for s in result["sources"]
+            f"{s.source}: {verb} {len(s.removed)} WAL file(s) older than {s.oldest_needed}" for s in r.sources
         )
 
     app.render(result, text)

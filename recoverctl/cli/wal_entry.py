@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import argparse
 
+    from recoverctl.sources.postgres.walresults import WalFetch, WalPush
+
 
 def _archive_call(argv: list[str]) -> tuple[str, str] | None:
     """Given argv, return (source, path) when it is exactly the archive_command shape
@@ -63,14 +65,20 @@ def _handed_off(args: argparse.Namespace) -> bool:
     from recoverctl.sources.postgres import walspool
 
     size = walspool.wait_pushed(Path(args.path), args.source)
-    result = {"name": Path(args.path).name, "status": "already-archived", "pushed_ahead": True}
     if size is None:
         return False
     if args.json:
-        import json
+        from recoverctl.sources.postgres.walresults import WalPush
 
-        print(json.dumps({**result, "source": args.source, "bytes": size}))
+        name = Path(args.path).name
+        _print_json(WalPush(name, args.source, "already-archived", size, handed_off=True).to_json())
     return True
+
+
+def _print_json(data: object) -> None:
+    import json
+
+    print(json.dumps(data, default=str))
 
 
 def _fetched_ahead(args: argparse.Namespace) -> bool:
@@ -102,7 +110,9 @@ def _fetched_ahead(args: argparse.Namespace) -> bool:
             print(f"error: {e.message}\nhint: {e.hint}", file=sys.stderr)
         sys.exit(int(e.exit_code))
     if args.json:
-        print(json.dumps({"name": args.name, "prefetched": True, "source": args.source, "bytes": size}))
+        from recoverctl.sources.postgres.walresults import WalFetch
+
+        _print_json(WalFetch(args.name, args.source, size, prefetched=True).to_json())
     return True
 
 
@@ -142,6 +152,7 @@ def main(argv: list[str] | None = None, *, spool: bool = True) -> None:
             )
         from recoverctl.actions import wal
 
+        result: WalPush | WalFetch
         if args.command == "push":
             result = wal.wal_push(cfg, password, source=args.source, path=Path(args.path), detach=True)
         else:
@@ -155,7 +166,7 @@ def main(argv: list[str] | None = None, *, spool: bool = True) -> None:
                 print(f"hint: {e.hint}", file=sys.stderr)
         sys.exit(int(e.exit_code))
     if args.json:
-        print(json.dumps(result, default=str))
+        _print_json(result.to_json())
     sys.exit(0)
 
 

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from recoverctl.config import Config
 from recoverctl.errors import NotFoundError, ObjectNotFound, VerificationError
@@ -24,6 +24,7 @@ from recoverctl.sources.postgres.walnames import (
     wal_prefix,
 )
 from recoverctl.sources.postgres.walpush import check_name, push_marked
+from recoverctl.sources.postgres.walresults import WalExpiry, WalFetch
 
 if TYPE_CHECKING:
     from recoverctl.repo import Repository
@@ -75,7 +76,7 @@ def _clean_spool(spool: Path, name: str) -> None:
             old.unlink(missing_ok=True)
 
 
-def fetch_wal(cfg: Config, password: str, src_name: str, name: str, dest: Path) -> dict[str, Any]:
+def fetch_wal(cfg: Config, password: str, src_name: str, name: str, dest: Path) -> WalFetch:
     """restore_command: write WAL file `name` to `dest`; raise NotFoundError (and write nothing)
     when the archive does not have it, which PostgreSQL reads as "end of archive".
 
@@ -87,7 +88,7 @@ def fetch_wal(cfg: Config, password: str, src_name: str, name: str, dest: Path) 
     size = fetchspool.take(spool, name, dest) if SEGMENT_RE.match(name) else None
     if size is not None:
         _clean_spool(spool, name)
-        return {"name": name, "source": src_name, "bytes": size, "dest": str(dest), "prefetched": True}
+        return WalFetch(name, src_name, size, prefetched=True, dest=str(dest))
     from recoverctl.repo.configured import open_repository
 
     with open_repository(cfg, password) as repo:
@@ -106,8 +107,7 @@ def fetch_wal(cfg: Config, password: str, src_name: str, name: str, dest: Path) 
                 ahead = _prefetch(repo, src_name, name, spool)
             except Exception as e:  # read-ahead is an optimisation: the next call fetches directly
                 print(f"warning: WAL read-ahead failed: {e}", file=sys.stderr)
-    return {"name": name, "source": src_name, "bytes": len(data), "dest": str(dest), "prefetched": False,
-            "read_ahead": ahead}  # fmt: skip
+    return WalFetch(name, src_name, len(data), prefetched=False, dest=str(dest), read_ahead=ahead)
 
 
 def archived_segments(repo: Repository, source: str) -> dict[int, set[str]]:
@@ -206,7 +206,7 @@ def _owned(path: Path) -> bool:
         return False
 
 
-def expire_wal_locked(repo: Repository, names: list[str], *, dry_run: bool = False) -> list[dict[str, Any]]:
+def expire_wal_locked(repo: Repository, names: list[str], *, dry_run: bool = False) -> list[WalExpiry]:
     """Given a repository the caller holds a lock on, delete (or list, with dry_run) the WAL of
     each named source older than its oldest kept physical backup's start segment.
 
@@ -214,12 +214,12 @@ def expire_wal_locked(repo: Repository, names: list[str], *, dry_run: bool = Fal
     backup that can reach one is kept, and so is the WAL after its start. History files are
     always kept (they are tiny and describe every timeline).
     """
-    out: list[dict[str, Any]] = []
+    out: list[WalExpiry] = []
     snaps = repo.find_snapshots(kind="postgres")
     for name in names:
         kept = [s for s in snaps if s.source == name and s.metadata.get("start_segment")]
         if not kept:
-            out.append({"source": name, "oldest_needed": None, "removed": [], "reason": "no backups"})
+            out.append(WalExpiry(name, None, [], reason="no backups"))
             continue
         oldest = min(kept, key=lambda s: segment_number(s.metadata["start_segment"]))
         floor = segment_number(oldest.metadata["start_segment"])
@@ -233,12 +233,6 @@ def expire_wal_locked(repo: Repository, names: list[str], *, dry_run: bool = Fal
         if not dry_run:
             for key in doomed:
                 repo.delete_object(key)
-        out.append(
-            {
-                "source": name,
-                "oldest_backup": oldest.id,
-                "oldest_needed": oldest.metadata["start_segment"],
-                "removed": sorted(k.rsplit("/", 1)[-1] for k in doomed),
-            }
-        )
+        removed = sorted(k.rsplit("/", 1)[-1] for k in doomed)
+        out.append(WalExpiry(name, oldest.metadata["start_segment"], removed, oldest_backup=oldest.id))
     return out

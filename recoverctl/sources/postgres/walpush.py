@@ -13,13 +13,15 @@ import hashlib
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from recoverctl.config import Config, redact_url
 from recoverctl.errors import ObjectNotFound, UsageError, VerificationError
 from recoverctl.sources.postgres import fetchspool, walspool
 from recoverctl.sources.postgres.walnames import is_wal_file_name, wal_key
+from recoverctl.sources.postgres.walresults import WalPush
 
 if TYPE_CHECKING:
     from recoverctl.repo import Repository
@@ -33,8 +35,8 @@ def check_name(name: str) -> None:
         )
 
 
-def push_file(repo: Repository, source: str, path: Path, data: bytes | None = None) -> dict[str, Any]:
-    """Store one WAL file; idempotent. Return what happened ('stored' or 'already-archived').
+def push_file(repo: Repository, source: str, path: Path, data: bytes | None = None) -> WalPush:
+    """Store one WAL file; idempotent. Return what happened (status 'stored' or 'already-archived').
 
     Raise VerificationError when different content already exists under the name: that means
     two clusters archive into one place, or the archive was tampered with; never overwrite.
@@ -49,7 +51,7 @@ def push_file(repo: Repository, source: str, path: Path, data: bytes | None = No
         existing = None
     if existing is not None:
         if existing == data:
-            return {"name": name, "key": key, "status": "already-archived", "bytes": len(data)}
+            return WalPush(name, source, "already-archived", len(data), key=key)
         raise VerificationError(
             f"WAL file '{name}' is already in the repository with different content "
             f"(sha256 {hashlib.sha256(existing).hexdigest()[:16]} there, "
@@ -58,7 +60,7 @@ def push_file(repo: Repository, source: str, path: Path, data: bytes | None = No
             "from elsewhere: give each cluster its own source name",
         )
     stored = repo.put_object(key, data)
-    return {"name": name, "key": key, "status": "stored", "bytes": len(data), "stored_bytes": stored}
+    return WalPush(name, source, "stored", len(data), key=key, stored_bytes=stored)
 
 
 def _record(cfg: Config, source: str, name: str, ok: bool, count: int = 1) -> None:
@@ -115,7 +117,7 @@ def push_marked(repo: Repository, source: str, path: Path, markers: Path) -> Non
 
 def _push_batch(
     repo: Repository, source: str, path: Path, ahead: list[str], markers: Path
-) -> tuple[dict[str, Any], int]:
+) -> tuple[WalPush, int]:
     """Push `path` and the `ahead` files (siblings in pg_wal) in parallel; return the outcome for
     `path` and how many others were stored. A failure on `path` raises; one on another file only
     warns: PostgreSQL will ask for that file itself.
@@ -236,7 +238,7 @@ def _serve(cfg: Config, repo: Repository, source: str, wal_dir: Path, markers: P
 
 def _push_detached(
     cfg: Config, password: str, source: str, path: Path, ready: list[str], markers: Path, lock: int
-) -> dict[str, Any]:
+) -> WalPush:
     """Push `path`, then fork a detached pusher for `ready` (claimed under `lock`) and return
     without waiting for it: PostgreSQL's calls for those files wait for their markers
     (walspool.wait_pushed) while this call's answer lets the archiver move on."""
@@ -274,10 +276,10 @@ def _push_detached(
         finally:
             os._exit(0)
     os.close(lock)  # the pusher holds the lock (same open file) until it exits
-    return {**result, "pushing_ahead": len(ready)}
+    return replace(result, pushing_ahead=len(ready))
 
 
-def push_wal(cfg: Config, password: str, name: str, path: Path, *, detach: bool = False) -> dict[str, Any]:
+def push_wal(cfg: Config, password: str, name: str, path: Path, *, detach: bool = False) -> WalPush:
     """archive_command: store WAL file `path` for the postgres source `name`; return the outcome.
 
     Relative paths are taken from the server's data directory (PostgreSQL runs archive_command
@@ -289,17 +291,15 @@ def push_wal(cfg: Config, password: str, name: str, path: Path, *, detach: bool 
     markers = walspool.pushed_marker(path, name).parent
     size = walspool.wait_pushed(path, name)
     if size is not None:
-        return {"name": path.name, "source": name, "status": "already-archived", "pushed_ahead": True,
-                "bytes": size, "seconds": round(time.perf_counter() - start, 4)}  # fmt: skip
+        seconds = round(time.perf_counter() - start, 4)
+        return WalPush(path.name, name, "already-archived", size, handed_off=True, seconds=seconds)
     check_name(path.name)
     ready = _ready(path, markers)
     if detach and hasattr(os, "fork"):
         lock = walspool.claim_pusher(markers, ready)
         if lock is not None:
             result = _push_detached(cfg, password, name, path, ready, markers, lock)
-            result["source"] = name
-            result["seconds"] = round(time.perf_counter() - start, 4)
-            return result
+            return replace(result, seconds=round(time.perf_counter() - start, 4))
         # a pusher runs: leave it the files it claimed
         with contextlib.suppress(OSError):
             claimed = set((markers / walspool.PUSHER_CLAIM).read_text().split())
@@ -329,7 +329,4 @@ def push_wal(cfg: Config, password: str, name: str, path: Path, *, detach: bool 
             stamp.touch()
         except OSError:
             pass
-    result["source"] = name
-    result["pushed_ahead"] = ahead
-    result["seconds"] = round(time.perf_counter() - start, 4)
-    return result
+    return replace(result, pushed_ahead=ahead, seconds=round(time.perf_counter() - start, 4))

@@ -36,7 +36,7 @@ def test_batch_stores_every_ready_file_and_marks_the_others(tmp_path: Path) -> N
     ready = walpush._ready(segs[0], markers)
     assert ready == [s.name for s in segs[1:]]  # the file asked for is not in its own batch
     result, pushed = walpush._push_batch(repo, "main", segs[0], ready, markers)
-    assert result["status"] == "stored" and pushed == 4
+    assert result.status == "stored" and pushed == 4
     for seg in segs:
         assert repo.get_object(wal_key("main", seg.name)) == seg.read_bytes()
     assert walpush._ready(segs[0], markers) == []  # marked: the next call does not push them again
@@ -56,7 +56,7 @@ def test_a_conflict_on_a_file_pushed_ahead_only_warns_but_on_the_asked_file_rais
     repo.put_object(wal_key("main", segs[2].name), b"other cluster's segment")
     markers = walspool.pushed_marker(segs[0], "main").parent
     result, pushed = walpush._push_batch(repo, "main", segs[0], walpush._ready(segs[0], markers), markers)
-    assert result["status"] == "stored" and pushed == 1
+    assert result.status == "stored" and pushed == 1
     assert segs[2].name in capsys.readouterr().err
     assert not (markers / segs[2].name).exists()  # never acknowledged: PostgreSQL will ask, and fail
     with pytest.raises(VerificationError, match="different content"):
@@ -213,7 +213,7 @@ def test_a_pusher_serves_later_calls_so_they_never_derive_the_key(tmp_path: Path
     repo.put_object(wal_key("main", segs[1].name), b"other content")
     markers = walspool.pushed_marker(segs[0], "main").parent
     result = wal.wal_push(cfg, "pw", source="main", path=segs[0], detach=True)
-    assert result["status"] == "stored" and result["pushing_ahead"] == 1
+    assert result.status == "stored" and result.pushing_ahead == 1
     wait_until(lambda: (markers / walspool.PUSHER_FIFO).exists(), what="the pusher serving")
     # the call for the claimed file that failed does not wait for the pusher to leave
     assert walspool.wait_pushed(segs[1], "main") is None
