@@ -216,3 +216,14 @@ def test_postgresql_mechanics_stay_in_sources() -> None:
             if any(n == "psycopg" or n.startswith("psycopg.") for n in names):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not found, "move the PostgreSQL work into sources/postgres/:\n" + "\n".join(found)
+
+
+def test_unit_tests_mirror_the_package() -> None:
+    """tests/unit/<dir>/ holds the tests of recoverctl/<dir>/: a folder there names a package here."""
+    unit = Path(__file__).resolve().parent
+    strays = [
+        d.name
+        for d in unit.iterdir()
+        if d.is_dir() and d.name != "__pycache__" and not (PACKAGE / d.name / "__init__.py").is_file()
+    ]
+    assert not strays, f"tests/unit folders without a recoverctl package of that name: {strays}"

@@ -20,7 +20,7 @@ from tests.conftest import Cli
 from tests.inproc_cli import InProcessCli
 
 FAST_KDF = {"name": "scrypt", "n": 2**10, "r": 8, "p": 1}
-FIXTURE_V1 = Path(__file__).parent.parent / "fixtures" / "repo_v1"
+FIXTURE_V1 = Path(__file__).parents[2] / "fixtures" / "repo_v1"
 V1_SNAPSHOTS = {
     "e8773c85dfc7e7588a644e7a566776e1b759cd357faad317b51dc217c6dcc46b": b"hello from a v1 repository\n",
     "3dd6a62b66e37826d10dcab88ff0105ef7cb2aaaf44a6972fa472a033cb83e33": b"hello again, second snapshot\n",

@@ -18,7 +18,7 @@ from recoverctl.drill.playbook import (
 )
 from recoverctl.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 MINIMAL = """
 drill:
