@@ -43,6 +43,7 @@ from recoverctl.config.notifications import (
     PagerDutyChannel,
     Routes,
     SlackChannel,
+    StatusPageChannel,
     TwilioChannel,
     WebhookChannel,
 )
@@ -122,6 +123,7 @@ __all__ = [
     "Source",
     "SshHost",
     "SshService",
+    "StatusPageChannel",
     "Targets",
     "Tier",
     "TierTargets",
