@@ -86,9 +86,10 @@ def check(app: App) -> None:
         },
         "\n".join(
             [
+                # The routes are advice, listed before the verdict, which stays the last word.
+                *(f"unserved runbook route: {u}" for u in unserved),
                 f"{cfg.path or 'environment-only configuration'}: valid",
                 *(f"warning: {w}" for w in warnings),
-                *(f"unserved runbook route: {u}" for u in unserved),
             ]
         ),
     )

@@ -188,7 +188,10 @@ def parse_config(
         else:
             data["repository"] = env[ENV_REPOSITORY]
     if env.get(ENV_CATALOG):
-        data["catalog"] = env[ENV_CATALOG]
+        section = data.get("catalog")
+        data["catalog"] = (
+            {**section, "url": env[ENV_CATALOG]} if isinstance(section, dict) else env[ENV_CATALOG]
+        )
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:

@@ -5,7 +5,8 @@ from __future__ import annotations
 DEFAULT_SCHEDULE_YAML = """\
 # recoverctl default schedule (the operations runbook): daily full, hourly incremental,
 # continuous WAL archiving, daily verification and retention, weekly restore drill,
-# daily and weekly summaries. Times are in the time zone named on each entry.
+# daily, weekly and monthly summaries, and the catalog's history kept 90 days. Times are in
+# the time zone named on each entry.
 #
 # WAL is archived continuously by PostgreSQL itself, not by the scheduler:
 #   archive_command = 'recoverctl wal push %p'
@@ -52,6 +53,12 @@ schedules:
     timezone: UTC
     job: forget --prune       # the retention: block above
     timeout: 2h
+    catch_up: once
+  - name: daily-catalog-prune
+    cron: "50 5 * * *"
+    timezone: UTC
+    job: catalog prune        # events, alerts, deliveries older than catalog.retention (90d)
+    timeout: 30m
     catch_up: once
   - name: weekly-drill
     cron: "0 6 * * 0"

@@ -1,0 +1,43 @@
+"""The `catalog:` key: the catalog's URL, or a mapping with the URL and how long history is kept.
+
+```yaml
+catalog: postgresql://recoverctl@db/recoverctl          # the URL alone: history kept 90 days
+catalog:
+  url: postgresql://recoverctl@db/recoverctl
+  retention: {events: 90d, alerts: 180d, notifications: 30d}   # null keeps that group forever
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from recoverctl.config.base import Duration, Model
+
+# The runbook's log retention.
+DEFAULT_HISTORY = 90 * 86400.0
+
+
+class CatalogRetention(Model):
+    """How long `catalog prune` keeps each group of history rows, in seconds; None keeps them all."""
+
+    events: Duration | None = Field(default=DEFAULT_HISTORY, gt=0)
+    alerts: Duration | None = Field(default=DEFAULT_HISTORY, gt=0)
+    notifications: Duration | None = Field(default=DEFAULT_HISTORY, gt=0)
+
+
+def split_catalog_key(data: Any) -> Any:
+    """Given the raw config mapping, return it with a `catalog: {url, retention}` mapping split
+    into `catalog` (the URL, as every caller reads it) and `catalog_retention`."""
+    if not isinstance(data, dict) or not isinstance(data.get("catalog"), dict):
+        return data
+    section = dict(data["catalog"])
+    unknown = sorted(set(section) - {"url", "retention"})
+    if unknown:
+        raise ValueError(f"catalog: unknown key(s) {', '.join(unknown)} (known: url, retention)")
+    out = {**data, "catalog": section.get("url")}
+    if "retention" in section:
+        out["catalog_retention"] = section["retention"]
+    return out
