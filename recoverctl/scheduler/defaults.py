@@ -78,4 +78,10 @@ schedules:
     job: summary weekly --send
     timeout: 10m
     catch_up: once
+  - name: monthly-summary
+    cron: "0 8 1 * *"
+    timezone: UTC
+    job: summary monthly --send  # the month before, with RTO/RPO trends and targets missed
+    timeout: 10m
+    catch_up: once
 """
