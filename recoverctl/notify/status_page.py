@@ -39,6 +39,8 @@ TEXT_DETAIL = "status_page_message"
 
 # Event kinds (catalog events) that change what users of a service see.
 EVENT_STATES: dict[str, ComponentState] = {
+    # A firing alert whose automatic action was withheld (rollback cap reached): users are affected.
+    "alert.escalated": "degraded_performance",
     "rollback.failed": "major_outage",
     "job.rollback.abandoned": "major_outage",
     "rollback.succeeded": "operational",  # emitted after the verify step passed

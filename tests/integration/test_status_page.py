@@ -63,15 +63,20 @@ def test_webhook_is_signed_and_follows_the_service_state(
             "messages": {"major_outage": "{service} is down ({state}); we are on it."},
         }
     )
+    catalog.emit_event("alert.escalated", "critical", "web", "HighErrorRate on 'web': action withheld")
     catalog.emit_event("rollback.failed", "critical", "web", "rollback of web failed at step start")
     catalog.emit_event("backup.failed", "critical", "main", "backup failed")  # not a service state
     catalog.emit_event("rollback.failed", "critical", "api", "rollback of api failed")  # not covered
     catalog.emit_event("rollback.succeeded", "warning", "web", "web rolled back from 2 to 1")
     report = deliver_pending(cfg, catalog)
-    assert (report.events, report.sent, report.failed) == (4, 2, 0)
+    assert (report.events, report.sent, report.failed) == (5, 3, 0)
 
-    down, up = http_receiver.at("/status")
-    for req in (down, up):
+    degraded, down, up = http_receiver.at("/status")
+    assert (degraded.json()["state"], degraded.json()["message"]) == (
+        "degraded_performance",
+        "web is degraded; we are working on it.",
+    )
+    for req in (degraded, down, up):
         ts = req.headers["x-recoverctl-timestamp"]
         mac = hmac.new(b"page-secret", ts.encode() + b"." + req.body, hashlib.sha256).hexdigest()
         assert req.headers["x-recoverctl-signature"] == f"sha256={mac}"
@@ -85,9 +90,8 @@ def test_webhook_is_signed_and_follows_the_service_state(
     }
     assert (up.json()["state"], up.json()["message"]) == ("operational", "web is operating normally again.")
     assert [(r.channel_type, r.status, r.attempts, r.http_status) for r in _rows(catalog)] == [
-        ("status_page", "sent", 1, 200),
-        ("status_page", "sent", 1, 200),
-    ]
+        ("status_page", "sent", 1, 200)
+    ] * 3
 
 
 def test_statuspage_api_opens_updates_and_resolves_one_incident(
