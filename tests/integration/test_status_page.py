@@ -208,3 +208,18 @@ def test_config_refuses_an_incomplete_page() -> None:
         _config({"mode": "statuspage", "api_key": "k", "components": {"web": "c"}})
     with pytest.raises(ConfigError, match="names body"):
         _config({"url": "http://127.0.0.1:1/", "messages": {"operational": "{body}"}})
+
+
+def test_a_page_named_in_routes_is_told_once_and_only_of_states(
+    catalog: Catalog, http_receiver: HttpReceiver
+) -> None:
+    page = {"type": "status_page", "url": http_receiver.url("/status"), "retry": FAST_RETRY}
+    cfg = parse_config(
+        {"notifications": {"channels": {"status": page}, "routes": {"critical": ["status"]}}}, env={}
+    )
+    catalog.emit_event("backup.failed", "critical", "main", "backup failed")
+    catalog.emit_event("rollback.failed", "critical", "web", "rollback failed")
+    report = deliver_pending(cfg, catalog)
+    assert [(d.channel, d.status) for d in report.deliveries] == [("status", "sent")]
+    (req,) = http_receiver.at("/status")
+    assert (req.json()["service"], req.json()["state"]) == ("web", "major_outage")
