@@ -28,16 +28,22 @@ class CatalogRetention(Model):
     notifications: Duration | None = Field(default=DEFAULT_HISTORY, gt=0)
 
 
+class CatalogSection(Model):
+    """`catalog:` written as a mapping."""
+
+    url: str | None = None
+    retention: CatalogRetention = Field(default_factory=CatalogRetention)
+
+
+# Where the mapping is validated; errors name it `catalog` (loading._visible_loc).
+SECTION_FIELD = "catalog_settings"
+
+
 def split_catalog_key(data: Any) -> Any:
-    """Given the raw config mapping, return it with a `catalog: {url, retention}` mapping split
-    into `catalog` (the URL, as every caller reads it) and `catalog_retention`."""
+    """Given the raw config mapping, return it with a `catalog:` mapping validated as
+    `catalog_settings` and its URL (when it is text) as `catalog`, the one every caller reads."""
     if not isinstance(data, dict) or not isinstance(data.get("catalog"), dict):
         return data
-    section = dict(data["catalog"])
-    unknown = sorted(set(section) - {"url", "retention"})
-    if unknown:
-        raise ValueError(f"catalog: unknown key(s) {', '.join(unknown)} (known: url, retention)")
-    out = {**data, "catalog": section.get("url")}
-    if "retention" in section:
-        out["catalog_retention"] = section["retention"]
-    return out
+    section = data["catalog"]
+    url = section.get("url")
+    return {**data, "catalog": url if isinstance(url, str) else None, SECTION_FIELD: section}
