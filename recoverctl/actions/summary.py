@@ -1,16 +1,22 @@
-"""Daily and weekly summaries: backups, RPO exposure, drills vs targets, deploys, rollbacks,
-scheduled jobs, failed notifications and the info events collected since the last summary.
+"""Daily, weekly and monthly summaries: backups, RPO exposure, drills vs targets (with each
+drill's RTO/RPO trend), deploys, rollbacks, targets missed, scheduled jobs, failed notifications
+and the info events collected since the last summary.
+
+The weekly and monthly ones are the runbook's business reports ("weekly executive summary
+emails", "monthly detailed reports"). Other capabilities add sections through `EXTRA_SECTIONS`.
 """
 
 from __future__ import annotations
 
 import html
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from recoverctl.actions.summary_trends import DrillPoint, DrillTrend, TargetMiss, drill_misses, drill_trend
 from recoverctl.catalog import Catalog
-from recoverctl.catalog.drills import drills_since
+from recoverctl.catalog.drills import DrillRecord, drills_since, newest_drills
 from recoverctl.catalog.events import info_events_since, mark_delivered, problem_counts_since
 from recoverctl.catalog.jobs import occurrence_counts
 from recoverctl.catalog.notifications import failed_deliveries_since
@@ -24,6 +30,41 @@ from recoverctl.notify import Message
 from recoverctl.notify.delivery import Delivery, channels_for, send_to_channels
 
 PERIODS = {"daily": 86400.0, "weekly": 7 * 86400.0}
+REPORT_PERIODS = ("weekly", "monthly")  # the ones with trends and targets missed
+
+
+def period_start(period: str, now: float) -> float:
+    """Given daily, weekly or monthly, return when the period ending `now` began: a day or a
+    week back, or the same time on the same day of the previous calendar month (the last day of
+    that month when it is shorter: the report sent on the 1st covers the month before)."""
+    if period in PERIODS:
+        return now - PERIODS[period]
+    if period != "monthly":
+        raise ValueError(f"unknown summary period '{period}'")
+    end = datetime.fromtimestamp(now, UTC)
+    year, month = (end.year, end.month - 1) if end.month > 1 else (end.year - 1, 12)
+    for day in range(end.day, 27, -1) if end.day > 28 else [end.day]:
+        try:
+            return end.replace(year=year, month=month, day=day).timestamp()
+        except ValueError:
+            continue  # 31 March -> 30, 29, 28 February
+    raise AssertionError("every month has 28 days")
+
+
+@dataclass(frozen=True)
+class ExtraSection:
+    """A section another capability adds to every summary."""
+
+    title: str
+    lines: list[str]
+
+
+# The extension point for sections recoverctl's catalog cannot report yet. Each provider gets
+# (catalog, since, until) and returns its section, or None when it has nothing to say. An
+# "Incidents" section (incidents opened and resolved, time to acknowledge, time to recover) is
+# added here once the catalog has an incidents API; until then no such section is shown.
+SectionProvider = Callable[[Catalog, float, float], ExtraSection | None]
+EXTRA_SECTIONS: tuple[SectionProvider, ...] = ()
 
 
 def _ts(value: float | None) -> str:
@@ -73,17 +114,8 @@ class ExposureLine:
     ok: bool
 
 
-@dataclass(frozen=True)
-class DrillLine:
-    name: str
-    source: str | None
-    verdict: str | None
-    rto_s: float | None
-    rpo_s: float | None
-    rto_target_s: float | None
-    rpo_target_s: float | None
-    started_at: float
-    reason: str | None
+# One drill in the period (the trend module's point).
+DrillLine = DrillPoint
 
 
 @dataclass(frozen=True)
@@ -142,6 +174,10 @@ class Summary:
     failed_notifications: list[FailedNotification]
     alerts: dict[str, int]
     info_events: list[InfoEvent]
+    # weekly and monthly only (empty for daily): per drill its trend, and every target missed
+    drill_trends: list[DrillTrend] = field(default_factory=list)
+    targets_missed: list[TargetMiss] = field(default_factory=list)
+    extra_sections: list[ExtraSection] = field(default_factory=list)
     text: str = ""
     deliveries: list[Delivery | PlannedDelivery] = field(default_factory=list)
 
@@ -173,21 +209,59 @@ def _exposure(cfg: Config, catalog: Catalog, now: float) -> list[ExposureLine]:
     return out
 
 
+def _point(d: DrillRecord) -> DrillPoint:
+    return DrillPoint(
+        name=d.name,
+        source=d.source,
+        started_at=d.started_at,
+        verdict=d.verdict,
+        rto_s=d.rto_s,
+        rpo_s=d.rpo_s,
+        rto_target_s=d.rto_target_s,
+        rpo_target_s=d.rpo_target_s,
+        reason=d.reason,
+    )
+
+
 def _drills(catalog: Catalog, since: float) -> list[DrillLine]:
-    return [
-        DrillLine(
-            d.name,
-            d.source,
-            d.verdict,
-            d.rto_s,
-            d.rpo_s,
-            d.rto_target_s,
-            d.rpo_target_s,
-            d.started_at,
-            d.reason,
-        )
-        for d in drills_since(catalog, since)
-    ]
+    return [_point(d) for d in drills_since(catalog, since)]
+
+
+def _trends(catalog: Catalog, drills: list[DrillLine], since: float) -> list[DrillTrend]:
+    """Return each drill's trend over `drills` (oldest first), from the last one before `since`."""
+    groups: dict[tuple[str, str | None], list[DrillLine]] = {}
+    for d in drills:
+        if d.verdict in ("pass", "fail"):
+            groups.setdefault((d.name, d.source), []).append(d)
+    trends = []
+    for (name, source), points in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        before = [
+            r
+            for r in newest_drills(catalog, name=name, source=source, limit=len(points) + 5)
+            if r.started_at < since and r.verdict in ("pass", "fail") and r.source == source
+        ]
+        trends.append(drill_trend(points, _point(before[0]) if before else None))
+    return trends
+
+
+def _targets_missed(drills: list[DrillLine], exposure: list[ExposureLine]) -> list[TargetMiss]:
+    misses = drill_misses(drills, _age)
+    for e in exposure:
+        if not e.ok:
+            now_at = (
+                f"{_age(e.exposure_s)} since the last recovery point"
+                if e.exposure_s is not None
+                else "never backed up"
+            )
+            misses.append(
+                TargetMiss(
+                    "RPO exposure",
+                    e.source,
+                    e.last_recovery_point,
+                    f"{now_at} (target {_age(e.rpo_target_s)})",
+                )
+            )
+    return misses
 
 
 def _scheduled_jobs(catalog: Catalog, since: float) -> dict[str, dict[str, int]]:
@@ -214,17 +288,19 @@ def _failed_notifications(catalog: Catalog, since: float) -> list[FailedNotifica
 
 
 def collect(cfg: Config, catalog: Catalog, period: str, now: float | None = None) -> Summary:
-    """Given 'daily' or 'weekly', return the summary data for the period ending now."""
+    """Given daily, weekly or monthly, return the summary data for the period ending now."""
     now = time.time() if now is None else now
-    since = now - PERIODS[period]
+    since = period_start(period, now)
     deploys, rollbacks = _releases_and_rollbacks(catalog, since)
-    return Summary(
+    drills = _drills(catalog, since)
+    exposure = _exposure(cfg, catalog, now)
+    data = Summary(
         period=period,
         since=since,
         until=now,
         backups=_backups(catalog, since),
-        rpo_exposure=_exposure(cfg, catalog, now),
-        drills=_drills(catalog, since),
+        rpo_exposure=exposure,
+        drills=drills,
         deploys=deploys,
         rollbacks=rollbacks,
         scheduled_jobs=_scheduled_jobs(catalog, since),
@@ -234,6 +310,11 @@ def collect(cfg: Config, catalog: Catalog, period: str, now: float | None = None
             InfoEvent(e.at, e.kind, e.subject, e.summary) for e in info_events_since(catalog, since)
         ],
     )
+    if period in REPORT_PERIODS:
+        data.drill_trends = _trends(catalog, drills, since)
+        data.targets_missed = _targets_missed(drills, exposure)
+    data.extra_sections = [x for x in (p(catalog, since, now) for p in EXTRA_SECTIONS) if x is not None]
+    return data
 
 
 def _backup_lines(d: Summary) -> list[str]:
@@ -259,9 +340,39 @@ def _drill_line(x: DrillLine) -> str:
 
 
 def _change_lines(d: Summary) -> list[str]:
-    return [f"deploy {x.service} {x.version} ({x.status}) at {_ts(x.at)}" for x in d.deploys] + [
+    lines = [f"deploy {x.service} {x.version} ({x.status}) at {_ts(x.at)}" for x in d.deploys] + [
         f"rollback {x.service}: {x.state} — {x.reason or ''}" for x in d.rollbacks
-    ] or ["none"]
+    ]
+    if not lines:
+        return ["none"]
+    if d.period not in REPORT_PERIODS:
+        return lines
+    failed = sum(x.status == "failed" for x in d.deploys)
+    rolled = sum(x.state == "succeeded" for x in d.rollbacks)
+    totals = (
+        f"{len(d.deploys)} deploy(s), {failed} failed; {len(d.rollbacks)} rollback(s), {rolled} succeeded"
+    )
+    return [totals, *lines]
+
+
+def _series(before: float | None, values: list[float | None]) -> str:
+    shown = [_age(v) for v in values]
+    return (f"({_age(before)}) → " if before is not None else "") + " → ".join(shown)
+
+
+def _trend_lines(d: Summary) -> list[str]:
+    return [
+        f"{x.name} [{x.source or '-'}]: RTO {_series(x.baseline_rto_s, x.rto_s)} ({x.rto_direction}); "
+        f"RPO {_series(x.baseline_rpo_s, x.rpo_s)} ({x.rpo_direction})"
+        for x in d.drill_trends
+    ] or ["no scored drills in this period"]
+
+
+def _miss_lines(d: Summary) -> list[str]:
+    return [
+        f"{m.what} {m.subject}" + (f" at {_ts(m.at)}" if m.at is not None else "") + f": {m.detail}"
+        for m in d.targets_missed
+    ] or ["none: every drill and source met its targets"]
 
 
 def _job_lines(d: Summary) -> list[str]:
@@ -282,9 +393,16 @@ def _sections(d: Summary) -> list[tuple[str, list[str]]]:
         ("Backups", _backup_lines(d)),
         ("RPO exposure", _exposure_lines(d)),
         ("Restore drills", [_drill_line(x) for x in d.drills] or ["no drills in this period"]),
-        ("Deploys and rollbacks", _change_lines(d)),
+    ]
+    if d.period in REPORT_PERIODS:
+        out.append(("RTO/RPO trend (previous drill in brackets)", _trend_lines(d)))
+    out.append(("Deploys and rollbacks", _change_lines(d)))
+    if d.period in REPORT_PERIODS:
+        out.append(("Targets missed", _miss_lines(d)))
+    out += [
         ("Scheduled jobs", _job_lines(d)),
         ("Alerts and notifications", _alert_lines(d)),
+        *((x.title, x.lines) for x in d.extra_sections),
     ]
     if d.info_events:
         out.append(
@@ -307,11 +425,10 @@ def render_text(d: Summary) -> str:
 def render_html(d: Summary) -> str:
     parts = [f"<html><body><h2>{html.escape(title(d))}</h2>"]
     for head, items in _sections(d):
-        cls = (
-            ""
-            if not any("FAILED" in i or "OVER TARGET" in i or " fail" in i for i in items)
-            else " style='color:#b00020'"
-        )
+        bad = any("FAILED" in i or "OVER TARGET" in i or " fail" in i or "worsening" in i for i in items)
+        if head == "Targets missed":
+            bad = bool(d.targets_missed)
+        cls = " style='color:#b00020'" if bad else ""
         parts.append(f"<h3{cls}>{html.escape(head)}</h3><ul>")
         parts += [f"<li>{html.escape(i)}</li>" for i in items]
         parts.append("</ul>")
@@ -320,7 +437,9 @@ def render_html(d: Summary) -> str:
 
 
 def summary(cfg: Config, catalog: Catalog, period: str, *, send: bool, dry_run: bool = False) -> Summary:
-    """Build the summary; with send, deliver it to the `routes.info` channels; return data + deliveries.
+    """Build the daily, weekly or monthly summary; with send, deliver it to the info route's
+    channels (`notifications.routes.info`, or the runbook's: email, Slack #monitoring); return
+    data + deliveries.
 
     Raise ConfigError when sending and no info route is configured.
     """
@@ -332,7 +451,7 @@ def summary(cfg: Config, catalog: Catalog, period: str, *, send: bool, dry_run: 
     if not names:
         raise ConfigError(
             "no channels to send the summary to",
-            hint="add notifications.routes.info: [<email or slack channel>]",
+            hint="add an email channel, or notifications.routes.info: [<email or slack channel>]",
         )
     if dry_run:
         data.deliveries = [PlannedDelivery(n) for n in names]

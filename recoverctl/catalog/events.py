@@ -4,6 +4,7 @@ them. They are written by `Catalog.emit_event` and `Catalog.audit`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -57,3 +58,38 @@ def mark_delivered(catalog: Catalog, event_id: int) -> None:
     """Mark event `event_id` delivered, so the event deliverer leaves it alone."""
     with catalog.begin() as conn:
         conn.execute(t.events.update().where(t.events.c.id == event_id).values(delivered=True))
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One row of the audit log: who did what to which target, and how it ended."""
+
+    id: int
+    at: float
+    actor: str
+    action: str
+    target: str | None
+    outcome: str
+    details: dict[str, Any] | None
+
+
+def audit_entries(
+    catalog: Catalog, *, since: float | None = None, action: str | None = None, limit: int | None = None
+) -> list[AuditEntry]:
+    """Return audit log entries, oldest first: at or after `since`, of `action` (that action, or
+    the actions under it: 'rollback' also gives 'rollback.start'), the newest `limit` of them."""
+    q = sa.select(t.audit_log)
+    if since is not None:
+        q = q.where(t.audit_log.c.at >= since)
+    if action:
+        q = q.where(
+            sa.or_(
+                t.audit_log.c.action == action, t.audit_log.c.action.startswith(f"{action}.", autoescape=True)
+            )
+        )
+    q = q.order_by(t.audit_log.c.at.desc(), t.audit_log.c.id.desc())
+    if limit is not None:
+        q = q.limit(limit)
+    with catalog.begin() as conn:
+        rows = [as_record(AuditEntry, r) for r in conn.execute(q)]
+    return rows[::-1]

@@ -1,11 +1,13 @@
-"""`recoverctl catalog migrate|info|sync`."""
+"""`recoverctl catalog migrate|info|sync|prune`."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import click
 
+from recoverctl.actions.catalog_prune import CatalogPruned, prune_catalog
 from recoverctl.actions.catalog_sync import sync_catalog
 from recoverctl.catalog import Catalog
 from recoverctl.cli.context import App, pass_app
@@ -73,6 +75,38 @@ def catalog_sync(app: App) -> None:
         data,
         lambda r: f"catalog synced: {r.snapshots} snapshots ({r.added} added, {r.removed} removed)",
     )
+
+
+def _pruned_text(r: CatalogPruned) -> str:
+    verb = "would delete" if r.dry_run else "deleted"
+    lines = [f"catalog prune: {verb}"]
+    for group in ("events", "alerts", "notifications"):
+        cutoff = getattr(r.cutoffs, group)
+        older = (
+            "kept forever"
+            if cutoff is None
+            else f"older than {datetime.fromtimestamp(cutoff, UTC):%Y-%m-%d %H:%M} UTC"
+        )
+        lines.append(f"  {group:<14} {getattr(r.deleted, group):>8}  ({older})")
+    return "\n".join(lines)
+
+
+@catalog_group.command("prune")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@json_option
+@pass_app
+def catalog_prune(app: App, dry_run: bool) -> None:
+    """Delete events, alerts and notification deliveries older than catalog.retention (90 days
+    by default), except those still needed: undelivered events, alerts of running jobs or still
+    firing, rows an incident refers to. Runs, snapshots, drills, releases, rollbacks and the
+    audit log are never deleted.
+
+    \b
+    Example:
+      recoverctl catalog prune --dry-run
+      recoverctl catalog prune --json
+    """
+    app.render(prune_catalog(app.config, app.catalog, dry_run=dry_run), _pruned_text)
 
 
 COMMANDS = [catalog_group]

@@ -12,6 +12,7 @@ import yaml
 from recoverctl.cli.context import App, pass_app
 from recoverctl.config import loose_config_mode, redacted_dump
 from recoverctl.errors import ConfigError
+from recoverctl.notify.routing import unserved_routes
 from recoverctl.scheduler.feasibility import schedule_problems
 
 
@@ -56,7 +57,9 @@ def check(app: App) -> None:
     a source or service the config lacks, 'forget' with no keep rule and no 'retention:') is an
     error.
 
-    Warns (exit 0) when the file holds a secret inline and its group or others can read it.
+    Warns (exit 0) when the file holds a secret inline and its group or others can read it, and
+    names the runbook's notification routes no channel serves (e.g. "critical → voice: no twilio
+    channel configured").
 
     \b
     Example:
@@ -73,10 +76,21 @@ def check(app: App) -> None:
         )
     warning = loose_config_mode(cfg)
     warnings = [warning] if warning else []
+    unserved = unserved_routes(cfg)
     app.render(
-        {"valid": True, "file": str(cfg.path) if cfg.path else None, "warnings": warnings},
+        {
+            "valid": True,
+            "file": str(cfg.path) if cfg.path else None,
+            "warnings": warnings,
+            "unserved_routes": unserved,
+        },
         "\n".join(
-            [f"{cfg.path or 'environment-only configuration'}: valid", *(f"warning: {w}" for w in warnings)]
+            [
+                # The routes are advice, listed before the verdict, which stays the last word.
+                *(f"unserved runbook route: {u}" for u in unserved),
+                f"{cfg.path or 'environment-only configuration'}: valid",
+                *(f"warning: {w}" for w in warnings),
+            ]
         ),
     )
 

@@ -33,6 +33,7 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 # start without importing the whole tool. A new capability adds its lines here.
 COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "alerts": ("serve_cmd",),
+    "audit": ("audit_cmd",),
     "backup": ("backup_cmd", "postgres_cmd"),
     "cat": ("browse_cmd",),
     "catalog": ("catalog_cmd",),

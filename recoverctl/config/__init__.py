@@ -6,7 +6,7 @@ The top-level keys ``repository``, ``catalog``, ``sources``, ``services``, ``sch
 ``RECOVERCTL_CATALOG`` are a contract: later changes are additive only.
 
 One module per concern: `base` (Model, durations, variable names), a module per section
-(`repository`, `sources`, `services`, `schedules`, `notifications`, `serve`), `root` (Config),
+(`repository`, `catalog`, `sources`, `services`, `schedules`, `notifications`, `serve`), `root` (Config),
 `loading` (files, YAML, ${VAR}, validation messages) and `secrets` (secret files, redaction).
 Every public name is re-exported here: import from `recoverctl.config`.
 """
@@ -23,6 +23,7 @@ from recoverctl.config.base import (
     Model,
     parse_duration,
 )
+from recoverctl.config.catalog import DEFAULT_HISTORY, CatalogRetention
 from recoverctl.config.loading import (
     MAX_YAML_NODES,
     BoundedLoader,
@@ -43,6 +44,7 @@ from recoverctl.config.notifications import (
     PagerDutyChannel,
     Routes,
     SlackChannel,
+    StatusPageChannel,
     TwilioChannel,
     WebhookChannel,
 )
@@ -82,6 +84,7 @@ from recoverctl.config.sources import (
 )
 
 __all__ = [
+    "DEFAULT_HISTORY",
     "ENV_CATALOG",
     "ENV_CONFIG",
     "ENV_PASSWORD",
@@ -89,6 +92,7 @@ __all__ = [
     "ENV_REPOSITORY",
     "MAX_YAML_NODES",
     "BoundedLoader",
+    "CatalogRetention",
     "Channel",
     "ChannelBase",
     "ChannelRetry",
@@ -122,6 +126,7 @@ __all__ = [
     "Source",
     "SshHost",
     "SshService",
+    "StatusPageChannel",
     "Targets",
     "Tier",
     "TierTargets",

@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from recoverctl.config.base import ENV_CATALOG, ENV_CONFIG, ENV_REPOSITORY
+from recoverctl.config.catalog import SECTION_FIELD, CatalogSection
 from recoverctl.config.root import Config
 from recoverctl.errors import ConfigError
 
@@ -160,8 +161,12 @@ def _humanize(err: ValidationError, path: Path | None, root: type[BaseModel]) ->
 
 
 def _visible_loc(loc: tuple[int | str, ...], root: type[BaseModel]) -> list[int | str]:
-    """Drop the tag values pydantic inserts into the location of tagged-union members."""
+    """Drop the tag values pydantic inserts into the location of tagged-union members, and name
+    the `catalog:` mapping as the file does."""
     visible: list[int | str] = []
+    if loc[:1] == (SECTION_FIELD,):
+        visible, loc = ["catalog"], loc[1:]  # the `catalog:` mapping, as the file spells it
+        root = CatalogSection
     for i, part in enumerate(loc):
         prefix = loc[:i]
         tp = _unwrap(_type_at(root, prefix))
@@ -188,7 +193,10 @@ def parse_config(
         else:
             data["repository"] = env[ENV_REPOSITORY]
     if env.get(ENV_CATALOG):
-        data["catalog"] = env[ENV_CATALOG]
+        section = data.get("catalog")
+        data["catalog"] = (
+            {**section, "url": env[ENV_CATALOG]} if isinstance(section, dict) else env[ENV_CATALOG]
+        )
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:

@@ -1,8 +1,10 @@
-"""The `notifications:` section: channels (Slack, email, Twilio, PagerDuty, webhook) and routes."""
+"""The `notifications:` section: channels (Slack, email, Twilio, PagerDuty, webhook, status page)
+and routes."""
 
 from __future__ import annotations
 
 import re
+import string
 from typing import Annotated, Literal, Union
 
 from pydantic import (
@@ -85,8 +87,77 @@ class WebhookChannel(ChannelBase):
     headers: dict[str, str] = Field(default_factory=dict)
 
 
+# Component states of a status page (Atlassian Statuspage's names; the generic webhook uses them too).
+ComponentState = Literal["operational", "degraded_performance", "partial_outage", "major_outage"]
+_MESSAGE_FIELDS = {"service", "summary", "state"}
+
+
+def _default_messages() -> dict[ComponentState, str]:
+    return {
+        "degraded_performance": "{service} is degraded; we are working on it.",
+        "partial_outage": "{service} is partly unavailable; we are working on it.",
+        "major_outage": "{service} is unavailable; we are working on it.",
+        "operational": "{service} is operating normally again.",
+    }
+
+
+class StatusPageChannel(ChannelBase):
+    """A public status page: a signed generic webhook, or Atlassian Statuspage's REST API.
+
+    It covers the services named in `components` (service → component id, or any label for the
+    webhook); a webhook with no components covers every service.
+    """
+
+    type: Literal["status_page"]
+    mode: Literal["webhook", "statuspage"] = "webhook"
+    # mode webhook
+    url: str | None = None
+    secret: SecretStr | None = None
+    secret_file: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    # mode statuspage
+    base_url: str = "https://api.statuspage.io"
+    page_id: str | None = None
+    api_key: SecretStr | None = None
+    api_key_file: str | None = None
+    incidents: bool = True  # also open, update and resolve a Statuspage incident
+    components: dict[str, str] = Field(default_factory=dict)
+    # Per state, the text shown to users; {service}, {summary} and {state} are filled in.
+    messages: dict[ComponentState, str] = Field(default_factory=_default_messages)
+    incident_name: str = "{service}: service disruption"
+    # Post automatically on the events that change a service's state (rollback failed or
+    # succeeded, a critical alert): false when only incidents drive this page.
+    on_events: bool = True
+
+    @model_validator(mode="after")
+    def _check_mode_and_messages(self) -> StatusPageChannel:
+        if self.mode == "webhook" and not self.url:
+            raise ValueError("mode webhook needs 'url'")
+        if self.mode == "statuspage":
+            if not self.page_id:
+                raise ValueError("mode statuspage needs 'page_id'")
+            if not self.components:
+                raise ValueError("mode statuspage needs 'components' (service: component id)")
+            if self.api_key is None and self.api_key_file is None:
+                raise ValueError(
+                    "mode statuspage needs 'api_key' (e.g. ${STATUSPAGE_API_KEY}) or 'api_key_file'"
+                )
+        self.messages = {**_default_messages(), **self.messages}
+        for template in [*self.messages.values(), self.incident_name]:
+            names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+            unknown = sorted(names - _MESSAGE_FIELDS)
+            if unknown:
+                raise ValueError(
+                    f"message {template!r} names {', '.join(unknown)}: only {{service}}, {{summary}} "
+                    "and {state} are filled in"
+                )
+        return self
+
+
 Channel = Annotated[
-    Union[SlackChannel, EmailChannel, TwilioChannel, PagerDutyChannel, WebhookChannel],  # noqa: UP007
+    Union[  # noqa: UP007
+        SlackChannel, EmailChannel, TwilioChannel, PagerDutyChannel, WebhookChannel, StatusPageChannel
+    ],
     Field(discriminator="type"),
 ]
 

@@ -10,9 +10,11 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from recoverctl.config.base import ENV_REPOSITORY, Model
+from recoverctl.config.catalog import CatalogRetention, CatalogSection, split_catalog_key
 from recoverctl.config.notifications import NotificationsConfig
 from recoverctl.config.repository import RepositoryConfig, _repository_from_str
 from recoverctl.config.schedules import RetentionConfig, Schedule
@@ -25,6 +27,8 @@ from recoverctl.errors import ConfigError
 class Config(Model):
     repository: Annotated[RepositoryConfig | None, BeforeValidator(_repository_from_str)] = None
     catalog: str | None = None
+    # `catalog: {url: ..., retention: {...}}` in the file (config/catalog.py); `catalog` holds its URL.
+    catalog_settings: CatalogSection = Field(default_factory=CatalogSection)
     sources: dict[str, Source] = Field(default_factory=dict)
     services: dict[str, Service] = Field(default_factory=dict)
     schedules: list[Schedule] = Field(default_factory=list)
@@ -33,6 +37,11 @@ class Config(Model):
     targets: Targets = Field(default_factory=Targets)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     retention: RetentionConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _catalog_mapping(cls, data: Any) -> Any:
+        return split_catalog_key(data)
 
     @field_validator("retention")
     @classmethod
@@ -69,6 +78,11 @@ class Config(Model):
             f"unknown schedule '{name}'",
             hint=f"configured schedules: {', '.join(s.name for s in self.schedules) or '(none)'}",
         )
+
+    @property
+    def catalog_retention(self) -> CatalogRetention:
+        """Return how long `catalog prune` keeps each group of history rows."""
+        return self.catalog_settings.retention
 
     # Where the file was found; None when running from environment variables alone.
     path: Path | None = Field(default=None, exclude=True)

@@ -43,6 +43,12 @@ def _webhook(name: str, cfg: Any) -> Notifier:
     return WebhookNotifier(name, cfg)
 
 
+def _status_page(name: str, cfg: Any) -> Notifier:
+    from recoverctl.notify.status_page import StatusPageNotifier
+
+    return StatusPageNotifier(name, cfg)
+
+
 _FACTORIES: dict[str, Callable[[str, Any], Notifier]] = {
     "slack": _slack,
     "email": _email,
@@ -50,6 +56,7 @@ _FACTORIES: dict[str, Callable[[str, Any], Notifier]] = {
     "voice": _twilio,
     "pagerduty": _pagerduty,
     "webhook": _webhook,
+    "status_page": _status_page,
 }
 
 

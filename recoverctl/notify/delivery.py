@@ -3,6 +3,10 @@
 Events are claimed one by one (delivered=false → true in one UPDATE), so several processes
 calling deliver_pending on one catalog never send an event twice. Info events are not sent one
 by one: the daily summary collects them. A failing channel is recorded and never raised.
+
+Without `notifications.routes` the runbook's routes apply (`RUNBOOK_ROUTES`, `default_routes`).
+Status pages are told about events that change a service's state whatever the routes say
+(`status_pages_for`); `notify_status` tells them directly (incidents opening and resolving).
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from dataclasses import dataclass
 from recoverctl.catalog import Catalog, notifications
 from recoverctl.config import Config
 from recoverctl.errors import RecoverctlError
-from recoverctl.notify import DeliveryError, Message, Notifier, build_notifier
+from recoverctl.notify import DeliveryError, Message, Notifier, build_notifier, status_page
+from recoverctl.notify.routing import channels_for
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +46,6 @@ class DeliveryReport:
     deliveries: list[Delivery]
 
 
-def channels_for(cfg: Config, severity: str) -> list[str]:
-    """Return the channel names `notifications.routes` sends `severity` to."""
-    return list(getattr(cfg.notifications.routes, severity, []) or [])
-
-
 def send_to_channels(
     cfg: Config, catalog: Catalog | None, message: Message, channels: list[str]
 ) -> list[Delivery]:
@@ -53,6 +53,8 @@ def send_to_channels(
     results: list[Delivery] = []
     for name in channels:
         channel = cfg.notifications.channels[name]
+        if channel.type == "status_page" and not status_page.covers(channel, message):
+            continue  # not about a service this page shows: nothing to tell its users
         delivery = Delivery(name, channel.type, "failed", 0, event_id=message.event_id)
         if (
             catalog is not None
@@ -130,7 +132,8 @@ def _message(event: notifications.PendingEvent) -> Message:
 def deliver_pending(cfg: Config, catalog: Catalog, *, limit: int = 200) -> DeliveryReport:
     """Send undelivered events to their routes and mark them delivered; return counts and deliveries.
 
-    Info events are marked delivered without sending (the daily summary reports them).
+    Info events are not sent to routes (the daily summary reports them); status pages still
+    hear of those that change a service's state.
     """
     sent: list[Delivery] = []
     events = collected = 0
@@ -138,10 +141,15 @@ def deliver_pending(cfg: Config, catalog: Catalog, *, limit: int = 200) -> Deliv
         if not notifications.claim_event(catalog, event.id):
             continue  # another process took it
         events += 1
+        message = _message(event)
+        pages = status_pages_for(cfg, message)
         if event.severity not in ("critical", "warning"):
             collected += 1
+            sent += send_to_channels(cfg, catalog, message, pages)
             continue
-        sent += send_to_channels(cfg, catalog, _message(event), channels_for(cfg, event.severity))
+        sent += send_to_channels(
+            cfg, catalog, message, list(dict.fromkeys([*channels_for(cfg, event.severity), *pages]))
+        )
     return DeliveryReport(
         events=events,
         collected_for_summary=collected,
@@ -149,3 +157,51 @@ def deliver_pending(cfg: Config, catalog: Catalog, *, limit: int = 200) -> Deliv
         failed=sum(d.status == "failed" for d in sent),
         deliveries=sent,
     )
+
+
+def status_pages_for(cfg: Config, message: Message, *, events: bool = True) -> list[str]:
+    """Return the status page channels to tell about `message`: those covering its service when it
+    changes the service's state (with `events`, only pages posting on events: `on_events`)."""
+    return [
+        name
+        for name, ch in cfg.notifications.channels.items()
+        if ch.type == "status_page"
+        and (ch.on_events or not events)
+        and not status_page.is_probe(message)
+        and status_page.covers(ch, message)
+    ]
+
+
+def notify_status(
+    cfg: Config,
+    catalog: Catalog | None,
+    service: str,
+    state: str,
+    message: str | None = None,
+    *,
+    incident_key: str | None = None,
+) -> list[Delivery]:
+    """Tell every status page covering `service` that it is now `state` (operational,
+    degraded_performance, partial_outage or major_outage); return the deliveries (recorded in
+    the catalog when one is given). `message` replaces the page's configured text for `state`;
+    `incident_key` ties the deliveries to one incident. Raise ValueError for an unknown state;
+    a failing page is recorded, never raised.
+
+    The call for incidents: open → notify_status(cfg, catalog, svc, "major_outage") (or
+    "degraded_performance"), resolved → notify_status(cfg, catalog, svc, "operational").
+    """
+    if state not in status_page.STATES:
+        raise ValueError(f"unknown status page state '{state}' (one of {', '.join(status_page.STATES)})")
+    details: dict[str, object] = {status_page.STATE_DETAIL: state}
+    if message:
+        details[status_page.TEXT_DETAIL] = message
+    severity = {"operational": "info", "major_outage": "critical"}.get(state, "warning")
+    msg = Message(
+        severity=severity,
+        kind=f"status.{state}",
+        summary=message or f"{service} is {state.replace('_', ' ')}",
+        subject=service,
+        details=details,
+        dedup_key=incident_key,
+    )
+    return send_to_channels(cfg, catalog, msg, status_pages_for(cfg, msg, events=False))

@@ -32,8 +32,13 @@ def post(client: httpx.Client, url: str, what: str, **kwargs: Any) -> httpx.Resp
 
     `what` names the endpoint in errors instead of the URL, which may carry a secret (Slack).
     """
+    return request(client, "POST", url, what, **kwargs)
+
+
+def request(client: httpx.Client, method: str, url: str, what: str, **kwargs: Any) -> httpx.Response:
+    """Send `method` to `url` and return the response when 2xx; raise DeliveryError as `post`."""
     try:
-        r = client.post(url, **kwargs)
+        r = client.request(method, url, **kwargs)
     except httpx.TimeoutException as e:
         raise DeliveryError(f"{what}: timed out ({type(e).__name__})", retryable=True) from None
     except httpx.TransportError as e:

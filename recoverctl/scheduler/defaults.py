@@ -5,7 +5,8 @@ from __future__ import annotations
 DEFAULT_SCHEDULE_YAML = """\
 # recoverctl default schedule (the operations runbook): daily full, hourly incremental,
 # continuous WAL archiving, daily verification and retention, weekly restore drill,
-# daily and weekly summaries. Times are in the time zone named on each entry.
+# daily, weekly and monthly summaries, and the catalog's history kept 90 days. Times are in
+# the time zone named on each entry.
 #
 # WAL is archived continuously by PostgreSQL itself, not by the scheduler:
 #   archive_command = 'recoverctl wal push %p'
@@ -53,6 +54,12 @@ schedules:
     job: forget --prune       # the retention: block above
     timeout: 2h
     catch_up: once
+  - name: daily-catalog-prune
+    cron: "50 5 * * *"
+    timezone: UTC
+    job: catalog prune        # events, alerts, deliveries older than catalog.retention (90d)
+    timeout: 30m
+    catch_up: once
   - name: weekly-drill
     cron: "0 6 * * 0"
     timezone: UTC
@@ -69,6 +76,12 @@ schedules:
     cron: "0 8 * * 1"
     timezone: UTC
     job: summary weekly --send
+    timeout: 10m
+    catch_up: once
+  - name: monthly-summary
+    cron: "0 8 1 * *"
+    timezone: UTC
+    job: summary monthly --send  # the month before, with RTO/RPO trends and targets missed
     timeout: 10m
     catch_up: once
 """
