@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from recoverctl.catalog import Catalog, drills
 from recoverctl.catalog.drills import DrillRecord
@@ -17,9 +17,27 @@ from recoverctl.config import Config
 from recoverctl.drill import engine, snapshot_drill
 from recoverctl.drill.playbook import Playbook, discover_playbooks
 from recoverctl.drill.report import RENDERERS
-from recoverctl.drill.restorer import Restorer
-from recoverctl.drill.snapshot_drill import SnapshotRestorer
 from recoverctl.errors import NotFoundError, UsageError
+from recoverctl.sources.base import DrillFlow
+
+if TYPE_CHECKING:
+    from recoverctl.actions.drill_restore import SourceRestorer
+
+
+class DrillFlowRunner(Protocol):
+    """One drill flow of drill/: run a playbook's drill with a restorer; return the result fields."""
+
+    def __call__(
+        self,
+        cfg: Config,
+        catalog: Catalog,
+        pb: Playbook,
+        restorer: SourceRestorer,
+        *,
+        keep: bool = False,
+        cold: bool = False,
+        on_phase: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -54,28 +72,33 @@ class DrillResult:
     details: dict[str, Any]
 
 
+# The drill flow for each way a Source says its restores are proven (sources/base.py DrillFlow).
+FLOWS: dict[DrillFlow, DrillFlowRunner] = {
+    "scratch_server": engine.execute,
+    "rehash": snapshot_drill.execute,
+}
+
+
 def run_drills(
     cfg: Config,
     catalog: Catalog,
     playbooks: list[Playbook],
-    restorer_for: Callable[[Playbook], Restorer | SnapshotRestorer],
+    restorer_for: Callable[[Playbook], SourceRestorer],
     *,
     keep: bool = False,
     cold: bool = False,
     on_phase: Callable[[str, str], None] | None = None,
 ) -> list[DrillResult]:
-    """Run each playbook's drill in turn and return the results (a failed drill is a result).
-
-    Raise DrillInterrupted (exit 130) after cleanup on SIGINT/SIGTERM.
+    """Run each playbook's drill in turn, in the flow its source asks for; return the results (a
+    failed drill is a result). Raise DrillInterrupted (exit 130) after cleanup on SIGINT/SIGTERM.
     """
     results = []
     for pb in playbooks:
         announce: Callable[[str], None] | None = None
         if on_phase is not None:
             announce = functools.partial(on_phase, pb.drill.name)
-        restorer: Any = restorer_for(pb)
-        kind = cfg.sources[pb.drill.source].type if pb.drill.source in cfg.sources else "postgres"
-        flow = engine.execute if kind == "postgres" else snapshot_drill.execute
+        restorer = restorer_for(pb)
+        flow = FLOWS[restorer.source.drill_flow]
         results.append(
             DrillResult(**flow(cfg, catalog, pb, restorer, keep=keep, cold=cold, on_phase=announce))
         )
@@ -122,7 +145,7 @@ def drill_run(
 
     secret = password()
 
-    def factory(pb: Playbook) -> Any:
+    def factory(pb: Playbook) -> SourceRestorer:
         source = source_for(cfg, pb.drill.source, catalog, secret, pb.drill.snapshot)
         return SourceRestorer(cfg, catalog, secret, source)
 

@@ -1,15 +1,16 @@
-"""What each job kind in the persistent queue does: one registry from kind to callable, and the
-payload an alert hands to the job it queues.
+"""What each job kind in the persistent queue does: one registry from kind to callable, the
+payload an alert hands to the job it queues, and `execute_queued`, the executor the worker gives
+`scheduler.runner.run_job` for a claimed queue job.
 
-Executors are imported lazily so a worker does not load (or need) the deploy machinery to send a
-notification. Each returns a JSON-able result or raises RecoverctlError (the job then fails).
+Executors import their actions lazily so a worker does not load (or need) the deploy machinery to
+send a notification. Each returns a typed result or raises RecoverctlError (the job then fails).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,11 +19,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from recoverctl.catalog import Catalog
-from recoverctl.catalog.jobs import earlier_rollback
+from recoverctl.catalog.jobs import Job, earlier_rollback
 from recoverctl.config import ENV_PASSWORD, Config, repository_password
 from recoverctl.errors import ConfigError, RecoverctlError, VerificationError
+from recoverctl.scheduler.runner import Outcome, recoverctl_argv, run_subprocess
+
+log = logging.getLogger(__name__)
 
 BACKUP_TIMEOUT = 6 * 3600.0
+# A job retried later waits its executor's delay, doubled for every further attempt, at most this.
+MAX_RETRY_DELAY = 600.0
 
 
 class AlertJobPayload(BaseModel):
@@ -197,12 +203,7 @@ def run_backup(cfg: Config, catalog: Catalog, payload: AlertJobPayload) -> Backu
     A child process, like scheduled jobs: a crashing backup cannot take the worker down, and the
     backup command's own locking, progress and recording apply unchanged.
     """
-    from recoverctl.scheduler.execute import run_subprocess
-
-    argv = [sys.executable, "-m", "recoverctl"]
-    if cfg.path is not None:
-        argv += ["--config", str(cfg.path.absolute())]
-    argv += backup_argv(cfg, payload.target)
+    argv = recoverctl_argv(cfg, backup_argv(cfg, payload.target))
     code, timed_out, output = run_subprocess(argv, BACKUP_TIMEOUT, dict(os.environ))
     if code != 0:
         raise RecoverctlError(
@@ -272,8 +273,8 @@ JOB_KINDS: dict[str, Executor] = {
 }
 
 
-def run_job(cfg: Config, catalog: Catalog, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """Run one job of `kind` with its stored `payload`; return its result as stored in the job;
+def execute_kind(cfg: Config, catalog: Catalog, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Run the executor of `kind` on a stored `payload`; return its result as stored in the job;
     raise RecoverctlError for an unknown kind, a malformed payload or a failure."""
     try:
         executor = JOB_KINDS[kind]
@@ -283,3 +284,24 @@ def run_job(cfg: Config, catalog: Catalog, kind: str, payload: dict[str, Any]) -
         ) from None
     out = executor(cfg, catalog, AlertJobPayload.from_json(payload))
     return out if isinstance(out, dict) else asdict(out)
+
+
+def execute_queued(cfg: Config, catalog: Catalog, job: Job) -> Outcome:
+    """Given a claimed queue job, run its kind's executor; return the Outcome to record.
+
+    Succeeded with the executor's result; failed with the error; queued again after a delay
+    (doubled for every further attempt) when the executor asked to be retried later and the job
+    has attempts left. A bug in an executor fails the job instead of the worker thread.
+    """
+    try:
+        return Outcome("succeeded", execute_kind(cfg, catalog, job.kind, {**job.payload, "job_id": job.id}))
+    except RetryLater as e:
+        if job.attempts < job.max_attempts:
+            delay = min(MAX_RETRY_DELAY, e.delay * 2 ** (job.attempts - 1))
+            return Outcome("queued", {"error": e.to_dict()}, e.message, retry_in=delay)
+        return Outcome("failed", {"error": e.to_dict()}, e.message)
+    except RecoverctlError as e:
+        return Outcome("failed", {"error": e.to_dict()}, e.message)
+    except Exception as e:
+        log.exception("job %s (%s) crashed", job.id, job.kind)
+        return Outcome("failed", None, f"unexpected {type(e).__name__}: {e}")

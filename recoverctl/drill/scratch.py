@@ -39,6 +39,7 @@ from recoverctl.sources.postgres.isolation import (
 )
 from recoverctl.sources.postgres.recovery import read_recovery_config
 from recoverctl.sources.postgres.server import default_os_user, remove_secrets, server_env
+from recoverctl.sources.postgres.server import postmaster_pid as running_postmaster_pid
 from recoverctl.sources.postgres.wal_fetcher import stop_fetchers
 
 log = logging.getLogger(__name__)
@@ -319,17 +320,11 @@ class ScratchCluster:
     def postmaster_pid(self) -> int | None:
         """Return the running postmaster's pid from postmaster.pid, or None."""
         try:
-            first = (self.data_dir / "postmaster.pid").read_text().splitlines()[0]
-            pid = int(first.strip())
-        except (OSError, ValueError, IndexError):
+            pid = running_postmaster_pid(self.data_dir)
+        except OSError:
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
-        self.state.pid = pid
+        if pid is not None:
+            self.state.pid = pid
         return pid
 
     def log_tail(self, lines: int = 15) -> str:

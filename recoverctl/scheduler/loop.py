@@ -61,6 +61,7 @@ class SchedulerLoop:
     _threads: list[threading.Thread] = field(default_factory=list)
     _last_seen: dict[str, float] = field(default_factory=dict)
     _since: float = 0.0
+    _signalled: bool = False
 
     def schedules(self) -> list[Schedule]:
         return [s for s in self.cfg.schedules if s.enabled]
@@ -146,16 +147,27 @@ class SchedulerLoop:
         delay = min([self.poll, *(u - now + 0.01 for u in upcoming)])
         self.stopping.wait(max(0.01, delay))
 
+    def _on_signal(self, signum: int, frame: object) -> None:
+        # Only a plain assignment: `stopping.set()` takes the lock of the Event that the interrupted
+        # main thread may hold (inside `stopping.wait`), and the runner would hang forever.
+        self._signalled = True
+
+    def _stop_requested(self) -> bool:
+        """Return whether to stop claiming; a signal received meanwhile sets `stopping` now."""
+        if self._signalled:
+            self.stopping.set()
+        return self.stopping.is_set()
+
     def run(self, *, install_signals: bool = True) -> LoopResult:
         """Loop until SIGTERM/SIGINT; return what was started. Running jobs finish before returning."""
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: self.stopping.set())
+                signal.signal(sig, self._on_signal)
         self._since = time.time()
         self._init_last_seen(self._since)
         self._heartbeat("running")
         last_beat = last_deliver = time.monotonic()
-        while not self.stopping.is_set():
+        while not self._stop_requested():
             try:
                 self.tick(time.time())
                 if time.monotonic() - last_beat >= HEARTBEAT_EVERY:

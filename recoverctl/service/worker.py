@@ -12,18 +12,16 @@ import threading
 import time
 from typing import Any
 
-from recoverctl.actions.job_kinds import JOB_KINDS, RetryLater, run_job
+from recoverctl.actions.job_kinds import JOB_KINDS, execute_queued
 from recoverctl.catalog import Catalog, leases
 from recoverctl.catalog import jobs as jobq
 from recoverctl.config import Config
-from recoverctl.errors import CatalogError, RecoverctlError
-from recoverctl.notify.delivery import deliver_pending
+from recoverctl.errors import CatalogError
+from recoverctl.scheduler.runner import Held, run_job
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 5.0
-# A job retried later waits its executor's delay, doubled for every further attempt, at most this.
-MAX_RETRY_DELAY = 600.0
 
 
 class Worker:
@@ -113,53 +111,20 @@ class Worker:
         return done
 
     def _execute(self, job: jobq.Job) -> dict[str, Any]:
-        keeper = leases.LeaseKeeper(self.catalog, job.id, self.owner, self.lease, f"job {job.id}")
-        keeper.start()
         log.info("job %s (%s) started for %s", job.id, job.kind, job.payload.get("target"))
-        state, result, error = "failed", None, None
-        retry_in: float | None = None
-        try:
-            result = run_job(self.cfg, self.catalog, job.kind, {**job.payload, "job_id": job.id})
-            state = "succeeded"
-        except RetryLater as e:
-            error = e.message
-            result = {"error": e.to_dict()}
-            if job.attempts < job.max_attempts:
-                retry_in = min(MAX_RETRY_DELAY, e.delay * 2 ** (job.attempts - 1))
-        except RecoverctlError as e:
-            error = e.message
-            result = {"error": e.to_dict()}
-        except Exception as e:
-            # A bug in an executor must not kill the worker thread; keep the traceback in the log.
-            log.exception("job %s (%s) crashed", job.id, job.kind)
-            error = f"unexpected {type(e).__name__}: {e}"
-        finally:
-            keeper.stop()
-        if retry_in is not None:
-            assert result is not None and error is not None
-            jobq.retry_later(self.catalog, job.id, self.owner, retry_in, result=result, error=error)
-            state = "queued"
-            log.warning(
-                "job %s (%s) attempt %d of %d failed, retrying in %.0f s: %s",
-                job.id,
-                job.kind,
-                job.attempts,
-                job.max_attempts,
-                retry_in,
-                error,
-            )
-        else:
-            jobq.finish(self.catalog, job.id, self.owner, state, result=result, error=error)
-        # Events the job recorded (alert.notify, rollback.*) go out now, not whenever some command
-        # next closes the catalog; a failing channel is recorded by the delivery, never raised here.
-        try:
-            deliver_pending(self.cfg, self.catalog)
-        except RecoverctlError as e:
-            log.warning("job %s: could not deliver notifications: %s", job.id, e)
+        what = f"job {job.id} ({job.kind}) attempt {job.attempts} of {job.max_attempts}"
+        outcome = run_job(
+            self.cfg,
+            self.catalog,
+            Held(job.id, self.owner, what),
+            lambda lost: execute_queued(self.cfg, self.catalog, job),
+            lease=self.lease,
+        )
         with self._count_lock:
             self.jobs_run += 1
-        log.info("job %s (%s) %s%s", job.id, job.kind, state, f": {error}" if error else "")
-        return {**job.to_json(), "state": state, "result": result, "error": error}
+        error = outcome.error
+        log.info("job %s (%s) %s%s", job.id, job.kind, outcome.state, f": {error}" if error else "")
+        return {**job.to_json(), "state": outcome.state, "result": outcome.result, "error": error}
 
     def _loop(self) -> None:
         while not self._stop.is_set():

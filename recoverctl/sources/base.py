@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from recoverctl.errors import RecoverctlError, VerificationError
 from recoverctl.progress import Progress
@@ -75,11 +75,20 @@ class Fetched:
     run: RestoreRun | None = None
 
 
+# How a drill proves a restore of the source usable (the drill engine has one flow for each):
+# - "scratch_server": restore with recovery configured, start a private server on it, wait for
+#   recovery to end and run the playbook's checks against it (drill/engine.py);
+# - "rehash": the restore is the recovery; re-hash every restored file against the snapshot
+#   (drill/snapshot_drill.py).
+DrillFlow = Literal["scratch_server", "rehash"]
+
+
 class Source(Protocol):
     """A configured backup source, behind which its kind's mechanics live."""
 
     name: str  # the source's name in the config
     kind: str  # the kind its snapshots have in the repository
+    drill_flow: DrillFlow  # how a drill of it checks the restore
     # The catalog run a restore of it is recorded as, and the run's source column.
     restore_run_kind: str
     run_source: str | None

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from recoverctl.errors import NotFoundError, PartialError, RecoverctlError, UsageError, VerificationError
 from recoverctl.progress import Progress
 from recoverctl.repo import BackupResult, Repository, RestoreResult, Snapshot, backup_tree, restore_snapshot
-from recoverctl.sources.base import Fetched, PointInTime, RestoreRun, Selection, random_time
+from recoverctl.sources.base import DrillFlow, Fetched, PointInTime, RestoreRun, Selection, random_time
 
 
 class SnapshotChoice(Protocol):
@@ -178,6 +178,7 @@ class FilesSource:
     are snapshot trees restored into a directory and chosen by time."""
 
     kind = "files"
+    drill_flow: DrillFlow = "rehash"
     restore_run_kind = "restore"
     run_source: str | None = None
 

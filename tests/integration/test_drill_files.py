@@ -191,7 +191,7 @@ def test_volume_drill_restores_and_rehashes_a_real_docker_volume(
 def test_drill_job_kind_runs_the_playbook_and_fails_the_job_on_a_failed_drill(
     env: tuple[InProcessCli, Path, Path], tmp_path: Path
 ) -> None:
-    from recoverctl.actions.job_kinds import run_job
+    from recoverctl.actions.job_kinds import execute_kind
     from recoverctl.catalog import Catalog
     from recoverctl.config import load_config
     from recoverctl.errors import VerificationError
@@ -207,10 +207,10 @@ def test_drill_job_kind_runs_the_playbook_and_fails_the_job_on_a_failed_drill(
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("RECOVERCTL_PASSWORD", "pw")
             # A relative playbook path is found beside the config file.
-            out = run_job(cfg, catalog, "drill", {"target": "playbooks/docs.yaml", "job_id": 1})
+            out = execute_kind(cfg, catalog, "drill", {"target": "playbooks/docs.yaml", "job_id": 1})
             assert out["result"] == "succeeded" and out["drills"][0]["verdict"] == "pass"
             with pytest.raises(VerificationError, match="docs-tight: RPO") as e:
-                run_job(cfg, catalog, "drill", {"target": str(cfg_path / "tight.yaml"), "job_id": 2})
+                execute_kind(cfg, catalog, "drill", {"target": str(cfg_path / "tight.yaml"), "job_id": 2})
             assert e.value.details["drills"][0]["verdict"] == "fail"
     finally:
         catalog.close()

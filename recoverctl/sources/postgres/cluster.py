@@ -13,7 +13,7 @@ from recoverctl.config import Config
 from recoverctl.errors import NotFoundError
 from recoverctl.progress import Progress
 from recoverctl.repo import Repository
-from recoverctl.sources.base import Fetched, PointInTime, RestoreRun, Selection, random_time
+from recoverctl.sources.base import DrillFlow, Fetched, PointInTime, RestoreRun, Selection, random_time
 from recoverctl.sources.postgres.backup import KIND, PhysicalBackup, copy_physical
 from recoverctl.sources.postgres.layout import tablespace_plan
 from recoverctl.sources.postgres.recovery import RecoveryTarget, normalize_target
@@ -33,6 +33,7 @@ class PostgresCluster:
     """The PostgreSQL source `name` of the config (physical backups; the WAL archive beside them)."""
 
     kind = KIND
+    drill_flow: DrillFlow = "scratch_server"
     restore_run_kind = "restore-postgres"
 
     def __init__(self, cfg: Config, name: str, catalog: Catalog, password: str):

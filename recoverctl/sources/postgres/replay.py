@@ -98,6 +98,38 @@ def _missing_after(repo: Repository, source: str, timeline: int, lsn: str | None
     return None
 
 
+def _exited(
+    repo: Repository, name: str, snap: Snapshot, target_dir: Path, target: RecoveryTarget, log: Path
+) -> VerificationError:
+    """Given a server that exited during recovery, return the error naming why (and the WAL segment
+    the archive lacks, when that is it)."""
+    failure = server_failure(log) or "the server exited: " + _log_tail(log)
+    seen_lsn, _ = _point_from_log(log)
+    missing = _missing_after(repo, name, int(snap.metadata["timeline"]), seen_lsn, log)
+    return VerificationError(
+        f"recovery of '{target_dir}' to {target.describe()} failed: {failure}"
+        + (f"; WAL segment {missing} is missing from the archive" if missing else ""),
+        hint=f"server log: {log}",
+        details={"missing_segment": missing, "log": str(log)},
+    )
+
+
+def _recovery_ended(
+    src: PostgresSource, port: int, target_action: str
+) -> tuple[bool, str | None, float | None]:
+    """Ask the server accepting connections on `port` where it is; return (recovery ended, replayed
+    LSN, last commit time). With target action pause it ends when replay is paused."""
+    try:
+        lsn, commit, in_recovery = _recovered_point(src, port)
+        if target_action == "pause" and in_recovery:
+            with _connect_restored(src, port) as conn:
+                state = conn.execute("select pg_get_wal_replay_pause_state()").fetchone()
+            return bool(state and state[0] == "paused"), lsn, commit
+        return not in_recovery, lsn, commit
+    except psycopg.OperationalError:
+        return False, None, None  # between consistency and promotion connections may still be refused
+
+
 def run_recovery(
     repo: Repository,
     name: str,
@@ -124,44 +156,25 @@ def run_recovery(
     lsn: str | None = None
     commit: float | None = None
     while True:
-        pid = postmaster_pid(target_dir)
-        if pid is None:
+        if postmaster_pid(target_dir) is None:
             if target_action == "shutdown" and not server_failure(log):
                 lsn, commit = _point_from_log(log)
                 break
-            failure = server_failure(log) or "the server exited: " + _log_tail(log)
-            timeline = int(snap.metadata["timeline"])
-            seen_lsn, _ = _point_from_log(log)
-            missing = _missing_after(repo, name, timeline, seen_lsn, log)
-            raise VerificationError(
-                f"recovery of '{target_dir}' to {target.describe()} failed: {failure}"
-                + (f"; WAL segment {missing} is missing from the archive" if missing else ""),
-                hint=f"server log: {log}",
-                details={"missing_segment": missing, "log": str(log)},
-            )
+            raise _exited(repo, name, snap, target_dir, target, log)
         if time.monotonic() > deadline:
             stop_server(target_dir, bin_dir, user, "immediate")
             raise VerificationError(
                 f"recovery of '{target_dir}' did not finish within {_RECOVERY_TIMEOUT:.0f}s"
             )
         status = postmaster_status(target_dir)
-        if status not in ("ready", "standby"):
-            time.sleep(0.02)  # not accepting connections before it is consistent
+        # Not accepting connections before it is consistent; a standby still replays when the
+        # target action is promote ('ready' comes with the promotion).
+        if status not in ("ready", "standby") or (status == "standby" and target_action == "promote"):
+            time.sleep(0.02)
             continue
-        if status == "standby" and target_action == "promote":
-            time.sleep(0.02)  # still replaying: 'ready' comes with the promotion
-            continue
-        try:
-            lsn, commit, in_recovery = _recovered_point(src, port)
-            if target_action == "pause" and in_recovery:
-                with _connect_restored(src, port) as conn:
-                    state = conn.execute("select pg_get_wal_replay_pause_state()").fetchone()
-                if state and state[0] == "paused":
-                    break
-            elif not in_recovery:
-                break
-        except psycopg.OperationalError:
-            pass  # between consistency and promotion connections may still be refused
+        ended, lsn, commit = _recovery_ended(src, port, target_action)
+        if ended:
+            break
         time.sleep(0.05)
     if target.kind != "latest":
         reached = "recovery stopping" in log.read_text(errors="replace") or target.kind == "immediate"

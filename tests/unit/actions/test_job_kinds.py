@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from recoverctl.actions.job_kinds import AlertJobPayload, run_job
+from recoverctl.actions.job_kinds import AlertJobPayload, execute_kind
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
 from recoverctl.config import parse_config
@@ -47,7 +47,7 @@ def _rollback_row(catalog: Catalog, state: str, job_id: int | None, to_status: s
 def test_resumed_job_whose_rollback_already_finished_does_not_roll_back_again(catalog: Catalog) -> None:
     rb = _rollback_row(catalog, "succeeded", job_id=7)
     cfg = parse_config({}, env={})  # no services: a new rollback would fail loudly
-    out = run_job(cfg, catalog, "rollback", {"target": "web", "resume": True, "job_id": 7})
+    out = execute_kind(cfg, catalog, "rollback", {"target": "web", "resume": True, "job_id": 7})
     assert out == {"result": "succeeded", "rollback_id": rb, "finished_before_restart": True}
 
 
@@ -55,7 +55,7 @@ def test_job_never_resumes_onto_a_release_that_failed_its_health_check(catalog: 
     _rollback_row(catalog, "failed", job_id=8, to_status="failed")
     _rollback_row(catalog, "succeeded", job_id=80)  # another job's rollback is not this one's
     with pytest.raises(RecoverctlError, match="never goes onto a version that failed"):
-        run_job(parse_config({}, env={}), catalog, "rollback", {"target": "web", "job_id": 8})
+        execute_kind(parse_config({}, env={}), catalog, "rollback", {"target": "web", "job_id": 8})
 
 
 def test_job_resumes_only_its_own_rollback_and_never_starts_a_second(catalog: Catalog) -> None:
@@ -65,19 +65,21 @@ def test_job_resumes_only_its_own_rollback_and_never_starts_a_second(catalog: Ca
     by_hand = _rollback_row(catalog, "failed", job_id=None)
     newest = f"rollback #{own} of 'web' is not its newest \\(#{by_hand} failed"
     with pytest.raises(NotFoundError, match=newest):
-        run_job(parse_config({}, env={}), catalog, "rollback", {"target": "web", "resume": True, "job_id": 9})
+        execute_kind(
+            parse_config({}, env={}), catalog, "rollback", {"target": "web", "resume": True, "job_id": 9}
+        )
     with catalog.begin() as conn:
         states = conn.execute(sa.select(t.rollbacks.c.state).order_by(t.rollbacks.c.id)).scalars().all()
     assert states == ["failed", "failed"]
 
 
 def test_notify_job_emits_one_event(catalog: Catalog) -> None:
-    out = run_job(
+    out = execute_kind(
         parse_config({}, env={}), catalog, "notify", {"target": "web", "incident_key": "k", "job_id": 1}
     )
     assert out["event_id"] > 0
     with pytest.raises(RecoverctlError, match="not known"):
-        run_job(parse_config({}, env={}), catalog, "teleport", {})
+        execute_kind(parse_config({}, env={}), catalog, "teleport", {})
 
 
 def test_alert_payload_round_trips_and_a_malformed_one_fails_the_job(catalog: Catalog) -> None:
@@ -104,6 +106,8 @@ def test_alert_payload_round_trips_and_a_malformed_one_fails_the_job(catalog: Ca
     assert again.resume and again.job_id == 4 and again.labels == {"service": "web"}
     assert again.to_json() == {**stored, "resume": True, "job_id": 4}
     with pytest.raises(RecoverctlError, match="malformed job payload"):
-        run_job(parse_config({}, env={}), catalog, "notify", {"severity": "critical"})
+        execute_kind(parse_config({}, env={}), catalog, "notify", {"severity": "critical"})
     with pytest.raises(RecoverctlError, match="malformed job payload"):
-        run_job(parse_config({}, env={}), catalog, "notify", {"target": "web", "labels": ["not", "a", "map"]})
+        execute_kind(
+            parse_config({}, env={}), catalog, "notify", {"target": "web", "labels": ["not", "a", "map"]}
+        )
