@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-import threading
+import time
 
 import click
 
@@ -104,11 +104,14 @@ def worker(app: App, concurrency: int | None, once: bool) -> None:
             ),
         )
         return
-    stopping = threading.Event()
+    # The handler only records the signal: calling Event.set() from a handler can deadlock on the
+    # Event's own lock when the signal lands while the main thread holds it inside wait().
+    signalled: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stopping.set())
+        signal.signal(sig, lambda signum, _frame: signalled.append(signum))
     w.start()
-    stopping.wait()
+    while not signalled:
+        time.sleep(0.2)
     w.stop()
     app.render({"jobs_run": w.jobs_run}, f"worker stopped after {w.jobs_run} job(s)")
 
