@@ -14,6 +14,7 @@ from recoverctl.errors import UsageError
 from recoverctl.sources.postgres.connection import connect
 from recoverctl.sources.postgres.settings import (
     apply_settings,
+    archive_timeout_of,
     archiver_status,
     archiving_plan,
     archiving_refusal,
@@ -152,8 +153,19 @@ def postgres_status(cfg: Config, catalog: Catalog, *, source: str | None = None)
         }
         if live is not None:
             entry["archiver"] = live
+        entry.update(archive_bound(src, name))
         out.append(entry)
     return RpoStatus(sources=out, at=now)
+
+
+def archive_bound(src: PostgresSource, name: str) -> dict[str, Any]:
+    """Return the server's archive_timeout and the RPO bound archive mode guarantees with it
+    (`archive_bound_s`, None when archive_timeout is off: a quiet server may never switch a
+    segment, so nothing bounds the loss), or {} when the server cannot be reached."""
+    timeout_s = archive_timeout_of(src, name)
+    if timeout_s is None:
+        return {}
+    return {"archive_timeout_s": timeout_s, "archive_bound_s": float(timeout_s) if timeout_s > 0 else None}
 
 
 def postgres_check(

@@ -62,6 +62,8 @@ def setup(app: App, source: str | None, apply: bool, dry_run: bool) -> None:
                 f"{mark:6}  {s['name']} = '{s['wanted']}'"
                 + (f"   (now '{s['current']}')" if s["change"] else "")
             )
+            if s.get("why"):
+                lines.append(f"        why: {s['why']}")
         if r.applied:
             lines.append("applied with ALTER SYSTEM and reloaded")
         elif r.changes:
@@ -151,6 +153,12 @@ def status(app: App, source: str | None) -> None:
                 f"{s['source']} ({s['tier']}): last WAL {s['last_archived_segment']} at {when}, "
                 f"exposure {s['exposure_s']:.0f}s, {verdict} RPO target {s['rpo_target_s']:.0f}s"
             )
+            if "archive_timeout_s" in s:
+                bound = s["archive_bound_s"]
+                lines.append(
+                    f"  archive_timeout {s['archive_timeout_s']}s: "
+                    + (f"guarantees loss <= {bound:.0f}s" if bound else "off, nothing bounds the loss")
+                )
         return "\n".join(lines) or "no postgres sources configured"
 
     app.render(result, text)

@@ -72,6 +72,7 @@ from recoverctl.config.services import (
     SshService,
 )
 from recoverctl.config.sources import (
+    ARCHIVE_TIMEOUT_MIN_S,
     FilesSource,
     PostgresSource,
     Source,
@@ -82,6 +83,7 @@ from recoverctl.config.sources import (
 )
 
 __all__ = [
+    "ARCHIVE_TIMEOUT_MIN_S",
     "ENV_CATALOG",
     "ENV_CONFIG",
     "ENV_PASSWORD",

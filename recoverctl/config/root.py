@@ -18,7 +18,7 @@ from recoverctl.config.repository import RepositoryConfig, _repository_from_str
 from recoverctl.config.schedules import RetentionConfig, Schedule
 from recoverctl.config.serve import Policy, ServeConfig
 from recoverctl.config.services import DockerService, Service, SshService
-from recoverctl.config.sources import Source, Targets
+from recoverctl.config.sources import ARCHIVE_TIMEOUT_MIN_S, Source, Targets
 from recoverctl.errors import ConfigError
 
 
@@ -81,6 +81,23 @@ class Config(Model):
                 hint=f"set {ENV_REPOSITORY} or add 'repository: <url>' to the config file",
             )
         return self.repository
+
+    def target_warnings(self) -> list[str]:
+        """Return, per postgres source whose RPO target its WAL mode cannot meet, why not."""
+        out = []
+        for name, src in self.sources.items():
+            if src.type != "postgres":
+                continue
+            # `wal.mode` (archive|stream) where the source has it; archive is the default.
+            mode = getattr(getattr(src, "wal", None), "mode", "archive")
+            rpo = self.targets.for_tier(src.tier).rpo
+            if mode == "archive" and rpo < ARCHIVE_TIMEOUT_MIN_S:
+                out.append(
+                    f"source '{name}': RPO target {rpo:g}s ({src.tier}) cannot be met in archive mode: "
+                    f"archive_timeout is at least {ARCHIVE_TIMEOUT_MIN_S}s, so up to that much WAL may "
+                    "sit unarchived; stream WAL (wal: {mode: stream}) or raise the target"
+                )
+        return out
 
     def source(self, name: str | None, kind: str | None = None) -> tuple[str, Any]:
         """Given a source name (or None when exactly one of `kind` exists), return (name, source)."""

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from recoverctl.config import (
+    ARCHIVE_TIMEOUT_MIN_S,
     ENV_CATALOG,
     ENV_PASSWORD_FILE,
     ENV_REPOSITORY,
@@ -285,3 +286,34 @@ def _s3_credential_problems(
                 "in the config file, or give that user an AWS credentials file (~/.aws/credentials)"
             ]
     return []
+
+
+# archive_timeout's ceiling: above 15 minutes a quiet server's last commits wait longer than any
+# "hourly" promise should tolerate. The floor (ARCHIVE_TIMEOUT_MIN_S) is in the config, which
+# warns about targets below it.
+ARCHIVE_TIMEOUT_MAX_S = 900
+
+
+def archive_timeout_for(rpo_target_s: float) -> tuple[int, str]:
+    """Given a source's RPO target in seconds, return (archive_timeout seconds, why).
+
+    A quarter of the target: a committed transaction's segment is closed at most archive_timeout
+    later and then pushed; the other three quarters absorb the push itself and the archiver's
+    retries (after three failed attempts PostgreSQL waits a minute before trying again).
+    """
+    quarter = int(rpo_target_s // 4)
+    seconds = max(ARCHIVE_TIMEOUT_MIN_S, min(ARCHIVE_TIMEOUT_MAX_S, quarter))
+    why = f"a quarter of the RPO target {int(rpo_target_s)}s"
+    if seconds != quarter:
+        bound = "floor" if seconds == ARCHIVE_TIMEOUT_MIN_S else "ceiling"
+        why += f" ({quarter}s), held to the {seconds}s {bound}"
+    why += ": on a quiet server a commit's WAL segment is closed and archived within this time"
+    if rpo_target_s < ARCHIVE_TIMEOUT_MIN_S:
+        why += f"; archive mode cannot keep a target under {ARCHIVE_TIMEOUT_MIN_S}s (stream WAL for that)"
+    return seconds, why
+
+
+def archive_bound_s(archive_timeout_s: int) -> float | None:
+    """Given the server's archive_timeout (0 = off), return the data-loss bound archive mode keeps
+    on a healthy archiver, or None when there is none (a quiet server may never switch segments)."""
+    return float(archive_timeout_s) if archive_timeout_s > 0 else None
