@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.options import json_option
+from recoverctl.cli.options import json_option, repo_option
 from recoverctl.drill.scoring import human_duration
 from recoverctl.errors import VerificationError
 
@@ -53,6 +53,7 @@ def _drill_text(d: DrillResult) -> str:
     "--cold", is_flag=True, help="Read only from the repository (no local caches), as after losing the host."
 )
 @json_option
+@repo_option
 @pass_app
 def run_cmd(app: App, playbooks: tuple[str, ...], keep: bool, cold: bool) -> None:
     """Restore each PLAYBOOK's snapshot into a scratch cluster, run its checks and score RTO/RPO.

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.options import json_option
+from recoverctl.cli.options import json_option, repo_option
 
 if TYPE_CHECKING:
     from recoverctl.actions.backup_postgres import (
@@ -284,6 +284,7 @@ def _physical_backup_text(r: PhysicalBackupSummary | PhysicalBackupPlan) -> str:
 @click.option("--clean", is_flag=True, help="With --logical: drop objects before recreating them.")
 @click.option("--dry-run", is_flag=True, help="Choose the snapshot and say what would be done.")
 @json_option
+@repo_option
 @pass_app
 def restore_postgres_cmd(
     app: App,

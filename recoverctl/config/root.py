@@ -8,8 +8,10 @@ from typing import Annotated, Any
 from pydantic import (
     BeforeValidator,
     Field,
+    PrivateAttr,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from recoverctl.config.base import ENV_REPOSITORY, Model
@@ -21,9 +23,18 @@ from recoverctl.config.services import DockerService, Service, SshService
 from recoverctl.config.sources import ARCHIVE_TIMEOUT_MIN_S, Source, Targets
 from recoverctl.errors import ConfigError
 
+# The name `--repo` gives the repository of a config with a single `repository:` section.
+PRIMARY = "primary"
+
 
 class Config(Model):
     repository: Annotated[RepositoryConfig | None, BeforeValidator(_repository_from_str)] = None
+    # Named repositories, the first one primary (backups and WAL go there; `recoverctl copy`
+    # brings them to the others). Exclusive with `repository:`; once validated, `repository`
+    # holds the primary so every reader of the single section keeps working.
+    repositories: dict[str, Annotated[RepositoryConfig, BeforeValidator(_repository_from_str)]] = Field(
+        default_factory=dict
+    )
     catalog: str | None = None
     sources: dict[str, Source] = Field(default_factory=dict)
     services: dict[str, Service] = Field(default_factory=dict)
@@ -33,6 +44,35 @@ class Config(Model):
     targets: Targets = Field(default_factory=Targets)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     retention: RetentionConfig | None = None
+
+    # Which of `repositories` the `repository` field holds (see `for_repository`), and whether
+    # the environment chose it (then RECOVERCTL_PASSWORD(_FILE) are its passphrase).
+    _active: str | None = PrivateAttr(default=None)
+    _chosen_by_environment: bool = PrivateAttr(default=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_repository_section(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("repositories"):
+            if data.get("repository") is not None:
+                raise ValueError(
+                    "set 'repository' (one repository) or 'repositories' (named, the first primary), not both"
+                )
+            if not isinstance(data["repositories"], dict):
+                raise ValueError("'repositories' must map names to repositories")
+            data = {**data, "repository": next(iter(data["repositories"].values()))}
+        return data
+
+    @field_validator("repositories")
+    @classmethod
+    def _repository_names(cls, repositories: dict[str, RepositoryConfig]) -> dict[str, RepositoryConfig]:
+        for name in repositories:
+            if not name or not name.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"repository name '{name}' must be letters, digits, '-' or '_'")
+        urls = [r.url for r in repositories.values()]
+        if len(set(urls)) != len(urls):
+            raise ValueError("two repositories have the same url: a copy must live elsewhere")
+        return repositories
 
     @field_validator("retention")
     @classmethod
@@ -81,6 +121,57 @@ class Config(Model):
                 hint=f"set {ENV_REPOSITORY} or add 'repository: <url>' to the config file",
             )
         return self.repository
+
+    def repository_names(self) -> list[str]:
+        """Return the configured repositories' names, the primary first ([] when none)."""
+        if self.repositories:
+            return list(self.repositories)
+        return [PRIMARY] if self.repository is not None else []
+
+    @property
+    def primary_name(self) -> str:
+        return next(iter(self.repositories)) if self.repositories else PRIMARY
+
+    @property
+    def active_repository(self) -> str:
+        """Return the name of the repository `repository` holds (the primary unless `for_repository`)."""
+        return self._active or self.primary_name
+
+    def named_repository(self, name: str | None) -> RepositoryConfig:
+        """Given a repository name (None = the primary), return its section; raise ConfigError."""
+        if name is None or name == self.primary_name:
+            return self.require_repository()
+        if name not in self.repositories:
+            raise ConfigError(
+                f"unknown repository '{name}'",
+                hint=f"configured repositories: {', '.join(self.repository_names()) or '(none)'}",
+            )
+        return self.repositories[name]
+
+    def copy_targets(self) -> list[str]:
+        """Return the names of the repositories `recoverctl copy` fills: all but the primary."""
+        return list(self.repositories)[1:]
+
+    def for_repository(self, name: str | None, *, from_environment: bool = False) -> Config:
+        """Given a repository name (None = the primary), return this config with that repository
+        as its `repository`, so every action works on it unchanged; raise ConfigError.
+
+        Its passphrase comes from its own `password_env` / `password_file` only, unless
+        `from_environment` (RECOVERCTL_REPOSITORY_NAME chose it): then the variables come first.
+        """
+        if name is None or name == self.primary_name:
+            return self
+        chosen = self.model_copy(update={"repository": self.named_repository(name)})
+        chosen._active = name
+        chosen._chosen_by_environment = from_environment
+        chosen.path = self.path
+        return chosen
+
+    @property
+    def own_passphrase_only(self) -> bool:
+        """Whether only the active repository's own password_env/password_file give its
+        passphrase (a copy chosen with --repo: RECOVERCTL_PASSWORD is the primary's)."""
+        return self.active_repository != self.primary_name and not self._chosen_by_environment
 
     def target_warnings(self) -> list[str]:
         """Return, per postgres source whose RPO target its WAL mode cannot meet, why not."""

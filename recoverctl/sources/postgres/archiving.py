@@ -18,15 +18,17 @@ from recoverctl.config import (
     ENV_CATALOG,
     ENV_PASSWORD_FILE,
     ENV_REPOSITORY,
+    ENV_REPOSITORY_NAME,
     Config,
     has_secret,
+    passphrase_file,
 )
 from recoverctl.sources.postgres.recovery import shell_join
 
 # Variables handed on to the server's commands when set here: where the passphrase file,
 # repository, catalog and package are. Each only when its value holds no secret (a catalog URL
 # with a password stays out: see `wal_environment_problems`). RECOVERCTL_PASSWORD never does.
-PASS_THROUGH = (ENV_PASSWORD_FILE, ENV_REPOSITORY, ENV_CATALOG, "PYTHONPATH")
+PASS_THROUGH = (ENV_PASSWORD_FILE, ENV_REPOSITORY, ENV_REPOSITORY_NAME, ENV_CATALOG, "PYTHONPATH")
 
 
 def self_argv() -> list[str]:
@@ -101,6 +103,14 @@ def restore_command(cfg: Config, source: str, password_file: Path | None = None)
     package_root = str(Path(recoverctl.__file__).resolve().parents[1])
     path = os.environ.get("PYTHONPATH")
     env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
+    if cfg.active_repository != cfg.primary_name:
+        # Restoring from a copy: the server's fetches read that repository, with its passphrase.
+        env[ENV_REPOSITORY_NAME] = cfg.active_repository
+        own = passphrase_file(cfg)
+        if own is not None:
+            env[ENV_PASSWORD_FILE] = own
+        else:
+            env.pop(ENV_PASSWORD_FILE, None)
     if password_file is not None:
         env[ENV_PASSWORD_FILE] = str(password_file)
     # Fetching never touches the catalog: its URL stays out of the line whatever it holds.
