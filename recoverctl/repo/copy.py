@@ -147,7 +147,8 @@ class RepositoryCopy:
             saves = SaveStats()
             with BlobSaver(self.dst, stats=saves) as saver:
                 for snap in plan.snapshots:
-                    self.progress(f"snapshot {snap.short_id} ({snap.kind} {snap.source or ''})")
+                    what = f"{snap.kind} {snap.source}" if snap.source else snap.kind
+                    self.progress(f"snapshot {snap.short_id} ({what})")
                     self._copy_snapshot(snap, saver)
             self.stats.packs_uploaded, self.stats.bytes_uploaded = saves.packs_uploaded, saves.bytes_uploaded
         self.stats.wal_present = plan.wal_present
