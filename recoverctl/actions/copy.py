@@ -8,11 +8,16 @@ run is recorded per copy target.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from recoverctl.actions.operation import operation
+from recoverctl.catalog import Catalog
+from recoverctl.catalog import wal as catalog_wal
+from recoverctl.catalog.runs import Run, finished_runs
 from recoverctl.config import Config
 from recoverctl.errors import ConfigError
 from recoverctl.progress import Progress
@@ -34,6 +39,9 @@ class CopyTarget:
     snapshots_to_copy: int
     wal_to_copy: int
     stats: CopyStats = field(default_factory=CopyStats)
+    # The source time of the newest WAL minus that of the newest WAL the copy holds, measured
+    # after the run (before it, with dry_run).
+    wal_lag_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         s = self.stats
@@ -43,6 +51,7 @@ class CopyTarget:
             "dry_run": self.dry_run,
             "snapshots_to_copy": self.snapshots_to_copy,
             "wal_to_copy": self.wal_to_copy,
+            "wal_lag_s": self.wal_lag_s,
             "snapshots_copied": s.snapshots_copied,
             "snapshots_present": s.snapshots_present,
             "blobs_read": s.blobs_read,
@@ -65,16 +74,6 @@ class CopyResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"primary": self.primary, "copies": [c.to_json() for c in self.copies]}
-
-
-@dataclass
-class CopyLagRow:
-    name: str
-    url: str
-    snapshots_missing: int | None
-    wal_missing: int | None
-    wal_lag_s: float | None
-    error: str | None = None
 
 
 def copy_targets(cfg: Config, to: str | None) -> list[str]:
@@ -130,41 +129,86 @@ def copy_repositories(
             target = CopyTarget(name, dst.url, dry_run, len(plan.snapshots), len(plan.wal))
             target.stats.snapshots_present = plan.snapshots_present
             target.stats.wal_present = plan.wal_present
-            if not dry_run:
+            if dry_run:
+                target.wal_lag_s = copy_lag(op.repo, dst, source=source).wal_lag_s
+            else:
 
                 def report(text: str, name: str = name) -> None:
                     progress.update({"copy": name, "now": text})
 
                 copier = RepositoryCopy(op.repo, dst, progress=report)
                 target.stats = copier.run(plan)
+                # Measured at the end, so `status` can tell from the catalog how far behind it is.
+                lag = copy_lag(op.repo, dst, source=source)
+                target.wal_lag_s = lag.wal_lag_s
                 op.finish(
                     "succeeded",
                     bytes_read=target.stats.bytes_read,
                     bytes_added=target.stats.bytes_uploaded + target.stats.wal_bytes_uploaded,
-                    details={"to": name, "url": dst.url, **target.to_json()},
+                    details={"to": name, "url": dst.url, **target.to_json(), "lag": dataclasses.asdict(lag)},
                 )
             result.copies.append(target)
     return result
 
 
-def copy_lags(cfg: Config, password: str, passphrase_for: PassphraseFor) -> list[CopyLagRow]:
-    """Return how far each copy repository is behind the primary; a copy that cannot be opened
-    is listed with its error instead of failing the whole status."""
-    from recoverctl.errors import RecoverctlError
-    from recoverctl.repo.configured import open_repository
+# Run kinds that write a snapshot into the primary.
+BACKUP_KINDS = ("backup", "backup-postgres")
 
+
+@dataclass
+class CopyStatus:
+    """How far one copy repository is behind, from the runs the catalog holds: snapshots backed
+    up since its last copy started, and WAL archived after the newest WAL the copy holds."""
+
+    name: str
+    url: str
+    status: str  # green / amber / red
+    reason: str
+    last_copy_at: float | None
+    snapshots_missing: int | None
+    wal_lag_s: float | None
+
+
+def _backups_since(catalog: Catalog, since: float) -> int:
+    runs: list[Run] = []
+    for kind in BACKUP_KINDS:
+        runs += finished_runs(catalog, kind, limit=1000)
+    return sum(1 for r in runs if r.started_at >= since and r.status in ("succeeded", "partial"))
+
+
+def copy_status(cfg: Config, catalog: Catalog, now: float | None = None) -> list[CopyStatus]:
+    """Return, per copy repository, its lag as far as the catalog knows it (no repository is
+    opened: `status` reads the catalog alone; `copy --dry-run` measures the repositories)."""
+    now = time.time() if now is None else now
     targets = cfg.copy_targets()
     if not targets:
         return []
-    rows = []
-    with open_repository(cfg, password) as src:
-        for name in targets:
-            url = cfg.named_repository(name).url
-            try:
-                with open_named_repository(cfg, name, passphrase_for(name)) as dst:
-                    lag = copy_lag(src, dst)
-            except RecoverctlError as e:
-                rows.append(CopyLagRow(name, url, None, None, None, error=e.message))
-                continue
-            rows.append(CopyLagRow(name, url, lag.snapshots_missing, lag.wal_missing, lag.wal_lag_s))
-    return rows
+    runs = finished_runs(catalog, "copy", with_details=True, limit=200)
+    rpo = min((cfg.targets.for_tier(s.tier).rpo for s in cfg.sources.values()), default=None)
+    archived = [catalog_wal.wal_status(catalog, n) for n, s in cfg.sources.items() if s.type == "postgres"]
+    newest_archived = max((w.last_archived_at or 0.0 for w in archived if w is not None), default=None)
+    out = []
+    for name in targets:
+        url = cfg.named_repository(name).url
+        mine = [r for r in runs if isinstance(r.details, dict) and r.details.get("to") == name]
+        ok = next((r for r in mine if r.status == "succeeded"), None)
+        if ok is None:
+            why = f"never copied to '{name}'" + (f": last copy failed: {mine[0].error}" if mine else "")
+            out.append(CopyStatus(name, url, "red", why + " (run 'recoverctl copy')", None, None, None))
+            continue
+        missing = _backups_since(catalog, ok.started_at)
+        lag_doc = ok.details.get("lag") or {}
+        wal_newest = lag_doc.get("wal_newest_at")
+        wal_lag = None
+        if newest_archived is not None and wal_newest is not None:
+            wal_lag = max(0.0, newest_archived - float(wal_newest))
+        status, reason = "green", f"last copy {int(now - ok.started_at)}s ago"
+        if mine[0].status != "succeeded":
+            status, reason = "red", f"last copy failed: {mine[0].error}"
+        elif missing or (wal_lag is not None and rpo is not None and wal_lag > rpo):
+            status = "amber"
+        reason += f", {missing} snapshot(s) not copied yet"
+        if wal_lag is not None:
+            reason += f", WAL {wal_lag:.0f}s behind"
+        out.append(CopyStatus(name, url, status, reason, ok.started_at, missing, wal_lag))
+    return out

@@ -74,6 +74,8 @@ class CopyLag:
     snapshots_missing: int
     wal_missing: int
     wal_lag_s: float | None
+    # The source's time of the newest WAL object the copy holds (None: it holds none).
+    wal_newest_at: float | None = None
 
 
 def origins(src: Repository, dst: Repository) -> dict[str, Snapshot]:
@@ -114,6 +116,7 @@ def copy_lag(src: Repository, dst: Repository, *, source: str | None = None) -> 
     for o in _wal_objects(src, source):
         by_source.setdefault(o.key.split("/")[1], []).append(o)
     lag: float | None = 0.0
+    held = [(o.mtime or 0.0) for objects in by_source.values() for o in objects if o.key in have]
     for objects in by_source.values():
         newest = max((o.mtime or 0.0) for o in objects)
         copied = [(o.mtime or 0.0) for o in objects if o.key in have]
@@ -121,7 +124,12 @@ def copy_lag(src: Repository, dst: Repository, *, source: str | None = None) -> 
             lag = None  # nothing of this source's WAL is in the copy: no finite lag
             break
         lag = max(lag or 0.0, newest - max(copied))
-    return CopyLag(snapshots_missing=len(plan.snapshots), wal_missing=len(plan.wal), wal_lag_s=lag)
+    return CopyLag(
+        snapshots_missing=len(plan.snapshots),
+        wal_missing=len(plan.wal),
+        wal_lag_s=lag,
+        wal_newest_at=max(held) if held else None,
+    )
 
 
 class RepositoryCopy:

@@ -90,12 +90,19 @@ def test_copy_to_s3_and_sftp_then_restore_from_each_without_the_primary(
     # A second snapshot shares almost everything: only the new file (and its trees) travels.
     (src / "docs" / "added.txt").write_text("added after the first copy\n")
     rc("backup", "files", str(src), check=0)
+    copies = {c["name"]: c for c in json.loads(rc("--json", "status").stdout)["copies"]}
+    assert copies["s3copy"]["snapshots_missing"] == 1 and copies["s3copy"]["status"] == "amber"
     second = {c["name"]: c for c in _copies(rc("--json", "copy", check=0))}
     for c in second.values():
         assert c["snapshots_copied"] == 1 and c["snapshots_present"] == 1
         assert c["blobs_read"] == 1 and c["bytes_uploaded"] < 100_000
     again = _copies(rc("--json", "copy", check=0))
     assert all(c["snapshots_copied"] == 0 and c["bytes_uploaded"] == 0 for c in again)
+    status = json.loads(rc("--json", "status").stdout)["copies"]
+    assert [(c["name"], c["status"], c["snapshots_missing"]) for c in status] == [
+        ("s3copy", "green", 0),
+        ("sftpcopy", "green", 0),
+    ]
 
     shutil.rmtree(tmp_path / "primary")
     for name in ("s3copy", "sftpcopy"):

@@ -69,6 +69,9 @@ def test_pitr_from_the_copy_with_the_primary_repository_gone(env: Env) -> None:
     assert copy["snapshots_copied"] == 1 and int(str(copy["wal_copied"])) >= 2
     lag = _copies(cli("--json", "copy", "--dry-run", check=0).stdout)[0]
     assert lag["snapshots_to_copy"] == 0 and lag["wal_to_copy"] == 0
+    assert lag["wal_lag_s"] == 0
+    status = json.loads(cli("--json", "status").stdout)["copies"][0]
+    assert status["snapshots_missing"] == 0 and status["wal_lag_s"] is not None and status["wal_lag_s"] < 5
 
     shutil.rmtree(cli.repository)
     _, rows = env.restore_and_query("--repo", "offsite", "--to-time", t1)
