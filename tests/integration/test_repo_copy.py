@@ -185,3 +185,34 @@ def test_repository_and_repositories_together_are_a_config_error(cli: Cli, tmp_p
     cli.write_config({"repository": str(tmp_path / "a"), "repositories": {"b": str(tmp_path / "b")}})
     err = InProcessCli(cli)("--json", "config", "check", check=2).error_json()
     assert "not both" in err["message"]
+
+
+def test_the_copy_job_kind_and_the_default_schedule(cli: Cli, tmp_path: Path) -> None:
+    from unittest import mock
+
+    import yaml
+
+    from recoverctl.actions.job_kinds import run_job
+    from recoverctl.catalog import Catalog
+    from recoverctl.config import load_config, parse_config
+    from recoverctl.scheduler.defaults import DEFAULT_SCHEDULE_YAML
+
+    default = parse_config(yaml.safe_load(DEFAULT_SCHEDULE_YAML), env={})
+    assert next(s for s in default.schedules if s.name == "hourly-copy").job == "copy"
+
+    _config(cli, tmp_path, {"offsite": {"url": str(tmp_path / "copy")}})
+    rc = InProcessCli(cli)
+    rc("init", check=0)
+    rc("init", "--repo", "offsite", check=0)
+    rc("backup", "files", str(make_tree(tmp_path / "src", big=10_000)), check=0)
+    with mock.patch.dict(os.environ, cli.env, clear=True):
+        cfg = load_config()
+        catalog = Catalog.from_config(cfg)
+        try:
+            result = run_job(cfg, catalog, "copy", {"action": "copy", "target": "*"})
+        finally:
+            catalog.close()
+    assert result["result"] == "succeeded" and result["copies"][0]["snapshots_copied"] == 1
+    # A single repository: `copy` (as the default schedule runs it) says so and succeeds.
+    cli.write_config({"repository": str(tmp_path / "primary")})
+    assert "only one repository" in rc("copy", check=0).stdout
