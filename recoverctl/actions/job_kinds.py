@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -264,6 +265,8 @@ def run_drill(cfg: Config, catalog: Catalog, payload: AlertJobPayload) -> DrillJ
     """
     from recoverctl.actions.drill import drill_run
 
+    if not cfg.repository_chosen:  # weekly drills alternate repositories (see Config.drill_rotation)
+        cfg = cfg.for_repository(cfg.drill_rotation(time.time()))
     path = playbook_path(cfg, payload.target)
 
     def password() -> str:

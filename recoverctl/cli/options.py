@@ -29,12 +29,17 @@ def json_option(f: F) -> F:
     )(f)
 
 
-def _use_repository(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
-    if value:
-        app = ctx.find_object(App)
-        assert app is not None
+def use_repository(app: App, name: str | None) -> None:
+    """Point the command at repository `name` of `repositories:` (None: leave it as it is)."""
+    if name:
         # Every action reads `config.repository`: pointing it at the named one is all --repo takes.
-        app._config = app.config.for_repository(value)
+        app._config = app.config.for_repository(name)
+
+
+def _use_repository(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    app = ctx.find_object(App)
+    assert app is not None
+    use_repository(app, value)
 
 
 def repo_option(f: F) -> F:

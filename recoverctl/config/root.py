@@ -159,13 +159,31 @@ class Config(Model):
         Its passphrase comes from its own `password_env` / `password_file` only, unless
         `from_environment` (RECOVERCTL_REPOSITORY_NAME chose it): then the variables come first.
         """
-        if name is None or name == self.primary_name:
+        if name is None:
             return self
         chosen = self.model_copy(update={"repository": self.named_repository(name)})
         chosen._active = name
         chosen._chosen_by_environment = from_environment
         chosen.path = self.path
         return chosen
+
+    @property
+    def repository_chosen(self) -> bool:
+        """Whether a repository was named (--repo, RECOVERCTL_REPOSITORY_NAME), even the primary."""
+        return self._active is not None
+
+    def drill_rotation(self, when: float) -> str | None:
+        """Given a time, return the repository a drill that names none restores from: the ISO
+        week number modulo the number of repositories picks it (with two: even weeks the primary,
+        odd weeks the copy), so weekly drills prove every copy restorable in turn. None with one
+        repository."""
+        import datetime as dt
+
+        names = self.repository_names()
+        if len(names) < 2:
+            return None
+        week = dt.datetime.fromtimestamp(when, dt.UTC).isocalendar().week
+        return names[week % len(names)]
 
     @property
     def own_passphrase_only(self) -> bool:

@@ -216,3 +216,39 @@ def test_the_copy_job_kind_and_the_default_schedule(cli: Cli, tmp_path: Path) ->
     # A single repository: `copy` (as the default schedule runs it) says so and succeeds.
     cli.write_config({"repository": str(tmp_path / "primary")})
     assert "only one repository" in rc("copy", check=0).stdout
+
+
+def test_drills_run_from_a_copy_and_alternate_repositories_by_iso_week(cli: Cli, tmp_path: Path) -> None:
+    import datetime as dt
+
+    import yaml
+
+    from recoverctl.config import parse_config
+
+    data = _config(cli, tmp_path, {"offsite": {"url": str(tmp_path / "copy")}})
+    src = make_tree(tmp_path / "src", big=200_000)
+    cli.write_config({**data, "sources": {"docs": {"type": "files", "paths": [str(src)]}}})
+    rc = InProcessCli(cli)
+    rc("init", check=0)
+    rc("init", "--repo", "offsite", check=0)
+    rc("backup", "files", str(src), "--source", "docs", check=0)
+    playbook = tmp_path / "docs.yaml"
+    playbook.write_text(
+        yaml.safe_dump({"drill": {"name": "docs", "source": "docs", "targets": {"rto": "1h", "rpo": "1h"}}})
+    )
+
+    def drill(repo: str, code: int) -> str:
+        result = rc("--json", "drill", "run", str(playbook), "--repo", repo, check=code).json()
+        return str(result["verdict"])
+
+    # Nothing copied yet: the drill from the copy fails, which is what the drill is for.
+    assert drill("offsite", 13) == "fail"
+    rc("copy", check=0)
+    shutil.rmtree(tmp_path / "primary" / "data")
+    assert drill("offsite", 0) == "pass" and drill("local", 13) == "fail"
+
+    cfg = parse_config(data, env={})
+    week = dt.datetime(2026, 12, 7, tzinfo=dt.UTC)  # ISO week 50
+    assert cfg.drill_rotation(week.timestamp()) == "local"
+    assert cfg.drill_rotation((week + dt.timedelta(days=7)).timestamp()) == "offsite"
+    assert parse_config({"repository": str(tmp_path / "x")}, env={}).drill_rotation(week.timestamp()) is None
