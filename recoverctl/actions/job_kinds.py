@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -96,8 +98,15 @@ class DrillJobResult:
     drills: list[dict[str, Any]]  # per drill: id, name, source, verdict, rto_s, rpo_s, reason
 
 
+@dataclass(frozen=True)
+class CopyJobResult:
+    result: str
+    to: str
+    copies: list[dict[str, Any]]  # the copy command's --json `copies`
+
+
 # A rollback job's result is the rollback action's own.
-JobOutcome = NotifyJobResult | BackupJobResult | DrillJobResult | dict[str, Any]
+JobOutcome = NotifyJobResult | BackupJobResult | DrillJobResult | CopyJobResult | dict[str, Any]
 Executor = Callable[[Config, Catalog, AlertJobPayload], JobOutcome]
 
 
@@ -220,6 +229,26 @@ def run_backup(cfg: Config, catalog: Catalog, payload: AlertJobPayload) -> Backu
     return BackupJobResult("succeeded", payload.target, summary)
 
 
+def run_copy(cfg: Config, catalog: Catalog, payload: AlertJobPayload) -> CopyJobResult:
+    """Copy the primary repository to the payload's copy repository ('*': every one) with the
+    copy command in a child process, as `run_backup` does; raise when it failed."""
+    from recoverctl.scheduler.execute import run_subprocess
+
+    argv = [sys.executable, "-m", "recoverctl"]
+    if cfg.path is not None:
+        argv += ["--config", str(cfg.path.absolute())]
+    argv += ["copy", "--json", *([] if payload.target == "*" else ["--to", payload.target])]
+    code, timed_out, output = run_subprocess(argv, BACKUP_TIMEOUT, dict(os.environ))
+    if code != 0:
+        raise RecoverctlError(
+            f"copy to '{payload.target}' {'timed out' if timed_out else f'exited {code}'}",
+            details={"output": output[-2000:]},
+        )
+    start = output.rfind("\n{\n")  # the result document follows the progress lines
+    copies: list[dict[str, Any]] = json.loads(output[start + 1 if start >= 0 else 0 :]).get("copies", [])
+    return CopyJobResult("succeeded", payload.target, copies)
+
+
 def playbook_path(cfg: Config, playbook: str) -> Path:
     """Return the playbook file: as given when it exists, else relative to the config's directory."""
     path = Path(playbook)
@@ -238,6 +267,8 @@ def run_drill(cfg: Config, catalog: Catalog, payload: AlertJobPayload) -> DrillJ
     """
     from recoverctl.actions.drill import drill_run
 
+    if not cfg.repository_chosen:  # weekly drills alternate repositories (see Config.drill_rotation)
+        cfg = cfg.for_repository(cfg.drill_rotation(time.time()))
     path = playbook_path(cfg, payload.target)
 
     def password() -> str:
@@ -270,6 +301,7 @@ JOB_KINDS: dict[str, Executor] = {
     "rollback": run_rollback,
     "backup": run_backup,
     "drill": run_drill,
+    "copy": run_copy,
 }
 
 

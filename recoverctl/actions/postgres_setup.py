@@ -14,6 +14,7 @@ from recoverctl.errors import UsageError
 from recoverctl.sources.postgres.connection import connect
 from recoverctl.sources.postgres.settings import (
     apply_settings,
+    archive_timeout_of,
     archiver_status,
     archiving_plan,
     archiving_refusal,
@@ -72,11 +73,19 @@ class SourceRpo:
     segments_archived: int
     server_reachable: bool
     archiver: dict[str, Any] | None = None
+    # The server's archive_timeout and the loss bound archive mode guarantees with it (None when
+    # archive_timeout is off); both absent when the server could not be reached.
+    archive_timeout_s: int | None = None
+    archive_bound_s: float | None = None
+    has_archive_timeout: bool = False
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        del d["has_archive_timeout"]
         if self.archiver is None:
             del d["archiver"]
+        if not self.has_archive_timeout:
+            del d["archive_timeout_s"], d["archive_bound_s"]
         return d
 
 
@@ -176,7 +185,22 @@ def _source_rpo(cfg: Config, catalog: Catalog, name: str, now: float) -> SourceR
         segments_archived=wal.segments_total if wal else 0,
         server_reachable=live is not None,
         archiver=live,
+        **archive_bound(src, name),
     )
+
+
+def archive_bound(src: PostgresSource, name: str) -> dict[str, Any]:
+    """Return the server's archive_timeout and the RPO bound archive mode guarantees with it
+    (`archive_bound_s`, None when archive_timeout is off: a quiet server may never switch a
+    segment, so nothing bounds the loss), or {} when the server cannot be reached."""
+    timeout_s = archive_timeout_of(src, name)
+    if timeout_s is None:
+        return {}
+    return {
+        "archive_timeout_s": timeout_s,
+        "archive_bound_s": float(timeout_s) if timeout_s > 0 else None,
+        "has_archive_timeout": True,
+    }
 
 
 def postgres_check(

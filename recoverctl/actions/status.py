@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from croniter import croniter
 
+from recoverctl.actions.copy import CopyStatus, copy_status
 from recoverctl.catalog import Catalog
 from recoverctl.catalog.drills import ever_drilled, last_scored_drill
 from recoverctl.catalog.recovery import LastBackups, last_backups, rpo_exposure
@@ -106,6 +107,7 @@ class Status:
     sources: list[SourceStatus]
     services: list[ServiceStatus]
     scheduler: SchedulerHealth
+    copies: list[CopyStatus] = field(default_factory=list)
 
     @property
     def breached(self) -> bool:
@@ -122,6 +124,7 @@ class Status:
             "services": [asdict(s) for s in self.services],
             # Reported, not folded into the overall status: cron-mode setups have no loop to watch.
             "scheduler": self.scheduler.to_json(),
+            "copies": [asdict(c) for c in self.copies],
         }
 
 
@@ -394,5 +397,11 @@ def status(cfg: Config, catalog: Catalog, now: float | None = None) -> Status:
     repository = _repository_item(catalog, now, repository_url(cfg))
     sources = [_source_status(cfg, catalog, name, now) for name in sorted(cfg.sources)]
     services = [_service_entry(catalog, n) for n in sorted(cfg.services)]
-    overall = worst(repository.status, *(s.status for s in sources), *(s.status for s in services))
-    return Status(overall, now, repository, sources, services, scheduler_health(cfg, catalog, now))
+    copies = copy_status(cfg, catalog, now)
+    overall = worst(
+        repository.status,
+        *(s.status for s in sources),
+        *(s.status for s in services),
+        *(c.status for c in copies),
+    )
+    return Status(overall, now, repository, sources, services, scheduler_health(cfg, catalog, now), copies)

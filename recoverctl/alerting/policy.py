@@ -101,6 +101,10 @@ def firing_seconds(alert: AlertIn, now: float) -> float | None:
     return now - started.timestamp()
 
 
+# The target of a copy job that fills every copy repository.
+ALL_COPIES = "*"
+
+
 def resolve_target(cfg: Config, policy: Policy, alert: AlertIn) -> tuple[str | None, str]:
     """Return (target, '') or (None, why it is ignored) for the policy's action."""
     label_value = alert.labels.get(policy.service_from_label) if policy.service_from_label else None
@@ -118,6 +122,14 @@ def resolve_target(cfg: Config, policy: Policy, alert: AlertIn) -> tuple[str | N
         if source is None or source not in cfg.sources:
             return None, f"unknown source '{source}' (not in sources:)"
         return source, ""
+    if policy.action == "copy":
+        names = cfg.copy_targets()
+        if policy.repository is not None and policy.repository not in names:
+            return (
+                None,
+                f"unknown copy repository '{policy.repository}' (copies: {', '.join(names) or 'none'})",
+            )
+        return policy.repository or ALL_COPIES, ""
     if policy.action == "drill":
         if not policy.playbook:
             return None, "policy names no playbook"

@@ -12,7 +12,7 @@ from recoverctl.actions.restore import TreeRestoreResult
 from recoverctl.actions.restore import restore as restore_action
 from recoverctl.cli.backup_cmd import parse_tags
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.options import json_option
+from recoverctl.cli.options import json_option, repo_option
 from recoverctl.cli.passphrase import passphrase
 from recoverctl.errors import UsageError
 from recoverctl.progress import progress_for
@@ -33,6 +33,7 @@ def _size(n: int | None) -> str:
 @click.option("--kind", help="Only snapshots of this kind (files, volume, postgres, ...).")
 @click.option("--tag", "tags", multiple=True, metavar="K=V", help="Only snapshots with this tag.")
 @json_option
+@repo_option
 @pass_app
 def snapshots(app: App, kind: str | None, tags: tuple[str, ...]) -> None:
     """List snapshots in the repository, oldest first.
@@ -63,6 +64,7 @@ def snapshots(app: App, kind: str | None, tags: tuple[str, ...]) -> None:
 @click.argument("path", default="/")
 @click.option("--no-recursive", is_flag=True, help="Only the entries directly below PATH.")
 @json_option
+@repo_option
 @pass_app
 def ls_cmd(app: App, snapshot: str, path: str, no_recursive: bool) -> None:
     """List files in SNAPSHOT (id prefix or 'latest') below PATH.
@@ -162,6 +164,7 @@ def dump_cmd(app: App, snapshot: str, path: str) -> None:
     "--dry-run", is_flag=True, help="With --target: list what would be removed and replaced; change nothing."
 )
 @json_option
+@repo_option
 @pass_app
 def restore_cmd(
     app: App,

@@ -75,7 +75,7 @@ def check(app: App) -> None:
             details={"file": str(cfg.path) if cfg.path else None, "errors": problems},
         )
     warning = loose_config_mode(cfg)
-    warnings = [warning] if warning else []
+    warnings = ([warning] if warning else []) + cfg.target_warnings()
     unserved = unserved_routes(cfg)
     app.render(
         {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.options import json_option
+from recoverctl.cli.options import json_option, repo_option, use_repository
 from recoverctl.drill.scoring import human_duration
 from recoverctl.errors import VerificationError
 
@@ -53,6 +54,7 @@ def _drill_text(d: DrillResult) -> str:
     "--cold", is_flag=True, help="Read only from the repository (no local caches), as after losing the host."
 )
 @json_option
+@repo_option
 @pass_app
 def run_cmd(app: App, playbooks: tuple[str, ...], keep: bool, cold: bool) -> None:
     """Restore each PLAYBOOK's snapshot into a scratch cluster, run its checks and score RTO/RPO.
@@ -68,6 +70,10 @@ def run_cmd(app: App, playbooks: tuple[str, ...], keep: bool, cold: bool) -> Non
     """
     from recoverctl.actions.drill import drill_run
     from recoverctl.cli.passphrase import passphrase
+
+    if not app.config.repository_chosen:
+        # Weekly drills alternate repositories, so each copy is proven restorable, not just present.
+        use_repository(app, app.config.drill_rotation(time.time()))
 
     def progress(name: str, phase: str) -> None:
         if app.show_progress:

@@ -38,6 +38,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "cat": ("browse_cmd",),
     "catalog": ("catalog_cmd",),
     "config": ("config_cmd",),
+    "copy": ("copy_cmd",),
     "deploy": ("deploy_cmd",),
     "diff": ("browse_cmd",),
     "drill": ("drill_cmd",),

@@ -27,3 +27,28 @@ def json_option(f: F) -> F:
         callback=_set_json,
         help="Machine-readable output.",
     )(f)
+
+
+def use_repository(app: App, name: str | None) -> None:
+    """Point the command at repository `name` of `repositories:` (None: leave it as it is)."""
+    if name:
+        # Every action reads `config.repository`: pointing it at the named one is all --repo takes.
+        app._config = app.config.for_repository(name)
+
+
+def _use_repository(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    app = ctx.find_object(App)
+    assert app is not None
+    use_repository(app, value)
+
+
+def repo_option(f: F) -> F:
+    """Accept `--repo NAME`: work on that repository of `repositories:` (default: the primary)."""
+    return click.option(
+        "--repo",
+        "_repo",
+        metavar="NAME",
+        expose_value=False,
+        callback=_use_repository,
+        help="Repository of 'repositories:' to use (default: the primary, the first).",
+    )(f)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.options import json_option
+from recoverctl.cli.options import json_option, repo_option
 
 if TYPE_CHECKING:
     from recoverctl.actions.backup_postgres import (
@@ -62,6 +62,8 @@ def setup(app: App, source: str | None, apply: bool, dry_run: bool) -> None:
                 f"{mark:6}  {s['name']} = '{s['wanted']}'"
                 + (f"   (now '{s['current']}')" if s["change"] else "")
             )
+            if s.get("why"):
+                lines.append(f"        why: {s['why']}")
         if r.applied:
             lines.append("applied with ALTER SYSTEM and reloaded")
         elif r.changes:
@@ -155,6 +157,12 @@ def status(app: App, source: str | None) -> None:
                 f"{s.source} ({s.tier}): {wal}, "
                 f"exposure {s.exposure_s:.0f}s, {verdict} RPO target {s.rpo_target_s:.0f}s"
             )
+            if s.has_archive_timeout:
+                bound = s.archive_bound_s
+                lines.append(
+                    f"  archive_timeout {s.archive_timeout_s}s: "
+                    + (f"guarantees loss <= {bound:.0f}s" if bound else "off, nothing bounds the loss")
+                )
         return "\n".join(lines) or "no postgres sources configured"
 
     app.render(result, text)
@@ -280,6 +288,7 @@ def _physical_backup_text(r: PhysicalBackupSummary | PhysicalBackupPlan) -> str:
 @click.option("--clean", is_flag=True, help="With --logical: drop objects before recreating them.")
 @click.option("--dry-run", is_flag=True, help="Choose the snapshot and say what would be done.")
 @json_option
+@repo_option
 @pass_app
 def restore_postgres_cmd(
     app: App,

@@ -7,13 +7,14 @@ import click
 from recoverctl.actions import repository as actions
 from recoverctl.actions.unlock import unlock_repository
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.options import json_option
+from recoverctl.cli.options import json_option, repo_option
 from recoverctl.cli.passphrase import new_passphrase, passphrase
 from recoverctl.repo.locks import RemovedLock
 
 
 @click.command("init")
 @json_option
+@repo_option
 @pass_app
 def init(app: App) -> None:
     """Create a new encrypted repository at the configured location.

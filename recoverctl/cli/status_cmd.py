@@ -42,6 +42,8 @@ def status_cmd(app: App) -> None:
             out.append(f"source {s.source} ({s.type}, {s.tier}) {paint(s.status)}")
             for key, item in s.items.items():
                 out.append(f"  {key:18} {paint(item.status)} {item.reason}")
+        for c in d.copies:
+            out.append(f"copy {c.name} {paint(c.status)} {c.reason}")
         for svc in d.services:
             out.append(f"service {svc.service} {paint(svc.status)} {'; '.join(svc.reasons)}")
         sched = d.scheduler
@@ -52,6 +54,7 @@ def status_cmd(app: App) -> None:
     if data.breached:
         reds = [f"{s.source}: {'; '.join(s.reasons)}" for s in data.sources if s.status == "red"]
         reds += [f"{s.service}: {'; '.join(s.reasons)}" for s in data.services if s.status == "red"]
+        reds += [f"copy {c.name}: {c.reason}" for c in data.copies if c.status == "red"]
         if data.repository.status == "red":
             reds.append(f"repository: {data.repository.reason}")
         raise VerificationError(

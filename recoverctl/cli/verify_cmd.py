@@ -7,7 +7,7 @@ import click
 from recoverctl.actions.repository import FormatUpgrade, upgrade_repository
 from recoverctl.actions.verify import RepairIndexResult, VerifyResult, repair_index, verify
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.options import json_option
+from recoverctl.cli.options import json_option, repo_option
 from recoverctl.cli.passphrase import passphrase
 from recoverctl.progress import progress_for
 
@@ -21,6 +21,7 @@ from recoverctl.progress import progress_for
     help="Read a share of the packs (least recently verified first) or the n-th of t groups.",
 )
 @json_option
+@repo_option
 @pass_app
 def verify_cmd(app: App, read_data: bool, subset: str | None) -> None:
     """Check the repository structure, and with --read-data the data itself.

@@ -19,6 +19,7 @@ from recoverctl.config.base import (
     ENV_PASSWORD,
     ENV_PASSWORD_FILE,
     ENV_REPOSITORY,
+    ENV_REPOSITORY_NAME,
     Duration,
     Model,
     parse_duration,
@@ -56,6 +57,7 @@ from recoverctl.config.secrets import (
     inline_secrets,
     iter_secret_values,
     loose_config_mode,
+    passphrase_file,
     read_secret_file,
     redact,
     redact_url,
@@ -74,6 +76,7 @@ from recoverctl.config.services import (
     SshService,
 )
 from recoverctl.config.sources import (
+    ARCHIVE_TIMEOUT_MIN_S,
     FilesSource,
     PostgresSource,
     Source,
@@ -84,12 +87,14 @@ from recoverctl.config.sources import (
 )
 
 __all__ = [
+    "ARCHIVE_TIMEOUT_MIN_S",
     "DEFAULT_HISTORY",
     "ENV_CATALOG",
     "ENV_CONFIG",
     "ENV_PASSWORD",
     "ENV_PASSWORD_FILE",
     "ENV_REPOSITORY",
+    "ENV_REPOSITORY_NAME",
     "MAX_YAML_NODES",
     "BoundedLoader",
     "CatalogRetention",
@@ -146,6 +151,7 @@ __all__ = [
     "loose_config_mode",
     "parse_config",
     "parse_duration",
+    "passphrase_file",
     "read_secret_file",
     "redact",
     "redact_url",

@@ -14,6 +14,9 @@ from pydantic import (
 
 ENV_CONFIG = "RECOVERCTL_CONFIG"
 ENV_REPOSITORY = "RECOVERCTL_REPOSITORY"
+# Selects one of `repositories:` by name for the whole process (restore_command of a restore from
+# a copy): RECOVERCTL_PASSWORD(_FILE) then hold that repository's passphrase.
+ENV_REPOSITORY_NAME = "RECOVERCTL_REPOSITORY_NAME"
 ENV_PASSWORD = "RECOVERCTL_PASSWORD"
 ENV_PASSWORD_FILE = "RECOVERCTL_PASSWORD_FILE"
 ENV_CATALOG = "RECOVERCTL_CATALOG"

@@ -17,7 +17,7 @@ from pydantic import (
     ValidationError,
 )
 
-from recoverctl.config.base import ENV_CATALOG, ENV_CONFIG, ENV_REPOSITORY
+from recoverctl.config.base import ENV_CATALOG, ENV_CONFIG, ENV_REPOSITORY, ENV_REPOSITORY_NAME
 from recoverctl.config.catalog import SECTION_FIELD, CatalogSection
 from recoverctl.config.root import Config
 from recoverctl.errors import ConfigError
@@ -186,7 +186,12 @@ def parse_config(
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}' must be a mapping of keys, not {type(data).__name__}")
     data = _expand(data, "", env)
-    if env.get(ENV_REPOSITORY):
+    if env.get(ENV_REPOSITORY) and isinstance(data.get("repositories"), dict) and data["repositories"]:
+        # it names the primary: the first of `repositories`
+        first, repo = next(iter(data["repositories"].items()))
+        repo = {**repo, "url": env[ENV_REPOSITORY]} if isinstance(repo, dict) else env[ENV_REPOSITORY]
+        data["repositories"] = {**data["repositories"], first: repo}
+    elif env.get(ENV_REPOSITORY):
         repo = data.get("repository")
         if isinstance(repo, dict):
             data["repository"] = {**repo, "url": env[ENV_REPOSITORY]}
@@ -202,6 +207,8 @@ def parse_config(
     except ValidationError as e:
         raise _humanize(e, path, Config) from None
     cfg.path = path
+    if env.get(ENV_REPOSITORY_NAME):
+        cfg = cfg.for_repository(env[ENV_REPOSITORY_NAME], from_environment=True)
     return cfg
 
 

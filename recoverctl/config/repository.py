@@ -60,6 +60,9 @@ class RetryOptions(Model):
 class RepositoryConfig(Model):
     url: str
     password_file: str | None = None
+    # The name of an environment variable holding the passphrase: each repository under
+    # `repositories:` has its own key, so one RECOVERCTL_PASSWORD cannot serve them all.
+    password_env: str | None = None
     compression_level: int = 3
     pack_size_mib: int = 16
     parallelism: int = 4

@@ -41,13 +41,39 @@ def secret_value(value: SecretStr | None, file: str | None, what: str) -> str | 
     return None
 
 
-def repository_password(cfg: Config, env: typing.Mapping[str, str] | None = None) -> str | None:
-    """Return the repository passphrase from the environment or a password file, or None (prompt)."""
+def passphrase_file(cfg: Config, env: typing.Mapping[str, str] | None = None) -> str | None:
+    """Return the file the active repository's passphrase is read from, or None when it comes
+    from a variable or a prompt (a restore must then hand it to restore_command in a file)."""
     env = os.environ if env is None else env
+    repo = cfg.repository
+    if not cfg.own_passphrase_only and env.get(ENV_PASSWORD_FILE):
+        return env[ENV_PASSWORD_FILE]
+    if repo is not None and repo.password_env and env.get(repo.password_env):
+        return None
+    return repo.password_file if repo is not None else None
+
+
+def repository_password(cfg: Config, env: typing.Mapping[str, str] | None = None) -> str | None:
+    """Return the repository passphrase from the environment or a password file, or None (prompt).
+
+    A repository other than the primary (see `Config.for_repository`) has its own key: only its
+    own `password_env` / `password_file` give its passphrase, never RECOVERCTL_PASSWORD(_FILE).
+    """
+    env = os.environ if env is None else env
+    repo = cfg.repository
+    if cfg.own_passphrase_only:
+        if repo is not None and repo.password_env and env.get(repo.password_env):
+            return env[repo.password_env]
+        if repo is not None and repo.password_file:
+            what = f"the passphrase of repository '{cfg.active_repository}' (password_file)"
+            return read_secret_file(repo.password_file, what)
+        return None
     if env.get(ENV_PASSWORD):
         return env[ENV_PASSWORD]
     if env.get(ENV_PASSWORD_FILE):
         return read_secret_file(env[ENV_PASSWORD_FILE], f"the repository password ({ENV_PASSWORD_FILE})")
+    if repo is not None and repo.password_env and env.get(repo.password_env):
+        return env[repo.password_env]
     if cfg.repository and cfg.repository.password_file:
         return read_secret_file(cfg.repository.password_file, "the repository password (password_file)")
     return None

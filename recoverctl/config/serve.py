@@ -28,11 +28,13 @@ class Condition(Model):
 class Policy(Model):
     name: str
     match: dict[str, str] = Field(default_factory=dict)
-    action: Literal["rollback", "backup", "drill", "notify"]
+    action: Literal["rollback", "backup", "drill", "notify", "copy"]
     service: str | None = None
     service_from_label: str | None = None
     source: str | None = None
     playbook: str | None = None
+    # action copy: the copy repository to fill (default: every one after the primary).
+    repository: str | None = None
     conditions: list[Condition] = Field(default_factory=list)
     conditions_mode: Literal["all", "any"] = "all"
     min_firing: Duration = 0.0

@@ -17,6 +17,12 @@ from recoverctl.config.base import Duration, Model
 Tier = Literal["critical", "non-critical"]
 
 
+# The shortest archive_timeout `postgres setup` sets: below a minute every idle period costs one
+# 16 MiB segment per timeout (PostgreSQL's docs warn against very short values). So archive mode
+# cannot keep an RPO target under it.
+ARCHIVE_TIMEOUT_MIN_S = 60
+
+
 class TierTargets(Model):
     rto: Duration
     rpo: Duration

@@ -28,3 +28,9 @@ def open_repository(cfg: Config | RepositoryConfig, password: str) -> Repository
     except BaseException:
         storage.close()
         raise
+
+
+def open_named_repository(cfg: Config, name: str | None, password: str) -> Repository:
+    """Given the config, a repository name from `repositories:` (None = the primary) and its
+    passphrase, return it opened; raise ConfigError for an unknown name, then as `open_repository`."""
+    return open_repository(cfg.named_repository(name), password)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 DEFAULT_SCHEDULE_YAML = """\
 # recoverctl default schedule (the operations runbook): daily full, hourly incremental,
-# continuous WAL archiving, daily verification and retention, weekly restore drill,
-# daily, weekly and monthly summaries, and the catalog's history kept 90 days. Times are in
-# the time zone named on each entry.
+# continuous WAL archiving, an hourly copy to the other repositories (3-2-1), daily verification
+# and retention, weekly restore drill, daily, weekly and monthly summaries, and the catalog's
+# history kept 90 days. Times are in the time zone named on each entry.
 #
 # WAL is archived continuously by PostgreSQL itself, not by the scheduler:
 #   archive_command = 'recoverctl wal push %p'
@@ -40,6 +40,12 @@ schedules:
     cron: "5 * * * *"
     timezone: UTC
     job: backup postgres --source main --type incremental
+    timeout: 50m
+    catch_up: skip
+  - name: hourly-copy         # to every repository after the first under repositories:
+    cron: "35 * * * *"        # after the hourly incremental; catches the daily full the hour after
+    timezone: UTC
+    job: copy                 # snapshots and WAL; a no-op with a single repository
     timeout: 50m
     catch_up: skip
   - name: daily-verify

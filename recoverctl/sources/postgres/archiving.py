@@ -14,18 +14,21 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from recoverctl.config import (
+    ARCHIVE_TIMEOUT_MIN_S,
     ENV_CATALOG,
     ENV_PASSWORD_FILE,
     ENV_REPOSITORY,
+    ENV_REPOSITORY_NAME,
     Config,
     has_secret,
+    passphrase_file,
 )
 from recoverctl.sources.postgres.recovery import shell_join
 
 # Variables handed on to the server's commands when set here: where the passphrase file,
 # repository, catalog and package are. Each only when its value holds no secret (a catalog URL
 # with a password stays out: see `wal_environment_problems`). RECOVERCTL_PASSWORD never does.
-PASS_THROUGH = (ENV_PASSWORD_FILE, ENV_REPOSITORY, ENV_CATALOG, "PYTHONPATH")
+PASS_THROUGH = (ENV_PASSWORD_FILE, ENV_REPOSITORY, ENV_REPOSITORY_NAME, ENV_CATALOG, "PYTHONPATH")
 
 
 def self_argv() -> list[str]:
@@ -100,6 +103,14 @@ def restore_command(cfg: Config, source: str, password_file: Path | None = None)
     package_root = str(Path(recoverctl.__file__).resolve().parents[1])
     path = os.environ.get("PYTHONPATH")
     env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
+    if cfg.active_repository != cfg.primary_name:
+        # Restoring from a copy: the server's fetches read that repository, with its passphrase.
+        env[ENV_REPOSITORY_NAME] = cfg.active_repository
+        own = passphrase_file(cfg)
+        if own is not None:
+            env[ENV_PASSWORD_FILE] = own
+        else:
+            env.pop(ENV_PASSWORD_FILE, None)
     if password_file is not None:
         env[ENV_PASSWORD_FILE] = str(password_file)
     # Fetching never touches the catalog: its URL stays out of the line whatever it holds.
@@ -285,3 +296,34 @@ def _s3_credential_problems(
                 "in the config file, or give that user an AWS credentials file (~/.aws/credentials)"
             ]
     return []
+
+
+# archive_timeout's ceiling: above 15 minutes a quiet server's last commits wait longer than any
+# "hourly" promise should tolerate. The floor (ARCHIVE_TIMEOUT_MIN_S) is in the config, which
+# warns about targets below it.
+ARCHIVE_TIMEOUT_MAX_S = 900
+
+
+def archive_timeout_for(rpo_target_s: float) -> tuple[int, str]:
+    """Given a source's RPO target in seconds, return (archive_timeout seconds, why).
+
+    A quarter of the target: a committed transaction's segment is closed at most archive_timeout
+    later and then pushed; the other three quarters absorb the push itself and the archiver's
+    retries (after three failed attempts PostgreSQL waits a minute before trying again).
+    """
+    quarter = int(rpo_target_s // 4)
+    seconds = max(ARCHIVE_TIMEOUT_MIN_S, min(ARCHIVE_TIMEOUT_MAX_S, quarter))
+    why = f"a quarter of the RPO target {int(rpo_target_s)}s"
+    if seconds != quarter:
+        bound = "floor" if seconds == ARCHIVE_TIMEOUT_MIN_S else "ceiling"
+        why += f" ({quarter}s), held to the {seconds}s {bound}"
+    why += ": on a quiet server a commit's WAL segment is closed and archived within this time"
+    if rpo_target_s < ARCHIVE_TIMEOUT_MIN_S:
+        why += f"; archive mode cannot keep a target under {ARCHIVE_TIMEOUT_MIN_S}s (stream WAL for that)"
+    return seconds, why
+
+
+def archive_bound_s(archive_timeout_s: int) -> float | None:
+    """Given the server's archive_timeout (0 = off), return the data-loss bound archive mode keeps
+    on a healthy archiver, or None when there is none (a quiet server may never switch segments)."""
+    return float(archive_timeout_s) if archive_timeout_s > 0 else None

@@ -21,7 +21,7 @@ from typing import Any
 
 from recoverctl.catalog import Catalog
 from recoverctl.catalog.wal import restore_points
-from recoverctl.config import ENV_PASSWORD_FILE, Config, PostgresSource
+from recoverctl.config import Config, PostgresSource, passphrase_file
 from recoverctl.errors import NotFoundError, RecoverctlError, VerificationError, cleanup_after
 from recoverctl.progress import Progress
 from recoverctl.repo import Repository, RestoreResult, Snapshot, open_file, restore_snapshot
@@ -257,7 +257,7 @@ def configure_recovery(
     give it to `user`; return the passphrase file written for restore_command, if any."""
     target_dir = req.target_dir
     password_file = None
-    file_backed = os.environ.get(ENV_PASSWORD_FILE) or (cfg.repository and cfg.repository.password_file)
+    file_backed = passphrase_file(cfg)
     if (req.warm or req.server_starts) and not file_backed:
         # The server gets no variable of ours (`server_env`): a passphrase from a variable
         # or a prompt reaches restore_command as a file, removed once recovery has ended.

@@ -13,6 +13,7 @@ from recoverctl.config import Config, PostgresSource, redact_url
 from recoverctl.errors import ConfigError, RecoverctlError
 from recoverctl.sources.postgres.archiving import (
     archive_command,
+    archive_timeout_for,
     server_environment,
     wal_environment_problems,
 )
@@ -28,11 +29,18 @@ def _setting(conn: psycopg.Connection, name: str) -> tuple[str, str]:
 
 
 def archiving_plan(cfg: Config, name: str, conn: psycopg.Connection) -> list[dict[str, Any]]:
-    """Return, per archiving setting, its current and wanted values and whether it must change."""
+    """Return, per archiving setting, its current and wanted values and whether it must change.
+
+    archive_timeout comes from the source's RPO target (see `archive_timeout_for`); its entry
+    carries `why`. A shorter timeout already set is kept: it keeps the promise too.
+    """
+    src = cfg.sources[name]
+    timeout_s, timeout_why = archive_timeout_for(cfg.targets.for_tier(src.tier).rpo)
     wanted = {
         "wal_level": "replica",
         "archive_mode": "on",
         "archive_command": archive_command(cfg, name),
+        "archive_timeout": str(timeout_s),
     }
     plan = []
     for key, value in wanted.items():
@@ -41,18 +49,21 @@ def archiving_plan(cfg: Config, name: str, conn: psycopg.Connection) -> list[dic
             ok = current in ("replica", "logical")
         elif key == "archive_mode":
             ok = current in ("on", "always")
+        elif key == "archive_timeout":
+            ok = 0 < int(current) <= timeout_s
         else:
             ok = current == value
-        plan.append(
-            {
-                "name": key,
-                # an older recoverctl (or an operator) may have put a password there
-                "current": redact_url(current),
-                "wanted": current if ok else value,
-                "change": not ok,
-                "restart": (not ok) and context == "postmaster",
-            }
-        )
+        item: dict[str, Any] = {
+            "name": key,
+            # an older recoverctl (or an operator) may have put a password there
+            "current": redact_url(current),
+            "wanted": current if ok else value,
+            "change": not ok,
+            "restart": (not ok) and context == "postmaster",
+        }
+        if key == "archive_timeout":
+            item["why"] = timeout_why
+        plan.append(item)
     return plan
 
 
@@ -64,6 +75,8 @@ def archiving_refusal(name: str, plan: list[dict[str, Any]]) -> ConfigError | No
     """
     missing = []
     for item in plan:
+        if item["name"] == "archive_timeout":
+            continue  # it bounds the RPO; a backup restores without it
         if item["name"] == "archive_command":
             current = item["current"]
             if not ("push" in current and ("recoverctl" in current or "wal" in current)):
@@ -141,6 +154,15 @@ def switch_wal(conn: psycopg.Connection) -> str:
     # pg_switch_wal returns the end of the segment it closed (or the current boundary when
     # nothing was written since the last switch): that segment is the one to wait for.
     return segment_name(timeline, max(parse_lsn(switched) - 1, 0))
+
+
+def archive_timeout_of(src: PostgresSource, name: str) -> int | None:
+    """Return the server's archive_timeout in seconds (0 = off), or None when it cannot be reached."""
+    try:
+        with connect(src, name) as conn:
+            return int(_setting(conn, "archive_timeout")[0])
+    except RecoverctlError:
+        return None
 
 
 def archiver_status(src: PostgresSource, name: str) -> dict[str, Any] | None:

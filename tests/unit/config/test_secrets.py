@@ -252,7 +252,7 @@ def test_setup_plan_never_shows_a_password_already_in_a_setting(tmp_path: Path) 
     from recoverctl.sources.postgres.settings import archiving_plan
 
     old = f"env RECOVERCTL_CATALOG={CATALOG} recoverctl-wal push --source main %p"
-    current = {"wal_level": "replica", "archive_mode": "on", "archive_command": old}
+    current = {"wal_level": "replica", "archive_mode": "on", "archive_command": old, "archive_timeout": "0"}
 
     class Conn:
         def execute(self, _sql: str, params: tuple[str]) -> Any:
