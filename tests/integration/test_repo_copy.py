@@ -192,7 +192,7 @@ def test_the_copy_job_kind_and_the_default_schedule(cli: Cli, tmp_path: Path) ->
 
     import yaml
 
-    from recoverctl.actions.job_kinds import run_job
+    from recoverctl.actions.job_kinds import execute_kind
     from recoverctl.catalog import Catalog
     from recoverctl.config import load_config, parse_config
     from recoverctl.scheduler.defaults import DEFAULT_SCHEDULE_YAML
@@ -209,7 +209,7 @@ def test_the_copy_job_kind_and_the_default_schedule(cli: Cli, tmp_path: Path) ->
         cfg = load_config()
         catalog = Catalog.from_config(cfg)
         try:
-            result = run_job(cfg, catalog, "copy", {"action": "copy", "target": "*"})
+            result = execute_kind(cfg, catalog, "copy", {"action": "copy", "target": "*"})
         finally:
             catalog.close()
     assert result["result"] == "succeeded" and result["copies"][0]["snapshots_copied"] == 1

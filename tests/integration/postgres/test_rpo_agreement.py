@@ -66,10 +66,12 @@ def test_postgres_status_status_summary_and_metrics_agree(
     (sample,) = families["recoverctl_rpo_exposure_seconds"].samples
     assert sample.value == expected
 
-    # The JSON keeps the keys `postgres status --json` always had.
+    # The JSON keeps the keys `postgres status --json` always had, plus the archive_timeout bound
+    # of a reachable server.
     assert set(jsonable(postgres_status(cfg, catalog, now=now))["sources"][0]) == {
         *("source", "tier", "rpo_target_s", "last_archived_segment", "last_archived_at"),
         *("exposure_s", "within_target", "segments_archived", "server_reachable", "archiver"),
+        *("archive_timeout_s", "archive_bound_s"),
     }
 
     # A catalog that heard of nothing: only the live archiver knows a point, and `postgres status`
