@@ -45,7 +45,8 @@ class ReportFacts:
         """Given an incident view and its timeline items (attributes as `actions.incidents`
         returns them), read what the catalog knows about its rollbacks, drills and sources."""
         rollback_ids = sorted({int(t.details["rollback_id"]) for t in timeline if "rollback_id" in t.details})
-        versions, data_lost, steps, root, prevent = [], [], [], [], []
+        versions, data_lost, root, prevent = [], [], [], []
+        steps: list[tuple[float, str]] = []  # (when, what), put in time order below
         recovered_at: float | None = None
         for rid in rollback_ids:
             rb = rollbacks.get_rollback(catalog, rid)
@@ -62,7 +63,7 @@ class ReportFacts:
                 data_lost.append("schema downgraded: data in dropped columns/tables is gone")
             for s in rollbacks.list_steps(catalog, rid):
                 took = f" ({s.finished_at - s.started_at:.2f} s)" if s.started_at and s.finished_at else ""
-                steps.append(f"rollback #{rid}: {s.name} — {s.state}{took}")
+                steps.append((s.started_at or 0.0, f"rollback #{rid}: {s.name} — {s.state}{took}"))
                 if s.name == "verify" and s.state == "done" and s.finished_at:
                     recovered_at = s.finished_at
         sources = [incident.source] if incident.source else []
@@ -75,7 +76,7 @@ class ReportFacts:
             if t.kind.startswith("alert.firing"):
                 root.append(f"alert {t.details.get('alertname')} (rule {t.details.get('rule')}): {t.summary}")
             if t.kind in ("acknowledged", "resolved", "decision"):
-                steps.append(f"{t.at}: {t.summary}")
+                steps.append((_epoch(t.at) or 0.0, f"{t.at}: {t.summary}"))
         for source in sources:
             for d in drills.newest_drills(catalog, source=source, limit=5):
                 if d.verdict == "fail":
@@ -98,7 +99,7 @@ class ReportFacts:
             data_lost=data_lost or ["none known to recoverctl"],
         )
         prevent.append("add or tighten the alert rule / drill that would have caught this earlier")
-        return cls(impact, steps, root, prevent)
+        return cls(impact, [what for _, what in sorted(steps, key=lambda x: x[0])], root, prevent)
 
 
 def _epoch(iso_text: str | None) -> float | None:
