@@ -219,3 +219,87 @@ def test_acknowledgement_link_confirms_on_get_and_acknowledges_on_post(
         assert httpx.get(f"{srv.url}/incidents/1/ack?token=bad").status_code == 403
     finally:
         catalog.close()
+
+
+@pytest.mark.parametrize(
+    ("kind", "severity", "opens"),
+    [
+        ("job.failed", "warning", True),  # a scheduled backup (any scheduled job) failed
+        ("wal.archive_failed", "warning", True),
+        ("rollback.failed", "critical", True),
+        ("verify.failed", "critical", True),
+        ("job.rollback.abandoned", "critical", True),
+        ("deploy.failed", "warning", False),
+        ("deploy.succeeded", "info", False),
+    ],
+)
+def test_which_events_open_an_incident(catalog: Catalog, kind: str, severity: str, opens: bool) -> None:
+    catalog.emit_event(kind, severity, "subject", f"{kind} happened")
+    assert len(incidents.list_incidents(catalog)) == (1 if opens else 0)
+
+
+def _alert(alert_id: int, status: str, decision: str, *, fingerprint: str = "fp1") -> incidents.AlertNote:
+    return incidents.AlertNote(
+        alert_id=alert_id,
+        at=time.time(),
+        source="alertmanager",
+        alertname="HighErrorRate",
+        service="web",
+        fingerprint=fingerprint,
+        group_key='{}:{alertname="HighErrorRate"}',
+        status=status,
+        policy="rollback-on-errors",
+        decision=decision,
+        reason="because",
+        job_id=None,
+        escalated=False,
+        severity="critical",
+        values={"error_rate": 0.12},
+        summary="5xx at 12 %",
+    )
+
+
+def test_alerts_open_join_resolve_and_reopen_their_incident(catalog: Catalog) -> None:
+    with catalog.begin() as conn:
+        first = incidents.record_alerts_in(conn, [_alert(1, "firing", "acted")])
+        repeats = incidents.record_alerts_in(
+            conn, [_alert(2, "firing", "deduplicated"), _alert(3, "firing", "suppressed", fingerprint="fp2")]
+        )
+    assert first == [1] and repeats == [None, 1]  # a repeat is left out, another alert joins
+    (entry, decision, other, *_) = incidents.recorded_entries(catalog, 1)
+    assert entry.kind == "alert.firing" and "measured error_rate=0.12" in entry.summary
+    assert decision.kind == "decision" and other.details["fingerprint"] == "fp2"
+
+    with catalog.begin() as conn:
+        incidents.record_alerts_in(conn, [_alert(4, "resolved", "ignored")])
+    assert [p.firing for p in incidents.progress_of_active(catalog)] == [["fp2"]]
+    with catalog.begin() as conn:
+        incidents.record_alerts_in(conn, [_alert(5, "resolved", "ignored", fingerprint="fp2")])
+    (progress,) = incidents.progress_of_active(catalog)
+    assert progress.healthy
+    incidents.resolve(catalog, 1, "recoverctl", "alerts resolved", automatic=True)
+
+    with catalog.begin() as conn:  # the group fires again soon after: the incident reopens
+        assert incidents.record_alerts_in(conn, [_alert(6, "firing", "acted")]) == [1]
+    assert incidents.get_incident(catalog, 1).state == "reopened"
+    assert len(incidents.list_incidents(catalog)) == 1
+
+
+def test_resolve_by_hand_needs_a_note_and_happens_once(cli: Any) -> None:
+    catalog = Catalog(cli.env["RECOVERCTL_CATALOG"])
+    try:
+        catalog.emit_event("drill.failed", "critical", "db", "restore drill 'nightly' of 'db' failed")
+    finally:
+        catalog.close()
+    assert cli("incidents", "resolve", "1", check=2).code == 2  # --note is required
+    done = cli(
+        "--json", "incidents", "resolve", "1", "--note", "restored from yesterday", "--by", "carol", check=0
+    )
+    assert done.json()["state"] == "resolved" and done.json()["resolution"] == "restored from yesterday"
+    assert cli("incidents", "resolve", "1", "--note", "again", check=1).code == 1
+    assert cli("incidents", "show", "99", check=10).code == 10
+    listed = cli("incidents", "--json", check=0).json()
+    assert [(i["id"], i["state"], i["source"], i["resolved_by"]) for i in listed] == [
+        (1, "resolved", "db", "carol")
+    ]
+    assert "resolved by carol: restored from yesterday" in cli("incidents", "show", "1", check=0).stdout
