@@ -31,19 +31,36 @@ class Step:
 def _management(cfg: Config) -> list[str]:
     """The runbook's level 3 goes to management: the email channels, else the critical route."""
     emails = [name for name, ch in cfg.notifications.channels.items() if ch.type == "email"]
-    return emails or list(cfg.notifications.routes.critical)
+    return emails or runbook_route(cfg, "critical")
+
+
+def runbook_route(cfg: Config, severity: str) -> list[str]:
+    """Return the channels `severity` goes to: `notifications.routes`, or when that route is
+    empty the runbook's (critical: SMS, voice, PagerDuty and Slack #alerts; warning: email and
+    Slack #monitoring; info: none, the daily summary) among the configured channels."""
+    configured = list(getattr(cfg.notifications.routes, severity, None) or [])
+    if configured or severity == "info":
+        return configured
+    channels = cfg.notifications.channels
+    wanted = ("sms", "voice", "pagerduty") if severity == "critical" else ("email",)
+    slack_channel = "#alerts" if severity == "critical" else "#monitoring"
+    return [
+        name
+        for name, ch in channels.items()
+        if ch.type in wanted or (ch.type == "slack" and getattr(ch, "channel", None) == slack_channel)
+    ]
 
 
 def levels(cfg: Config, severity: str) -> list[Level]:
     """Given the config and an incident's severity, return the levels in force, in order: the
     configured `escalation:` list, or the runbook's (level 1 to the severity's route, level 2 to
-    the critical route as well, level 3 to management)."""
+    the critical route as well, level 3 to management), routes as `runbook_route` gives them."""
     configured: list[EscalationLevel] | None = cfg.escalation
     if configured is not None:
         return [Level(x.level, x.after, list(x.routes), x.repeat) for x in configured]
-    routes = cfg.notifications.routes
-    own = list(getattr(routes, severity, None) or routes.critical)
-    wider = own + [r for r in routes.critical if r not in own]
+    critical = runbook_route(cfg, "critical")
+    own = runbook_route(cfg, severity) or critical
+    wider = own + [r for r in critical if r not in own]
     by_level = {1: own, 2: wider, 3: _management(cfg)}
     return [Level(n, after, by_level[n]) for n, after in RUNBOOK_LEVELS]
 

@@ -101,3 +101,19 @@ def test_ack_links_need_a_secret_and_use_the_public_url() -> None:
     assert link is not None and link.startswith("https://rc.example.com/incidents/3/ack?token=")
     key = ack_key(cfg)
     assert key is not None and token_problem(key, 3, link.split("token=")[1], now=1000.0) is None
+
+
+def test_without_routes_the_runbook_routes_are_served_by_the_channels_that_exist() -> None:
+    channels = {
+        **CHANNELS,
+        "slack-alerts": {"type": "slack", "webhook_url": "http://127.0.0.1:9/a", "channel": "#alerts"},
+        "slack-monitoring": {
+            "type": "slack",
+            "webhook_url": "http://127.0.0.1:9/m",
+            "channel": "#monitoring",
+        },
+    }
+    cfg = parse_config({"notifications": {"channels": channels}})
+    assert levels(cfg, "critical")[0].routes == ["sms", "slack-alerts"]
+    assert levels(cfg, "warning")[0].routes == ["slack-monitoring", "managers"]
+    assert levels(cfg, "critical")[2].routes == ["managers"]
