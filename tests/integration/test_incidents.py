@@ -303,3 +303,54 @@ def test_resolve_by_hand_needs_a_note_and_happens_once(cli: Any) -> None:
         (1, "resolved", "db", "carol")
     ]
     assert "resolved by carol: restored from yesterday" in cli("incidents", "show", "1", check=0).stdout
+
+
+def test_a_real_failed_drill_opens_an_incident_paged_on_the_critical_route(
+    cli: Any, tmp_path: Path, http_receiver: HttpReceiver
+) -> None:
+    from recoverctl.repo import Repository
+    from recoverctl.storage.local import LocalStorage
+    from tests.inproc_cli import InProcessCli
+
+    icli = InProcessCli(cli)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("hello drill\n" * 100)
+    config = {
+        "repository": {"url": str(tmp_path / "repo")},
+        "sources": {"docs": {"type": "files", "paths": [str(src)], "tier": "critical"}},
+        "notifications": {
+            "channels": {"slack-alerts": {"type": "slack", "webhook_url": http_receiver.url("/alerts")}},
+            "routes": {"critical": ["slack-alerts"]},
+        },
+    }
+    icli.write_config(config)
+    icli.env["RECOVERCTL_PASSWORD"] = "pw"
+    Repository.init(LocalStorage(tmp_path / "repo"), "pw", kdf={"name": "scrypt", "n": 2**10, "r": 8, "p": 1})
+    icli("backup", "files", str(src), "--source", "docs", check=0)
+    playbook = tmp_path / "tight.yaml"
+    drill = {
+        "name": "docs-tight",
+        "source": "docs",
+        "targets": {"rpo": "0s"},
+        "where": {"temp_dir": str(tmp_path)},
+    }
+    playbook.write_text(yaml.safe_dump({"drill": drill}))
+    assert icli("drill", "run", str(playbook), "--json", check=13).json()["verdict"] == "fail"
+
+    (listed,) = icli("incidents", "--json", check=0).json()
+    assert (listed["kind"], listed["source"], listed["severity"], listed["state"]) == (
+        "drill.failed",
+        "docs",
+        "critical",
+        "open",
+    )
+    catalog = Catalog(cli.env["RECOVERCTL_CATALOG"])
+    try:
+        # No escalation: section: the runbook's level 1 goes to the critical route at once.
+        assert tick(parse_config(config), catalog, "runner-a").sent == [(listed["id"], 1, 0)]
+    finally:
+        catalog.close()
+    assert _escalations(http_receiver, "/alerts") and "docs" in _escalations(http_receiver, "/alerts")[0]
+    report = icli("incidents", "report", str(listed["id"]), "--format", "md", check=0).stdout
+    assert "drill 'docs-tight' of docs missed its targets" in report and "drill measured RPO" in report
