@@ -13,6 +13,7 @@ from recoverctl.catalog.incidents import Incident, TimelineEntry
 from recoverctl.config import Config
 from recoverctl.errors import UsageError
 from recoverctl.incidents import ack_links
+from recoverctl.incidents.escalation import announce_resolution
 from recoverctl.incidents.report import REPORT_FORMATS, ReportFacts, render_report
 
 _SERVICE_TYPES = ("service",)
@@ -126,14 +127,17 @@ def acknowledge_incident(
     return IncidentView.of(incident)
 
 
-def resolve_incident(catalog: Catalog, incident_id: int, note: str, by: str | None = None) -> IncidentView:
-    """Resolve incident `incident_id` by hand with `note`; return it. Raise NotFoundError, or
-    IncidentStateError when it is resolved already."""
+def resolve_incident(
+    cfg: Config, catalog: Catalog, incident_id: int, note: str, by: str | None = None
+) -> IncidentView:
+    """Resolve incident `incident_id` by hand with `note`, telling the channels its escalation
+    reached; return it. Raise NotFoundError, or IncidentStateError when it is resolved already."""
     if not note.strip():
         raise UsageError("a resolution note is required", hint='--note "what was done"')
     who = by or actor()
     incident = incidents.resolve(catalog, incident_id, who, note)
     catalog.audit("incident.resolve", f"incident:{incident_id}", "succeeded", {"note": note}, who=who)
+    announce_resolution(cfg, catalog, incident)
     return IncidentView.of(incident)
 
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
@@ -104,37 +103,47 @@ def take_over_expired(catalog: Catalog, owner: str, lease: float) -> list[Escala
     return taken
 
 
-def record_escalation_event_in(
-    conn: Connection, incident: Incident, severity: str, summary: str, details: dict[str, Any]
+def incident_event(
+    catalog: Catalog, incident: Incident, kind: str, summary: str, details: dict[str, Any]
 ) -> int:
-    """Write the (already delivered) event an escalation notification is sent as; return its id."""
-    return int(
-        conn.execute(
-            t.events.insert().values(
-                at=time.time(),
-                kind="incident.escalated",
-                severity=severity,
-                subject=incident.subject,
-                summary=summary,
-                details=details,
-                dedup_key=f"incident:{incident.id}",
-                delivered=True,
-            )
-        ).inserted_primary_key[0]  # type: ignore[index]
-    )
-
-
-def escalation_event(
-    catalog: Catalog, incident: Incident, severity: str, summary: str, details: dict[str, Any]
-) -> int:
-    """Write the event an escalation is sent as (delivered already: only the escalation's routes
-    get it); return its id."""
+    """Write the event an escalation (`incident.escalated`) or a resolution notice
+    (`incident.resolved`) is sent as, and its timeline entry; return the event id. The event is
+    written delivered: only the routes the escalation names get it, not the severity's route."""
+    now = time.time()
     with catalog.begin() as conn:
-        event_id = record_escalation_event_in(conn, incident, severity, summary, details)
-        add_entry_in(
-            conn, incident.id, TimelineEntry(time.time(), "escalation", summary, details, event_id=event_id)
+        event_id = int(
+            conn.execute(
+                t.events.insert().values(
+                    at=now,
+                    kind=kind,
+                    severity=incident.severity if kind == "incident.escalated" else "info",
+                    subject=incident.subject,
+                    summary=summary,
+                    details=details,
+                    dedup_key=f"incident:{incident.id}",
+                    delivered=True,
+                )
+            ).inserted_primary_key[0]  # type: ignore[index]
         )
+        entry = "escalation" if kind == "incident.escalated" else "resolution.notice"
+        add_entry_in(conn, incident.id, TimelineEntry(now, entry, summary, details, event_id=event_id))
     return event_id
+
+
+def notified_channels(catalog: Catalog, incident_id: int) -> list[str]:
+    """Return the channels escalation notifications of incident `incident_id` reached, in order."""
+    q = (
+        sa.select(t.incident_escalations.c.result)
+        .where(t.incident_escalations.c.incident_id == incident_id, t.incident_escalations.c.state == "sent")
+        .order_by(t.incident_escalations.c.id)
+    )
+    seen: list[str] = []
+    with catalog.begin() as conn:
+        for result in conn.execute(q).scalars():
+            for d in (result or {}).get("deliveries", []):
+                if d.get("status") == "sent" and d.get("channel") not in seen:
+                    seen.append(d["channel"])
+    return seen
 
 
 def finish_escalation(catalog: Catalog, claim: EscalationClaim, owner: str, result: dict[str, Any]) -> None:

@@ -119,7 +119,7 @@ def resolve_command(app: App, incident_id: int, note: str, by: str | None) -> No
     """
     from recoverctl.actions.incidents import resolve_incident
 
-    view = resolve_incident(app.catalog, incident_id, note, by)
+    view = resolve_incident(app.config, app.catalog, incident_id, note, by)
     app.render(view, lambda i: f"incident #{i.id} resolved by {i.resolved_by}")
 
 

@@ -24,7 +24,7 @@ from recoverctl.errors import RecoverctlError
 from recoverctl.incidents.ack_links import ack_link
 from recoverctl.incidents.policy import Step, due_steps, levels
 from recoverctl.notify import Message
-from recoverctl.notify.delivery import send_to_channels
+from recoverctl.notify.delivery import Delivery, send_to_channels
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def tick(
     lease = cfg.incidents.claim_lease
     if check_sources:
         report.opened = check_recovery_points(cfg, catalog, time.time())
-    report.resolved = resolve_healthy(catalog)
+    report.resolved = resolve_healthy(cfg, catalog)
     for claim in incident_escalations.take_over_expired(catalog, owner, lease):
         incident = incidents.get_incident(catalog, claim.incident_id)
         step = next(
@@ -93,19 +93,7 @@ def _send(
     }
     if link:
         details["url"] = link  # every channel shows it as the message's link
-    event_id = incident_escalations.escalation_event(catalog, incident, incident.severity, summary, details)
-    message = Message(
-        severity=incident.severity,
-        kind="incident.escalated",
-        summary=summary,
-        subject=incident.subject,
-        details=details,
-        dedup_key=f"recoverctl/incident/{incident.id}",
-        event_id=event_id,
-    )
-    deliveries = send_to_channels(
-        cfg, catalog, message, [r for r in routes if r in cfg.notifications.channels]
-    )
+    deliveries = _tell(cfg, catalog, incident, "incident.escalated", summary, details, routes)
     result: dict[str, Any] = {
         "deliveries": [{"channel": d.channel, "status": d.status, "attempts": d.attempts} for d in deliveries]
     }
@@ -115,7 +103,42 @@ def _send(
     log.info("%s: %s", summary, ", ".join(f"{d.channel} {d.status}" for d in deliveries) or "no channels")
 
 
-def resolve_healthy(catalog: Catalog) -> list[int]:
+def _tell(
+    cfg: Config,
+    catalog: Catalog,
+    incident: Incident,
+    kind: str,
+    summary: str,
+    details: dict[str, Any],
+    routes: list[str],
+) -> list[Delivery]:
+    """Record the event `kind` of `incident` and send it to `routes`; return the deliveries."""
+    event_id = incident_escalations.incident_event(catalog, incident, kind, summary, details)
+    message = Message(
+        severity=incident.severity,
+        kind=kind,
+        summary=summary,
+        subject=incident.subject,
+        details=details,
+        dedup_key=f"recoverctl/incident/{incident.id}",
+        event_id=event_id,
+    )
+    known = [r for r in routes if r in cfg.notifications.channels]
+    return send_to_channels(cfg, catalog, message, known)
+
+
+def announce_resolution(cfg: Config, catalog: Catalog, incident: Incident) -> list[Delivery]:
+    """Tell every channel an escalation of `incident` reached that it is resolved (PagerDuty
+    resolves its incident of the same key); return the deliveries."""
+    channels = incident_escalations.notified_channels(catalog, incident.id)
+    if not channels:
+        return []
+    summary = f"incident #{incident.id} resolved by {incident.resolved_by}: {incident.resolution}"
+    details = {"incident_id": incident.id, "resolve": True}
+    return _tell(cfg, catalog, incident, "incident.resolved", summary, details, channels)
+
+
+def resolve_healthy(cfg: Config, catalog: Catalog) -> list[int]:
     """Resolve every active incident whose alerts are resolved and whose actions ended healthy;
     return their ids."""
     done: list[int] = []
@@ -126,9 +149,10 @@ def resolve_healthy(catalog: Catalog) -> list[int]:
         if p.rollback_state == "succeeded":
             why += " and the rollback was verified healthy"
         try:
-            incidents.resolve(catalog, p.incident.id, "recoverctl", why, automatic=True)
+            resolved = incidents.resolve(catalog, p.incident.id, "recoverctl", why, automatic=True)
         except incidents.IncidentStateError:
             continue  # another runner resolved it a moment ago
+        announce_resolution(cfg, catalog, resolved)
         done.append(p.incident.id)
     return done
 

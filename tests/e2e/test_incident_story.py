@@ -153,7 +153,17 @@ def test_alert_to_incident_escalation_ack_resolution_and_report(
     assert _escalations(cli) == at_ack  # the acknowledgement stopped the escalation
     assert at_ack[:3] == [(1, 0, "sent"), (2, 0, "sent"), (2, 1, "sent")]
     assert len(slack_escalations()) == 1
-    assert len(smtp.messages) == len([e for e in at_ack if e[0] == 2])
+    # Everyone the escalation reached hears that it is resolved: Slack once, the email list once.
+    notice = wait_until(
+        lambda: [r for r in http_receiver.at("/slack") if "incident #1 resolved" in r.json()["text"]],
+        what="the resolution notice on Slack",
+    )
+    assert len(notice) == 1
+    wait_until(
+        lambda: len(smtp.messages) == len([e for e in at_ack if e[0] == 2]) + 1, what="the email notice"
+    )
+    last_mail = smtp.messages[-1].message.get_body(preferencelist=("plain",)).get_content()
+    assert "incident #1 resolved by recoverctl" in last_mail
     assert len(_rows(cli, t.incidents)) == 1 and len(_rows(cli, t.rollbacks)) == 1
     assert resolved["acknowledged_by"] == "alice" and resolved["resolved_by"] == "recoverctl"
 
@@ -169,7 +179,7 @@ def test_alert_to_incident_escalation_ack_resolution_and_report(
     assert first("alert.firing") < first("decision") < first("rollback.step.stop_current")
     assert first("rollback.step.verify") < first("rollback.succeeded") < first("acknowledged")
     assert first("escalation") < first("acknowledged") < first("alert.resolved") < first("resolved")
-    assert kinds[-1] == "resolved"
+    assert kinds.count("resolved") == 1 and first("resolved") < first("resolution.notice")
     notes = [e for e in resolved["timeline"] if e["kind"] == "notification"]
     assert {n["details"]["channel"] for n in notes} == {"slack-alerts", "email-oncall"}
     assert all(n["details"]["outcome"] == "sent" and n["details"]["attempts"] >= 1 for n in notes)
