@@ -56,7 +56,9 @@ def check(app: App) -> None:
     a source or service the config lacks, 'forget' with no keep rule and no 'retention:') is an
     error.
 
-    Warns (exit 0) when the file holds a secret inline and its group or others can read it.
+    Warns (exit 0) when the file holds a secret inline and its group or others can read it, and
+    when notification channels are configured but a runbook route (critical: SMS, phone call,
+    Slack #alerts; warning: email, Slack #monitoring) is left unserved.
 
     \b
     Example:
@@ -71,8 +73,10 @@ def check(app: App) -> None:
             hint="fix or disable (enabled: false) the schedules named above",
             details={"file": str(cfg.path) if cfg.path else None, "errors": problems},
         )
+    from recoverctl.incidents.policy import unserved_runbook_routes
+
     warning = loose_config_mode(cfg)
-    warnings = [warning] if warning else []
+    warnings = ([warning] if warning else []) + unserved_runbook_routes(cfg)
     app.render(
         {"valid": True, "file": str(cfg.path) if cfg.path else None, "warnings": warnings},
         "\n".join(

@@ -83,3 +83,28 @@ def due_steps(in_force: list[Level], opened_at: float, now: float) -> list[Step]
         if repeat:
             steps.append(Step(lv.level, repeat, start + repeat * lv.repeat, lv.routes))  # type: ignore[operator]
     return steps
+
+
+# What the runbook ("Notification Channels") asks each severity to reach, as channel types.
+_RUNBOOK_KINDS = {
+    "critical": (("sms", "sms"), ("voice", "voice (phone call)"), ("slack", "slack (#alerts)")),
+    "warning": (("email", "email"), ("slack", "slack (#monitoring)")),
+}
+
+
+def unserved_runbook_routes(cfg: Config) -> list[str]:
+    """Return, for a config that has notification channels, a sentence per runbook route its
+    routes leave unserved (e.g. critical alerts reaching no phone call); [] without channels."""
+    channels = cfg.notifications.channels
+    if not channels:
+        return []
+    found: list[str] = []
+    for severity, wanted in _RUNBOOK_KINDS.items():
+        types = {channels[name].type for name in runbook_route(cfg, severity) if name in channels}
+        missing = [what for kind, what in wanted if kind not in types]
+        if missing:
+            found.append(
+                f"{severity} notifications reach no channel of type {', '.join(missing)} "
+                f"(the runbook routes {severity} to {', '.join(w for _, w in wanted)})"
+            )
+    return found

@@ -10,7 +10,7 @@ import pytest
 from recoverctl.config import parse_config
 from recoverctl.errors import ConfigError
 from recoverctl.incidents.ack_links import ack_key, ack_link, make_token, token_problem
-from recoverctl.incidents.policy import Level, due_steps, levels
+from recoverctl.incidents.policy import Level, due_steps, levels, unserved_runbook_routes
 
 CHANNELS: dict[str, Any] = {
     "sms": {
@@ -117,3 +117,13 @@ def test_without_routes_the_runbook_routes_are_served_by_the_channels_that_exist
     assert levels(cfg, "critical")[0].routes == ["sms", "slack-alerts"]
     assert levels(cfg, "warning")[0].routes == ["slack-monitoring", "managers"]
     assert levels(cfg, "critical")[2].routes == ["managers"]
+
+
+def test_config_check_names_the_runbook_routes_left_unserved() -> None:
+    assert unserved_runbook_routes(parse_config({})) == []
+    cfg = parse_config(
+        {"notifications": {"channels": CHANNELS, "routes": {"critical": ["sms", "slack-alerts"]}}}
+    )
+    critical, warning = unserved_runbook_routes(cfg)
+    assert critical.startswith("critical notifications reach no channel of type voice (phone call) (")
+    assert warning.startswith("warning notifications reach no channel of type slack (#monitoring) (")
