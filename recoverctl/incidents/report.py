@@ -110,7 +110,7 @@ def _epoch(iso_text: str | None) -> float | None:
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("recoverctl.incidents", "templates"),
-    autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
+    autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2"), default_for_string=False),
     trim_blocks=True,
     lstrip_blocks=True,
     undefined=jinja2.StrictUndefined,

@@ -354,3 +354,13 @@ def test_a_real_failed_drill_opens_an_incident_paged_on_the_critical_route(
     assert _escalations(http_receiver, "/alerts") and "docs" in _escalations(http_receiver, "/alerts")[0]
     report = icli("incidents", "report", str(listed["id"]), "--format", "md", check=0).stdout
     assert "drill 'docs-tight' of docs missed its targets" in report and "drill measured RPO" in report
+
+
+def test_html_report_escapes_what_alerts_and_events_said(catalog: Catalog) -> None:
+    from recoverctl.actions.incidents import draft_report
+
+    catalog.emit_event("drill.failed", "critical", "db", "drill failed: <script>alert(1)</script>")
+    html = draft_report(catalog, 1, "html", None).text
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    md = draft_report(catalog, 1, "md", None).text
+    assert "# Incident #1 — drill failed" in md and "DRAFT" in md
