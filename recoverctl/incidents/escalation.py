@@ -239,3 +239,7 @@ class EscalationPace:
         except RecoverctlError as e:
             log.warning("incident escalation pass failed, retrying: %s", e)
             return None
+        except Exception:
+            # A bug here must not stop the worker's jobs or the scheduler's schedules.
+            log.exception("incident escalation pass crashed")
+            return None
