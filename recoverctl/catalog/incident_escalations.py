@@ -52,12 +52,14 @@ def claim_escalation(
     catalog: Catalog, incident_id: int, level: int, repeat: int, due_at: float, owner: str, lease: float
 ) -> EscalationClaim | None:
     """Insert the row of escalation step (level, repeat) of incident `incident_id` for `owner`;
-    return the claim, or None when another runner has it or the incident was acknowledged."""
+    return the claim, or None when another runner has it or the incident was acknowledged. The
+    incident row is locked while claiming, so an acknowledgement lands before or after, never
+    between the check and the claim."""
     now = time.time()
     try:
         with catalog.begin() as conn:
             state = conn.execute(
-                sa.select(t.incidents.c.state).where(t.incidents.c.id == incident_id)
+                sa.select(t.incidents.c.state).where(t.incidents.c.id == incident_id).with_for_update()
             ).scalar()
             if state not in ESCALATING_STATES:
                 return None
