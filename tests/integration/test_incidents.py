@@ -364,3 +364,30 @@ def test_html_report_escapes_what_alerts_and_events_said(catalog: Catalog) -> No
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     md = draft_report(catalog, 1, "md", None).text
     assert "# Incident #1 — drill failed" in md and "DRAFT" in md
+
+
+def test_a_worker_killed_mid_escalation_and_restarted_sends_the_missed_level_once(
+    cli: Any, http_receiver: HttpReceiver
+) -> None:
+    rx = http_receiver
+    cli.write_config(_config(rx, level2_after="3s", repeat="60s"))
+    url = cli.env["RECOVERCTL_CATALOG"]
+    catalog = Catalog(url)
+    worker = _worker(cli, url)
+    try:
+        catalog.emit_event("drill.failed", "critical", "db", "restore drill 'nightly' of 'db' failed")
+        wait_until(lambda: _sent(catalog) == [(1, 1, 0, "sent")], what="level 1 sent")
+        worker.kill()  # kill -9 with level 2 still to come
+        worker.wait()
+        opened = incidents.get_incident(catalog, 1).opened_at
+        wait_until(lambda: time.time() > opened + 3.5, timeout=10, what="level 2 falling due with no worker")
+        assert _sent(catalog) == [(1, 1, 0, "sent")]
+        worker = _worker(cli, url)  # the restarted worker catches up
+        wait_until(lambda: len(_sent(catalog)) == 2 and _sent(catalog)[1][3] == "sent", what="level 2 sent")
+        wait_until(lambda: _escalations(rx, "/level2"), what="level 2 delivered")
+    finally:
+        worker.kill()
+        worker.wait()
+        catalog.close()
+    assert _sent(catalog) == [(1, 1, 0, "sent"), (1, 2, 0, "sent")]
+    assert len(_escalations(rx, "/level1")) == 1 and len(_escalations(rx, "/level2")) == 1
