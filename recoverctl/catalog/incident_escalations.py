@@ -39,13 +39,17 @@ def escalating(catalog: Catalog) -> list[Incident]:
         return [incident_from_row(r) for r in conn.execute(q)]
 
 
-def escalation_steps_taken(catalog: Catalog, incident_id: int) -> set[tuple[int, int]]:
-    """Return the (level, repeat) escalation steps of incident `incident_id` already claimed."""
-    q = sa.select(t.incident_escalations.c.level, t.incident_escalations.c.repeat).where(
-        t.incident_escalations.c.incident_id == incident_id
-    )
+def escalation_steps_taken(catalog: Catalog, incident_ids: list[int]) -> dict[int, set[tuple[int, int]]]:
+    """Return, per incident of `incident_ids`, the (level, repeat) escalation steps already claimed."""
+    e = t.incident_escalations
+    taken: dict[int, set[tuple[int, int]]] = {i: set() for i in incident_ids}
+    if not incident_ids:
+        return taken
+    q = sa.select(e.c.incident_id, e.c.level, e.c.repeat).where(e.c.incident_id.in_(incident_ids))
     with catalog.begin() as conn:
-        return {(int(level), int(repeat)) for level, repeat in conn.execute(q)}
+        for incident_id, level, repeat in conn.execute(q):
+            taken[int(incident_id)].add((int(level), int(repeat)))
+    return taken
 
 
 def claim_escalation(

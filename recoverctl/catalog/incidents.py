@@ -507,24 +507,40 @@ _RECOVERY_KINDS = ("rollback.succeeded", "rpo.recovered")
 
 
 def progress_of_active(catalog: Catalog) -> list[Progress]:
-    """Return, for every active incident, what it still waits for."""
+    """Return, for every active incident, what it still waits for (four queries in all, however
+    many incidents are open: this runs every second in every worker)."""
+    tl = t.incident_timeline
     with catalog.begin() as conn:
         active = [
             incident_from_row(r)
             for r in conn.execute(sa.select(t.incidents).where(t.incidents.c.state.in_(ACTIVE_STATES)))
         ]
-        found: list[Progress] = []
-        for inc in active:
-            rows = conn.execute(
-                sa.select(t.incident_timeline)
-                .where(t.incident_timeline.c.incident_id == inc.id)
-                .order_by(t.incident_timeline.c.at, t.incident_timeline.c.id)
+        if not active:
+            return []
+        entries: dict[int, list[TimelineEntry]] = {inc.id: [] for inc in active}
+        rows = conn.execute(
+            sa.select(tl).where(tl.c.incident_id.in_(list(entries))).order_by(tl.c.at, tl.c.id)
+        ).all()
+        for r in rows:
+            entries[r.incident_id].append(_entry(r))
+        every = [e for es in entries.values() for e in es]
+        job_ids = sorted({e.job_id for e in every if e.job_id is not None})
+        rollback_ids = sorted({e.rollback_id for e in every if e.rollback_id is not None})
+        jobs, rollbacks = t.jobs, t.rollbacks
+        job_states = dict(
+            conn.execute(sa.select(jobs.c.id, jobs.c.state).where(jobs.c.id.in_(job_ids))).all()
+        )
+        rollback_states = dict(
+            conn.execute(
+                sa.select(rollbacks.c.id, rollbacks.c.state).where(rollbacks.c.id.in_(rollback_ids))
             ).all()
-            found.append(_progress_in(conn, inc, [_entry(r) for r in rows]))
-    return found
+        )
+    return [_progress(inc, entries[inc.id], job_states, rollback_states) for inc in active]
 
 
-def _progress_in(conn: Connection, inc: Incident, entries: list[TimelineEntry]) -> Progress:
+def _progress(
+    inc: Incident, entries: list[TimelineEntry], job_states: dict[int, str], rollback_states: dict[int, str]
+) -> Progress:
     firing: dict[str, bool] = {}
     recovered = False
     for e in entries:
@@ -536,18 +552,12 @@ def _progress_in(conn: Connection, inc: Incident, entries: list[TimelineEntry]) 
         elif e.kind in _RECOVERY_KINDS or e.kind.endswith(".recovered") or e.details.get("resolve"):
             recovered = True
     job_ids = sorted({e.job_id for e in entries if e.job_id is not None})
-    states = dict(conn.execute(sa.select(t.jobs.c.id, t.jobs.c.state).where(t.jobs.c.id.in_(job_ids))).all())
     rollback_ids = [e.rollback_id for e in entries if e.rollback_id is not None]
-    rollback_state = None
-    if rollback_ids:
-        rollback_state = conn.execute(
-            sa.select(t.rollbacks.c.state).where(t.rollbacks.c.id == max(rollback_ids))
-        ).scalar()
     return Progress(
         incident=inc,
         firing=[fp for fp, on in firing.items() if on],
-        unfinished_jobs=[j for j in job_ids if states.get(j) != "succeeded"],
-        rollback_state=rollback_state,
+        unfinished_jobs=[j for j in job_ids if job_states.get(j) != "succeeded"],
+        rollback_state=rollback_states.get(max(rollback_ids)) if rollback_ids else None,
         recovered=recovered,
     )
 

@@ -57,10 +57,11 @@ def tick(
         _send(cfg, catalog, incident, claim, step.routes, owner)
         report.sent.append((claim.incident_id, claim.level, claim.repeat))
     now = time.time() if now is None else now
-    for incident in incident_escalations.escalating(catalog):
-        taken = incident_escalations.escalation_steps_taken(catalog, incident.id)
+    escalating = incident_escalations.escalating(catalog)
+    taken = incident_escalations.escalation_steps_taken(catalog, [i.id for i in escalating])
+    for incident in escalating:
         for step in _steps(cfg, incident, now):
-            if (step.level, step.repeat) in taken:
+            if (step.level, step.repeat) in taken[incident.id]:
                 continue
             mine = incident_escalations.claim_escalation(
                 catalog, incident.id, step.level, step.repeat, step.due_at, owner, lease
