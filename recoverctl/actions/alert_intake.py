@@ -32,7 +32,7 @@ from recoverctl.actions.job_kinds import JOB_KINDS, AlertJobPayload
 from recoverctl.alerting.alert import AlertIn, Decision
 from recoverctl.alerting.decide import IncidentMemory, decide
 from recoverctl.alerting.policy import match_policy
-from recoverctl.catalog import Catalog
+from recoverctl.catalog import Catalog, incidents
 from recoverctl.catalog import alerts as alert_rows
 from recoverctl.catalog import jobs as jobq
 from recoverctl.catalog.alerts import Handled, StoredDecision
@@ -130,11 +130,13 @@ def intake_batch(
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _INTAKE_LOCK_ID})
         rows: list[dict[str, Any]] = []
         sizes: list[int] = []
+        notes: list[_IncidentNote] = []
         for alerts in requests:
-            batch_rows = _decide(conn, cfg, alerts, force_dry_run, memory, taken)
+            batch_rows = _decide(conn, cfg, alerts, force_dry_run, memory, taken, notes)
             rows.extend(batch_rows)
             sizes.append(len(batch_rows))
         stored = alert_rows.insert_decisions_in(conn, rows)
+        incidents.record_alerts_in(conn, [n.note(d.id) for n, d in zip(notes, stored, strict=True)])
     if memory is not None:
         memory.remember(taken)
     results: list[list[StoredDecision]] = []
@@ -162,6 +164,37 @@ class _Known:
         return found
 
 
+@dataclasses.dataclass(frozen=True)
+class _IncidentNote:
+    """An alert and its decision, waiting for the id of its stored row."""
+
+    alert: AlertIn
+    decision: Decision
+    severity: str
+    at: float
+
+    def note(self, alert_id: int) -> incidents.AlertNote:
+        a, d = self.alert, self.decision
+        return incidents.AlertNote(
+            alert_id=alert_id,
+            at=self.at,
+            source=a.source,
+            alertname=a.alertname,
+            service=d.service or a.labels.get("service"),
+            fingerprint=a.stable_fingerprint(),
+            group_key=a.group_key,
+            status=a.status,
+            policy=d.policy,
+            decision=d.decision,
+            reason=d.reason,
+            job_id=d.job_id,
+            escalated=d.escalate,
+            severity=self.severity,
+            values={k: v for k, v in a.values.items() if v is not None},
+            summary=a.annotations.get("summary") or a.annotations.get("description"),
+        )
+
+
 def _decide(
     conn: Connection,
     cfg: Config,
@@ -169,8 +202,10 @@ def _decide(
     force_dry_run: bool,
     memory: IncidentMemory | None,
     taken: dict[str, Handled],
+    notes: list[_IncidentNote],
 ) -> list[dict[str, Any]]:
-    """Decide one request's alerts (jobs and escalations written now); return the decision rows."""
+    """Decide one request's alerts (jobs and escalations written now); return the decision rows
+    and add each alert to `notes` for its incident."""
     rows: list[dict[str, Any]] = []
     now = time.time()
     known = _Known(taken, memory)
@@ -201,6 +236,8 @@ def _decide(
         if key is not None:
             taken[key] = Handled(d.decision, d.job_id, d.service)
         rows.append(_decision_row(alert, d, now, key))
+        severity = next((p.severity for p in cfg.policies if p.name == d.policy), "warning")
+        notes.append(_IncidentNote(alert, d, severity, now))
     return rows
 
 

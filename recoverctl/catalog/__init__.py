@@ -341,14 +341,17 @@ class Catalog:
         details: dict[str, Any] | None = None,
         dedup_key: str | None = None,
     ) -> int:
-        """Record an event for the notification layer; return its id. URL passwords in
-        `summary` and `details` are redacted."""
+        """Record an event for the notification layer, and on its incident; return its id. URL
+        passwords in `summary` and `details` are redacted."""
+        from recoverctl.catalog import incidents
+
         summary, details = redact(summary), redact(details)
+        at = now()
         with self.begin() as conn:
-            return int(
+            event_id = int(
                 conn.execute(
                     t.events.insert().values(
-                        at=now(),
+                        at=at,
                         kind=kind,
                         severity=severity,
                         subject=subject,
@@ -359,6 +362,10 @@ class Catalog:
                     )
                 ).inserted_primary_key[0]  # type: ignore[index]
             )
+            # A failure opens its incident (or joins the one open about its subject) in the same
+            # transaction as the event: no event is ever without the incident it belongs to.
+            incidents.record_event_in(conn, event_id, at, kind, severity, subject, summary, details)
+            return event_id
 
     def close(self) -> None:
         self.engine.dispose()

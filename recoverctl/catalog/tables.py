@@ -284,3 +284,63 @@ audit_log = Table(
     Column("details", JSON),
     Index("ix_audit_log_at", "at"),
 )
+
+# An incident: what an alert acted on, a failed drill, backup, WAL archive or rollback, or a stale
+# RPO opened, with everything about the same service/source joining it while it is open.
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("opened_at", Float, nullable=False),
+    Column("state", String(20), nullable=False),  # open / acknowledged / resolved / reopened
+    Column("severity", String(20), nullable=False),
+    Column("kind", String(60), nullable=False),  # what opened it: alert, drill.failed, rpo.exceeded, ...
+    Column("title", Text, nullable=False),
+    Column("subject", String(200)),  # the service or source it is about
+    Column("subject_type", String(20)),  # service / source / schedule / repository
+    Column("group_key", Text),
+    Column("acknowledged_at", Float),
+    Column("acknowledged_by", String(200)),
+    Column("resolved_at", Float),
+    Column("resolved_by", String(200)),
+    Column("resolution", Text),
+    Column("escalation_level", Integer, nullable=False, default=0),  # highest level notified
+    Column("details", JSON),
+    Index("ix_incidents_state_subject", "state", "subject"),
+)
+
+# One ordered timeline per incident: what was recorded as it happened. Rollback steps and
+# deliveries of linked events are read from rollback_steps and notifications, not copied here.
+incident_timeline = Table(
+    "incident_timeline",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("incident_id", Integer, ForeignKey("incidents.id"), nullable=False, index=True),
+    Column("at", Float, nullable=False),
+    Column("kind", String(60), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("details", JSON),
+    Column("event_id", Integer),
+    Column("alert_id", Integer),
+    Column("job_id", Integer),
+    Column("rollback_id", Integer),
+)
+
+# Escalation notifications: one row per (incident, level, repeat), inserted by the runner that
+# sends it, so of several runners exactly one does; a claim whose runner died is taken over once
+# its lease expires.
+incident_escalations = Table(
+    "incident_escalations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("incident_id", Integer, ForeignKey("incidents.id"), nullable=False),
+    Column("level", Integer, nullable=False),
+    Column("repeat", Integer, nullable=False),
+    Column("state", String(20), nullable=False),  # sending / sent
+    Column("owner", String(200), nullable=False),
+    Column("claimed_until", Float, nullable=False),
+    Column("due_at", Float, nullable=False),
+    Column("sent_at", Float),
+    Column("result", JSON),
+    UniqueConstraint("incident_id", "level", "repeat", name="uq_incident_escalations_step"),
+)

@@ -44,6 +44,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "drill": ("drill_cmd",),
     "dump": ("browse_cmd",),
     "forget": ("forget_cmd",),
+    "incidents": ("incidents_cmd",),
     "init": ("repo_cmd",),
     "key": ("repo_cmd",),
     "ls": ("browse_cmd",),

@@ -1,7 +1,8 @@
 """Typed configuration: file discovery, ${VAR} expansion, environment overrides, secret redaction.
 
 The top-level keys ``repository``, ``catalog``, ``sources``, ``services``, ``schedules``,
-``notifications``, ``policies``, ``targets``, ``serve`` and ``retention`` and the variables
+``notifications``, ``policies``, ``targets``, ``serve``, ``retention``, ``escalation`` and
+``incidents`` and the variables
 ``RECOVERCTL_REPOSITORY``, ``RECOVERCTL_PASSWORD`` / ``RECOVERCTL_PASSWORD_FILE`` and
 ``RECOVERCTL_CATALOG`` are a contract: later changes are additive only.
 
@@ -25,6 +26,7 @@ from recoverctl.config.base import (
     parse_duration,
 )
 from recoverctl.config.catalog import DEFAULT_HISTORY, CatalogRetention
+from recoverctl.config.incidents import RUNBOOK_LEVELS, EscalationLevel, IncidentsConfig
 from recoverctl.config.loading import (
     MAX_YAML_NODES,
     BoundedLoader,
@@ -96,6 +98,7 @@ __all__ = [
     "ENV_REPOSITORY",
     "ENV_REPOSITORY_NAME",
     "MAX_YAML_NODES",
+    "RUNBOOK_LEVELS",
     "BoundedLoader",
     "CatalogRetention",
     "Channel",
@@ -107,8 +110,10 @@ __all__ = [
     "DockerService",
     "Duration",
     "EmailChannel",
+    "EscalationLevel",
     "FilesSource",
     "HealthPolicy",
+    "IncidentsConfig",
     "KeepRules",
     "Model",
     "NotificationsConfig",

@@ -16,6 +16,7 @@ from pydantic import (
 
 from recoverctl.config.base import ENV_REPOSITORY, Model
 from recoverctl.config.catalog import CatalogRetention, CatalogSection, split_catalog_key
+from recoverctl.config.incidents import EscalationLevel, IncidentsConfig, check_levels
 from recoverctl.config.notifications import NotificationsConfig
 from recoverctl.config.repository import RepositoryConfig, _repository_from_str
 from recoverctl.config.schedules import RetentionConfig, Schedule
@@ -47,6 +48,27 @@ class Config(Model):
     targets: Targets = Field(default_factory=Targets)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     retention: RetentionConfig | None = None
+    # None: the runbook's levels over the notification routes (docs/incidents.md).
+    escalation: list[EscalationLevel] | None = None
+    incidents: IncidentsConfig = Field(default_factory=IncidentsConfig)
+
+    @field_validator("escalation")
+    @classmethod
+    def _escalation_names_known_channels(
+        cls, levels: list[EscalationLevel] | None, info: ValidationInfo
+    ) -> list[EscalationLevel] | None:
+        if levels is None:
+            return None
+        notifications = info.data.get("notifications")
+        channels = notifications.channels if notifications is not None else {}
+        for level in levels:
+            unknown = [r for r in level.routes if r not in channels]
+            if unknown:
+                raise ValueError(
+                    f"level {level.level} routes to unknown channel(s) {', '.join(unknown)} "
+                    f"(channels: {', '.join(sorted(channels)) or 'none configured'})"
+                )
+        return check_levels(levels)
 
     @model_validator(mode="before")
     @classmethod

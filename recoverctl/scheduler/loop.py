@@ -17,6 +17,7 @@ from recoverctl import cron
 from recoverctl.catalog import Catalog, jobs, leases
 from recoverctl.config import Config, Schedule
 from recoverctl.errors import RecoverctlError
+from recoverctl.incidents.escalation import EscalationPace
 from recoverctl.notify.delivery import deliver_pending
 from recoverctl.scheduler.execute import run_claimed
 
@@ -167,9 +168,11 @@ class SchedulerLoop:
         self._init_last_seen(self._since)
         self._heartbeat("running")
         last_beat = last_deliver = time.monotonic()
+        escalation = EscalationPace(self.cfg, self.catalog, self.runner)
         while not self._stop_requested():
             try:
                 self.tick(time.time())
+                escalation.run_if_due()
                 if time.monotonic() - last_beat >= HEARTBEAT_EVERY:
                     self._heartbeat("running")
                     last_beat = time.monotonic()

@@ -28,6 +28,7 @@ from recoverctl.actions.alert_intake import SOURCES
 from recoverctl.service.api import api_router
 from recoverctl.service.auth import authenticate
 from recoverctl.service.hooks import HOOK_MODELS, hooks_router
+from recoverctl.service.incident_ack import incident_ack_router
 from recoverctl.service.ops import ops_router
 from recoverctl.service.payloads import parse_body
 from recoverctl.service.state import ServiceState
@@ -184,4 +185,5 @@ def create_app(state: ServiceState) -> FastAPI:
     app.include_router(hooks_router(state))
     app.include_router(ops_router(state))
     app.include_router(api_router(state))
+    app.include_router(incident_ack_router(state))
     return app

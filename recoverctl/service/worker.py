@@ -17,6 +17,7 @@ from recoverctl.catalog import Catalog, leases
 from recoverctl.catalog import jobs as jobq
 from recoverctl.config import Config
 from recoverctl.errors import CatalogError
+from recoverctl.incidents.escalation import EscalationPace
 from recoverctl.scheduler.runner import Held, run_job
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class Worker:
         self.jobs_run = 0
         self._count_lock = threading.Lock()
         self._next_recovery = 0.0
+        self.escalation = EscalationPace(cfg, catalog, self.owner)
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -86,6 +88,7 @@ class Worker:
         if now >= self._next_recovery:
             self._next_recovery = now + min(5.0, self.lease / 2)
             self._recover()
+        self.escalation.run_if_due(now)
         job = jobq.claim(self.catalog, self.owner, self.kinds, self.lease)
         if job is None:
             return None

@@ -166,3 +166,24 @@ def test_downgrade_moves_occurrences_back_to_schedule_runs(old_catalog: Catalog)
     # Upgrading again brings them back.
     old_catalog.migrate()
     assert len(jobs.recent_occurrences(old_catalog, 10)) == 3
+
+
+def test_upgrade_to_0004_adds_incident_tables_matching_tables_py(url: str) -> None:
+    c = Catalog(url, migrate=False)
+    try:
+        _to_revision(c, "0003")
+        c.migrate()
+        assert c.info()["revision"] == "0004"
+        with c.engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), t.metadata) == []
+        event_id = c.emit_event("drill.failed", "critical", "db", "restore drill 'nightly' of 'db' failed")
+        with c.begin() as conn:
+            opened = conn.execute(sa.select(t.incidents)).one()
+            entry = conn.execute(sa.select(t.incident_timeline)).one()
+        assert (opened.state, opened.subject, opened.kind) == ("open", "db", "drill.failed")
+        assert entry.event_id == event_id
+        _to_revision(c, "0003", down=True)
+        with c.engine.connect() as conn:
+            assert "incidents" not in sa.inspect(conn).get_table_names()
+    finally:
+        c.close()

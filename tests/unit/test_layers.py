@@ -28,6 +28,7 @@ RANKS: dict[str, int] = {
     "drill": 4,
     "appdb": 4,
     "scheduler": 4,
+    "incidents": 4,
     "sources": 3,
     "alerting": 3,
     "deploy": 3,
@@ -48,7 +49,7 @@ RANKS: dict[str, int] = {
 # The rules issue #14 names, stated on their own so a wrong rank above cannot loosen them.
 _BELOW_ACTIONS = (
     *("sources", "repo", "storage", "notify", "deploy", "catalog", "config", "errors"),
-    *("drill", "appdb", "scheduler", "alerting"),
+    *("drill", "appdb", "scheduler", "alerting", "incidents"),
 )
 NEVER: dict[str, frozenset[str]] = {
     **dict.fromkeys(_BELOW_ACTIONS, frozenset({"actions", "cli", "service"})),
