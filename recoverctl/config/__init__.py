@@ -61,7 +61,15 @@ from recoverctl.config.secrets import (
     repository_password,
     secret_value,
 )
-from recoverctl.config.serve import Condition, Policy, RejectionLimits, ServeAuth, ServeConfig, Window
+from recoverctl.config.serve import (
+    Condition,
+    NamedToken,
+    Policy,
+    RejectionLimits,
+    ServeAuth,
+    ServeConfig,
+    Window,
+)
 from recoverctl.config.services import (
     DatabaseLink,
     DockerService,
@@ -102,6 +110,7 @@ __all__ = [
     "HealthPolicy",
     "KeepRules",
     "Model",
+    "NamedToken",
     "NotificationsConfig",
     "PagerDutyChannel",
     "Policy",
