@@ -29,6 +29,7 @@ RANKS: dict[str, int] = {
     "appdb": 4,
     "scheduler": 4,
     "sources": 3,
+    "console": 3,
     "alerting": 3,
     "deploy": 3,
     "notify": 3,
