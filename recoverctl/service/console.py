@@ -10,6 +10,7 @@ console is as open as the API (`serve` refuses to listen beyond loopback then).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -85,46 +86,68 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
-def console_router(state: ServiceState) -> APIRouter:
-    """Return the console routes, answering from `state`."""
-    router = APIRouter(include_in_schema=False)
-    pages = templates()
-    signer = SessionSigner(state.secrets)
+@dataclass(frozen=True)
+class Console:
+    """What every console route needs: the server state, the templates and the session signer."""
 
-    def session_of(request: Request) -> Session | None:
-        return signer.read(request.cookies.get(COOKIE), time.time())
+    state: ServiceState
+    pages: Jinja2Templates
+    signer: SessionSigner
 
-    def viewer(request: Request) -> Viewer:
+    def session_of(self, request: Request) -> Session | None:
+        return self.signer.read(request.cookies.get(COOKIE), time.time())
+
+    def viewer(self, request: Request) -> Viewer:
         """Return who is looking; raise a 303 to the login form when nobody is."""
-        if not state.secrets.configured:
+        if not self.state.secrets.configured:
             return Viewer(OPEN, None)
-        session = session_of(request)
+        session = self.session_of(request)
         if session is not None:
             return Viewer(session.identity, session.csrf)
-        identity = bearer_identity(state.secrets, request.headers)
+        identity = bearer_identity(self.state.secrets, request.headers)
         if identity is not None:
             return Viewer(identity, None)
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise HTTPException(303, headers={"Location": f"/login?next={quote(target)}"})
 
-    def render(request: Request, name: str, who: Viewer, status_code: int = 200, **ctx: Any) -> Response:
-        response = pages.TemplateResponse(
-            request, name, {"viewer": who, "now": time.time(), **ctx}, status_code=status_code
+    def render(self, request: Request, name: str, who: Viewer, code: int = 200, **ctx: Any) -> Response:
+        """Return template `name` rendered for `who`, with the console's security headers."""
+        response = self.pages.TemplateResponse(
+            request, name, {"viewer": who, "now": time.time(), **ctx}, status_code=code
         )
         response.headers.update(SECURITY_HEADERS)
         return response
 
-    def page(request: Request, name: str, build: Any, **ctx: Any) -> Response:
-        """Render `name` with what `build()` returns as `model`; 404 page on NotFoundError, 503
-        when the catalog cannot be read."""
-        who = viewer(request)
+    def page(self, request: Request, name: str, build: Callable[[], Any], **ctx: Any) -> Response:
+        """Render `name` with what `build()` returns as `model`, for a signed-in viewer; the
+        404 page on NotFoundError, 503 when the catalog cannot be read."""
+        who = self.viewer(request)
         try:
             model = build()
         except NotFoundError as e:
-            return render(request, "error.html", who, 404, title="Not found", message=e.message)
+            return self.render(request, "error.html", who, 404, title="Not found", message=e.message)
         except CatalogError as e:
-            return render(request, "error.html", who, 503, title="Catalog unavailable", message=e.message)
-        return render(request, name, who, model=model, **ctx)
+            return self.render(
+                request, "error.html", who, 503, title="Catalog unavailable", message=e.message
+            )
+        return self.render(request, name, who, model=model, **ctx)
+
+
+def console_router(state: ServiceState) -> APIRouter:
+    """Return the console routes, answering from `state`."""
+    console = Console(state, templates(), SessionSigner(state.secrets))
+    router = APIRouter(include_in_schema=False)
+    router.include_router(_access_routes(console))
+    router.include_router(_board_routes(console))
+    router.include_router(_record_routes(console))
+    router.include_router(annotations_router(state))
+    return router
+
+
+def _access_routes(console: Console) -> APIRouter:
+    """Static assets (public), the login form, logging in and out."""
+    router = APIRouter(include_in_schema=False)
+    state, signer, render, session_of = console.state, console.signer, console.render, console.session_of
 
     @router.get("/static/{path:path}")
     def static(path: str) -> Response:
@@ -182,6 +205,14 @@ def console_router(state: ServiceState) -> APIRouter:
         response.delete_cookie(COOKIE, path="/")
         return response
 
+    return router
+
+
+def _board_routes(console: Console) -> APIRouter:
+    """The board and the timeline."""
+    router = APIRouter(include_in_schema=False)
+    state, page = console.state, console.page
+
     @router.get("/")
     def board(request: Request) -> Response:
         def build() -> Any:
@@ -225,20 +256,20 @@ def console_router(state: ServiceState) -> APIRouter:
             next_url=lambda cursor: _with_cursor(request, cursor),
         )
 
+    return router
+
+
+def _record_routes(console: Console) -> APIRouter:
+    """Trends per source and the pages of one drill, rollback or snapshot."""
+    router = APIRouter(include_in_schema=False)
+    state, page = console.state, console.page
+
     @router.get("/trends")
     def trends_index(request: Request) -> Response:
-        sources = sorted(state.cfg.sources)
-        viewer(request)
-        if not sources:
-            return render(
-                request,
-                "error.html",
-                viewer(request),
-                404,
-                title="No sources",
-                message="no sources configured",
-            )
-        return RedirectResponse(f"/trends/{quote(sources[0])}", status_code=303)
+        who = console.viewer(request)
+        if state.cfg.sources:
+            return RedirectResponse(f"/trends/{quote(min(state.cfg.sources))}", status_code=303)
+        return console.render(request, "error.html", who, 404, title="No sources", message="none configured")
 
     @router.get("/trends/{source}")
     def trends(request: Request, source: str) -> Response:
@@ -261,7 +292,6 @@ def console_router(state: ServiceState) -> APIRouter:
     def snapshot(request: Request, snapshot_id: str) -> Response:
         return page(request, "snapshot.html", lambda: views.snapshot_page(state.catalog, snapshot_id))
 
-    router.include_router(annotations_router(state))
     return router
 
 
