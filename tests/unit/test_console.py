@@ -3,6 +3,7 @@ catalog written through the catalog API (the browser story is tests/e2e/test_con
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from recoverctl.catalog import Catalog
 from recoverctl.catalog.drills import finish_drill, start_drill
 from recoverctl.catalog.notifications import NotificationRecord, record_notification
 from recoverctl.catalog.releases import insert_release
-from recoverctl.catalog.timeline import TimelineQuery, timeline
+from recoverctl.catalog.timeline import KINDS, TimelineQuery, timeline
 from recoverctl.config import parse_config
 from recoverctl.errors import ConfigError
 from recoverctl.service.app import create_app
@@ -223,3 +224,14 @@ def test_pages_and_grafana_annotations(client: TestClient, catalog: Catalog) -> 
     simple = client.post("/api/annotations", json=body, headers=headers).json()
     assert [(a["title"], a["annotation"]["query"]) for a in simple] == [("release web: live", "kind=release")]
     assert client.get("/api/annotations?kind=bogus", headers=headers).status_code == 400
+
+
+def test_the_grafana_dashboard_asks_for_timeline_kinds_that_exist() -> None:
+    dashboard = json.loads((Path(__file__).parents[2] / "contrib" / "grafana-dashboard.json").read_text())
+    annotations = dashboard["annotations"]["list"]
+    assert annotations
+    for a in annotations:
+        target = a["target"]
+        assert target["url"] == "/api/annotations"
+        params = {p["key"]: p["value"] for p in target["url_options"]["params"]}
+        assert params["from"] == "${__from}" and set(params["kind"].split(",")) <= set(KINDS)
