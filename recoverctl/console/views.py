@@ -60,9 +60,9 @@ class Trend:
 PHASE_ORDER = ("select", "fetch", "recovery", "startup", "checks")
 
 
-def _in_drill_order(phases: Mapping[str, float]) -> dict[str, float]:
+def _in_drill_order(phases: Mapping[str, float]) -> list[tuple[str, float]]:
     rank = {name: i for i, name in enumerate(PHASE_ORDER)}
-    return dict(sorted(phases.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+    return sorted(phases.items(), key=lambda kv: rank.get(kv[0], len(rank)))
 
 
 def trend_payload(
@@ -85,7 +85,8 @@ def trend_payload(
             for d in drills
             if d.get("verdict") in SCORED
         ],
-        "phases": _in_drill_order(latest.get("phases") or {}) if latest is not None else {},
+        # Pairs, not an object: JSON encoders may sort keys, and the bar follows the drill's order.
+        "phases": _in_drill_order(latest.get("phases") or {}) if latest is not None else [],
         "phases_of": latest["id"] if latest is not None else None,
     }
 
@@ -103,7 +104,7 @@ class DrillPage:
     trend: Trend
 
     @property
-    def phases(self) -> dict[str, float]:
+    def phases(self) -> list[tuple[str, float]]:
         """The drill's phase durations in the order it ran them."""
         return _in_drill_order(self.drill.phases or {})
 

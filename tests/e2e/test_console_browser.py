@@ -4,7 +4,7 @@ A catalog seeded by the real commands: a files backup, a passing and a failing d
 deploys of a Docker service (the last one bad) and an Alertmanager alert that makes `serve` roll
 it back. Then, in the browser: the login form, the board's colours and reasons, the timeline's
 order, the trend chart's points, the rollback page's steps, a phone-width board; every request
-the browser made went to the server on 127.0.0.1. Screenshots go to docs/console/.
+the browser made went to the server on 127.0.0.1. Screenshots (the 1280x800 viewport) go to docs/console/.
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def test_console_in_chromium(seeded: Seeded, chromium: Any) -> None:
     assert "v0" in web.locator("td[data-label='Previous good']").inner_text()
     assert f"#{seeded.rollback_id}" in web.locator("td[data-label='Last rollback']").inner_text()
     assert page.locator("tr[data-state=red] .state-red").count() >= 2
-    page.screenshot(path=str(SHOTS / "board.png"), full_page=True)
+    page.screenshot(path=str(SHOTS / "board.png"))
 
     # Timeline: newest first; the story's events in the order they happened.
     page.goto(f"{base}/timeline?limit=100")
@@ -231,7 +231,7 @@ def test_console_in_chromium(seeded: Seeded, chromium: Any) -> None:
     assert {"alert", "release"} <= set(kinds)
     rollback_row = page.locator("table.timeline tr[data-kind=rollback]")
     assert "verify" in rollback_row.inner_text()
-    page.screenshot(path=str(SHOTS / "timeline.png"), full_page=True)
+    page.screenshot(path=str(SHOTS / "timeline.png"))
     page.goto(f"{base}/timeline?kind=drill")
     assert {r.get_attribute("data-kind") for r in page.locator("table.timeline tbody tr").all()} == {"drill"}
 
@@ -242,7 +242,7 @@ def test_console_in_chromium(seeded: Seeded, chromium: Any) -> None:
         fig = page.locator(f"figure[data-metric={metric}]")
         assert (fig.get_attribute("data-points"), fig.get_attribute("data-failed")) == ("2", "1")
     assert page.locator(".rc-phase-bar span").count() >= 2
-    page.screenshot(path=str(SHOTS / "drill-trend.png"), full_page=True)
+    page.screenshot(path=str(SHOTS / "drill-trend.png"))
 
     # The rollback page lists its steps with their states and timings.
     page.goto(f"{base}/rollbacks/{seeded.rollback_id}")
@@ -250,7 +250,7 @@ def test_console_in_chromium(seeded: Seeded, chromium: Any) -> None:
     assert steps == ["lock", "stop_current", "schema", "start_target", "verify", "notify", "record"]
     states = {s.get_attribute("data-state") for s in page.locator("table.steps tbody tr").all()}
     assert states <= {"done", "skipped"}, states
-    page.screenshot(path=str(SHOTS / "rollback.png"), full_page=True)
+    page.screenshot(path=str(SHOTS / "rollback.png"))
     page.goto(f"{base}/drills/{seeded.failed_drill}")
     assert "RPO" in page.inner_text(".notice.bad")
 

@@ -3,7 +3,7 @@
  * Shared by the console (/trends) and the self-contained HTML drill report: each element with
  * class "rc-trend" names in data-trend the id of a <script type="application/json"> holding
  *   {"drills": [{"id", "at", "verdict", "rto_s", "rpo_s", "rto_target_s", "rpo_target_s"}],
- *    "phases": {"select": 1.2, ...}, "phases_of": <drill id>}
+ *    "phases": [["select", 1.2], ...], "phases_of": <drill id>}
  * (drills oldest first). One chart per metric, measured values on a log scale (seconds and hours
  * both readable), the metric's target drawn once as a dashed line, failed drills as hollow red
  * rings. After drawing, the element carries data-points and data-failed for tests and tools.
@@ -25,6 +25,7 @@
 
   // Log scales cannot show zero: a value this small is drawn at the floor of the axis.
   var FLOOR = 0.01;
+  var LADDER = [0.01, 0.1, 1, 10, 60, 600, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400, 365 * 86400];
 
   function metricChart(el, data, metric, label, colour) {
     var drills = data.drills;
@@ -46,7 +47,9 @@
     caption.textContent = label + " per drill (log scale; dashed: target; red ring: failed drill)";
     box.appendChild(caption);
     el.appendChild(box);
-    var width = Math.max(280, Math.min(el.clientWidth || 600, 640));
+    // Two charts side by side where they fit, one per row on a phone.
+    var room = el.clientWidth || 600;
+    var width = Math.max(280, Math.min(room >= 700 ? Math.floor((room - 24) / 2) : room, 640));
     var opts = {
       width: width,
       height: 240,
@@ -63,7 +66,16 @@
       },
       axes: [
         {},
-        { size: 64, values: function (u, splits) { return splits.map(duration); } },
+        {
+          size: 64,
+          // Ticks at round durations (1s, 1m, 1h...) instead of powers of ten (1m40s, 2h46m).
+          splits: function (u, axis, min, max) {
+            return LADDER.filter(function (v) { return v >= min && v <= max; });
+          },
+          // Label every tick (uPlot's log axis labels only powers of ten by default).
+          filter: function (u, splits) { return splits; },
+          values: function (u, splits) { return splits.map(duration); },
+        },
       ],
       series: [
         { label: "UTC" },
@@ -104,8 +116,8 @@
   var PHASE_COLOURS = ["#1565c0", "#2e7d32", "#ef6c00", "#6a1b9a", "#00838f", "#5d4037", "#ad1457"];
 
   function phaseBar(el, data) {
-    var phases = data.phases || {};
-    var names = Object.keys(phases);
+    var phases = {}, names = [];
+    (data.phases || []).forEach(function (p) { names.push(p[0]); phases[p[0]] = p[1]; });
     if (!names.length) return;
     var total = names.reduce(function (s, n) { return s + (phases[n] || 0); }, 0) || 1;
     var box = document.createElement("figure");
