@@ -260,7 +260,17 @@ def test_console_in_chromium(seeded: Seeded, chromium: Any) -> None:
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     assert page.locator("tr[data-source=docs] td[data-label=State]").is_visible()
 
+    # The static drill report draws the same chart from its inlined copy of the same code.
+    report = seeded.cli.home / "report.html"
+    seeded.cli("drill", "report", str(seeded.failed_drill), "--format", "html", "-o", str(report), check=0)
+    page.goto(report.as_uri())
+    page.wait_for_selector(".rc-trend[data-drawn=true]")
+    fig = page.locator("figure[data-metric=rpo]")
+    # A report's history is its playbook's: docs-tight ran once, and failed.
+    assert (fig.get_attribute("data-points"), fig.get_attribute("data-failed")) == ("1", "1")
+
     context.close()
+    requests = [u for u in requests if u != report.as_uri()]
     assert requests and all(u.startswith(f"{base}/") for u in requests), [
         u for u in requests if not u.startswith(f"{base}/")
     ]
