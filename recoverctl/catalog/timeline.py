@@ -48,31 +48,61 @@ class TimelineEntry:
 
 
 @dataclass(frozen=True)
+class Cursor:
+    """Where a page ended: its last entry's time, kind and ref. Entries sort by (time newest
+    first, kind, ref), so entries sharing a timestamp are neither skipped nor repeated."""
+
+    at: float
+    kind: str
+    ref: str
+
+    def __str__(self) -> str:
+        return f"{self.at!r}~{self.kind}~{self.ref}"
+
+    @classmethod
+    def parse(cls, text: str) -> Cursor:
+        """Given str(cursor) (or bare Unix seconds), return the cursor; raise ValueError."""
+        at, _, rest = text.partition("~")
+        kind, _, ref = rest.partition("~")
+        return cls(float(at), kind, ref)
+
+    def precedes(self, entry: TimelineEntry) -> bool:
+        """Return True when `entry` comes after this cursor in timeline order."""
+        return _order(entry) > (-self.at, self.kind, self.ref)
+
+
+def _order(entry: TimelineEntry) -> tuple[float, str, str]:
+    return (-entry.at, entry.kind, entry.ref)
+
+
+@dataclass(frozen=True)
 class TimelineQuery:
     """Which entries to read: kinds (all when empty), one source/service, a time range
-    [since, until) and entries strictly older than `before` (the paging cursor)."""
+    [since, until) and only entries after `after` (the previous page's cursor)."""
 
     kinds: Collection[str] = ()
     subject: str | None = None
     since: float | None = None
     until: float | None = None
-    before: float | None = None
+    after: Cursor | None = None
     limit: int = 50
 
 
 @dataclass(frozen=True)
 class TimelinePage:
     entries: list[TimelineEntry]
-    # Pass as `before` to read the next (older) page; None on the last page.
-    next_before: float | None
+    # Pass as `after` to read the next (older) page; None on the last page.
+    next_cursor: Cursor | None
 
 
 def _bounded(q: sa.Select[Any], at: sa.ColumnElement[Any], query: TimelineQuery) -> sa.Select[Any]:
-    upper = min((b for b in (query.until, query.before) if b is not None), default=None)
     if query.since is not None:
         q = q.where(at >= query.since)
-    if upper is not None:
-        q = q.where(at < upper)
+    if query.until is not None:
+        q = q.where(at < query.until)
+    if query.after is not None:
+        # Inclusive: entries sharing the cursor's time are sorted out by merge_newest_first.
+        q = q.where(at <= query.after.at)
     return q.order_by(at.desc()).limit(query.limit + 1)
 
 
@@ -254,12 +284,15 @@ _READERS: dict[str, Callable[[Connection, TimelineQuery], list[TimelineEntry]]] 
 }
 
 
-def merge_newest_first(parts: Iterable[list[TimelineEntry]], limit: int) -> TimelinePage:
-    """Given per-kind lists (each newest first, up to limit+1 long), return the newest `limit`
-    entries and the cursor of the next page."""
-    merged = sorted((e for part in parts for e in part), key=lambda e: e.at, reverse=True)
+def merge_newest_first(
+    parts: Iterable[list[TimelineEntry]], limit: int, after: Cursor | None = None
+) -> TimelinePage:
+    """Given per-kind lists (each newest first, up to limit+1 long), return the first `limit`
+    entries after the cursor `after`, newest first, and the cursor of the next page."""
+    merged = sorted((e for part in parts for e in part if after is None or after.precedes(e)), key=_order)
     page = merged[:limit]
-    return TimelinePage(page, page[-1].at if len(merged) > limit and page else None)
+    last = page[-1] if len(merged) > limit and page else None
+    return TimelinePage(page, Cursor(last.at, last.kind, last.ref) if last is not None else None)
 
 
 def timeline(catalog: Catalog, query: TimelineQuery) -> TimelinePage:
@@ -271,4 +304,4 @@ def timeline(catalog: Catalog, query: TimelineQuery) -> TimelinePage:
         raise ValueError(f"unknown timeline kind(s) {', '.join(unknown)}: choose from {', '.join(KINDS)}")
     with catalog.begin() as conn:
         parts = [_READERS[k](conn, query) for k in kinds]
-    return merge_newest_first(parts, query.limit)
+    return merge_newest_first(parts, query.limit, query.after)

@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 
 from recoverctl.actions.status import status
-from recoverctl.catalog.timeline import KINDS, TimelineEntry, TimelineQuery, timeline
+from recoverctl.catalog.timeline import KINDS, Cursor, TimelineEntry, TimelineQuery, timeline
 from recoverctl.console import STATIC_DIR, TEMPLATES_DIR, views
 from recoverctl.drill.scoring import human_duration
 from recoverctl.errors import CatalogError, NotFoundError
@@ -231,7 +231,7 @@ def _board_routes(console: Console) -> APIRouter:
         subject: str | None = None,
         since: str | None = None,
         until: str | None = None,
-        before: float | None = None,
+        before: str | None = None,
         limit: int = 50,
     ) -> Response:
         query = TimelineQuery(
@@ -239,7 +239,7 @@ def _board_routes(console: Console) -> APIRouter:
             subject=subject or None,
             since=_parse_time(since),
             until=_parse_time(until),
-            before=before,
+            after=_cursor(before),
             limit=max(1, min(limit, 500)),
         )
         if not set(query.kinds) <= set(KINDS):
@@ -300,10 +300,20 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs((await request.body()).decode(errors="replace")).items()}
 
 
-def _with_cursor(request: Request, cursor: float) -> str:
+def _cursor(text: str | None) -> Cursor | None:
+    """Given the `before` parameter (a page cursor), return it; 400 when it is not one."""
+    if not text:
+        return None
+    try:
+        return Cursor.parse(text)
+    except ValueError:
+        raise HTTPException(400, detail=f"not a timeline cursor: {text!r}") from None
+
+
+def _with_cursor(request: Request, cursor: Cursor) -> str:
     """Return the current page's URL asking for entries older than `cursor`."""
     params = [(k, v) for k, v in request.query_params.multi_items() if k != "before"]
-    params.append(("before", repr(cursor)))
+    params.append(("before", str(cursor)))
     return request.url.path + "?" + "&".join(f"{quote(k)}={quote(v)}" for k, v in params)
 
 

@@ -16,7 +16,14 @@ from recoverctl.catalog import Catalog
 from recoverctl.catalog.drills import finish_drill, start_drill
 from recoverctl.catalog.notifications import NotificationRecord, record_notification
 from recoverctl.catalog.releases import insert_release
-from recoverctl.catalog.timeline import KINDS, TimelineQuery, timeline
+from recoverctl.catalog.timeline import (
+    KINDS,
+    Cursor,
+    TimelineEntry,
+    TimelineQuery,
+    merge_newest_first,
+    timeline,
+)
 from recoverctl.config import parse_config
 from recoverctl.errors import ConfigError
 from recoverctl.service.app import create_app
@@ -193,8 +200,8 @@ def test_timeline_merges_every_kind_newest_first_and_pages(catalog: Catalog) -> 
     assert [e.at for e in everything] == sorted((e.at for e in everything), reverse=True)
     assert {e.kind for e in everything} == {"backup", "drill", "release", "deploy", "notification"}
     first = timeline(catalog, TimelineQuery(limit=2))
-    second = timeline(catalog, TimelineQuery(limit=100, before=first.next_before))
-    assert first.entries + second.entries == everything and second.next_before is None
+    second = timeline(catalog, TimelineQuery(limit=100, after=first.next_cursor))
+    assert first.entries + second.entries == everything and second.next_cursor is None
     drills = timeline(catalog, TimelineQuery(kinds=["drill"], subject="db")).entries
     assert [e.status for e in drills] == ["fail", "pass"]
     assert timeline(catalog, TimelineQuery(subject="web", kinds=["drill"])).entries == []
@@ -235,3 +242,24 @@ def test_the_grafana_dashboard_asks_for_timeline_kinds_that_exist() -> None:
         assert target["url"] == "/api/annotations"
         params = {p["key"]: p["value"] for p in target["url_options"]["params"]}
         assert params["from"] == "${__from}" and set(params["kind"].split(",")) <= set(KINDS)
+
+
+def test_paging_neither_skips_nor_repeats_entries_sharing_a_timestamp() -> None:
+    same = [TimelineEntry(kind, 100.0, "db", "ok", kind, "1") for kind in ("backup", "drill", "release")]
+    parts = [[e] for e in same] + [[TimelineEntry("alert", 50.0, "db", "acted", "a", "7")]]
+    seen, cursor = [], None
+    for _ in range(5):
+        page = merge_newest_first(
+            [[e for e in p if cursor is None or e.at <= cursor.at] for p in parts], 1, cursor
+        )
+        seen += page.entries
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert [(e.kind, e.at) for e in seen] == [
+        ("backup", 100.0),
+        ("drill", 100.0),
+        ("release", 100.0),
+        ("alert", 50.0),
+    ]
+    assert Cursor.parse(str(Cursor(100.0, "drill", "1"))) == Cursor(100.0, "drill", "1")
