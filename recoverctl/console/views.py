@@ -17,6 +17,7 @@ from recoverctl.catalog import Catalog
 from recoverctl.catalog.drills import DrillRecord, drill_record, newest_drills
 from recoverctl.catalog.releases import Release, get_release, release_history
 from recoverctl.catalog.rollbacks import Rollback, RollbackStep, get_rollback, list_steps
+from recoverctl.catalog.runs import Run, finished_runs
 from recoverctl.catalog.snapshots import SnapshotRecord, snapshot_record
 from recoverctl.errors import NotFoundError
 
@@ -168,6 +169,9 @@ def rollback_page(catalog: Catalog, rollback_id: int) -> RollbackPage:
 @dataclass(frozen=True)
 class SnapshotPage:
     snapshot: SnapshotRecord
+    # The newest finished verify of the snapshot's repository (verify checks a repository's packs,
+    # not one snapshot), None when it was never verified.
+    last_verify: Run | None
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -190,4 +194,5 @@ def snapshot_page(catalog: Catalog, snapshot_id: str) -> SnapshotPage:
             f"snapshot {snapshot_id} is not in the catalog",
             hint="run `recoverctl catalog sync` if it exists in the repository",
         )
-    return SnapshotPage(snap)
+    verify = next(iter(finished_runs(catalog, "verify", repository=snap.repository)), None)
+    return SnapshotPage(snap, verify)

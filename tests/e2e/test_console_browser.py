@@ -232,6 +232,11 @@ def test_console_in_chromium(seeded: Seeded, chromium: Any) -> None:
     rollback_row = page.locator("table.timeline tr[data-kind=rollback]")
     assert "verify" in rollback_row.inner_text()
     page.screenshot(path=str(SHOTS / "timeline.png"))
+    snapshot_link = page.locator("table.timeline tr[data-kind=backup] a").first.get_attribute("href")
+    assert snapshot_link and snapshot_link.startswith("/snapshots/")
+    page.goto(base + snapshot_link)
+    snapshot = page.inner_text("main")
+    assert "docs" in snapshot and "never verified" in snapshot and "deduplicated" in snapshot
     page.goto(f"{base}/timeline?kind=drill")
     assert {r.get_attribute("data-kind") for r in page.locator("table.timeline tbody tr").all()} == {"drill"}
 
