@@ -264,6 +264,7 @@ def test_console_in_chromium(seeded: Seeded, chromium: Any) -> None:
     page.goto(f"{base}/")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     assert page.locator("tr[data-source=docs] td[data-label=State]").is_visible()
+    page.screenshot(path=str(SHOTS / "board-phone.png"))
 
     # The static drill report draws the same chart from its inlined copy of the same code.
     report = seeded.cli.home / "report.html"
