@@ -35,3 +35,10 @@ def snapshots_of(catalog: Catalog, source: str) -> list[SnapshotRecord]:
     with catalog.begin() as conn:
         rows = conn.execute(sa.select(t.snapshots).where(t.snapshots.c.source == source))
         return [as_record(SnapshotRecord, r) for r in rows]
+
+
+def snapshot_record(catalog: Catalog, snapshot_id: str) -> SnapshotRecord | None:
+    """Given a snapshot id, return its catalog record, None when the catalog has none."""
+    with catalog.begin() as conn:
+        row = conn.execute(sa.select(t.snapshots).where(t.snapshots.c.id == snapshot_id)).first()
+    return None if row is None else as_record(SnapshotRecord, row)

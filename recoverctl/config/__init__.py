@@ -67,7 +67,15 @@ from recoverctl.config.secrets import (
     repository_password,
     secret_value,
 )
-from recoverctl.config.serve import Condition, Policy, RejectionLimits, ServeAuth, ServeConfig, Window
+from recoverctl.config.serve import (
+    Condition,
+    NamedToken,
+    Policy,
+    RejectionLimits,
+    ServeAuth,
+    ServeConfig,
+    Window,
+)
 from recoverctl.config.services import (
     DatabaseLink,
     DockerService,
@@ -116,6 +124,7 @@ __all__ = [
     "IncidentsConfig",
     "KeepRules",
     "Model",
+    "NamedToken",
     "NotificationsConfig",
     "PagerDutyChannel",
     "Policy",

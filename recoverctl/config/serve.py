@@ -45,7 +45,20 @@ class Policy(Model):
     severity: Literal["critical", "warning", "info"] = "critical"
 
 
+class NamedToken(Model):
+    """A bearer token of one person or tool: `viewer` reads (console, /api), `operator` also acts
+    (alert hooks, console actions)."""
+
+    name: str = Field(min_length=1, max_length=100)
+    role: Literal["viewer", "operator"]
+    token_file: str
+
+
 class ServeAuth(Model):
+    # Named tokens with roles; the single bearer token below keeps working as an operator.
+    tokens: list[NamedToken] = Field(default_factory=list)
+    # How long a console session (the cookie a login gives) lasts.
+    session_ttl: Duration = Field(default=8 * 3600.0, gt=0)
     bearer_token_file: str | None = None
     bearer_token_env: str | None = None
     hmac_secret_file: str | None = None
@@ -82,3 +95,6 @@ class ServeConfig(Model):
     workers: int = 2
     lease: Duration = 30.0
     poll_interval: Duration = 0.5
+    # FastAPI's /docs page loads Swagger UI from a CDN: off unless asked for (/openapi.json is
+    # always served, behind the API's authentication).
+    docs: bool = False

@@ -1,4 +1,8 @@
-"""Drill reports: Markdown, self-contained HTML (inline SVG RTO/RPO chart, no network) and JSON."""
+"""Drill reports: Markdown, self-contained HTML and JSON.
+
+The HTML report draws its RTO/RPO trend with the console's chart code (recoverctl/console: uPlot
+and trend.js), inlined so the file needs no network and no server.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from recoverctl.console import chart_assets
+from recoverctl.console.views import trend_payload
 from recoverctl.drill.scoring import human_duration
 
 
@@ -111,71 +117,27 @@ def render_markdown(drill: dict[str, Any], history: list[dict[str, Any]]) -> str
     return "\n".join(out) + "\n"
 
 
-def svg_chart(history: list[dict[str, Any]], width: int = 720, height: int = 260) -> str:
-    """Return an inline SVG plotting RTO and RPO per drill (seconds, log-free linear axis) with targets."""
-    pad_l, pad_r, pad_t, pad_b = 64, 16, 24, 40
-    plot_w, plot_h = width - pad_l - pad_r, height - pad_t - pad_b
-    values = [
-        v
+def trend_html(drill: dict[str, Any], history: list[dict[str, Any]]) -> str:
+    """Return the RTO/RPO trend and phase bar of `history` (oldest first) as the console draws
+    them: the console's chart code and uPlot inlined, the data in a JSON block, and the numbers
+    again in a table for readers without JavaScript."""
+    assets = chart_assets()
+    data = json.dumps(trend_payload(drill.get("source"), history, drill))
+    # "</" cannot close the script element from inside the JSON.
+    data = data.replace("</", "<\\/")
+    rows = "\n".join(
+        f"<tr><td>#{h['id']}</td><td>{html.escape(_iso(h.get('started_at')))}</td>"
+        f"<td>{html.escape(str(h.get('verdict')))}</td>"
+        f"<td>{human_duration(h.get('rto_s'))} / {human_duration(h.get('rto_target_s'))}</td>"
+        f"<td>{human_duration(h.get('rpo_s'))} / {human_duration(h.get('rpo_target_s'))}</td></tr>"
         for h in history
-        for v in (h.get("rto_s"), h.get("rpo_s"), h.get("rto_target_s"), h.get("rpo_target_s"))
-        if v is not None
-    ]
-    top = max(values, default=1.0) * 1.1 or 1.0
-    n = len(history)
-
-    def x(i: int) -> float:
-        return pad_l + (plot_w * (i + 0.5) / n if n else 0)
-
-    def y(v: float) -> float:
-        return pad_t + plot_h - plot_h * (v / top)
-
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="RTO and RPO per drill">',
-        f'<rect x="{pad_l}" y="{pad_t}" width="{plot_w}" height="{plot_h}" fill="#fafafa" stroke="#ccc"/>',
-    ]
-    for frac in (0, 0.25, 0.5, 0.75, 1.0):
-        v = top * frac
-        parts.append(
-            f'<text x="{pad_l - 6}" y="{y(v) + 4:.1f}" font-size="10" text-anchor="end">'
-            f"{html.escape(human_duration(v))}</text>"
-        )
-    for key, colour, dash in (
-        ("rto_target_s", "#1f77b4", "6,4"),
-        ("rpo_target_s", "#d62728", "6,4"),
-    ):
-        line = [(x(i), y(h[key])) for i, h in enumerate(history) if h.get(key) is not None]
-        if line:
-            path = " ".join(f"{px:.1f},{py:.1f}" for px, py in line)
-            parts.append(
-                f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-dasharray="{dash}" '
-                f'stroke-width="1.5"><title>{key.replace("_s", "")}</title></polyline>'
-            )
-    for key, colour in (("rto_s", "#1f77b4"), ("rpo_s", "#d62728")):
-        pts = [(i, h) for i, h in enumerate(history) if h.get(key) is not None]
-        if len(pts) > 1:
-            path = " ".join(f"{x(i):.1f},{y(h[key]):.1f}" for i, h in pts)
-            parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        for i, h in pts:
-            fill = colour if h.get("verdict") == "pass" else "#fff"
-            parts.append(
-                f'<circle cx="{x(i):.1f}" cy="{y(h[key]):.1f}" r="4" fill="{fill}" stroke="{colour}">'
-                f"<title>#{h['id']} {key[:3].upper()} {html.escape(human_duration(h[key]))} "
-                f"({html.escape(str(h.get('verdict')))})</title></circle>"
-            )
-    for i, h in enumerate(history):
-        parts.append(
-            f'<text x="{x(i):.1f}" y="{height - pad_b + 14}" font-size="10" '
-            f'text-anchor="middle">#{h["id"]}</text>'
-        )
-    parts.append(
-        f'<text x="{pad_l}" y="{height - 6}" font-size="11">'
-        '<tspan fill="#1f77b4">● RTO</tspan>  <tspan fill="#d62728">● RPO</tspan>  '
-        "dashed: targets · hollow: failed drill</text>"
     )
-    parts.append("</svg>")
-    return "\n".join(parts)
+    return f"""<style>{assets.css}</style>
+<script type="application/json" id="trend-data">{data}</script>
+<div class="rc-trend" data-trend="trend-data" id="trend"></div>
+<noscript><table><tr><th>drill</th><th>started</th><th>verdict</th><th>RTO / target</th>
+<th>RPO / target</th></tr>{rows}</table></noscript>
+<script>{assets.js}</script>"""
 
 
 def render_html(drill: dict[str, Any], history: list[dict[str, Any]]) -> str:
@@ -217,7 +179,7 @@ pre {{ margin: 0; white-space: pre-wrap; }}
 <h2>Checks</h2><table><tr><th></th><th>check</th><th>expected</th><th>actual</th><th>output</th></tr>
 {"".join(checks) or "<tr><td colspan=5>(no checks ran)</td></tr>"}</table>
 <h2>RTO and RPO over time</h2>
-{svg_chart(history)}
+{trend_html(drill, history)}
 {log_html}
 </body></html>
 """

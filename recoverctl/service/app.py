@@ -27,6 +27,7 @@ from recoverctl import __version__
 from recoverctl.actions.alert_intake import SOURCES
 from recoverctl.service.api import api_router
 from recoverctl.service.auth import authenticate
+from recoverctl.service.console import console_router
 from recoverctl.service.hooks import HOOK_MODELS, hooks_router
 from recoverctl.service.incident_ack import incident_ack_router
 from recoverctl.service.ops import ops_router
@@ -65,10 +66,10 @@ class HookGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if path.startswith("/api/") and self.state.secrets.configured:
-            # The API shows alert labels and job payloads: same credentials as the hooks, and
-            # the same counting and throttling of failures.
-            why = authenticate(self.state.secrets, Headers(scope=scope), b"")
+        if (path.startswith("/api/") or path == "/openapi.json") and self.state.secrets.configured:
+            # The API shows alert labels and job payloads: same credentials as the hooks (any
+            # role reads), and the same counting and throttling of failures.
+            why = authenticate(self.state.secrets, Headers(scope=scope), b"", role="viewer")
             if why is not None:
                 await self.refuse(scope, receive, send, "api", 401, "unauthorized", why)
                 return
@@ -162,6 +163,8 @@ def create_app(state: ServiceState) -> FastAPI:
         title="recoverctl",
         version=__version__,
         description="Alert webhooks that become safe, deduplicated, rate-capped actions.",
+        docs_url="/docs" if state.cfg.serve.docs else None,
+        redoc_url=None,
     )
     app.guard = HookGuard(app._fastapi, state)
 
@@ -186,4 +189,5 @@ def create_app(state: ServiceState) -> FastAPI:
     app.include_router(ops_router(state))
     app.include_router(api_router(state))
     app.include_router(incident_ack_router(state))
+    app.include_router(console_router(state))
     return app

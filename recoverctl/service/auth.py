@@ -58,16 +58,44 @@ class SeenSignatures:
             return True
 
 
+ROLES = ("viewer", "operator")
+# The single `bearer_token_file`/`_env` token of older configs: an operator.
+LEGACY_TOKEN_NAME = "bearer"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a token belongs to and what it may do."""
+
+    name: str
+    role: str  # viewer / operator
+
+    def may(self, role: str) -> bool:
+        """Return True when this identity holds `role` or a stronger one."""
+        return ROLES.index(self.role) >= ROLES.index(role)
+
+
 @dataclass(frozen=True)
 class Secrets:
     bearer: str | None
     hmac_key: bytes | None
     settings: ServeAuth
     seen: SeenSignatures = field(default_factory=SeenSignatures, compare=False, repr=False)
+    # Named tokens (value, identity), the legacy bearer token among them as an operator.
+    tokens: tuple[tuple[str, Identity], ...] = ()
 
     @property
     def configured(self) -> bool:
-        return bool(self.bearer or self.hmac_key)
+        return bool(self.bearer or self.hmac_key or self.tokens)
+
+    def identify(self, token: str) -> Identity | None:
+        """Given a presented token, return whose it is, None when it matches none. Every
+        configured token is compared (constant time each), so timing tells nothing."""
+        found = None
+        for value, identity in self.tokens:
+            if hmac.compare_digest(token.encode(), value.encode()):
+                found = identity
+        return found
 
 
 def _load(file: str | None, env: str | None, what: str, environ: Mapping[str, str]) -> str | None:
@@ -89,7 +117,22 @@ def load_secrets(auth: ServeAuth, environ: Mapping[str, str] | None = None) -> S
     environ = os.environ if environ is None else environ
     bearer = _load(auth.bearer_token_file, auth.bearer_token_env, "serve.auth bearer token", environ)
     key = _load(auth.hmac_secret_file, auth.hmac_secret_env, "serve.auth HMAC secret", environ)
-    return Secrets(bearer=bearer, hmac_key=key.encode() if key else None, settings=auth)
+    tokens: list[tuple[str, Identity]] = []
+    if bearer:
+        tokens.append((bearer, Identity(LEGACY_TOKEN_NAME, "operator")))
+    names = set()
+    for named in auth.tokens:
+        if named.name in names:
+            raise ConfigError(f"serve.auth.tokens: the name '{named.name}' is used twice")
+        names.add(named.name)
+        value = _load(named.token_file, None, f"serve.auth token '{named.name}'", environ)
+        assert value is not None
+        if any(hmac.compare_digest(value.encode(), v.encode()) for v, _ in tokens):
+            raise ConfigError(
+                f"serve.auth token '{named.name}' is the same as another token: give each its own"
+            )
+        tokens.append((value, Identity(named.name, named.role)))
+    return Secrets(bearer=bearer, hmac_key=key.encode() if key else None, settings=auth, tokens=tuple(tokens))
 
 
 def sign(key: bytes, body: bytes, timestamp: str | None = None) -> str:
@@ -98,10 +141,21 @@ def sign(key: bytes, body: bytes, timestamp: str | None = None) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
+def bearer_identity(secrets: Secrets, headers: Mapping[str, str]) -> Identity | None:
+    """Return whose `Authorization: Bearer` token the request carries, None when none matches."""
+    scheme, _, token = (headers.get("authorization") or "").partition(" ")
+    return secrets.identify(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+
+
 def authenticate(
-    secrets: Secrets, headers: Mapping[str, str], body: bytes, now: float | None = None
+    secrets: Secrets,
+    headers: Mapping[str, str],
+    body: bytes,
+    now: float | None = None,
+    role: str = "operator",
 ) -> str | None:
-    """Return None when the request is authentic, else the reason it is not (for a 401).
+    """Return None when the request is authentic and may act as `role`, else the reason it is
+    not (for a 401). A valid HMAC signature counts as an operator.
 
     An accepted signature is remembered until its timestamp expires: the same request sent again
     is refused as a replay. `headers` must be case-insensitive (Starlette's Headers are).
@@ -111,20 +165,20 @@ def authenticate(
     cfg = secrets.settings
     authorization = headers.get("authorization")
     signature = headers.get(cfg.signature_header)
-    if secrets.bearer and authorization:
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(
-            token.strip().encode(), secrets.bearer.encode()
-        ):
+    if secrets.tokens and authorization:
+        identity = bearer_identity(secrets, headers)
+        if identity is not None and identity.may(role):
             return None
         if not (secrets.hmac_key and signature):
+            if identity is not None:
+                return f"token '{identity.name}' has the {identity.role} role: this needs {role}"
             return "bearer token does not match"
     if secrets.hmac_key and signature:
         return _check_signature(secrets, headers, signature, body, time.time() if now is None else now)
     wanted = " or ".join(
         w
         for w, on in (
-            ("an Authorization: Bearer token", secrets.bearer),
+            ("an Authorization: Bearer token", secrets.tokens),
             (f"a {cfg.signature_header} signature", secrets.hmac_key),
         )
         if on

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -110,10 +112,12 @@ def test_history_and_reports(cli: Cli, run: Any, tmp_path: Path) -> None:
     out = tmp_path / "r.html"
     run("drill", "report", str(failed), "--format", "html", "-o", str(out), check=0)
     page = out.read_text()
-    # Points: RTO and RPO of the passed drill, RPO only of the failed one (it has no RTO).
-    assert "<svg" in page and page.count("<circle") == 3
-    # Self-contained: the only URL is the SVG namespace.
-    assert page.count("http") == 1 and 'xmlns="http://www.w3.org/2000/svg"' in page
+    # The console's chart: both drills are points, the failed one has RPO only (no RTO).
+    trend = json.loads(page.split('id="trend-data">', 1)[1].split("</script>", 1)[0])
+    assert [(d["verdict"], d["rto_s"] is None) for d in trend["drills"]] == [("pass", False), ("fail", True)]
+    # Self-contained: uPlot is inlined; the only URL is its licence banner's.
+    assert "<script src" not in page and "<link" not in page
+    assert re.findall(r"https?://[^\s\"')]*", page) == ["https://github.com/leeoniya/uPlot"]
     data = run("drill", "report", str(first), "--format", "json", check=0).json()
     assert data["drill"]["id"] == first and [h["id"] for h in data["history"]] == [first]
     err = run("--json", "drill", "report", "999", check=10).error_json()

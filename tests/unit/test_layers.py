@@ -30,6 +30,7 @@ RANKS: dict[str, int] = {
     "scheduler": 4,
     "incidents": 4,
     "sources": 3,
+    "console": 3,
     "alerting": 3,
     "deploy": 3,
     "notify": 3,

@@ -93,7 +93,8 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
 
 
 def test_openapi_documents_the_hooks(client: TestClient) -> None:
-    spec = client.get("/openapi.json").json()
+    assert client.get("/openapi.json").status_code == 401
+    spec = client.get("/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     for hook in ("/hooks/alertmanager", "/hooks/grafana", "/hooks/generic"):
         assert "requestBody" in spec["paths"][hook]["post"]
 
