@@ -234,7 +234,7 @@ def test_pages_and_grafana_annotations(client: TestClient, catalog: Catalog) -> 
 
 
 def test_the_grafana_dashboard_asks_for_timeline_kinds_that_exist() -> None:
-    dashboard = json.loads((Path(__file__).parents[2] / "contrib" / "grafana-dashboard.json").read_text())
+    dashboard = json.loads((Path(__file__).parents[3] / "contrib" / "grafana-dashboard.json").read_text())
     annotations = dashboard["annotations"]["list"]
     assert annotations
     for a in annotations:
