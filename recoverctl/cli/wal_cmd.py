@@ -90,4 +90,35 @@ def expire(app: App, source: str | None, dry_run: bool) -> None:
     app.render(result, text)
 
 
+@wal_group.command("stream")
+@click.option("--source", help="Postgres source name (optional when only one is configured).")
+@json_option
+@pass_app
+def stream(app: App, source: str | None) -> None:
+    """Stream WAL into the repository with pg_receivewal until SIGTERM (sources.<name>.wal.mode: stream).
+
+    Whole segments are stored as `wal push` stores them; the segment being written is uploaded
+    every wal.flush_interval, so `restore --to-latest` loses at most a few seconds. Reconnects
+    with backoff after a primary restart or failover. Run it as a service: `scheduler install
+    --systemd` and `--kubernetes` write its unit.
+
+    \b
+    Example:
+      recoverctl wal stream --source main
+    """
+    from recoverctl.actions.wal_stream import wal_stream
+    from recoverctl.cli.passphrase import passphrase
+
+    def line(st: object) -> None:
+        if app.verbosity > 0:
+            click.echo(
+                f"{getattr(st, 'source', '')}: uploaded to {getattr(st, 'uploaded_lsn', None)}, "
+                f"lag {getattr(st, 'lag_bytes', None)} bytes / {getattr(st, 'lag_seconds', None)}s",
+                err=True,
+            )
+
+    result = wal_stream(app.config, app.catalog, passphrase(app), source=source, on_status=line)
+    app.render(result, lambda r: f"{r.source}: stopped, {r.stored_total} stored, last {r.last_stored}")
+
+
 COMMANDS = [wal_group]
