@@ -150,6 +150,28 @@ def wal_stream(
     return last
 
 
+@dataclass(frozen=True)
+class StreamUnits:
+    """Service definitions that keep the WAL receivers running: file name -> text."""
+
+    kind: str
+    units: dict[str, str]
+
+
+def stream_units(cfg: Config, kind: str, image: str = "recoverctl:latest") -> StreamUnits:
+    """Return the systemd services (`kind` 'systemd') or Kubernetes manifests ('kubernetes') of
+    every source in streaming mode; raise ConfigError when no source streams."""
+    from recoverctl.scheduler.install import stream_manifests
+    from recoverctl.scheduler.install import stream_units as systemd_stream_units
+
+    units = systemd_stream_units(cfg) if kind == "systemd" else stream_manifests(cfg, image)
+    if not units:
+        raise ConfigError(
+            "no postgres source has wal.mode: stream", hint="set sources.<name>.wal.mode: stream"
+        )
+    return StreamUnits(kind, {u.filename: u.text for u in units})
+
+
 def receiver_lags(cfg: Config, catalog: Catalog, now: float | None = None) -> dict[str, ReceiverLag]:
     """Return, per source in streaming mode that ever reported, its receiver's last lag."""
     now = time.time() if now is None else now

@@ -1,0 +1,81 @@
+"""Streaming mode's pieces that need no server: the partial copy's format, the lag arithmetic,
+the receiver's password file and the generated service definitions."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import yaml
+
+from recoverctl.config import parse_config
+from recoverctl.scheduler.install import stream_manifests, stream_units, systemd_units
+from recoverctl.sources.postgres.receiver import passfile, receiver_argv, slot_name
+from recoverctl.sources.postgres.receiver_partial import decode_partial, encode_partial, partial_key
+from recoverctl.sources.postgres.stream import LagMeter
+from recoverctl.sources.postgres.walnames import SEGMENT_RE, wal_key
+
+SEG = "000000010000000000000007"
+
+
+def test_partial_copy_round_trips_to_the_padded_file_and_never_looks_like_a_segment() -> None:
+    padded = b"\x01\x02" * 1000 + b"\0\0\x03" + b"\0" * (16 * 1024 * 1024 - 2003)
+    stored = encode_partial(padded)
+    assert len(stored) == 8 + 2003  # the padding is not uploaded every interval
+    assert decode_partial(stored) == padded
+    key = partial_key("main", SEG)
+    assert key.startswith("wal/main/00000001/") and not SEGMENT_RE.match(key.rsplit("/", 1)[-1])
+    # a prefix listing of the segment's key (how backups wait for WAL) never finds the partial
+    assert not key.startswith(wal_key("main", SEG))
+
+
+def test_lag_counts_since_the_primary_was_last_at_an_uploaded_position() -> None:
+    meter = LagMeter()
+    assert meter.lag(None, 100.0) == (None, None)
+    meter.add(100.0, 1000)
+    meter.add(102.0, 5000)
+    meter.add(104.0, 9000)
+    assert meter.lag(4000, 105.0) == (5000, 5.0)  # only what the primary had at t=100 is safe
+    assert meter.lag(5000, 105.0) == (4000, 3.0)  # everything up to t=102 is
+    assert meter.lag(9000, 105.0) == (0, 0.0)
+    assert len(meter.samples) == 1  # what is held no longer needs remembering
+
+
+def test_password_reaches_pg_receivewal_only_through_a_private_passfile() -> None:
+    cfg = parse_config(
+        {"sources": {"Main-DB": {"type": "postgres", "password": "s3:cr\\et", "wal": {"mode": "stream"}}}}
+    )
+    src = cfg.sources["Main-DB"]
+    with passfile(src) as env:  # type: ignore[arg-type]
+        path = env["PGPASSFILE"]
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+        with open(path) as f:
+            assert f.read() == "*:*:*:*:s3\\:cr\\\\et\n"
+        argv = receiver_argv(Path("/bin"), Path("/spool"), "host=x", slot_name("Main-DB", src))  # type: ignore[arg-type]
+        assert "s3:cr" not in " ".join(argv) and "--synchronous" in argv and "--no-loop" in argv
+    assert not os.path.exists(path)
+    assert slot_name("Main-DB", src) == "recoverctl_main_db"  # type: ignore[arg-type]
+
+
+def test_units_keep_one_receiver_per_streaming_source_running() -> None:
+    cfg = parse_config(
+        {
+            "sources": {
+                "main": {"type": "postgres", "os_user": "pg", "wal": {"mode": "stream"}},
+                "other": {"type": "postgres"},
+            }
+        }
+    )
+    (unit,) = stream_units(cfg)
+    assert unit.filename == "recoverctl-main-wal-stream.service"
+    assert "Restart=always" in unit.text and "User=pg" in unit.text
+    assert "wal stream --source main" in unit.text
+    assert [u.filename for u in systemd_units(cfg)] == [unit.filename]
+    (manifest,) = stream_manifests(cfg, "example/recoverctl:1")
+    deployment, claim = list(yaml.safe_load_all(manifest.text))
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][-4:] == ["wal", "stream", "--source", "main"]
+    assert claim["kind"] == "PersistentVolumeClaim"
