@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from recoverctl.actions.wal_stream import receiver_lags
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import wal as catalog_wal
 from recoverctl.config import Config, PostgresSource, loose_config_mode
@@ -152,6 +153,9 @@ def postgres_status(cfg: Config, catalog: Catalog, *, source: str | None = None)
         }
         if live is not None:
             entry["archiver"] = live
+        if src.wal.mode == "stream":
+            lag = receiver_lags(cfg, catalog, now).get(name)
+            entry["stream"] = dataclasses.asdict(lag) if lag else None
         out.append(entry)
     return RpoStatus(sources=out, at=now)
 

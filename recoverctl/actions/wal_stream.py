@@ -197,3 +197,37 @@ def receiver_lags(cfg: Config, catalog: Catalog, now: float | None = None) -> di
             max_slot_wal_keep_bytes=d.get("max_slot_wal_keep_bytes"),
         )
     return out
+
+
+def receiver_verdict(
+    cfg: Config, catalog: Catalog, source: str, now: float
+) -> tuple[str, str, dict[str, Any]] | None:
+    """Return (green/amber/red, reason, figures) for the WAL receiver of `source`, or None when
+    the source is not in streaming mode. Red: not reporting, or behind more than the RPO target;
+    amber: past 80 % of it, or the slot nearing max_slot_wal_keep_size."""
+    src = cfg.sources.get(source)
+    if not isinstance(src, PostgresSource) or src.wal.mode != "stream":
+        return None
+    lag = receiver_lags(cfg, catalog, now).get(source)
+    target = float(cfg.targets.for_tier(src.tier).rpo)
+    if lag is None:
+        return (
+            "red",
+            f"streaming mode, but no receiver ever reported: run 'recoverctl wal stream --source {source}'",
+            {},
+        )
+    figures = dataclasses.asdict(lag) | {"rpo_target_s": target}
+    if not lag.alive:
+        return "red", f"the WAL receiver has not reported for {now - lag.reported_at:.0f}s", figures
+    seconds, size = lag.lag_seconds, lag.lag_bytes
+    behind = f"{seconds if seconds is not None else '?'}s ({size if size is not None else '?'} bytes) behind"
+    if lag.receiver_pid is None:
+        return "amber", f"pg_receivewal is reconnecting ({lag.last_error}); {behind}", figures
+    if seconds is not None and seconds > target:
+        return "red", f"WAL streaming {behind}, over the RPO target of {target:.0f}s", figures
+    keep, retained = lag.max_slot_wal_keep_bytes, lag.slot_retained_bytes
+    if keep and retained is not None and retained >= src.wal.slot_warn_ratio * keep:
+        return "amber", f"slot '{lag.slot}' retains {retained} of {keep} bytes allowed", figures
+    if seconds is not None and seconds > 0.8 * target:
+        return "amber", f"WAL streaming {behind}, near the RPO target of {target:.0f}s", figures
+    return "green", f"WAL streaming {behind}", figures

@@ -151,6 +151,10 @@ def status(app: App, source: str | None) -> None:
                 f"{s['source']} ({s['tier']}): last WAL {s['last_archived_segment']} at {when}, "
                 f"exposure {s['exposure_s']:.0f}s, {verdict} RPO target {s['rpo_target_s']:.0f}s"
             )
+            if s.get("stream"):
+                st = s["stream"]
+                lines.append(f"  streaming: {st['lag_seconds']}s / {st['lag_bytes']} bytes behind the primary"
+                             + ("" if st["alive"] else " (receiver not reporting)"))  # fmt: skip
         return "\n".join(lines) or "no postgres sources configured"
 
     app.render(result, text)

@@ -242,6 +242,12 @@ def stream(
         streamer = Streamer(repo, name, src, spool)
         slot = streamer.status.slot
         supervisor = Supervisor(bin_dir, spool, conninfo, slot, env, threading.Event(), on_event)
+        try:
+            # before streaming more: upload what an earlier receiver left in the spool, and
+            # report what the slot retains from the time no receiver ran
+            on_status(streamer.step(None))
+        except RecoverctlError as e:
+            on_event(f"upload failed, retrying next interval: {e}")
         supervisor.start()
         try:
             while not stop.wait(src.wal.flush_interval):

@@ -163,6 +163,10 @@ def test_stream_survives_restart_and_kill_and_restore_loses_seconds(
         pg.psql("select pg_switch_wal()")
         wait_until(lambda: (heartbeat(cli).get("lag_bytes") or 1) == 0 or writer.commits > before + 100, 60,
                    what="receiver caught up")  # fmt: skip
+        sources = cli("--json", "postgres", "status", check=0).json()["sources"]
+        assert sources[0]["stream"]["alive"] and sources[0]["stream"]["lag_seconds"] < LOSS_BOUND_S
+        item = cli("--json", "status").json()["sources"][0]["items"]["wal_stream"]
+        assert item["status"] == "green" and item["alive"] and item["receiver_pid"], item
 
         # the primary is lost, and the receiver with it (worst case: the same host)
         time.sleep(3)  # writes that only the partial segment holds
@@ -193,3 +197,39 @@ def test_stream_survives_restart_and_kill_and_restore_loses_seconds(
     loss = writer.last.timestamp() - float(newest)
     print(f"loss window {loss:.3f}s over {writer.commits} commits, segments {segments[0]}..{segments[-1]}")
     assert 0 <= loss <= LOSS_BOUND_S
+
+
+def events(cli: PgCli, kind: str) -> list[str]:
+    db = sqlite3.connect(cli.home / "catalog.db")
+    try:
+        return [r[0] for r in db.execute("select summary from events where kind = ?", (kind,))]
+    finally:
+        db.close()
+
+
+def test_slot_nearing_max_slot_wal_keep_size_raises_an_alert(streaming: tuple[PgCli, PgCluster]) -> None:
+    cli, pg = streaming
+    pg.psql("alter system set max_slot_wal_keep_size = '48MB'")
+    pg.psql("select pg_reload_conf()")
+    receiver = Receiver(cli)
+    try:
+        wait_until(lambda: heartbeat(cli).get("receiver_pid") is not None, 60, what="receiver streaming")
+        slot = heartbeat(cli)["slot"]
+        receiver.kill9()
+
+        def retained() -> int:
+            sql = "select pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) from pg_replication_slots"
+            sql += f" where slot_name = '{slot}'"
+            return int(float(pg.psql(sql)))
+
+        while retained() < 0.85 * 48 * 1024 * 1024:  # the receiver is down: WAL piles up
+            pg.psql("insert into ticks(at) select clock_timestamp() from generate_series(1, 20000)")
+            pg.psql("select pg_switch_wal()")
+        receiver = Receiver(cli)
+        wait_until(lambda: bool(events(cli, "wal.slot_retention")), 60, what="slot retention alert")
+        assert f"replication slot '{slot}'" in events(cli, "wal.slot_retention")[0]
+        # streaming again, it catches up and releases the WAL
+        wait_until(lambda: retained() < 16 * 1024 * 1024, 60, what="slot released")
+        assert_contiguous(stored_segments(cli))
+    finally:
+        receiver.terminate()
