@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
 import yaml
@@ -79,3 +80,29 @@ def test_units_keep_one_receiver_per_streaming_source_running() -> None:
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["command"][-4:] == ["wal", "stream", "--source", "main"]
     assert claim["kind"] == "PersistentVolumeClaim"
+
+
+def test_metrics_and_status_report_the_receivers_last_heartbeat(tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    from recoverctl.actions.wal_stream import ROLE, heartbeat_name, receiver_verdict
+    from recoverctl.catalog import Catalog
+    from recoverctl.catalog.leases import heartbeat
+    from recoverctl.service.metrics import Metrics
+
+    cfg = parse_config({"sources": {"main": {"type": "postgres", "wal": {"mode": "stream"}}}})
+    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+    try:
+        assert receiver_verdict(cfg, catalog, "main", 0.0)[0] == "red"  # type: ignore[index]
+        details = {"source": "main", "slot": "recoverctl_main", "receiver_pid": 42, "lag_bytes": 8192,
+                   "lag_seconds": 1.5, "restarts": 1}  # fmt: skip
+        heartbeat(catalog, heartbeat_name("main"), ROLE, details)
+        text = generate_latest(Metrics(cfg, catalog).registry).decode()
+        assert 'recoverctl_wal_stream_lag_bytes{source="main"} 8192.0' in text
+        assert 'recoverctl_wal_stream_lag_seconds{source="main"} 1.5' in text
+        assert 'recoverctl_wal_stream_up{source="main"} 1.0' in text
+        verdict = receiver_verdict(cfg, catalog, "main", time.time())
+        assert verdict is not None and verdict[0] == "green" and "1.5s (8192 bytes) behind" in verdict[1]
+        assert receiver_verdict(cfg, catalog, "main", time.time() + 60)[0] == "red"  # type: ignore[index]
+    finally:
+        catalog.close()
