@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -28,7 +29,17 @@ from psycopg.conninfo import make_conninfo
 from tenacity import RetryError, Retrying, retry_if_exception_type, wait_exponential
 
 from recoverctl.config import PostgresSource
+from recoverctl.errors import ObjectNotFound
 from recoverctl.sources.postgres.connection import connect_env
+from recoverctl.sources.postgres.walnames import (
+    DEFAULT_SEGMENT_SIZE,
+    PARTIAL_RE,
+    SEGMENT_RE,
+    parse_lsn,
+    segment_from_number,
+    segment_number,
+    timeline_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +147,56 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+_FORK_RE = re.compile(r"forked from timeline (\d+) at ([0-9A-F]+/[0-9A-F]+)")
+
+
+def set_aside_diverged(spool: Path, stderr: str, fetch: Callable[[str], bytes] | None) -> list[str]:
+    """After a failover to a standby that had not received everything the receiver had: given
+    pg_receivewal's error naming where the new primary's history forked, rename the spool's
+    segments from the fork on to `<name>.diverged` and, when the segment before them is no longer
+    in the spool, put it back from the repository (`fetch`), so pg_receivewal resumes at the fork
+    and follows the new timeline without a gap. Return the names set aside ([] for other errors).
+    The new timeline is taken to be the next one (a server that skipped timelines is streamed
+    from its slot instead, and archive_command covers what that misses).
+
+    The old primary's WAL after the fork stays in the repository under its timeline, as the old
+    timeline's history (PITR to a point on it still works); the new timeline does not contain it.
+    """
+    m = _FORK_RE.search(stderr)
+    if not m:
+        return []
+    timeline, fork = int(m.group(1)), parse_lsn(m.group(2))
+    files = [e for e in sorted(os.listdir(spool)) if SEGMENT_RE.match(e) or PARTIAL_RE.match(e)]
+    size = (spool / files[0]).stat().st_size if files else DEFAULT_SEGMENT_SIZE
+    first = fork // size
+    moved = []
+    for name in files:
+        if timeline_of(name) == timeline and segment_number(name[:24], size) >= first:
+            os.replace(spool / name, spool / f"{name}.diverged")
+            moved.append(name)
+    if not moved:
+        return moved
+    if fork % size == 0:
+        # The old timeline ends exactly at a segment boundary, where a walsender answers with the
+        # next timeline instead of streaming, which pg_receivewal does not accept: an empty
+        # `.partial` of the new timeline makes it start there (it fetches the history file).
+        start = spool / f"{segment_from_number(timeline + 1, first, size)}.partial"
+        _write_new(start, b"\0" * size)
+        return moved
+    before = segment_from_number(timeline, first - 1, size)
+    if fetch is not None and not (spool / before).exists():
+        # not stored: pg_receivewal then starts at the slot, and archive_command fills in
+        with contextlib.suppress(ObjectNotFound):
+            _write_new(spool / before, fetch(before))
+    return moved
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 class Supervisor(threading.Thread):
     """Keeps pg_receivewal running into `spool` until `stop` is set; `on_event(message)` hears
     every start and exit. `pid` is the running receiver's, `restarts` counts its unplanned exits."""
@@ -149,11 +210,14 @@ class Supervisor(threading.Thread):
         env: dict[str, str],
         stop: threading.Event,
         on_event: Callable[[str], None] | None = None,
+        fetch: Callable[[str], bytes] | None = None,
     ):
         super().__init__(name="wal-receiver", daemon=True)
         self.bin_dir, self.spool, self.conninfo, self.slot, self.env = bin_dir, spool, conninfo, slot, env
         self.stop = stop
         self.on_event = on_event or (lambda message: log.info("%s", message))
+        # a stored WAL segment by name (from the repository): see `set_aside_diverged`
+        self.fetch = fetch
         self.proc: subprocess.Popen[str] | None = None
         self.restarts = 0
         self.last_error: str | None = None
@@ -182,14 +246,22 @@ class Supervisor(threading.Thread):
         tail: list[str] = []
         for line in self.proc.stderr:  # ends when the process does
             line = line.rstrip()
-            tail = [*tail, line][-5:]
+            tail = [*tail, line][-20:]
             log.debug("pg_receivewal: %s", line)
         code = self.proc.wait()
         if self.stop.is_set():
             return
         self.restarts += 1
-        self.last_error = f"pg_receivewal exited with code {code}: " + " / ".join(tail[-2:])
+        self.last_error = f"pg_receivewal exited with code {code}: " + " / ".join(
+            x.strip() for x in tail[-4:]
+        )
         self.on_event(self.last_error)
+        moved = set_aside_diverged(self.spool, "\n".join(tail), self.fetch)
+        if moved:
+            self.on_event(
+                f"the new primary's history forked before the spool's end: set aside {', '.join(moved)} "
+                "(suffix .diverged; what the old primary wrote after the fork) and resumed at the fork"
+            )
         if time.monotonic() - began < STEADY_S:
             raise ReceiverExited(self.last_error)
 

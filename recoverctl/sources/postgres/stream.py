@@ -27,7 +27,7 @@ from recoverctl.sources.postgres.connection import connect, find_bin_dir, server
 from recoverctl.sources.postgres.fetchspool import private_dirs
 from recoverctl.sources.postgres.receiver import Supervisor, passfile, receiver_conninfo, slot_name
 from recoverctl.sources.postgres.receiver_upload import SpoolUploader
-from recoverctl.sources.postgres.walnames import format_lsn, parse_lsn
+from recoverctl.sources.postgres.walnames import format_lsn, parse_lsn, wal_key
 
 if TYPE_CHECKING:
     import psycopg
@@ -241,7 +241,16 @@ def stream(
         conninfo = receiver_conninfo(name, src)
         streamer = Streamer(repo, name, src, spool)
         slot = streamer.status.slot
-        supervisor = Supervisor(bin_dir, spool, conninfo, slot, env, threading.Event(), on_event)
+        supervisor = Supervisor(
+            bin_dir,
+            spool,
+            conninfo,
+            slot,
+            env,
+            threading.Event(),
+            on_event,
+            lambda n: repo.get_object(wal_key(name, n)),
+        )
         try:
             # before streaming more: upload what an earlier receiver left in the spool, and
             # report what the slot retains from the time no receiver ran

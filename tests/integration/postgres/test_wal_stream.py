@@ -23,7 +23,7 @@ import pytest
 from recoverctl.sources.postgres.walnames import SEGMENT_RE, segment_number
 from tests.fixtures.net import free_port, wait_until
 from tests.fixtures.pgbackup import PgCli
-from tests.fixtures.postgres import PgCluster
+from tests.fixtures.postgres import PgCluster, _as_pg_user
 from tests.integration.postgres.test_pg_backup_restore import psql, stop
 
 # The data-loss bound streaming promises with the default 2 s flush interval.
@@ -233,3 +233,71 @@ def test_slot_nearing_max_slot_wal_keep_size_raises_an_alert(streaming: tuple[Pg
         assert_contiguous(stored_segments(cli))
     finally:
         receiver.terminate()
+
+
+def test_stream_follows_a_failover_to_a_promoted_standby(streaming: tuple[PgCli, PgCluster]) -> None:
+    cli, pg = streaming
+    standby = PgCluster(name="standby")
+    copy = [str(pg.bin_dir / "pg_basebackup"), "-D", str(standby.data_dir), "-h", "127.0.0.1", "-p",
+            str(pg.port), "-U", "postgres", "-R", "-X", "stream"]  # fmt: skip
+    subprocess.run(_as_pg_user(copy), check=True, capture_output=True)
+    standby.append_conf(f"port = {standby.port}\nunix_socket_directories = '{standby.socket_dir}'\n")
+    standby.start()
+    receiver = Receiver(cli)
+    writer = Writer(pg.conninfo)
+    try:
+        wait_until(lambda: heartbeat(cli).get("receiver_pid") is not None, 60, what="receiver streaming")
+        cli("--json", "backup", "postgres", "--type", "full", check=0)
+        writer.start()
+        wait_until(lambda: writer.commits > 20, 30, what="writes on the primary")
+        pg.psql("select pg_switch_wal()")
+        # failover to a standby that missed the primary's last WAL (asynchronous replication):
+        # the receiver has more than the new primary, and must resume at the fork
+        standby.stop("fast")
+        pg.psql("insert into ticks(at) select clock_timestamp() from generate_series(1, 1000)")
+        seg = pg.psql("select pg_walfile_name(pg_switch_wal())")
+        wait_until(lambda: seg in stored_segments(cli), 60, what="the receiver storing the lost segment")
+        writer.done.set()
+        writer.join(5)
+        pg.stop("immediate")
+        writer = Writer(pg.conninfo)  # the writes from here on are on the new primary
+        writer.start()
+        standby.append_conf(f"port = {pg.port}\n")
+        standby.port = pg.port
+        standby.start()
+        promote = [str(pg.bin_dir / "pg_ctl"), "-D", str(standby.data_dir), "-w", "promote"]
+        subprocess.run(_as_pg_user(promote), check=True, capture_output=True)
+        before = writer.commits
+        wait_until(lambda: writer.commits > before + 30, 60, what="writes on the promoted standby")
+        tl2 = cli.repository / "wal" / "main" / "00000002"
+        wait_until(lambda: tl2.is_dir() and any(p.name.startswith("partial-") for p in tl2.iterdir()), 60,
+                   what="the new timeline streamed")  # fmt: skip
+        assert (cli.repository / "wal" / "main" / "00000001" / "00000002.history").exists() or (
+            tl2 / "00000002.history"
+        ).exists()
+        assert any(p.name.endswith(".diverged") for p in Path(heartbeat(cli)["spool"]).iterdir())
+        time.sleep(3)  # writes that only the partial segment of the new timeline holds
+        standby.stop("immediate")
+        receiver.kill9()
+        writer.done.set()
+        writer.join(5)
+    except BaseException:
+        print("receiver log:", (cli.home / "receiver.log").read_text()[-8000:], "heartbeat:", heartbeat(cli))
+        raise
+    finally:
+        writer.done.set()
+        receiver.terminate()
+        standby.destroy()
+
+    target, port = cli.home / "restore1", free_port()
+    cli("--json", "restore", "postgres", "--target-dir", str(target), "--to-latest", "--start", "--port",
+        str(port), check=0)  # fmt: skip
+    try:
+        newest = psql(port, "select extract(epoch from max(at)) from ticks")[0]
+        timeline = psql(port, "select timeline_id from pg_control_checkpoint()")[0]
+    finally:
+        stop(target)
+    assert writer.last is not None
+    loss = writer.last.timestamp() - float(newest)
+    print(f"loss window after failover {loss:.3f}s, restored on timeline {timeline}")
+    assert 0 <= loss <= LOSS_BOUND_S

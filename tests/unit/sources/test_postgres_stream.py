@@ -12,7 +12,7 @@ import yaml
 
 from recoverctl.config import parse_config
 from recoverctl.scheduler.install import stream_manifests, stream_units, systemd_units
-from recoverctl.sources.postgres.receiver import passfile, receiver_argv, slot_name
+from recoverctl.sources.postgres.receiver import passfile, receiver_argv, set_aside_diverged, slot_name
 from recoverctl.sources.postgres.receiver_partial import decode_partial, encode_partial, partial_key
 from recoverctl.sources.postgres.stream import LagMeter
 from recoverctl.sources.postgres.walnames import SEGMENT_RE, wal_key
@@ -106,3 +106,36 @@ def test_metrics_and_status_report_the_receivers_last_heartbeat(tmp_path: Path) 
         assert receiver_verdict(cfg, catalog, "main", time.time() + 60)[0] == "red"  # type: ignore[index]
     finally:
         catalog.close()
+
+
+FORK = "ERROR:  requested starting point 0/6000000 on timeline 1 is not in this server's history\n"
+
+
+def test_after_a_failover_the_spool_resumes_at_the_fork(tmp_path: Path) -> None:
+    size = 1 << 20
+
+    def spool(*names: str) -> Path:
+        d = tmp_path / names[0]
+        d.mkdir()
+        for n in names:
+            (d / n).write_bytes(b"w" * size)
+        return d
+
+    def stored(name: str) -> bytes:
+        return b"s" * size
+
+    # mid-segment fork: what follows is set aside, the segment before it comes back from the repository
+    d = spool("000000010000000000000005", "000000010000000000000006.partial")
+    detail = FORK + "DETAIL:  This server's history forked from timeline 1 at 0/580000.\n"
+    assert set_aside_diverged(d, detail, stored) == [
+        "000000010000000000000005",
+        "000000010000000000000006.partial",
+    ]
+    assert (d / "000000010000000000000004").read_bytes() == stored("")
+    assert (d / "000000010000000000000005.diverged").exists()
+    # a fork on a segment boundary: start the new timeline there
+    d = spool("000000010000000000000006", "000000010000000000000007.partial")
+    detail = FORK + "DETAIL:  This server's history forked from timeline 1 at 0/700000.\n"
+    assert set_aside_diverged(d, detail, stored) == ["000000010000000000000007.partial"]
+    assert (d / "000000020000000000000007.partial").stat().st_size == size
+    assert set_aside_diverged(d, "FATAL: password authentication failed", stored) == []
