@@ -202,6 +202,11 @@ def test_stream_survives_restart_and_kill_and_restore_loses_seconds(
     loss = restored_loss(cli, writer)
     print(f"loss window {loss:.3f}s over {writer.commits} commits, segments {segments[0]}..{segments[-1]}")
     assert 0 <= loss <= LOSS_BOUND_S
+    # a drill replays through the same WAL, partial segment included
+    assert writer.last is not None
+    recent = f"select count(*) from ticks where at >= to_timestamp({writer.last.timestamp() - LOSS_BOUND_S})"
+    drill = cli.sql_drill("stream", recent, ">= 1")
+    assert drill["verdict"] == "pass", drill
 
 
 def events(cli: PgCli, kind: str) -> list[str]:
