@@ -8,6 +8,7 @@ import stat
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from recoverctl.config import parse_config
@@ -139,3 +140,17 @@ def test_after_a_failover_the_spool_resumes_at_the_fork(tmp_path: Path) -> None:
     assert set_aside_diverged(d, detail, stored) == ["000000010000000000000007.partial"]
     assert (d / "000000020000000000000007.partial").stat().st_size == size
     assert set_aside_diverged(d, "FATAL: password authentication failed", stored) == []
+
+
+def test_wal_section_defaults_to_archive_mode_and_validates_its_values() -> None:
+    from recoverctl.errors import ConfigError
+
+    src = parse_config({"sources": {"main": {"type": "postgres"}}}).sources["main"]
+    assert src.wal.mode == "archive" and src.wal.flush_interval == 2.0  # type: ignore[union-attr]
+    src = parse_config(
+        {"sources": {"main": {"type": "postgres", "wal": {"mode": "stream", "flush_interval": "500ms"}}}}
+    ).sources["main"]
+    assert src.wal.flush_interval == 0.5  # type: ignore[union-attr]
+    for bad in ({"mode": "push"}, {"slot": "Bad-Slot"}, {"slot_warn_ratio": 2}):
+        with pytest.raises(ConfigError, match="wal"):
+            parse_config({"sources": {"main": {"type": "postgres", "wal": bad}}})
