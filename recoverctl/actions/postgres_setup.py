@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from recoverctl.actions.wal_stream import receiver_lags
 from recoverctl.catalog import Catalog, recovery
 from recoverctl.catalog import wal as catalog_wal
 from recoverctl.config import Config, PostgresSource, loose_config_mode
@@ -78,10 +79,16 @@ class SourceRpo:
     archive_timeout_s: int | None = None
     archive_bound_s: float | None = None
     has_archive_timeout: bool = False
+    # The streaming receiver's lag (sources in `wal: {mode: stream}` only; None while it has not
+    # reported).
+    stream: dict[str, Any] | None = None
+    streams: bool = False
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        del d["has_archive_timeout"]
+        del d["has_archive_timeout"], d["streams"]
+        if not self.streams:
+            del d["stream"]
         if self.archiver is None:
             del d["archiver"]
         if not self.has_archive_timeout:
@@ -186,7 +193,16 @@ def _source_rpo(cfg: Config, catalog: Catalog, name: str, now: float) -> SourceR
         server_reachable=live is not None,
         archiver=live,
         **archive_bound(src, name),
+        **_stream_lag(cfg, catalog, src, name, now),
     )
+
+
+def _stream_lag(cfg: Config, catalog: Catalog, src: PostgresSource, name: str, now: float) -> dict[str, Any]:
+    """Return the streaming receiver's lag fields of a source in stream mode, {} otherwise."""
+    if src.wal.mode != "stream":
+        return {}
+    lag = receiver_lags(cfg, catalog, now).get(name)
+    return {"streams": True, "stream": dataclasses.asdict(lag) if lag else None}
 
 
 def archive_bound(src: PostgresSource, name: str) -> dict[str, Any]:

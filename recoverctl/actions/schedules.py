@@ -175,7 +175,7 @@ def install(
     for u in units:
         (target / u.filename).write_text(u.text)
     scope = "--user " if user else ""
-    timers = " ".join(u.filename for u in units if u.filename.endswith(".timer"))
+    timers = " ".join(u.filename for u in units if u.filename.endswith((".timer", "-wal-stream.service")))
     return Installed(
         "systemd",
         True,

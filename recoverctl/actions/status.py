@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from croniter import croniter
 
 from recoverctl.actions.copy import CopyStatus, copy_status
+from recoverctl.actions.wal_stream import receiver_verdict
 from recoverctl.catalog import Catalog
 from recoverctl.catalog.drills import ever_drilled, last_scored_drill
 from recoverctl.catalog.recovery import LastBackups, last_backups, rpo_exposure
@@ -377,6 +378,9 @@ def _source_status(cfg: Config, catalog: Catalog, name: str, now: float) -> Sour
         ),
         "rpo": _rpo_item(catalog, name, float(targets.rpo), backups, now),
     }
+    streaming = receiver_verdict(cfg, catalog, name, now)
+    if streaming is not None:
+        items["wal_stream"] = _item(streaming[0], streaming[1], **streaming[2])
     # File and volume drills are optional: their item shows once one was run.
     if src.type == "postgres" or ever_drilled(catalog, name):
         items["drill"] = _drill_item(catalog, name, now)

@@ -163,6 +163,12 @@ def status(app: App, source: str | None) -> None:
                     f"  archive_timeout {s.archive_timeout_s}s: "
                     + (f"guarantees loss <= {bound:.0f}s" if bound else "off, nothing bounds the loss")
                 )
+            if s.streams and s.stream:
+                st = s.stream
+                lines.append(
+                    f"  streaming: {st['lag_seconds']}s / {st['lag_bytes']} bytes behind the primary"
+                    + ("" if st["alive"] else " (receiver not reporting)")
+                )
         return "\n".join(lines) or "no postgres sources configured"
 
     app.render(result, text)

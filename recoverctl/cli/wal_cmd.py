@@ -89,4 +89,49 @@ def expire(app: App, source: str | None, dry_run: bool) -> None:
     app.render(result, text)
 
 
+@wal_group.command("stream")
+@click.option("--source", help="Postgres source name (optional when only one is configured).")
+@click.option(
+    "--print-units",
+    type=click.Choice(["systemd", "kubernetes"]),
+    help="Print the service definitions that keep every receiver running, and exit.",
+)
+@click.option(
+    "--image", default="recoverctl:latest", show_default=True, help="Image for --print-units kubernetes."
+)
+@json_option
+@pass_app
+def stream(app: App, source: str | None, print_units: str | None, image: str) -> None:
+    """Stream WAL into the repository with pg_receivewal until SIGTERM (sources.<name>.wal.mode: stream).
+
+    Whole segments are stored as `wal push` stores them; the segment being written is uploaded
+    every wal.flush_interval, so `restore --to-latest` loses at most a few seconds. Reconnects
+    with backoff after a primary restart or failover. Run it as a service: `scheduler install
+    --systemd` installs its unit, `--print-units kubernetes` prints a manifest.
+
+    \b
+    Example:
+      recoverctl wal stream --source main
+      recoverctl wal stream --print-units kubernetes --image registry.example/recoverctl:1.4
+    """
+    from recoverctl.actions.wal_stream import stream_units, wal_stream
+    from recoverctl.cli.passphrase import passphrase
+
+    def line(st: object) -> None:
+        if app.verbosity > 0:
+            click.echo(
+                f"{getattr(st, 'source', '')}: uploaded to {getattr(st, 'uploaded_lsn', None)}, "
+                f"lag {getattr(st, 'lag_bytes', None)} bytes / {getattr(st, 'lag_seconds', None)}s",
+                err=True,
+            )
+
+    if print_units:
+        units = stream_units(app.config, print_units, image)
+        sep = "---\n" if print_units == "kubernetes" else ""
+        app.render(units, lambda u: sep.join(f"# {name}\n{text}" for name, text in u.units.items()).rstrip())
+        return
+    result = wal_stream(app.config, app.catalog, passphrase(app), source=source, on_status=line)
+    app.render(result, lambda r: f"{r.source}: stopped, {r.stored_total} stored, last {r.last_stored}")
+
+
 COMMANDS = [wal_group]

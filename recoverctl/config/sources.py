@@ -41,6 +41,22 @@ class Targets(Model):
 # --- sources --------------------------------------------------------------------------------------
 
 
+class SourceWal(Model):
+    """`sources.<name>.wal`: how WAL leaves the server. `archive` (the default) relies on
+    archive_command alone; `stream` adds `recoverctl wal stream`, a supervised pg_receivewal on a
+    replication slot that uploads the segment being written every `flush_interval`."""
+
+    mode: Literal["archive", "stream"] = "archive"
+    flush_interval: Duration = 2.0
+    # Physical replication slot the receiver streams from (created when missing);
+    # default recoverctl_<source>.
+    slot: str | None = Field(default=None, pattern=r"^[a-z0-9_]{1,63}$")
+    # Private directory pg_receivewal writes into; default <data home>/recoverctl/wal-stream/<source>.
+    spool_dir: str | None = None
+    # Warn (and raise an alert event) when the slot retains this share of max_slot_wal_keep_size.
+    slot_warn_ratio: float = Field(default=0.8, gt=0, le=1)
+
+
 class PostgresSource(Model):
     type: Literal["postgres"]
     host: str = "/var/run/postgresql"
@@ -58,6 +74,7 @@ class PostgresSource(Model):
     wal_wait: Duration = 120.0
     # Databases `backup postgres --logical` dumps when --database is not given (default: dbname).
     logical_databases: list[str] = Field(default_factory=list)
+    wal: SourceWal = Field(default_factory=SourceWal)
 
 
 class FilesSource(Model):

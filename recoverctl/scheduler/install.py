@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -198,4 +199,116 @@ def systemd_units(cfg: Config) -> list[Unit]:
             "[Install]\nWantedBy=timers.target\n"
         )
         units += [Unit(f"{name}.service", service), Unit(f"{name}.timer", timer)]
+    return units + stream_units(cfg)
+
+
+# --- the WAL receivers of sources in streaming mode -----------------------------------------------
+
+
+def streaming_sources(cfg: Config) -> list[str]:
+    """Return the postgres sources whose `wal.mode` is `stream`."""
+    return [n for n, s in cfg.sources.items() if s.type == "postgres" and s.wal.mode == "stream"]
+
+
+def stream_command(cfg: Config, source: str) -> list[str]:
+    """Return the argv of source `source`'s WAL receiver (`recoverctl wal stream`)."""
+    argv = [sys.executable, "-m", "recoverctl"]
+    if cfg.path is not None:
+        argv += ["--config", str(cfg.path.absolute())]
+    return [*argv, "wal", "stream", "--source", source]
+
+
+def stream_unit_name(source: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in source)
+    return f"recoverctl-{safe}-wal-stream"
+
+
+def stream_units(cfg: Config) -> list[Unit]:
+    """Return a long-running systemd service per source in streaming mode: restarted whenever it
+    exits, stopped with SIGTERM (the receiver then uploads what it has), as the server's OS user."""
+    env = _environment()
+    env_lines = "".join(f"Environment={shlex.quote(f'{k}={v}')}\n" for k, v in env.items())
+    units = []
+    for name in streaming_sources(cfg):
+        src = cfg.sources[name]
+        user = getattr(src, "os_user", None) or "postgres"
+        units.append(
+            Unit(
+                f"{stream_unit_name(name)}.service",
+                f"[Unit]\nDescription=recoverctl WAL streaming of source {name}\n"
+                "After=network-online.target\nWants=network-online.target\n\n"
+                f"[Service]\nType=simple\nUser={user}\n{env_lines}"
+                f"ExecStart={shlex.join(stream_command(cfg, name))}\n"
+                "Restart=always\nRestartSec=5\nKillSignal=SIGTERM\nTimeoutStopSec=60\n\n"
+                "[Install]\nWantedBy=multi-user.target\n",
+            )
+        )
     return units
+
+
+def stream_manifests(cfg: Config, image: str, namespace: str = "default") -> list[Unit]:
+    """Return a Kubernetes Deployment per source in streaming mode: one replica (Recreate: two
+    receivers must never share a slot), the config and passphrase from the Secret
+    `recoverctl-config`, the spool on the PersistentVolumeClaim `recoverctl-<source>-wal-stream`
+    (a restarted pod resumes from it)."""
+    out = []
+    for name in streaming_sources(cfg):
+        unit = stream_unit_name(name).lower()
+        argv = [
+            "recoverctl",
+            "--config",
+            "/etc/recoverctl/recoverctl.yaml",
+            "wal",
+            "stream",
+            "--source",
+            name,
+        ]
+        command = "".join(f"\n            - {json.dumps(a)}" for a in argv)
+        out.append(
+            Unit(
+                f"{unit}.yaml",
+                f"""apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {unit}
+  namespace: {namespace}
+  labels: {{app.kubernetes.io/name: recoverctl, app.kubernetes.io/component: wal-stream}}
+spec:
+  replicas: 1
+  strategy: {{type: Recreate}}
+  selector:
+    matchLabels: {{app.kubernetes.io/name: recoverctl, recoverctl/source: {json.dumps(name)}}}
+  template:
+    metadata:
+      labels: {{app.kubernetes.io/name: recoverctl, recoverctl/source: {json.dumps(name)}}}
+    spec:
+      terminationGracePeriodSeconds: 60
+      securityContext: {{runAsNonRoot: true, runAsUser: 999, fsGroup: 999}}
+      containers:
+        - name: wal-stream
+          image: {image}
+          command:{command}
+          env:
+            - {{name: RECOVERCTL_PASSWORD_FILE, value: /etc/recoverctl/passphrase}}
+            - {{name: XDG_DATA_HOME, value: /var/lib/recoverctl}}
+          volumeMounts:
+            - {{name: config, mountPath: /etc/recoverctl, readOnly: true}}
+            - {{name: spool, mountPath: /var/lib/recoverctl}}
+      volumes:
+        - name: config
+          secret: {{secretName: recoverctl-config, defaultMode: 0400}}
+        - name: spool
+          persistentVolumeClaim: {{claimName: {unit}}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: {unit}
+  namespace: {namespace}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: 2Gi}}}}
+""",
+            )
+        )
+    return out

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from recoverctl.actions.wal_stream import receiver_lags
 from recoverctl.catalog import Catalog
 from recoverctl.catalog.alerts import decision_counts_in
 from recoverctl.catalog.drills import last_finished_drills
@@ -52,6 +53,7 @@ class CatalogCollector(Collector):
         yield from self._decisions_jobs_rollbacks()
         yield from self._backups(now)
         yield from self._drills()
+        yield from self._wal_stream(now)
 
     def _decisions_jobs_rollbacks(self) -> Iterator[Metric]:
         with self.catalog.begin() as conn:
@@ -138,6 +140,34 @@ class CatalogCollector(Collector):
             if d.rpo_s is not None:
                 rpo.add_metric([src], d.rpo_s)
         yield from (ok, when, rto, rpo)
+
+    def _wal_stream(self, now: float) -> Iterator[Metric]:
+        """The WAL receivers of sources in streaming mode, as their last heartbeat reported."""
+        lag_bytes = GaugeMetricFamily(
+            "recoverctl_wal_stream_lag_bytes",
+            "WAL bytes the repository is behind the primary's current position (streaming mode)",
+            labels=["source"],
+        )
+        lag_seconds = GaugeMetricFamily(
+            "recoverctl_wal_stream_lag_seconds",
+            "Seconds since the primary was last at a WAL position the repository holds (streaming mode)",
+            labels=["source"],
+        )
+        up = GaugeMetricFamily(
+            "recoverctl_wal_stream_up",
+            "1 when the source's WAL receiver reported within three flush intervals",
+            labels=["source"],
+        )
+        for source, lag in sorted(receiver_lags(self.cfg, self.catalog, now).items()):
+            up.add_metric([source], 1.0 if lag.alive and lag.receiver_pid else 0.0)
+            if lag.lag_bytes is not None:
+                lag_bytes.add_metric([source], float(lag.lag_bytes))
+            if lag.lag_seconds is not None:
+                # a receiver that stopped reporting falls further behind by the second
+                lag_seconds.add_metric(
+                    [source], lag.lag_seconds + (0.0 if lag.alive else now - lag.reported_at)
+                )
+        yield from (lag_bytes, lag_seconds, up)
 
 
 class Metrics:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recoverctl.sources.postgres import fetchspool
-from recoverctl.sources.postgres.walnames import wal_key, wal_prefix
+from recoverctl.sources.postgres.walnames import wal_prefix
 
 if TYPE_CHECKING:
     from recoverctl.config import Config
@@ -77,9 +77,6 @@ class Fetcher:
         # rename, without a request, and the window must move on with those too
         self.spooled: set[str] = set()
 
-    def _key(self, name: str) -> str:
-        return wal_key(self.source, name)
-
     def _archived(self, timeline: int, name: str) -> bool:
         """Return whether segment `name` is listed in the archive (re-listing at most every second)."""
         have = self.available.get(timeline)
@@ -91,7 +88,10 @@ class Fetcher:
         return name in self.available[timeline]
 
     def _fetch(self, name: str) -> None:
-        _write_atomic(self.spool, name, self.repo.get_object(self._key(name)), self.owner)
+        from recoverctl.sources.postgres.receiver_partial import read_wal
+
+        # the streaming receiver's partial copy stands in for the last segment
+        _write_atomic(self.spool, name, read_wal(self.repo, self.source, name), self.owner)
 
     def answer(self, name: str) -> bool:
         """Answer one request: the file, `.missing` when the archive lacks it, or `.error`;

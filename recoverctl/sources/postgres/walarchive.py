@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from recoverctl.config import Config
 from recoverctl.errors import NotFoundError, ObjectNotFound, VerificationError
 from recoverctl.sources.postgres import fetchspool, walspool
+from recoverctl.sources.postgres.receiver_partial import PARTIAL_PREFIX, read_wal
 from recoverctl.sources.postgres.walnames import (
     BACKUP_RE,
     DEFAULT_SEGMENT_SIZE,
@@ -93,7 +94,8 @@ def fetch_wal(cfg: Config, password: str, src_name: str, name: str, dest: Path) 
 
     with open_repository(cfg, password) as repo:
         try:
-            data = repo.get_object(wal_key(src_name, name))
+            # for the last segment, the streaming receiver's partial copy when it is not whole yet
+            data = read_wal(repo, src_name, name)
         except ObjectNotFound:
             raise NotFoundError(
                 f"WAL file '{name}' is not in the archive of source '{src_name}'",
@@ -226,6 +228,7 @@ def expire_wal_locked(repo: Repository, names: list[str], *, dry_run: bool = Fal
         doomed = []
         for key in repo.list_objects(wal_prefix(name)):
             base = key.rsplit("/", 1)[-1]
+            base = base.removeprefix(PARTIAL_PREFIX)  # the streaming receiver's partial copies
             if (SEGMENT_RE.match(base) or PARTIAL_RE.match(base) or BACKUP_RE.match(base)) and (
                 segment_number(base[:24]) < floor
             ):
