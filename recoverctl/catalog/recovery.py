@@ -9,15 +9,16 @@ right now would lose: `now` minus that point, never negative.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from recoverctl.catalog import Catalog, as_record
 from recoverctl.catalog import tables as t
-from recoverctl.catalog.runs import backups_done
-from recoverctl.catalog.snapshots import snapshots_of
+from recoverctl.catalog.runs import Run, backups_done_finished_after, backups_done_newest_first
+from recoverctl.catalog.snapshots import SnapshotRecord, snapshots_newest_first
 
 WAL_BASIS = "last archived WAL segment"
 BACKUP_BASIS = "newest backup (no WAL archived)"
@@ -129,20 +130,84 @@ def _tags_type(tags: Any) -> str | None:
     return None
 
 
+# Rows read per newest-first query: a day of hourly backups, a full among them in most catalogs.
+_PAGE = 32
+
+Row = TypeVar("Row", Run, SnapshotRecord)
+
+
+def _run_type(run: Run) -> tuple[str, float | None] | None:
+    if "logical" in run.kind:
+        return None
+    kind = backup_type(run.details) or ("incremental" if "incremental" in run.kind else "full")
+    return kind, run.finished_at or run.started_at
+
+
+def _snapshot_type(snap: SnapshotRecord) -> tuple[str, float | None] | None:
+    if "logical" in str(snap.kind):
+        return None
+    return backup_type(snap.summary) or _tags_type(snap.tags) or "full", snap.time
+
+
+def _folded(
+    found: LastBackups, rows: Sequence[Row], typed: Callable[[Row], tuple[str, float | None] | None]
+) -> LastBackups:
+    for row in rows:
+        kind_at = typed(row)
+        if kind_at is not None:
+            found = found.noting(*kind_at)
+    return found
+
+
+def _scan_newest(
+    page: Callable[[int, str | None], Sequence[Row]], typed: Callable[[Row], tuple[str, float | None] | None]
+) -> tuple[LastBackups, Row | None, bool]:
+    """Given a newest-first page reader (offset, text the rows must mention) and a row's type and
+    time, return the newest full and incremental found, the oldest row the unfiltered scan read
+    and whether that scan read every row. Reads pages until both types were seen; when only the
+    incremental one is missing (sources that never take one), it reads only the rows that
+    mention "incremental" instead of every row."""
+    found, offset, oldest = LastBackups(), 0, None
+    while found.full is None or found.incremental is None:
+        rows = page(offset, None)
+        found, offset = _folded(found, rows, typed), offset + len(rows)
+        oldest = rows[-1] if rows else oldest
+        if len(rows) < _PAGE:
+            return found, oldest, True
+        if found.full is not None and found.incremental is None:
+            break
+    offset = 0
+    while found.incremental is None:
+        rows = page(offset, "incremental")
+        found, offset = _folded(found, rows, typed), offset + len(rows)
+        if len(rows) < _PAGE:
+            break
+    return found, oldest, False
+
+
 def last_backups(catalog: Catalog, source: str) -> LastBackups:
     """Return when the newest backup of `source` was taken, per type, from runs and snapshots
-    (logical dumps left out)."""
-    found = LastBackups()
-    for run in backups_done(catalog, source):
-        if "logical" in run.kind:
-            continue
-        kind = backup_type(run.details) or ("incremental" if "incremental" in run.kind else "full")
-        found = found.noting(kind, run.finished_at or run.started_at)
-    for snap in snapshots_of(catalog, source):
-        if "logical" in str(snap.kind):
-            continue
-        found = found.noting(backup_type(snap.summary) or _tags_type(snap.tags) or "full", snap.time)
-    return found
+    (logical dumps left out). Reads newest first and stops once both types were found."""
+    runs, oldest, complete = _scan_newest(
+        lambda offset, mentioning: backups_done_newest_first(
+            catalog, source, limit=_PAGE, offset=offset, mentioning=mentioning
+        ),
+        _run_type,
+    )
+    if not complete and oldest is not None:
+        # A run's time is when it finished: an older, longer run may have finished later.
+        threshold = min((at for at in (runs.full, runs.incremental) if at is not None), default=float("-inf"))
+        late = backups_done_finished_after(
+            catalog, source, started_by=oldest.started_at, finished_after=threshold
+        )
+        runs = _folded(runs, late, _run_type)
+    snaps, _, _ = _scan_newest(
+        lambda offset, mentioning: snapshots_newest_first(
+            catalog, source, limit=_PAGE, offset=offset, mentioning=mentioning
+        ),
+        _snapshot_type,
+    )
+    return runs.noting("full", snaps.full).noting("incremental", snaps.incremental)
 
 
 def newest_point(source: str, wal: WalProgress | None, newest_backup: float | None) -> RecoveryPoint:

@@ -37,10 +37,41 @@ class Run:
     details: Any
 
 
-def backups_done(catalog: Catalog, source: str) -> list[Run]:
-    """Given a source, return its backup runs that produced a snapshot (succeeded or partial)."""
-    q = sa.select(t.runs).where(
+def _backups_done_of(source: str) -> sa.Select[Any]:
+    return sa.select(t.runs).where(
         t.runs.c.source == source, t.runs.c.kind.like("backup%"), t.runs.c.status.in_(BACKUP_DONE)
+    )
+
+
+def backups_done_newest_first(
+    catalog: Catalog,
+    source: str,
+    *,
+    limit: int,
+    offset: int = 0,
+    mentioning: str | None = None,
+) -> list[Run]:
+    """Given a source, return up to `limit` of its backup runs that produced a snapshot, newest
+    start first, skipping `offset`; with
+    `mentioning`, only those whose kind or details contain that text (a cheap superset filter
+    the caller refines after decoding the details)."""
+    q = _backups_done_of(source)
+    if mentioning is not None:
+        pattern = f"%{mentioning}%"
+        q = q.where(t.runs.c.kind.like(pattern) | sa.cast(t.runs.c.details, sa.Text).like(pattern))
+    q = q.order_by(t.runs.c.started_at.desc(), t.runs.c.id.desc()).offset(offset).limit(limit)
+    with catalog.begin() as conn:
+        return [as_record(Run, r) for r in conn.execute(q)]
+
+
+def backups_done_finished_after(
+    catalog: Catalog, source: str, *, started_by: float, finished_after: float
+) -> list[Run]:
+    """Given a source, return its backup runs that produced a snapshot, started at or before
+    `started_by` and finished after `finished_after` (long runs a newest-first scan by start
+    time would miss)."""
+    q = _backups_done_of(source).where(
+        t.runs.c.started_at <= started_by, t.runs.c.finished_at > finished_after
     )
     with catalog.begin() as conn:
         return [as_record(Run, r) for r in conn.execute(q)]

@@ -30,11 +30,28 @@ class SnapshotRecord:
     summary: Any
 
 
-def snapshots_of(catalog: Catalog, source: str) -> list[SnapshotRecord]:
-    """Given a source name, return the recorded snapshots of it, in storage order."""
+def snapshots_newest_first(
+    catalog: Catalog,
+    source: str,
+    *,
+    limit: int,
+    offset: int = 0,
+    mentioning: str | None = None,
+) -> list[SnapshotRecord]:
+    """Given a source name, return up to `limit` of its recorded snapshots, newest first,
+    skipping `offset`; with `mentioning`, only those whose
+    kind, tags or summary contain that text (a superset filter the caller refines)."""
+    q = sa.select(t.snapshots).where(t.snapshots.c.source == source)
+    if mentioning is not None:
+        pattern = f"%{mentioning}%"
+        q = q.where(
+            t.snapshots.c.kind.like(pattern)
+            | sa.cast(t.snapshots.c.tags, sa.Text).like(pattern)
+            | sa.cast(t.snapshots.c.summary, sa.Text).like(pattern)
+        )
+    q = q.order_by(t.snapshots.c.time.desc(), t.snapshots.c.id.desc()).offset(offset).limit(limit)
     with catalog.begin() as conn:
-        rows = conn.execute(sa.select(t.snapshots).where(t.snapshots.c.source == source))
-        return [as_record(SnapshotRecord, r) for r in rows]
+        return [as_record(SnapshotRecord, r) for r in conn.execute(q)]
 
 
 def snapshot_record(catalog: Catalog, snapshot_id: str) -> SnapshotRecord | None:

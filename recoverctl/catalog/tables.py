@@ -46,6 +46,9 @@ runs = Table(
     Column("error", Text),
     Column("details", JSON),
     Index("ix_runs_kind_source_started", "kind", "source", "started_at"),
+    Index("ix_runs_source_started", "source", "started_at"),
+    Index("ix_runs_source_finished", "source", "finished_at"),
+    Index("ix_runs_started", "started_at"),
 )
 
 # Snapshots as last seen in the repository; `catalog sync` rebuilds these from the repository.
@@ -61,6 +64,7 @@ snapshots = Table(
     Column("tags", JSON),
     Column("parent", String(80)),
     Column("summary", JSON),
+    Index("ix_snapshots_source_time", "source", "time"),
 )
 
 # Snapshots that forget must keep: running drills, release markers.

@@ -172,10 +172,10 @@ def test_upgrade_to_0004_adds_incident_tables_matching_tables_py(url: str) -> No
     c = Catalog(url, migrate=False)
     try:
         _to_revision(c, "0003")
-        c.migrate()
+        _to_revision(c, "0004")
         assert c.info()["revision"] == "0004"
         with c.engine.connect() as conn:
-            assert compare_metadata(MigrationContext.configure(conn), t.metadata) == []
+            assert "incidents" in sa.inspect(conn).get_table_names()
         event_id = c.emit_event("drill.failed", "critical", "db", "restore drill 'nightly' of 'db' failed")
         with c.begin() as conn:
             opened = conn.execute(sa.select(t.incidents)).one()
@@ -185,5 +185,32 @@ def test_upgrade_to_0004_adds_incident_tables_matching_tables_py(url: str) -> No
         _to_revision(c, "0003", down=True)
         with c.engine.connect() as conn:
             assert "incidents" not in sa.inspect(conn).get_table_names()
+    finally:
+        c.close()
+
+
+def test_upgrade_to_0005_adds_newest_first_indexes_that_reads_use(url: str) -> None:
+    c = Catalog(url, migrate=False)
+    try:
+        _to_revision(c, "0004")
+        c.migrate()
+        assert c.info()["revision"] == "0005" == c.head_revision()
+        with c.engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), t.metadata) == []
+            names = {i["name"] for i in sa.inspect(conn).get_indexes("runs")}
+            names |= {i["name"] for i in sa.inspect(conn).get_indexes("snapshots")}
+        assert {"ix_runs_source_started", "ix_runs_started", "ix_snapshots_source_time"} <= names
+        if c.is_sqlite:
+            # The newest-first read of a source's backups walks the new index instead of sorting.
+            newest = sa.text(
+                "explain query plan select * from runs where source = 'db' and kind like 'backup%' "
+                "order by started_at desc, id desc limit 48"
+            )
+            with c.engine.connect() as conn:
+                plan = " ".join(str(row[-1]) for row in conn.execute(newest))
+            assert "ix_runs_source_started" in plan, plan
+        _to_revision(c, "0004", down=True)
+        with c.engine.connect() as conn:
+            assert "ix_runs_source_started" not in {i["name"] for i in sa.inspect(conn).get_indexes("runs")}
     finally:
         c.close()
