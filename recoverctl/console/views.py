@@ -13,8 +13,9 @@ from typing import Any
 
 from sqlalchemy.exc import NoResultFound
 
-from recoverctl.catalog import Catalog
+from recoverctl.catalog import Catalog, incidents
 from recoverctl.catalog.drills import DrillRecord, drill_record, newest_drills
+from recoverctl.catalog.incidents import Incident, TimelineEntry
 from recoverctl.catalog.releases import Release, get_release, release_history
 from recoverctl.catalog.rollbacks import Rollback, RollbackStep, get_rollback, list_steps
 from recoverctl.catalog.runs import Run, finished_runs
@@ -196,3 +197,47 @@ def snapshot_page(catalog: Catalog, snapshot_id: str) -> SnapshotPage:
         )
     verify = next(iter(finished_runs(catalog, "verify", repository=snap.repository)), None)
     return SnapshotPage(snap, verify)
+
+
+# Open incidents the board lists at most (a storm of more is a link to `recoverctl incidents`).
+BOARD_INCIDENTS = 50
+
+
+@dataclass(frozen=True)
+class OpenIncidents:
+    """The active incidents (open, acknowledged, reopened), newest first, and per subject."""
+
+    all: list[Incident]
+
+    def about(self, subject: str) -> list[Incident]:
+        """Return the active incidents about source or service `subject`."""
+        return [i for i in self.all if i.subject == subject]
+
+
+def open_incidents(catalog: Catalog) -> OpenIncidents:
+    """Return the active incidents the board shows."""
+    return OpenIncidents(
+        incidents.list_incidents(catalog, states=incidents.ACTIVE_STATES, limit=BOARD_INCIDENTS)
+    )
+
+
+@dataclass(frozen=True)
+class IncidentPage:
+    """An incident with its whole timeline and the rollbacks it refers to."""
+
+    incident: Incident
+    timeline: list[TimelineEntry]
+    rollback_ids: list[int]
+
+    @property
+    def acknowledgeable(self) -> bool:
+        """True while nobody acknowledged it (acknowledging stops its escalation)."""
+        return self.incident.state in incidents.ESCALATING_STATES
+
+
+def incident_page(catalog: Catalog, incident_id: int) -> IncidentPage:
+    """Given an incident id, return its page; raise NotFoundError."""
+    incident = incidents.get_incident(catalog, incident_id)
+    entries = incidents.timeline(catalog, incident_id)
+    rollback_ids = sorted({e.rollback_id for e in entries if e.rollback_id is not None})
+    return IncidentPage(incident, entries, rollback_ids)

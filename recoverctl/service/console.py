@@ -1,5 +1,6 @@
 """The operations console at `/`: board, timeline, RTO/RPO trends, drill/rollback/snapshot pages,
-the login form, the console's static assets and the Grafana annotations endpoint.
+incident pages with their Acknowledge button, the login form, the console's static assets and
+the Grafana annotations endpoint.
 
 Pages are server-rendered (Jinja2, templates in recoverctl/console/templates). Access: with
 tokens configured, a page needs a session cookie (from the login form) or a bearer token; any
@@ -19,12 +20,14 @@ from urllib.parse import parse_qs, quote, urlsplit
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
+from recoverctl.actions.incidents import acknowledge_incident
 from recoverctl.actions.status import status
 from recoverctl.catalog.timeline import KINDS, Cursor, TimelineEntry, TimelineQuery, timeline
 from recoverctl.console import STATIC_DIR, TEMPLATES_DIR, views
 from recoverctl.drill.scoring import human_duration
-from recoverctl.errors import CatalogError, NotFoundError
+from recoverctl.errors import CatalogError, NotFoundError, RecoverctlError
 from recoverctl.service.annotations import annotations_router
 from recoverctl.service.auth import Identity, bearer_identity
 from recoverctl.service.session import COOKIE, LOGIN_COOKIE, Session, SessionSigner, login_nonce
@@ -140,6 +143,7 @@ def console_router(state: ServiceState) -> APIRouter:
     router.include_router(_access_routes(console))
     router.include_router(_board_routes(console))
     router.include_router(_record_routes(console))
+    router.include_router(_incident_routes(console))
     router.include_router(annotations_router(state))
     return router
 
@@ -220,6 +224,7 @@ def _board_routes(console: Console) -> APIRouter:
             return {
                 "status": s,
                 "releases": {n: views.release_pair(state.catalog, n) for n in state.cfg.services},
+                "incidents": views.open_incidents(state.catalog),
             }
 
         return page(request, "board.html", build)
@@ -291,6 +296,42 @@ def _record_routes(console: Console) -> APIRouter:
     @router.get("/snapshots/{snapshot_id}")
     def snapshot(request: Request, snapshot_id: str) -> Response:
         return page(request, "snapshot.html", lambda: views.snapshot_page(state.catalog, snapshot_id))
+
+    return router
+
+
+def _incident_routes(console: Console) -> APIRouter:
+    """An incident's page and its Acknowledge button."""
+    router = APIRouter(include_in_schema=False)
+    state = console.state
+
+    @router.get("/incidents/{incident_id}")
+    def incident(request: Request, incident_id: int) -> Response:
+        return console.page(request, "incident.html", lambda: views.incident_page(state.catalog, incident_id))
+
+    # Not /ack: that path is the signed link in escalation messages (service/incident_ack.py).
+    @router.post("/incidents/{incident_id}/acknowledge")
+    async def acknowledge(request: Request, incident_id: int) -> Response:
+        # Only a signed-in session carries a CSRF token: a form post without one is refused.
+        session = console.session_of(request)
+        form = await _form(request)
+        if session is None or not console.signer.check_csrf(session, form.get("csrf")):
+            raise HTTPException(403, detail="missing or wrong CSRF token")
+        if not session.identity.may("operator"):
+            role = f"token '{session.identity.name}' has the {session.identity.role} role"
+            raise HTTPException(403, detail=f"{role}: acknowledging needs operator")
+        who = Viewer(session.identity, session.csrf)
+        try:
+            await run_in_threadpool(
+                acknowledge_incident, state.catalog, incident_id, session.identity.name, "console"
+            )
+        except NotFoundError as e:
+            return console.render(request, "error.html", who, 404, title="Not found", message=e.message)
+        except RecoverctlError as e:  # resolved already
+            return console.render(
+                request, "error.html", who, 409, title="Not acknowledged", message=e.message
+            )
+        return RedirectResponse(f"/incidents/{incident_id}", status_code=303)
 
     return router
 

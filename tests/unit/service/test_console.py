@@ -263,3 +263,43 @@ def test_paging_neither_skips_nor_repeats_entries_sharing_a_timestamp() -> None:
         ("alert", 50.0),
     ]
     assert Cursor.parse(str(Cursor(100.0, "drill", "1"))) == Cursor(100.0, "drill", "1")
+
+
+def _csrf(page_text: str) -> str:
+    return page_text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+
+
+def test_open_incidents_are_on_the_board_and_an_operator_acknowledges_one(
+    client: TestClient, catalog: Catalog
+) -> None:
+    catalog.emit_event("drill.failed", "critical", "db", "restore drill 'nightly' of 'db' failed")
+    _log_in(client, OPERATOR)
+    board = client.get("/").text
+    assert 'data-count="1"' in board and 'href="/incidents/1"' in board
+    row = board.split('data-source="db"', 1)[1].split("</tr>", 1)[0]
+    assert "incident #1" in row and "open" in row
+    page = client.get("/incidents/1")
+    assert page.status_code == 200 and 'id="acknowledge"' in page.text
+    assert 'data-kind="opened"' in page.text or "drill.failed" in page.text
+    assert client.post("/incidents/1/acknowledge", data={"csrf": "forged"}).status_code == 403
+    r = client.post("/incidents/1/acknowledge", data={"csrf": _csrf(page.text)})
+    assert r.status_code == 303 and r.headers["location"] == "/incidents/1", r.text
+    after = client.get("/incidents/1").text
+    assert 'data-state="acknowledged"' in after and "acknowledged by ann" in after
+    assert 'id="acknowledge"' not in after
+    assert 'data-count="1"' in client.get("/").text  # acknowledged is still active until resolved
+    assert client.get("/incidents/99").status_code == 404
+
+
+def test_viewers_see_no_acknowledge_button_and_may_not_post_one(client: TestClient, catalog: Catalog) -> None:
+    catalog.emit_event("drill.failed", "critical", "db", "restore drill 'nightly' of 'db' failed")
+    _log_in(client, VIEWER)
+    page = client.get("/incidents/1")
+    assert page.status_code == 200 and 'id="acknowledge"' not in page.text
+    r = client.post("/incidents/1/acknowledge", data={"csrf": _csrf(page.text)})
+    assert r.status_code == 403 and "operator" in r.text
+    # A bearer token without a session has no CSRF token: no form post either.
+    bearer = TestClient(client.app, follow_redirects=False)
+    as_operator = {"Authorization": f"Bearer {OPERATOR}"}
+    assert bearer.post("/incidents/1/acknowledge", headers=as_operator).status_code == 403
+    assert 'data-state="open"' in client.get("/incidents/1").text
