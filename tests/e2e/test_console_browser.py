@@ -259,6 +259,32 @@ def test_console_in_chromium(seeded: Seeded, chromium: Any) -> None:
     page.goto(f"{base}/drills/{seeded.failed_drill}")
     assert "RPO" in page.inner_text(".notice.bad")
 
+    # Incidents: the failed drill opened one about docs; the board lists it, its page shows it, and
+    # a viewer has no Acknowledge button.
+    page.goto(f"{base}/")
+    assert int(page.locator("#open-incidents").get_attribute("data-count") or 0) >= 1
+    incident_href = page.locator("tr[data-source=docs] .incident a").first.get_attribute("href")
+    assert incident_href and incident_href.startswith("/incidents/")
+    page.goto(base + incident_href)
+    assert page.locator("#incident-state").get_attribute("data-state") == "open"
+    assert "drill" in page.inner_text("table.incident-timeline")
+    assert page.locator("#acknowledge").count() == 0
+    # An operator signs in (its own browser context) and acknowledges it.
+    operator = chromium.new_context(viewport={"width": 1280, "height": 800})
+    operator.on("request", lambda req: requests.append(req.url))
+    op_page = operator.new_page()
+    op_page.goto(base + incident_href)
+    _log_in(op_page, base + incident_href, OPERATOR)
+    op_page.click("#acknowledge")
+    op_page.wait_for_selector("#incident-state[data-state=acknowledged]")
+    assert "acknowledged by oncall" in op_page.inner_text("#incident-state")
+    assert op_page.locator("#acknowledge").count() == 0
+    assert "acknowledged" in op_page.inner_text("table.incident-timeline")
+    op_page.screenshot(path=str(SHOTS / "incident.png"))
+    operator.close()
+    page.goto(f"{base}/")
+    assert "acknowledged" in page.inner_text("tr[data-source=docs] .incident")
+
     # A phone: the board reflows instead of scrolling sideways.
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto(f"{base}/")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from recoverctl.catalog import Catalog
+from recoverctl.catalog import Catalog, incidents
 from recoverctl.catalog.drills import finish_drill, start_drill
 from recoverctl.catalog.notifications import NotificationRecord, record_notification
 from recoverctl.catalog.releases import insert_release
@@ -289,6 +289,18 @@ def test_open_incidents_are_on_the_board_and_an_operator_acknowledges_one(
     assert 'id="acknowledge"' not in after
     assert 'data-count="1"' in client.get("/").text  # acknowledged is still active until resolved
     assert client.get("/incidents/99").status_code == 404
+
+
+def test_an_incident_page_links_its_rollbacks(client: TestClient, catalog: Catalog) -> None:
+    catalog.emit_event("rollback.failed", "critical", "web", "rollback #7 of 'web' failed")
+    incidents.note(
+        catalog, 1, incidents.TimelineEntry(time.time(), "rollback", "rollback #7 started", rollback_id=7)
+    )
+    _log_in(client, VIEWER)
+    board = client.get("/").text.split('data-service="web"', 1)[1].split("</tr>", 1)[0]
+    assert 'href="/incidents/1"' in board
+    page = client.get("/incidents/1").text
+    assert 'href="/rollbacks/7"' in page and "rollback #7 started" in page
 
 
 def test_viewers_see_no_acknowledge_button_and_may_not_post_one(client: TestClient, catalog: Catalog) -> None:
