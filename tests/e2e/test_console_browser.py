@@ -284,6 +284,10 @@ def test_console_in_chromium(seeded: Seeded, chromium: Any) -> None:
     operator.close()
     page.goto(f"{base}/")
     assert "acknowledged" in page.inner_text("tr[data-source=docs] .incident")
+    # The alert that rolled web back opened one too; its page links the rollback.
+    web_incident = page.locator("tr[data-service=web] .incident a").first.get_attribute("href")
+    page.goto(f"{base}{web_incident}")
+    assert page.locator(f"a[href='/rollbacks/{seeded.rollback_id}']").count() >= 1
 
     # A phone: the board reflows instead of scrolling sideways.
     page.set_viewport_size({"width": 390, "height": 844})
