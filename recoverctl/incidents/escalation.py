@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from recoverctl.catalog import Catalog, incident_escalations, incident_status, incidents, recovery
+from recoverctl.catalog import Catalog, incident_escalations, incident_notices, incidents, recovery
 from recoverctl.catalog.incident_escalations import EscalationClaim
 from recoverctl.catalog.incidents import Incident, TimelineEntry
 from recoverctl.config import Config, Tier
@@ -97,12 +97,23 @@ def _send(
     }
     if link:
         details["url"] = link  # every channel shows it as the message's link
-    deliveries = _tell(cfg, catalog, incident, "incident.escalated", summary, details, routes)
+    told: list[str] = []
+    if (claim.level, claim.repeat) == (1, 0):
+        # The incident's first event may have reached some channels by its route already.
+        told = incident_notices.first_event_channels(catalog, incident.id)
+    rest = [r for r in routes if r not in told]
+    deliveries = _tell(cfg, catalog, incident, "incident.escalated", summary, details, rest) if rest else []
     result: dict[str, Any] = {
         "deliveries": [{"channel": d.channel, "status": d.status, "attempts": d.attempts} for d in deliveries]
     }
+    if told:
+        result["told_by_first_event"] = told
     if not deliveries:
-        result["note"] = "no notification channel is routed for this level"
+        result["note"] = (
+            "the incident's first event reached this level's channels already"
+            if told
+            else "no notification channel is routed for this level"
+        )
     incident_escalations.finish_escalation(catalog, claim, owner, result)
     log.info("%s: %s", summary, ", ".join(f"{d.channel} {d.status}" for d in deliveries) or "no channels")
 
@@ -132,9 +143,16 @@ def _tell(
 
 
 def announce_resolution(cfg: Config, catalog: Catalog, incident: Incident) -> list[Delivery]:
-    """Tell every channel an escalation of `incident` reached that it is resolved (PagerDuty
-    resolves its incident of the same key); return the deliveries."""
-    channels = incident_escalations.notified_channels(catalog, incident.id)
+    """Tell every channel an escalation of `incident` (or its first event) reached that it is
+    resolved (PagerDuty resolves its incident of the same key); return the deliveries."""
+    channels = list(
+        dict.fromkeys(
+            [
+                *incident_escalations.notified_channels(catalog, incident.id),
+                *incident_notices.first_event_channels(catalog, incident.id),
+            ]
+        )
+    )
     if not channels:
         return []
     summary = f"incident #{incident.id} resolved by {incident.resolved_by}: {incident.resolution}"
@@ -153,12 +171,12 @@ def post_status(cfg: Config, catalog: Catalog) -> list[tuple[int, str]]:
     if not any(ch.type == "status_page" and ch.on_events for ch in cfg.notifications.channels.values()):
         return []
     posted: list[tuple[int, str]] = []
-    for due in incident_status.status_notices_due(catalog):
+    for due in incident_notices.status_notices_due(catalog):
         service = due.incident.subject
         if not service or not status_pages_covering(cfg, service, by_incident=True):
             continue
         said = f"status pages told {service} is {due.state.replace('_', ' ')}"
-        if not incident_status.claim_status_notice(catalog, due.incident.id, due.state, said):
+        if not incident_notices.claim_status_notice(catalog, due.incident.id, due.state, said):
             continue
         key = f"recoverctl/incident/{due.incident.id}"
         notify_status(cfg, catalog, service, due.state, incident_key=key, by_incident=True)

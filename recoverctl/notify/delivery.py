@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from recoverctl.catalog import Catalog, notifications
+from recoverctl.catalog import Catalog, incident_escalations, incident_notices, notifications
 from recoverctl.config import Config
 from recoverctl.errors import RecoverctlError
 from recoverctl.notify import DeliveryError, Message, Notifier, build_notifier, status_page
@@ -132,7 +132,9 @@ def _message(event: notifications.PendingEvent) -> Message:
 def deliver_pending(cfg: Config, catalog: Catalog, *, limit: int = 200) -> DeliveryReport:
     """Send undelivered events to their routes and mark them delivered; return counts and deliveries.
 
-    Info events are not sent to routes (the daily summary reports them).
+    Info events are not sent to routes (the daily summary reports them). The event that opened
+    an incident is not sent again to the channels its escalation reached first (and its level-1
+    escalation skips those this delivery reached first: `incidents.escalation`).
     """
     sent: list[Delivery] = []
     events = collected = 0
@@ -143,7 +145,13 @@ def deliver_pending(cfg: Config, catalog: Catalog, *, limit: int = 200) -> Deliv
         if event.severity not in ("critical", "warning"):
             collected += 1
             continue
-        sent += send_to_channels(cfg, catalog, _message(event), channels_for(cfg, event.severity))
+        channels = channels_for(cfg, event.severity)
+        opened = incident_notices.incident_opened_by(catalog, event.id)
+        if opened is not None:
+            # Its level-1 escalation told these channels already: one first message per channel.
+            told = incident_escalations.notified_channels(catalog, opened)
+            channels = [c for c in channels if c not in told]
+        sent += send_to_channels(cfg, catalog, _message(event), channels)
     return DeliveryReport(
         events=events,
         collected_for_summary=collected,

@@ -1,6 +1,7 @@
-"""The states incidents show on status pages, as the catalog keeps them: each state posted is an
-entry of the incident's timeline (`STATUS_ENTRY`), claimed before it is sent, so of several runners
-one sends it."""
+"""What incidents tell people besides their escalations, as the catalog keeps it: the states posted
+to status pages (each an entry of the incident's timeline, `STATUS_ENTRY`, claimed before it is
+sent, so of several runners one sends it), and which channels already heard of an incident's
+first event, so its route delivery and its level-1 escalation tell each channel once."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
@@ -98,3 +100,45 @@ def claim_status_notice(catalog: Catalog, incident_id: int, state: str, summary:
             return False
         add_entry_in(conn, incident_id, TimelineEntry(time.time(), STATUS_ENTRY, summary, {"state": state}))
     return True
+
+
+# Timeline entries recoverctl writes about the incident itself: never its first event.
+_OWN_ENTRIES = ("escalation", "resolution.notice", STATUS_ENTRY)
+
+
+def _first_event_in(conn: Connection, incident_id: int) -> int | None:
+    tl = t.incident_timeline
+    return conn.execute(
+        sa.select(tl.c.event_id)
+        .where(tl.c.incident_id == incident_id, tl.c.event_id.isnot(None), tl.c.kind.notin_(_OWN_ENTRIES))
+        .order_by(tl.c.at, tl.c.id)
+        .limit(1)
+    ).scalar()
+
+
+def incident_opened_by(catalog: Catalog, event_id: int) -> int | None:
+    """Return the id of the incident whose first event is `event_id`, or None (the event joined an
+    incident later, or concerns none)."""
+    tl = t.incident_timeline
+    with catalog.begin() as conn:
+        found = conn.execute(
+            sa.select(tl.c.incident_id)
+            .where(tl.c.event_id == event_id, tl.c.kind.notin_(_OWN_ENTRIES))
+            .limit(1)
+        ).scalar()
+        if found is None or _first_event_in(conn, int(found)) != event_id:
+            return None
+    return int(found)
+
+
+def first_event_channels(catalog: Catalog, incident_id: int) -> list[str]:
+    """Return the channels the first event of incident `incident_id` was sent to, in order."""
+    n = t.notifications
+    with catalog.begin() as conn:
+        first = _first_event_in(conn, incident_id)
+        if first is None:
+            return []
+        rows = conn.execute(
+            sa.select(n.c.channel).where(n.c.event_id == first, n.c.status == "sent").order_by(n.c.id)
+        ).scalars()
+        return list(dict.fromkeys(str(c) for c in rows))
