@@ -607,3 +607,17 @@ def note(catalog: Catalog, incident_id: int, entry: TimelineEntry) -> None:
     """Append `entry` to the timeline of incident `incident_id`."""
     with catalog.begin() as conn:
         add_entry_in(conn, incident_id, entry)
+
+
+def incidents_in_period(catalog: Catalog, since: float, until: float) -> list[Incident]:
+    """Return the incidents opened, acknowledged or resolved in [since, until), and those still
+    active, oldest first."""
+    inc = t.incidents
+    touched = sa.or_(
+        inc.c.opened_at.between(since, until),
+        inc.c.acknowledged_at.between(since, until),
+        inc.c.resolved_at.between(since, until),
+        inc.c.state.in_(ACTIVE_STATES),
+    )
+    with catalog.begin() as conn:
+        return [incident_from_row(r) for r in conn.execute(sa.select(inc).where(touched).order_by(inc.c.id))]
