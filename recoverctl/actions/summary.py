@@ -14,10 +14,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from recoverctl.actions.summary_trends import DrillPoint, DrillTrend, TargetMiss, drill_misses, drill_trend
+from recoverctl.actions.summary_trends import (
+    DrillPoint,
+    DrillTrend,
+    IncidentTally,
+    TargetMiss,
+    drill_misses,
+    drill_trend,
+    incident_tally,
+)
 from recoverctl.catalog import Catalog
 from recoverctl.catalog.drills import DrillRecord, drills_since, newest_drills
 from recoverctl.catalog.events import info_events_since, mark_delivered, problem_counts_since
+from recoverctl.catalog.incidents import incidents_in_period
 from recoverctl.catalog.jobs import occurrence_counts
 from recoverctl.catalog.notifications import failed_deliveries_since
 from recoverctl.catalog.recovery import rpo_exposure
@@ -59,10 +68,8 @@ class ExtraSection:
     lines: list[str]
 
 
-# The extension point for sections recoverctl's catalog cannot report yet. Each provider gets
-# (catalog, since, until) and returns its section, or None when it has nothing to say. An
-# "Incidents" section (incidents opened and resolved, time to acknowledge, time to recover) is
-# added here once the catalog has an incidents API; until then no such section is shown.
+# The extension point for sections other capabilities add. Each provider gets (catalog, since,
+# until) and returns its section, or None when it has nothing to say.
 SectionProvider = Callable[[Catalog, float, float], ExtraSection | None]
 EXTRA_SECTIONS: tuple[SectionProvider, ...] = ()
 
@@ -177,6 +184,7 @@ class Summary:
     # weekly and monthly only (empty for daily): per drill its trend, and every target missed
     drill_trends: list[DrillTrend] = field(default_factory=list)
     targets_missed: list[TargetMiss] = field(default_factory=list)
+    incidents: IncidentTally | None = None
     extra_sections: list[ExtraSection] = field(default_factory=list)
     text: str = ""
     deliveries: list[Delivery | PlannedDelivery] = field(default_factory=list)
@@ -313,6 +321,7 @@ def collect(cfg: Config, catalog: Catalog, period: str, now: float | None = None
     if period in REPORT_PERIODS:
         data.drill_trends = _trends(catalog, drills, since)
         data.targets_missed = _targets_missed(drills, exposure)
+        data.incidents = incident_tally(incidents_in_period(catalog, since, now), since, now)
     data.extra_sections = [x for x in (p(catalog, since, now) for p in EXTRA_SECTIONS) if x is not None]
     return data
 
@@ -388,6 +397,19 @@ def _alert_lines(d: Summary) -> list[str]:
     ] or ["no alerts; every notification was delivered"]
 
 
+def _incident_lines(d: Summary) -> list[str]:
+    x = d.incidents
+    if x is None or not (x.opened or x.resolved or x.still_open):
+        return ["no incidents in this period"]
+    lines = [
+        f"{x.opened} opened, {x.resolved} resolved; mean time to acknowledge "
+        f"{_age(x.mean_time_to_acknowledge_s)}, mean time to recover {_age(x.mean_time_to_recover_s)}"
+    ]
+    return lines + [
+        f"#{i.id} still {i.state} ({i.severity}) since {_ts(i.opened_at)}: {i.title}" for i in x.still_open
+    ]
+
+
 def _sections(d: Summary) -> list[tuple[str, list[str]]]:
     out = [
         ("Backups", _backup_lines(d)),
@@ -398,6 +420,7 @@ def _sections(d: Summary) -> list[tuple[str, list[str]]]:
         out.append(("RTO/RPO trend (previous drill in brackets)", _trend_lines(d)))
     out.append(("Deploys and rollbacks", _change_lines(d)))
     if d.period in REPORT_PERIODS:
+        out.append(("Incidents", _incident_lines(d)))
         out.append(("Targets missed", _miss_lines(d)))
     out += [
         ("Scheduled jobs", _job_lines(d)),

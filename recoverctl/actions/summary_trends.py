@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from recoverctl.catalog.incidents import ACTIVE_STATES, Incident
+
 # A change smaller than this share of the earlier value is "steady": drill timings jitter.
 STEADY_SHARE = 0.10
 
@@ -103,3 +105,55 @@ def drill_misses(points: Sequence[DrillPoint], age: Callable[[float], str]) -> l
             if got is not None and target is not None and got > target:
                 out.append(TargetMiss(what, subject, p.started_at, f"{age(got)} over target {age(target)}"))
     return out
+
+
+@dataclass(frozen=True)
+class OpenIncident:
+    """An incident still active when the report was made."""
+
+    id: int
+    state: str
+    severity: str
+    title: str
+    opened_at: float
+
+
+@dataclass(frozen=True)
+class IncidentTally:
+    """Incidents in a period: how many opened and resolved, the mean time to acknowledge (of those
+    acknowledged in it) and to recover (opening to resolution, of those resolved in it), and the
+    ones still open."""
+
+    opened: int
+    resolved: int
+    mean_time_to_acknowledge_s: float | None
+    mean_time_to_recover_s: float | None
+    still_open: list[OpenIncident]
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def incident_tally(found: list[Incident], since: float, until: float) -> IncidentTally:
+    """Given the incidents touching [since, until) (`catalog.incidents.incidents_in_period`),
+    return their tally."""
+
+    def within(at: float | None) -> bool:
+        return at is not None and since <= at <= until
+
+    acked = [
+        i.acknowledged_at - i.opened_at for i in found if i.acknowledged_at and within(i.acknowledged_at)
+    ]
+    recovered = [i.resolved_at - i.opened_at for i in found if i.resolved_at and within(i.resolved_at)]
+    return IncidentTally(
+        opened=sum(within(i.opened_at) for i in found),
+        resolved=len(recovered),
+        mean_time_to_acknowledge_s=_mean(acked),
+        mean_time_to_recover_s=_mean(recovered),
+        still_open=[
+            OpenIncident(i.id, i.state, i.severity, i.title, i.opened_at)
+            for i in found
+            if i.state in ACTIVE_STATES
+        ],
+    )

@@ -277,6 +277,8 @@ def _record_alert_in(conn: Connection, n: AlertNote) -> int | None:
         return None  # a repeat (an HA replica, a re-send): its first delivery is on the timeline
     incident_id = active_about_in(conn, n.service, n.group_key)
     opens = n.status == "firing" and (n.decision == "acted" or n.escalated)
+    if incident_id is not None and opens:
+        _adopt_in(conn, incident_id, n)
     if incident_id is None and opens:
         incident_id = _recently_resolved_in(conn, n.group_key, n.at)
         if incident_id is not None:
@@ -330,6 +332,16 @@ def _record_alert_in(conn: Connection, n: AlertNote) -> int | None:
             ),
         )
     return incident_id
+
+
+def _adopt_in(conn: Connection, incident_id: int, n: AlertNote) -> None:
+    """Make the incident its `alert.escalated` event opened a moment ago (same intake) the alert's:
+    it then resolves with its alerts and reopens with its group."""
+    conn.execute(
+        t.incidents.update()
+        .where(t.incidents.c.id == incident_id, t.incidents.c.kind == "alert.escalated")
+        .values(kind="alert", group_key=n.group_key, details={"alertname": n.alertname, "policy": n.policy})
+    )
 
 
 # --- reads ---------------------------------------------------------------------------------------
@@ -595,3 +607,17 @@ def note(catalog: Catalog, incident_id: int, entry: TimelineEntry) -> None:
     """Append `entry` to the timeline of incident `incident_id`."""
     with catalog.begin() as conn:
         add_entry_in(conn, incident_id, entry)
+
+
+def incidents_in_period(catalog: Catalog, since: float, until: float) -> list[Incident]:
+    """Return the incidents opened, acknowledged or resolved in [since, until), and those still
+    active, oldest first."""
+    inc = t.incidents
+    touched = sa.or_(
+        inc.c.opened_at.between(since, until),
+        inc.c.acknowledged_at.between(since, until),
+        inc.c.resolved_at.between(since, until),
+        inc.c.state.in_(ACTIVE_STATES),
+    )
+    with catalog.begin() as conn:
+        return [incident_from_row(r) for r in conn.execute(sa.select(inc).where(touched).order_by(inc.c.id))]

@@ -125,8 +125,8 @@ class StatusPageChannel(ChannelBase):
     # Per state, the text shown to users; {service}, {summary} and {state} are filled in.
     messages: dict[ComponentState, str] = Field(default_factory=_default_messages)
     incident_name: str = "{service}: service disruption"
-    # Post automatically on the events that change a service's state (rollback failed or
-    # succeeded, a critical alert): false when only incidents drive this page.
+    # Post automatically when incidents about its services open, get worse and resolve: false
+    # leaves the page to explicit `notify_status` calls.
     on_events: bool = True
 
     @model_validator(mode="after")

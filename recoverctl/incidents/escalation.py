@@ -1,6 +1,7 @@
 """The escalation loop: one pass (`tick`) resolves incidents whose alerts and actions are healthy
 again, opens incidents for sources whose RPO exposure is past target or whose WAL archiving
-fails, and sends every escalation notification that is due.
+fails, tells status pages the state incidents give their services, and sends every escalation
+notification that is due.
 
 Several runners (scheduler loops, workers) may run it at once on one catalog: a notification is
 sent by the runner that inserted its (incident, level, repeat) row; a runner killed before sending
@@ -16,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from recoverctl.catalog import Catalog, incident_escalations, incidents, recovery
+from recoverctl.catalog import Catalog, incident_escalations, incident_notices, incidents, recovery
 from recoverctl.catalog.incident_escalations import EscalationClaim
 from recoverctl.catalog.incidents import Incident, TimelineEntry
 from recoverctl.config import Config, Tier
@@ -24,7 +25,7 @@ from recoverctl.errors import RecoverctlError
 from recoverctl.incidents.ack_links import ack_link
 from recoverctl.incidents.policy import Step, due_steps, levels
 from recoverctl.notify import Message
-from recoverctl.notify.delivery import Delivery, send_to_channels
+from recoverctl.notify.delivery import Delivery, notify_status, send_to_channels, status_pages_covering
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class TickReport:
     resolved: list[int] = field(default_factory=list)
     opened: list[int] = field(default_factory=list)
     sent: list[tuple[int, int, int]] = field(default_factory=list)  # (incident, level, repeat)
+    status: list[tuple[int, str]] = field(default_factory=list)  # (incident, state posted)
 
 
 def tick(
@@ -48,6 +50,7 @@ def tick(
     if check_sources:
         report.opened = check_recovery_points(cfg, catalog, time.time())
     report.resolved = resolve_healthy(cfg, catalog)
+    report.status = post_status(cfg, catalog)
     for claim in incident_escalations.take_over_expired(catalog, owner, lease):
         incident = incidents.get_incident(catalog, claim.incident_id)
         step = next(
@@ -94,12 +97,23 @@ def _send(
     }
     if link:
         details["url"] = link  # every channel shows it as the message's link
-    deliveries = _tell(cfg, catalog, incident, "incident.escalated", summary, details, routes)
+    told: list[str] = []
+    if (claim.level, claim.repeat) == (1, 0):
+        # The incident's first event may have reached some channels by its route already.
+        told = incident_notices.first_event_channels(catalog, incident.id)
+    rest = [r for r in routes if r not in told]
+    deliveries = _tell(cfg, catalog, incident, "incident.escalated", summary, details, rest) if rest else []
     result: dict[str, Any] = {
         "deliveries": [{"channel": d.channel, "status": d.status, "attempts": d.attempts} for d in deliveries]
     }
+    if told:
+        result["told_by_first_event"] = told
     if not deliveries:
-        result["note"] = "no notification channel is routed for this level"
+        result["note"] = (
+            "the incident's first event reached this level's channels already"
+            if told
+            else "no notification channel is routed for this level"
+        )
     incident_escalations.finish_escalation(catalog, claim, owner, result)
     log.info("%s: %s", summary, ", ".join(f"{d.channel} {d.status}" for d in deliveries) or "no channels")
 
@@ -129,14 +143,45 @@ def _tell(
 
 
 def announce_resolution(cfg: Config, catalog: Catalog, incident: Incident) -> list[Delivery]:
-    """Tell every channel an escalation of `incident` reached that it is resolved (PagerDuty
-    resolves its incident of the same key); return the deliveries."""
-    channels = incident_escalations.notified_channels(catalog, incident.id)
+    """Tell every channel an escalation of `incident` (or its first event) reached that it is
+    resolved (PagerDuty resolves its incident of the same key); return the deliveries."""
+    channels = list(
+        dict.fromkeys(
+            [
+                *incident_escalations.notified_channels(catalog, incident.id),
+                *incident_notices.first_event_channels(catalog, incident.id),
+            ]
+        )
+    )
     if not channels:
         return []
     summary = f"incident #{incident.id} resolved by {incident.resolved_by}: {incident.resolution}"
     details = {"incident_id": incident.id, "resolve": True}
     return _tell(cfg, catalog, incident, "incident.resolved", summary, details, channels)
+
+
+def post_status(cfg: Config, catalog: Catalog) -> list[tuple[int, str]]:
+    """Tell the status pages covering each incident's service the state the incident gives it
+    (degraded while open, major outage once its rollback failed, operational when resolved), each
+    state once per incident; return the (incident, state) pairs posted.
+
+    Incidents are the only driver of status pages: events about a service join its incident, so
+    users read one "degraded" and one "operational" per incident, not one per event. A runner
+    killed between the claim and the send leaves that state unposted (never posted twice)."""
+    if not any(ch.type == "status_page" and ch.on_events for ch in cfg.notifications.channels.values()):
+        return []
+    posted: list[tuple[int, str]] = []
+    for due in incident_notices.status_notices_due(catalog):
+        service = due.incident.subject
+        if not service or not status_pages_covering(cfg, service, by_incident=True):
+            continue
+        said = f"status pages told {service} is {due.state.replace('_', ' ')}"
+        if not incident_notices.claim_status_notice(catalog, due.incident.id, due.state, said):
+            continue
+        key = f"recoverctl/incident/{due.incident.id}"
+        notify_status(cfg, catalog, service, due.state, incident_key=key, by_incident=True)
+        posted.append((due.incident.id, due.state))
+    return posted
 
 
 def resolve_healthy(cfg: Config, catalog: Catalog) -> list[int]:

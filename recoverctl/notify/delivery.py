@@ -5,8 +5,8 @@ calling deliver_pending on one catalog never send an event twice. Info events ar
 by one: the daily summary collects them. A failing channel is recorded and never raised.
 
 Without `notifications.routes` the runbook's routes apply (`RUNBOOK_ROUTES`, `default_routes`).
-Status pages are told about events that change a service's state whatever the routes say
-(`status_pages_for`); `notify_status` tells them directly (incidents opening and resolving).
+Status pages are not told of events: `notify_status` tells them a service's state, which incidents
+drive (degraded when one opens, operational when it resolves: `incidents.escalation.post_status`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from recoverctl.catalog import Catalog, notifications
+from recoverctl.catalog import Catalog, incident_escalations, incident_notices, notifications
 from recoverctl.config import Config
 from recoverctl.errors import RecoverctlError
 from recoverctl.notify import DeliveryError, Message, Notifier, build_notifier, status_page
@@ -132,8 +132,9 @@ def _message(event: notifications.PendingEvent) -> Message:
 def deliver_pending(cfg: Config, catalog: Catalog, *, limit: int = 200) -> DeliveryReport:
     """Send undelivered events to their routes and mark them delivered; return counts and deliveries.
 
-    Info events are not sent to routes (the daily summary reports them); status pages still
-    hear of those that change a service's state.
+    Info events are not sent to routes (the daily summary reports them). The event that opened
+    an incident is not sent again to the channels its escalation reached first (and its level-1
+    escalation skips those this delivery reached first: `incidents.escalation`).
     """
     sent: list[Delivery] = []
     events = collected = 0
@@ -141,15 +142,16 @@ def deliver_pending(cfg: Config, catalog: Catalog, *, limit: int = 200) -> Deliv
         if not notifications.claim_event(catalog, event.id):
             continue  # another process took it
         events += 1
-        message = _message(event)
-        pages = status_pages_for(cfg, message)
         if event.severity not in ("critical", "warning"):
             collected += 1
-            sent += send_to_channels(cfg, catalog, message, pages)
             continue
-        sent += send_to_channels(
-            cfg, catalog, message, list(dict.fromkeys([*channels_for(cfg, event.severity), *pages]))
-        )
+        channels = channels_for(cfg, event.severity)
+        opened = incident_notices.incident_opened_by(catalog, event.id)
+        if opened is not None:
+            # Its level-1 escalation told these channels already: one first message per channel.
+            told = incident_escalations.notified_channels(catalog, opened)
+            channels = [c for c in channels if c not in told]
+        sent += send_to_channels(cfg, catalog, _message(event), channels)
     return DeliveryReport(
         events=events,
         collected_for_summary=collected,
@@ -159,17 +161,39 @@ def deliver_pending(cfg: Config, catalog: Catalog, *, limit: int = 200) -> Deliv
     )
 
 
-def status_pages_for(cfg: Config, message: Message, *, events: bool = True) -> list[str]:
+def status_pages_for(cfg: Config, message: Message, *, by_incident: bool = False) -> list[str]:
     """Return the status page channels to tell about `message`: those covering its service when it
-    changes the service's state (with `events`, only pages posting on events: `on_events`)."""
+    carries a state (with `by_incident`, only the pages incidents drive: `on_events`)."""
     return [
         name
         for name, ch in cfg.notifications.channels.items()
         if ch.type == "status_page"
-        and (ch.on_events or not events)
+        and (ch.on_events or not by_incident)
         and not status_page.is_probe(message)
         and status_page.covers(ch, message)
     ]
+
+
+def _status_message(service: str, state: str, message: str | None, incident_key: str | None) -> Message:
+    details: dict[str, object] = {status_page.STATE_DETAIL: state}
+    if message:
+        details[status_page.TEXT_DETAIL] = message
+    severity = {"operational": "info", "major_outage": "critical"}.get(state, "warning")
+    return Message(
+        severity=severity,
+        kind=f"status.{state}",
+        summary=message or f"{service} is {state.replace('_', ' ')}",
+        subject=service,
+        details=details,
+        dedup_key=incident_key,
+    )
+
+
+def status_pages_covering(cfg: Config, service: str, *, by_incident: bool = False) -> list[str]:
+    """Return the status page channels that show `service` (with `by_incident`, only `on_events`
+    ones)."""
+    probe = _status_message(service, "operational", None, None)
+    return status_pages_for(cfg, probe, by_incident=by_incident)
 
 
 def notify_status(
@@ -180,28 +204,16 @@ def notify_status(
     message: str | None = None,
     *,
     incident_key: str | None = None,
+    by_incident: bool = False,
 ) -> list[Delivery]:
     """Tell every status page covering `service` that it is now `state` (operational,
     degraded_performance, partial_outage or major_outage); return the deliveries (recorded in
     the catalog when one is given). `message` replaces the page's configured text for `state`;
-    `incident_key` ties the deliveries to one incident. Raise ValueError for an unknown state;
-    a failing page is recorded, never raised.
-
-    The call for incidents: open → notify_status(cfg, catalog, svc, "major_outage") (or
-    "degraded_performance"), resolved → notify_status(cfg, catalog, svc, "operational").
+    `incident_key` ties the deliveries to one incident; `by_incident` leaves out the pages that
+    incidents do not drive (`on_events: false`). Raise ValueError for an unknown state; a failing
+    page is recorded, never raised.
     """
     if state not in status_page.STATES:
         raise ValueError(f"unknown status page state '{state}' (one of {', '.join(status_page.STATES)})")
-    details: dict[str, object] = {status_page.STATE_DETAIL: state}
-    if message:
-        details[status_page.TEXT_DETAIL] = message
-    severity = {"operational": "info", "major_outage": "critical"}.get(state, "warning")
-    msg = Message(
-        severity=severity,
-        kind=f"status.{state}",
-        summary=message or f"{service} is {state.replace('_', ' ')}",
-        subject=service,
-        details=details,
-        dedup_key=incident_key,
-    )
-    return send_to_channels(cfg, catalog, msg, status_pages_for(cfg, msg, events=False))
+    msg = _status_message(service, state, message, incident_key)
+    return send_to_channels(cfg, catalog, msg, status_pages_for(cfg, msg, by_incident=by_incident))

@@ -14,8 +14,10 @@ Two modes (docs/notifications.md, "Status pages"):
   second runner updates the incident instead of opening another, and no incident id has to be
   kept anywhere.
 
-A message reaches a status page when it carries a state: an explicit one (`STATE_DETAIL`, set
-by `notify.delivery.notify_status`) or the one its event kind implies (`EVENT_STATES`).
+A message reaches a status page when it carries a state (`STATE_DETAIL`, set by
+`notify.delivery.notify_status`). Incidents are what change it (`incidents.escalation.post_status`:
+degraded when one opens about a service, operational when it resolves); single events never do,
+so one incident tells users one story however many events it collects.
 """
 
 from __future__ import annotations
@@ -37,28 +39,11 @@ STATES: tuple[ComponentState, ...] = get_args(ComponentState)
 STATE_DETAIL = "status_page_state"
 TEXT_DETAIL = "status_page_message"
 
-# Event kinds (catalog events) that change what users of a service see.
-EVENT_STATES: dict[str, ComponentState] = {
-    # A firing alert whose automatic action was withheld (rollback cap reached): users are affected.
-    "alert.escalated": "degraded_performance",
-    "rollback.failed": "major_outage",
-    "job.rollback.abandoned": "major_outage",
-    "rollback.succeeded": "operational",  # emitted after the verify step passed
-}
-# A critical alert acted on by notifying (policy action `notify`) means users are affected.
-ALERT_KIND = "alert.notify"
-
 
 def state_for(message: Message) -> ComponentState | None:
     """Given a message, return the component state it tells a status page, or None."""
     explicit = message.details.get(STATE_DETAIL)
-    if explicit in STATES:
-        return cast(ComponentState, explicit)
-    if message.kind in EVENT_STATES:
-        return EVENT_STATES[message.kind]
-    if message.kind == ALERT_KIND and message.severity == "critical":
-        return "degraded_performance"
-    return None
+    return cast(ComponentState, explicit) if explicit in STATES else None
 
 
 def is_probe(message: Message) -> bool:

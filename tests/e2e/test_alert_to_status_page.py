@@ -1,13 +1,18 @@
 """A critical alert reaches on-call and the status page: serve → notify job → event → the
-runbook's default routes (Slack #alerts) + Statuspage (component degraded, incident opened)."""
+runbook's default routes (Slack #alerts, told once of the incident) + Statuspage (component
+degraded, incident opened)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
 import yaml
 
+from recoverctl.catalog import Catalog
+from recoverctl.catalog import tables as t
 from tests.fixtures.http_receiver import HttpReceiver
+from tests.fixtures.net import wait_until
 from tests.integration.test_serve import NOTIFY, TOKEN, _config, am_payload
 
 
@@ -44,3 +49,22 @@ def test_critical_alert_degrades_the_status_page_and_pages_slack_alerts(
     body = incident.json()["incident"]
     assert (body["status"], body["body"]) == ("investigating", "Some requests to web fail; we are on it.")
     assert incident.headers["authorization"] == "OAuth sp-key"
+
+    # The alert.notify event and the incident's level-1 escalation are one message on #alerts.
+    catalog = Catalog(cli.env["RECOVERCTL_CATALOG"])
+    try:
+
+        def settled() -> bool:
+            with catalog.begin() as conn:
+                delivered = conn.execute(
+                    sa.select(t.events.c.delivered).where(t.events.c.kind == "alert.notify")
+                ).scalar()
+                level1 = conn.execute(
+                    sa.select(t.incident_escalations.c.state).where(t.incident_escalations.c.level == 1)
+                ).scalar()
+            return bool(delivered) and level1 == "sent"
+
+        wait_until(settled, timeout=30, what="the event delivered and level 1 escalated")
+    finally:
+        catalog.close()
+    assert len(rx.at("/slack")) == 1

@@ -1,8 +1,9 @@
 """From the first alert to the post-incident report: a real Alertmanager fires HighErrorRate for
 service=web → `recoverctl serve` rolls web back (Docker) and opens ONE incident → level 1 goes to
-a local Slack receiver, level 2 (no acknowledgement) to an email list on a local SMTP server and
-repeats → `incidents ack` stops it → Alertmanager's resolved notification with the verified
-rollback resolves it → the drafted report lists every step in order."""
+a local Slack receiver and the status page says web is degraded, level 2 (no acknowledgement) to
+an email list on a local SMTP server and repeats → `incidents ack` stops it → Alertmanager's
+resolved notification with the verified rollback resolves it and the status page says
+operational → the drafted report lists every step in order."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def web(docker_engine: DockerEngine, demo_web_images: dict[str, str]) -> Iterato
     docker_engine.remove_containers(name)
 
 
-def _config(port: int, container: str, token_file: Path, slack: str, smtp_port: int) -> str:
+def _config(port: int, container: str, token_file: Path, rx: HttpReceiver, smtp_port: int) -> str:
     return f"""
 serve:
   auth:
@@ -79,7 +80,8 @@ services:
       timeout: 20s
 notifications:
   channels:
-    slack-alerts: {{type: slack, webhook_url: "{slack}"}}
+    slack-alerts: {{type: slack, webhook_url: "{rx.url("/slack")}"}}
+    status: {{type: status_page, url: "{rx.url("/status")}", components: {{web: web-frontend}}}}
     email-oncall:
       type: email
       host: 127.0.0.1
@@ -117,7 +119,7 @@ def test_alert_to_incident_escalation_ack_resolution_and_report(
     smtp = smtp_factory()
     token_file = cli.home / "webhook-token"
     token_file.write_text(TOKEN + "\n")
-    cli.write_config(_config(port, container, token_file, http_receiver.url("/slack"), smtp.port))
+    cli.write_config(_config(port, container, token_file, http_receiver, smtp.port))
     cli("deploy", "web", "v1", check=0)
     cli("deploy", "web", "v2", "--no-verify", check=0)
 
@@ -166,6 +168,13 @@ def test_alert_to_incident_escalation_ack_resolution_and_report(
     assert "incident #1 resolved by recoverctl" in last_mail
     assert len(_rows(cli, t.incidents)) == 1 and len(_rows(cli, t.rollbacks)) == 1
     assert resolved["acknowledged_by"] == "alice" and resolved["resolved_by"] == "recoverctl"
+    # Users read one story on the status page: degraded when it opened, operational when resolved,
+    # whatever the events in between (the rollback's own events never drive the page).
+    told = wait_until(lambda: len(http_receiver.at("/status")) >= 2 and http_receiver.at("/status"))
+    assert [(r.json()["state"], r.json()["incident_key"]) for r in told] == [
+        ("degraded_performance", "recoverctl/incident/1"),
+        ("operational", "recoverctl/incident/1"),
+    ]
 
     kinds = [e["kind"] for e in resolved["timeline"]]
 

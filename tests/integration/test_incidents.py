@@ -21,6 +21,7 @@ from recoverctl.catalog import Catalog, incident_escalations, incidents
 from recoverctl.catalog import tables as t
 from recoverctl.config import parse_config
 from recoverctl.incidents.escalation import tick
+from recoverctl.notify.delivery import deliver_pending
 from tests.fixtures.http_receiver import HttpReceiver
 from tests.fixtures.net import wait_until
 from tests.fixtures.postgres import PgCluster
@@ -351,7 +352,9 @@ def test_a_real_failed_drill_opens_an_incident_paged_on_the_critical_route(
         assert tick(parse_config(config), catalog, "runner-a").sent == [(listed["id"], 1, 0)]
     finally:
         catalog.close()
-    assert _escalations(http_receiver, "/alerts") and "docs" in _escalations(http_receiver, "/alerts")[0]
+    # The drill.failed event reached #alerts when the command exited: level 1 does not say it again.
+    (first,) = http_receiver.at("/alerts")
+    assert "docs" in first.json()["text"] and _escalations(http_receiver, "/alerts") == []
     report = icli("incidents", "report", str(listed["id"]), "--format", "md", check=0).stdout
     assert "drill 'docs-tight' of docs missed its targets" in report and "drill measured RPO" in report
 
@@ -391,3 +394,32 @@ def test_a_worker_killed_mid_escalation_and_restarted_sends_the_missed_level_onc
         catalog.close()
     assert _sent(catalog) == [(1, 1, 0, "sent"), (1, 2, 0, "sent")]
     assert len(_escalations(rx, "/level1")) == 1 and len(_escalations(rx, "/level2")) == 1
+
+
+def test_the_first_channel_hears_of_an_incident_once_whichever_comes_first(
+    catalog: Catalog, http_receiver: HttpReceiver
+) -> None:
+    rx = http_receiver
+    cfg = parse_config(_config(rx, level2_after="1h"))
+    # Escalation first: the opening event's route delivery skips the channel level 1 reached.
+    catalog.emit_event("rollback.failed", "critical", "web", "rollback of web failed at start_target")
+    (web,) = incidents.list_incidents(catalog)
+    assert tick(cfg, catalog, "runner-a", check_sources=False).sent == [(web.id, 1, 0)]
+    assert deliver_pending(cfg, catalog).deliveries == []
+    (level1,) = rx.at("/level1")
+    assert "incident #1 escalated to level 1" in level1.json()["text"]
+    # A later event of the incident is an update: it goes by its route.
+    catalog.emit_event("rollback.failed", "critical", "web", "second rollback of web failed")
+    assert [d.channel for d in deliver_pending(cfg, catalog).deliveries] == ["slack-alerts"]
+
+    # Route delivery first: level 1 does not send the same news to the same channel again.
+    catalog.emit_event("drill.failed", "critical", "db", "restore drill of db failed")
+    assert [d.channel for d in deliver_pending(cfg, catalog).deliveries] == ["slack-alerts"]
+    assert tick(cfg, catalog, "runner-a", check_sources=False).sent == [(2, 1, 0)]
+    texts = [r.json()["text"] for r in rx.at("/level1")]
+    assert len(texts) == 3 and not any("incident #2 escalated" in x for x in texts)
+    # Both channels that heard of it hear that it is resolved.
+    from recoverctl.incidents.escalation import announce_resolution
+
+    (notice,) = announce_resolution(cfg, catalog, incidents.resolve(catalog, 2, "alice", "restored"))
+    assert notice.channel == "slack-alerts" and "incident #2 resolved" in rx.at("/level1")[-1].json()["text"]

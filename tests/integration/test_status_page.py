@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from recoverctl.catalog import Catalog
+from recoverctl.catalog import Catalog, incidents
 from recoverctl.catalog import tables as t
 from recoverctl.config import Config, parse_config
+from recoverctl.incidents.escalation import post_status
 from recoverctl.notify.delivery import deliver_pending, notify_status
 from tests.conftest import Cli
 from tests.fixtures.http_receiver import HttpReceiver, Reply
@@ -63,13 +64,19 @@ def test_webhook_is_signed_and_follows_the_service_state(
             "messages": {"major_outage": "{service} is down ({state}); we are on it."},
         }
     )
+    # Incidents drive the page: web's opens (degraded), its rollback fails (outage), it resolves.
     catalog.emit_event("alert.escalated", "critical", "web", "HighErrorRate on 'web': action withheld")
-    catalog.emit_event("rollback.failed", "critical", "web", "rollback of web failed at step start")
-    catalog.emit_event("backup.failed", "critical", "main", "backup failed")  # not a service state
+    catalog.emit_event("backup.failed", "critical", "main", "backup failed")  # about a source
     catalog.emit_event("rollback.failed", "critical", "api", "rollback of api failed")  # not covered
+    assert post_status(cfg, catalog) == [(1, "degraded_performance")]
+    catalog.emit_event("rollback.failed", "critical", "web", "rollback of web failed at step start")
     catalog.emit_event("rollback.succeeded", "warning", "web", "web rolled back from 2 to 1")
-    report = deliver_pending(cfg, catalog)
-    assert (report.events, report.sent, report.failed) == (5, 3, 0)
+    assert deliver_pending(cfg, catalog).deliveries == []  # events never reach the page
+    assert post_status(cfg, catalog) == [(1, "major_outage")]
+    assert post_status(cfg, catalog) == []  # each state once
+    incidents.resolve(catalog, 1, "alice", "fixed")
+    assert post_status(cfg, catalog) == [(1, "operational")]
+    assert post_status(cfg, catalog) == []
 
     degraded, down, up = http_receiver.at("/status")
     assert (degraded.json()["state"], degraded.json()["message"]) == (
@@ -81,12 +88,12 @@ def test_webhook_is_signed_and_follows_the_service_state(
         mac = hmac.new(b"page-secret", ts.encode() + b"." + req.body, hashlib.sha256).hexdigest()
         assert req.headers["x-recoverctl-signature"] == f"sha256={mac}"
         assert req.headers["content-type"] == "application/json" and req.headers["x-team"] == "ops"
-    assert {k: down.json()[k] for k in ("service", "component", "state", "message", "kind")} == {
+    assert {k: down.json()[k] for k in ("service", "component", "state", "message", "incident_key")} == {
         "service": "web",
         "component": "web-frontend",
         "state": "major_outage",
         "message": "web is down (major_outage); we are on it.",
-        "kind": "rollback.failed",
+        "incident_key": "recoverctl/incident/1",
     }
     assert (up.json()["state"], up.json()["message"]) == ("operational", "web is operating normally again.")
     assert [(r.channel_type, r.status, r.attempts, r.http_status) for r in _rows(catalog)] == [
@@ -99,9 +106,10 @@ def test_statuspage_api_opens_updates_and_resolves_one_incident(
 ) -> None:
     rx = http_receiver
     cfg = _config(_statuspage(rx, "sp-key", {"web": "cmpweb"}))
-    catalog.emit_event("alert.notify", "critical", "web", "HighErrorRate on 'web'")
-    catalog.emit_event("alert.notify", "warning", "web", "SlowRequests on 'web'")  # warnings: no state
+    catalog.emit_event("alert.escalated", "critical", "web", "HighErrorRate on 'web'")
+    catalog.emit_event("alert.notify", "warning", "web", "SlowRequests on 'web'")  # joins it
     deliver_pending(cfg, catalog)
+    post_status(cfg, catalog)
     (patch,) = rx.at("/v1/pages/pg1/components/cmpweb")
     assert patch.method == "PATCH" and patch.json() == {"component": {"status": "degraded_performance"}}
     assert patch.headers["authorization"] == "OAuth sp-key"
@@ -124,8 +132,9 @@ def test_statuspage_api_opens_updates_and_resolves_one_incident(
     other = [{"id": "inc1", "name": "planned maintenance", "components": [{"id": "cmpweb"}]}]
     rx.script("/v1/pages/pg1/incidents/unresolved", *[Reply(200, json.dumps(other + ours))] * 2)
     catalog.emit_event("rollback.failed", "critical", "web", "rollback failed")
-    catalog.emit_event("rollback.succeeded", "warning", "web", "rolled back")
-    deliver_pending(cfg, catalog)
+    post_status(cfg, catalog)
+    incidents.resolve(catalog, 1, "alice", "rolled back by hand")
+    post_status(cfg, catalog)
     assert [r.json()["component"]["status"] for r in rx.at("/v1/pages/pg1/components/cmpweb")] == [
         "degraded_performance",
         "major_outage",
@@ -151,10 +160,8 @@ def test_a_bad_answer_is_retried_then_reported(catalog: Catalog, http_receiver: 
     rx.script("/v1/pages/pg1/components/cmpapi", Reply(401, '{"error": "invalid api key"}'))
     catalog.emit_event("rollback.failed", "critical", "web", "rollback failed")
     catalog.emit_event("rollback.failed", "critical", "api", "rollback failed")
-    report = deliver_pending(cfg, catalog)
-    web, api = report.deliveries
-    assert (web.status, web.attempts, web.http_status) == ("sent", 2, 200)
-    assert (api.status, api.attempts, api.http_status) == ("failed", 1, 401)
+    assert post_status(cfg, catalog) == [(1, "major_outage"), (2, "major_outage")]
+    api = _rows(catalog)[1]
     assert api.error is not None and "invalid api key" in api.error
     assert len(rx.at("/v1/pages/pg1/components/cmpweb")) == 2
     assert len(rx.at("/v1/pages/pg1/components/cmpapi")) == 1
@@ -167,7 +174,7 @@ def test_a_bad_answer_is_retried_then_reported(catalog: Catalog, http_receiver: 
 def test_notify_status_drives_pages_that_ignore_events(catalog: Catalog, http_receiver: HttpReceiver) -> None:
     cfg = _config({"url": http_receiver.url("/status"), "on_events": False})
     catalog.emit_event("rollback.failed", "critical", "web", "rollback failed")
-    assert deliver_pending(cfg, catalog).deliveries == []
+    assert deliver_pending(cfg, catalog).deliveries == [] and post_status(cfg, catalog) == []
     (d,) = notify_status(cfg, catalog, "web", "partial_outage", "Checkout is slow", incident_key="incident:4")
     assert d.status == "sent"
     (req,) = http_receiver.at("/status")
@@ -210,7 +217,7 @@ def test_config_refuses_an_incomplete_page() -> None:
         _config({"url": "http://127.0.0.1:1/", "messages": {"operational": "{body}"}})
 
 
-def test_a_page_named_in_routes_is_told_once_and_only_of_states(
+def test_a_page_named_in_routes_is_told_by_incidents_only(
     catalog: Catalog, http_receiver: HttpReceiver
 ) -> None:
     page = {"type": "status_page", "url": http_receiver.url("/status"), "retry": FAST_RETRY}
@@ -219,7 +226,7 @@ def test_a_page_named_in_routes_is_told_once_and_only_of_states(
     )
     catalog.emit_event("backup.failed", "critical", "main", "backup failed")
     catalog.emit_event("rollback.failed", "critical", "web", "rollback failed")
-    report = deliver_pending(cfg, catalog)
-    assert [(d.channel, d.status) for d in report.deliveries] == [("status", "sent")]
+    assert deliver_pending(cfg, catalog).deliveries == []
+    assert post_status(cfg, catalog) == [(2, "major_outage")]
     (req,) = http_receiver.at("/status")
     assert (req.json()["service"], req.json()["state"]) == ("web", "major_outage")

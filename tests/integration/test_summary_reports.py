@@ -99,7 +99,7 @@ def test_monthly_report_has_trends_changes_and_targets_missed(cli: Cli, smtp_fac
     assert "(worsening)" in text
     assert "3 deploy(s), 1 failed; 1 rollback(s), 1 succeeded" in text
     assert "drill RPO weekly [main] at" in text and ": 15 min over target 10 min" in text
-    assert "Incidents" not in text
+    assert "Incidents\n  - no incidents in this period" in text
 
     weekly = cli("--json", "summary", "weekly", check=0).json()
     (main_week,) = [x for x in weekly["drill_trends"] if x["name"] == "weekly"]
@@ -135,3 +135,44 @@ def test_default_schedule_sends_weekly_and_monthly_reports() -> None:
     assert jobs["weekly-summary"] == ("0 8 * * 1", "summary weekly --send")
     assert jobs["monthly-summary"] == ("0 8 1 * *", "summary monthly --send")
     parse_config(default, env={})
+
+
+def test_weekly_report_counts_incidents_with_time_to_acknowledge_and_to_recover(cli: Cli) -> None:
+    cli.write_config({"sources": {"main": {"type": "postgres"}}})
+    now = time.time()
+    week = now - 3 * DAY
+    incidents = [  # (opened, acknowledged, resolved)
+        (now - 40 * DAY, now - 40 * DAY + 60, now - 39 * DAY),  # before the week: not counted
+        (now - 10 * DAY, now - 10 * DAY + 1200, now - 2 * DAY),  # resolved in it, after 8 days
+        (week, week + 600, week + 7200),  # acknowledged in 10 min, recovered in 2 h
+        (now - DAY, None, None),  # still open
+    ]
+    catalog = Catalog(cli.env["RECOVERCTL_CATALOG"])
+    with catalog.begin() as conn:
+        for opened, acked, resolved in incidents:
+            conn.execute(
+                t.incidents.insert().values(
+                    opened_at=opened,
+                    state="resolved" if resolved else "open",
+                    severity="critical",
+                    kind="alert",
+                    title=f"HighErrorRate on web ({opened:.0f})",
+                    subject="web",
+                    subject_type="service",
+                    acknowledged_at=acked,
+                    resolved_at=resolved,
+                    escalation_level=1,
+                    details={},
+                )
+            )
+    catalog.close()
+
+    out = cli("--json", "summary", "weekly", check=0).json()["incidents"]
+    assert (out["opened"], out["resolved"]) == (2, 2)
+    assert out["mean_time_to_acknowledge_s"] == 600
+    assert round(out["mean_time_to_recover_s"]) == round((7200 + 8 * DAY) / 2)
+    assert [(i["id"], i["state"]) for i in out["still_open"]] == [(4, "open")]
+    text = cli("summary", "weekly", check=0).stdout
+    assert "2 opened, 2 resolved; mean time to acknowledge 10 min, mean time to recover 4.0 d" in text
+    assert "#4 still open (critical) since" in text
+    assert cli("--json", "summary", "daily", check=0).json()["incidents"] is None

@@ -312,3 +312,37 @@ def test_memory_learns_nothing_from_a_failed_batch(catalog: Catalog) -> None:
         assert conn.execute(sa.select(sa.func.count()).select_from(t.jobs)).scalar_one() == 0
     broken.close()
     assert intake_batch(cfg, catalog, [[_alert(fp="x")]], memory=memory)[0][0].decision == "acted"
+
+
+def test_an_escalated_alert_is_on_its_incident_timeline(catalog: Catalog) -> None:
+    from recoverctl.catalog import incidents
+
+    policy = {
+        "name": "n",
+        "match": {"alertname": "HighErrorRate"},
+        "action": "notify",
+        "service_from_label": "service",
+        "cooldown": 0,
+        "max_actions": {"count": 1, "window": "1h"},
+    }
+    cfg = _cfg([policy])
+    intake(cfg, catalog, [_alert(fp="a")])
+    incidents.resolve(catalog, 1, "alice", "handled")  # the next alert meets no open incident
+    with catalog.begin() as conn:
+        conn.execute(t.jobs.update().values(state="succeeded", dedup_key=None))
+    capped = intake(cfg, catalog, [_alert(fp="b")])[0]
+    assert capped.reason.startswith("cap: 1 automatic notify")
+    # The alert.escalated event opened the incident through the same path as every event, and
+    # the alert made it its own: it resolves with its alerts.
+    (inc, _) = incidents.list_incidents(catalog)
+    assert (inc.id, inc.kind, inc.subject, inc.state) == (2, "alert", "web", "open")
+    kinds = [e.kind for e in incidents.recorded_entries(catalog, inc.id)]
+    assert kinds == ["alert.escalated", "alert.firing", "decision"]
+    with catalog.begin() as conn:
+        (event_id,) = conn.execute(
+            sa.select(t.events.c.id).where(t.events.c.kind == "alert.escalated")
+        ).scalars()
+    assert incidents.recorded_entries(catalog, inc.id)[0].event_id == event_id
+    intake(cfg, catalog, [_alert(fp="b", status="resolved")])
+    (progress,) = incidents.progress_of_active(catalog)
+    assert progress.incident.id == inc.id and progress.healthy
