@@ -32,7 +32,7 @@ from recoverctl.actions.job_kinds import JOB_KINDS, AlertJobPayload
 from recoverctl.alerting.alert import AlertIn, Decision
 from recoverctl.alerting.decide import IncidentMemory, decide
 from recoverctl.alerting.policy import match_policy
-from recoverctl.catalog import Catalog, incidents
+from recoverctl.catalog import Catalog, incident_alerts
 from recoverctl.catalog import alerts as alert_rows
 from recoverctl.catalog import jobs as jobq
 from recoverctl.catalog.alerts import Handled, StoredDecision
@@ -136,7 +136,7 @@ def intake_batch(
             rows.extend(batch_rows)
             sizes.append(len(batch_rows))
         stored = alert_rows.insert_decisions_in(conn, rows)
-        incidents.record_alerts_in(conn, [n.note(d.id) for n, d in zip(notes, stored, strict=True)])
+        incident_alerts.record_alerts_in(conn, [n.note(d.id) for n, d in zip(notes, stored, strict=True)])
     if memory is not None:
         memory.remember(taken)
     results: list[list[StoredDecision]] = []
@@ -173,9 +173,9 @@ class _IncidentNote:
     severity: str
     at: float
 
-    def note(self, alert_id: int) -> incidents.AlertNote:
+    def note(self, alert_id: int) -> incident_alerts.AlertNote:
         a, d = self.alert, self.decision
-        return incidents.AlertNote(
+        return incident_alerts.AlertNote(
             alert_id=alert_id,
             at=self.at,
             source=a.source,

@@ -343,32 +343,46 @@ class Catalog:
     ) -> int:
         """Record an event for the notification layer, and on its incident; return its id. URL
         passwords in `summary` and `details` are redacted."""
-        from recoverctl.catalog import incidents
-
-        summary, details = redact(summary), redact(details)
-        at = now()
         with self.begin() as conn:
-            event_id = int(
-                conn.execute(
-                    t.events.insert().values(
-                        at=at,
-                        kind=kind,
-                        severity=severity,
-                        subject=subject,
-                        summary=summary,
-                        details=details,
-                        dedup_key=dedup_key,
-                        delivered=False,
-                    )
-                ).inserted_primary_key[0]  # type: ignore[index]
-            )
-            # A failure opens its incident (or joins the one open about its subject) in the same
-            # transaction as the event: no event is ever without the incident it belongs to.
-            incidents.record_event_in(conn, event_id, at, kind, severity, subject, summary, details)
-            return event_id
+            return insert_event_in(conn, now(), kind, severity, subject, summary, details, dedup_key)
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def insert_event_in(
+    conn: Connection,
+    at: float,
+    kind: str,
+    severity: str,
+    subject: str | None,
+    summary: str,
+    details: dict[str, Any] | None = None,
+    dedup_key: str | None = None,
+) -> int:
+    """Record an event in the caller's transaction, and on its incident; return its id. URL
+    passwords in `summary` and `details` are redacted. The one way an event is written."""
+    from recoverctl.catalog import incidents
+
+    summary, details = redact(summary), redact(details)
+    event_id = int(
+        conn.execute(
+            t.events.insert().values(
+                at=at,
+                kind=kind,
+                severity=severity,
+                subject=subject,
+                summary=summary,
+                details=details,
+                dedup_key=dedup_key,
+                delivered=False,
+            )
+        ).inserted_primary_key[0]  # type: ignore[index]
+    )
+    # A failure opens its incident (or joins the one open about its subject) in the same
+    # transaction as the event: no event is ever without the incident it belongs to.
+    incidents.record_event_in(conn, event_id, at, kind, severity, subject, summary, details)
+    return event_id
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

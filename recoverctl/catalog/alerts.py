@@ -14,10 +14,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from recoverctl.catalog import Catalog, incidents
+from recoverctl.catalog import Catalog, insert_event_in
 from recoverctl.catalog import jobs as jobq
 from recoverctl.catalog import tables as t
-from recoverctl.config import redact
 
 # Parameters apart from the statement: one cached compiled INSERT for every batch of decisions.
 _INSERT_ALERTS = t.alerts.insert().returning(t.alerts.c.id, sort_by_parameter_order=True)
@@ -132,23 +131,7 @@ def record_escalation_in(
 ) -> int:
     """Queue a critical `alert.escalated` event (an automatic action was withheld) and record it on
     its incident, as `Catalog.emit_event` does for every other event; return the event id."""
-    summary, details = redact(summary), redact(details)
-    event_id = int(
-        conn.execute(
-            t.events.insert().values(
-                at=at,
-                kind="alert.escalated",
-                severity="critical",
-                subject=subject,
-                summary=summary,
-                details=details,
-                dedup_key=dedup_key,
-                delivered=False,
-            )
-        ).inserted_primary_key[0]  # type: ignore[index]
-    )
-    incidents.record_event_in(conn, event_id, at, "alert.escalated", "critical", subject, summary, details)
-    return event_id
+    return insert_event_in(conn, at, "alert.escalated", "critical", subject, summary, details, dedup_key)
 
 
 def record_rejections(

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from recoverctl.catalog import Catalog, incident_escalations, incidents
+from recoverctl.catalog import Catalog, incident_alerts, incident_escalations, incidents
 from recoverctl.catalog import tables as t
 from recoverctl.config import parse_config
 from recoverctl.incidents.escalation import tick
@@ -239,8 +239,10 @@ def test_which_events_open_an_incident(catalog: Catalog, kind: str, severity: st
     assert len(incidents.list_incidents(catalog)) == (1 if opens else 0)
 
 
-def _alert(alert_id: int, status: str, decision: str, *, fingerprint: str = "fp1") -> incidents.AlertNote:
-    return incidents.AlertNote(
+def _alert(
+    alert_id: int, status: str, decision: str, *, fingerprint: str = "fp1"
+) -> incident_alerts.AlertNote:
+    return incident_alerts.AlertNote(
         alert_id=alert_id,
         at=time.time(),
         source="alertmanager",
@@ -262,8 +264,8 @@ def _alert(alert_id: int, status: str, decision: str, *, fingerprint: str = "fp1
 
 def test_alerts_open_join_resolve_and_reopen_their_incident(catalog: Catalog) -> None:
     with catalog.begin() as conn:
-        first = incidents.record_alerts_in(conn, [_alert(1, "firing", "acted")])
-        repeats = incidents.record_alerts_in(
+        first = incident_alerts.record_alerts_in(conn, [_alert(1, "firing", "acted")])
+        repeats = incident_alerts.record_alerts_in(
             conn, [_alert(2, "firing", "deduplicated"), _alert(3, "firing", "suppressed", fingerprint="fp2")]
         )
     assert first == [1] and repeats == [None, 1]  # a repeat is left out, another alert joins
@@ -272,16 +274,16 @@ def test_alerts_open_join_resolve_and_reopen_their_incident(catalog: Catalog) ->
     assert decision.kind == "decision" and other.details["fingerprint"] == "fp2"
 
     with catalog.begin() as conn:
-        incidents.record_alerts_in(conn, [_alert(4, "resolved", "ignored")])
+        incident_alerts.record_alerts_in(conn, [_alert(4, "resolved", "ignored")])
     assert [p.firing for p in incidents.progress_of_active(catalog)] == [["fp2"]]
     with catalog.begin() as conn:
-        incidents.record_alerts_in(conn, [_alert(5, "resolved", "ignored", fingerprint="fp2")])
+        incident_alerts.record_alerts_in(conn, [_alert(5, "resolved", "ignored", fingerprint="fp2")])
     (progress,) = incidents.progress_of_active(catalog)
     assert progress.healthy
     incidents.resolve(catalog, 1, "recoverctl", "alerts resolved", automatic=True)
 
     with catalog.begin() as conn:  # the group fires again soon after: the incident reopens
-        assert incidents.record_alerts_in(conn, [_alert(6, "firing", "acted")]) == [1]
+        assert incident_alerts.record_alerts_in(conn, [_alert(6, "firing", "acted")]) == [1]
     assert incidents.get_incident(catalog, 1).state == "reopened"
     assert len(incidents.list_incidents(catalog)) == 1
 
