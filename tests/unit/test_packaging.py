@@ -28,11 +28,9 @@ PLAYBOOKS = sorted(p.name for p in (ROOT / "playbooks").glob("*.yaml"))
 CONTRIB = sorted(p.name for p in (ROOT / "contrib").iterdir() if p.is_file())
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Build the sdist and the wheel from a copy of the checkout (setuptools writes build/ and
-    *.egg-info into the tree it builds); return the directory holding both."""
-    work = tmp_path_factory.mktemp("packaging")
+def build_dist(work: Path) -> Path:
+    """Given an empty directory, build the sdist and the wheel there from a copy of the checkout
+    (setuptools writes build/ and *.egg-info into the tree it builds); return `work/dist`."""
     src = work / "src"
     skip = shutil.ignore_patterns(".*", "build", "*.egg-info", "__pycache__", "tests", "docs", "scripts")
     shutil.copytree(ROOT, src, ignore=skip)
@@ -42,6 +40,11 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     wheel = ["wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", dist, src]
     subprocess.run([*PIP, *wheel], check=True, cwd=work)
     return dist
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_dist(tmp_path_factory.mktemp("packaging"))
 
 
 def test_wheel_carries_playbooks_contrib_license_and_classifiers(built: Path) -> None:
