@@ -10,6 +10,7 @@ parser; the systemd units through `systemd-analyze verify`.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,8 @@ import pytest
 import yaml
 
 from recoverctl.config import parse_config
-from tests.conftest import ROOT
+from tests.conftest import ROOT, Cli
+from tests.fixtures.net import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -62,8 +64,9 @@ def test_manifests_wire_serve_workers_cronjob_config_and_policy() -> None:
     assert serve["spec"]["replicas"] == 2
     (container,) = serve["spec"]["template"]["spec"]["containers"]
     assert container["args"][0] == "serve"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    # Not /health: it is 503 while no worker runs, and a serve out of the Service drops alerts.
+    assert container["readinessProbe"]["tcpSocket"]["port"] == "http"
+    assert container["livenessProbe"]["tcpSocket"]["port"] == "http"
     service = _one(docs, "Service", "recoverctl")
     assert service["spec"]["selector"] == serve["spec"]["selector"]["matchLabels"]
     assert _one(docs, "PodDisruptionBudget", "recoverctl-serve")["spec"]["minAvailable"] == 1
@@ -147,3 +150,52 @@ def test_systemd_units_verify(unit: str, tmp_path: Path) -> None:
     assert analyze, "systemd-analyze comes with Debian's systemd package (scripts/lib.sh)"
     r = subprocess.run([analyze, "verify", tmp_path / unit], capture_output=True, text=True)
     assert r.returncode == 0 and not r.stderr.strip(), r.stderr
+
+
+def test_healthcheck_passes_on_serve_and_worker_started_as_the_manifests_start_them(
+    cli: Cli, serve_factory: Any, tmp_path: Path
+) -> None:
+    # The ConfigMap's config with its mounted files moved into this test's home: serve binds
+    # beyond loopback (as in the pod) only because serve.auth is configured. Its schedules are
+    # left out: they would need the scheduler's heartbeat, and its due runs would back up.
+    docs = _documents()
+    data = yaml.safe_load(_one(docs, "ConfigMap", "recoverctl")["data"]["recoverctl.yaml"])
+    del data["schedules"]
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "webhook-token").write_text("t" * 40 + "\n")
+    (secrets / "passphrase").write_text("correct horse battery staple\n")
+    data["serve"]["auth"]["bearer_token_file"] = str(secrets / "webhook-token")
+    data["repository"] = {"url": str(tmp_path / "repo"), "password_file": str(secrets / "passphrase")}
+    cli.write_config(data)
+    cli("init", check=0)
+
+    def args(name: str) -> list[str]:
+        (container,) = _one(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"]
+        return list(container["args"])
+
+    serve_args = args("recoverctl-serve")[1:]
+    srv = serve_factory(cli, *serve_args[: serve_args.index("--port")])
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "recoverctl", *args("recoverctl-worker")],
+        env=cli.env,
+        cwd=cli.home,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # The image's HEALTHCHECK command, with this serve's port in place of 8035.
+        (health,) = [a for i, a in _instructions((DEPLOY / "Dockerfile").read_text()) if i == "HEALTHCHECK"]
+        command = json.loads(health.split(" CMD ", 1)[1])
+        assert command[0] == "python3"
+        check = [sys.executable, *[part.replace(":8035/", f":{srv.port}/") for part in command[1:]]]
+        # Healthy once the worker's first heartbeat is in the catalog.
+        wait_until(
+            lambda: subprocess.run(check, capture_output=True).returncode == 0, timeout=30, what="healthy"
+        )
+        assert srv.client.get("/health").json()["checks"]["worker"]["in_process"] is False
+        srv.stop()
+        assert subprocess.run(check, capture_output=True).returncode != 0
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
