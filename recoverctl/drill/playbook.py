@@ -353,10 +353,41 @@ def validate_against_config(pb: Playbook, cfg: Config) -> None:
         )
 
 
+def _packaged_playbooks_dir() -> Path:
+    """Return the example playbooks' directory: package data in an installed wheel (put there by
+    build_hooks.py), else `playbooks/` at the top of the source checkout."""
+    packaged = Path(__file__).parent / "playbooks"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "playbooks"
+
+
+PACKAGED_PLAYBOOKS = _packaged_playbooks_dir()
+
+
+def packaged_playbook_names() -> list[str]:
+    """Return the names (file stems) of the example playbooks shipped with recoverctl."""
+    if not PACKAGED_PLAYBOOKS.is_dir():
+        return []
+    return sorted(p.stem for p in PACKAGED_PLAYBOOKS.iterdir() if p.suffix in (".yaml", ".yml"))
+
+
+def _locate(argument: str) -> Path:
+    """Given a PLAYBOOK argument, return the path it names: the file or directory when it exists,
+    else the shipped example it names (`main-nightly`, `main-nightly.yaml` or the documented
+    `playbooks/main-nightly.yaml`), so the examples run from an installed wheel with no checkout."""
+    path = Path(argument)
+    if path.exists() or path.parent not in (Path("."), Path("playbooks")):
+        return path
+    for name in (path.name, f"{path.name}.yaml", f"{path.name}.yml"):
+        if (PACKAGED_PLAYBOOKS / name).is_file():
+            return PACKAGED_PLAYBOOKS / name
+    return path
+
+
 def discover_playbooks(cfg: Config, paths: list[str]) -> list[Playbook]:
-    """Given PLAYBOOK arguments (files or dirs; none = ./playbooks and <config dir>/playbooks),
-    return the validated drill playbooks; raise ConfigError naming the file and key."""
-    roots = [Path(p) for p in paths]
+    """Given PLAYBOOK arguments (files, dirs or the name of a shipped example; none = ./playbooks
+    and <config dir>/playbooks), return the validated drill playbooks; raise ConfigError naming
+    the file and key."""
+    roots = [_locate(p) for p in paths]
     if not roots:
         roots = [Path("playbooks")]
         if cfg.path is not None:
@@ -383,7 +414,9 @@ def discover_playbooks(cfg: Config, paths: list[str]) -> list[Playbook]:
     if not books:
         raise UsageError(
             f"no drill playbooks found in {', '.join(str(r) for r in roots)}",
-            hint="pass a playbook file: recoverctl drill run playbooks/main-nightly.yaml",
+            hint="pass a playbook file, or the name of a shipped example ("
+            + ", ".join(packaged_playbook_names())
+            + "): recoverctl drill run main-nightly",
         )
     names = [b.drill.name for b in books]
     dupes = sorted({n for n in names if names.count(n) > 1})
