@@ -21,6 +21,7 @@ def catalog_group() -> None:
 
 
 @catalog_group.command("migrate")
+@json_option
 @pass_app
 def migrate(app: App) -> None:
     """Create or upgrade the catalog schema (also done automatically on first use).
@@ -43,6 +44,7 @@ def migrate(app: App) -> None:
 
 
 @catalog_group.command("info")
+@json_option
 @pass_app
 def info(app: App) -> None:
     """Show the catalog URL, schema revision and rows per table.

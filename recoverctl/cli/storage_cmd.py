@@ -6,6 +6,7 @@ import click
 
 from recoverctl.actions.storage_check import StorageProbe, check_storage
 from recoverctl.cli.context import App, pass_app
+from recoverctl.cli.options import json_option
 from recoverctl.config import RepositoryConfig
 
 
@@ -16,6 +17,7 @@ def storage_group() -> None:
 
 @storage_group.command("check")
 @click.argument("url", required=False)
+@json_option
 @click.option("--size", default=1024 * 1024, show_default=True, help="Probe object size in bytes.")
 @pass_app
 def check(app: App, url: str | None, size: int) -> None:

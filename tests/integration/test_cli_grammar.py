@@ -1,0 +1,62 @@
+"""One CLI grammar: every command that prints a result takes `--json` after its name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from recoverctl.cli.main import cli as root
+from tests.conftest import Cli
+from tests.inproc_cli import InProcessCli
+
+# Leaf commands that print no result to parse: `serve` runs until stopped.
+NO_RESULT = {("serve",)}
+
+
+def _leaves(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
+    ctx = click.Context(group)
+    found: list[tuple[tuple[str, ...], click.Command]] = []
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None, f"{' '.join([*path, name])} is listed but does not load"
+        if isinstance(command, click.Group):
+            found += _leaves(command, (*path, name))
+        else:
+            found.append(((*path, name), command))
+    return found
+
+
+def test_every_leaf_command_that_prints_a_result_accepts_json() -> None:
+    leaves = _leaves(root)
+    assert len(leaves) > 40  # the walk saw the whole tree, lazily loaded groups included
+    missing = [
+        " ".join(path)
+        for path, command in leaves
+        if path not in NO_RESULT and not any("--json" in getattr(p, "opts", ()) for p in command.params)
+    ]
+    assert missing == []
+
+
+def test_safe_commands_print_json_after_their_name(cli: Cli, tmp_path: Path) -> None:
+    repository = tmp_path / "repo"
+    cli.write_config({"repository": str(repository), "catalog": f"sqlite:///{tmp_path / 'catalog.db'}"})
+    cli.env["RECOVERCTL_PASSWORD"] = "correct horse"
+    cli("init", check=0)
+    run = InProcessCli(cli)
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    for args in (
+        ("config", "check"),
+        ("config", "show"),
+        ("catalog", "info"),
+        ("catalog", "migrate"),
+        ("storage", "check", str(probe)),
+        ("status",),
+        ("snapshots",),
+        ("audit",),
+        ("incidents",),
+    ):
+        out = run(*args, "--json", check=0).stdout
+        assert isinstance(json.loads(out), dict | list), f"{' '.join(args)} --json: {out!r}"
