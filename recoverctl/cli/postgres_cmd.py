@@ -486,15 +486,29 @@ class _RestoreGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         args = ctx.meta.pop("restore.default_args", None)
         if args is not None:
-            sub = self.default.make_context(self.default.name, args, parent=ctx)
+            # Parented on the group's parent: its usage and errors say `recoverctl restore`, the
+            # words the user typed, not `recoverctl restore restore`.
+            sub = self.default.make_context(ctx.info_name, args, parent=ctx.parent)
             with sub:
                 return self.default.invoke(sub)
         return super().invoke(ctx)
 
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        super().format_help(ctx, formatter)
-        formatter.write_paragraph()
-        formatter.write_text("Usage of the snapshot form: recoverctl restore SNAPSHOT --target DIR [...]")
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Both forms, each with its own arguments."""
+        formatter.write_usage(ctx.command_path, " ".join(self.default.collect_usage_pieces(ctx)))
+        for name in self.list_commands(ctx):
+            sub = self.commands[name]
+            formatter.write_usage(
+                f"{ctx.command_path} {name}", " ".join(sub.collect_usage_pieces(ctx)), prefix="       "
+            )
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The snapshot form's options, then the subcommands."""
+        params = [p for p in self.default.get_params(ctx) if isinstance(p, click.Option)]
+        records = [r for p in params if (r := p.get_help_record(ctx)) is not None]
+        with formatter.section("Options"):
+            formatter.write_dl(records)
+        self.format_commands(ctx, formatter)
 
 
 def _restore_group() -> click.Command:

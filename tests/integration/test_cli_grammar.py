@@ -60,3 +60,22 @@ def test_safe_commands_print_json_after_their_name(cli: Cli, tmp_path: Path) -> 
     ):
         out = run(*args, "--json", check=0).stdout
         assert isinstance(json.loads(out), dict | list), f"{' '.join(args)} --json: {out!r}"
+
+
+def test_restore_help_shows_both_forms_under_the_typed_name(cli: Cli) -> None:
+    run = InProcessCli(cli)
+    usage = run("restore", "--help", check=0).stdout.splitlines()
+    assert usage[0] == "Usage: recoverctl restore [OPTIONS] SNAPSHOT"
+    assert usage[1].split() == ["recoverctl", "restore", "postgres", "[OPTIONS]", "[SNAPSHOT]"]
+    help_text = "\n".join(usage)
+    assert "--target PATH" in help_text and "postgres" in help_text
+    assert "restore restore" not in run("restore", "latest", "--help", check=0).stdout
+    assert "Usage: recoverctl restore [OPTIONS] SNAPSHOT" in run("restore", check=2).stderr
+
+
+def test_mistyped_command_suggests_the_closest_exit_2(cli: Cli) -> None:
+    r = cli("snapshot")
+    assert r.code == 2
+    assert "No such command 'snapshot'. Did you mean 'snapshots'?" in r.stderr
+    assert "Did you mean 'snapshots'?" in cli("--json", "snapshot", check=2).error_json()["message"]
+    assert "Did you mean" not in cli("zzzzzz", check=2).stderr  # nothing close: no guess
