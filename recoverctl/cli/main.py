@@ -7,6 +7,7 @@ import difflib
 import gc
 import importlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -115,9 +116,16 @@ class LazyGroup(click.Group):
 @click.option("--log-json", is_flag=True, help="Structured JSON logs on stderr.")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+@click.option("--no-color", is_flag=True, help="No colours even on a terminal (as NO_COLOR=1 does).")
 @click.pass_context
 def cli(
-    ctx: click.Context, config_path: str | None, as_json: bool, log_json: bool, verbose: int, quiet: bool
+    ctx: click.Context,
+    config_path: str | None,
+    as_json: bool,
+    log_json: bool,
+    verbose: int,
+    quiet: bool,
+    no_color: bool,
 ) -> None:
     """Back up a PostgreSQL-backed web stack, prove it restores, and roll bad deployments back.
 
@@ -126,17 +134,27 @@ def cli(
       export RECOVERCTL_REPOSITORY=/srv/backups RECOVERCTL_PASSWORD_FILE=~/.recoverctl-pass
       recoverctl storage check /srv/backups
     """
+    if no_color or os.environ.get("NO_COLOR"):
+        ctx.color = False  # every subcommand's context inherits it, and click.echo strips styles
+        # Rich (progress lines) and the programs recoverctl runs read the convention itself.
+        os.environ["NO_COLOR"] = "1"
     app = App(config_path=config_path, json=as_json, log_json=log_json, verbosity=-1 if quiet else verbose)
     ctx.obj = app
     ctx.call_on_close(app.close)
     setup_logging(app.verbosity, log_json)
 
 
-def _emit_error(err: RecoverctlError, as_json: bool) -> None:
+def colour_wanted(args: list[str]) -> bool | None:
+    """Given the command line, return False when colour is turned off (`--no-color`, or NO_COLOR
+    set and not empty: https://no-color.org), else None (click's default: colour on a terminal)."""
+    return False if "--no-color" in args or os.environ.get("NO_COLOR") else None
+
+
+def _emit_error(err: RecoverctlError, as_json: bool, color: bool | None) -> None:
     if as_json:
         click.echo(json.dumps(err.to_dict(), default=str), err=True)
         return
-    click.secho(f"error: {err.message}", fg="red", err=True)
+    click.secho(f"error: {err.message}", fg="red", err=True, color=color)
     for note in getattr(err, "__notes__", ()):
         click.echo(f"note: {note}", err=True)
     if err.hint:
@@ -173,7 +191,7 @@ def _run(args: list[str], as_json: bool) -> None:
     try:
         cli.main(args=args, prog_name="recoverctl", standalone_mode=False)
     except RecoverctlError as e:
-        _emit_error(e, as_json)
+        _emit_error(e, as_json, colour_wanted(args))
         sys.exit(int(e.exit_code))
     except click.exceptions.Abort:
         click.echo("cancelled", err=True)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -79,3 +82,41 @@ def test_mistyped_command_suggests_the_closest_exit_2(cli: Cli) -> None:
     assert "No such command 'snapshot'. Did you mean 'snapshots'?" in r.stderr
     assert "Did you mean 'snapshots'?" in cli("--json", "snapshot", check=2).error_json()["message"]
     assert "Did you mean" not in cli("zzzzzz", check=2).stderr  # nothing close: no guess
+
+
+def _on_pty(cli: Cli, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run recoverctl with stdout and stderr on a pseudo-terminal; return what it wrote."""
+    primary, secondary = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recoverctl", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=secondary,
+        stderr=secondary,
+        env={**cli.env, **(env or {})},
+        cwd=cli.home,
+    )
+    os.close(secondary)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(primary)
+    proc.wait(timeout=60)
+    return out.decode(errors="replace")
+
+
+def test_no_color_and_no_color_flag_strip_escapes_on_a_terminal(cli: Cli, tmp_path: Path) -> None:
+    cli.write_config({"repository": str(tmp_path / "repo"), "catalog": f"sqlite:///{tmp_path / 'c.db'}"})
+    cli.env["RECOVERCTL_PASSWORD"] = "correct horse"
+    cli("init", check=0)
+    commands = [("status",), ("--config", str(tmp_path / "missing.yaml"), "status"), ("--help",)]
+    commands += [("restore", "--help"), ("snapshot",), ("config", "check")]
+    assert "\x1b[" in _on_pty(cli, "status")  # the terminal is real: colour shows without the opt-out
+    for args in commands:
+        for out in (_on_pty(cli, *args, env={"NO_COLOR": "1"}), _on_pty(cli, "--no-color", *args)):
+            assert out.strip() and "\x1b" not in out, f"{' '.join(args)}: {out!r}"
