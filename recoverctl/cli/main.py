@@ -39,6 +39,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "backup": ("backup_cmd", "postgres_cmd"),
     "cat": ("browse_cmd",),
     "catalog": ("catalog_cmd",),
+    "completion": ("completion_cmd",),
     "config": ("config_cmd",),
     "copy": ("copy_cmd",),
     "deploy": ("deploy_cmd",),

@@ -478,10 +478,19 @@ class _RestoreGroup(click.Group):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] in self.commands:
             return super().parse_args(ctx, args)
-        if args[:1] in (["--help"], ["-h"]):
+        if args[:1] in (["--help"], ["-h"]) or ctx.resilient_parsing:
+            # Completion parses resiliently: it resolves the snapshot form via resolve_command.
             return super().parse_args(ctx, args)
         ctx.meta["restore.default_args"] = list(args)
         return []
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """A word that names no subcommand starts the snapshot form (how completion finds its options)."""
+        if args and args[0] not in self.commands:
+            return self.default.name, self.default, args
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         args = ctx.meta.pop("restore.default_args", None)

@@ -14,8 +14,9 @@ from recoverctl.cli.main import cli as root
 from tests.conftest import Cli
 from tests.inproc_cli import InProcessCli
 
-# Leaf commands that print no result to parse: `serve` runs until stopped.
-NO_RESULT = {("serve",)}
+# Leaf commands that print no result to parse: `serve` runs until stopped, `completion` prints a
+# shell script.
+NO_RESULT = {("serve",), ("completion",)}
 
 
 def _leaves(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
@@ -120,3 +121,24 @@ def test_no_color_and_no_color_flag_strip_escapes_on_a_terminal(cli: Cli, tmp_pa
     for args in commands:
         for out in (_on_pty(cli, *args, env={"NO_COLOR": "1"}), _on_pty(cli, "--no-color", *args)):
             assert out.strip() and "\x1b" not in out, f"{' '.join(args)}: {out!r}"
+
+
+def _complete(cli: Cli, script: str, *words: str) -> list[str]:
+    """Source `script` in bash, complete the last of `words` as bash would; return the candidates."""
+    ask = f"COMP_WORDS=({' '.join(words)}); COMP_CWORD={len(words) - 1}; COMPREPLY=()"
+    run = f'source /dev/stdin; {ask}; _recoverctl_completion recoverctl; printf "%s\\n" "${{COMPREPLY[@]}}"'
+    env = {**cli.env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{cli.env['PATH']}"}
+    done = subprocess.run(
+        ["bash", "-c", run], input=script, capture_output=True, text=True, env=env, check=True
+    )
+    return done.stdout.split()
+
+
+def test_completion_scripts_and_bash_completes_commands(cli: Cli) -> None:
+    script = cli("completion", "bash", check=0).stdout
+    assert _complete(cli, script, "recoverctl", "sna") == ["snapshots"]
+    assert _complete(cli, script, "recoverctl", "catalog", "in") == ["info"]
+    assert "--target" in _complete(cli, script, "recoverctl", "restore", "latest", "--tar")
+    assert "compdef recoverctl" in cli("completion", "zsh", check=0).stdout
+    assert "complete --no-files --command recoverctl" in cli("completion", "fish", check=0).stdout
+    assert "'tcsh' is not one of 'bash', 'zsh', 'fish'" in cli("completion", "tcsh", check=2).stderr
