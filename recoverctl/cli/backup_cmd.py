@@ -33,7 +33,7 @@ def backup_group() -> None:
 
 
 @backup_group.command("files")
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--tag", "tags", multiple=True, metavar="K=V", help="Tag the snapshot (repeatable).")
 @click.option(
     "--exclude", "excludes", multiple=True, metavar="GLOB", help="Skip matching paths (repeatable)."
@@ -43,7 +43,11 @@ def backup_group() -> None:
 )
 @click.option("--one-file-system", is_flag=True, help="Do not cross into other file systems.")
 @click.option("--force-read", is_flag=True, help="Read every file, even when unchanged since the parent.")
-@click.option("--source", metavar="NAME", help="Record the snapshot under this source name.")
+@click.option(
+    "--source",
+    metavar="NAME",
+    help="Record the snapshot under this source name; without PATHS, back up its configured paths.",
+)
 @click.option("--dry-run", is_flag=True, help="Read and hash, report what would be added, write nothing.")
 @json_option
 @pass_app
@@ -65,10 +69,21 @@ def files(
     With --json, prints status lines while running and one summary line at the end.
 
     \b
+    Without PATHS, backs up the `paths` of files source --source (or of the only files source),
+    with its `exclude` globs and `one_file_system`.
+
+    \b
     Example:
       recoverctl backup files /srv/app /etc/nginx --tag env=prod --exclude '*.tmp'
+      recoverctl backup files --source uploads
     """
     patterns = list(excludes)
+    if not paths:
+        # The files source's own definition fills what the command line left out.
+        source, configured = app.config.source(source, "files")
+        paths = tuple(configured.paths)
+        patterns = [*configured.exclude, *patterns]
+        one_file_system = one_file_system or configured.one_file_system
     for f in exclude_files:
         patterns += read_exclude_file(f)
     password = passphrase(app)

@@ -13,8 +13,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-    if value:
-        ctx.find_object(App).json = True  # type: ignore[union-attr]
+    app = ctx.find_object(App)
+    # No App when a command line is only parsed (schedules in `config check`, shell completion).
+    if value and app is not None:
+        app.json = True
 
 
 def json_option(f: F) -> F:
@@ -38,8 +40,8 @@ def use_repository(app: App, name: str | None) -> None:
 
 def _use_repository(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
     app = ctx.find_object(App)
-    assert app is not None
-    use_repository(app, value)
+    if app is not None:  # None when a command line is only parsed, as in _set_json
+        use_repository(app, value)
 
 
 def repo_option(f: F) -> F:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -142,3 +143,52 @@ def test_completion_scripts_and_bash_completes_commands(cli: Cli) -> None:
     assert "compdef recoverctl" in cli("completion", "zsh", check=0).stdout
     assert "complete --no-files --command recoverctl" in cli("completion", "fish", check=0).stdout
     assert "'tcsh' is not one of 'bash', 'zsh', 'fish'" in cli("completion", "tcsh", check=2).stderr
+
+
+def test_backup_files_without_paths_backs_up_the_sources_configured_paths(cli: Cli, tmp_path: Path) -> None:
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    (uploads / "photo.jpg").write_bytes(b"jpeg" * 100)
+    (uploads / "partial.tmp").write_bytes(b"half")
+    config = {
+        "repository": str(tmp_path / "repo"),
+        "sources": {"uploads": {"type": "files", "paths": [str(uploads)], "exclude": ["*.tmp"]}},
+    }
+    cli.write_config(config)
+    cli.env["RECOVERCTL_PASSWORD"] = "correct horse"
+    run = InProcessCli(cli)
+    run("init", check=0)
+    run("backup", "files", "--source", "uploads", "--json", check=0)
+    (snapshot,) = run("snapshots", "--json", check=0).json()
+    assert snapshot["paths"] == [str(uploads)] and snapshot["source"] == "uploads"
+    listed = run("ls", "latest", "--json", check=0).stdout
+    assert "photo.jpg" in listed and "partial.tmp" not in listed  # the source's exclude applied
+    r = run("--json", "backup", "files", "--source", "ghost", check=2)
+    assert "unknown source 'ghost'" in r.error_json()["message"]
+
+
+def test_config_check_refuses_a_pathless_backup_of_a_missing_source(cli: Cli, tmp_path: Path) -> None:
+    schedule = {"name": "nightly", "cron": "0 3 * * *"}
+    config = {
+        "repository": str(tmp_path / "repo"),
+        "sources": {"uploads": {"type": "files", "paths": [str(tmp_path)]}},
+        "schedules": [{**schedule, "job": "backup files --source uploads"}],
+    }
+    cli.write_config(config)
+    cli("config", "check", check=0)
+    config["schedules"] = [{**schedule, "job": "backup files --source ghost"}]
+    cli.write_config(config)
+    r = cli("config", "check", check=2)
+    assert "schedule 'nightly'" in r.stderr and "source 'ghost', which is not in sources" in r.stderr
+
+
+def test_commands_named_in_contrib_exist() -> None:
+    from recoverctl.cli.config_cmd import parse_job
+
+    root = Path(__file__).resolve().parents[2]
+    named = {
+        m for f in (root / "contrib").iterdir() for m in re.findall(r"'recoverctl ([^'%]+)'", f.read_text())
+    }
+    assert "alerts" in named
+    for line in named:
+        parse_job(line)  # raises ValueError naming the unknown command or option
