@@ -9,6 +9,7 @@ import click
 
 from recoverctl.actions.backup import backup_files
 from recoverctl.cli.context import App, pass_app
+from recoverctl.cli.human import human_size
 from recoverctl.cli.options import json_option
 from recoverctl.cli.passphrase import passphrase
 from recoverctl.errors import PartialError, UsageError
@@ -131,9 +132,9 @@ def _print_summary(app: App, result: Any, dry_run: bool, extra: dict[str, Any] |
     s = summary
     head = "dry run: would add" if dry_run else f"snapshot {str(s['snapshot_id'])[:8]} saved:"
     click.echo(
-        f"{head} {s['bytes_added']} bytes ({s['bytes_added_stored']} stored); files: "
+        f"{head} {human_size(s['bytes_added'])} ({human_size(s['bytes_added_stored'])} stored); files: "
         f"{s['files_new']} new, {s['files_changed']} changed, {s['files_unmodified']} unmodified; "
-        f"read {s['bytes_read']} bytes in {s['duration_s']:.1f}s"
+        f"read {human_size(s['bytes_read'])} in {s['duration_s']:.1f}s"
     )
 
 

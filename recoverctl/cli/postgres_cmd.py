@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from recoverctl.cli.context import App, pass_app
+from recoverctl.cli.human import human_size
 from recoverctl.cli.options import json_option, repo_option
 
 if TYPE_CHECKING:
@@ -245,7 +246,7 @@ def backup_postgres_cmd(
 def _logical_backup_text(r: LogicalBackupSummary) -> str:
     return (
         f"logical snapshot {str(r.snapshot_id)[:8]} of {r.source}/{r.database}: "
-        f"{r.bytes} bytes in {r.duration_s:.1f}s"
+        f"{human_size(r.bytes)} in {r.duration_s:.1f}s"
     )
 
 
@@ -259,7 +260,8 @@ def _physical_backup_text(r: PhysicalBackupSummary | PhysicalBackupPlan) -> str:
         f"LSN {r.start_lsn} - {r.stop_lsn} "
         f"(timeline {r.timeline}, WAL {r.wal_range[0]}..{r.wal_range[1]}); files "
         f"{r.files_new} new, {r.files_changed} changed, {r.files_unmodified} unmodified; "
-        f"read {r.bytes_read} bytes, added {r.bytes_added} in {r.duration_s:.1f}s; "
+        f"read {human_size(r.bytes_read)}, added {human_size(r.bytes_added)} "
+        f"in {r.duration_s:.1f}s; "
         f"{r.pages_checked} pages checksum-validated"
     )
 
@@ -446,7 +448,7 @@ def _tablespace_remap(items: tuple[str, ...]) -> dict[str, str]:
 def _physical_restore_text(r: PhysicalRestoreResult, started: bool) -> str:
     lines = [
         f"restored backup {r.snapshot_id[:8]} of {r.source} into {r.target_dir} "
-        f"({r.bytes_restored} bytes, {r.phases['fetch']:.1f}s)"
+        f"({human_size(r.bytes_restored)}, {r.phases['fetch']:.1f}s)"
     ]
     lines += [f"not restored: symlink {x['path'].lstrip('/')} -> {x['target']}" for x in r.links_skipped]
     if r.server:

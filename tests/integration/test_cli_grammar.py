@@ -163,6 +163,8 @@ def test_backup_files_without_paths_backs_up_the_sources_configured_paths(cli: C
     assert snapshot["paths"] == [str(uploads)] and snapshot["source"] == "uploads"
     listed = run("ls", "latest", "--json", check=0).stdout
     assert "photo.jpg" in listed and "partial.tmp" not in listed  # the source's exclude applied
+    text = run("backup", "files", "--source", "uploads", check=0).stdout
+    assert re.search(r"saved: \d+ B \(\d+(\.\d)? (B|KiB) stored\)", text), text  # sizes in units
     r = run("--json", "backup", "files", "--source", "ghost", check=2)
     assert "unknown source 'ghost'" in r.error_json()["message"]
 
