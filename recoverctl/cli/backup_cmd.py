@@ -10,7 +10,7 @@ import click
 from recoverctl.actions.backup import backup_files
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.human import human_size
-from recoverctl.cli.options import json_option
+from recoverctl.cli.options import SuggestingGroup, json_option
 from recoverctl.cli.passphrase import passphrase
 from recoverctl.errors import PartialError, UsageError
 from recoverctl.progress import progress_for
@@ -28,7 +28,7 @@ def parse_tags(values: tuple[str, ...]) -> dict[str, str]:
     return tags
 
 
-@click.group("backup")
+@click.group("backup", cls=SuggestingGroup)
 def backup_group() -> None:
     """Back up a source into the repository."""
 

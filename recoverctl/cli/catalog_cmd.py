@@ -11,11 +11,11 @@ from recoverctl.actions.catalog_prune import CatalogPruned, prune_catalog
 from recoverctl.actions.catalog_sync import sync_catalog
 from recoverctl.catalog import Catalog
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.options import json_option
+from recoverctl.cli.options import SuggestingGroup, json_option
 from recoverctl.cli.passphrase import passphrase
 
 
-@click.group("catalog")
+@click.group("catalog", cls=SuggestingGroup)
 def catalog_group() -> None:
     """recoverctl's own state database (SQLite by default, PostgreSQL for shared setups)."""
 

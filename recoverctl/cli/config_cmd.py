@@ -10,14 +10,14 @@ import click
 import yaml
 
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.options import json_option
+from recoverctl.cli.options import SuggestingGroup, json_option
 from recoverctl.config import loose_config_mode, redacted_dump
 from recoverctl.errors import ConfigError
 from recoverctl.notify.routing import unserved_routes
 from recoverctl.scheduler.feasibility import schedule_problems
 
 
-@click.group("config")
+@click.group("config", cls=SuggestingGroup)
 def config_group() -> None:
     """Validate and display the configuration."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import difflib
 import gc
 import importlib
 import json
@@ -18,6 +17,7 @@ import click
 
 from recoverctl import __version__
 from recoverctl.cli.context import App
+from recoverctl.cli.options import SuggestingGroup
 from recoverctl.errors import ExitCode, RecoverctlError
 from recoverctl.interrupts import interrupt, stop_requested
 from recoverctl.logs import setup_logging
@@ -83,25 +83,12 @@ def _load(name: str) -> click.Command | None:
     return found
 
 
-class LazyGroup(click.Group):
+class LazyGroup(SuggestingGroup):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMAND_MODULES)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return _load(cmd_name)
-
-    def resolve_command(
-        self, ctx: click.Context, args: list[str]
-    ) -> tuple[str | None, click.Command | None, list[str]]:
-        """Resolve as click does; an unknown name fails (exit 2) naming the closest commands."""
-        name = args[0]
-        if not ctx.resilient_parsing and not name.startswith("-") and self.get_command(ctx, name) is None:
-            close = difflib.get_close_matches(name, self.list_commands(ctx), n=3, cutoff=0.6)
-            if close:
-                ctx.fail(
-                    f"No such command '{name}'. Did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
-                )
-        return super().resolve_command(ctx, args)
 
 
 @click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)

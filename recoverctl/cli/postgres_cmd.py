@@ -10,7 +10,7 @@ import click
 
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.human import human_size
-from recoverctl.cli.options import json_option, repo_option
+from recoverctl.cli.options import SuggestingGroup, json_option, repo_option
 
 if TYPE_CHECKING:
     from recoverctl.actions.backup_postgres import (
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from recoverctl.sources.postgres.recovery import RecoveryTarget
 
 
-@click.group("postgres")
+@click.group("postgres", cls=SuggestingGroup)
 def postgres_group() -> None:
     """PostgreSQL sources: archiving setup, restore points, RPO status."""
 
@@ -467,7 +467,7 @@ def _physical_restore_text(r: PhysicalRestoreResult, started: bool) -> str:
     return "\n".join(lines)
 
 
-class _RestoreGroup(click.Group):
+class _RestoreGroup(SuggestingGroup):
     """`restore SNAPSHOT ...` (files, from the repository engine) plus `restore postgres ...`.
 
     Arguments that do not start with a subcommand name go to the original `restore` command.

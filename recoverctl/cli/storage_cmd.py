@@ -6,11 +6,11 @@ import click
 
 from recoverctl.actions.storage_check import StorageProbe, check_storage
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.options import json_option
+from recoverctl.cli.options import SuggestingGroup, json_option
 from recoverctl.config import RepositoryConfig
 
 
-@click.group("storage")
+@click.group("storage", cls=SuggestingGroup)
 def storage_group() -> None:
     """Storage backends (local path, s3://, sftp://)."""
 

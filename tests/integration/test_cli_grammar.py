@@ -84,6 +84,7 @@ def test_mistyped_command_suggests_the_closest_exit_2(cli: Cli) -> None:
     assert "No such command 'snapshot'. Did you mean 'snapshots'?" in r.stderr
     assert "Did you mean 'snapshots'?" in cli("--json", "snapshot", check=2).error_json()["message"]
     assert "Did you mean" not in cli("zzzzzz", check=2).stderr  # nothing close: no guess
+    assert "No such command 'inf'. Did you mean 'info'?" in cli("catalog", "inf", check=2).stderr
 
 
 def _on_pty(cli: Cli, *args: str, env: dict[str, str] | None = None) -> str:
