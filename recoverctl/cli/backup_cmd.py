@@ -80,6 +80,10 @@ def files(
     """
     patterns = list(excludes)
     if not paths:
+        if source is None and not any(s.type == "files" for s in app.config.sources.values()):
+            raise UsageError(
+                "nothing to back up: give PATHS", hint="or define a files source (sources: NAME: type: files)"
+            )
         # The files source's own definition fills what the command line left out.
         source, configured = app.config.source(source, "files")
         paths = tuple(configured.paths)

@@ -168,6 +168,8 @@ def test_backup_files_without_paths_backs_up_the_sources_configured_paths(cli: C
     assert re.search(r"saved: \d+ B \(\d+(\.\d)? (B|KiB) stored\)", text), text  # sizes in units
     r = run("--json", "backup", "files", "--source", "ghost", check=2)
     assert "unknown source 'ghost'" in r.error_json()["message"]
+    cli.write_config({"repository": str(tmp_path / "repo")})
+    assert "nothing to back up: give PATHS" in run("backup", "files", check=2).stderr
 
 
 def test_config_check_refuses_a_pathless_backup_of_a_missing_source(cli: Cli, tmp_path: Path) -> None:
