@@ -51,6 +51,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "init": ("repo_cmd",),
     "key": ("repo_cmd",),
     "ls": ("browse_cmd",),
+    "man": ("man_cmd",),
     "notify": ("notify_cmd",),
     "postgres": ("postgres_cmd",),
     "prune": ("forget_cmd",),

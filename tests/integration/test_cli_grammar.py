@@ -16,8 +16,8 @@ from tests.conftest import Cli
 from tests.inproc_cli import InProcessCli
 
 # Leaf commands that print no result to parse: `serve` runs until stopped, `completion` prints a
-# shell script.
-NO_RESULT = {("serve",), ("completion",)}
+# shell script, `man` a manual page.
+NO_RESULT = {("serve",), ("completion",), ("man",)}
 
 
 def _leaves(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
@@ -197,3 +197,17 @@ def test_commands_named_in_contrib_exist() -> None:
     assert "alerts" in named
     for line in named:
         parse_job(line)  # raises ValueError naming the unknown command or option
+
+
+def test_manual_page_covers_every_command_and_renders_cleanly(cli: Cli, tmp_path: Path) -> None:
+    page = tmp_path / "recoverctl.1"
+    page.write_text(cli("man", check=0).stdout)
+    groff = subprocess.run(
+        ["groff", "-man", "-t", "-Tutf8", "-ww", str(page)], capture_output=True, text=True, check=True
+    )
+    assert groff.stderr == ""  # no warnings: every character and request is valid roff
+    rendered = re.sub(r".\x08", "", groff.stdout)  # drop overstrike (bold) so words compare
+    for path, _command in _leaves(root):
+        assert f"recoverctl {' '.join(path)}" in rendered, path
+    assert "recoverctl restore [OPTIONS] SNAPSHOT" in rendered and "--target PATH" in rendered
+    assert "VERIFICATION_FAILED" in rendered  # the exit codes
