@@ -2,7 +2,7 @@
 
 DEBIAN_PACKAGES=(
   postgresql-15 postgresql-client-15 openssh-server docker.io busybox-static
-  prometheus-alertmanager prometheus restic pgbackrest sudo procps iproute2 chromium systemd
+  prometheus-alertmanager prometheus restic pgbackrest sudo procps iproute2 chromium systemd groff-base
 )
 
 as_root() {

@@ -9,7 +9,8 @@ import click
 
 from recoverctl.actions.backup import backup_files
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.options import json_option
+from recoverctl.cli.human import human_size
+from recoverctl.cli.options import SuggestingGroup, json_option
 from recoverctl.cli.passphrase import passphrase
 from recoverctl.errors import PartialError, UsageError
 from recoverctl.progress import progress_for
@@ -27,13 +28,13 @@ def parse_tags(values: tuple[str, ...]) -> dict[str, str]:
     return tags
 
 
-@click.group("backup")
+@click.group("backup", cls=SuggestingGroup)
 def backup_group() -> None:
     """Back up a source into the repository."""
 
 
 @backup_group.command("files")
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--tag", "tags", multiple=True, metavar="K=V", help="Tag the snapshot (repeatable).")
 @click.option(
     "--exclude", "excludes", multiple=True, metavar="GLOB", help="Skip matching paths (repeatable)."
@@ -43,7 +44,11 @@ def backup_group() -> None:
 )
 @click.option("--one-file-system", is_flag=True, help="Do not cross into other file systems.")
 @click.option("--force-read", is_flag=True, help="Read every file, even when unchanged since the parent.")
-@click.option("--source", metavar="NAME", help="Record the snapshot under this source name.")
+@click.option(
+    "--source",
+    metavar="NAME",
+    help="Record the snapshot under this source name; without PATHS, back up its configured paths.",
+)
 @click.option("--dry-run", is_flag=True, help="Read and hash, report what would be added, write nothing.")
 @json_option
 @pass_app
@@ -65,10 +70,25 @@ def files(
     With --json, prints status lines while running and one summary line at the end.
 
     \b
+    Without PATHS, backs up the `paths` of files source --source (or of the only files source),
+    with its `exclude` globs and `one_file_system`.
+
+    \b
     Example:
       recoverctl backup files /srv/app /etc/nginx --tag env=prod --exclude '*.tmp'
+      recoverctl backup files --source uploads
     """
     patterns = list(excludes)
+    if not paths:
+        if source is None and not any(s.type == "files" for s in app.config.sources.values()):
+            raise UsageError(
+                "nothing to back up: give PATHS", hint="or define a files source (sources: NAME: type: files)"
+            )
+        # The files source's own definition fills what the command line left out.
+        source, configured = app.config.source(source, "files")
+        paths = tuple(configured.paths)
+        patterns = [*configured.exclude, *patterns]
+        one_file_system = one_file_system or configured.one_file_system
     for f in exclude_files:
         patterns += read_exclude_file(f)
     password = passphrase(app)
@@ -116,9 +136,9 @@ def _print_summary(app: App, result: Any, dry_run: bool, extra: dict[str, Any] |
     s = summary
     head = "dry run: would add" if dry_run else f"snapshot {str(s['snapshot_id'])[:8]} saved:"
     click.echo(
-        f"{head} {s['bytes_added']} bytes ({s['bytes_added_stored']} stored); files: "
+        f"{head} {human_size(s['bytes_added'])} ({human_size(s['bytes_added_stored'])} stored); files: "
         f"{s['files_new']} new, {s['files_changed']} changed, {s['files_unmodified']} unmodified; "
-        f"read {s['bytes_read']} bytes in {s['duration_s']:.1f}s"
+        f"read {human_size(s['bytes_read'])} in {s['duration_s']:.1f}s"
     )
 
 

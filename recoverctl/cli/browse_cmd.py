@@ -12,21 +12,12 @@ from recoverctl.actions.restore import TreeRestoreResult
 from recoverctl.actions.restore import restore as restore_action
 from recoverctl.cli.backup_cmd import parse_tags
 from recoverctl.cli.context import App, pass_app
+from recoverctl.cli.human import human_size
 from recoverctl.cli.options import json_option, repo_option
 from recoverctl.cli.passphrase import passphrase
 from recoverctl.errors import UsageError
 from recoverctl.progress import progress_for
 from recoverctl.repo.snapshot import iso
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n = n / 1024  # type: ignore[assignment]
-    return str(n)
 
 
 @click.command("snapshots")
@@ -49,7 +40,7 @@ def snapshots(app: App, kind: str | None, tags: tuple[str, ...]) -> None:
         for s in listing.snapshots:
             tag = " ".join(f"{k}={v}" for k, v in s.tags.items())
             flag = " (partial)" if s.partial else ""
-            size = _size(s.summary.get("bytes_total"))
+            size = human_size(s.summary.get("bytes_total"))
             lines.append(
                 f"{s.short_id:<9} {iso(s.time):<21} {s.kind:<9} {size:>10}  {', '.join(s.paths)} {tag}{flag}"
             )
@@ -77,7 +68,7 @@ def ls_cmd(app: App, snapshot: str, path: str, no_recursive: bool) -> None:
 
     def text(listing: FileListing) -> str:
         return "\n".join(
-            f"{n.mode:>7} {n.user or n.uid!s:>8} {_size(n.size):>10} {n.mtime} {n.path}"
+            f"{n.mode:>7} {n.user or n.uid!s:>8} {human_size(n.size):>10} {n.mtime} {n.path}"
             + (f" -> {n.target}" if n.target is not None else "")
             for n in listing.nodes
         )
@@ -245,13 +236,13 @@ def _restore_text(r: TreeRestoreResult) -> str:
     if not res.dry_run:
         return (
             f"restored snapshot {r.snapshot[:8]} to {r.target}: {res.files} files, "
-            f"{res.dirs} dirs, {_size(res.bytes)} in {res.duration_s:.1f}s"
+            f"{res.dirs} dirs, {human_size(res.bytes)} in {res.duration_s:.1f}s"
         )
     lines = [f"would remove   {p}" for p in res.would_remove]
     lines += [f"would replace  {p}" for p in res.would_overwrite]
     lines.append(
         f"dry run of snapshot {r.snapshot[:8]} into {r.target}: {res.files} files "
-        f"({_size(res.bytes)}) to write, {res.skipped} unchanged, "
+        f"({human_size(res.bytes)}) to write, {res.skipped} unchanged, "
         f"{len(res.would_remove)} to remove, {len(res.would_overwrite)} to replace; nothing changed"
     )
     return "\n".join(lines)

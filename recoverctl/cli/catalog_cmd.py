@@ -11,16 +11,17 @@ from recoverctl.actions.catalog_prune import CatalogPruned, prune_catalog
 from recoverctl.actions.catalog_sync import sync_catalog
 from recoverctl.catalog import Catalog
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.options import json_option
+from recoverctl.cli.options import SuggestingGroup, json_option
 from recoverctl.cli.passphrase import passphrase
 
 
-@click.group("catalog")
+@click.group("catalog", cls=SuggestingGroup)
 def catalog_group() -> None:
     """recoverctl's own state database (SQLite by default, PostgreSQL for shared setups)."""
 
 
 @catalog_group.command("migrate")
+@json_option
 @pass_app
 def migrate(app: App) -> None:
     """Create or upgrade the catalog schema (also done automatically on first use).
@@ -43,6 +44,7 @@ def migrate(app: App) -> None:
 
 
 @catalog_group.command("info")
+@json_option
 @pass_app
 def info(app: App) -> None:
     """Show the catalog URL, schema revision and rows per table.

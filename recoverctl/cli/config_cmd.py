@@ -10,13 +10,14 @@ import click
 import yaml
 
 from recoverctl.cli.context import App, pass_app
+from recoverctl.cli.options import SuggestingGroup, json_option
 from recoverctl.config import loose_config_mode, redacted_dump
 from recoverctl.errors import ConfigError
 from recoverctl.notify.routing import unserved_routes
 from recoverctl.scheduler.feasibility import schedule_problems
 
 
-@click.group("config")
+@click.group("config", cls=SuggestingGroup)
 def config_group() -> None:
     """Validate and display the configuration."""
 
@@ -49,6 +50,7 @@ def parse_job(job: str) -> tuple[tuple[str, ...], Mapping[str, Any]]:
 
 
 @config_group.command("check")
+@json_option
 @pass_app
 def check(app: App) -> None:
     """Validate the config file; exit 0 when valid, 2 naming each bad key otherwise.
@@ -96,6 +98,7 @@ def check(app: App) -> None:
 
 
 @config_group.command("show")
+@json_option
 @pass_app
 def show(app: App) -> None:
     """Print the effective configuration with secrets redacted.

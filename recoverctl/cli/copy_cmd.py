@@ -6,6 +6,7 @@ import click
 
 from recoverctl.actions.copy import CopyResult, copy_repositories
 from recoverctl.cli.context import App, pass_app
+from recoverctl.cli.human import human_size
 from recoverctl.cli.options import json_option
 from recoverctl.cli.passphrase import passphrase
 from recoverctl.config import Config, repository_password
@@ -23,10 +24,6 @@ def copy_passphrase(cfg: Config, name: str) -> str:
             hint=f"set repositories.{name}.password_file or repositories.{name}.password_env",
         )
     return secret
-
-
-def _mib(n: int) -> str:
-    return f"{n / 1024 / 1024:.1f} MiB"
 
 
 @click.command("copy")
@@ -82,7 +79,7 @@ def copy_cmd(app: App, to: str | None, source: str | None, dry_run: bool) -> Non
                 f"{c.name} ({c.url}): {s.snapshots_copied} snapshot(s) copied, {s.snapshots_present} already "
                 f"there; {s.blobs_sent} blob(s) sent, {s.blobs_deduplicated} already there; "
                 f"{s.wal_copied} WAL object(s) copied, {s.wal_present} already there; "
-                f"{_mib(s.bytes_uploaded + s.wal_bytes_uploaded)} uploaded"
+                f"{human_size(s.bytes_uploaded + s.wal_bytes_uploaded)} uploaded"
             )
         return "\n".join(lines)
 

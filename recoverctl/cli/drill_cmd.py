@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.options import json_option, repo_option, use_repository
+from recoverctl.cli.options import SuggestingGroup, json_option, repo_option, use_repository
 from recoverctl.drill.scoring import human_duration
 from recoverctl.errors import VerificationError
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 _COLOUR = {"green": "green", "amber": "yellow", "red": "red", "pass": "green", "fail": "red"}
 
 
-@click.group("drill")
+@click.group("drill", cls=SuggestingGroup)
 def drill_group() -> None:
     """Restore drills: restore into a scratch cluster, run checks, score RTO/RPO against targets."""
 

@@ -9,6 +9,7 @@ import click
 from recoverctl.actions.forget import ForgetResult, PruneReport, PruneResult, forget, prune
 from recoverctl.cli.backup_cmd import parse_tags
 from recoverctl.cli.context import App, pass_app
+from recoverctl.cli.human import human_size
 from recoverctl.cli.options import json_option
 from recoverctl.cli.passphrase import passphrase
 from recoverctl.config import parse_duration
@@ -21,7 +22,8 @@ def _prune_text(r: PruneReport) -> str:
     p = r.plan
     lines = [
         f"prune: {head} {len(p.delete)} pack(s), repacked {len(p.repack)}, kept {p.keep}; "
-        f"unused {p.bytes_unused} of {p.bytes_total} bytes; freed {p.bytes_freed} bytes"
+        f"unused {human_size(p.bytes_unused)} of {human_size(p.bytes_total)}; "
+        f"freed {human_size(p.bytes_freed)}"
     ]
     lines += [f"  still locked (Object Lock), not deleted yet: {k}" for k in p.locked]
     lines += [

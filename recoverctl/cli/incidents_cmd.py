@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.options import json_option
+from recoverctl.cli.options import SuggestingGroup, json_option
 
 if TYPE_CHECKING:
     from recoverctl.actions.incidents import IncidentDetail, IncidentReport, IncidentView
@@ -22,7 +22,7 @@ def _row(i: IncidentView) -> str:
     return f"{i.id:>4}  {i.state:<12} {i.severity:<8} {level:<3} {i.opened_at:<26} {about:<14} {i.title}"
 
 
-@click.group("incidents", invoke_without_command=True)
+@click.group("incidents", cls=SuggestingGroup, invoke_without_command=True)
 @click.option(
     "--state", type=click.Choice(STATES), help="Only incidents in this state (active: not resolved)."
 )

@@ -6,6 +6,7 @@ import atexit
 import gc
 import importlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -16,6 +17,7 @@ import click
 
 from recoverctl import __version__
 from recoverctl.cli.context import App
+from recoverctl.cli.options import SuggestingGroup
 from recoverctl.errors import ExitCode, RecoverctlError
 from recoverctl.interrupts import interrupt, stop_requested
 from recoverctl.logs import setup_logging
@@ -37,6 +39,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "backup": ("backup_cmd", "postgres_cmd"),
     "cat": ("browse_cmd",),
     "catalog": ("catalog_cmd",),
+    "completion": ("completion_cmd",),
     "config": ("config_cmd",),
     "copy": ("copy_cmd",),
     "deploy": ("deploy_cmd",),
@@ -48,6 +51,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "init": ("repo_cmd",),
     "key": ("repo_cmd",),
     "ls": ("browse_cmd",),
+    "man": ("man_cmd",),
     "notify": ("notify_cmd",),
     "postgres": ("postgres_cmd",),
     "prune": ("forget_cmd",),
@@ -80,7 +84,7 @@ def _load(name: str) -> click.Command | None:
     return found
 
 
-class LazyGroup(click.Group):
+class LazyGroup(SuggestingGroup):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMAND_MODULES)
 
@@ -101,9 +105,16 @@ class LazyGroup(click.Group):
 @click.option("--log-json", is_flag=True, help="Structured JSON logs on stderr.")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+@click.option("--no-color", is_flag=True, help="No colours even on a terminal (as NO_COLOR=1 does).")
 @click.pass_context
 def cli(
-    ctx: click.Context, config_path: str | None, as_json: bool, log_json: bool, verbose: int, quiet: bool
+    ctx: click.Context,
+    config_path: str | None,
+    as_json: bool,
+    log_json: bool,
+    verbose: int,
+    quiet: bool,
+    no_color: bool,
 ) -> None:
     """Back up a PostgreSQL-backed web stack, prove it restores, and roll bad deployments back.
 
@@ -112,17 +123,27 @@ def cli(
       export RECOVERCTL_REPOSITORY=/srv/backups RECOVERCTL_PASSWORD_FILE=~/.recoverctl-pass
       recoverctl storage check /srv/backups
     """
+    if no_color or os.environ.get("NO_COLOR"):
+        ctx.color = False  # every subcommand's context inherits it, and click.echo strips styles
+        # Rich (progress lines) and the programs recoverctl runs read the convention itself.
+        os.environ["NO_COLOR"] = "1"
     app = App(config_path=config_path, json=as_json, log_json=log_json, verbosity=-1 if quiet else verbose)
     ctx.obj = app
     ctx.call_on_close(app.close)
     setup_logging(app.verbosity, log_json)
 
 
-def _emit_error(err: RecoverctlError, as_json: bool) -> None:
+def colour_wanted(args: list[str]) -> bool | None:
+    """Given the command line, return False when colour is turned off (`--no-color`, or NO_COLOR
+    set and not empty: https://no-color.org), else None (click's default: colour on a terminal)."""
+    return False if "--no-color" in args or os.environ.get("NO_COLOR") else None
+
+
+def _emit_error(err: RecoverctlError, as_json: bool, color: bool | None) -> None:
     if as_json:
         click.echo(json.dumps(err.to_dict(), default=str), err=True)
         return
-    click.secho(f"error: {err.message}", fg="red", err=True)
+    click.secho(f"error: {err.message}", fg="red", err=True, color=color)
     for note in getattr(err, "__notes__", ()):
         click.echo(f"note: {note}", err=True)
     if err.hint:
@@ -159,7 +180,7 @@ def _run(args: list[str], as_json: bool) -> None:
     try:
         cli.main(args=args, prog_name="recoverctl", standalone_mode=False)
     except RecoverctlError as e:
-        _emit_error(e, as_json)
+        _emit_error(e, as_json, colour_wanted(args))
         sys.exit(int(e.exit_code))
     except click.exceptions.Abort:
         click.echo("cancelled", err=True)

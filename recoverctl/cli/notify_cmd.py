@@ -8,12 +8,12 @@ import click
 
 from recoverctl.actions.deliver import PlannedDelivery, send_test
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.options import json_option
+from recoverctl.cli.options import SuggestingGroup, json_option
 from recoverctl.errors import PartialError, RecoverctlError
 from recoverctl.notify.delivery import Delivery, DeliveryReport, deliver_pending
 
 
-@click.group("notify")
+@click.group("notify", cls=SuggestingGroup)
 def notify_group() -> None:
     """Notification channels: Slack, email, SMS, voice calls, PagerDuty, webhooks."""
 

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.options import json_option, repo_option
+from recoverctl.cli.human import human_size
+from recoverctl.cli.options import SuggestingGroup, json_option, repo_option
 
 if TYPE_CHECKING:
     from recoverctl.actions.backup_postgres import (
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from recoverctl.sources.postgres.recovery import RecoveryTarget
 
 
-@click.group("postgres")
+@click.group("postgres", cls=SuggestingGroup)
 def postgres_group() -> None:
     """PostgreSQL sources: archiving setup, restore points, RPO status."""
 
@@ -245,7 +246,7 @@ def backup_postgres_cmd(
 def _logical_backup_text(r: LogicalBackupSummary) -> str:
     return (
         f"logical snapshot {str(r.snapshot_id)[:8]} of {r.source}/{r.database}: "
-        f"{r.bytes} bytes in {r.duration_s:.1f}s"
+        f"{human_size(r.bytes)} in {r.duration_s:.1f}s"
     )
 
 
@@ -259,7 +260,8 @@ def _physical_backup_text(r: PhysicalBackupSummary | PhysicalBackupPlan) -> str:
         f"LSN {r.start_lsn} - {r.stop_lsn} "
         f"(timeline {r.timeline}, WAL {r.wal_range[0]}..{r.wal_range[1]}); files "
         f"{r.files_new} new, {r.files_changed} changed, {r.files_unmodified} unmodified; "
-        f"read {r.bytes_read} bytes, added {r.bytes_added} in {r.duration_s:.1f}s; "
+        f"read {human_size(r.bytes_read)}, added {human_size(r.bytes_added)} "
+        f"in {r.duration_s:.1f}s; "
         f"{r.pages_checked} pages checksum-validated"
     )
 
@@ -446,7 +448,7 @@ def _tablespace_remap(items: tuple[str, ...]) -> dict[str, str]:
 def _physical_restore_text(r: PhysicalRestoreResult, started: bool) -> str:
     lines = [
         f"restored backup {r.snapshot_id[:8]} of {r.source} into {r.target_dir} "
-        f"({r.bytes_restored} bytes, {r.phases['fetch']:.1f}s)"
+        f"({human_size(r.bytes_restored)}, {r.phases['fetch']:.1f}s)"
     ]
     lines += [f"not restored: symlink {x['path'].lstrip('/')} -> {x['target']}" for x in r.links_skipped]
     if r.server:
@@ -465,7 +467,7 @@ def _physical_restore_text(r: PhysicalRestoreResult, started: bool) -> str:
     return "\n".join(lines)
 
 
-class _RestoreGroup(click.Group):
+class _RestoreGroup(SuggestingGroup):
     """`restore SNAPSHOT ...` (files, from the repository engine) plus `restore postgres ...`.
 
     Arguments that do not start with a subcommand name go to the original `restore` command.
@@ -478,23 +480,46 @@ class _RestoreGroup(click.Group):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] in self.commands:
             return super().parse_args(ctx, args)
-        if args[:1] in (["--help"], ["-h"]):
+        if args[:1] in (["--help"], ["-h"]) or ctx.resilient_parsing:
+            # Completion parses resiliently: it resolves the snapshot form via resolve_command.
             return super().parse_args(ctx, args)
         ctx.meta["restore.default_args"] = list(args)
         return []
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """A word that names no subcommand starts the snapshot form (how completion finds its options)."""
+        if args and args[0] not in self.commands:
+            return self.default.name, self.default, args
+        return super().resolve_command(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         args = ctx.meta.pop("restore.default_args", None)
         if args is not None:
-            sub = self.default.make_context(self.default.name, args, parent=ctx)
+            # Parented on the group's parent: its usage and errors say `recoverctl restore`, the
+            # words the user typed, not `recoverctl restore restore`.
+            sub = self.default.make_context(ctx.info_name, args, parent=ctx.parent)
             with sub:
                 return self.default.invoke(sub)
         return super().invoke(ctx)
 
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        super().format_help(ctx, formatter)
-        formatter.write_paragraph()
-        formatter.write_text("Usage of the snapshot form: recoverctl restore SNAPSHOT --target DIR [...]")
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Both forms, each with its own arguments."""
+        formatter.write_usage(ctx.command_path, " ".join(self.default.collect_usage_pieces(ctx)))
+        for name in self.list_commands(ctx):
+            sub = self.commands[name]
+            formatter.write_usage(
+                f"{ctx.command_path} {name}", " ".join(sub.collect_usage_pieces(ctx)), prefix="       "
+            )
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The snapshot form's options, then the subcommands."""
+        params = [p for p in self.default.get_params(ctx) if isinstance(p, click.Option)]
+        records = [r for p in params if (r := p.get_help_record(ctx)) is not None]
+        with formatter.section("Options"):
+            formatter.write_dl(records)
+        self.format_commands(ctx, formatter)
 
 
 def _restore_group() -> click.Command:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.options import json_option
+from recoverctl.cli.options import SuggestingGroup, json_option
 
 if TYPE_CHECKING:
     from recoverctl.catalog.releases import Release
@@ -42,7 +42,7 @@ def releases_command(app: App, service: str) -> None:
     app.render(rows, text)
 
 
-@click.group("release")
+@click.group("release", cls=SuggestingGroup)
 def release_group() -> None:
     """Record releases made by other tools."""
 

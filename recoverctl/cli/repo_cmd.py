@@ -7,7 +7,7 @@ import click
 from recoverctl.actions import repository as actions
 from recoverctl.actions.unlock import unlock_repository
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.options import json_option, repo_option
+from recoverctl.cli.options import SuggestingGroup, json_option, repo_option
 from recoverctl.cli.passphrase import new_passphrase, passphrase
 from recoverctl.repo.locks import RemovedLock
 
@@ -31,7 +31,7 @@ def init(app: App) -> None:
     app.render(result, lambda r: f"created repository {r.id[:8]} at {r.url} (format v{r.version})")
 
 
-@click.group("key")
+@click.group("key", cls=SuggestingGroup)
 def key_group() -> None:
     """Manage the passphrases (key slots) that open the repository."""
 

@@ -15,7 +15,7 @@ from recoverctl.actions.schedules import (
     scheduler_status,
 )
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.options import json_option
+from recoverctl.cli.options import SuggestingGroup, json_option
 from recoverctl.config import parse_duration
 from recoverctl.errors import UsageError
 from recoverctl.scheduler.defaults import DEFAULT_SCHEDULE_YAML
@@ -31,7 +31,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         raise click.BadParameter(str(e)) from None
 
 
-@click.group("scheduler")
+@click.group("scheduler", cls=SuggestingGroup)
 def scheduler_group() -> None:
     """Run scheduled jobs: a long-running loop, or cron/systemd calling `run-job`."""
 

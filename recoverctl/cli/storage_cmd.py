@@ -6,16 +6,18 @@ import click
 
 from recoverctl.actions.storage_check import StorageProbe, check_storage
 from recoverctl.cli.context import App, pass_app
+from recoverctl.cli.options import SuggestingGroup, json_option
 from recoverctl.config import RepositoryConfig
 
 
-@click.group("storage")
+@click.group("storage", cls=SuggestingGroup)
 def storage_group() -> None:
     """Storage backends (local path, s3://, sftp://)."""
 
 
 @storage_group.command("check")
 @click.argument("url", required=False)
+@json_option
 @click.option("--size", default=1024 * 1024, show_default=True, help="Probe object size in bytes.")
 @pass_app
 def check(app: App, url: str | None, size: int) -> None:

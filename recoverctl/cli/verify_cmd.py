@@ -7,7 +7,7 @@ import click
 from recoverctl.actions.repository import FormatUpgrade, upgrade_repository
 from recoverctl.actions.verify import RepairIndexResult, VerifyResult, repair_index, verify
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.options import json_option, repo_option
+from recoverctl.cli.options import SuggestingGroup, json_option, repo_option
 from recoverctl.cli.passphrase import passphrase
 from recoverctl.progress import progress_for
 
@@ -53,7 +53,7 @@ def verify_cmd(app: App, read_data: bool, subset: str | None) -> None:
     app.render(data, text)
 
 
-@click.group("repair")
+@click.group("repair", cls=SuggestingGroup)
 def repair_group() -> None:
     """Repair repository metadata."""
 

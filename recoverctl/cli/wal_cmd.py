@@ -10,10 +10,10 @@ from pathlib import Path
 import click
 
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.options import json_option
+from recoverctl.cli.options import SuggestingGroup, json_option
 
 
-@click.group("wal")
+@click.group("wal", cls=SuggestingGroup)
 def wal_group() -> None:
     """WAL archiving for postgres sources (archive_command / restore_command)."""
 

@@ -27,7 +27,12 @@ _KEEP_OPTIONS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_
 def job_problems(cfg: Config, command: tuple[str, ...], params: Mapping[str, Any]) -> list[str]:
     """Return why this parsed job can never succeed with `cfg` (empty when it can)."""
     problems: list[str] = []
-    exempt = _LABEL_ONLY.get(command, set())
+    # `backup files` with no PATHS backs up the source's configured paths: then it must exist.
+    exempt = (
+        set()
+        if command == ("backup", "files") and not params.get("paths")
+        else _LABEL_ONLY.get(command, set())
+    )
     for param, section in _NAMED.items():
         value = params.get(param)
         known = getattr(cfg, section)
