@@ -32,6 +32,7 @@ pytestmark = pytest.mark.e2e
 OPERATOR = "console-operator-token-0123456789"
 VIEWER = "console-viewer-token-0123456789ab"
 SHOTS = ROOT / "docs" / "console"
+CONSOLE_WEB = "rc-console-web"
 FAST_KDF = {"name": "scrypt", "n": 2**10, "r": 8, "p": 1}
 
 
@@ -93,12 +94,14 @@ def _alert(labels: dict[str, str]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def seeded(
-    cli: Cli, tmp_path: Path, docker_engine: DockerEngine, demo_web_images: dict[str, str], serve_factory: Any
-) -> Iterator[Seeded]:
+def seeded(cli: Cli, tmp_path: Path, docker_engine: DockerEngine, serve_factory: Any) -> Iterator[Seeded]:
     port = free_port()
     container = f"rc-console-web-{port}"
-    build_demo_web(docker_engine, "v0", healthy=True)
+    # Its own image repository: the engine is shared by the session, and other tests rely on
+    # demo-web having no v0.
+    build_demo_web(docker_engine, "v0", healthy=True, repository=CONSOLE_WEB)
+    build_demo_web(docker_engine, "v1", healthy=True, repository=CONSOLE_WEB)
+    build_demo_web(docker_engine, "v2", healthy=False, repository=CONSOLE_WEB)
     operator, viewer = cli.home / "operator.token", cli.home / "viewer.token"
     operator.write_text(OPERATOR + "\n")
     viewer.write_text(VIEWER + "\n")
@@ -137,7 +140,7 @@ def seeded(
             "services": {
                 "web": {
                     "target": "docker",
-                    "image": "demo-web",
+                    "image": CONSOLE_WEB,
                     "container": container,
                     "network_mode": "host",
                     "env": {"PORT": str(port)},
