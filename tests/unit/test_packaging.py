@@ -10,7 +10,6 @@ checkout, whatever PYTHONPATH the suite has.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -21,25 +20,11 @@ from pathlib import Path
 import pytest
 
 import recoverctl
+from tests.fixtures.wheel import PIP, build_dist
 
 ROOT = Path(recoverctl.__file__).resolve().parent.parent
-PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
 PLAYBOOKS = sorted(p.name for p in (ROOT / "playbooks").glob("*.yaml"))
 CONTRIB = sorted(p.name for p in (ROOT / "contrib").iterdir() if p.is_file())
-
-
-def build_dist(work: Path) -> Path:
-    """Given an empty directory, build the sdist and the wheel there from a copy of the checkout
-    (setuptools writes build/ and *.egg-info into the tree it builds); return `work/dist`."""
-    src = work / "src"
-    skip = shutil.ignore_patterns(".*", "build", "*.egg-info", "__pycache__", "tests", "docs", "scripts")
-    shutil.copytree(ROOT, src, ignore=skip)
-    dist = work / "dist"
-    build_sdist = f"from setuptools import build_meta; build_meta.build_sdist({str(dist)!r})"
-    subprocess.run([sys.executable, "-c", build_sdist], check=True, cwd=src, capture_output=True)
-    wheel = ["wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", dist, src]
-    subprocess.run([*PIP, *wheel], check=True, cwd=work)
-    return dist
 
 
 @pytest.fixture(scope="module")

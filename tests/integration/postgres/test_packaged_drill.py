@@ -18,7 +18,7 @@ from pathlib import Path
 from tests.fixtures import pgbackup
 from tests.fixtures.pgbackup import PgCli
 from tests.fixtures.postgres import PgCluster
-from tests.unit.test_packaging import build_dist
+from tests.fixtures.wheel import build_dist
 
 
 def test_installed_wheel_runs_the_packaged_drill_playbook(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ offline from the checkout (`--no-build-isolation --no-index`) with the test envi
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import recoverctl
 from recoverctl.appdb import migrations
+from tests.fixtures.wheel import PIP, build_dist
 
 ROOT = Path(recoverctl.__file__).resolve().parent.parent
 SHIPPED = ("env.py", "script.py.mako")
@@ -27,19 +27,12 @@ def test_source_checkout_finds_the_top_level_environment() -> None:
 
 
 def test_installed_wheel_carries_and_finds_the_environment(tmp_path: Path) -> None:
-    # Build from a copy: setuptools writes build/ and *.egg-info into the tree it builds.
-    src = tmp_path / "src"
-    skip = shutil.ignore_patterns(".*", "build", "*.egg-info", "__pycache__", "tests", "docs", "scripts")
-    shutil.copytree(ROOT, src, ignore=skip)
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
-    build = ["wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", tmp_path / "dist", src]
-    subprocess.run([*pip, *build], check=True, cwd=tmp_path)
-    (wheel,) = (tmp_path / "dist").glob("recoverctl-*.whl")
+    (wheel,) = build_dist(tmp_path).glob("recoverctl-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"recoverctl/appdb/migrations_rollback/{name}" for name in SHIPPED} <= names
 
     site = tmp_path / "site"
-    subprocess.run([*pip, "install", "--no-deps", "--no-index", "-q", "--target", site, wheel], check=True)
+    subprocess.run([*PIP, "install", "--no-deps", "--no-index", "-q", "--target", site, wheel], check=True)
     probe = (
         "import json, recoverctl.appdb.migrations as m; "
         "print(json.dumps([m.__file__, str(m.ENV_DIR), sorted(p.name for p in m.ENV_DIR.iterdir())]))"
