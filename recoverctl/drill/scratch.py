@@ -428,11 +428,15 @@ class ScratchCluster:
             if self.state.started_at is not None:
                 # pg_ctl -W returns before the postmaster writes postmaster.pid: a stop in that
                 # window (a Ctrl-C just after the launch) would otherwise leave it running.
-                for pid in self._launched():
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(pid, signal.SIGKILL)
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.kill(pid, signal.SIGKILL)
+                # Scan again until none is left: a process caught mid-exec can outlive its signal.
+                deadline = time.monotonic() + 10
+                while (launched := self._launched()) and time.monotonic() < deadline:
+                    for pid in launched:
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.killpg(pid, signal.SIGKILL)
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.kill(pid, signal.SIGKILL)
+                    time.sleep(0.05)
 
     def _stop_by_pid_file(self) -> None:
         pid = self.postmaster_pid()

@@ -353,7 +353,8 @@ def test_a_stop_before_postmaster_pid_exists_leaves_no_server(scratch: ScratchCl
     )
     try:
         wait_until(
-            lambda: str(scratch.data_dir).encode() in Path(f"/proc/{launched.pid}/cmdline").read_bytes(),
+            # The data dir is in bash's own argv too: wait for the exec'd name, not just the path.
+            lambda: Path(f"/proc/{launched.pid}/cmdline").read_bytes().startswith(b"postgres -D "),
             timeout=10,
             what="the stand-in postmaster to exec",
         )
