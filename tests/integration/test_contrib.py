@@ -9,12 +9,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from recoverctl.alerting.alert import AlertIn
 from recoverctl.alerting.policy import conditions_hold, match_policy
 from recoverctl.config import parse_config
+from tests.fixtures.net import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRIB = ROOT / "contrib"
@@ -134,3 +136,79 @@ def test_dashboard_and_rules_only_use_series_serve_exports() -> None:
     exprs.append((CONTRIB / "prometheus-rules.yml").read_text())
     used = {m for e in exprs for m in re.findall(r"recoverctl_[a-z_]+", e)}
     assert used and used <= names, used - names
+
+
+def _shipped_alertmanager_config(hook: str, token_file: Path) -> dict[str, Any]:
+    """contrib/alertmanager.yml as shipped, pointed at a test `serve` and its token, with
+    sub-second grouping so notifications leave at once; the routing tree is untouched."""
+    config: dict[str, Any] = yaml.safe_load((CONTRIB / "alertmanager.yml").read_text())
+    (hook_config,) = next(r for r in config["receivers"] if r["name"] == "recoverctl")["webhook_configs"]
+    hook_config["url"] = hook
+    hook_config["http_config"]["authorization"]["credentials_file"] = str(token_file)
+    routes = [config["route"], *config["route"]["routes"]]
+    for route in routes:
+        for key in ("group_wait", "group_interval"):
+            if key in route:
+                route[key] = "200ms"
+    return config
+
+
+def test_the_shipped_alertmanager_route_sends_only_rollback_triggers_to_serve(
+    cli: Any, serve_factory: Any, alertmanager_factory: Any
+) -> None:
+    token = "contrib-route-token-0123456789"
+    token_file = cli.home / "token"
+    token_file.write_text(token + "\n")
+    # A policy that matches every alert: any alert that reached serve would be decided.
+    cli.write_config(
+        {
+            "serve": {"auth": {"bearer_token_file": str(token_file)}, "poll_interval": "0.1s"},
+            "policies": [{"name": "everything", "match": {}, "action": "notify", "service": "web"}],
+        }
+    )
+    srv = serve_factory(cli, token=token)
+    am = alertmanager_factory(
+        None, None, config=_shipped_alertmanager_config(f"{srv.url}/hooks/alertmanager", token_file)
+    )
+    sent = [
+        {
+            "alertname": "RecoverctlVerifyFailed",
+            "team": "recoverctl",
+            "severity": "critical",
+            "repository": "r",
+        },
+        {
+            "alertname": "RecoverctlWalPushFailing",
+            "team": "recoverctl",
+            "severity": "warning",
+            "source": "web",
+        },
+        {"alertname": "ElevatedLatency", "service": "web", "severity": "warning"},
+        {
+            "alertname": "PerformanceDegradation",
+            "service": "web",
+            "severity": "critical",
+            "signal": "latency",
+        },
+    ]
+    for labels in sent:
+        am.post_alert(labels, annotations={"degradation": "1.05"})
+
+    def routed() -> dict[str, set[str]] | None:
+        groups = httpx.get(f"{am.url}/api/v2/alerts/groups", timeout=5).json()
+        by_alert: dict[str, set[str]] = {}
+        for g in groups:
+            for a in g["alerts"]:
+                by_alert.setdefault(a["labels"]["alertname"], set()).add(g["receiver"]["name"])
+        return by_alert if len(by_alert) == len(sent) else None
+
+    assert wait_until(routed, timeout=30, what="alertmanager to group every alert") == {
+        "RecoverctlVerifyFailed": {"page"},
+        "RecoverctlWalPushFailing": {"notify"},
+        "ElevatedLatency": {"notify"},
+        "PerformanceDegradation": {"recoverctl", "page"},
+    }
+    decided = wait_until(
+        lambda: srv.client.get("/api/alerts", headers=srv.headers()).json(), timeout=30, what="a delivery"
+    )
+    assert [(d["alertname"], d["decision"]) for d in decided] == [("PerformanceDegradation", "acted")]
