@@ -17,6 +17,8 @@ import sqlalchemy as sa
 
 from recoverctl.catalog import Catalog, as_record
 from recoverctl.catalog import tables as t
+from recoverctl.catalog.incidents import Incident
+from recoverctl.catalog.incidents import TimelineEntry as IncidentMoment
 from recoverctl.config import redact
 
 # A WAL segment name (timeline + log + segment, 24 hex digits): only those compare by position.
@@ -166,6 +168,41 @@ def outages(
     q = q.order_by(o.started_at.desc(), o.id.desc()).limit(limit)
     with catalog.begin() as db:
         return [as_record(WalOutage, r) for r in db.execute(q)]
+
+
+def with_wal_gaps(
+    catalog: Catalog, incident: Incident, entries: list[IncidentMoment]
+) -> list[IncidentMoment]:
+    """Given an incident about a source and its timeline, return the timeline with the start and
+    end of every WAL gap of that source overlapping the incident (opened to resolved, or now),
+    ordered by time; other incidents' timelines are returned as they are."""
+    if incident.subject_type != "source" or not incident.subject:
+        return entries
+    moments: list[IncidentMoment] = []
+    for o in outages(
+        catalog, sources=[incident.subject], overlapping=(incident.opened_at, incident.resolved_at)
+    ):
+        details = {"outage_id": o.id, "first_failed_segment": o.first_failed_segment, "error": o.error}
+        moments.append(
+            IncidentMoment(
+                o.started_at,
+                "wal.gap.started",
+                f"WAL gap began: archiving {o.first_failed_segment} failed"
+                + (f": {o.error}" if o.error else ""),
+                details,
+            )
+        )
+        if o.ended_at is not None:
+            moments.append(
+                IncidentMoment(
+                    o.ended_at,
+                    "wal.gap.ended",
+                    f"WAL gap ended after {o.ended_at - o.started_at:.0f} s and {o.failures} failed "
+                    f"attempt(s): {o.resumed_segment} archived",
+                    {**details, "failures": o.failures, "resumed_segment": o.resumed_segment},
+                )
+            )
+    return sorted(entries + moments, key=lambda e: e.at)
 
 
 def add_restore_point(

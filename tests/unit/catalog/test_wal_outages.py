@@ -4,16 +4,19 @@ RPO item and the failure counter /metrics exports."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from recoverctl.actions.incidents import show_incident
 from recoverctl.actions.status import status
 from recoverctl.catalog import Catalog, incidents
 from recoverctl.catalog.timeline import TimelineQuery, timeline
 from recoverctl.catalog.wal import failures_totals, outages, record_archived, record_failed
 from recoverctl.config import parse_config
+from recoverctl.console.views import incident_page
 from recoverctl.service.annotations import annotation
 from recoverctl.service.metrics import CatalogCollector
 
@@ -104,3 +107,21 @@ def test_wal_gaps_on_the_timeline_the_status_and_annotations(catalog: Catalog) -
     assert [(s.name, s.labels, s.value) for s in failures.samples] == [
         ("recoverctl_wal_push_failures_total", {"source": "main"}, 2.0)
     ]
+
+
+def test_an_incident_about_the_source_shows_the_gaps_overlapping_it(catalog: Catalog) -> None:
+    record_archived(catalog, "main", SEG.format(1), T0 - 100)
+    record_failed(catalog, "main", SEG.format(1), T0 - 90, "long over")  # ends before the incident
+    record_archived(catalog, "main", SEG.format(1), T0 - 80)
+    record_failed(catalog, "main", SEG.format(2), time.time() - 5, "denied")
+    found, _ = incidents.open_for_subject(
+        catalog, "wal.archive_failed", "critical", "main", "source", "WAL archiving of 'main' fails", {}
+    )
+    record_archived(catalog, "main", SEG.format(2), time.time() + 1)
+    shown = show_incident(catalog, found)
+    kinds = [item.kind for item in shown.timeline]
+    assert kinds.count("wal.gap.started") == 1 and kinds.count("wal.gap.ended") == 1
+    started = next(i for i in shown.timeline if i.kind == "wal.gap.started")
+    assert "denied" in started.summary and started.offset_s < 0  # it began before the incident opened
+    page = [e.kind for e in incident_page(catalog, found).timeline]
+    assert page.index("wal.gap.started") < page.index("wal.gap.ended")
