@@ -86,8 +86,11 @@ def _record(
     try:
         heartbeat(catalog, heartbeat_name(st.source), ROLE, details)
         segments = [s for s in st.stored_now if len(s) == 24]
-        if st.safe_until is not None and st.last_stored is not None:
-            catalog_wal.record_archived(catalog, st.source, st.last_stored, st.safe_until, len(segments))
+        # Before its first whole segment a receiver has only the partial one in the repository:
+        # that is progress too (and what ends a WAL outage of a quiet server).
+        newest = st.last_stored or st.partial_segment
+        if st.safe_until is not None and newest is not None:
+            catalog_wal.record_archived(catalog, st.source, newest, st.safe_until, len(segments))
         keep, retained = st.max_slot_wal_keep_bytes, st.slot_retained_bytes
         warnings.check(
             "wal.slot_retention",

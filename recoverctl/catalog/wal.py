@@ -3,9 +3,9 @@
 `catalog.recovery` (`wal_progress`); this module writes what it is computed from.
 
 An outage opens with the first failed archive attempt of a source (by `wal push`, the pusher or
-the stream receiver's upload) and closes with the next success dated after its start. It is not
-an event: the incident about failing archiving is opened by the escalation pass from wal_status
-(`wal.archive_failed`), and an event here would open or join it a second time."""
+the stream receiver's upload) and closes with the next success dated after its last failure. It
+is not an event: the incident about failing archiving is opened by the escalation pass from
+wal_status (`wal.archive_failed`), and an event here would open or join it a second time."""
 
 from __future__ import annotations
 
@@ -66,7 +66,8 @@ class WalOutage:
 
 def record_archived(catalog: Catalog, source: str, segment: str, at: float, count: int = 1) -> None:
     """Count `count` WAL files of `source` as archived at `at`, the newest being `segment`, and
-    close the source's open outage when `at` is after its start.
+    close the source's open outage when `at` is not before its last failed attempt (then the
+    source is no longer `failing` in `catalog.recovery` either).
 
     The highest segment is kept: a retried older one must not move the archive's progress back.
     """
@@ -85,7 +86,7 @@ def record_archived(catalog: Catalog, source: str, segment: str, at: float, coun
         o = t.wal_outages.c
         db.execute(
             t.wal_outages.update()
-            .where(o.source == source, o.ended_at.is_(None), o.started_at <= at)
+            .where(o.source == source, o.ended_at.is_(None), o.last_failed_at <= at)
             .values(ended_at=at, resumed_segment=segment)
         )
 

@@ -223,6 +223,7 @@ def _serve(cfg: Config, repo: Repository, source: str, wal_dir: Path, markers: P
                 except Exception as e:
                     with contextlib.suppress(OSError):
                         walspool.write_marker(markers / f"{walspool.FAILED}{name}", str(e))
+                    recorded = -RECORD_INTERVAL  # a success after it ends an outage: record that at once
             if names:  # a busy server: take what else is ready, as the first call did
                 count += _push_ahead(repo, source, wal_dir, _ready(wal_dir / names[0], markers), markers)
             idle_until = time.monotonic() + PUSHER_LINGER_S
@@ -321,6 +322,8 @@ def push_wal(cfg: Config, password: str, name: str, path: Path, *, detach: bool 
             repo.close()
     except Exception as e:
         _record(cfg, name, path.name, ok=False, error=str(e))
+        with contextlib.suppress(OSError):
+            stamp.unlink(missing_ok=True)  # the next success ends the outage: record it at once
         raise
     if record:
         _record(cfg, name, path.name, ok=True, count=1 + ahead)
