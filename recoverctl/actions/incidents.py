@@ -10,6 +10,7 @@ from typing import Any
 
 from recoverctl.catalog import Catalog, actor, incidents
 from recoverctl.catalog.incidents import Incident, TimelineEntry
+from recoverctl.catalog.wal import with_wal_gaps
 from recoverctl.config import Config
 from recoverctl.errors import UsageError
 from recoverctl.incidents import ack_links
@@ -111,9 +112,8 @@ def list_incidents(catalog: Catalog, *, state: str | None = None, limit: int = 1
 def show_incident(catalog: Catalog, incident_id: int) -> IncidentDetail:
     """Return incident `incident_id` with its timeline; raise NotFoundError."""
     incident = incidents.get_incident(catalog, incident_id)
-    return IncidentDetail(
-        IncidentView.of(incident), _items(incident, incidents.timeline(catalog, incident_id))
-    )
+    entries = with_wal_gaps(catalog, incident, incidents.timeline(catalog, incident_id))
+    return IncidentDetail(IncidentView.of(incident), _items(incident, entries))
 
 
 def acknowledge_incident(

@@ -24,6 +24,7 @@ from recoverctl.catalog.recovery import LastBackups, last_backups, rpo_exposure
 from recoverctl.catalog.releases import newest_release_in
 from recoverctl.catalog.rollbacks import last_started_rollback_in
 from recoverctl.catalog.runs import finished_runs
+from recoverctl.catalog.wal import WalOutage, outages
 from recoverctl.config import Config, redact_url
 from recoverctl.drill.scoring import human_duration
 from recoverctl.scheduler.health import SchedulerHealth, scheduler_health
@@ -180,6 +181,13 @@ def _age_item(
     )
 
 
+def _gap_text(outage: WalOutage, now: float) -> str:
+    """Given the open WAL gap of a source, return ' (N failed attempts over 5m00s: error)'."""
+    attempts = f"{outage.failures} failed attempt{'s' if outage.failures != 1 else ''}"
+    error = f": {outage.error[:200]}" if outage.error else ""
+    return f" ({attempts} over {human_duration(outage.duration(now))}{error})"
+
+
 def _rpo_item(catalog: Catalog, source: str, target: float, backups: LastBackups, now: float) -> StatusItem:
     measured = rpo_exposure(catalog, source, now, backups=backups)
     point, wal = measured.point, measured.point.wal
@@ -197,19 +205,29 @@ def _rpo_item(catalog: Catalog, source: str, target: float, backups: LastBackups
     }
     failing = wal is not None and wal.failing
     failed_segment = wal.last_failed_segment if wal is not None and failing else None
+    gap = ""
     if failing:
         values["last_failed_segment"] = failed_segment
         values["last_failed_at"] = wal.last_failed_at if wal is not None else None
+        outage = next(iter(outages(catalog, sources=[source], limit=1)), None)
+        if outage is not None and outage.ongoing:
+            failed_segment, gap = outage.first_failed_segment, _gap_text(outage, now)
+            values["wal_gap"] = {
+                "started_at": outage.started_at,
+                "first_failed_segment": outage.first_failed_segment,
+                "failures": outage.failures,
+                "error": outage.error,
+            }
     if exposure > target:
         return _item(
             RED,
             f"RPO exposure {human_duration(exposure)} ({exposure:.0f}s) exceeds the target "
             f"{human_duration(target)} ({target:.0f}s), from the {basis}"
-            + (f"; archiving failing at {failed_segment}" if failing else ""),
+            + (f"; archiving failing since {failed_segment}{gap}" if failing else ""),
             **values,
         )
     if failing:
-        return _item(AMBER, f"WAL archiving failing since segment {failed_segment}", **values)
+        return _item(AMBER, f"WAL archiving failing since segment {failed_segment}{gap}", **values)
     if exposure > RPO_AMBER_SHARE * target:
         return _item(
             AMBER,

@@ -23,7 +23,7 @@ from recoverctl.catalog import Catalog
 from recoverctl.catalog import wal as catalog_wal
 from recoverctl.catalog.leases import heartbeat, heartbeats
 from recoverctl.config import Config, PostgresSource
-from recoverctl.errors import CatalogError, ConfigError
+from recoverctl.errors import CatalogError, ConfigError, RecoverctlError
 from recoverctl.repo.configured import open_repository
 from recoverctl.sources.postgres.stream import StreamStatus, default_spool, stream
 
@@ -86,8 +86,11 @@ def _record(
     try:
         heartbeat(catalog, heartbeat_name(st.source), ROLE, details)
         segments = [s for s in st.stored_now if len(s) == 24]
-        if st.safe_until is not None and st.last_stored is not None:
-            catalog_wal.record_archived(catalog, st.source, st.last_stored, st.safe_until, len(segments))
+        # Before its first whole segment a receiver has only the partial one in the repository:
+        # that is progress too (and what ends a WAL outage of a quiet server).
+        newest = st.last_stored or st.partial_segment
+        if st.safe_until is not None and newest is not None:
+            catalog_wal.record_archived(catalog, st.source, newest, st.safe_until, len(segments))
         keep, retained = st.max_slot_wal_keep_bytes, st.slot_retained_bytes
         warnings.check(
             "wal.slot_retention",
@@ -138,10 +141,26 @@ def wal_stream(
         if on_status is not None:
             on_status(st)
 
+    def upload_failed(st: StreamStatus, error: RecoverctlError) -> None:
+        # opens (or extends) the source's WAL outage: the timeline shows it as a WAL gap
+        segment = st.partial_segment or st.last_stored or "unknown"
+        try:
+            catalog_wal.record_failed(catalog, name, segment, time.time(), str(error))
+        except (CatalogError, sa.exc.SQLAlchemyError) as e:
+            log.warning("upload failure of '%s' not recorded in the catalog: %s", name, e)
+
     try:
         catalog.audit("wal.stream", name, "started", {"spool": str(default_spool(name, src))})
         with open_repository(cfg, password) as repo:
-            last = stream(repo, name, src, stop, status, lambda m: log.warning("%s: %s", name, m))
+            last = stream(
+                repo,
+                name,
+                src,
+                stop,
+                status,
+                lambda m: log.warning("%s: %s", name, m),
+                on_upload_failed=upload_failed,
+            )
         _record(cfg, catalog, src, last, warnings)
     finally:
         for s, h in previous.items():

@@ -214,6 +214,29 @@ wal_status = Table(
     Column("last_failed_segment", String(80)),
     Column("last_failed_at", Float),
     Column("segments_total", Integer, nullable=False, default=0),
+    # Every failed archive attempt ever recorded (a counter: recoverctl_wal_push_failures_total).
+    Column("failures_total", Integer, nullable=False, default=0, server_default="0"),
+)
+
+# WAL outages: from the first failed archive attempt of a source (wal push, the pusher, the stream
+# receiver's upload) to the next success. wal_status keeps only the last failure; this keeps them
+# all, for the timeline's WAL gaps. An open outage has no ended_at.
+wal_outages = Table(
+    "wal_outages",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source", String(200), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Column("last_good_segment", String(80)),  # the newest archived before it began
+    Column("first_failed_segment", String(80), nullable=False),
+    Column("last_failed_segment", String(80), nullable=False),
+    Column("last_failed_at", Float, nullable=False),
+    Column("resumed_segment", String(80)),  # the one whose archiving ended it
+    Column("failures", Integer, nullable=False),
+    Column("error", Text),
+    Index("ix_wal_outages_started", "started_at"),
+    Index("ix_wal_outages_source_started", "source", "started_at"),
 )
 
 verified_packs = Table(

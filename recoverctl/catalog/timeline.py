@@ -1,5 +1,6 @@
-"""One timeline of everything the catalog recorded: backups and other runs, drills, deploys,
-releases, alert decisions, rollbacks (with their steps) and notifications, newest first.
+"""One timeline of everything the catalog recorded: backups and other runs, WAL gaps (outages of
+WAL archiving, by their start), drills, deploys, releases, alert decisions, rollbacks (with their
+steps) and notifications, newest first.
 
 Each kind is read with one query bounded by the page size (its own time index where the table has
 one), the pages are merged in Python and cut to the size asked for: a page costs at most
@@ -15,10 +16,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from recoverctl.catalog import Catalog
+from recoverctl.catalog import Catalog, as_record
 from recoverctl.catalog import tables as t
+from recoverctl.catalog.wal import WalOutage
 
-KINDS = ("backup", "run", "drill", "deploy", "release", "alert", "rollback", "notification")
+KINDS = ("backup", "run", "wal", "drill", "deploy", "release", "alert", "rollback", "notification")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class TimelineEntry:
     ref: str
     steps: tuple[TimelineStep, ...] = ()
     details: dict[str, Any] = field(default_factory=dict)
+    # Entries that last (WAL gaps, status 'ongoing' or 'ended'): `at` is when it began, `until`
+    # when it ended (None while it lasts).
+    until: float | None = None
 
 
 @dataclass(frozen=True)
@@ -95,9 +100,16 @@ class TimelinePage:
     next_cursor: Cursor | None
 
 
-def _bounded(q: sa.Select[Any], at: sa.ColumnElement[Any], query: TimelineQuery) -> sa.Select[Any]:
+def _bounded(
+    q: sa.Select[Any],
+    at: sa.ColumnElement[Any],
+    query: TimelineQuery,
+    ends: sa.ColumnElement[Any] | None = None,
+) -> sa.Select[Any]:
+    """Bound `q` to the query's range and page; an entry that lasts (its end in `ends`, NULL while
+    it lasts) is in the range when it overlaps it, so a gap begun before `since` still shows."""
     if query.since is not None:
-        q = q.where(at >= query.since)
+        q = q.where(at >= query.since if ends is None else sa.or_(ends.is_(None), ends >= query.since))
     if query.until is not None:
         q = q.where(at < query.until)
     if query.after is not None:
@@ -272,9 +284,53 @@ def _notifications(conn: Connection, query: TimelineQuery) -> list[TimelineEntry
     ]
 
 
+def wal_gap_entry(outage: WalOutage) -> TimelineEntry:
+    """Given a WAL outage, return it as the timeline's WAL gap entry ('ongoing' or 'ended')."""
+    o = outage
+    segments = (
+        o.first_failed_segment
+        if o.first_failed_segment == o.last_failed_segment
+        else f"{o.first_failed_segment} to {o.last_failed_segment}"
+    )
+    return TimelineEntry(
+        "wal",
+        o.started_at,
+        o.source,
+        "ongoing" if o.ended_at is None else "ended",
+        f"WAL gap: archiving failed {o.failures} time{'s' if o.failures != 1 else ''} ({segments})"
+        + (f": {o.error}" if o.error else "")
+        + (f"; resumed with {o.resumed_segment}" if o.resumed_segment else ""),
+        str(o.id),
+        details={
+            "started_at": o.started_at,
+            "ended_at": o.ended_at,
+            "duration_s": None if o.ended_at is None else round(o.ended_at - o.started_at, 3),
+            "last_good_segment": o.last_good_segment,
+            "first_failed_segment": o.first_failed_segment,
+            "last_failed_segment": o.last_failed_segment,
+            "resumed_segment": o.resumed_segment,
+            "failures": o.failures,
+            "error": o.error,
+        },
+        until=o.ended_at,
+    )
+
+
+def _wal_gaps(conn: Connection, query: TimelineQuery) -> list[TimelineEntry]:
+    o = t.wal_outages.c
+    q = sa.select(t.wal_outages)
+    if query.subject is not None:
+        q = q.where(o.source == query.subject)
+    return [
+        wal_gap_entry(as_record(WalOutage, row))
+        for row in conn.execute(_bounded(q, o.started_at, query, o.ended_at))
+    ]
+
+
 _READERS: dict[str, Callable[[Connection, TimelineQuery], list[TimelineEntry]]] = {
     "backup": lambda conn, q: _runs(conn, q, backups=True),
     "run": lambda conn, q: _runs(conn, q, backups=False),
+    "wal": _wal_gaps,
     "drill": _drills,
     "deploy": _deploys,
     "release": _releases,

@@ -20,6 +20,7 @@ from recoverctl.catalog.releases import Release, get_release, release_history
 from recoverctl.catalog.rollbacks import Rollback, RollbackStep, get_rollback, list_steps
 from recoverctl.catalog.runs import Run, finished_runs
 from recoverctl.catalog.snapshots import SnapshotRecord, snapshot_record
+from recoverctl.catalog.wal import with_wal_gaps
 from recoverctl.errors import NotFoundError
 
 # Drills a trend chart shows at most (a year of daily drills stays readable on a 640 px chart).
@@ -238,6 +239,6 @@ class IncidentPage:
 def incident_page(catalog: Catalog, incident_id: int) -> IncidentPage:
     """Given an incident id, return its page; raise NotFoundError."""
     incident = incidents.get_incident(catalog, incident_id)
-    entries = incidents.timeline(catalog, incident_id)
+    entries = with_wal_gaps(catalog, incident, incidents.timeline(catalog, incident_id))
     rollback_ids = sorted({e.rollback_id for e in entries if e.rollback_id is not None})
     return IncidentPage(incident, entries, rollback_ids)

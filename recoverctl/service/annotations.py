@@ -4,6 +4,7 @@ Credentials are checked by HookGuard in front of /api/ (any role reads)."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -16,14 +17,19 @@ from recoverctl.service.state import ServiceState
 MAX_ANNOTATIONS = 1000
 
 
-def annotation(entry: TimelineEntry) -> dict[str, Any]:
-    """Return one timeline entry as a Grafana annotation (times in epoch milliseconds)."""
-    return {
+def annotation(entry: TimelineEntry, now: float | None = None) -> dict[str, Any]:
+    """Return one timeline entry as a Grafana annotation (times in epoch milliseconds). A WAL gap
+    is a region (time to timeEnd; an ongoing one ends `now`)."""
+    out: dict[str, Any] = {
         "time": int(entry.at * 1000),
         "title": f"{entry.kind} {entry.subject or ''}".strip() + f": {entry.status}",
         "text": entry.summary,
         "tags": [t for t in (entry.kind, entry.subject, entry.status) if t],
     }
+    if entry.kind == "wal":
+        end = entry.until if entry.until is not None else (time.time() if now is None else now)
+        out.update(isRegion=True, timeEnd=int(max(end, entry.at) * 1000))
+    return out
 
 
 def _query(frm: float | None, to: float | None, filters: str, limit: int) -> TimelineQuery:
@@ -50,7 +56,8 @@ def _query(frm: float | None, to: float | None, filters: str, limit: int) -> Tim
 
 def _answer(state: ServiceState, query: TimelineQuery) -> list[dict[str, Any]]:
     try:
-        return [annotation(e) for e in timeline(state.catalog, query).entries]
+        now = time.time()
+        return [annotation(e, now) for e in timeline(state.catalog, query).entries]
     except CatalogError as e:
         raise HTTPException(503, detail=e.message) from None
 

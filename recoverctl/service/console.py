@@ -70,7 +70,7 @@ def templates() -> Jinja2Templates:
     """Return the console's template environment, with its filters."""
     env = Jinja2Templates(directory=str(TEMPLATES_DIR))
     env.env.filters.update(duration=human_duration, when=_when)
-    env.env.globals.update(kinds=KINDS, page_sizes=PAGE_SIZES, entry_link=entry_link)
+    env.env.globals.update(kinds=KINDS, page_sizes=PAGE_SIZES, entry_link=entry_link, now=time.time)
     return env
 
 

@@ -26,6 +26,7 @@ from recoverctl.catalog.metrics_readings import repository_sizes, verify_reading
 from recoverctl.catalog.recovery import archiving_sources, rpo_exposure
 from recoverctl.catalog.rollbacks import rollback_counts_in
 from recoverctl.catalog.runs import last_succeeded_backups
+from recoverctl.catalog.wal import failures_totals
 from recoverctl.config import Config
 from recoverctl.errors import CatalogError
 from recoverctl.scheduler.cadence import max_age_of_last
@@ -237,7 +238,8 @@ class CatalogCollector(Collector):
         yield from (ok, when, rto, rpo, rto_target, rpo_target)
 
     def _wal_stream(self, now: float) -> Iterator[Metric]:
-        """The WAL receivers of sources in streaming mode, as their last heartbeat reported."""
+        """The WAL receivers of sources in streaming mode, as their last heartbeat reported, and
+        the failed WAL archive attempts of every source."""
         lag_bytes = GaugeMetricFamily(
             "recoverctl_wal_stream_lag_bytes",
             "WAL bytes the repository is behind the primary's current position (streaming mode)",
@@ -263,6 +265,14 @@ class CatalogCollector(Collector):
                     [source], lag.lag_seconds + (0.0 if lag.alive else now - lag.reported_at)
                 )
         yield from (lag_bytes, lag_seconds, up)
+        failures = CounterMetricFamily(
+            "recoverctl_wal_push_failures_total",
+            "Failed WAL archive attempts (wal push, the pusher, the stream receiver's uploads)",
+            labels=["source"],
+        )
+        for source, count in sorted(failures_totals(self.catalog).items()):
+            failures.add_metric([source], float(count))
+        yield failures
 
 
 class Metrics:

@@ -2,9 +2,10 @@
 
 A catalog seeded by the real commands: a files backup, a passing and a failing drill, three
 deploys of a Docker service (the last one bad) and an Alertmanager alert that makes `serve` roll
-it back. Then, in the browser: the login form, the board's colours and reasons, the timeline's
-order, the trend chart's points, the rollback page's steps, a phone-width board; every request
-the browser made went to the server on 127.0.0.1. Screenshots (the 1280x800 viewport) go to docs/console/.
+it back, and a WAL archive outage of a postgres source. Then, in the browser: the login form,
+the board's colours and reasons, the timeline's order and its WAL gap, the trend chart's points,
+the rollback page's steps, a phone-width board; every request the browser made went to the
+server on 127.0.0.1. Screenshots (the 1280x800 viewport) go to docs/console/.
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ def seeded(cli: Cli, tmp_path: Path, docker_engine: DockerEngine, serve_factory:
                 "docs": {"type": "files", "paths": [str(src)]},
                 # Configured but never backed up: the board must say so in red.
                 "media": {"type": "files", "paths": [str(src / "sub")]},
+                # Only archives WAL (by `wal push`), with one outage: the timeline's WAL gap.
+                "pgdb": {"type": "postgres"},
             },
             "serve": {
                 "auth": {
@@ -157,6 +160,15 @@ def seeded(cli: Cli, tmp_path: Path, docker_engine: DockerEngine, serve_factory:
     cli.env["RECOVERCTL_PASSWORD"] = "pw"
     Repository.init(LocalStorage(tmp_path / "repo"), "pw", kdf=FAST_KDF, pack_size_mib=1)
     cli("backup", "files", str(src), "--source", "docs", check=0)
+    pg_wal = tmp_path / "pg_wal"
+    (pg_wal / "archive_status").mkdir(parents=True)
+    segments = [pg_wal / f"00000001000000000000000{n}" for n in (1, 2)]
+    for seg in segments:
+        seg.write_bytes(os.urandom(64 * 1024))
+    cli("wal", "push", "--source", "pgdb", str(segments[0]), check=0)
+    refused = {"RECOVERCTL_FAULTS": "put:unavailable:*@wal/"}
+    assert cli("wal", "push", "--source", "pgdb", str(segments[1]), env=refused).code != 0
+    cli("wal", "push", "--source", "pgdb", str(segments[1]), check=0)
     parent = tmp_path / "drills"
     parent.mkdir()
     passed = cli("drill", "run", str(_playbook(cli, "docs-nightly", parent)), "--json", check=0).json()
@@ -242,6 +254,14 @@ def test_console_in_chromium(seeded: Seeded, chromium: Any) -> None:
     assert "docs" in snapshot and "never verified" in snapshot and "deduplicated" in snapshot
     page.goto(f"{base}/timeline?kind=drill")
     assert {r.get_attribute("data-kind") for r in page.locator("table.timeline tbody tr").all()} == {"drill"}
+    # The WAL gap: when archiving of pgdb failed, until when, which segment, why.
+    page.goto(f"{base}/timeline?kind=wal")
+    gap = page.locator("table.timeline tr[data-kind=wal]")
+    assert gap.count() == 1 and gap.is_visible()
+    text = gap.inner_text()
+    assert "000000010000000000000002" in text and "injected unavailable fault" in text, text
+    assert "repository could not cover" in text and "ongoing" not in text
+    page.screenshot(path=str(SHOTS / "timeline-wal-gap.png"))
 
     # Trends: one point per drill, the failed one marked.
     page.goto(f"{base}/trends/docs")

@@ -13,7 +13,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from recoverctl.catalog import Catalog, jobs, leases
+from recoverctl.catalog import Catalog, jobs, leases, wal
 from recoverctl.catalog import tables as t
 from tests.fixtures.postgres import PgCluster
 
@@ -44,6 +44,12 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     pg: PgCluster = request.getfixturevalue("pg")
     pg.psql("create database recoverctl")
     return pg.url("recoverctl")
+
+
+def _revision(catalog: Catalog) -> str | None:
+    """Return the catalog's revision (Catalog.info() counts rows of tables newer ones add)."""
+    with catalog.engine.connect() as conn:
+        return catalog.current_revision(conn)
 
 
 def _to_revision(catalog: Catalog, revision: str, *, down: bool = False) -> None:
@@ -173,7 +179,7 @@ def test_upgrade_to_0004_adds_incident_tables_matching_tables_py(url: str) -> No
     try:
         _to_revision(c, "0003")
         _to_revision(c, "0004")
-        assert c.info()["revision"] == "0004"
+        assert _revision(c) == "0004"
         with c.engine.connect() as conn:
             assert "incidents" in sa.inspect(conn).get_table_names()
         event_id = c.emit_event("drill.failed", "critical", "db", "restore drill 'nightly' of 'db' failed")
@@ -193,10 +199,9 @@ def test_upgrade_to_0005_adds_newest_first_indexes_that_reads_use(url: str) -> N
     c = Catalog(url, migrate=False)
     try:
         _to_revision(c, "0004")
-        c.migrate()
-        assert c.info()["revision"] == "0005" == c.head_revision()
+        _to_revision(c, "0005")
+        assert _revision(c) == "0005"
         with c.engine.connect() as conn:
-            assert compare_metadata(MigrationContext.configure(conn), t.metadata) == []
             names = {i["name"] for i in sa.inspect(conn).get_indexes("runs")}
             names |= {i["name"] for i in sa.inspect(conn).get_indexes("snapshots")}
         assert {"ix_runs_source_started", "ix_runs_started", "ix_snapshots_source_time"} <= names
@@ -212,5 +217,62 @@ def test_upgrade_to_0005_adds_newest_first_indexes_that_reads_use(url: str) -> N
         _to_revision(c, "0004", down=True)
         with c.engine.connect() as conn:
             assert "ix_runs_source_started" not in {i["name"] for i in sa.inspect(conn).get_indexes("runs")}
+    finally:
+        c.close()
+
+
+# wal_status as revision 0005 had it: without failures_total.
+wal_status_0005 = sa.table(
+    "wal_status", *(sa.column(c.name, c.type) for c in t.wal_status.columns if c.name != "failures_total")
+)
+
+
+def test_upgrade_to_0006_opens_the_gap_of_a_failing_source_and_downgrades(url: str) -> None:
+    c = Catalog(url, migrate=False)
+    try:
+        _to_revision(c, "0005")
+        with c.engine.begin() as conn:
+            conn.execute(
+                wal_status_0005.insert(),
+                [
+                    # failing now: its newest attempt failed
+                    {"source": "db", "last_segment": "000000010000000000000003", "last_archived_at": 100.0,
+                     "last_failed_segment": "000000010000000000000004", "last_failed_at": 200.0,
+                     "segments_total": 3},
+                    # failed once, archived since
+                    {"source": "files", "last_segment": "000000010000000000000009", "last_archived_at": 300.0,
+                     "last_failed_segment": "000000010000000000000008", "last_failed_at": 250.0,
+                     "segments_total": 9},
+                    {"source": "quiet", "last_segment": "000000010000000000000001", "last_archived_at": 50.0,
+                     "last_failed_segment": None, "last_failed_at": None, "segments_total": 1},
+                ],
+            )  # fmt: skip
+        c.migrate()
+        assert c.info()["revision"] == "0006" == c.head_revision()
+        with c.engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), t.metadata) == []
+        (gap,) = wal.outages(c)
+        assert (gap.source, gap.started_at, gap.ongoing, gap.failures) == ("db", 200.0, True, 1)
+        assert (gap.last_good_segment, gap.first_failed_segment) == (
+            "000000010000000000000003",
+            "000000010000000000000004",
+        )
+        assert wal.failures_totals(c) == {"db": 1, "files": 1, "quiet": 0}
+        # The migrated catalog records and closes outages like a new one.
+        wal.record_failed(c, "db", "000000010000000000000004", 210.0, "denied")
+        wal.record_archived(c, "db", "000000010000000000000005", 220.0)
+        (closed,) = wal.outages(c)
+        assert (closed.ended_at, closed.failures, closed.error) == (220.0, 2, "denied")
+        _to_revision(c, "0005", down=True)
+        with c.engine.connect() as conn:
+            assert "wal_outages" not in sa.inspect(conn).get_table_names()
+            columns = {col["name"] for col in sa.inspect(conn).get_columns("wal_status")}
+            kept = conn.execute(sa.select(wal_status_0005).order_by(wal_status_0005.c.source)).all()
+        assert "failures_total" not in columns
+        assert [(r.source, r.last_segment) for r in kept] == [
+            ("db", "000000010000000000000005"),
+            ("files", "000000010000000000000009"),
+            ("quiet", "000000010000000000000001"),
+        ]
     finally:
         c.close()

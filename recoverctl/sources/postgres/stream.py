@@ -230,9 +230,11 @@ def stream(
     on_status: Callable[[StreamStatus], None],
     on_event: Callable[[str], None],
     spool: Path | None = None,
+    on_upload_failed: Callable[[StreamStatus, RecoverctlError], None] | None = None,
 ) -> StreamStatus:
     """Stream source `name`'s WAL into `repo` until `stop` is set; call `on_status` after every
-    flush interval and `on_event` on receiver starts, exits and upload failures. Return the last
+    flush interval, `on_event` on receiver starts, exits and upload failures, and
+    `on_upload_failed` with the status so far and the error on each failed upload. Return the last
     status (after a final upload of what pg_receivewal wrote before it stopped). Raise LockedError
     when another receiver holds the spool, ConfigError when no pg_receivewal is found."""
     spool = spool or default_spool(name, src)
@@ -257,6 +259,8 @@ def stream(
             on_status(streamer.step(None))
         except RecoverctlError as e:
             on_event(f"upload failed, retrying next interval: {e}")
+            if on_upload_failed is not None:
+                on_upload_failed(streamer.status, e)
         supervisor.start()
         try:
             while not stop.wait(src.wal.flush_interval):
@@ -264,6 +268,8 @@ def stream(
                     on_status(streamer.step(supervisor))
                 except RecoverctlError as e:  # the repository unreachable: the spool keeps the WAL
                     on_event(f"upload failed, retrying next interval: {e}")
+                    if on_upload_failed is not None:
+                        on_upload_failed(streamer.status, e)
         finally:
             supervisor.terminate()
             try:

@@ -63,7 +63,7 @@ def push_file(repo: Repository, source: str, path: Path, data: bytes | None = No
     return WalPush(name, source, "stored", len(data), key=key, stored_bytes=stored)
 
 
-def _record(cfg: Config, source: str, name: str, ok: bool, count: int = 1) -> None:
+def _record(cfg: Config, source: str, name: str, ok: bool, count: int = 1, error: str | None = None) -> None:
     """Update the catalog's WAL status for RPO tracking; never fails the push (the repository is
     the truth)."""
     try:
@@ -76,7 +76,7 @@ def _record(cfg: Config, source: str, name: str, ok: bool, count: int = 1) -> No
             if ok:
                 catalog_wal.record_archived(catalog, source, name, time.time(), count)
             else:
-                catalog_wal.record_failed(catalog, source, name, time.time())
+                catalog_wal.record_failed(catalog, source, name, time.time(), error)
         finally:
             catalog.close()
     except Exception as e:  # the catalog may be unwritable for the server's OS user
@@ -223,6 +223,7 @@ def _serve(cfg: Config, repo: Repository, source: str, wal_dir: Path, markers: P
                 except Exception as e:
                     with contextlib.suppress(OSError):
                         walspool.write_marker(markers / f"{walspool.FAILED}{name}", str(e))
+                    recorded = -RECORD_INTERVAL  # a success after it ends an outage: record that at once
             if names:  # a busy server: take what else is ready, as the first call did
                 count += _push_ahead(repo, source, wal_dir, _ready(wal_dir / names[0], markers), markers)
             idle_until = time.monotonic() + PUSHER_LINGER_S
@@ -251,9 +252,9 @@ def _push_detached(
         except BaseException:
             repo.close()
             raise
-    except Exception:
+    except Exception as e:
         os.close(lock)  # frees the claim: waiting calls push their files themselves
-        _record(cfg, source, path.name, ok=False)
+        _record(cfg, source, path.name, ok=False, error=str(e))
         raise
     sys.stdout.flush()
     sys.stderr.flush()
@@ -319,8 +320,10 @@ def push_wal(cfg: Config, password: str, name: str, path: Path, *, detach: bool 
             result, ahead = _push_batch(repo, name, path, ready, markers)
         finally:
             repo.close()
-    except Exception:
-        _record(cfg, name, path.name, ok=False)
+    except Exception as e:
+        _record(cfg, name, path.name, ok=False, error=str(e))
+        with contextlib.suppress(OSError):
+            stamp.unlink(missing_ok=True)  # the next success ends the outage: record it at once
         raise
     if record:
         _record(cfg, name, path.name, ok=True, count=1 + ahead)

@@ -302,3 +302,45 @@ def test_stream_follows_a_failover_to_a_promoted_standby(streaming: tuple[PgCli,
     loss = restored_loss(cli, writer)
     print(f"loss window after failover {loss:.3f}s")
     assert 0 <= loss <= LOSS_BOUND_S
+
+
+def _outages(cli: PgCli) -> list[tuple[float, float | None, int, str | None]]:
+    db = sqlite3.connect(cli.home / "catalog.db")
+    try:
+        return db.execute(
+            "select started_at, ended_at, failures, error from wal_outages order by id"
+        ).fetchall()
+    finally:
+        db.close()
+
+
+def test_failed_uploads_open_a_wal_gap_the_next_upload_ends_it(streaming: tuple[PgCli, PgCluster]) -> None:
+    cli, pg = streaming
+    receiver = Receiver(cli)
+    folder = cli.repository / "wal" / "main" / "00000001"
+    try:
+        wait_until(lambda: heartbeat(cli).get("uploaded_lsn") is not None and folder.is_dir(), 60,
+                   what="first upload")  # fmt: skip
+        item = cli("--json", "status", check=None).json()["sources"][0]["items"]["wal_stream"]
+        assert item["alive"] is True and item["lag_bytes"] is not None and "WAL streaming" in item["reason"]
+        # The repository refuses writes. No segment completes (no switch), so archive_command
+        # is not called: only the receiver's partial-segment uploads fail.
+        os.chmod(folder, 0o555)
+        try:
+            pg.psql("insert into ticks(at) values (clock_timestamp())")
+            gaps = wait_until(
+                lambda: [g for g in _outages(cli) if g[2] >= 2], 60, what="failed uploads recorded"
+            )
+            assert gaps[0][1] is None and "Permission denied" in (gaps[0][3] or ""), gaps
+            assert "upload failed" in (cli.home / "receiver.log").read_text()
+        finally:
+            os.chmod(folder, 0o755)
+        pg.psql("insert into ticks(at) values (clock_timestamp())")
+        ((started, ended, failures, _),) = wait_until(
+            lambda: [g for g in _outages(cli) if g[1] is not None], 60, what="the gap to end"
+        )
+        assert ended > started and failures >= 2
+        rpo = cli("--json", "status", check=None).json()["sources"][0]["items"]["rpo"]
+        assert "wal_gap" not in rpo and "failing" not in rpo["reason"]
+    finally:
+        receiver.terminate()

@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from recoverctl.actions.status import status
 from recoverctl.catalog import Catalog, incidents
 from recoverctl.catalog.drills import finish_drill, start_drill
+from recoverctl.catalog.leases import heartbeat
 from recoverctl.catalog.notifications import NotificationRecord, record_notification
 from recoverctl.catalog.releases import insert_release
 from recoverctl.catalog.timeline import (
@@ -315,3 +317,45 @@ def test_viewers_see_no_acknowledge_button_and_may_not_post_one(client: TestClie
     as_operator = {"Authorization": f"Bearer {OPERATOR}"}
     assert bearer.post("/incidents/1/acknowledge", headers=as_operator).status_code == 403
     assert 'data-state="open"' in client.get("/incidents/1").text
+
+
+def test_the_board_shows_the_wal_stream_lag_of_streaming_sources_as_status_does(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    cfg = parse_config(
+        {
+            "sources": {
+                "pg": {"type": "postgres", "tier": "critical", "wal": {"mode": "stream"}},
+                "db": {"type": "files", "paths": [str(tmp_path)]},
+            },
+            "targets": {"critical": {"rto": "2h", "rpo": "100s"}},
+        }
+    )
+    client = _client(cfg, catalog)
+
+    def reported(lag_seconds: float, pid: int | None = 4242) -> Any:
+        details = {"source": "pg", "lag_bytes": 16384, "lag_seconds": lag_seconds, "receiver_pid": pid}
+        heartbeat(catalog, "wal-stream:pg", "wal-stream", details)
+        page = client.get("/").text
+        cell = page.split('data-source="pg"')[1].split('data-item="wal_stream"')[1].split("</td>")[0]
+        item = status(cfg, catalog).sources[1].items["wal_stream"]
+        return cell, item
+
+    cell, item = reported(3.0)
+    assert item.status == "green" and 'data-state="green"' in cell
+    assert (
+        "receiver up" in cell
+        and "16384 bytes" in cell
+        and "3.0s behind" in cell
+        and "RPO target 1m40s" in cell
+    )
+    cell, item = reported(90.0)  # past 80 % of the RPO target
+    assert item.status == "amber" and 'data-state="amber"' in cell and item.reason in cell
+    cell, item = reported(150.0)
+    assert item.status == "red" and 'data-state="red"' in cell and "over the RPO target" in cell
+    cell, item = reported(1.0, pid=None)  # pg_receivewal reconnecting
+    assert item.status == "amber" and "receiver down" in cell
+    other = (
+        client.get("/").text.split('data-source="db"')[1].split('data-item="wal_stream"')[1].split("</td>")[0]
+    )
+    assert "not streaming" in other
