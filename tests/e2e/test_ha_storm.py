@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -177,20 +178,13 @@ def workers() -> Iterator[list[WorkerProcess]]:
         w.stop()
 
 
-def test_ha_pair_survives_a_storm_and_a_crash_with_one_rollback(
-    cli: Any,
-    pg: Any,
-    docker_engine: DockerEngine,
-    web: tuple[int, str],
-    serve_factory: Any,
-    alertmanager_pair: Any,
-    workers: list[WorkerProcess],
-) -> None:
-    port, container = web
+def _configure(cli: Any, pg: Any, docker_engine: DockerEngine, port: int, container: str) -> Path:
+    """Point `cli` at a fresh PostgreSQL catalog and the Docker engine, write the config, deploy
+    web v1 then the broken v2; return the webhook token file."""
     pg.psql("CREATE DATABASE recoverctl")
     cli.env["RECOVERCTL_CATALOG"] = pg.url("recoverctl")
     cli.env["DOCKER_HOST"] = docker_engine.base_url
-    token_file = cli.home / "webhook-token"
+    token_file: Path = cli.home / "webhook-token"
     token_file.write_text(TOKEN + "\n")
     # The rollback verifies for a few seconds (10 healthy answers 0.3 s apart): long enough to
     # find it running and kill its worker. A short lease makes the other worker take it over soon.
@@ -227,53 +221,11 @@ services:
     cli("deploy", "web", "v1", check=0)
     cli("deploy", "web", "v2", "--no-verify", check=0)
     assert _version(port) is None  # v2 answers every request with 500
+    return token_file
 
-    doomed = serve_factory(cli, token=TOKEN)
-    survivor = serve_factory(cli, token=TOKEN)
-    workers.extend([WorkerProcess(cli), WorkerProcess(cli)])
-    am1, am2 = alertmanager_pair(
-        [f"{doomed.url}/hooks/alertmanager", f"{survivor.url}/hooks/alertmanager"], str(token_file)
-    )
-    catalog = Catalog(pg.url("recoverctl"), migrate=False)
-    sender = DirectSender([doomed.url, survivor.url])
-    killed = threading.Event()
 
-    def direct_storm() -> None:
-        # Half before the crash, half after it: the sender meets the dead replica either way.
-        with ThreadPoolExecutor(10) as pool:
-            list(pool.map(sender.send, range(DIRECT_NOISE // 2)))
-            killed.wait(180)
-            list(pool.map(sender.send, range(DIRECT_NOISE // 2, DIRECT_NOISE)))
-
-    storm = threading.Thread(target=direct_storm, name="direct-storm")
-    try:
-        storm.start()
-        firing = Alertmanager.alert(
-            {"alertname": "HighErrorRate", "service": "web", "severity": "critical"},
-            {"summary": "5xx at 12 %"},
-            starts_at=STARTED,
-        )
-        for am in (am1, am2):  # Prometheus sends the same alert (same startsAt) to every replica
-            am.post_alerts([firing, *_am_noise(0, AM_NOISE // 2)])
-
-        def rollback_running() -> Any:
-            jobs = [j for j in _rows(catalog, t.jobs) if j.kind == "rollback"]
-            return jobs[0] if jobs and jobs[0].state == "running" and jobs[0].lease_owner else None
-
-        job = wait_until(rollback_running, timeout=60, interval=0.02, what="the rollback job to run")
-        (holder,) = [w for w in workers if job.lease_owner.endswith(f":{w.proc.pid}")]
-        doomed.kill()
-        holder.kill()
-    finally:
-        killed.set()
-    (other,) = [w for w in workers if w is not holder]
-    for am in (am1, am2):
-        am.post_alerts(_am_noise(AM_NOISE // 2, AM_NOISE))
-    storm.join(300)
-    assert not storm.is_alive()
-    sender.close()
-
-    # One rollback, verified, resumed by the other worker after the first one's lease expired.
+def _assert_one_rollback_resumed_by(catalog: Catalog, port: int, other: WorkerProcess) -> Any:
+    """One rollback job, succeeded on its second attempt in `other`, one rollback row; return the job."""
     wait_until(lambda: _version(port) == "v1", timeout=120, what="v1 serving again after the rollback")
     finished = wait_until(
         lambda: [j for j in _rows(catalog, t.jobs) if j.state not in ("queued", "running")] or None,
@@ -284,16 +236,18 @@ services:
     (job,) = finished
     assert job.attempts == 2 and job.payload.get("resume") is True, job
     assert job.lease_owner.endswith(f":{other.proc.pid}"), job.lease_owner
-    (rollback,) = _rows(catalog, t.rollbacks)
-    assert (rollback.service, rollback.state, rollback.actor) == (
-        "web",
-        "succeeded",
-        "alertmanager:rollback-on-errors",
-    )
-    assert rollback.owner.endswith(f":{other.proc.pid}")
     assert job.result["from_version"] == "v2" and job.result["to_version"] == "v1"
+    (rollback,) = _rows(catalog, t.rollbacks)
+    assert (rollback.service, rollback.state) == ("web", "succeeded")
+    assert rollback.actor == "alertmanager:rollback-on-errors"
+    assert rollback.owner.endswith(f":{other.proc.pid}")
+    return job
 
-    # No alert lost: every alert of the storm is stored under its fingerprint, nothing else is.
+
+def _assert_every_alert_stored(catalog: Catalog, sender: DirectSender, job_id: int) -> None:
+    """Every alert of the storm is in the catalog under one fingerprint, nothing else is; the
+    firing alert acted once."""
+
     def stored() -> list[Any]:
         rows = [a for a in _rows(catalog, t.alerts) if a.decision != "rejected"]
         instances = {a.labels.get("instance") for a in rows if a.alertname.startswith("StormNoise")}
@@ -310,19 +264,83 @@ services:
     assert sorted(by_instance) == sorted(f"am-{i}" for i in range(AM_NOISE))
     assert all(len(fps) == 1 for fps in by_instance.values())  # one alert each, however often delivered
     assert {a.decision for a in direct + am_rows} == {"ignored"}
-    assert {a.alertname for a in rows} == {"HighErrorRate", "DirectNoise"} | {
-        f"StormNoise{i}" for i in range(30)
-    }
+    names = {"HighErrorRate", "DirectNoise"} | {f"StormNoise{i}" for i in range(30)}
+    assert {a.alertname for a in rows} == names
 
     # Exactly one action: the HighErrorRate deliveries (2 Alertmanagers x 2 replicas, plus
     # retries) all carry one fingerprint; the first acted, every other one was deduplicated.
     high = [a for a in rows if a.alertname == "HighErrorRate"]
     assert len({a.fingerprint for a in high}) == 1
     assert [a.decision for a in high if a.decision != "deduplicated"] == ["acted"]
-    assert {a.job_id for a in high} == {job.id}
+    assert {a.job_id for a in high} == {job_id}
 
-    # One incident, about web, holding the rollback.
-    incidents = _rows(catalog, t.incidents)
+
+@pytest.fixture
+def ha_catalog(pg: Any) -> Iterator[Catalog]:
+    """A handle on the test's `recoverctl` database (created by `_configure`), closed at teardown."""
+    catalog = Catalog(pg.url("recoverctl"), migrate=False)
+    yield catalog
+    catalog.close()
+
+
+def test_ha_pair_survives_a_storm_and_a_crash_with_one_rollback(
+    cli: Any,
+    pg: Any,
+    docker_engine: DockerEngine,
+    web: tuple[int, str],
+    serve_factory: Any,
+    alertmanager_pair: Any,
+    workers: list[WorkerProcess],
+    ha_catalog: Catalog,
+) -> None:
+    port, container = web
+    token_file = _configure(cli, pg, docker_engine, port, container)
+    doomed = serve_factory(cli, token=TOKEN)
+    survivor = serve_factory(cli, token=TOKEN)
+    workers.extend([WorkerProcess(cli), WorkerProcess(cli)])
+    am1, am2 = alertmanager_pair(
+        [f"{doomed.url}/hooks/alertmanager", f"{survivor.url}/hooks/alertmanager"], str(token_file)
+    )
+    sender = DirectSender([doomed.url, survivor.url])
+    killed = threading.Event()
+
+    def direct_storm() -> None:
+        # Half before the crash, half after it: the sender meets the dead replica either way.
+        with ThreadPoolExecutor(10) as pool:
+            list(pool.map(sender.send, range(DIRECT_NOISE // 2)))
+            killed.wait(180)
+            list(pool.map(sender.send, range(DIRECT_NOISE // 2, DIRECT_NOISE)))
+
+    def rollback_running() -> Any:
+        jobs = [j for j in _rows(ha_catalog, t.jobs) if j.kind == "rollback"]
+        return jobs[0] if jobs and jobs[0].state == "running" and jobs[0].lease_owner else None
+
+    storm = threading.Thread(target=direct_storm, name="direct-storm")
+    try:
+        storm.start()
+        firing = Alertmanager.alert(
+            {"alertname": "HighErrorRate", "service": "web", "severity": "critical"},
+            {"summary": "5xx at 12 %"},
+            starts_at=STARTED,
+        )
+        for am in (am1, am2):  # Prometheus sends the same alert (same startsAt) to every replica
+            am.post_alerts([firing, *_am_noise(0, AM_NOISE // 2)])
+        job = wait_until(rollback_running, timeout=60, interval=0.02, what="the rollback job to run")
+        (holder,) = [w for w in workers if job.lease_owner.endswith(f":{w.proc.pid}")]
+        doomed.kill()
+        holder.kill()
+    finally:
+        killed.set()
+    for am in (am1, am2):
+        am.post_alerts(_am_noise(AM_NOISE // 2, AM_NOISE))
+    storm.join(300)
+    assert not storm.is_alive()
+    sender.close()
+
+    (other,) = [w for w in workers if w is not holder]
+    job = _assert_one_rollback_resumed_by(ha_catalog, port, other)
+    _assert_every_alert_stored(ha_catalog, sender, job.id)
+    incidents = _rows(ha_catalog, t.incidents)
     assert [(i.subject, i.kind) for i in incidents] == [("web", "alert")], incidents
 
     # No 5xx from the surviving replica: neither to the direct posts nor to the Alertmanagers.
@@ -331,4 +349,3 @@ services:
     assert sender.transport_errors[survivor.url] == 0
     assert _unavailable(survivor.client.get("/metrics").text) == 0
     assert survivor.client.get("/health/live").status_code == 200
-    catalog.close()
