@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from recoverctl.repo import Snapshot
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# The PostgreSQL advisory lock serialising migrations ("recm"); intake uses another one.
+_MIGRATE_LOCK_ID = 0x7265636D
 # How long a thread waits for another thread's SQLite transaction before falling back to SQLite's
 # own busy handler (which then waits up to its 30 s timeout): a safety valve, never reached normally.
 LOCAL_WRITER_WAIT = 30.0
@@ -201,6 +203,10 @@ class Catalog:
 
         try:
             with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    # Replicas started together (serve pods, workers) all find an empty or old
+                    # catalog: one migrates, the others wait here, then find it at head.
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATE_LOCK_ID})
                 if self.current_revision(conn) == self.head_revision():
                     return
                 command.upgrade(self._alembic_config(conn), "head")

@@ -72,15 +72,36 @@ class ServiceState:
 
     # --- health -----------------------------------------------------------------------------------
 
-    def health(self) -> tuple[bool, dict[str, Any]]:
-        checks: dict[str, dict[str, Any]] = {}
-        now = time.time()
-        beats: list[Heartbeat] = []
+    def liveness(self) -> dict[str, Any]:
+        """Return what a liveness probe needs: that this process answers. Touches nothing else, so
+        an unreachable catalog or repository never gets a running replica restarted."""
+        return {"status": "ok", "version": __version__}
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Given the catalog, return (ready, body): ready when this replica can accept alerts, i.e.
+        the catalog answers. Workers, scheduler and repository are left to /health: a replica
+        still queues alerts while they are down, so it must stay in the load balancer."""
+        catalog, _ = self._catalog()
+        ready = bool(catalog["ok"])
+        return ready, {
+            "status": "ok" if ready else "unready",
+            "version": __version__,
+            "checks": {"catalog": catalog},
+        }
+
+    def _catalog(self) -> tuple[dict[str, Any], list[Heartbeat]]:
         try:
             beats = heartbeats(self.catalog)
-            checks["catalog"] = {"ok": True, "url": self.catalog.display_url}
         except CatalogError as e:
-            checks["catalog"] = {"ok": False, "error": e.message}
+            return {"ok": False, "error": e.message}, []
+        return {"ok": True, "url": self.catalog.display_url}, beats
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Return (healthy, body): the whole installation's state, for monitoring and readiness of
+        single-process setups: catalog, repository, scheduler and worker heartbeats."""
+        checks: dict[str, dict[str, Any]] = {}
+        now = time.time()
+        checks["catalog"], beats = self._catalog()
         checks["repository"] = self._repository(now)
         sched = [b.at for b in beats if b.role == "scheduler"]
         if sched:

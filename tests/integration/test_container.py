@@ -64,9 +64,10 @@ def test_manifests_wire_serve_workers_cronjob_config_and_policy() -> None:
     assert serve["spec"]["replicas"] == 2
     (container,) = serve["spec"]["template"]["spec"]["containers"]
     assert container["args"][0] == "serve"
-    # Not /health: it is 503 while no worker runs, and a serve out of the Service drops alerts.
-    assert container["readinessProbe"]["tcpSocket"]["port"] == "http"
-    assert container["livenessProbe"]["tcpSocket"]["port"] == "http"
+    # Not /health: it is 503 while no worker runs, and a serve out of the Service drops alerts;
+    # liveness asks only the process, so a catalog outage restarts nothing.
+    assert container["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "http"}
     service = _one(docs, "Service", "recoverctl")
     assert service["spec"]["selector"] == serve["spec"]["selector"]["matchLabels"]
     assert _one(docs, "PodDisruptionBudget", "recoverctl-serve")["spec"]["minAvailable"] == 1
@@ -122,7 +123,7 @@ def test_dockerfile_passes_hadolint_and_keeps_the_image_rules() -> None:
     assert "postgresql-client-${PG_MAJOR}" in installs and "useradd --system --uid 10001" in installs
     assert [a for i, a in runtime if i == "USER"] == ["10001:10001"]
     (health,) = [a for i, a in runtime if i == "HEALTHCHECK"]
-    assert "http://127.0.0.1:8035/health" in health
+    assert "http://127.0.0.1:8035/health/live'" in health
     assert [a for i, a in runtime if i == "ENTRYPOINT"] == ['["tini", "--", "recoverctl"]']
     assert [a for i, a in runtime if i == "CMD"] == ['["serve", "--host", "0.0.0.0", "--port", "8035"]']
 
@@ -189,11 +190,15 @@ def test_healthcheck_passes_on_serve_and_worker_started_as_the_manifests_start_t
         command = json.loads(health.split(" CMD ", 1)[1])
         assert command[0] == "python3"
         check = [sys.executable, *[part.replace(":8035/", f":{srv.port}/") for part in command[1:]]]
-        # Healthy once the worker's first heartbeat is in the catalog.
-        wait_until(
-            lambda: subprocess.run(check, capture_output=True).returncode == 0, timeout=30, what="healthy"
-        )
+        # The HEALTHCHECK is liveness: it passes while serve answers. /health, for monitoring, turns
+        # healthy once the worker's first heartbeat is in the catalog.
+        assert subprocess.run(check, capture_output=True).returncode == 0
+        wait_until(lambda: srv.client.get("/health").status_code == 200, timeout=30, what="healthy")
         assert srv.client.get("/health").json()["checks"]["worker"]["in_process"] is False
+        # The pod's probes, as the manifest asks them.
+        (serve,) = _one(docs, "Deployment", "recoverctl-serve")["spec"]["template"]["spec"]["containers"]
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert srv.client.get(serve[probe]["httpGet"]["path"]).status_code == 200
         srv.stop()
         assert subprocess.run(check, capture_output=True).returncode != 0
     finally:
