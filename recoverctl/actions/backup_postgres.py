@@ -14,8 +14,8 @@ from typing import Any
 
 from recoverctl.actions.operation import operation
 from recoverctl.catalog import Catalog
-from recoverctl.config import Config
-from recoverctl.errors import PartialError, UsageError
+from recoverctl.config import Config, PostgresSource
+from recoverctl.errors import ConfigError, PartialError, RecoverctlError, UsageError
 from recoverctl.progress import Progress
 from recoverctl.sources.postgres.backup import (
     PhysicalBackup,
@@ -240,3 +240,24 @@ def backup_postgres_logical(
         "backup.postgres.logical", name, "succeeded", {"snapshot": result.snapshot_id, "database": dbname}
     )
     return summary
+
+
+def check_standbys(cfg: Config) -> None:
+    """Given a config, connect to each source that backs up from a standby and to its standby;
+    raise ConfigError naming what would fail such a backup (unreachable, not in recovery, a
+    standby of another cluster or timeline, its data directory not readable here), one line each."""
+    problems: list[str] = []
+    for name, src in cfg.sources.items():
+        if not isinstance(src, PostgresSource) or src.backup_from != "standby":
+            continue
+        try:
+            with connect(src, name) as conn, standby_for(name, src, conn):
+                pass
+        except RecoverctlError as e:
+            problems.append(e.message)
+    if problems:
+        raise ConfigError(
+            "backup_from: standby cannot work:\n  " + "\n  ".join(problems),
+            hint="point 'standby:' at a streaming standby of the primary, or set backup_from: primary",
+            details={"file": str(cfg.path) if cfg.path else None, "errors": problems},
+        )

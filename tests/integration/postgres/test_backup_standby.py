@@ -139,6 +139,9 @@ def restore_at(env: Env, *args: str) -> tuple[dict[str, Any], Path, int]:
 def test_standby_backup_reads_on_the_standby_and_restores_past_its_end(env: Env) -> None:
     pg, standby, cli = env.pg, env.standby, env.cli
     pg.psql("insert into marks(note) values ('before_backup')")
+    assert cli("config", "check", check=0).stdout.strip().endswith("valid")
+    plan = cli("--json", "backup", "postgres", "--dry-run", check=0).json()
+    assert plan["backup_from"] == "standby" and plan["data_dir"] == str(standby.data_dir)
     wait_until(env.caught_up, 60, what="the standby to catch up")
     primary0, standby0, own0 = server_reads(pg), server_reads(standby), _rchar("self")
     full = cli("--json", "backup", "postgres", "--type", "full", check=0).json()
@@ -211,10 +214,13 @@ def test_a_primary_named_as_standby_is_refused_and_nothing_is_written(env: Env) 
     try:
         env.config(port=env.pg.port, data_dir=str(env.pg.data_dir))
         r = env.cli("--json", "backup", "postgres")
+        check = env.cli("config", "check")
     finally:
         env.config()
     assert r.code == 2, r.stderr
     assert "is not in recovery" in r.stderr and "it is a primary" in r.stderr
+    assert check.code == 2 and "backup_from: standby cannot work" in check.stderr
+    assert f"standby 127.0.0.1:{env.pg.port} of source 'main' is not in recovery" in check.stderr
     assert env.snapshots() == before
 
 
