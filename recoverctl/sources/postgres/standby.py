@@ -34,6 +34,8 @@ from recoverctl.sources.postgres.walnames import format_lsn, parse_lsn
 ExcludeFn = Callable[[str, Any], bool]
 # How often the replay and restartpoint positions are polled while waiting.
 _POLL_S = 0.2
+# Top-level files up to this size are taken from the primary (configuration, PG_VERSION...).
+_TOP_FILE_MAX = 1024 * 1024
 
 
 def standby_source(src: PostgresSource) -> PostgresSource:
@@ -145,6 +147,7 @@ class StandbyCopy:
             )
         self.replay_wait_s = 0.0
         self._primary_top: dict[str, bytes] | None = None
+        self._primary_names: list[tuple[str, int]] | None = None
 
     @property
     def host(self) -> str:
@@ -205,25 +208,42 @@ class StandbyCopy:
             last = now
 
     def primary_files(self) -> dict[str, bytes]:
-        """Return the top-level files and global/pg_control as the primary has them (read through
-        SQL), keyed by their path in the data directory; raise UsageError when the role may not
-        read server files."""
-        if self._primary_top is not None:
-            return self._primary_top
-        try:
-            names = [
-                str(n)
-                for (n,) in self.primary.execute(
-                    "select name from pg_ls_dir('.') as name "
-                    "where not (pg_stat_file(name, true)).isdir and (pg_stat_file(name, true)).size < 1048576"
-                ).fetchall()
+        """Return the top-level files (up to 1 MiB) and global/pg_control as the primary has them
+        (read through SQL), keyed by their path in the data directory; raise UsageError when the
+        role may not read server files."""
+        if self._primary_top is None:
+            self._primary_top = {}
+            for name, size in self._primary_top_level():
+                data = self._read(name) if size < _TOP_FILE_MAX else None
+                if data is not None:
+                    self._primary_top[name] = data
+            control = self._read("global/pg_control")
+            assert control is not None, "the primary has no global/pg_control"
+            self._primary_top["global/pg_control"] = control
+        return self._primary_top
+
+    def _primary_top_level(self) -> list[tuple[str, int]]:
+        """Return the primary's top-level regular files a backup keeps, with their sizes."""
+        if self._primary_names is None:
+            rows = self._sql(
+                "select name, (pg_stat_file(name, true)).size from pg_ls_dir('.') as name "
+                "where not coalesce((pg_stat_file(name, true)).isdir, true) order by name"
+            )
+            self._primary_names = [
+                (str(n), int(size))
+                for n, size in rows
+                if n not in EXCLUDED_FILES and not str(n).startswith(("pgsql_tmp", "pg_internal.init"))
             ]
-            files = {
-                n: bytes(self._read(n))
-                for n in sorted(names)
-                if n not in EXCLUDED_FILES and not n.startswith(("pgsql_tmp", "pg_internal.init"))
-            }
-            files["global/pg_control"] = bytes(self._read("global/pg_control"))
+        return self._primary_names
+
+    def _read(self, relpath: str) -> bytes | None:
+        rows = self._sql("select pg_read_binary_file(%s, 0, %s, true)", (relpath, _TOP_FILE_MAX))
+        return bytes(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def _sql(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run `query` on the primary; raise UsageError when the role may not read server files."""
+        try:
+            return self.primary.execute(query, params).fetchall()
         except psycopg.errors.InsufficientPrivilege as e:
             raise UsageError(
                 f"source '{self.name}': the role '{self.primary.info.user}' may not read the primary's "
@@ -231,16 +251,10 @@ class StandbyCopy:
                 hint="backup_from: standby reads them with pg_ls_dir/pg_read_binary_file: "
                 "GRANT pg_read_server_files TO the role (or use a superuser)",
             ) from None
-        self._primary_top = files
-        return files
-
-    def _read(self, relpath: str) -> bytes:
-        row = self.primary.execute("select pg_read_binary_file(%s, 0, 1048576, true)", (relpath,)).fetchone()
-        return bytes(row[0]) if row and row[0] is not None else b""
 
     def exclusions(self, base: ExcludeFn) -> ExcludeFn:
         """Return `base` plus the standby's top-level files the primary does not have."""
-        primary = self.primary_files()
+        primary = {name for name, _ in self._primary_top_level()}
 
         def excluded(relpath: str, st: Any) -> bool:
             if "/" not in relpath and stat.S_ISREG(st.st_mode) and relpath not in primary:
