@@ -158,25 +158,34 @@ class StandbyCopy:
         return f"standby {self.host}:{self.config.port} of source '{self.name}'"
 
     def catch_up(self, start_lsn: str, timeline: int) -> float:
-        """Wait until the standby has replayed to the backup's `start_lsn` on `timeline` and made a
-        restartpoint at or after it (a CHECKPOINT on a standby); return the seconds waited.
+        """Wait until the standby has replayed the backup's start checkpoint (`start_lsn` is its
+        redo point) on `timeline` and made a restartpoint at or after `start_lsn` (a CHECKPOINT on
+        a standby); return the seconds waited.
 
         Raise RecoverctlError when replay makes no progress for `replay_wait` seconds, when the
-        standby is ahead of the primary (its restartpoint already past the start: it cannot be
-        following this primary) or ends on another timeline.
+        standby is ahead of the primary (its restartpoint past the primary's latest checkpoint: it
+        cannot be following this primary) or ends on another timeline.
         """
         target = parse_lsn(start_lsn)
         started = time.monotonic()
+        # The primary's latest checkpoint record: the backup's start checkpoint or a later one.
+        primary_checkpoint, _ = _restartpoint(self.primary)
         restart_lsn, _ = _restartpoint(self.conn)
-        if restart_lsn > target:
+        if restart_lsn > primary_checkpoint:
             raise RecoverctlError(
-                f"{self.where} is ahead of the primary: its "
-                f"restartpoint {format_lsn(restart_lsn)} is past the backup start {start_lsn}",
+                f"{self.where} is ahead of the primary: its restartpoint {format_lsn(restart_lsn)} is past "
+                f"the primary's checkpoint {format_lsn(primary_checkpoint)}",
                 hint="the standby does not follow this primary; point 'standby:' at one that does",
             )
-        self._wait(lambda: _replay_lsn(self.conn), target, "replayed")
-        self.conn.execute("checkpoint")
-        self._wait(lambda: _restartpoint(self.conn)[0], target, "made a restartpoint at")
+        # The replay position is the end of the last replayed record: past the checkpoint's start.
+        self._wait(lambda: _replay_lsn(self.conn), max(target, primary_checkpoint + 1), "replayed")
+
+        def restartpoint() -> int:
+            # A no-op until the standby has a newer checkpoint record to make a restartpoint at.
+            self.conn.execute("checkpoint")
+            return _restartpoint(self.conn)[0]
+
+        self._wait(restartpoint, target, "made a restartpoint at")
         _, standby_tli = _restartpoint(self.conn)
         if standby_tli != timeline:
             raise RecoverctlError(
@@ -194,9 +203,8 @@ class StandbyCopy:
         while last < target:
             if time.monotonic() >= deadline:
                 raise RecoverctlError(
-                    f"timeout: {self.where} has not "
-                    f"{what} the backup start {format_lsn(target)} (it is at {format_lsn(last)}; no progress "
-                    f"for {self.config.replay_wait:g}s)",
+                    f"timeout: {self.where} has not {what} {format_lsn(target)}, where the backup "
+                    f"starts (it is at {format_lsn(last)}; no progress for {self.config.replay_wait:g}s)",
                     hint="check that the standby is streaming and replaying (pg_stat_wal_receiver, "
                     "pg_is_wal_replay_paused()), raise 'standby.replay_wait', or set backup_from: primary",
                     details={"standby": f"{self.host}:{self.config.port}", "target_lsn": format_lsn(target)},
