@@ -258,3 +258,19 @@ def test_a_standby_that_never_catches_up_times_out_and_aborts_the_backup(env: En
     assert env.snapshots() == before
     # the primary's backup was aborted with the session
     wait_until(lambda: _no_backup_running(pg), 30, what="the backup session to end")
+
+
+def test_a_corrupted_page_on_the_standby_is_named_and_exits_3(env: Env) -> None:
+    pg, standby = env.pg, env.standby
+    pg.psql("create table victim as select g, md5(g::text) from generate_series(1, 5000) g; checkpoint")
+    wait_until(env.caught_up, 60, what="the standby to catch up")
+    standby.psql("checkpoint")
+    rel = pg.psql("select pg_relation_filepath('victim')")
+    with open(standby.data_dir / rel, "r+b") as f:
+        f.seek(2 * 8192 + 3000)
+        f.write(b"\xff\xfe\xfd\xfc")
+    r = env.cli("--json", "backup", "postgres", "--type", "full", check=3)
+    err = r.error_json()
+    assert f"{rel} block 2" in err["message"]
+    assert {"file": rel, "block": 2} in err["details"]["summary"]["checksum_errors"]
+    assert err["details"]["summary"]["backup_from"] == "standby"
