@@ -142,6 +142,8 @@ def test_standby_backup_reads_on_the_standby_and_restores_past_its_end(env: Env)
     assert cli("config", "check", check=0).stdout.strip().endswith("valid")
     plan = cli("--json", "backup", "postgres", "--dry-run", check=0).json()
     assert plan["backup_from"] == "standby" and plan["data_dir"] == str(standby.data_dir)
+    text = cli("backup", "postgres", "--dry-run", check=0).stdout
+    assert f"would back up main from standby 127.0.0.1:{standby.port} ({standby.data_dir})" in text
     wait_until(env.caught_up, 60, what="the standby to catch up")
     primary0, standby0, own0 = server_reads(pg), server_reads(standby), _rchar("self")
     full = cli("--json", "backup", "postgres", "--type", "full", check=0).json()
