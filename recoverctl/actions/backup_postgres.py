@@ -14,8 +14,8 @@ from typing import Any
 
 from recoverctl.actions.operation import operation
 from recoverctl.catalog import Catalog
-from recoverctl.config import Config
-from recoverctl.errors import PartialError, UsageError
+from recoverctl.config import Config, PostgresSource
+from recoverctl.errors import ConfigError, PartialError, RecoverctlError, UsageError
 from recoverctl.progress import Progress
 from recoverctl.sources.postgres.backup import (
     PhysicalBackup,
@@ -24,6 +24,7 @@ from recoverctl.sources.postgres.backup import (
     dump_tools,
 )
 from recoverctl.sources.postgres.connection import connect
+from recoverctl.sources.postgres.standby import standby_for
 from recoverctl.sources.registry import source_for
 
 _SIZES = (
@@ -45,6 +46,10 @@ class PhysicalBackupPlan:
     type: str
     data_dir: str
     dry_run: bool = True
+    # primary or standby; with standby, the standby was verified (in recovery, same system
+    # identifier and timeline as the primary) and data_dir is its data directory.
+    backup_from: str = "primary"
+    standby_host: str | None = None
 
 
 @dataclass
@@ -77,6 +82,8 @@ class PhysicalBackupSummary:
     bytes_total: int
     bytes_added: int
     bytes_uploaded: int
+    backup_from: str = "primary"
+    standby_host: str | None = None
 
     @classmethod
     def of(cls, name: str, requested: str, b: PhysicalBackup, duration_s: float) -> PhysicalBackupSummary:
@@ -95,6 +102,8 @@ class PhysicalBackupSummary:
             duration_s=round(duration_s, 3),
             warnings=b.result.warnings[:50],
             **{k: b.result.summary[k] for k in _SIZES},
+            backup_from=str(md.get("backup_from", "primary")),
+            standby_host=md.get("standby_host"),
         )
 
 
@@ -132,10 +141,13 @@ def backup_postgres(
     if backup_type not in ("full", "incremental"):
         raise UsageError(f"unknown backup type '{backup_type}'", hint="use --type full or --type incremental")
     name, src = cfg.source(source, "postgres")
-    with connect(src, name) as conn:
-        data_dir = backup_data_dir(cfg, name, src, conn)
+    with connect(src, name) as conn, standby_for(name, src, conn) as standby:
+        data_dir = backup_data_dir(cfg, name, src, conn, standby)
         if dry_run:
-            return PhysicalBackupPlan(source=name, type=backup_type, data_dir=str(data_dir))
+            return PhysicalBackupPlan(
+                source=name, type=backup_type, data_dir=str(data_dir), backup_from=src.backup_from,
+                standby_host=f"{standby.host}:{standby.config.port}" if standby else None,
+            )  # fmt: skip
         started = time.monotonic()
         with operation(
             cfg, password, "backup-postgres", recorder=catalog, source=name,
@@ -143,7 +155,7 @@ def backup_postgres(
         ) as op:  # fmt: skip
             backup: PhysicalBackup = source_for(cfg, name, catalog, password).backup(
                 op.repo, progress or Progress(), conn=conn, data_dir=data_dir, backup_type=backup_type,
-                annotations=dict(annotations or {}),
+                annotations=dict(annotations or {}), standby=standby,
             )  # fmt: skip
             summary = PhysicalBackupSummary.of(name, backup_type, backup, time.monotonic() - started)
             _record(catalog, op, backup, summary)
@@ -228,3 +240,24 @@ def backup_postgres_logical(
         "backup.postgres.logical", name, "succeeded", {"snapshot": result.snapshot_id, "database": dbname}
     )
     return summary
+
+
+def check_standbys(cfg: Config) -> None:
+    """Given a config, connect to each source that backs up from a standby and to its standby;
+    raise ConfigError naming what would fail such a backup (unreachable, not in recovery, a
+    standby of another cluster or timeline, its data directory not readable here), one line each."""
+    problems: list[str] = []
+    for name, src in cfg.sources.items():
+        if not isinstance(src, PostgresSource) or src.backup_from != "standby":
+            continue
+        try:
+            with connect(src, name) as conn, standby_for(name, src, conn):
+                pass
+        except RecoverctlError as e:
+            problems.append(e.message)
+    if problems:
+        raise ConfigError(
+            "backup_from: standby cannot work:\n  " + "\n  ".join(problems),
+            hint="point 'standby:' at a streaming standby of the primary, or set backup_from: primary",
+            details={"file": str(cfg.path) if cfg.path else None, "errors": problems},
+        )

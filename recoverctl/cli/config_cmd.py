@@ -59,6 +59,10 @@ def check(app: App) -> None:
     a source or service the config lacks, 'forget' with no keep rule and no 'retention:') is an
     error.
 
+    A postgres source with backup_from: standby is checked against its servers: the standby must
+    be in recovery, a standby of this primary (system identifier, timeline), its data directory
+    readable here.
+
     Warns (exit 0) when the file holds a secret inline and its group or others can read it, and
     names the runbook's notification routes no channel serves (e.g. "critical → voice: no twilio
     channel configured").
@@ -67,7 +71,10 @@ def check(app: App) -> None:
     Example:
       recoverctl --config /etc/recoverctl/recoverctl.yaml config check
     """
+    from recoverctl.actions.backup_postgres import check_standbys
+
     cfg = app.config
+    check_standbys(cfg)
     problems = schedule_problems(cfg, parse_job)
     if problems:
         where = f"'{cfg.path}'" if cfg.path else "configuration from the environment"

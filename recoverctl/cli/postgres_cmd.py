@@ -253,10 +253,11 @@ def _logical_backup_text(r: LogicalBackupSummary) -> str:
 def _physical_backup_text(r: PhysicalBackupSummary | PhysicalBackupPlan) -> str:
     from recoverctl.actions.backup_postgres import PhysicalBackupPlan
 
+    standby = f" from standby {r.standby_host}" if r.standby_host else ""
     if isinstance(r, PhysicalBackupPlan):
-        return f"would back up {r.source} ({r.data_dir}), type {r.type}"
+        return f"would back up {r.source}{standby} ({r.data_dir}), type {r.type}"
     return (
-        f"{r.type} backup {str(r.snapshot_id)[:8]} of {r.source}: "
+        f"{r.type} backup {str(r.snapshot_id)[:8]} of {r.source}{standby}: "
         f"LSN {r.start_lsn} - {r.stop_lsn} "
         f"(timeline {r.timeline}, WAL {r.wal_range[0]}..{r.wal_range[1]}); files "
         f"{r.files_new} new, {r.files_changed} changed, {r.files_unmodified} unmodified; "

@@ -8,6 +8,7 @@ from typing import Annotated, Literal, Union
 from pydantic import (
     Field,
     SecretStr,
+    model_validator,
 )
 
 from recoverctl.config.base import Duration, Model
@@ -57,6 +58,24 @@ class SourceWal(Model):
     slot_warn_ratio: float = Field(default=0.8, gt=0, le=1)
 
 
+class PostgresStandby(Model):
+    """`sources.<name>.standby`: the streaming standby `backup_from: standby` copies the data files
+    from. Connection keys left out are the source's own (user, dbname, password); `data_dir` is the
+    standby's data directory as readable on the host recoverctl runs on (default: the standby's
+    `data_directory`)."""
+
+    host: str
+    port: int = 5432
+    user: str | None = None
+    dbname: str | None = None
+    password: SecretStr | None = None
+    password_file: str | None = None
+    data_dir: str | None = None
+    # How long the backup waits without replay progress for the standby to reach the backup's
+    # start LSN (the timer restarts whenever replay moves, as pgBackRest's does).
+    replay_wait: Duration = 600.0
+
+
 class PostgresSource(Model):
     type: Literal["postgres"]
     host: str = "/var/run/postgresql"
@@ -75,6 +94,16 @@ class PostgresSource(Model):
     # Databases `backup postgres --logical` dumps when --database is not given (default: dbname).
     logical_databases: list[str] = Field(default_factory=list)
     wal: SourceWal = Field(default_factory=SourceWal)
+    # Where a physical backup reads the data files: the primary itself, or `standby` (the primary
+    # then only runs pg_backup_start/pg_backup_stop and its WAL switch).
+    backup_from: Literal["primary", "standby"] = "primary"
+    standby: PostgresStandby | None = None
+
+    @model_validator(mode="after")
+    def _standby_configured(self) -> PostgresSource:
+        if self.backup_from == "standby" and self.standby is None:
+            raise ValueError("backup_from: standby needs a 'standby:' section (host, port, data_dir)")
+        return self
 
 
 class FilesSource(Model):

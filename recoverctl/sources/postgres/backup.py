@@ -37,6 +37,7 @@ from recoverctl.sources.postgres.connection import connect, find_bin_dir, server
 from recoverctl.sources.postgres.files import Exclusions, walk_data_dir
 from recoverctl.sources.postgres.session import BackupSession
 from recoverctl.sources.postgres.settings import archiving_plan, archiving_refusal
+from recoverctl.sources.postgres.standby import StandbyCopy
 from recoverctl.sources.postgres.walarchive import wait_for_wal
 
 KIND = "postgres"
@@ -165,8 +166,11 @@ def tablespace_names(conn: psycopg.Connection) -> dict[str, str]:
     }
 
 
-def backup_data_dir(cfg: Config, name: str, src: PostgresSource, conn: psycopg.Connection) -> Path:
-    """Given a connection to the source, return its data directory as readable here.
+def backup_data_dir(
+    cfg: Config, name: str, src: PostgresSource, conn: psycopg.Connection, standby: StandbyCopy | None = None
+) -> Path:
+    """Given a connection to the source, return its data directory as readable here (the
+    standby's when the backup reads from `standby`).
 
     Raise ConfigError (exit 2) when WAL archiving is not configured, UsageError when the data
     directory cannot be read from this host.
@@ -174,6 +178,8 @@ def backup_data_dir(cfg: Config, name: str, src: PostgresSource, conn: psycopg.C
     refusal = archiving_refusal(name, archiving_plan(cfg, name, conn))
     if refusal is not None:
         raise refusal
+    if standby is not None:
+        return standby.data_dir
     server_dir = str(conn.execute("show data_directory").fetchone()[0])  # type: ignore[index]
     return _data_dir(src, name, server_dir)
 
@@ -204,13 +210,15 @@ class _Copy:
     start: Any
     metadata: dict[str, Any]
     check: Future[tuple[dict[str, list[int]], int]] | None
+    standby: StandbyCopy | None = None
     stats: dict[str, Any] = field(default_factory=dict)
 
     def before_snapshot(self, warnings: list[str]) -> bool:
         """Stop the backup, complete the metadata, wait for its WAL; return whether the snapshot
         is partial (warnings other than the expected ones of a running cluster)."""
         conn, start = self.conn, self.start
-        counts, estimates = _row_counts(conn, self.src.count_tables)
+        # Counting rows reads the tables: on the standby when the backup reads from it.
+        counts, estimates = _row_counts(self.standby.conn if self.standby else conn, self.src.count_tables)
         stop = self.session.stop()
         xmax = conn.execute("select pg_snapshot_xmax(pg_current_snapshot())::text").fetchone()
         self.metadata.update(
@@ -290,8 +298,12 @@ def copy_physical(
     backup_type: str,
     annotations: dict[str, str],
     progress: Progress,
+    standby: StandbyCopy | None = None,
 ) -> PhysicalBackup:
     """Back up the running cluster behind `conn` into `repo` (the caller holds its lock).
+
+    With `standby`, `data_dir` is the standby's: the backup starts and stops on `conn` (the
+    primary) and waits for the standby to catch up with the start before reading its files.
 
     pg_backup_start → copy the data directory (unchanged files reused from the parent for an
     incremental) while page checksums are validated alongside → pg_backup_stop → wait until the
@@ -305,6 +317,8 @@ def copy_physical(
         parent = latest_physical(repo, name, sysid) if backup_type == "incremental" else None
         effective = "incremental" if parent is not None else "full"
         start = session.start(f"recoverctl {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
+        if standby is not None:
+            standby.catch_up(start.lsn, start.timeline)
         start_lsn = int(start.lsn.split("/")[0], 16) << 32 | int(start.lsn.split("/")[1], 16)
         since_ns = None
         reread = None
@@ -321,12 +335,14 @@ def copy_physical(
         if start.data_checksums:
             check = pool.submit(_checksum_pass, data_dir, start_lsn, since_ns, stop_flag)
         metadata = _start_metadata(start, effective, data_dir, annotations, names)
-        copy = _Copy(repo, conn, session, name, src, data_dir, start, metadata, check)
+        metadata.update(standby.metadata() if standby else {"backup_from": "primary"})
+        copy = _Copy(repo, conn, session, name, src, data_dir, start, metadata, check, standby)
         try:
             result: BackupResult = backup_tree(
                 repo,
                 data_dir,
-                exclude=Exclusions(data_dir),
+                exclude=standby.exclusions(Exclusions(data_dir)) if standby else Exclusions(data_dir),
+                extra_files=standby.primary_files() if standby else None,
                 follow_symlinks=_is_tablespace_link,
                 force_reread=reread,
                 progress=progress,

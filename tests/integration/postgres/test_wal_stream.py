@@ -23,7 +23,7 @@ import pytest
 from recoverctl.sources.postgres.walnames import SEGMENT_RE, segment_number
 from tests.fixtures.net import free_port, wait_until
 from tests.fixtures.pgbackup import PgCli
-from tests.fixtures.postgres import PgCluster, _as_pg_user
+from tests.fixtures.postgres import PgCluster, _as_pg_user, make_standby
 from tests.integration.postgres.test_pg_backup_restore import psql, stop
 
 # The data-loss bound streaming promises with the default 2 s flush interval.
@@ -247,12 +247,7 @@ def test_slot_nearing_max_slot_wal_keep_size_raises_an_alert(streaming: tuple[Pg
 
 def test_stream_follows_a_failover_to_a_promoted_standby(streaming: tuple[PgCli, PgCluster]) -> None:
     cli, pg = streaming
-    standby = PgCluster(name="standby")
-    copy = [str(pg.bin_dir / "pg_basebackup"), "-D", str(standby.data_dir), "-h", "127.0.0.1", "-p",
-            str(pg.port), "-U", "postgres", "-R", "-X", "stream"]  # fmt: skip
-    subprocess.run(_as_pg_user(copy), check=True, capture_output=True)
-    standby.append_conf(f"port = {standby.port}\nunix_socket_directories = '{standby.socket_dir}'\n")
-    standby.start()
+    standby = make_standby(pg)
     receiver = Receiver(cli)
     writer = Writer(pg.conninfo)
     try:
