@@ -12,12 +12,12 @@ from recoverctl.actions.restore import TreeRestoreResult
 from recoverctl.actions.restore import restore as restore_action
 from recoverctl.cli.backup_cmd import parse_tags
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.human import human_size
 from recoverctl.cli.options import json_option, repo_option
 from recoverctl.cli.passphrase import passphrase
 from recoverctl.errors import UsageError
 from recoverctl.progress import progress_for
 from recoverctl.repo.snapshot import iso
+from recoverctl.units import human_duration, human_size
 
 
 @click.command("snapshots")
@@ -236,7 +236,7 @@ def _restore_text(r: TreeRestoreResult) -> str:
     if not res.dry_run:
         return (
             f"restored snapshot {r.snapshot[:8]} to {r.target}: {res.files} files, "
-            f"{res.dirs} dirs, {human_size(res.bytes)} in {res.duration_s:.1f}s"
+            f"{res.dirs} dirs, {human_size(res.bytes)} in {human_duration(res.duration_s)}"
         )
     lines = [f"would remove   {p}" for p in res.would_remove]
     lines += [f"would replace  {p}" for p in res.would_overwrite]

@@ -6,12 +6,12 @@ import click
 
 from recoverctl.actions.copy import CopyResult, copy_repositories
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.human import human_size
 from recoverctl.cli.options import json_option
 from recoverctl.cli.passphrase import passphrase
 from recoverctl.config import Config, repository_password
 from recoverctl.errors import ConfigError
 from recoverctl.progress import progress_for
+from recoverctl.units import human_size
 
 
 def copy_passphrase(cfg: Config, name: str) -> str:

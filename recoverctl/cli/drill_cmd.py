@@ -11,8 +11,8 @@ import click
 
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import SuggestingGroup, json_option, repo_option, use_repository
-from recoverctl.drill.scoring import human_duration
 from recoverctl.errors import VerificationError
+from recoverctl.units import human_duration
 
 if TYPE_CHECKING:
     from recoverctl.actions.drill import DrillResult

@@ -29,11 +29,12 @@ from recoverctl.config import Config, PostgresSource, Source
 from recoverctl.drill.checks import CheckContext, run_check
 from recoverctl.drill.playbook import Playbook
 from recoverctl.drill.restorer import Restorer, Selection
-from recoverctl.drill.scoring import human_duration, measured_rpo, score
+from recoverctl.drill.scoring import measured_rpo, score
 from recoverctl.drill.scratch import DrillError, ScratchCluster
 from recoverctl.errors import CancelledError, RecoverctlError
 from recoverctl.interrupts import interrupt, stop_requested, uninterruptible
 from recoverctl.sources.postgres.server import postmaster_status, remove_secrets
+from recoverctl.units import human_duration
 
 log = logging.getLogger(__name__)
 
