@@ -12,7 +12,6 @@ from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import SuggestingGroup, json_option
 from recoverctl.cli.passphrase import passphrase
 from recoverctl.errors import PartialError, UsageError
-from recoverctl.progress import progress_for
 from recoverctl.sources.files import read_exclude_file
 from recoverctl.units import human_duration, human_size
 
@@ -93,7 +92,7 @@ def files(
         patterns += read_exclude_file(f)
     password = passphrase(app)
     with app.run_recorder() as recorder:
-        progress = progress_for(json_lines=app.json, show=app.show_progress, label="backup")
+        progress = app.progress("backup", status_lines=True)
         try:
             result = backup_files(
                 app.config,
@@ -163,7 +162,7 @@ def volume(app: App, name: str, stop_containers: bool, tags: tuple[str, ...], dr
     """
     from recoverctl.actions.volume import backup_volume
 
-    progress = progress_for(json_lines=app.json, show=app.show_progress, label="backup volume")
+    progress = app.progress("backup volume", status_lines=True)
     try:
         backup = backup_volume(
             app.config,

@@ -15,7 +15,6 @@ from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import json_option, repo_option
 from recoverctl.cli.passphrase import passphrase
 from recoverctl.errors import UsageError
-from recoverctl.progress import progress_for
 from recoverctl.repo.snapshot import iso
 from recoverctl.units import human_duration, human_size
 
@@ -188,7 +187,7 @@ def restore_cmd(
         raise UsageError("give exactly one of --target DIR or --target-volume NAME")
     if dry_run and target is None:
         raise UsageError("--dry-run works with --target DIR only")
-    progress = progress_for(json_lines=False, show=app.show_progress, label="restore")
+    progress = app.progress("restore")
     if target_volume is not None:
         from recoverctl.actions.volume import restore_volume
 

@@ -87,6 +87,7 @@ def run_cmd(app: App, playbooks: tuple[str, ...], keep: bool, cold: bool) -> Non
         keep=keep,
         cold=cold,
         on_phase=progress,
+        progress=app.progress,
     )
     data: Any = (
         results[0]

@@ -227,9 +227,8 @@ def backup_postgres_cmd(
     """
     from recoverctl.actions.backup_postgres import backup_postgres, backup_postgres_logical
     from recoverctl.cli.passphrase import passphrase
-    from recoverctl.progress import progress_for
 
-    progress = progress_for(json_lines=False, show=app.show_progress, label="backup postgres")
+    progress = app.progress("backup postgres")
     try:
         if logical:
             if dry_run:
