@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import Cli
 from tests.fixtures.terminal import run_on_pty
@@ -25,7 +26,13 @@ def stack(cli: Cli, tmp_path: Path) -> tuple[Cli, Path]:
     data.mkdir()
     for i in range(FILES):
         (data / f"blob{i:02d}").write_bytes(os.urandom(FILE_SIZE))
-    cli.write_config({"repository": str(tmp_path / "repo"), "catalog": f"sqlite:///{tmp_path / 'c.db'}"})
+    cli.write_config(
+        {
+            "repository": str(tmp_path / "repo"),
+            "catalog": f"sqlite:///{tmp_path / 'c.db'}",
+            "sources": {"data": {"type": "files", "paths": [str(data)]}},
+        }
+    )
     cli.env["RECOVERCTL_PASSWORD"] = "correct horse"
     cli("init", check=0)
     return cli, data
@@ -96,3 +103,16 @@ def test_without_a_terminal_lines_are_plain_and_timestamped_under_verbose(stack:
 
     quiet = cli("-q", "backup", "files", "--force-read", str(data), check=0)
     assert "backup: " not in quiet.stderr
+
+
+def test_a_drill_shows_its_fetch(stack: tuple[Cli, Path], tmp_path: Path) -> None:
+    cli, _ = stack
+    cli("-q", "backup", "files", "--source", "data", check=0)
+    book = tmp_path / "data-drill.yaml"
+    drill = {"name": "data-weekly", "source": "data", "recovery_point": "latest"}
+    drill |= {"targets": {"rto": "1h", "rpo": "1h"}, "where": {"temp_dir": str(tmp_path)}}
+    book.write_text(yaml.safe_dump({"drill": drill}))
+    out, code = _on_pty(cli, "drill", "run", str(book))
+    assert code == 0, out[-2000:]
+    frames = [f for f in _frames_before(out, "data-weekly: checks") if f.startswith("fetch data")]
+    assert frames and "100% 200.0 MiB / 200.0 MiB" in frames[-1], out[-3000:]
