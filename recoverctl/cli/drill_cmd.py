@@ -37,7 +37,7 @@ def _drill_text(d: DrillResult) -> str:
     if d.reason:
         lines.append(f"  reason: {d.reason}")
     lines += [f"  {k}: {v}" for k, v in summary_rows(asdict(d))[2:]]
-    lines.append("  phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in d.phases.items()))
+    lines.append("  phases: " + ", ".join(f"{k} {human_duration(v)}" for k, v in d.phases.items()))
     for c in d.checks:
         mark = click.style("ok  ", fg="green") if c["ok"] else click.style("FAIL", fg="red")
         first = str(c["output"]).splitlines()[0] if c["output"] else ""

@@ -175,8 +175,8 @@ def status(app: App, source: str | None) -> None:
             if s.streams and s.stream:
                 st = s.stream
                 lines.append(
-                    f"  streaming: {st['lag_seconds']}s / {st['lag_bytes']} bytes behind the primary"
-                    + ("" if st["alive"] else " (receiver not reporting)")
+                    f"  streaming: {human_duration(st['lag_seconds'])} / {human_size(st['lag_bytes'])} "
+                    "behind the primary" + ("" if st["alive"] else " (receiver not reporting)")
                 )
         return "\n".join(lines) or "no postgres sources configured"
 
@@ -408,7 +408,9 @@ def _restore_logical(
         app.config, app.catalog, passphrase(app), source=source, snapshot=ref, database=database,
         tables=list(tables) or None, clean=clean,
     )  # fmt: skip
-    app.render(out, lambda r: f"restored {r.snapshot_id[:8]} into database {r.database} ({r.bytes} bytes)")
+    app.render(
+        out, lambda r: f"restored {r.snapshot_id[:8]} into database {r.database} ({human_size(r.bytes)})"
+    )
 
 
 def _recovery_target(

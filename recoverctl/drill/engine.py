@@ -34,7 +34,7 @@ from recoverctl.drill.scratch import DrillError, ScratchCluster
 from recoverctl.errors import CancelledError, RecoverctlError
 from recoverctl.interrupts import interrupt, stop_requested, uninterruptible
 from recoverctl.sources.postgres.server import postmaster_status, remove_secrets
-from recoverctl.units import human_duration
+from recoverctl.units import human_duration, human_size
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,8 @@ def check_space(workspace: Path, selection: Selection, min_free: int) -> dict[st
     if need and free < need:
         raise DrillError(
             f"not enough free space for the scratch restore in '{workspace.parent}': "
-            f"need {need} bytes (snapshot {selection.size or 0} + min_free {min_free}), {free} free",
+            f"need {human_size(need)} (snapshot {human_size(selection.size or 0)} + min_free "
+            f"{human_size(min_free)}), {human_size(free)} free",
             hint="free space there or set where.temp_dir in the playbook to a larger filesystem",
         )
     return {"free_bytes": free, "needed_bytes": need}

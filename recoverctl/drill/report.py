@@ -38,7 +38,7 @@ def summary_rows(drill: dict[str, Any]) -> list[tuple[str, str]]:
     if "files_checked" in rehash:
         recovered = (
             "re-hashed",
-            f"{rehash['files_checked']} files, {rehash.get('bytes_checked')} bytes, "
+            f"{rehash['files_checked']} files, {human_size(rehash.get('bytes_checked'))}, "
             f"{rehash.get('mismatch_count')} mismatching",
         )
     else:
