@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -151,6 +152,7 @@ class _Throttled(Progress):
         self._last_draw: float | None = None
         self._last_update = self.started
         self._base = 0.0
+        self._gone = False
         self._lock = threading.Lock()
 
     def update(self, counters: dict[str, Any]) -> None:
@@ -167,7 +169,18 @@ class _Throttled(Progress):
             elif now - self._last_draw < self.interval:
                 return
             self._last_draw = now
-            self.draw(now - self.started, finished=False)
+            elapsed = now - self.started
+            self.safely(lambda: self.draw(elapsed, finished=False))
+
+    def safely(self, show: Callable[[], None]) -> None:
+        """Run `show` unless the display is gone: a closed stderr (`... 2>&1 | head -1`) must not
+        fail the backup that reports to it, so the display stops instead."""
+        if self._gone:
+            return
+        try:
+            show()
+        except (OSError, ValueError):  # EPIPE, EIO, or a file already closed
+            self._gone = True
 
     def _behind(self, counters: dict[str, Any]) -> bool:
         """Return True when `counters` are older than those shown: producer threads take their
@@ -183,8 +196,9 @@ class _Throttled(Progress):
         with self._lock:
             if self._last_draw is not None:  # nothing was shown when the work never started
                 # Timed to the last counters: what the command does after the work is not the work.
-                self.draw(self._last_update - self.started, finished=True)
-            self.finish()
+                elapsed = self._last_update - self.started
+                self.safely(lambda: self.draw(elapsed, finished=True))
+            self.safely(self.finish)
 
     def draw(self, elapsed: float, finished: bool) -> None:
         """Show `self.counters` (called with the lock held)."""
@@ -230,7 +244,7 @@ class RichProgress(_Throttled):
 
     def warn(self, text: str) -> None:
         with self._lock:
-            self.console.print(f"[yellow]warning:[/] {text}", highlight=False)
+            self.safely(lambda: self.console.print(f"[yellow]warning:[/] {text}", highlight=False))
 
     def finish(self) -> None:
         if self._started_bar:
@@ -305,10 +319,13 @@ class LineProgress(_Throttled):
 
     def warn(self, text: str) -> None:
         with self._lock:
-            if self.redraw and self._width:
-                self.out.write("\r" + " " * self._width + "\r")
-                self._width = 0
-            self._print(f"warning: {text}")
+            self.safely(lambda: self._warn(text))
+
+    def _warn(self, text: str) -> None:
+        if self.redraw and self._width:
+            self.out.write("\r" + " " * self._width + "\r")
+            self._width = 0
+        self._print(f"warning: {text}")
 
 
 def wants_plain_text(environ: dict[str, str] | os._Environ[str] | None = None) -> bool:

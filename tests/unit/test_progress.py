@@ -107,6 +107,15 @@ def test_named_steps_without_a_measure_log_a_line_each() -> None:
     assert lines[2].startswith("copy: offsite, 12 WAL objects, in ") and len(lines) == 3
 
 
+def test_a_closed_stderr_stops_the_display_not_the_work() -> None:
+    out = io.StringIO()
+    p = LineProgress("backup", out, redraw=False)
+    out.close()  # as `recoverctl backup files x 2>&1 | head -1` leaves it
+    p.update({"bytes_done": 1, "bytes_total": 2})
+    p.warn("still fine")
+    p.close()
+
+
 def test_nothing_is_drawn_for_work_that_never_started() -> None:
     out = io.StringIO()
     LineProgress("copy", out, redraw=False).close()
