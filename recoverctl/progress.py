@@ -184,9 +184,12 @@ class _Throttled(Progress):
 
     def _behind(self, counters: dict[str, Any]) -> bool:
         """Return True when `counters` are older than those shown: producer threads take their
-        counters under their own lock but report them after it, so they can arrive out of order."""
+        counters under their own lock but report them after it, so they can arrive out of order.
+        Counters of another measure or total are a new step (a second restore), never older."""
         new, old = Figures.of(counters, 0.0), Figures.of(self.counters, 0.0)
-        return new is not None and old is not None and new.unit == old.unit and new.done < old.done
+        if new is None or old is None:
+            return False
+        return (new.unit, new.total) == (old.unit, old.total) and new.done < old.done
 
     def figures(self, elapsed: float) -> Figures | None:
         """Return the figures of the newest counters, `elapsed` seconds into the work."""

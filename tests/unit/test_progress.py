@@ -90,6 +90,12 @@ def test_counters_arriving_out_of_order_never_move_the_figures_back() -> None:
     p.update({"bytes_restored": 19 * MiB, "bytes_total": 20 * MiB})  # a thread that reported late
     p.close()
     assert out.getvalue().splitlines()[-1].startswith("restore: 100% 20.0 MiB")
+    # Another total is another step (a second restore on the same display): it starts over.
+    p = LineProgress("restore", out, redraw=False)
+    p.update({"bytes_restored": 20 * MiB, "bytes_total": 20 * MiB})
+    p.update({"bytes_restored": 1 * MiB, "bytes_total": 40 * MiB})
+    p.close()
+    assert out.getvalue().splitlines()[-1].startswith("restore: 2% 1.0 MiB / 40.0 MiB")
 
 
 def test_named_steps_without_a_measure_log_a_line_each() -> None:
