@@ -15,6 +15,8 @@ import yaml
 from tests.conftest import Cli
 from tests.fixtures.terminal import run_on_pty
 
+pytestmark = pytest.mark.e2e
+
 FILES = 20
 FILE_SIZE = 10 * 1024 * 1024  # 200 MiB in all: random, so neither compression nor dedup shrink it
 FRAME = re.compile(r"\d+% [\d.]+ [KMG]iB / [\d.]+ [KMG]iB, [\d.]+ [KMG]iB/s")
