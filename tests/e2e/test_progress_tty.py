@@ -106,6 +106,11 @@ def test_without_a_terminal_lines_are_plain_and_timestamped_under_verbose(stack:
     quiet = cli("-q", "backup", "files", "--force-read", str(data), check=0)
     assert "backup: " not in quiet.stderr
 
+    # verify --read-data measures the packs it reads, in bytes.
+    r = cli("verify", "--read-data", check=0)
+    final = re.compile(r"^verify: 100% [\d.]+ MiB / [\d.]+ MiB, [\d.]+ [KMG]iB/s, in ", re.M)
+    assert final.search(r.stderr), r.stderr
+
 
 def test_a_drill_shows_its_fetch(stack: tuple[Cli, Path], tmp_path: Path) -> None:
     cli, _ = stack
