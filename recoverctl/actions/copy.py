@@ -23,6 +23,7 @@ from recoverctl.progress import Progress
 from recoverctl.recorder import RunRecorder
 from recoverctl.repo.configured import open_named_repository
 from recoverctl.repo.copy import CopyStats, RepositoryCopy, copy_lag, plan_copy
+from recoverctl.units import human_duration
 
 # Given a copy repository's name, return its passphrase; raise ConfigError when there is none.
 PassphraseFor = Callable[[str], str]
@@ -208,6 +209,6 @@ def copy_status(cfg: Config, catalog: Catalog, now: float | None = None) -> list
             status = "amber"
         reason += f", {missing} snapshot(s) not copied yet"
         if wal_lag is not None:
-            reason += f", WAL {wal_lag:.0f}s behind"
+            reason += f", WAL {human_duration(wal_lag)} behind"
         out.append(CopyStatus(name, url, status, reason, ok.started_at, missing, wal_lag))
     return out

@@ -18,6 +18,7 @@ from recoverctl.drill import engine, snapshot_drill
 from recoverctl.drill.playbook import Playbook, discover_playbooks
 from recoverctl.drill.report import RENDERERS
 from recoverctl.errors import NotFoundError, UsageError
+from recoverctl.progress import Progress
 from recoverctl.sources.base import DrillFlow
 
 if TYPE_CHECKING:
@@ -131,10 +132,12 @@ def drill_run(
     keep: bool = False,
     cold: bool = False,
     on_phase: Callable[[str, str], None] | None = None,
+    progress: Callable[[str], Progress] | None = None,
 ) -> list[DrillResult]:
     """Given playbook paths (none = the default dirs), run their drills against the repository.
 
-    `password` is asked for only once the playbooks are valid.
+    `password` is asked for only once the playbooks are valid; `progress(label)` gives the display
+    of each fetch (the restore's bar or lines).
     Return one result per drill; raise ConfigError for bad playbooks, DrillInterrupted (exit 130)
     after cleanup on SIGINT/SIGTERM.
     """
@@ -147,7 +150,7 @@ def drill_run(
 
     def factory(pb: Playbook) -> SourceRestorer:
         source = source_for(cfg, pb.drill.source, catalog, secret, pb.drill.snapshot)
-        return SourceRestorer(cfg, catalog, secret, source)
+        return SourceRestorer(cfg, catalog, secret, source, progress)
 
     with _cold_cache() if cold else contextlib.nullcontext():
         return run_drills(cfg, catalog, books, factory, keep=keep, cold=cold, on_phase=on_phase)

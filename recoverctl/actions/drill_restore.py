@@ -11,6 +11,8 @@ and writes the recovery configuration without starting the server.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from recoverctl.actions.operation import operation
 from recoverctl.catalog import Catalog
 from recoverctl.config import Config
 from recoverctl.drill.rehash import rehash_check
+from recoverctl.progress import Progress
 from recoverctl.repo.configured import open_repository
 from recoverctl.sources.base import Fetched, PointInTime, Selection, Source, WarningLog
 
@@ -25,11 +28,19 @@ from recoverctl.sources.base import Fetched, PointInTime, Selection, Source, War
 class SourceRestorer:
     """Select, fetch (and for snapshot trees re-hash) backups of one source for a drill."""
 
-    def __init__(self, cfg: Config, catalog: Catalog, password: str, source: Source):
+    def __init__(
+        self,
+        cfg: Config,
+        catalog: Catalog,
+        password: str,
+        source: Source,
+        progress: Callable[[str], Progress] | None = None,
+    ):
         self.cfg = cfg
         self.catalog = catalog
         self.password = password
         self.source = source
+        self.progress = progress  # given a label, the display of the fetch (the CLI's choice)
 
     def select(self, point: PointInTime, drill_start: float) -> Selection:
         """Return the snapshot for `point`; raise NotFoundError when none qualifies."""
@@ -41,9 +52,11 @@ class SourceRestorer:
 
         Raise VerificationError naming the damaged pack(s) when blobs fail authentication.
         """
-        log = WarningLog()
         src = self.source
+        display = self.progress(f"fetch {src.name}") if self.progress is not None else Progress()
+        log = WarningLog(display)
         with (
+            contextlib.closing(display),
             log.naming_damage(selection.snapshot_id, src.name),
             operation(
                 self.cfg, self.password, src.restore_run_kind, recorder=self.catalog, source=src.run_source

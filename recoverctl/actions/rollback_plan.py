@@ -17,6 +17,7 @@ from recoverctl.config import Config, DatabaseLink
 from recoverctl.deploy import open_target
 from recoverctl.deploy.version import check_stored_version, check_version
 from recoverctl.errors import LockedError, NotFoundError, RecoverctlError, UsageError
+from recoverctl.units import human_duration, human_size
 
 STEPS = ("lock", "stop_current", "schema", "start_target", "verify", "notify", "record")
 SCHEMA_MODES = ("keep", "downgrade", "pitr")
@@ -214,7 +215,7 @@ def _plan_pitr(
     )
     warnings.append(
         f"PITR to restore point {name} (LSN {lsn}) loses every write after it: "
-        f"{since['bytes_after']} bytes of WAL over {plan['seconds_after']:.0f} s"
+        f"{human_size(since['bytes_after'])} of WAL over {human_duration(plan['seconds_after'])}"
     )
     warnings.append(
         f"the database is stopped and replaced by a restore of {link.source} to {name}; "

@@ -26,8 +26,8 @@ from recoverctl.catalog.rollbacks import last_started_rollback_in
 from recoverctl.catalog.runs import finished_runs
 from recoverctl.catalog.wal import WalOutage, outages
 from recoverctl.config import Config, redact_url
-from recoverctl.drill.scoring import human_duration
 from recoverctl.scheduler.health import SchedulerHealth, scheduler_health
+from recoverctl.units import human_duration, human_size
 
 GREEN, AMBER, RED = "green", "amber", "red"
 _RANK = {GREEN: 0, AMBER: 1, RED: 2}
@@ -312,7 +312,7 @@ def _repository_item(catalog: Catalog, now: float, url: str | None) -> StatusIte
         "damaged_packs": details.get("damaged_packs"),
     }
     age = now - verify.started_at
-    size = f", {_size(values['size_bytes'])}" if values["size_bytes"] is not None else ""
+    size = f", {human_size(values['size_bytes'])}" if values["size_bytes"] is not None else ""
     if verify.status != "succeeded":
         return _item(
             RED,
@@ -322,14 +322,6 @@ def _repository_item(catalog: Catalog, now: float, url: str | None) -> StatusIte
     if age > VERIFY_MAX_AGE:
         return _item(AMBER, f"last verify {human_duration(age)} ago{size}", **values)
     return _item(GREEN, f"verified {human_duration(age)} ago{size}", **values)
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def _service_entry(catalog: Catalog, name: str) -> ServiceStatus:

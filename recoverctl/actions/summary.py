@@ -37,6 +37,7 @@ from recoverctl.config import Config
 from recoverctl.errors import ConfigError
 from recoverctl.notify import Message
 from recoverctl.notify.delivery import Delivery, channels_for, send_to_channels
+from recoverctl.units import human_duration, human_size
 
 PERIODS = {"daily": 86400.0, "weekly": 7 * 86400.0}
 REPORT_PERIODS = ("weekly", "monthly")  # the ones with trends and targets missed
@@ -80,23 +81,8 @@ def _ts(value: float | None) -> str:
     return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _human_bytes(n: float | None) -> str:
-    n = float(n or 0)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
 def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "n/a"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
+    return "n/a" if seconds is None else human_duration(seconds)
 
 
 @dataclass
@@ -328,7 +314,7 @@ def collect(cfg: Config, catalog: Catalog, period: str, now: float | None = None
 
 def _backup_lines(d: Summary) -> list[str]:
     return [
-        f"{b.source}: {b.succeeded} done, {b.failed} failed, {_human_bytes(b.bytes_added)} added"
+        f"{b.source}: {b.succeeded} done, {b.failed} failed, {human_size(b.bytes_added or 0)} added"
         + (f" (last error: {b.errors[-1]})" if b.errors else "")
         for b in d.backups
     ] or ["no backups ran in this period"]

@@ -26,6 +26,7 @@ from recoverctl.config import Config, PostgresSource
 from recoverctl.errors import CatalogError, ConfigError, RecoverctlError
 from recoverctl.repo.configured import open_repository
 from recoverctl.sources.postgres.stream import StreamStatus, default_spool, stream
+from recoverctl.units import human_duration, human_size
 
 log = logging.getLogger(__name__)
 
@@ -96,17 +97,18 @@ def _record(
             "wal.slot_retention",
             bool(keep and retained is not None and retained >= src.wal.slot_warn_ratio * keep)
             or st.slot_wal_status in ("unreserved", "lost"),
-            f"replication slot '{st.slot}' retains {retained or 0} bytes of WAL of max_slot_wal_keep_size "
-            f"{keep} (wal_status {st.slot_wal_status}): the server will drop WAL the receiver has not "
-            "received; check 'recoverctl wal stream' is running and keeping up",
+            f"replication slot '{st.slot}' retains {human_size(retained or 0)} of WAL of "
+            f"max_slot_wal_keep_size {human_size(keep)} (wal_status {st.slot_wal_status}): the server "
+            "will drop WAL the receiver has not received; check 'recoverctl wal stream' is running and "
+            "keeping up",
             {"slot": st.slot, "retained_bytes": retained, "max_slot_wal_keep_bytes": keep},
         )
         target = cfg.targets.for_tier(src.tier).rpo
         warnings.check(
             "wal.stream_lag",
             st.lag_seconds is not None and st.lag_seconds > target,
-            f"WAL streaming is {st.lag_seconds}s ({st.lag_bytes} bytes) behind the primary, over the "
-            f"RPO target of {target:.0f}s",
+            f"WAL streaming is {human_duration(st.lag_seconds)} ({human_size(st.lag_bytes)}) behind "
+            f"the primary, over the RPO target of {human_duration(target)}",
             {"lag_seconds": st.lag_seconds, "lag_bytes": st.lag_bytes, "rpo_target_s": target},
         )
     except (CatalogError, sa.exc.SQLAlchemyError) as e:
@@ -237,16 +239,18 @@ def receiver_verdict(
         )
     figures = dataclasses.asdict(lag) | {"rpo_target_s": target}
     if not lag.alive:
-        return "red", f"the WAL receiver has not reported for {now - lag.reported_at:.0f}s", figures
+        silent = human_duration(now - lag.reported_at)
+        return "red", f"the WAL receiver has not reported for {silent}", figures
     seconds, size = lag.lag_seconds, lag.lag_bytes
-    behind = f"{seconds if seconds is not None else '?'}s ({size if size is not None else '?'} bytes) behind"
+    behind = f"{human_duration(seconds)} ({human_size(size)}) behind"
     if lag.receiver_pid is None:
         return "amber", f"pg_receivewal is reconnecting ({lag.last_error}); {behind}", figures
     if seconds is not None and seconds > target:
-        return "red", f"WAL streaming {behind}, over the RPO target of {target:.0f}s", figures
+        return "red", f"WAL streaming {behind}, over the RPO target of {human_duration(target)}", figures
     keep, retained = lag.max_slot_wal_keep_bytes, lag.slot_retained_bytes
     if keep and retained is not None and retained >= src.wal.slot_warn_ratio * keep:
-        return "amber", f"slot '{lag.slot}' retains {retained} of {keep} bytes allowed", figures
+        held = f"{human_size(retained)} of {human_size(keep)}"
+        return "amber", f"slot '{lag.slot}' retains {held} allowed", figures
     if seconds is not None and seconds > 0.8 * target:
-        return "amber", f"WAL streaming {behind}, near the RPO target of {target:.0f}s", figures
+        return "amber", f"WAL streaming {behind}, near the RPO target of {human_duration(target)}", figures
     return "green", f"WAL streaming {behind}", figures

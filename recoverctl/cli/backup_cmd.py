@@ -9,12 +9,11 @@ import click
 
 from recoverctl.actions.backup import backup_files
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.human import human_size
 from recoverctl.cli.options import SuggestingGroup, json_option
 from recoverctl.cli.passphrase import passphrase
 from recoverctl.errors import PartialError, UsageError
-from recoverctl.progress import progress_for
 from recoverctl.sources.files import read_exclude_file
+from recoverctl.units import human_duration, human_size
 
 
 def parse_tags(values: tuple[str, ...]) -> dict[str, str]:
@@ -93,7 +92,7 @@ def files(
         patterns += read_exclude_file(f)
     password = passphrase(app)
     with app.run_recorder() as recorder:
-        progress = progress_for(json_lines=app.json, show=app.show_progress, label="backup")
+        progress = app.progress("backup", status_lines=True)
         try:
             result = backup_files(
                 app.config,
@@ -138,7 +137,7 @@ def _print_summary(app: App, result: Any, dry_run: bool, extra: dict[str, Any] |
     click.echo(
         f"{head} {human_size(s['bytes_added'])} ({human_size(s['bytes_added_stored'])} stored); files: "
         f"{s['files_new']} new, {s['files_changed']} changed, {s['files_unmodified']} unmodified; "
-        f"read {human_size(s['bytes_read'])} in {s['duration_s']:.1f}s"
+        f"read {human_size(s['bytes_read'])} in {human_duration(s['duration_s'])}"
     )
 
 
@@ -163,7 +162,7 @@ def volume(app: App, name: str, stop_containers: bool, tags: tuple[str, ...], dr
     """
     from recoverctl.actions.volume import backup_volume
 
-    progress = progress_for(json_lines=app.json, show=app.show_progress, label="backup volume")
+    progress = app.progress("backup volume", status_lines=True)
     try:
         backup = backup_volume(
             app.config,

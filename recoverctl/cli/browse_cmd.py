@@ -12,12 +12,11 @@ from recoverctl.actions.restore import TreeRestoreResult
 from recoverctl.actions.restore import restore as restore_action
 from recoverctl.cli.backup_cmd import parse_tags
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.human import human_size
 from recoverctl.cli.options import json_option, repo_option
 from recoverctl.cli.passphrase import passphrase
 from recoverctl.errors import UsageError
-from recoverctl.progress import progress_for
 from recoverctl.repo.snapshot import iso
+from recoverctl.units import human_duration, human_size
 
 
 @click.command("snapshots")
@@ -188,7 +187,7 @@ def restore_cmd(
         raise UsageError("give exactly one of --target DIR or --target-volume NAME")
     if dry_run and target is None:
         raise UsageError("--dry-run works with --target DIR only")
-    progress = progress_for(json_lines=False, show=app.show_progress, label="restore")
+    progress = app.progress("restore")
     if target_volume is not None:
         from recoverctl.actions.volume import restore_volume
 
@@ -236,7 +235,7 @@ def _restore_text(r: TreeRestoreResult) -> str:
     if not res.dry_run:
         return (
             f"restored snapshot {r.snapshot[:8]} to {r.target}: {res.files} files, "
-            f"{res.dirs} dirs, {human_size(res.bytes)} in {res.duration_s:.1f}s"
+            f"{res.dirs} dirs, {human_size(res.bytes)} in {human_duration(res.duration_s)}"
         )
     lines = [f"would remove   {p}" for p in res.would_remove]
     lines += [f"would replace  {p}" for p in res.would_overwrite]

@@ -17,6 +17,7 @@ from recoverctl.config import Config, iter_secret_values, load_config
 if TYPE_CHECKING:
     # SQLAlchemy costs ~0.5 s to import; commands that never touch the catalog skip it.
     from recoverctl.catalog import Catalog
+    from recoverctl.progress import Progress
     from recoverctl.recorder import ForkedRecorder
 
 
@@ -65,6 +66,20 @@ class App:
     @property
     def show_progress(self) -> bool:
         return not self.json and sys.stderr.isatty() and self.verbosity >= 0
+
+    def progress(self, label: str, *, status_lines: bool = False) -> Progress:
+        """Given what the work is called, return its progress display (recoverctl.progress):
+        with --json, status lines on stdout when `status_lines`, else nothing; nothing with -q;
+        else on stderr a bar on a terminal or plain lines, timestamped under -v."""
+        from recoverctl.progress import progress_for
+
+        return progress_for(
+            label=label,
+            json_lines=status_lines,
+            as_json=self.json,
+            quiet=self.verbosity < 0,
+            timestamps=self.verbosity > 0,
+        )
 
     def render(self, data: Any, text: Callable[[Any], str] | str | None = None) -> None:
         """Print `data` as JSON with --json, else the text form (a string or a function of data).

@@ -6,12 +6,11 @@ import click
 
 from recoverctl.actions.copy import CopyResult, copy_repositories
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.human import human_size
 from recoverctl.cli.options import json_option
 from recoverctl.cli.passphrase import passphrase
 from recoverctl.config import Config, repository_password
 from recoverctl.errors import ConfigError
-from recoverctl.progress import progress_for
+from recoverctl.units import human_size
 
 
 def copy_passphrase(cfg: Config, name: str) -> str:
@@ -47,7 +46,7 @@ def copy_cmd(app: App, to: str | None, source: str | None, dry_run: bool) -> Non
     """
     cfg = app.config
     with app.run_recorder() as recorder:
-        progress = progress_for(json_lines=app.json, show=app.show_progress, label="copy")
+        progress = app.progress("copy", status_lines=True)
         try:
             result = copy_repositories(
                 cfg,

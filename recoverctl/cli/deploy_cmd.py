@@ -6,6 +6,7 @@ import click
 
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import json_option
+from recoverctl.units import human_duration
 
 
 @click.command("deploy")
@@ -40,9 +41,9 @@ def deploy_command(app: App, service: str, version: str, no_verify: bool, dry_ru
                 f"on {r.target}; restore point: {'yes' if r.restore_point else 'no'}; "
                 f"migrate to: {r.migrate_to or '-'}; verify: {'yes' if r.verify else 'no'}"
             )
-        steps = ", ".join(f"{s['name']} {s['seconds']:.2f}s" for s in r.steps)
+        steps = ", ".join(f"{s['name']} {human_duration(s['seconds'])}" for s in r.steps)
         note = "" if r.verified else " (NOT verified)"
-        return f"{r.service} {r.version} is live{note} in {r.duration_s:.2f}s ({steps})"
+        return f"{r.service} {r.version} is live{note} in {human_duration(r.duration_s)} ({steps})"
 
     app.render(result, text)
 

@@ -11,8 +11,8 @@ import click
 
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import SuggestingGroup, json_option, repo_option, use_repository
-from recoverctl.drill.scoring import human_duration
 from recoverctl.errors import VerificationError
+from recoverctl.units import human_duration
 
 if TYPE_CHECKING:
     from recoverctl.actions.drill import DrillResult
@@ -37,7 +37,7 @@ def _drill_text(d: DrillResult) -> str:
     if d.reason:
         lines.append(f"  reason: {d.reason}")
     lines += [f"  {k}: {v}" for k, v in summary_rows(asdict(d))[2:]]
-    lines.append("  phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in d.phases.items()))
+    lines.append("  phases: " + ", ".join(f"{k} {human_duration(v)}" for k, v in d.phases.items()))
     for c in d.checks:
         mark = click.style("ok  ", fg="green") if c["ok"] else click.style("FAIL", fg="red")
         first = str(c["output"]).splitlines()[0] if c["output"] else ""
@@ -87,6 +87,7 @@ def run_cmd(app: App, playbooks: tuple[str, ...], keep: bool, cold: bool) -> Non
         keep=keep,
         cold=cold,
         on_phase=progress,
+        progress=app.progress,
     )
     data: Any = (
         results[0]

@@ -9,12 +9,12 @@ import click
 from recoverctl.actions.forget import ForgetResult, PruneReport, PruneResult, forget, prune
 from recoverctl.cli.backup_cmd import parse_tags
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.human import human_size
 from recoverctl.cli.options import json_option
 from recoverctl.cli.passphrase import passphrase
 from recoverctl.config import parse_duration
 from recoverctl.errors import UsageError
 from recoverctl.repo.retention import Policy
+from recoverctl.units import human_size
 
 
 def _prune_text(r: PruneReport) -> str:

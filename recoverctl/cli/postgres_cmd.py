@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from recoverctl.cli.context import App, pass_app
-from recoverctl.cli.human import human_size
 from recoverctl.cli.options import SuggestingGroup, json_option, repo_option
+from recoverctl.units import human_duration, human_size
 
 if TYPE_CHECKING:
     from recoverctl.actions.backup_postgres import (
@@ -124,7 +124,10 @@ def check(app: App, source: str | None, timeout: float) -> None:
     from recoverctl.cli.passphrase import passphrase
 
     result = postgres_check(app.config, app.catalog, passphrase(app), source=source, timeout=timeout)
-    app.render(result, lambda r: f"{r.source}: segment {r.segment} archived after {r.archived_after_s:.1f}s")
+    app.render(
+        result,
+        lambda r: f"{r.source}: segment {r.segment} archived after {human_duration(r.archived_after_s)}",
+    )
 
 
 @postgres_group.command("status")
@@ -146,7 +149,7 @@ def status(app: App, source: str | None) -> None:
         lines = []
         for s in r.sources:
             if s.exposure_s is None:
-                lines.append(f"{s.source}: no WAL archived yet (RPO target {s.rpo_target_s:.0f}s)")
+                lines.append(f"{s.source}: no WAL archived yet (RPO target {human_duration(s.rpo_target_s)})")
                 continue
             verdict = "within" if s.within_target else "OVER"
             if s.last_archived_at is None:
@@ -156,19 +159,24 @@ def status(app: App, source: str | None) -> None:
                 wal = f"last WAL {s.last_archived_segment} at {when}"
             lines.append(
                 f"{s.source} ({s.tier}): {wal}, "
-                f"exposure {s.exposure_s:.0f}s, {verdict} RPO target {s.rpo_target_s:.0f}s"
+                f"exposure {human_duration(s.exposure_s)}, {verdict} RPO target "
+                f"{human_duration(s.rpo_target_s)}"
             )
             if s.has_archive_timeout:
                 bound = s.archive_bound_s
                 lines.append(
                     f"  archive_timeout {s.archive_timeout_s}s: "
-                    + (f"guarantees loss <= {bound:.0f}s" if bound else "off, nothing bounds the loss")
+                    + (
+                        f"guarantees loss <= {human_duration(bound)}"
+                        if bound
+                        else "off, nothing bounds the loss"
+                    )
                 )
             if s.streams and s.stream:
                 st = s.stream
                 lines.append(
-                    f"  streaming: {st['lag_seconds']}s / {st['lag_bytes']} bytes behind the primary"
-                    + ("" if st["alive"] else " (receiver not reporting)")
+                    f"  streaming: {human_duration(st['lag_seconds'])} / {human_size(st['lag_bytes'])} "
+                    "behind the primary" + ("" if st["alive"] else " (receiver not reporting)")
                 )
         return "\n".join(lines) or "no postgres sources configured"
 
@@ -219,9 +227,8 @@ def backup_postgres_cmd(
     """
     from recoverctl.actions.backup_postgres import backup_postgres, backup_postgres_logical
     from recoverctl.cli.passphrase import passphrase
-    from recoverctl.progress import progress_for
 
-    progress = progress_for(json_lines=False, show=app.show_progress, label="backup postgres")
+    progress = app.progress("backup postgres")
     try:
         if logical:
             if dry_run:
@@ -246,7 +253,7 @@ def backup_postgres_cmd(
 def _logical_backup_text(r: LogicalBackupSummary) -> str:
     return (
         f"logical snapshot {str(r.snapshot_id)[:8]} of {r.source}/{r.database}: "
-        f"{human_size(r.bytes)} in {r.duration_s:.1f}s"
+        f"{human_size(r.bytes)} in {human_duration(r.duration_s)}"
     )
 
 
@@ -262,7 +269,7 @@ def _physical_backup_text(r: PhysicalBackupSummary | PhysicalBackupPlan) -> str:
         f"(timeline {r.timeline}, WAL {r.wal_range[0]}..{r.wal_range[1]}); files "
         f"{r.files_new} new, {r.files_changed} changed, {r.files_unmodified} unmodified; "
         f"read {human_size(r.bytes_read)}, added {human_size(r.bytes_added)} "
-        f"in {r.duration_s:.1f}s; "
+        f"in {human_duration(r.duration_s)}; "
         f"{r.pages_checked} pages checksum-validated"
     )
 
@@ -402,7 +409,9 @@ def _restore_logical(
         app.config, app.catalog, passphrase(app), source=source, snapshot=ref, database=database,
         tables=list(tables) or None, clean=clean,
     )  # fmt: skip
-    app.render(out, lambda r: f"restored {r.snapshot_id[:8]} into database {r.database} ({r.bytes} bytes)")
+    app.render(
+        out, lambda r: f"restored {r.snapshot_id[:8]} into database {r.database} ({human_size(r.bytes)})"
+    )
 
 
 def _recovery_target(
@@ -449,7 +458,7 @@ def _tablespace_remap(items: tuple[str, ...]) -> dict[str, str]:
 def _physical_restore_text(r: PhysicalRestoreResult, started: bool) -> str:
     lines = [
         f"restored backup {r.snapshot_id[:8]} of {r.source} into {r.target_dir} "
-        f"({human_size(r.bytes_restored)}, {r.phases['fetch']:.1f}s)"
+        f"({human_size(r.bytes_restored)}, {human_duration(r.phases['fetch'])})"
     ]
     lines += [f"not restored: symlink {x['path'].lstrip('/')} -> {x['target']}" for x in r.links_skipped]
     if r.server:

@@ -10,6 +10,7 @@ import click
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import json_option
 from recoverctl.errors import RecoverctlError, UsageError
+from recoverctl.units import human_duration, human_size
 
 if TYPE_CHECKING:
     from recoverctl.actions.rollback_result import RollbackResult
@@ -29,7 +30,7 @@ def _plan_text(plan: dict[str, Any]) -> str:
     if schema.get("restore_point"):
         lines.append(
             f"    restore point {schema['restore_point']} (LSN {schema['restore_lsn']}); "
-            f"{schema['wal_bytes_after']} bytes of WAL written since will be lost"
+            f"{human_size(schema['wal_bytes_after'])} of WAL written since will be lost"
         )
     for m in schema.get("migrations", []):
         lines.append(f"    downgrade {m['revision']} -> {m['down_revision']}: {m['doc'] or ''}")
@@ -39,8 +40,9 @@ def _plan_text(plan: dict[str, Any]) -> str:
 
 
 def _result_text(r: RollbackResult) -> str:
-    lines = [f"rollback of {r.service} {r.from_version} -> {r.to_version}: {r.result} in {r.duration_s:.2f}s"]
-    lines += [f"  {s.name:<13} {s.outcome:<8} {s.seconds:.2f}s" for s in r.steps]
+    took = human_duration(r.duration_s)
+    lines = [f"rollback of {r.service} {r.from_version} -> {r.to_version}: {r.result} in {took}"]
+    lines += [f"  {s.name:<13} {s.outcome:<8} {human_duration(s.seconds)}" for s in r.steps]
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ from recoverctl.config import parse_duration
 from recoverctl.errors import UsageError
 from recoverctl.scheduler.defaults import DEFAULT_SCHEDULE_YAML
 from recoverctl.scheduler.execute import JobResult
+from recoverctl.units import human_duration
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -177,7 +178,7 @@ def run_job_cmd(app: App, name: str, now_as_due: bool, lease: float, metrics_tex
     def text(r: JobResult | NotRun) -> str:
         if isinstance(r, NotRun):
             return f"{name}: not run ({r.state}: {r.detail})"
-        return f"{name}: {r.state} in {r.duration:.1f}s (exit {r.exit_code})"
+        return f"{name}: {r.state} in {human_duration(r.duration)} (exit {r.exit_code})"
 
     app.render(result, text)
 

@@ -9,7 +9,6 @@ from recoverctl.actions.verify import RepairIndexResult, VerifyResult, repair_in
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import SuggestingGroup, json_option, repo_option
 from recoverctl.cli.passphrase import passphrase
-from recoverctl.progress import progress_for
 
 
 @click.command("verify")
@@ -33,7 +32,7 @@ def verify_cmd(app: App, read_data: bool, subset: str | None) -> None:
     Example:
       recoverctl verify --read-data-subset 10%
     """
-    progress = progress_for(json_lines=False, show=app.show_progress, label="verify")
+    progress = app.progress("verify")
     try:
         data = verify(
             app.config, app.catalog, passphrase(app), read_data=read_data, subset=subset, progress=progress

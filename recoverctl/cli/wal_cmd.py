@@ -11,6 +11,7 @@ import click
 
 from recoverctl.cli.context import App, pass_app
 from recoverctl.cli.options import SuggestingGroup, json_option
+from recoverctl.units import human_duration, human_size
 
 
 @click.group("wal", cls=SuggestingGroup)
@@ -60,7 +61,7 @@ def fetch(app: App, name: str, dest: Path, source: str | None) -> None:
     from recoverctl.cli.passphrase import passphrase
 
     result = wal_fetch(app.config, passphrase(app), source=source, name=name, dest=dest)
-    app.render(result, lambda r: "" if app.verbosity <= 0 else f"{r.name}: {r.bytes} bytes")
+    app.render(result, lambda r: "" if app.verbosity <= 0 else f"{r.name}: {human_size(r.bytes)}")
 
 
 @wal_group.command("expire")
@@ -121,7 +122,8 @@ def stream(app: App, source: str | None, print_units: str | None, image: str) ->
         if app.verbosity > 0:
             click.echo(
                 f"{getattr(st, 'source', '')}: uploaded to {getattr(st, 'uploaded_lsn', None)}, "
-                f"lag {getattr(st, 'lag_bytes', None)} bytes / {getattr(st, 'lag_seconds', None)}s",
+                f"lag {human_size(getattr(st, 'lag_bytes', None))} / "
+                f"{human_duration(getattr(st, 'lag_seconds', None))}",
                 err=True,
             )
 

@@ -25,6 +25,7 @@ from recoverctl.drill.playbook import (
     SqlCheck,
 )
 from recoverctl.drill.scratch import ScratchCluster
+from recoverctl.units import human_duration
 
 OUTPUT_LIMIT = 4000
 
@@ -201,8 +202,8 @@ def run_freshness(check: FreshnessCheck, ctx: CheckContext) -> CheckResult:
         name,
         "freshness",
         ok,
-        f"newest row {_iso(newest_ts)} is {behind:.0f}s before the recovery point "
-        f"(tolerance {spec.tolerance:.0f}s)",
+        f"newest row {_iso(newest_ts)} is {human_duration(behind)} before the recovery point "
+        f"(tolerance {human_duration(spec.tolerance)})",
         expected=expected,
         actual=_iso(newest_ts),
     )

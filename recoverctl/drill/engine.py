@@ -29,11 +29,12 @@ from recoverctl.config import Config, PostgresSource, Source
 from recoverctl.drill.checks import CheckContext, run_check
 from recoverctl.drill.playbook import Playbook
 from recoverctl.drill.restorer import Restorer, Selection
-from recoverctl.drill.scoring import human_duration, measured_rpo, score
+from recoverctl.drill.scoring import measured_rpo, score
 from recoverctl.drill.scratch import DrillError, ScratchCluster
 from recoverctl.errors import CancelledError, RecoverctlError
 from recoverctl.interrupts import interrupt, stop_requested, uninterruptible
 from recoverctl.sources.postgres.server import postmaster_status, remove_secrets
+from recoverctl.units import human_duration, human_size
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,8 @@ def check_space(workspace: Path, selection: Selection, min_free: int) -> dict[st
     if need and free < need:
         raise DrillError(
             f"not enough free space for the scratch restore in '{workspace.parent}': "
-            f"need {need} bytes (snapshot {selection.size or 0} + min_free {min_free}), {free} free",
+            f"need {human_size(need)} (snapshot {human_size(selection.size or 0)} + min_free "
+            f"{human_size(min_free)}), {human_size(free)} free",
             hint="free space there or set where.temp_dir in the playbook to a larger filesystem",
         )
     return {"free_bytes": free, "needed_bytes": need}

@@ -10,6 +10,7 @@ from typing import Any
 from recoverctl.repo import Repository
 from recoverctl.repo.reader import walk
 from recoverctl.repo.snapshot import Snapshot
+from recoverctl.units import human_size
 
 # Mismatches listed in the check output; the count is always complete.
 MISMATCH_LIMIT = 50
@@ -88,7 +89,7 @@ def rehash_check(repo: Repository, snap: Snapshot, root: Path) -> dict[str, Any]
         )
         output = f"{r.mismatch_count} of {r.files} file(s) differ from the snapshot: {listed}{more}"
     else:
-        output = f"{r.files} files, {r.bytes} bytes re-hashed: all match the snapshot"
+        output = f"{r.files} files, {human_size(r.bytes)} re-hashed: all match the snapshot"
     return {
         "name": "rehash",
         "kind": "rehash",

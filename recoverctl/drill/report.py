@@ -13,7 +13,7 @@ from typing import Any
 
 from recoverctl.console import chart_assets
 from recoverctl.console.views import trend_payload
-from recoverctl.drill.scoring import human_duration
+from recoverctl.units import human_duration, human_size
 
 
 def _iso(ts: float | None) -> str:
@@ -38,7 +38,7 @@ def summary_rows(drill: dict[str, Any]) -> list[tuple[str, str]]:
     if "files_checked" in rehash:
         recovered = (
             "re-hashed",
-            f"{rehash['files_checked']} files, {rehash.get('bytes_checked')} bytes, "
+            f"{rehash['files_checked']} files, {human_size(rehash.get('bytes_checked'))}, "
             f"{rehash.get('mismatch_count')} mismatching",
         )
     else:
@@ -66,7 +66,7 @@ def summary_rows(drill: dict[str, Any]) -> list[tuple[str, str]]:
             f"{human_duration(drill.get('rpo_target_s'))}, margin "
             f"{_margin(drill.get('rpo_s'), drill.get('rpo_target_s'))}",
         ),
-        ("bytes restored", str(drill.get("bytes") if drill.get("bytes") is not None else "-")),
+        ("bytes restored", human_size(drill.get("bytes"))),
         ("cold", "yes" if drill.get("cold") else "no"),
     ]
 

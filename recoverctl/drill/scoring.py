@@ -12,21 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from recoverctl.catalog.recovery import exposure_at
-
-
-def human_duration(seconds: float | None) -> str:
-    """Given seconds, return '1h02m', '4m05s', '12.3s'; '-' for None."""
-    if seconds is None:
-        return "-"
-    sign = "-" if seconds < 0 else ""
-    s = abs(seconds)
-    if s < 60:
-        return f"{sign}{s:.1f}s"
-    if s < 3600:
-        return f"{sign}{int(s // 60)}m{int(s % 60):02d}s"
-    if s < 86400:
-        return f"{sign}{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
-    return f"{sign}{int(s // 86400)}d{int(s % 86400 // 3600):02d}h"
+from recoverctl.units import human_duration
 
 
 @dataclass

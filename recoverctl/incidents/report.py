@@ -12,6 +12,7 @@ from typing import Any
 import jinja2
 
 from recoverctl.catalog import Catalog, drills, rollbacks
+from recoverctl.units import human_duration
 
 REPORT_FORMATS = ("md", "html", "json")
 
@@ -115,6 +116,7 @@ _ENV = jinja2.Environment(
     lstrip_blocks=True,
     undefined=jinja2.StrictUndefined,
 )
+_ENV.filters["duration"] = human_duration
 
 
 def render_report(facts: ReportFacts, incident: dict[str, Any], fmt: str) -> str:

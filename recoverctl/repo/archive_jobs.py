@@ -18,6 +18,7 @@ class Counters:
     dirs: int = 0
     bytes_read: int = 0
     bytes_total: int = 0
+    bytes_unmodified: int = 0  # of unchanged files, not read: done for the progress
     files_done: int = 0
 
 

@@ -163,6 +163,7 @@ class Archiver:
                 nonlocal total
                 total += k
                 self._add_read(k)
+                self.progress.update(self._status())  # within a large file too, not only after it
 
             return self.save_stream(f, count), total
 
@@ -216,6 +217,8 @@ class Archiver:
             "files_unmodified": c.files_unmodified,
             "bytes_read": c.bytes_read,
             "bytes_added": self.saver.stats.bytes_added,
+            "bytes_done": c.bytes_read + c.bytes_unmodified,
+            "bytes_total": c.bytes_total,
         }
 
     # --- walking ----------------------------------------------------------------------------------
@@ -369,6 +372,7 @@ class Archiver:
                 c.files_unmodified += reused[0]
                 c.files_done += reused[0]
                 c.bytes_total += reused[1]
+                c.bytes_unmodified += reused[1]
 
     def _descend(
         self,

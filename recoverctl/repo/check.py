@@ -263,7 +263,7 @@ class Checker:
                 pool.shutdown(wait=False, cancel_futures=True)
                 return
             with pool:
-                self._record_reads(results, by_pack, len(packs))
+                self._record_reads(results, by_pack, len(packs), {p: stored.get(p, 0) for p in packs})
 
         return finish
 
@@ -272,8 +272,11 @@ class Checker:
         results: Iterator[tuple[str, list[bytes], str]],
         by_pack: dict[str, list[tuple[bytes, BlobLocation]]],
         total: int,
+        sizes: dict[str, int],
     ) -> None:
+        bytes_read, bytes_total = 0, sum(sizes.values())
         for done, (pid, bad, problem) in enumerate(results, 1):
+            bytes_read += sizes.get(pid, 0)
             self.report.blobs_read += len(by_pack.get(pid, []))
             ok = not bad and not problem
             self.report.verified[pid] = ok
@@ -282,7 +285,8 @@ class Checker:
                 self.report.damaged_blobs.update(bad)
                 what = f"{len(bad)} damaged blob(s)" if bad else problem
                 self._error("pack_damaged", f"pack {pid} is damaged: {what}", pack=pid, blobs=len(bad))
-            self.progress.update({"packs_read": done, "packs_to_read": total})
+            counts = {"packs_read": done, "packs_to_read": total}
+            self.progress.update({**counts, "bytes_read": bytes_read, "bytes_total": bytes_total})
 
     def map_damage(self, snaps: list[Snapshot], index: Index) -> None:
         """Name every snapshot and file touched by damaged or missing blobs (or packs)."""

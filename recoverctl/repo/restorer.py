@@ -116,6 +116,7 @@ class _Restorer:
         self.write_flags = os.O_RDWR if verify else os.O_WRONLY
         self.progress = progress
         self.result = RestoreResult(dry_run=dry_run)
+        self.bytes_total: int | None = None  # the snapshot's size when all of it is restored: progress
         self.is_root = os.geteuid() == 0
         self._lock = threading.Lock()
         self.slots = threading.BoundedSemaphore(4 * repo.parallelism)
@@ -362,7 +363,11 @@ class _Restorer:
         with self._lock:
             self.result.files += 1
             self.result.bytes += written
-            counters = {"files_restored": self.result.files, "bytes_restored": self.result.bytes}
+            counters = {
+                "files_restored": self.result.files,
+                "bytes_restored": self.result.bytes,
+                "bytes_total": self.bytes_total,
+            }
         self.progress.update(counters)
 
     def _link(self, first: Future[tuple[Dir, str] | None], d: Dir, name: str, path: str) -> None:
@@ -569,6 +574,7 @@ def restore_snapshot(
         mounts=mounts,
         inner_links_only=inner_links_only,
     )
+    r.bytes_total = None if include else snap.summary.get("bytes_total")
     try:
         return r.run(snap.tree)
     except InvalidTreeError as e:

@@ -26,12 +26,12 @@ from recoverctl.actions.incidents import acknowledge_incident
 from recoverctl.actions.status import status
 from recoverctl.catalog.timeline import KINDS, Cursor, TimelineEntry, TimelineQuery, timeline
 from recoverctl.console import STATIC_DIR, TEMPLATES_DIR, views
-from recoverctl.drill.scoring import human_duration
 from recoverctl.errors import CatalogError, NotFoundError, RecoverctlError
 from recoverctl.service.annotations import annotations_router
 from recoverctl.service.auth import Identity, bearer_identity
 from recoverctl.service.session import COOKIE, LOGIN_COOKIE, Session, SessionSigner, login_nonce
 from recoverctl.service.state import ServiceState
+from recoverctl.units import human_duration, human_size
 
 # Everything the console loads comes from recoverctl itself.
 SECURITY_HEADERS = {
@@ -69,7 +69,7 @@ def _parse_time(text: str | None) -> float | None:
 def templates() -> Jinja2Templates:
     """Return the console's template environment, with its filters."""
     env = Jinja2Templates(directory=str(TEMPLATES_DIR))
-    env.env.filters.update(duration=human_duration, when=_when)
+    env.env.filters.update(duration=human_duration, size=human_size, when=_when)
     env.env.globals.update(kinds=KINDS, page_sizes=PAGE_SIZES, entry_link=entry_link, now=time.time)
     return env
 

@@ -123,13 +123,18 @@ class Source(Protocol):
 class WarningLog(Progress):
     """Keeps the restore's per-file warnings: they name the damaged pack, the final error does not."""
 
-    def __init__(self) -> None:
+    def __init__(self, display: Progress | None = None) -> None:
         self.warnings: list[str] = []
+        self.display = display or Progress()  # where people watch the restore, if anywhere
         self._lock = threading.Lock()
+
+    def update(self, counters: dict[str, Any]) -> None:
+        self.display.update(counters)
 
     def warn(self, text: str) -> None:
         with self._lock:
             self.warnings.append(text)
+        self.display.warn(text)
 
     def damage_error(self, e: RecoverctlError, snapshot_id: str, source: str) -> VerificationError | None:
         """Given the restore's failure, return an error naming the damaged pack(s), or None when

@@ -13,6 +13,7 @@ import click
 
 from recoverctl.cli.main import cli as root
 from tests.conftest import Cli
+from tests.fixtures.terminal import run_on_pty
 from tests.inproc_cli import InProcessCli
 
 # Leaf commands that print no result to parse: `serve` runs until stopped, `completion` prints a
@@ -89,28 +90,7 @@ def test_mistyped_command_suggests_the_closest_exit_2(cli: Cli) -> None:
 
 def _on_pty(cli: Cli, *args: str, env: dict[str, str] | None = None) -> str:
     """Run recoverctl with stdout and stderr on a pseudo-terminal; return what it wrote."""
-    primary, secondary = os.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "recoverctl", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=secondary,
-        stderr=secondary,
-        env={**cli.env, **(env or {})},
-        cwd=cli.home,
-    )
-    os.close(secondary)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(primary, 65536)
-        except OSError:  # EIO: the child closed its end
-            break
-        if not chunk:
-            break
-        out += chunk
-    os.close(primary)
-    proc.wait(timeout=60)
-    return out.decode(errors="replace")
+    return run_on_pty(cli, *args, env=env)[0].decode(errors="replace")
 
 
 def test_no_color_and_no_color_flag_strip_escapes_on_a_terminal(cli: Cli, tmp_path: Path) -> None:

@@ -92,10 +92,10 @@ def test_files_drill_passes_rehashing_every_file(
     hist = cli("drill", "history", "--source", "docs", "--json", check=0).json()
     assert [h["verdict"] for h in hist] == ["pass", "fail"]
     md = cli("drill", "report", str(d["id"]), "--format", "md", check=0).stdout
-    assert "rehash" in md and "3 files, 1512000 bytes re-hashed" in md
-    assert "3 files, 1512000 bytes, 0 mismatching" in md and "LSN" not in md
+    assert "rehash" in md and "3 files, 1.4 MiB re-hashed" in md
+    assert "3 files, 1.4 MiB, 0 mismatching" in md and "LSN" not in md
     text = cli("drill", "run", str(pb), check=0).stdout
-    assert "re-hashed: 3 files, 1512000 bytes, 0 mismatching" in text
+    assert "re-hashed: 3 files, 1.4 MiB, 0 mismatching" in text
     html = cli("drill", "report", str(d["id"]), "--format", "html", check=0).stdout
     assert 'class="rc-trend"' in html and "rehash" in html
 

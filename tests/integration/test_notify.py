@@ -335,7 +335,7 @@ def test_summary_is_sent_as_text_and_html_email(cli: Cli, smtp_factory: Any) -> 
 
     text = cli("summary", "daily", check=0).stdout
     assert "main: 1 done, 1 failed, 5.0 MiB added (last error: connection refused)" in text
-    assert "weekly [main] pass: RTO 10 min (target 2.0 h)" in text
+    assert "weekly [main] pass: RTO 10m00s (target 2h00m)" in text
     assert "backup.succeeded main: backup of main done" in text
     assert "OK" in text.split("RPO exposure", 1)[1].split("\n")[1]
 

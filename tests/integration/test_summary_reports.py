@@ -95,10 +95,10 @@ def test_monthly_report_has_trends_changes_and_targets_missed(cli: Cli, smtp_fac
     assert out["extra_sections"] == []
 
     text = cli("summary", "monthly", check=0).stdout
-    assert "weekly [main]: RTO (50 min) → 40 min → 30 min → 20 min → 10 min (improving); RPO" in text
+    assert "weekly [main]: RTO (50m00s) → 40m00s → 30m00s → 20m00s → 10m00s (improving); RPO" in text
     assert "(worsening)" in text
     assert "3 deploy(s), 1 failed; 1 rollback(s), 1 succeeded" in text
-    assert "drill RPO weekly [main] at" in text and ": 15 min over target 10 min" in text
+    assert "drill RPO weekly [main] at" in text and ": 15m00s over target 10m00s" in text
     assert "Incidents\n  - no incidents in this period" in text
 
     weekly = cli("--json", "summary", "weekly", check=0).json()
@@ -173,6 +173,6 @@ def test_weekly_report_counts_incidents_with_time_to_acknowledge_and_to_recover(
     assert round(out["mean_time_to_recover_s"]) == round((7200 + 8 * DAY) / 2)
     assert [(i["id"], i["state"]) for i in out["still_open"]] == [(4, "open")]
     text = cli("summary", "weekly", check=0).stdout
-    assert "2 opened, 2 resolved; mean time to acknowledge 10 min, mean time to recover 4.0 d" in text
+    assert "2 opened, 2 resolved; mean time to acknowledge 10m00s, mean time to recover 4d01h" in text
     assert "#4 still open (critical) since" in text
     assert cli("--json", "summary", "daily", check=0).json()["incidents"] is None

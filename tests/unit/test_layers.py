@@ -44,6 +44,7 @@ RANKS: dict[str, int] = {
     "errors": -1,
     "interrupts": -1,
     "progress": -1,
+    "units": -2,
     "__init__": -2,
 }
 

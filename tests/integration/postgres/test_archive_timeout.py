@@ -52,7 +52,7 @@ def test_setup_sets_a_quarter_of_the_rpo_target_and_status_shows_the_bound(
     pg.archive_current_wal()
     status = pg_cli("--json", "postgres", "status", check=0).json()["sources"][0]
     assert status["archive_timeout_s"] == 30 and status["archive_bound_s"] == 30.0
-    assert "archive_timeout 30s: guarantees loss <= 30s" in pg_cli("postgres", "status", check=0).stdout
+    assert "archive_timeout 30s: guarantees loss <= 30.0s" in pg_cli("postgres", "status", check=0).stdout
 
 
 def test_status_says_nothing_bounds_the_loss_without_archive_timeout(pg_cli: PgCli, pg_factory: Any) -> None:

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from recoverctl.drill.checks import compare
-from recoverctl.drill.scoring import human_duration, measured_rpo, score
+from recoverctl.drill.scoring import measured_rpo, score
 from recoverctl.sources.base import random_time
 
 
@@ -88,17 +88,6 @@ def test_score_names_value_and_target() -> None:
     assert s.reasons[0] == "check 'rows' failed: got 0, expected >= 1"
     s = score(checks=[], rto_s=None, rpo_s=None, rto_target_s=1, rpo_target_s=1, failure="failed at fetch: x")
     assert s.reasons == ["failed at fetch: x"]
-
-
-def test_human_duration() -> None:
-    assert [human_duration(v) for v in (None, 12.34, 245, 3720, 90000, -30)] == [
-        "-",
-        "12.3s",
-        "4m05s",
-        "1h02m",
-        "1d01h",
-        "-30.0s",
-    ]
 
 
 def test_random_time_stays_within_window_and_recoverable_range() -> None:

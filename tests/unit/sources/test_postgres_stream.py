@@ -103,7 +103,7 @@ def test_metrics_and_status_report_the_receivers_last_heartbeat(tmp_path: Path) 
         assert 'recoverctl_wal_stream_lag_seconds{source="main"} 1.5' in text
         assert 'recoverctl_wal_stream_up{source="main"} 1.0' in text
         verdict = receiver_verdict(cfg, catalog, "main", time.time())
-        assert verdict is not None and verdict[0] == "green" and "1.5s (8192 bytes) behind" in verdict[1]
+        assert verdict is not None and verdict[0] == "green" and "1.5s (8.0 KiB) behind" in verdict[1]
         assert receiver_verdict(cfg, catalog, "main", time.time() + 60)[0] == "red"  # type: ignore[index]
     finally:
         catalog.close()
