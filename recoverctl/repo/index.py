@@ -148,13 +148,23 @@ class Index:
                 i = (i + 1) & mask
                 r = slots[i]
             else:
-                ids += bid
-                add_type(blob_type)
-                add_offset(offset)
-                add_meta((pack, length, raw))
+                try:
+                    ids += bid
+                    add_type(blob_type)
+                    add_offset(offset)
+                    add_meta((pack, length, raw))
+                except BaseException:
+                    self._truncate(count)  # a field out of range: drop the half-added record
+                    raise
                 count += 1
                 self._count = count
                 slots[i] = count  # last: a reader sees the slot only once the record is complete
+
+    def _truncate(self, count: int) -> None:
+        del self._ids[count * ID_SIZE :]
+        del self._types[count:]
+        del self._offsets[count:]
+        del self._meta[3 * count :]
 
     def add_pack(self, pack_id: str, size: int, entries: Iterable[PackEntry]) -> None:
         rows = [(e.id, e.type, e.offset, e.length, e.raw_length) for e in entries]
@@ -171,7 +181,10 @@ class Index:
                 pack = self._pack_number(p["id"], int(p["size"]))
                 blobs = p["blobs"]
                 self._reserve(len(blobs))
-                self._insert(((fromhex(b), t, off, n, raw) for t, b, off, n, raw in blobs), pack)
+                try:
+                    self._insert(((fromhex(b), t, off, n, raw) for t, b, off, n, raw in blobs), pack)
+                except (OverflowError, TypeError) as e:  # a negative, huge or non-integer field
+                    raise ValueError(f"malformed blob entry in pack {p['id']}: {e}") from None
 
     def by_pack(self) -> dict[str, list[tuple[bytes, BlobLocation]]]:
         out: dict[str, list[tuple[bytes, BlobLocation]]] = {p: [] for p in self.packs}

@@ -55,6 +55,13 @@ def test_absent_and_malformed_ids() -> None:
         index.blobs[blob_id(99)]
     with pytest.raises(ValueError, match="32 bytes"):
         index.merge_document({"packs": [{"id": "b" * 64, "size": 1, "blobs": [[0, "abcd", 0, 1, 1]]}]})
+    with pytest.raises(ValueError, match="malformed blob entry"):
+        index.merge_document({"packs": [{"id": "b" * 64, "size": 1, "blobs": [[0, "ab" * 32, -1, 1, 1]]}]})
+    with pytest.raises(ValueError, match="malformed blob entry"):
+        index.merge_document({"packs": [{"id": "b" * 64, "size": 1, "blobs": [[0, "cd" * 32, 0, 1, "1"]]}]})
+    index.add_pack("e" * 64, 10, pack_entries(5, 2))  # records after the refused ones line up
+    assert len(index) == 5 and index.get(blob_id(6)) == BlobLocation("e" * 64, DATA, 1000, 996, 2006)
+    assert bytes.fromhex("ab" * 32) not in index and bytes.fromhex("cd" * 32) not in index
 
 
 def test_first_location_wins_and_documents_round_trip() -> None:
