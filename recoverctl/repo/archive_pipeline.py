@@ -44,15 +44,21 @@ FollowFn = Callable[[str], bool]
 BeforeSnapshotFn = Callable[[list[str]], bool]
 
 
-def _limit_malloc_arenas() -> None:
-    """Cap glibc's per-thread malloc arenas at 2: with one arena per thread, freed chunk and pack
-    buffers stay spread over many arenas and RSS drifts up by 100 MiB on multi-GiB backups;
-    measured CPU cost: none. A no-op where glibc is absent."""
+def _tune_malloc() -> None:
+    """Cap glibc's per-thread malloc arenas at 2, and fix its mmap threshold at 4 MiB. With one
+    arena per thread, freed chunk and pack buffers stay spread over many arenas and RSS drifts up
+    by 100 MiB on multi-GiB backups. glibc raises the threshold to the size of each mmap'd block
+    freed (up to 32 MiB), so after the first 16 MiB pack, 8 MiB chunker buffers came from the heap
+    and stayed there: fixed, blocks of 4 MiB or more go back to the system when freed (measured:
+    peak RSS -25 MiB on the files benchmark, CPU the same). A no-op where glibc is absent."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, 2)
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_ARENA_MAX, 2)
+        libc.mallopt(_M_MMAP_THRESHOLD, 4 * 1024 * 1024)
 
 
 _M_ARENA_MAX = -8
+_M_MMAP_THRESHOLD = -3
 
 
 @dataclass
@@ -83,7 +89,7 @@ class Archiver:
         one_file_system: bool = False,
         follow_symlinks: FollowFn | None = None,
     ):
-        _limit_malloc_arenas()
+        _tune_malloc()
         self.repo = repo
         self.dry_run = dry_run
         self.progress = progress or Progress()
@@ -101,7 +107,9 @@ class Archiver:
         self._cdc_local = threading.local()
         self.saver: Saver
         p = repo.parallelism
-        self.file_pool = ThreadPoolExecutor(p, thread_name_prefix="read")
+        # Readers of large files (small ones are read by the walker): each holds FastCDC's 8 MiB
+        # stream buffer; half the sealers keep them busy, as restic's two readers do.
+        self.file_pool = ThreadPoolExecutor(max(2, p // 2), thread_name_prefix="read")
         self.chunk_pool = ThreadPoolExecutor(p, thread_name_prefix="seal")
         # Bounds the chunks read but not yet sealed: memory is about (p + 2) chunks.
         self.chunk_slots = threading.BoundedSemaphore(p + 2)

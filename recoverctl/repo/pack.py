@@ -9,7 +9,9 @@ of its bytes, which lets verification spot a damaged pack without the key.
 from __future__ import annotations
 
 import struct
+import tempfile
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from recoverctl.repo.crypto import Cipher, DecryptError, sha256_hex
 
@@ -41,23 +43,54 @@ def pack_key(pack_id: str) -> str:
 
 
 class PackBuilder:
-    """Collects sealed blobs until `full`; `finish()` returns (pack id, bytes, entries)."""
+    """Collects sealed blobs until `full`; `finish()` returns (pack id, bytes, entries).
 
-    def __init__(self, cipher: Cipher, target_size: int):
+    The sealed blobs are spooled to an unnamed temporary file (in TMPDIR), as restic does, rather
+    than held in memory: a pack is 16 MiB, and a backup keeps one filling per blob type and one
+    waiting for an upload slot. finish() reads the file back as the one bytes object the upload
+    needs (no join of parts beside it). Without a usable temporary directory, or once writing to
+    it fails (e.g. it is full), the blobs stay in memory.
+    """
+
+    def __init__(self, cipher: Cipher, target_size: int, *, spool: bool = True):
         self.cipher = cipher
         self.target_size = target_size
         self.parts: list[bytes] = []
         self.entries: list[PackEntry] = []
         self.size = 0
+        self._spool: BinaryIO | None = None
+        self._may_spool = spool
 
     def add(self, blob_type: int, blob_id: bytes, sealed: bytes, raw_length: int, tail: bytes = b"") -> None:
         """Append a sealed blob (given whole, or as `sealed` + `tail` parts)."""
         length = len(sealed) + len(tail)
         self.entries.append(PackEntry(blob_type, blob_id, self.size, length, raw_length))
-        self.parts.append(sealed)
-        if tail:
-            self.parts.append(tail)
+        self._write(sealed, tail)
         self.size += length
+
+    def _write(self, *parts: bytes) -> None:
+        if self._spool is None and self._may_spool and not self.parts:
+            try:
+                # Closed by finish() (or with the builder); unlinked already, so nothing is left over.
+                self._spool = tempfile.TemporaryFile(prefix="recoverctl-pack-")  # noqa: SIM115
+            except OSError:
+                self._may_spool = False
+        if self._spool is not None:
+            try:
+                for part in parts:
+                    self._spool.write(part)
+                return
+            except OSError:
+                self._unspool()
+        self.parts.extend(part for part in parts if part)
+
+    def _unspool(self) -> None:
+        """Take what the spool file holds (the blobs before this one) into memory; stop spooling."""
+        spool, self._spool, self._may_spool = self._spool, None, False
+        assert spool is not None
+        with spool:
+            spool.seek(0)
+            self.parts = [spool.read(self.size)]
 
     @property
     def full(self) -> bool:
@@ -69,12 +102,26 @@ class PackBuilder:
     def finish(self) -> tuple[str, bytes, list[PackEntry]]:
         header = b"".join(ENTRY.pack(e.type, e.id, e.length, e.raw_length) for e in self.entries)
         sealed_header = self.cipher.seal(header, HEADER_AAD, compress=False)
-        self.parts.append(sealed_header)
-        self.parts.append(TRAILER.pack(len(sealed_header), MAGIC))
-        parts, self.parts = self.parts, []
-        data = b"".join(parts)
-        del parts
+        self._write(sealed_header, TRAILER.pack(len(sealed_header), MAGIC))
+        if self._spool is not None:
+            data = self._read_spool(self.size + len(sealed_header) + TRAILER.size)
+        else:
+            parts, self.parts = self.parts, []
+            data = b"".join(parts)
+            del parts
         return sha256_hex(data), data, self.entries
+
+    def _read_spool(self, total: int) -> bytes:
+        """Return the spooled pack's `total` bytes (a buffered read of a known size fills one bytes
+        object); close the spool file."""
+        spool, self._spool = self._spool, None
+        assert spool is not None
+        with spool:
+            spool.seek(0)
+            data = spool.read(total)
+        if len(data) != total:
+            raise OSError(f"the pack's spool file ended at {len(data)} of {total} bytes")
+        return data
 
 
 def parse_header(cipher: Cipher, tail: bytes, pack_size: int, what: str) -> list[PackEntry]:

@@ -280,10 +280,15 @@ class Repository:
             def load(key: str) -> tuple[str, dict[str, Any]]:
                 return key, self.read_index_file(key)
 
+            # A window of reads, not pool.map: map would read and decode every index file before
+            # the first merge, and a large repository's documents are many times its index.
+            window = 2 * self.parallelism
             with ThreadPoolExecutor(self.parallelism) as pool:
-                for key, doc in pool.map(load, keys):
-                    index.merge_document(doc)
-                    index.files.add(key)
+                for start in range(0, len(keys), window):
+                    for key, doc in pool.map(load, keys[start : start + window]):
+                        index.merge_document(doc)
+                        index.files.add(key)
+                        del doc
             self.index = index
             self._index_loaded = True
             return index

@@ -1,9 +1,11 @@
 """BlobSaver: dedup → seal → pack → upload, in parallel with bounded memory.
 
-Blobs already in the index (or being written by another thread) are skipped. Full packs go to a
-bounded upload queue, so producers block instead of buffering when storage is slower than
-reading. An index file is written every few packs, so an interrupted backup leaves packs that
-the next backup finds in the index (and `index_orphan_packs` catches the rest).
+Blobs already in the index (or being written by another thread) are skipped. At most one finished
+pack per uploader is in memory: the sealer that fills a pack waits for an upload slot before it
+reads the pack back from its spool file, and holds a gate meanwhile that every other sealer passes
+before adding a blob, so a slow storage stalls the sealers instead of piling up full packs (each is
+16 MiB). An index file is written every few packs, so an interrupted backup leaves packs that the
+next backup finds in the index (and `index_orphan_packs` catches the rest).
 """
 
 from __future__ import annotations
@@ -41,12 +43,15 @@ class BlobSaver:
         self._pending: set[bytes] = set()
         self._builders = {t: PackBuilder(self.cipher, repo.pack_size) for t in (DATA, TREE)}
         self._unindexed: list[tuple[str, int, list[PackEntry]]] = []
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=1)
+        uploaders = max(2, repo.parallelism // 2)
+        self._pack_slots = threading.Semaphore(uploaders)  # finished packs in memory
+        self._gate = threading.Lock()  # held while a full pack waits for a slot
+        self._queue: queue.Queue[Any] = queue.Queue()  # bounded by _pack_slots
         self._error: BaseException | None = None
         repo.load_index()
         self._threads = [
             threading.Thread(target=self._uploader, name=f"pack-upload-{i}", daemon=True)
-            for i in range(max(2, repo.parallelism // 2))
+            for i in range(uploaders)
         ]
         for t in self._threads:
             t.start()
@@ -74,6 +79,8 @@ class BlobSaver:
             self._pending.add(bid)
         head, ct = self.cipher.seal_parts(data, blob_aad(blob_type, bid), compress=True)
         full: PackBuilder | None = None
+        with self._gate:
+            pass  # wait while a full pack waits for an upload slot
         with self._lock:
             builder = self._builders[blob_type]
             builder.add(blob_type, bid, head, len(data), ct)
@@ -88,31 +95,41 @@ class BlobSaver:
         return bid, True
 
     def _enqueue(self, builder: PackBuilder) -> None:
-        pid, data, entries = builder.finish()
+        with self._gate:
+            self._pack_slots.acquire()  # released by the uploader once the pack is stored (or failed)
+        try:
+            pid, data, entries = builder.finish()
+        except BaseException:
+            self._pack_slots.release()
+            raise
         self._queue.put((pid, data, entries))
         self._raise_if_failed()
 
     def _uploader(self) -> None:
         while True:
             item = self._queue.get()
+            stop = item is _STOP
             try:
-                if item is _STOP:
+                if stop:
                     return
                 if self._error is not None:
                     continue  # keep draining so producers never block on a dead pipeline
                 pid, data, entries = item
+                size = len(data)
                 try:
                     self.repo.storage.put(pack_key(pid), data)
                 except BaseException as e:
                     self._error = self._error or e
                     continue
-                self.repo.index.add_pack(pid, len(data), entries)
+                finally:
+                    del data, item  # the pack's bytes go before its slot is handed on
+                self.repo.index.add_pack(pid, size, entries)
                 write: list[tuple[str, int, list[PackEntry]]] = []
                 with self._lock:
                     self._pending.difference_update(e.id for e in entries)
                     self.stats.packs_uploaded += 1
-                    self.stats.bytes_uploaded += len(data)
-                    self._unindexed.append((pid, len(data), entries))
+                    self.stats.bytes_uploaded += size
+                    self._unindexed.append((pid, size, entries))
                     if len(self._unindexed) >= self.index_every:
                         write, self._unindexed = self._unindexed, []
                 if write:
@@ -121,6 +138,8 @@ class BlobSaver:
                     except BaseException as e:
                         self._error = self._error or e
             finally:
+                if not stop:
+                    self._pack_slots.release()
                 self._queue.task_done()
 
     def flush(self) -> None:

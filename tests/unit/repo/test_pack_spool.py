@@ -1,0 +1,106 @@
+"""Pack builders spool sealed blobs to a temporary file and read the pack back whole; without a
+usable temporary directory, or when writing to it fails half-way, the pack is the same from memory."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from recoverctl.repo.crypto import Cipher, MasterKey
+from recoverctl.repo.pack import DATA, TREE, PackBuilder, PackEntry, parse_header
+
+REAL_TEMPORARY_FILE = tempfile.TemporaryFile
+BLOBS = [os.urandom(3000), b"y" * 70_000, os.urandom(200_000), b"tree"]
+
+
+def fill(builder: PackBuilder, cipher: Cipher, sealed: list[tuple[bytes, bytes]]) -> None:
+    for i, (data, (head, tail)) in enumerate(zip(BLOBS, sealed, strict=True)):
+        builder.add(TREE if i == 3 else DATA, cipher.blob_id(data), head, len(data), tail)
+
+
+def check_pack(cipher: Cipher, builder: PackBuilder, sealed: list[tuple[bytes, bytes]]) -> list[PackEntry]:
+    pid, data, entries = builder.finish()
+    assert pid == hashlib.sha256(data).hexdigest()
+    assert data[: builder.size] == b"".join(head + tail for head, tail in sealed)
+    assert parse_header(cipher, data, len(data), "pack") == entries
+    for entry, blob in zip(entries, BLOBS, strict=True):
+        stored = data[entry.offset : entry.offset + entry.length]
+        assert cipher.open(stored, bytes([entry.type]) + entry.id, "blob") == blob
+    return entries
+
+
+@pytest.fixture
+def cipher() -> Cipher:
+    return Cipher(MasterKey.generate())
+
+
+@pytest.fixture
+def sealed(cipher: Cipher) -> list[tuple[bytes, bytes]]:
+    return [
+        cipher.seal_parts(data, bytes([TREE if i == 3 else DATA]) + cipher.blob_id(data))
+        for i, data in enumerate(BLOBS)
+    ]
+
+
+def test_spooled_and_in_memory_packs_hold_the_same_blobs(
+    cipher: Cipher, sealed: list[tuple[bytes, bytes]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    spooled = PackBuilder(cipher, 1 << 20)
+    fill(spooled, cipher, sealed)
+    assert spooled.parts == [] and spooled._spool is not None  # nothing of the blobs in memory
+    in_memory = PackBuilder(cipher, 1 << 20, spool=False)
+    fill(in_memory, cipher, sealed)
+    assert check_pack(cipher, spooled, sealed) == check_pack(cipher, in_memory, sealed)
+    assert spooled._spool is None and os.listdir(tmp_path) == []  # unnamed and closed
+
+
+def test_no_temporary_directory_keeps_the_pack_in_memory(
+    cipher: Cipher, sealed: list[tuple[bytes, bytes]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    builder = PackBuilder(cipher, 1 << 20)
+    fill(builder, cipher, sealed)
+    assert builder._spool is None and len(builder.parts) == 2 * len(BLOBS)
+    check_pack(cipher, builder, sealed)
+
+
+class FillsUp:
+    """A spool file whose writes fail (as on a full disk) after `room` bytes."""
+
+    def __init__(self, room: int) -> None:
+        self.inner: Any = REAL_TEMPORARY_FILE()
+        self.room = room
+
+    def write(self, data: bytes) -> int:
+        if self.room < len(data):
+            self.inner.write(data[: self.room])  # a partial write before the error
+            self.room = 0
+            raise OSError(28, "No space left on device")
+        self.room -= len(data)
+        return int(self.inner.write(data))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __enter__(self) -> FillsUp:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.inner.close()
+
+
+def test_a_full_temporary_directory_moves_the_pack_to_memory(
+    cipher: Cipher, sealed: list[tuple[bytes, bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    room = len(b"".join(head + tail for head, tail in sealed[:2])) + 10
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda **_: FillsUp(room))
+    builder = PackBuilder(cipher, 1 << 20)
+    fill(builder, cipher, sealed)
+    assert builder._spool is None and builder.parts  # the first two blobs were read back
+    check_pack(cipher, builder, sealed)
