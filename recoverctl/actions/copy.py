@@ -133,8 +133,8 @@ def copy_repositories(
                 target.wal_lag_s = copy_lag(op.repo, dst, source=source).wal_lag_s
             else:
 
-                def report(text: str, name: str = name) -> None:
-                    progress.update({"copy": name, "now": text})
+                def report(counters: dict[str, Any], name: str = name) -> None:
+                    progress.update({"copy": name, **counters})
 
                 copier = RepositoryCopy(op.repo, dst, progress=report)
                 target.stats = copier.run(plan)

@@ -135,14 +135,19 @@ def copy_lag(src: Repository, dst: Repository, *, source: str | None = None) -> 
 class RepositoryCopy:
     """One copy run from `src` into `dst`; the caller holds both repositories' locks."""
 
-    def __init__(self, src: Repository, dst: Repository, *, progress: Callable[[str], None] | None = None):
+    def __init__(
+        self, src: Repository, dst: Repository, *, progress: Callable[[dict[str, Any]], None] | None = None
+    ):
         self.src, self.dst = src, dst
         self.stats = CopyStats()
         self.blob_map: dict[bytes, bytes] = {}
         self.tree_map: dict[bytes, bytes] = {}
         self.snap_map: dict[str, str] = {}
-        self.progress = progress or (lambda _text: None)
+        self.progress = progress or (lambda _counters: None)
         self._lock = threading.Lock()
+        self._step = ""
+        self._bytes_done = 0
+        self._bytes_total = 0
 
     def run(self, plan: CopyPlan) -> CopyStats:
         """Copy what `plan` lists; return the stats. Raise VerificationError when what arrived
@@ -152,21 +157,48 @@ class RepositoryCopy:
         self.stats.snapshots_present = plan.snapshots_present
         if plan.snapshots:
             self._map_copied()
+        self._bytes_total = self._bytes_to_copy(plan)
+        if plan.snapshots:
             saves = SaveStats()
             with BlobSaver(self.dst, stats=saves) as saver:
                 for snap in plan.snapshots:
                     what = f"{snap.kind} {snap.source}" if snap.source else snap.kind
-                    self.progress(f"snapshot {snap.short_id} ({what})")
+                    self._report(f"snapshot {snap.short_id} ({what})")
                     self._copy_snapshot(snap, saver)
             self.stats.packs_uploaded, self.stats.bytes_uploaded = saves.packs_uploaded, saves.bytes_uploaded
         self.stats.wal_present = plan.wal_present
         if plan.wal:
-            self.progress(f"{len(plan.wal)} WAL objects")
+            self._report(f"{len(plan.wal)} WAL objects")
             with ThreadPoolExecutor(self.dst.parallelism) as pool:
-                for stored in pool.map(self._copy_wal, (o.key for o in plan.wal)):
+                stored_sizes = pool.map(self._copy_wal, (o.key for o in plan.wal))
+                for obj, stored in zip(plan.wal, stored_sizes, strict=True):
                     self.stats.wal_copied += 1
                     self.stats.wal_bytes_uploaded += stored
+                    self._advance(obj.size)
         return self.stats
+
+    # --- progress ----------------------------------------------------------------------------------
+
+    def _bytes_to_copy(self, plan: CopyPlan) -> int:
+        """Return the plaintext bytes of the data blobs the target lacks plus the stored bytes of
+        the WAL objects to copy: the total a progress bar counts towards. It walks the new trees
+        once more than the copy does; trees are small beside the data they name."""
+        index = self.src.load_index()
+        wanted: set[bytes] = set()
+        for snap in plan.snapshots:
+            wanted.update(self._walk_new(bytes.fromhex(snap.tree))[2])
+        blobs = sum(loc.raw_length for loc in map(index.get, wanted) if loc is not None)
+        return blobs + sum(o.size for o in plan.wal)
+
+    def _report(self, step: str) -> None:
+        self._step = step
+        self._advance(0)
+
+    def _advance(self, n: int) -> None:
+        with self._lock:
+            self._bytes_done += n
+            counters = {"now": self._step, "bytes_done": self._bytes_done, "bytes_total": self._bytes_total}
+        self.progress(counters)
 
     # --- what the target already holds -------------------------------------------------------------
 
@@ -282,6 +314,7 @@ class RepositoryCopy:
                     self.stats.blobs_sent += 1
                 else:
                     self.stats.blobs_deduplicated += 1
+            self._advance(len(plain))
 
         with ThreadPoolExecutor(self.src.parallelism) as pool:
             for _ in pool.map(one, sorted(wanted, key=where)):

@@ -123,3 +123,35 @@ def test_a_drill_shows_its_fetch(stack: tuple[Cli, Path], tmp_path: Path) -> Non
     assert code == 0, out[-2000:]
     frames = [f for f in _frames_before(out, "data-weekly: checks") if f.startswith("fetch data")]
     assert frames and "100% 200.0 MiB / 200.0 MiB" in frames[-1], out[-3000:]
+
+
+def test_a_copy_draws_a_bar_towards_what_the_copy_lacks(cli: Cli, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(FILES):
+        (data / f"blob{i:02d}").write_bytes(os.urandom(FILE_SIZE))
+    secret = tmp_path / "offsite.pw"
+    secret.write_text("offsite passphrase")
+    repositories = {
+        "local": {"url": str(tmp_path / "primary")},
+        "offsite": {"url": str(tmp_path / "copy"), "password_file": str(secret)},
+    }
+    cli.write_config(
+        {
+            "repositories": repositories,
+            "catalog": f"sqlite:///{tmp_path / 'c.db'}",
+            "sources": {"data": {"type": "files", "paths": [str(data)]}},
+        }
+    )
+    cli.env["RECOVERCTL_PASSWORD"] = "correct horse"
+    cli("init", check=0)
+    cli("init", "--repo", "offsite", check=0)
+    cli("-q", "backup", "files", "--source", "data", check=0)
+
+    r = cli("copy", check=0)
+    lines = [line for line in r.stderr.splitlines() if line.startswith("copy: ")]
+    # Its total is the 200 MiB of file data the copy lacks, known before the first blob is sent.
+    final = re.compile(r"copy: 100% 200\.0 MiB / 200\.0 MiB, [\d.]+ [KMG]iB/s, in ")
+    assert lines and final.search(lines[-1]), r.stderr
+    out, code = _on_pty(cli, "copy")  # nothing is missing now: no bar, and still a clean end
+    assert code == 0, out[-2000:]
