@@ -17,6 +17,7 @@ from recoverctl.catalog import jobs as jobq
 from recoverctl.catalog.alerts import Handled, handled_in, recent_alert_jobs_in
 from recoverctl.catalog.releases import release_history_in
 from recoverctl.config import Config, Policy
+from recoverctl.units import human_duration
 
 
 class IncidentMemory:
@@ -55,8 +56,8 @@ def _release_check(conn: Connection, policy: Policy, service: str, now: float) -
         return f"no earlier good release of '{service}' to roll back onto{extra}"
     if policy.max_release_age is not None and now - current.created_at > policy.max_release_age:
         return (
-            f"current release {current.version} is {now - current.created_at:.0f}s old, over "
-            f"max_release_age {policy.max_release_age:.0f}s: an old release is not the cause"
+            f"current release {current.version} is {human_duration(now - current.created_at)} old, over "
+            f"max_release_age {human_duration(policy.max_release_age)}: an old release is not the cause"
         )
     return None
 
@@ -67,8 +68,8 @@ def _rate_limited(conn: Connection, policy: Policy, target: str, now: float, d: 
     recent = recent_alert_jobs_in(conn, policy.action, target, now - horizon)
     if recent and now - recent[0].created_at < policy.cooldown:
         d.reason = (
-            f"cooldown: last {policy.action} of '{target}' {now - recent[0].created_at:.0f}s ago "
-            f"(job {recent[0].id}), cooldown {policy.cooldown:.0f}s"
+            f"cooldown: last {policy.action} of '{target}' {human_duration(now - recent[0].created_at)} ago "
+            f"(job {recent[0].id}), cooldown {human_duration(policy.cooldown)}"
         )
         return True
     cap = policy.max_actions
@@ -77,7 +78,7 @@ def _rate_limited(conn: Connection, policy: Policy, target: str, now: float, d: 
         if len(in_window) >= cap.count:
             d.reason = (
                 f"cap: {len(in_window)} automatic {policy.action}(s) of '{target}' in the last "
-                f"{cap.window:.0f}s (max {cap.count}); escalated to a human"
+                f"{human_duration(cap.window)} (max {cap.count}); escalated to a human"
             )
             d.take_incident = True
             d.escalate = True
@@ -127,7 +128,9 @@ def decide(
     d = Decision("suppressed", "", policy=name, service=target)
     firing = firing_seconds(alert, now)
     if policy.min_firing and (firing is None or firing < policy.min_firing):
-        d.reason = f"firing {firing or 0:.0f}s, less than min_firing {policy.min_firing:.0f}s"
+        d.reason = (
+            f"firing {human_duration(firing or 0)}, less than min_firing {human_duration(policy.min_firing)}"
+        )
         return d
     ok, explanation = conditions_hold(alert, policy)
     if not ok:

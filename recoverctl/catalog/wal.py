@@ -20,6 +20,7 @@ from recoverctl.catalog import tables as t
 from recoverctl.catalog.incidents import Incident
 from recoverctl.catalog.incidents import TimelineEntry as IncidentMoment
 from recoverctl.config import redact
+from recoverctl.units import human_duration
 
 # A WAL segment name (timeline + log + segment, 24 hex digits): only those compare by position.
 _SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
@@ -198,8 +199,8 @@ def with_wal_gaps(
                 IncidentMoment(
                     o.ended_at,
                     "wal.gap.ended",
-                    f"WAL gap ended after {o.ended_at - o.started_at:.0f} s and {o.failures} failed "
-                    f"attempt(s): {o.resumed_segment} archived",
+                    f"WAL gap ended after {human_duration(o.ended_at - o.started_at)} and "
+                    f"{o.failures} failed attempt(s): {o.resumed_segment} archived",
                     {**details, "failures": o.failures, "resumed_segment": o.resumed_segment},
                 )
             )

@@ -26,6 +26,7 @@ from recoverctl.incidents.ack_links import ack_link
 from recoverctl.incidents.policy import Step, due_steps, levels
 from recoverctl.notify import Message
 from recoverctl.notify.delivery import Delivery, notify_status, send_to_channels, status_pages_covering
+from recoverctl.units import human_duration
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,10 @@ def check_recovery_points(cfg: Config, catalog: Catalog, now: float) -> list[int
             )
             opened += [found] if new else []
         elif exposure is not None and exposure > target:
-            title = f"RPO exposure of '{name}' is {exposure:.0f} s, past its {tier} target of {target:.0f} s"
+            title = (
+                f"RPO exposure of '{name}' is {human_duration(exposure)}, "
+                f"past its {tier} target of {human_duration(target)}"
+            )
             found, new = incidents.open_for_subject(
                 catalog,
                 "rpo.exceeded",
@@ -252,7 +256,8 @@ def _note_recovered(catalog: Catalog, source: str, exposure: float, target: floa
                 TimelineEntry(
                     time.time(),
                     "rpo.recovered",
-                    f"RPO exposure of '{source}' back to {exposure:.0f} s (target {target:.0f} s)",
+                    f"RPO exposure of '{source}' back to {human_duration(exposure)} "
+                    f"(target {human_duration(target)})",
                     {"exposure_s": round(exposure, 1), "target_s": target},
                 ),
             )

@@ -30,7 +30,8 @@ def test_backup_names_the_segment_and_the_failing_archive_command(pg_cli: PgCli)
         err = r.error_json()
         segment = err["details"]["segment"]
         assert (
-            f"WAL segment {segment} of source 'main' did not reach the repository within 3s" in err["message"]
+            f"WAL segment {segment} of source 'main' did not reach the repository within 3.0s"
+            in err["message"]
         )
         assert "archive_command last failed on 0000000" in err["message"]
         assert "the archiver last archived nothing" in err["message"]

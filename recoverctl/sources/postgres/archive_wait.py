@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 
 from recoverctl.errors import VerificationError
+from recoverctl.units import human_duration
 
 
 def archiver_state(conn: psycopg.Connection[Any]) -> dict[str, Any]:
@@ -66,7 +67,10 @@ def archive_stall_error(
     """Given the backup's connection and the segment it waited for, return the error to raise:
     which segment, what the archiver last archived, and what archive_command last reported."""
     s = archiver_state(conn)
-    parts = [f"WAL segment {segment} of source '{source}' did not reach the repository within {waited:.0f}s"]
+    parts = [
+        f"WAL segment {segment} of source '{source}' did not reach the repository "
+        f"within {human_duration(waited)}"
+    ]
     if s:
         parts.append(
             f"the archiver last archived {s.get('last_archived_wal') or 'nothing'}"
@@ -94,6 +98,6 @@ def archive_stall_error(
     else:
         hint = (
             f"archiving is slower than the WAL written: wait for it to catch up and raise "
-            f"sources.{source}.wal_wait (now {waited:.0f}s) for backups taken under heavy writes"
+            f"sources.{source}.wal_wait (now {human_duration(waited)}) for backups taken under heavy writes"
         )
     return VerificationError("; ".join(parts), hint=hint, details={"segment": segment, "archiver": s})

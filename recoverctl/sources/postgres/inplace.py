@@ -20,6 +20,7 @@ from recoverctl.sources.postgres.server import (
     stop_server,
     wait_for,
 )
+from recoverctl.units import human_duration
 
 _ARCHIVE_TIMEOUT = 120.0
 _RECOVERY_TIMEOUT = 3600.0
@@ -43,7 +44,7 @@ def archive_restore_point(src: PostgresSource, name: str, restore_point: str, re
         if not wait_for(archived, _ARCHIVE_TIMEOUT, 0.2):
             raise RecoverctlError(
                 f"WAL segment {segment} holding restore point '{restore_point}' was not archived "
-                f"within {_ARCHIVE_TIMEOUT:.0f}s",
+                f"within {human_duration(_ARCHIVE_TIMEOUT)}",
                 hint="check archive_command / 'recoverctl status'; nothing was stopped",
             )
     return bin_dir

@@ -40,6 +40,7 @@ from recoverctl.sources.postgres.walnames import (
     segment_number,
     timeline_of,
 )
+from recoverctl.units import human_duration
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +277,8 @@ class Supervisor(threading.Thread):
                 stop=lambda state: self.stop.is_set(),
                 sleep=self._pause,
                 before_sleep=lambda state: self.on_event(
-                    f"reconnecting in {state.upcoming_sleep:.1f}s after: {state.outcome.exception()}"
+                    f"reconnecting in {human_duration(state.upcoming_sleep)} "
+                    f"after: {state.outcome.exception()}"
                     if state.outcome is not None
                     else "reconnecting"
                 ),

@@ -31,6 +31,7 @@ from recoverctl.sources.postgres.server import (
 from recoverctl.sources.postgres.wal_fetcher import stop_fetchers
 from recoverctl.sources.postgres.walarchive import archived_segments
 from recoverctl.sources.postgres.walnames import parse_lsn, segment_from_number, segment_name, segment_number
+from recoverctl.units import human_duration
 
 _RECOVERY_TIMEOUT = 6 * 3600.0
 
@@ -164,7 +165,7 @@ def run_recovery(
         if time.monotonic() > deadline:
             stop_server(target_dir, bin_dir, user, "immediate")
             raise VerificationError(
-                f"recovery of '{target_dir}' did not finish within {_RECOVERY_TIMEOUT:.0f}s"
+                f"recovery of '{target_dir}' did not finish within {human_duration(_RECOVERY_TIMEOUT)}"
             )
         status = postmaster_status(target_dir)
         # Not accepting connections before it is consistent; a standby still replays when the

@@ -26,6 +26,7 @@ from recoverctl.sources.postgres.walnames import (
 )
 from recoverctl.sources.postgres.walpush import check_name, push_marked
 from recoverctl.sources.postgres.walresults import WalExpiry, WalFetch
+from recoverctl.units import human_duration
 
 if TYPE_CHECKING:
     from recoverctl.repo import Repository
@@ -165,7 +166,7 @@ def wait_for_wal(
         if time.monotonic() - start > timeout:
             raise VerificationError(
                 f"WAL segment {missing[0]} of source '{source}' did not reach the repository "
-                f"within {timeout:.0f}s",
+                f"within {human_duration(timeout)}",
                 hint="check archive_command ('recoverctl postgres setup') and the server log "
                 "for archiver errors",
                 details={"segment": missing[0]},
