@@ -135,12 +135,7 @@ class Archiver:
             for chunk in self._cdc().cut_stream(stream):
                 data = bytes(chunk.data)
                 on_bytes(len(data))
-                self.chunk_slots.acquire()
-                try:
-                    futures.append(self.chunk_pool.submit(self._seal_chunk, data))
-                except BaseException:
-                    self.chunk_slots.release()
-                    raise
+                futures.append(self._submit_chunk(data))
             return [f.result() for f in futures]
         finally:
             for f in futures:
@@ -169,9 +164,9 @@ class Archiver:
             raise _VanishedError(path) from None
         with os.fdopen(fd, "rb", buffering=0) as f:
             if plan is not None:
-                blobs, fromhex = self.repo.index.blobs, bytes.fromhex
+                indexed = self._all_indexed
                 return read_fixed(
-                    fd, st.st_size, plan, self._submit_chunk, self._add_read, lambda c: fromhex(c) in blobs
+                    fd, st.st_size, plan, self._submit_chunk, self._add_read, lambda c: indexed((c,))
                 )
             if st.st_size < self.chunk_min:
                 data = f.read()
@@ -461,24 +456,15 @@ class Archiver:
                 c.files_changed += 1
             else:
                 c.files_new += 1
-        plan = self._fixed_plan(relpath, st, node, parent)
+        plan = self.read_plan(relpath, st, parent) if self.read_plan is not None else None
         if plan is not None:
-            return FileJob(node, self.file_pool.submit(self._file_task, path, relpath, node, st, plan))
+            node["block_size"] = plan.block_size  # its content ids sit at fixed offsets
         if st.st_size < self.chunk_min:
             # One blob: read here, in the walker. Handing thousands of 4 KiB files to the reader
             # pool made the threads fight over the GIL on every open/read/stat (10,000 small files
             # took ~3.6 s instead of ~1.7 s); large files still go to the pool.
-            return FileJob(node, None, self._file_task(path, relpath, node, st))
-        return FileJob(node, self.file_pool.submit(self._file_task, path, relpath, node, st))
-
-    def _fixed_plan(
-        self, relpath: str, st: os.stat_result, node: Node, parent: Node | None
-    ) -> FixedRead | None:
-        """Ask `read_plan` whether to read this file at fixed boundaries; mark its node if so."""
-        plan = self.read_plan(relpath, st, parent) if self.read_plan is not None else None
-        if plan is not None:
-            node["block_size"] = plan.block_size
-        return plan
+            return FileJob(node, None, self._file_task(path, relpath, node, st, plan))
+        return FileJob(node, self.file_pool.submit(self._file_task, path, relpath, node, st, plan))
 
     def _content_reusable(self, parent: Node, relpath: str, st: os.stat_result) -> bool:
         """Whether a file may keep the content of its parent snapshot's node without a read."""
