@@ -116,9 +116,9 @@ class RelationReads:
     def _changed_chunks(self, rf: RelationFile) -> set[int]:
         """Return the chunk indexes within this segment file that hold blocks the WAL changed."""
         assert self.changes is not None
-        blocks = self.changes.blocks.get(rf.fork, ())
-        first = rf.segment * RELSEG_BLOCKS
-        return {(b - first) // PAGES_PER_CHUNK for b in blocks if first <= b < first + RELSEG_BLOCKS}
+        bits = self.changes.changed_in(rf.fork, rf.segment * RELSEG_BLOCKS, RELSEG_BLOCKS)
+        step = PAGES_PER_CHUNK // 8  # bitmap bytes per chunk
+        return {i // step for i in range(0, len(bits), step) if any(bits[i : i + step])}
 
     def _on_read(self, relpath: str, first_block: int) -> Callable[[int, bytes], None]:
         def seen(offset: int, data: bytes) -> None:

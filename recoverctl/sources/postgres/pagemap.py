@@ -77,7 +77,9 @@ class WalChanges:
 
     start_lsn: int
     end_lsn: int
-    blocks: dict[RelFork, set[int]] = field(default_factory=dict)
+    # A bitmap per fork, bit b set when block b changed: 16 MiB per TiB of relation at most, where
+    # a set of ints would take ~70 bytes a block.
+    blocks: dict[RelFork, bytearray] = field(default_factory=dict)
     created: set[RelFork] = field(default_factory=set)
     truncated: set[tuple[int, int, int]] = field(default_factory=set)
     database_dirs: set[tuple[int, int]] = field(default_factory=set)
@@ -89,7 +91,29 @@ class WalChanges:
 
     @property
     def changed_blocks(self) -> int:
-        return sum(len(b) for b in self.blocks.values())
+        """Return the number of distinct blocks the WAL names."""
+        return sum(int.from_bytes(b, "little").bit_count() for b in self.blocks.values())
+
+    def mark(self, fork: RelFork, block: int) -> None:
+        """Record block `block` of `fork` as changed."""
+        bitmap = self.blocks.get(fork)
+        if bitmap is None:
+            bitmap = self.blocks[fork] = bytearray()
+        byte = block >> 3
+        if byte >= len(bitmap):
+            bitmap.extend(bytes(byte + 1 - len(bitmap) + len(bitmap) // 4))  # amortised growth
+        bitmap[byte] |= 1 << (block & 7)
+
+    def changed_in(self, fork: RelFork, first_block: int, count: int) -> bytes:
+        """Return the bitmap bytes of blocks [first_block, first_block + count) of `fork` (both
+        multiples of 8); empty when none of them changed."""
+        bitmap = self.blocks.get(fork)
+        return bytes(bitmap[first_block >> 3 : (first_block + count) >> 3]) if bitmap else b""
+
+    def blocks_of(self, fork: RelFork) -> set[int]:
+        """Return the changed block numbers of `fork` (for reports and tests)."""
+        bitmap = self.blocks.get(fork, b"")
+        return {i * 8 + bit for i, byte in enumerate(bitmap) if byte for bit in range(8) if byte >> bit & 1}
 
     def add_lines(self, lines: Iterable[str]) -> None:
         """Take in `pg_waldump` output lines."""
@@ -99,7 +123,7 @@ class WalChanges:
             self.records += 1
             if "blkref" in line:
                 for spc, db, rel, fork, blk in _BLKREF.findall(line):
-                    self.blocks.setdefault((int(spc), int(db), int(rel), fork or "main"), set()).add(int(blk))
+                    self.mark((int(spc), int(db), int(rel), fork or "main"), int(blk))
             if line.startswith("rmgr: Storage"):
                 self._storage(line)
             elif line.startswith("rmgr: Database"):

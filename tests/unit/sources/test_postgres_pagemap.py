@@ -34,7 +34,7 @@ def _changes() -> WalChanges:
 def test_waldump_lines_become_blocks_creations_truncations_and_copied_databases() -> None:
     c = _changes()
     assert c.records == 8
-    assert c.blocks == {
+    assert {fork: c.blocks_of(fork) for fork in c.blocks} == {
         (1663, 5, 1247, "main"): {14},
         (1663, 5, 16387, "vm"): {0},
         (1663, 5, 16387, "main"): {131090},
@@ -73,7 +73,8 @@ def _parent(size: int) -> Node:
 def test_only_chunks_with_changed_blocks_or_past_the_parent_are_read(tmp_path: Path) -> None:
     changes = WalChanges(0, 1)
     # blocks 3 and 17 of segment 0; block 131072 + 40 of segment 1 (chunk 2 there)
-    changes.blocks[(1663, 5, 100, "main")] = {3, 17, 131072 + 40}
+    for block in (3, 17, 131072 + 40):
+        changes.mark((1663, 5, 100, "main"), block)
     reads = RelationReads(tmp_path, changes, None, start_lsn=1, validate=False)
     size = 4 * BLOCK_SIZE
     plan = reads("base/5/100", _stat(tmp_path, size), _parent(size))
@@ -120,3 +121,17 @@ def test_a_fallback_reads_every_relation_file_whole_and_says_why(tmp_path: Path)
     full = RelationReads(tmp_path, None, None, start_lsn=1, validate=False)
     full("base/5/100", _stat(tmp_path, BLOCK_SIZE), None)
     assert full.summary()["mode"] == "full" and full.summary()["whole_file_reads"] == {}
+
+
+def test_block_bitmaps_count_distinct_blocks_and_map_them_to_chunks(tmp_path: Path) -> None:
+    changes = WalChanges(0, 1)
+    fork = (1663, 5, 7, "main")
+    for block in (15, 15, 16, 1000, 131071, 131072, 10_000_000):
+        changes.mark(fork, block)
+    assert changes.changed_blocks == 6
+    assert changes.blocks_of(fork) == {15, 16, 1000, 131071, 131072, 10_000_000}
+    reads = RelationReads(tmp_path, changes, None, start_lsn=1, validate=False)
+    assert reads._changed_chunks(RelationFile(fork, 0)) == {0, 1, 1000 // 16, 8191}
+    assert reads._changed_chunks(RelationFile(fork, 1)) == {0}
+    assert reads._changed_chunks(RelationFile(fork, 10_000_000 // 131072)) == {(10_000_000 % 131072) // 16}
+    assert reads._changed_chunks(RelationFile((1663, 5, 8, "main"), 0)) == set()
