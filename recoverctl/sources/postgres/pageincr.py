@@ -29,7 +29,7 @@ from typing import Any
 
 from recoverctl.repo.fixed_read import FixedRead, parent_chunks
 from recoverctl.repo.tree import Node
-from recoverctl.sources.postgres.checksum import BLCKSZ, RELSEG_BLOCKS, bad_pages, recheck
+from recoverctl.sources.postgres.checksum import BLCKSZ, RELSEG_BLOCKS, PageBatch, recheck
 from recoverctl.sources.postgres.pagemap import RelationFile, WalChanges, relation_file
 
 # 16 pages: fine enough that a 1 % scattered update on pgbench reads at most 2x its changed pages,
@@ -68,6 +68,7 @@ class RelationReads:
         self.chunks_read = 0
         self.pages_checked = 0
         self._suspects: dict[str, tuple[int, list[int]]] = {}
+        self._batch = PageBatch(start_lsn)
         self._lock = threading.Lock()
 
     def __call__(self, relpath: str, st: os.stat_result, parent: Node | None) -> FixedRead | None:
@@ -122,21 +123,34 @@ class RelationReads:
 
     def _on_read(self, relpath: str, first_block: int) -> Callable[[int, bytes], None]:
         def seen(offset: int, data: bytes) -> None:
-            bad: list[int] = []
-            if self.validate:
-                whole = len(data) // BLCKSZ * BLCKSZ
-                bad = bad_pages(memoryview(data)[:whole], first_block + offset // BLCKSZ, self.start_lsn)
+            full = None
             with self._lock:
                 self.chunks_read += 1
-                self.pages_checked += len(data) // BLCKSZ if self.validate else 0
-                if bad:
-                    self._suspects.setdefault(relpath, (first_block, []))[1].extend(bad)
+                # Chunks are validated in batches of 512 pages: numpy's lane loop costs the same
+                # for 16 pages as for 512 (one chunk at a time took ~3x the copy's own time).
+                if self.validate and self._batch.add(relpath, first_block + offset // BLCKSZ, data):
+                    full, self._batch = self._batch, PageBatch(self.start_lsn)
+            if full is not None:
+                self._validate(full)
 
         return seen
+
+    def _validate(self, batch: PageBatch) -> None:
+        """Check a batch's pages; keep the suspects per file for `checked()`."""
+        found = batch.flush()
+        with self._lock:
+            self.pages_checked += batch.pages_checked
+            for rel, blocks in found.items():
+                rf = relation_file(rel)
+                assert rf is not None  # only relation files get a plan that validates
+                self._suspects.setdefault(rel, (rf.segment * RELSEG_BLOCKS, []))[1].extend(blocks)
 
     def checked(self) -> tuple[dict[str, list[int]], int]:
         """Return the blocks that failed checksum validation per file (after one re-read, which
         clears pages torn by a concurrent write) and the number of pages checked."""
+        with self._lock:
+            rest, self._batch = self._batch, PageBatch(self.start_lsn)
+        self._validate(rest)
         bad: dict[str, list[int]] = {}
         for rel, (first, blocks) in sorted(self._suspects.items()):
             still = recheck(str(self.data_dir / rel), first, sorted(blocks), self.start_lsn)

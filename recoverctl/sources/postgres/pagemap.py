@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,13 +149,15 @@ def _fetch_segments(
     repo: Repository, source: str, pg_wal: Path | None, names: list[str], dest: Path, *, prefer_pg_wal: bool
 ) -> tuple[int, int]:
     """Put each named segment into `dest` (a link to pg_wal's copy when preferred and present, else
-    fetched from the repository); return how many came from each; raise WalUnavailable."""
-    local = remote = 0
+    fetched from the repository, 4 at a time); return how many came from each; raise WalUnavailable."""
+    remote: list[str] = []
     for name in names:
         if prefer_pg_wal and pg_wal is not None and (pg_wal / name).is_file():
             os.symlink(pg_wal / name, dest / name)
-            local += 1
-            continue
+        else:
+            remote.append(name)
+
+    def fetch(name: str) -> None:
         try:
             data = read_wal(repo, source, name)
         except ObjectNotFound:
@@ -162,8 +165,11 @@ def _fetch_segments(
         except Exception as e:
             raise WalUnavailable(f"WAL segment {name} could not be fetched: {e}") from None
         (dest / name).write_bytes(data)
-        remote += 1
-    return local, remote
+
+    if remote:
+        with ThreadPoolExecutor(min(4, len(remote)), thread_name_prefix="walfetch") as pool:
+            list(pool.map(fetch, remote))  # decryption and zstd release the GIL
+    return len(names) - len(remote), len(remote)
 
 
 def _waldump_lines(argv: list[str], end_lsn: int) -> Iterator[str]:

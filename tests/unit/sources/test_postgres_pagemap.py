@@ -135,3 +135,18 @@ def test_block_bitmaps_count_distinct_blocks_and_map_them_to_chunks(tmp_path: Pa
     assert reads._changed_chunks(RelationFile(fork, 1)) == {0}
     assert reads._changed_chunks(RelationFile(fork, 10_000_000 // 131072)) == {(10_000_000 % 131072) // 16}
     assert reads._changed_chunks(RelationFile((1663, 5, 8, "main"), 0)) == set()
+
+
+def test_pages_of_the_chunks_read_are_validated_in_batches(tmp_path: Path) -> None:
+    (tmp_path / "base" / "5").mkdir(parents=True)
+    data = bytearray(os.urandom(BLOCK_SIZE))  # 16 pages whose stored checksums are wrong
+    for page in range(16):
+        data[page * 8192 + 14 : page * 8192 + 16] = b"\x00\x20"  # pd_upper set: not a new page
+    (tmp_path / "base" / "5" / "100.1").write_bytes(data)
+    reads = RelationReads(tmp_path, WalChanges(0, 1), None, start_lsn=2**64 - 1, validate=True)
+    plan = reads("base/5/100.1", _stat(tmp_path, BLOCK_SIZE), None)
+    assert plan is not None and plan.on_read is not None
+    plan.on_read(0, bytes(data))
+    bad, pages = reads.checked()
+    assert pages == 16 and bad == {"base/5/100.1": [131072 + i for i in range(16)]}
+    assert reads.summary()["chunks_read"] == 1
