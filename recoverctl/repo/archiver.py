@@ -30,6 +30,7 @@ from recoverctl.repo.archive_pipeline import (
     FollowFn,
     ForceRereadFn,
 )
+from recoverctl.repo.fixed_read import ReadPlanFn
 from recoverctl.repo.repository import Repository
 from recoverctl.repo.snapshot import Snapshot
 from recoverctl.repo.tree import Node
@@ -89,6 +90,7 @@ def backup_tree(
     dry_run: bool = False,
     progress: Progress | None = None,
     before_snapshot: BeforeSnapshotFn | None = None,
+    read_plan: ReadPlanFn | None = None,
 ) -> BackupResult:
     """Back up the tree under `root` into a new snapshot; return its id and summary.
 
@@ -102,6 +104,8 @@ def backup_tree(
     `before_snapshot(warnings)` runs once every file has been read and before the snapshot is
     written (e.g. to end a database backup mode); it may still update `metadata` in place, and its
     result replaces `partial` (so a caller can accept warnings it expects).
+    `read_plan(relpath, lstat, parent_node)` may name files to read at fixed boundaries, reusing
+    the parent's chunks it keeps (see repo.fixed_read).
     Raises StorageError when the repository cannot be written; no snapshot is written then.
     """
     root_s = os.path.abspath(str(root))
@@ -123,6 +127,7 @@ def backup_tree(
         exclude=exclude,
         one_file_system=one_file_system,
         follow_symlinks=follow_symlinks,
+        read_plan=read_plan,
     )
     extras = _extras_tree(extra_files)
     root_st = os.stat(root_s)

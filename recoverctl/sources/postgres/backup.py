@@ -13,7 +13,8 @@ import os
 import subprocess
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,13 @@ from recoverctl.sources.postgres.archive_wait import archive_stall_error, archiv
 from recoverctl.sources.postgres.checksum import PageBatch, PageValidator, recheck
 from recoverctl.sources.postgres.connection import connect, find_bin_dir, server_major
 from recoverctl.sources.postgres.files import Exclusions, walk_data_dir
+from recoverctl.sources.postgres.pageincr import BLOCK_SIZE, RelationReads
+from recoverctl.sources.postgres.pagemap import WalUnavailable, changed_blocks
 from recoverctl.sources.postgres.session import BackupSession
 from recoverctl.sources.postgres.settings import archiving_plan, archiving_refusal
 from recoverctl.sources.postgres.standby import StandbyCopy
 from recoverctl.sources.postgres.walarchive import wait_for_wal
+from recoverctl.sources.postgres.walnames import parse_lsn
 
 KIND = "postgres"
 LOGICAL_KIND = "postgres-logical"
@@ -209,7 +213,8 @@ class _Copy:
     data_dir: Path
     start: Any
     metadata: dict[str, Any]
-    check: Future[tuple[dict[str, list[int]], int]] | None
+    check: Callable[[], tuple[dict[str, list[int]], int]] | None
+    relations: RelationReads | None = None
     standby: StandbyCopy | None = None
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -234,8 +239,10 @@ class _Copy:
             reltuples=estimates,
             wal_range=[start.segment, stop.segment],
         )
+        if self.relations is not None:
+            self.metadata["page_incremental"] = self.relations.summary()
         if self.check is not None:
-            bad, pages = self.check.result()
+            bad, pages = self.check()
             self.stats["checksum_errors"] = [
                 {"file": f, "block": b} for f, blocks in sorted(bad.items()) for b in blocks
             ]
@@ -329,14 +336,17 @@ def copy_physical(
             def reread(_rel: str, st: os.stat_result) -> bool:
                 return st.st_mtime_ns >= parent_start_ns
 
+        relations = relation_reads(repo, conn, name, src, data_dir, parent, start, start_lsn)
         stop_flag = threading.Event()
         pool = ThreadPoolExecutor(1, thread_name_prefix="pagecheck")
-        check: Future[tuple[dict[str, list[int]], int]] | None = None
-        if start.data_checksums:
-            check = pool.submit(_checksum_pass, data_dir, start_lsn, since_ns, stop_flag)
+        check: Callable[[], tuple[dict[str, list[int]], int]] | None = None
+        if relations.validate:
+            check = relations.checked  # pages are validated as the chunks are read
+        elif start.data_checksums:
+            check = pool.submit(_checksum_pass, data_dir, start_lsn, since_ns, stop_flag).result
         metadata = _start_metadata(start, effective, data_dir, annotations, names)
         metadata.update(standby.metadata() if standby else {"backup_from": "primary"})
-        copy = _Copy(repo, conn, session, name, src, data_dir, start, metadata, check, standby)
+        copy = _Copy(repo, conn, session, name, src, data_dir, start, metadata, check, relations, standby)
         try:
             result: BackupResult = backup_tree(
                 repo,
@@ -345,6 +355,7 @@ def copy_physical(
                 extra_files=standby.primary_files() if standby else None,
                 follow_symlinks=_is_tablespace_link,
                 force_reread=reread,
+                read_plan=relations,
                 progress=progress,
                 before_snapshot=copy.before_snapshot,
                 kind=KIND,
@@ -366,6 +377,51 @@ def copy_physical(
         checksum_errors=copy.stats.get("checksum_errors", []),
         wal_wait_s=copy.stats["wal_wait_s"],
     )
+
+
+def relation_reads(
+    repo: Repository,
+    conn: psycopg.Connection,
+    name: str,
+    src: PostgresSource,
+    data_dir: Path,
+    parent: Snapshot | None,
+    start: Any,
+    start_lsn: int,
+) -> RelationReads:
+    """Return how this backup reads relation files: whole for a full backup; for an incremental,
+    only the chunks the WAL since `parent`'s start names — or whole, with the reason, when the WAL
+    cannot vouch for that (see pageincr)."""
+
+    def whole(reason: str | None, detail: str | None = None) -> RelationReads:
+        return RelationReads(data_dir, None, reason, start_lsn=start_lsn, validate=False, detail=detail)
+
+    if parent is None:
+        return whole(None)
+    md = parent.metadata
+    if (md.get("page_incremental") or {}).get("block_size") != BLOCK_SIZE:
+        return whole("parent_not_page_aligned")
+    if int(md.get("timeline") or 0) != start.timeline:
+        return whole("timeline_switch", f"parent on timeline {md.get('timeline')}, now {start.timeline}")
+    hints_logged = start.data_checksums or _setting(conn, "wal_log_hints") == "on"
+    if not hints_logged:
+        return whole("hint_bits_not_logged")
+    try:
+        changes = changed_blocks(
+            repo, name, find_bin_dir(src, server_major(conn)), data_dir / "pg_wal",
+            timeline=start.timeline, start_lsn=parse_lsn(str(md["start_lsn"])), end_lsn=start_lsn,
+            segment_size=start.segment_size,
+        )  # fmt: skip
+    except WalUnavailable as e:
+        return whole("wal_unavailable", str(e))
+    if changes.hint_bits_unlogged and not start.data_checksums:
+        return whole("hint_bits_not_logged", "wal_log_hints was off during part of the range")
+    return RelationReads(data_dir, changes, None, start_lsn=start_lsn, validate=start.data_checksums)
+
+
+def _setting(conn: psycopg.Connection, setting: str) -> str:
+    row = conn.execute("select current_setting(%s)", (setting,)).fetchone()
+    return str(row[0]) if row else ""
 
 
 class _CheckedDump:
