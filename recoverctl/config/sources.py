@@ -97,6 +97,9 @@ class PostgresSource(Model):
     # Where a physical backup reads the data files: the primary itself, or `standby` (the primary
     # then only runs pg_backup_start/pg_backup_stop and its WAL switch).
     backup_from: Literal["primary", "standby"] = "primary"
+    # Incrementals read only the chunks the WAL names (`on`), read modified files whole (`off`),
+    # or choose per backup by how much WAL there is to decode against what changed (`auto`).
+    page_incremental: Literal["auto", "on", "off"] = "auto"
     standby: PostgresStandby | None = None
 
     @model_validator(mode="after")

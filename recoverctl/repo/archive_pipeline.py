@@ -9,8 +9,6 @@ finished in post-order on one thread, and the snapshot is written last.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import getpass
 import io
 import json
@@ -30,6 +28,7 @@ from pyfastcdc import FastCDC
 from recoverctl.progress import Progress
 from recoverctl.repo.archive_jobs import Counters, DirJob, FileJob, Subdir
 from recoverctl.repo.fixed_read import FixedRead, ReadPlanFn, read_fixed
+from recoverctl.repo.malloc_tuning import tune_malloc
 from recoverctl.repo.pack import DATA, TREE
 from recoverctl.repo.repository import Repository
 from recoverctl.repo.saver import BlobSaver, DryRunSaver, Saver
@@ -43,23 +42,6 @@ ForceRereadFn = Callable[[str, os.stat_result], bool]
 FollowFn = Callable[[str], bool]
 # Given the warnings so far, return whether the snapshot is partial (see backup_tree).
 BeforeSnapshotFn = Callable[[list[str]], bool]
-
-
-def _tune_malloc() -> None:
-    """Cap glibc's per-thread malloc arenas at 2, and fix its mmap threshold at 4 MiB. With one
-    arena per thread, freed chunk and pack buffers stay spread over many arenas and RSS drifts up
-    by 100 MiB on multi-GiB backups. glibc raises the threshold to the size of each mmap'd block
-    freed (up to 32 MiB), so after the first 16 MiB pack, 8 MiB chunker buffers came from the heap
-    and stayed there: fixed, blocks of 4 MiB or more go back to the system when freed (measured:
-    peak RSS -25 MiB on the files benchmark, CPU the same). A no-op where glibc is absent."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_ARENA_MAX, 2)
-        libc.mallopt(_M_MMAP_THRESHOLD, 4 * 1024 * 1024)
-
-
-_M_ARENA_MAX = -8
-_M_MMAP_THRESHOLD = -3
 
 
 @dataclass
@@ -91,7 +73,7 @@ class Archiver:
         follow_symlinks: FollowFn | None = None,
         read_plan: ReadPlanFn | None = None,
     ):
-        _tune_malloc()
+        tune_malloc()
         self.repo = repo
         self.dry_run = dry_run
         self.progress = progress or Progress()

@@ -109,15 +109,7 @@ def backup_tree(
     Raises StorageError when the repository cannot be written; no snapshot is written then.
     """
     root_s = os.path.abspath(str(root))
-    selection: dict[str, Any] | None = None
-    if include is not None:
-        selection = {}
-        for rel in include:
-            parts = [p for p in str(rel).strip("/").split("/") if p and p != "."]
-            if not parts:
-                selection = None
-                break
-            _sel_insert(selection, parts)
+    selection = _selection(include)
     archiver = Archiver(
         repo,
         dry_run=dry_run,
@@ -151,6 +143,19 @@ def backup_tree(
         metadata=metadata,
         parent=parent,
     )
+
+
+def _selection(include: Iterable[str] | None) -> dict[str, Any] | None:
+    """Given paths relative to the root, return them as a nested selection; None for everything."""
+    if include is None:
+        return None
+    selection: dict[str, Any] = {}
+    for rel in include:
+        parts = [p for p in str(rel).strip("/").split("/") if p and p != "."]
+        if not parts:
+            return None
+        _sel_insert(selection, parts)
+    return selection
 
 
 def backup_stream(

@@ -36,13 +36,19 @@ from recoverctl.sources.postgres.archive_wait import archive_stall_error, archiv
 from recoverctl.sources.postgres.checksum import PageBatch, PageValidator, recheck
 from recoverctl.sources.postgres.connection import connect, find_bin_dir, server_major
 from recoverctl.sources.postgres.files import Exclusions, walk_data_dir
-from recoverctl.sources.postgres.pageincr import BLOCK_SIZE, RelationReads
+from recoverctl.sources.postgres.pageincr import (
+    BLOCK_SIZE,
+    WAL_DECODE_SHARE,
+    RelationReads,
+    relation_bytes_since,
+)
 from recoverctl.sources.postgres.pagemap import WalUnavailable, changed_blocks
 from recoverctl.sources.postgres.session import BackupSession
 from recoverctl.sources.postgres.settings import archiving_plan, archiving_refusal
 from recoverctl.sources.postgres.standby import StandbyCopy
 from recoverctl.sources.postgres.walarchive import wait_for_wal
 from recoverctl.sources.postgres.walnames import parse_lsn
+from recoverctl.units import human_size
 
 KIND = "postgres"
 LOGICAL_KIND = "postgres-logical"
@@ -326,16 +332,8 @@ def copy_physical(
         start = session.start(f"recoverctl {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
         if standby is not None:
             standby.catch_up(start.lsn, start.timeline)
-        start_lsn = int(start.lsn.split("/")[0], 16) << 32 | int(start.lsn.split("/")[1], 16)
-        since_ns = None
-        reread = None
-        if parent is not None:
-            parent_start_ns = int(float(parent.metadata["start_time"]) * 1e9) - _MTIME_SLACK_NS
-            since_ns = parent_start_ns
-
-            def reread(_rel: str, st: os.stat_result) -> bool:
-                return st.st_mtime_ns >= parent_start_ns
-
+        start_lsn = parse_lsn(start.lsn)
+        since_ns = int(float(parent.metadata["start_time"]) * 1e9) - _MTIME_SLACK_NS if parent else None
         relations = relation_reads(repo, conn, name, src, data_dir, parent, start, start_lsn)
         stop_flag = threading.Event()
         pool = ThreadPoolExecutor(1, thread_name_prefix="pagecheck")
@@ -354,7 +352,7 @@ def copy_physical(
                 exclude=standby.exclusions(Exclusions(data_dir)) if standby else Exclusions(data_dir),
                 extra_files=standby.primary_files() if standby else None,
                 follow_symlinks=_is_tablespace_link,
-                force_reread=reread,
+                force_reread=_modified_since(since_ns),
                 read_plan=relations,
                 progress=progress,
                 before_snapshot=copy.before_snapshot,
@@ -379,6 +377,14 @@ def copy_physical(
     )
 
 
+def _modified_since(since_ns: int | None) -> Callable[[str, os.stat_result], bool] | None:
+    """Return an incremental's re-read test (modified since `since_ns`); None for a full backup."""
+    if since_ns is None:
+        return None
+    limit: int = since_ns
+    return lambda _rel, st: st.st_mtime_ns >= limit
+
+
 def relation_reads(
     repo: Repository,
     conn: psycopg.Connection,
@@ -393,8 +399,18 @@ def relation_reads(
     only the chunks the WAL since `parent`'s start names — or whole, with the reason, when the WAL
     cannot vouch for that (see pageincr)."""
 
+    generated = _wal_generated(conn)
+
     def whole(reason: str | None, detail: str | None = None) -> RelationReads:
-        return RelationReads(data_dir, None, reason, start_lsn=start_lsn, validate=False, detail=detail)
+        return RelationReads(
+            data_dir,
+            None,
+            reason,
+            start_lsn=start_lsn,
+            validate=False,
+            detail=detail,
+            wal_generated=generated,
+        )
 
     if parent is None:
         return whole(None)
@@ -406,17 +422,42 @@ def relation_reads(
     hints_logged = start.data_checksums or _setting(conn, "wal_log_hints") == "on"
     if not hints_logged:
         return whole("hint_bits_not_logged")
+    if src.page_incremental == "off":
+        return whole("configured_off", f"sources.{name}.page_incremental is off")
+    parent_lsn = parse_lsn(str(md["start_lsn"]))
+    wal = start_lsn - parent_lsn  # an upper bound: it counts the empty tails of switched segments
+    before = (md.get("page_incremental") or {}).get("wal_generated_bytes")
+    if isinstance(before, int) and generated is not None and generated >= before:
+        wal = min(wal, generated - before)
+    modified = relation_bytes_since(data_dir, int(float(md["start_time"]) * 1e9) - _MTIME_SLACK_NS)
+    if src.page_incremental == "auto" and wal >= WAL_DECODE_SHARE * modified:
+        return whole(
+            "wal_not_smaller",
+            f"{human_size(wal)} of WAL to decode against {human_size(modified)} of "
+            "relation files modified since the parent: reading those whole is cheaper",
+        )
     try:
         changes = changed_blocks(
             repo, name, find_bin_dir(src, server_major(conn)), data_dir / "pg_wal",
-            timeline=start.timeline, start_lsn=parse_lsn(str(md["start_lsn"])), end_lsn=start_lsn,
+            timeline=start.timeline, start_lsn=parent_lsn, end_lsn=start_lsn,
             segment_size=start.segment_size,
         )  # fmt: skip
     except WalUnavailable as e:
         return whole("wal_unavailable", str(e))
     if changes.hint_bits_unlogged and not start.data_checksums:
         return whole("hint_bits_not_logged", "wal_log_hints was off during part of the range")
-    return RelationReads(data_dir, changes, None, start_lsn=start_lsn, validate=start.data_checksums)
+    return RelationReads(
+        data_dir, changes, None, start_lsn=start_lsn, validate=start.data_checksums, wal_generated=generated
+    )
+
+
+def _wal_generated(conn: psycopg.Connection) -> int | None:
+    """Return the WAL bytes the server has written since its statistics began (pg_stat_wal, 14+);
+    unlike an LSN distance it leaves out the empty tails of switched segments. None before 14."""
+    if server_major(conn) < 14:
+        return None
+    row = conn.execute("select wal_bytes::bigint from pg_stat_wal").fetchone()
+    return int(row[0]) if row and row[0] is not None else None
 
 
 def _setting(conn: psycopg.Connection, setting: str) -> str:

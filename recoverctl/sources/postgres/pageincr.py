@@ -36,6 +36,10 @@ from recoverctl.sources.postgres.pagemap import RelationFile, WalChanges, relati
 # coarse enough that a 1 TB cluster is ~8 M blobs (measured, see docs/postgres.md).
 BLOCK_SIZE = 128 * 1024
 PAGES_PER_CHUNK = BLOCK_SIZE // BLCKSZ
+# Decoding a byte of WAL costs about as much as reading a byte of data (pg_waldump prints every
+# record as text): page mode is worth it only when the range's WAL is well under the relation
+# bytes a file-level incremental would read. At or above this share, read modified files whole.
+WAL_DECODE_SHARE = 0.5
 
 
 class RelationReads:
@@ -55,8 +59,10 @@ class RelationReads:
         start_lsn: int,
         validate: bool,
         detail: str | None = None,
+        wal_generated: int | None = None,
     ):
         self.data_dir = data_dir
+        self.wal_generated = wal_generated
         self.changes = changes
         self.reason = reason
         self.detail = detail
@@ -170,6 +176,7 @@ class RelationReads:
             "chunks_read": self.chunks_read,
             "chunks_kept": self.chunks_kept,
             "whole_file_reads": dict(sorted(self.whole.items())),
+            "wal_generated_bytes": self.wal_generated,
         }
         c = self.changes
         if c is not None:
@@ -181,3 +188,26 @@ class RelationReads:
                 segments_from_repository=c.segments_from_repository,
             )
         return out
+
+
+def relation_bytes_since(data_dir: Path, since_ns: int) -> int:
+    """Given a data directory and a time, return the bytes of relation files (tablespaces
+    included) modified since then: what a file-level incremental would read."""
+    total = 0
+    stack = [data_dir / "base", data_dir / "global", data_dir / "pg_tblspc"]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue  # a database or tablespace dropped while we walk: nothing to read there
+        for e in entries:
+            try:
+                if e.is_dir():  # follows pg_tblspc's links, as the backup does
+                    stack.append(Path(e.path))
+                    continue
+                st = e.stat()
+            except OSError:
+                continue
+            if st.st_mtime_ns >= since_ns and relation_file(str(Path(e.path).relative_to(data_dir))):
+                total += st.st_size
+    return total

@@ -62,7 +62,9 @@ def env() -> Iterator[Env]:
     cli = PgCli(home)
     pg = PgCluster()  # data checksums on
     pg.initdb(f"archive_mode = on\narchive_command = '{cli.archive_command('main')}'\n")
-    cli.write_config({"main": pg.source_config()})
+    # `on`: this small cluster's WAL is as large as the files it touched, so `auto` would read
+    # them whole (test_auto_reads_whole_files_when_the_wal_is_not_smaller).
+    cli.write_config({"main": {**pg.source_config(), "page_incremental": "on"}})
     cli("init", check=0)
     pg.start()
     subprocess.run(
@@ -188,3 +190,25 @@ def test_missing_wal_falls_back_to_whole_files_and_says_why(env: Env) -> None:
     env.pg.archive_current_wal()
     state = _restore_and_check(env, inc["snapshot_id"], lsn)
     assert "postgres.public.pgbench_accounts" in state
+
+
+def test_auto_decodes_only_when_the_wal_is_well_under_the_modified_files(env: Env) -> None:
+    pg, cli = env.pg, env.cli
+    for mode in ("auto", "off"):
+        cli.write_config({"main": {**pg.source_config(), "page_incremental": mode}})
+        env.backup("full")
+        # A handful of rows in the big table: little WAL against a whole modified file.
+        pg.psql("update pgbench_accounts set abalance = abalance + 1 where aid in (7, 70007, 150007)")
+        pg.psql("checkpoint")
+        few = env.snapshot_metadata(env.backup("incremental")["snapshot_id"])["page_incremental"]
+        if mode == "off":
+            assert few["mode"] == "file" and few["reason"] == "configured_off"
+            continue
+        assert few["mode"] == "page" and few["chunks_kept"] > 0, few
+        # A scattered update logs about as much WAL as the files it touched: reading them is cheaper.
+        pg.psql("update pgbench_accounts set abalance = abalance + 1 where aid % 100 = 5")
+        pg.psql("checkpoint")
+        wide = env.snapshot_metadata(env.backup("incremental")["snapshot_id"])["page_incremental"]
+        assert wide["mode"] == "file" and wide["reason"] == "wal_not_smaller", wide
+        assert "of WAL to decode against" in wide["detail"]
+    cli.write_config({"main": {**pg.source_config(), "page_incremental": "on"}})
