@@ -242,11 +242,11 @@ def test_killed_backup_writes_no_snapshot_and_next_backup_works(env: Env) -> Non
     proc = subprocess.Popen(cli.argv("backup", "postgres"), env=cli.env, cwd=cli.home, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        # pg_stat_activity shows a session's last statement: during the copy that is the last
-        # one BackupSession.start() ran, after pg_backup_start
+        # pg_stat_activity shows a session's last statement: during the copy that is the WAL
+        # counter read by relation_reads, after pg_backup_start
         wait_until(
             lambda: pg.psql("select count(*) from pg_stat_activity where application_name = 'recoverctl' "
-                            "and query like '%from pg_control_checkpoint%'") != "0",
+                            "and query like '%from pg_stat_wal%'") != "0",
             timeout=120, interval=0.02, what="the backup to start",
         )  # fmt: skip
     finally:
