@@ -37,9 +37,11 @@ from recoverctl.sources.postgres.pagemap import RelationFile, WalChanges, relati
 BLOCK_SIZE = 128 * 1024
 PAGES_PER_CHUNK = BLOCK_SIZE // BLCKSZ
 # Decoding a byte of WAL costs about as much as reading a byte of data (pg_waldump prints every
-# record as text): page mode is worth it only when the range's WAL is well under the relation
-# bytes a file-level incremental would read. At or above this share, read modified files whole.
-WAL_DECODE_SHARE = 0.5
+# record as text), and how many chunks the WAL touches is only known after decoding it: a
+# scattered update can touch every chunk with little WAL. Decoding when the WAL is under a tenth
+# of the relation bytes a file-level incremental would read costs at most ~10 % over that when
+# it saves nothing, and saves nearly all of it for localized changes. Otherwise read files whole.
+WAL_DECODE_SHARE = 0.1
 
 
 class RelationReads:

@@ -176,8 +176,18 @@ def test_stream_survives_restart_and_kill_and_restore_loses_seconds(
         pg.psql("select pg_switch_wal()")
         wait_until(lambda: (heartbeat(cli).get("lag_bytes") or 1) == 0 or writer.commits > before + 100, 60,
                    what="receiver caught up")  # fmt: skip
-        sources = cli("--json", "postgres", "status", check=0).json()["sources"]
-        assert sources[0]["stream"]["alive"] and sources[0]["stream"]["lag_seconds"] < LOSS_BOUND_S
+
+        def within_bound() -> bool:
+            stream = cli("--json", "postgres", "status", check=0).json()["sources"][0]["stream"]
+            return (
+                bool(stream["alive"])
+                and stream["lag_seconds"] is not None
+                and stream["lag_seconds"] < LOSS_BOUND_S
+            )
+
+        # A lag is a moment's reading: on a loaded machine the receiver may be seconds behind when
+        # the writer's 100 commits are in, and must be back within the bound soon after.
+        wait_until(within_bound, 60, what=f"postgres status to show the stream alive within {LOSS_BOUND_S}s")
         item = cli("--json", "status").json()["sources"][0]["items"]["wal_stream"]
         assert item["status"] == "green" and item["alive"] and item["receiver_pid"], item
 
