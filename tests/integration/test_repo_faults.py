@@ -311,10 +311,10 @@ def test_file_changing_during_read_is_flagged_exit_3(
     (src / "calm.txt").write_text("stable\n")
     real = Archiver._read_file
 
-    def racing(self: Archiver, path: str, st: os.stat_result) -> tuple[list[str], int]:
+    def racing(self: Archiver, path: str, st: os.stat_result, *plan: Any) -> tuple[list[str], int]:
         if path.endswith("gone.txt"):
             os.unlink(path)
-        result = real(self, path, st)
+        result = real(self, path, st, *plan)
         if path.endswith("busy.log"):
             with open(path, "a") as f:  # a writer appends after every read: never stable
                 f.write("more\n")
