@@ -18,18 +18,11 @@ import pytest
 from tests.fixtures.net import free_port
 from tests.fixtures.pgbackup import PgCli
 from tests.fixtures.postgres import BIN_DIR, PgCluster, _as_pg_user
+from tests.integration.postgres.test_pg_backup_restore import Env as BackupEnv
+from tests.integration.postgres.test_pg_backup_restore import psql, stop
 
 
-class Env:
-    def __init__(self, cli: PgCli, pg: PgCluster):
-        self.cli = cli
-        self.pg = pg
-        self.n = 0
-
-    def target(self) -> Path:
-        self.n += 1
-        return self.cli.home / f"restore{self.n}"
-
+class Env(BackupEnv):
     def backup(self, kind: str) -> dict[str, Any]:
         out: dict[str, Any] = self.cli("--json", "backup", "postgres", "--type", kind, check=0).json()
         return out
@@ -40,19 +33,6 @@ class Env:
                 md: dict[str, Any] = s["metadata"]
                 return md
         raise AssertionError(f"snapshot {snapshot_id} not listed")
-
-
-def psql(port: int, sql: str, db: str = "postgres") -> list[str]:
-    argv = [str(BIN_DIR / "psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
-            "-p", str(port), "-U", "postgres", "-d", db, "-c", sql]  # fmt: skip
-    r = subprocess.run(argv, capture_output=True, text=True, check=True)
-    return [line for line in r.stdout.splitlines() if line]
-
-
-def pg_ctl_stop(data_dir: Path, mode: str = "fast") -> None:
-    if (data_dir / "postmaster.pid").exists():
-        ctl = [str(BIN_DIR / "pg_ctl"), "-D", str(data_dir), "-m", mode, "-w", "stop"]
-        subprocess.run(_as_pg_user(ctl), capture_output=True)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +54,7 @@ def env() -> Iterator[Env]:
     )  # fmt: skip
     yield Env(cli, pg)
     for d in home.glob("restore*"):
-        pg_ctl_stop(d, "immediate")
+        stop(d)
     pg.destroy()
     shutil.rmtree(home, ignore_errors=True)
 
@@ -114,7 +94,7 @@ def _restore_and_check(env: Env, snapshot_id: str, lsn: str) -> dict[str, str]:
         )  # fmt: skip
         assert amcheck.returncode == 0, amcheck.stdout + amcheck.stderr
     finally:
-        pg_ctl_stop(target)
+        stop(target, "fast")
     checksums = subprocess.run(_as_pg_user([str(BIN_DIR / "pg_checksums"), "--check", "-D", str(target)]),
                                capture_output=True, text=True)  # fmt: skip
     assert checksums.returncode == 0, checksums.stdout + checksums.stderr

@@ -68,9 +68,9 @@ def psql(port: int, sql: str, db: str = "postgres") -> list[str]:
     return [line for line in r.stdout.splitlines() if line]
 
 
-def stop(data_dir: Path) -> None:
+def stop(data_dir: Path, mode: str = "immediate") -> None:
     if (data_dir / "postmaster.pid").exists():
-        ctl = [str(BIN_DIR / "pg_ctl"), "-D", str(data_dir), "-m", "immediate", "-w", "stop"]
+        ctl = [str(BIN_DIR / "pg_ctl"), "-D", str(data_dir), "-m", mode, "-w", "stop"]
         subprocess.run(_as_pg_user(ctl),
                        capture_output=True)  # fmt: skip
 
