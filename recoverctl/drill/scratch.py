@@ -109,6 +109,9 @@ class ServerState:
     pid: int | None = None
     started_at: float | None = None
     seen_pid: bool = False
+    # Set before pg_ctl runs: a Ctrl-C that interrupts pg_ctl itself still leaves the postmaster
+    # it forked, and the stop must then look for it although start() never returned.
+    launching: bool = False
 
 
 @dataclass
@@ -309,6 +312,7 @@ class ScratchCluster:
             "-W",
             "start",
         ]
+        self.state.launching = True
         r = subprocess.run(self._as_user(cmd), capture_output=True, text=True, env=self.env())
         if r.returncode != 0:
             raise DrillError(
@@ -425,7 +429,7 @@ class ScratchCluster:
         try:
             self._stop_by_pid_file()
         finally:
-            if self.state.started_at is not None:
+            if self.state.launching:
                 # pg_ctl -W returns before the postmaster writes postmaster.pid: a stop in that
                 # window (a Ctrl-C just after the launch) would otherwise leave it running.
                 # Scan again until none is left: a process caught mid-exec can outlive its signal.

@@ -359,6 +359,7 @@ def test_a_stop_before_postmaster_pid_exists_leaves_no_server(scratch: ScratchCl
             what="the stand-in postmaster to exec",
         )
         scratch.state.started_at = time.monotonic()
+        scratch.state.launching = True
         assert not (scratch.data_dir / "postmaster.pid").exists()
         scratch.stop()
         assert launched.wait(timeout=10) == -signal.SIGKILL
@@ -366,3 +367,28 @@ def test_a_stop_before_postmaster_pid_exists_leaves_no_server(scratch: ScratchCl
         if launched.poll() is None:
             launched.kill()
             launched.wait()
+
+
+def test_a_launch_that_never_returned_still_stops_what_pg_ctl_forked(scratch: ScratchCluster) -> None:
+    # A Ctrl-C (or a pg_ctl failure) can end start() after pg_ctl forked the postmaster but before
+    # start() returned; the stop used to skip its scan then and leave that server running.
+    fake_bin = scratch.workspace.parent / "bin"
+    fake_bin.mkdir()
+    for real in BIN_DIR.iterdir():
+        (fake_bin / real.name).symlink_to(real)
+    (fake_bin / "pg_ctl").unlink()
+    (fake_bin / "pg_ctl").write_text(
+        "#!/bin/bash\n"
+        f"setsid bash -c 'exec -a \"postgres -D {scratch.data_dir}\" sleep 600' "
+        "</dev/null >/dev/null 2>&1 &\n"
+        'until grep -q "^postgres -D" "/proc/$!/cmdline" 2>/dev/null; do :; done\n'
+        "exit 1\n"
+    )
+    (fake_bin / "pg_ctl").chmod(0o755)
+    scratch.bin_dir = fake_bin
+    write_recovery_config(scratch.data_dir, recovery_settings("cp /ours/%f %p", RecoveryTarget(), "promote"))
+    with pytest.raises(DrillError, match="cannot start the scratch server"):
+        scratch.start()
+    assert [c for c in drill_leftovers(str(scratch.data_dir)) if "postgres -D" in c]
+    scratch.stop()
+    assert drill_leftovers(str(scratch.data_dir)) == []
