@@ -191,7 +191,8 @@ def test_two_workers_on_postgresql_send_each_escalation_once_and_a_kill_loses_no
 def test_acknowledgement_link_confirms_on_get_and_acknowledges_on_post(
     cli: Any, serve_factory: Any, http_receiver: HttpReceiver
 ) -> None:
-    cli.write_config(_config(http_receiver))
+    # Level 2 waits an hour: nothing escalates while the test acknowledges.
+    cli.write_config(_config(http_receiver, level2_after="1h"))
     catalog = Catalog(cli.env["RECOVERCTL_CATALOG"])
     try:
         catalog.emit_event("drill.failed", "critical", "db", "restore drill 'nightly' of 'db' failed")
@@ -199,6 +200,13 @@ def test_acknowledgement_link_confirms_on_get_and_acknowledges_on_post(
         (level1,) = http_receiver.wait_for("/level1", 1, timeout=30)
         link = re.search(r"<(http://[^>]+)>", yaml.safe_dump(level1.json()))
         assert link is not None
+        # The sender records the delivery after the receiver answered: wait for that record, so
+        # the acknowledgement below is the incident's last step.
+        wait_until(
+            lambda: any(e.kind == "notification" for e in incidents.timeline(catalog, 1)),
+            timeout=30,
+            what="the level-1 delivery to be recorded on the incident",
+        )
         path = "/" + link.group(1).split("/", 3)[3]
         page = srv.client.get(path)
         assert page.status_code == 200 and "Acknowledge" in page.text
