@@ -5,7 +5,8 @@ deploys of a Docker service (the last one bad) and an Alertmanager alert that ma
 it back, and a WAL archive outage of a postgres source. Then, in the browser: the login form,
 the board's colours and reasons, the timeline's order and its WAL gap, the trend chart's points,
 the rollback page's steps, a phone-width board; every request the browser made went to the
-server on 127.0.0.1. Screenshots (the 1280x800 viewport) go to docs/console/.
+server on 127.0.0.1. Screenshots (the 1280x800 viewport) go to the test's temp dir; set
+RECOVERCTL_CONSOLE_SHOTS=docs/console to refresh the ones the docs show.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import yaml
 
 from recoverctl.repo import Repository
 from recoverctl.storage.local import LocalStorage
-from tests.conftest import ROOT, Cli
+from tests.conftest import Cli
 from tests.fixtures.docker_engine import DockerEngine, build_demo_web
 from tests.fixtures.net import free_port
 
@@ -32,7 +33,6 @@ pytestmark = pytest.mark.e2e
 
 OPERATOR = "console-operator-token-0123456789"
 VIEWER = "console-viewer-token-0123456789ab"
-SHOTS = ROOT / "docs" / "console"
 CONSOLE_WEB = "rc-console-web"
 FAST_KDF = {"name": "scrypt", "n": 2**10, "r": 8, "p": 1}
 
@@ -199,8 +199,10 @@ def _log_in(page: Any, url: str | re.Pattern[str], token: str) -> None:
     page.wait_for_url(url)
 
 
-def test_console_in_chromium(seeded: Seeded, chromium: Any) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
+def test_console_in_chromium(seeded: Seeded, chromium: Any, tmp_path: Path) -> None:
+    # A run of the suite must not rewrite the checked-in screenshots (they differ by a few pixels).
+    shots = Path(os.environ.get("RECOVERCTL_CONSOLE_SHOTS") or tmp_path / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
     context = chromium.new_context(viewport={"width": 1280, "height": 800})
     requests: list[str] = []
     context.on("request", lambda req: requests.append(req.url))
@@ -232,7 +234,7 @@ def test_console_in_chromium(seeded: Seeded, chromium: Any) -> None:
     assert "v0" in web.locator("td[data-label='Previous good']").inner_text()
     assert f"#{seeded.rollback_id}" in web.locator("td[data-label='Last rollback']").inner_text()
     assert page.locator("tr[data-state=red] .state-red").count() >= 2
-    page.screenshot(path=str(SHOTS / "board.png"))
+    page.screenshot(path=str(shots / "board.png"))
 
     # Timeline: newest first; the story's events in the order they happened.
     page.goto(f"{base}/timeline?limit=100")
@@ -246,7 +248,7 @@ def test_console_in_chromium(seeded: Seeded, chromium: Any) -> None:
     assert {"alert", "release"} <= set(kinds)
     rollback_row = page.locator("table.timeline tr[data-kind=rollback]")
     assert "verify" in rollback_row.inner_text()
-    page.screenshot(path=str(SHOTS / "timeline.png"))
+    page.screenshot(path=str(shots / "timeline.png"))
     snapshot_link = page.locator("table.timeline tr[data-kind=backup] a").first.get_attribute("href")
     assert snapshot_link and snapshot_link.startswith("/snapshots/")
     page.goto(base + snapshot_link)
@@ -261,7 +263,7 @@ def test_console_in_chromium(seeded: Seeded, chromium: Any) -> None:
     text = gap.inner_text()
     assert "000000010000000000000002" in text and "injected unavailable fault" in text, text
     assert "repository could not cover" in text and "ongoing" not in text
-    page.screenshot(path=str(SHOTS / "timeline-wal-gap.png"))
+    page.screenshot(path=str(shots / "timeline-wal-gap.png"))
 
     # Trends: one point per drill, the failed one marked.
     page.goto(f"{base}/trends/docs")
@@ -270,7 +272,7 @@ def test_console_in_chromium(seeded: Seeded, chromium: Any) -> None:
         fig = page.locator(f"figure[data-metric={metric}]")
         assert (fig.get_attribute("data-points"), fig.get_attribute("data-failed")) == ("2", "1")
     assert page.locator(".rc-phase-bar span").count() >= 2
-    page.screenshot(path=str(SHOTS / "drill-trend.png"))
+    page.screenshot(path=str(shots / "drill-trend.png"))
 
     # The rollback page lists its steps with their states and timings.
     page.goto(f"{base}/rollbacks/{seeded.rollback_id}")
@@ -278,7 +280,7 @@ def test_console_in_chromium(seeded: Seeded, chromium: Any) -> None:
     assert steps == ["lock", "stop_current", "schema", "start_target", "verify", "notify", "record"]
     states = {s.get_attribute("data-state") for s in page.locator("table.steps tbody tr").all()}
     assert states <= {"done", "skipped"}, states
-    page.screenshot(path=str(SHOTS / "rollback.png"))
+    page.screenshot(path=str(shots / "rollback.png"))
     page.goto(f"{base}/drills/{seeded.failed_drill}")
     assert "RPO" in page.inner_text(".notice.bad")
 
@@ -303,7 +305,7 @@ def test_console_in_chromium(seeded: Seeded, chromium: Any) -> None:
     assert "acknowledged by oncall" in op_page.inner_text("#incident-state")
     assert op_page.locator("#acknowledge").count() == 0
     assert "acknowledged" in op_page.inner_text("table.incident-timeline")
-    op_page.screenshot(path=str(SHOTS / "incident.png"))
+    op_page.screenshot(path=str(shots / "incident.png"))
     operator.close()
     page.goto(f"{base}/")
     assert "acknowledged" in page.inner_text("tr[data-source=docs] .incident")
@@ -317,7 +319,7 @@ def test_console_in_chromium(seeded: Seeded, chromium: Any) -> None:
     page.goto(f"{base}/")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     assert page.locator("tr[data-source=docs] td[data-label=State]").is_visible()
-    page.screenshot(path=str(SHOTS / "board-phone.png"))
+    page.screenshot(path=str(shots / "board-phone.png"))
 
     # The static drill report draws the same chart from its inlined copy of the same code.
     report = seeded.cli.home / "report.html"
