@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from recoverctl.actions.operation import operation
-from recoverctl.catalog import Catalog
 from recoverctl.config import Config, PostgresSource
 from recoverctl.errors import ConfigError, PartialError, RecoverctlError, UsageError
 from recoverctl.progress import Progress
+from recoverctl.recorder import RunRecorder
 from recoverctl.sources.postgres.backup import (
     PhysicalBackup,
     backup_data_dir,
@@ -121,7 +121,7 @@ class LogicalBackupSummary:
 
 def backup_postgres(
     cfg: Config,
-    catalog: Catalog,
+    catalog: RunRecorder,
     password: str,
     *,
     source: str | None,
@@ -136,7 +136,8 @@ def backup_postgres(
     back to full when there is none) and still writes a standalone snapshot. Raise ConfigError
     (exit 2) when WAL archiving is not configured, PartialError (exit 3) after writing the
     snapshot when pages failed checksum validation, VerificationError when the stop segment
-    does not reach the archive (no snapshot then).
+    does not reach the archive (no snapshot then). `catalog` only records: the CLI passes a
+    ForkedRecorder, so SQLAlchemy is never loaded in the process that reads the cluster.
     """
     if backup_type not in ("full", "incremental"):
         raise UsageError(f"unknown backup type '{backup_type}'", hint="use --type full or --type incremental")
@@ -153,7 +154,7 @@ def backup_postgres(
             cfg, password, "backup-postgres", recorder=catalog, source=name,
             lock="shared", lock_name="backup postgres",
         ) as op:  # fmt: skip
-            backup: PhysicalBackup = source_for(cfg, name, catalog, password).backup(
+            backup: PhysicalBackup = source_for(cfg, name, None, password).backup(
                 op.repo, progress or Progress(), conn=conn, data_dir=data_dir, backup_type=backup_type,
                 annotations=dict(annotations or {}), standby=standby,
             )  # fmt: skip
@@ -162,7 +163,7 @@ def backup_postgres(
     return summary
 
 
-def _record(catalog: Catalog, op: Any, backup: PhysicalBackup, summary: PhysicalBackupSummary) -> None:
+def _record(catalog: RunRecorder, op: Any, backup: PhysicalBackup, summary: PhysicalBackupSummary) -> None:
     """Record the snapshot, the run's outcome and the audit entry; raise PartialError (after
     recording) when pages failed checksum validation."""
     result, name, errors = backup.result, summary.source, summary.checksum_errors
@@ -200,7 +201,7 @@ def _record(catalog: Catalog, op: Any, backup: PhysicalBackup, summary: Physical
 
 def backup_postgres_logical(
     cfg: Config,
-    catalog: Catalog,
+    catalog: RunRecorder,
     password: str,
     *,
     source: str | None,

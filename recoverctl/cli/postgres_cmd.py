@@ -228,26 +228,31 @@ def backup_postgres_cmd(
     from recoverctl.actions.backup_postgres import backup_postgres, backup_postgres_logical
     from recoverctl.cli.passphrase import passphrase
 
-    progress = app.progress("backup postgres")
-    try:
-        if logical:
-            if dry_run:
-                name, _ = app.config.source(source, "postgres")
-                app.render({"source": name, "logical": True, "dry_run": True}, f"would dump {name}")
-                return
-            logical_result = backup_postgres_logical(
-                app.config, app.catalog, passphrase(app), source=source, database=database,
-                annotations=_annotations(annotations), progress=progress,
-            )  # fmt: skip
-            app.render(logical_result, _logical_backup_text)
-            return
-        result = backup_postgres(
-            app.config, app.catalog, passphrase(app), source=source, backup_type=backup_type,
-            annotations=_annotations(annotations), dry_run=dry_run, progress=progress,
-        )  # fmt: skip
-    finally:
-        progress.close()
-    app.render(result, _physical_backup_text)
+    if logical and dry_run:
+        name, _ = app.config.source(source, "postgres")
+        app.render({"source": name, "logical": True, "dry_run": True}, f"would dump {name}")
+        return
+    password = passphrase(app)
+    # The catalog opens in a child process: the backup process never loads SQLAlchemy.
+    with app.run_recorder() as recorder:
+        progress = app.progress("backup postgres")
+        try:
+            if logical:
+                logical_result = backup_postgres_logical(
+                    app.config, recorder, password, source=source, database=database,
+                    annotations=_annotations(annotations), progress=progress,
+                )  # fmt: skip
+            else:
+                result = backup_postgres(
+                    app.config, recorder, password, source=source, backup_type=backup_type,
+                    annotations=_annotations(annotations), dry_run=dry_run, progress=progress,
+                )  # fmt: skip
+        finally:
+            progress.close()
+    if logical:
+        app.render(logical_result, _logical_backup_text)
+    else:
+        app.render(result, _physical_backup_text)
 
 
 def _logical_backup_text(r: LogicalBackupSummary) -> str:

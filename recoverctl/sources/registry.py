@@ -4,25 +4,34 @@ engine never branch on the kind."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from recoverctl.catalog import Catalog
 from recoverctl.config import Config
 from recoverctl.config import VolumeSource as VolumeConfig
 from recoverctl.sources.base import Source
 from recoverctl.sources.files import FilesSource, SnapshotChoice
 
+if TYPE_CHECKING:
+    from recoverctl.catalog import Catalog
 
-def _postgres(cfg: Config, name: str, catalog: Catalog, password: str, _f: SnapshotChoice | None) -> Source:
+
+def _postgres(
+    cfg: Config, name: str, catalog: Catalog | None, password: str, _f: SnapshotChoice | None
+) -> Source:
     from recoverctl.sources.postgres.cluster import PostgresCluster  # psycopg: only when used
 
     return PostgresCluster(cfg, name, catalog, password)
 
 
-def _files(cfg: Config, name: str, _c: Catalog, _p: str, snapshot_filter: SnapshotChoice | None) -> Source:
+def _files(
+    cfg: Config, name: str, _c: Catalog | None, _p: str, snapshot_filter: SnapshotChoice | None
+) -> Source:
     return FilesSource(name, snapshot_filter)
 
 
-def _volume(cfg: Config, name: str, _c: Catalog, _p: str, snapshot_filter: SnapshotChoice | None) -> Source:
+def _volume(
+    cfg: Config, name: str, _c: Catalog | None, _p: str, snapshot_filter: SnapshotChoice | None
+) -> Source:
     from recoverctl.sources.volume import VolumeSource
 
     _, src = cfg.source(name, "volume")
@@ -30,7 +39,7 @@ def _volume(cfg: Config, name: str, _c: Catalog, _p: str, snapshot_filter: Snaps
     return VolumeSource(name, src.volume, snapshot_filter)
 
 
-KINDS: dict[str, Callable[[Config, str, Catalog, str, SnapshotChoice | None], Source]] = {
+KINDS: dict[str, Callable[[Config, str, Catalog | None, str, SnapshotChoice | None], Source]] = {
     "postgres": _postgres,
     "files": _files,
     "volume": _volume,
@@ -38,9 +47,14 @@ KINDS: dict[str, Callable[[Config, str, Catalog, str, SnapshotChoice | None], So
 
 
 def source_for(
-    cfg: Config, name: str, catalog: Catalog, password: str, snapshot_filter: SnapshotChoice | None = None
+    cfg: Config,
+    name: str,
+    catalog: Catalog | None,
+    password: str,
+    snapshot_filter: SnapshotChoice | None = None,
 ) -> Source:
     """Return the Source for the configured source `name` (files/volume snapshots narrowed by
-    `snapshot_filter`); raise ConfigError for a name the config does not have."""
+    `snapshot_filter`); raise ConfigError for a name the config does not have. A backup passes
+    no `catalog`: only restores read it (PostgreSQL restore point names)."""
     kind = cfg.source(name)[1].type
     return KINDS[kind](cfg, name, catalog, password, snapshot_filter)

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from recoverctl.catalog import Catalog
 from recoverctl.config import Config
 from recoverctl.errors import NotFoundError
 from recoverctl.progress import Progress
@@ -17,12 +16,13 @@ from recoverctl.sources.base import DrillFlow, Fetched, PointInTime, RestoreRun,
 from recoverctl.sources.postgres.backup import KIND, PhysicalBackup, copy_physical
 from recoverctl.sources.postgres.layout import tablespace_plan
 from recoverctl.sources.postgres.recovery import RecoveryTarget, normalize_target
-from recoverctl.sources.postgres.restore import (
-    PhysicalRestoreRequest,
-    PhysicalRestoreResult,
-    choose_snapshot,
-    restore_physical,
-)
+
+if TYPE_CHECKING:
+    from recoverctl.catalog import Catalog
+    from recoverctl.sources.postgres.restore import PhysicalRestoreResult
+
+# sources.postgres.restore is imported where it is used: it loads the catalog (SQLAlchemy, ~30 MiB
+# resident) that a backup process never needs.
 
 
 def _iso(ts: float) -> str:
@@ -36,14 +36,20 @@ class PostgresCluster:
     drill_flow: DrillFlow = "scratch_server"
     restore_run_kind = "restore-postgres"
 
-    def __init__(self, cfg: Config, name: str, catalog: Catalog, password: str):
+    def __init__(self, cfg: Config, name: str, catalog: Catalog | None, password: str):
         self.cfg = cfg
         self.name = name
         self.run_source: str | None = name
-        self.catalog = catalog  # restore point names resolve through it
+        self._catalog = catalog  # restore point names resolve through it; backups pass None
         self.password = password  # restore_command and the WAL fetcher read the archive with it
         _, self.config = cfg.source(name, "postgres")
         self.target: RecoveryTarget | None = None  # the selected point, names resolved
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            raise RuntimeError(f"source '{self.name}' was made for a backup: restoring needs the catalog")
+        return self._catalog
 
     def backup(self, repo: Repository, progress: Progress, **options: Any) -> PhysicalBackup:
         """Back up the cluster physically (options: conn, data_dir, backup_type, annotations, as
@@ -56,6 +62,8 @@ class PostgresCluster:
     ) -> PhysicalRestoreResult:
         """Restore `snapshot` (None: the newest before the target) into the data directory `into`
         (options: PhysicalRestoreRequest's); return the PhysicalRestoreResult."""
+        from recoverctl.sources.postgres.restore import PhysicalRestoreRequest, restore_physical
+
         req = PhysicalRestoreRequest(
             target_dir=Path(into).absolute(),
             target=normalize_target(options.pop("target", None) or RecoveryTarget("latest")),
@@ -83,6 +91,8 @@ class PostgresCluster:
             target = RecoveryTarget("time", point.time.isoformat())
         else:
             target = RecoveryTarget(point.kind)
+        from recoverctl.sources.postgres.restore import choose_snapshot
+
         snap, self.target = choose_snapshot(repo, self.catalog, self.name, target, None)
         md: dict[str, Any] = snap.metadata
         return Selection(

@@ -6,6 +6,7 @@ usable for the next. Restored servers run on their own ports and are stopped by 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -16,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
+from recoverctl.catalog import Catalog
+from recoverctl.catalog import tables as t
 from tests.fixtures.net import free_port, wait_until
 from tests.fixtures.pgbackup import PgCli
 from tests.fixtures.postgres import BIN_DIR, PgCluster, _as_pg_user
@@ -287,7 +291,33 @@ def test_corrupted_page_is_named_and_exits_3(env: Env) -> None:
     with open(pg.data_dir / rel, "r+b") as f:
         f.seek(2 * 8192 + 3000)
         f.write(b"\xff\xfe\xfd\xfc")
-    r = cli("--json", "backup", "postgres", "--type", "full", check=3)
-    err = r.error_json()
+    # The backup process never loads SQLAlchemy (~30 MiB): its catalog writes go through the
+    # forked recorder, and still all arrive: the run, the snapshot, the audit entry, the event.
+    probe = (
+        "import atexit, os, sys; pid = os.getpid(); "
+        "atexit.register(lambda: os.getpid() == pid and print('SQLALCHEMY', 'sqlalchemy' in sys.modules)); "
+        "from recoverctl.cli.main import main; main(sys.argv[1:])"
+    )
+    argv = cli.argv("--json", "backup", "postgres", "--type", "full")
+    at = argv.index("recoverctl") - 1  # the python -m recoverctl part
+    argv[at : at + 2] = ["-c", probe]
+    r = subprocess.run(argv, capture_output=True, text=True, env=cli.env, cwd=cli.home, timeout=300)
+    assert r.returncode == 3, r.stderr
+    assert "SQLALCHEMY False" in r.stdout
+    err = json.loads(r.stderr.strip().splitlines()[-1])
     assert f"{rel} block 2" in err["message"]
     assert {"file": rel, "block": 2} in err["details"]["summary"]["checksum_errors"]
+    catalog = Catalog(cli.env["RECOVERCTL_CATALOG"], migrate=False)
+    try:
+        with catalog.begin() as conn:
+            run = conn.execute(sa.select(t.runs).order_by(t.runs.c.id.desc())).first()
+            audit = conn.execute(sa.select(t.audit_log).order_by(t.audit_log.c.id.desc())).first()
+            event = conn.execute(sa.select(t.events).order_by(t.events.c.id.desc())).first()
+            snapshot = conn.execute(sa.select(t.snapshots).where(t.snapshots.c.id == run.snapshot_id)).first()
+    finally:
+        catalog.close()
+    assert run is not None and (run.kind, run.status) == ("backup-postgres", "partial")
+    assert snapshot is not None
+    assert audit is not None and (audit.action, audit.outcome) == ("backup.postgres", "partial")
+    assert event is not None and (event.kind, event.severity) == ("backup.checksum_failure", "critical")
+    assert event.details["checksum_errors"] == [{"file": rel, "block": 2}]
