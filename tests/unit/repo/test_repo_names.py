@@ -134,15 +134,17 @@ def test_planted_and_broken_key_files_do_not_lock_out_a_valid_passphrase(
     path, repo, _ = _repo_with_two_snapshots(tmp_path)
     good = json.loads((path / "keys" / repo.key_id).read_text())
     huge = {**good, "kdf": {"name": "scrypt", "n": 2**40, "r": 2**20, "p": 1}}
+    # Slots are tried in name order and the first that opens wins: '-' sorts before every hex
+    # digit, so each planted file is tried (and warned about) before the real slot.
     planted = {
-        "00-garbage": b"\x00not json{",
-        "01-list": b"[1, 2]",
-        "02-types": json.dumps({**good, "kdf": {"name": "scrypt", "n": "32768", "r": 8, "p": 1}}).encode(),
-        "03-huge-kdf": json.dumps(huge).encode(),
-        "04-bool": json.dumps({**good, "kdf": {"name": "scrypt", "n": True, "r": 8, "p": 1}}).encode(),
-        "05-argon": json.dumps({**good, "kdf": {"name": "argon9"}}).encode(),
-        "06-big-file": b" " * (1 << 20),
-        "07-copy": (path / "keys" / repo.key_id).read_bytes(),  # a copy under another name
+        "-00-garbage": b"\x00not json{",
+        "-01-list": b"[1, 2]",
+        "-02-types": json.dumps({**good, "kdf": {"name": "scrypt", "n": "32768", "r": 8, "p": 1}}).encode(),
+        "-03-huge-kdf": json.dumps(huge).encode(),
+        "-04-bool": json.dumps({**good, "kdf": {"name": "scrypt", "n": True, "r": 8, "p": 1}}).encode(),
+        "-05-argon": json.dumps({**good, "kdf": {"name": "argon9"}}).encode(),
+        "-06-big-file": b" " * (1 << 20),
+        "-07-copy": (path / "keys" / repo.key_id).read_bytes(),  # a copy under another name
     }
     for name, content in planted.items():
         _plant(path, name, content)
@@ -163,7 +165,7 @@ def test_planted_and_broken_key_files_do_not_lock_out_a_valid_passphrase(
     # the garbage does not count as a key: the last usable slot is still protected
     with pytest.raises(UsageError, match="last key"):
         opened.remove_key(repo.key_id)
-    opened.remove_key("00-garbage")
+    opened.remove_key("-00-garbage")
 
 
 def test_an_unreadable_key_file_is_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
