@@ -6,6 +6,7 @@ usable for the next. Restored servers run on their own ports and are stopped by 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -243,19 +244,36 @@ def test_wal_expire_keeps_what_the_oldest_backup_needs(env: Env) -> None:
 def test_killed_backup_writes_no_snapshot_and_next_backup_works(env: Env) -> None:
     cli, pg = env.cli, env.pg
     before = cli("--json", "snapshots", check=0).json()
+    # With the archiver failing, the backup cannot end (it waits for its stop segment), so the
+    # kill lands mid-backup however slow this machine is; a live backup of this small cluster
+    # is over in a fraction of a second, too fast to catch reliably.
+    # The archive_command (run as postgres) cannot write into the repository's WAL directories.
+    wal_dirs = [cli.repository / "wal", *(p for p in (cli.repository / "wal").rglob("*") if p.is_dir())]
+    failed = int(pg.psql("select failed_count from pg_stat_archiver"))
+    for d in wal_dirs:
+        d.chmod(0o555)
+    pg.psql("create table if not exists kill_marks(at timestamptz); insert into kill_marks values (now())")
+    pg.psql("select pg_switch_wal()")
+    wait_until(
+        lambda: int(pg.psql("select failed_count from pg_stat_archiver")) > failed,
+        timeout=60, what="the archiver to fail",
+    )  # fmt: skip
     proc = subprocess.Popen(cli.argv("backup", "postgres"), env=cli.env, cwd=cli.home, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        # pg_stat_activity shows a session's last statement: during the copy that is the WAL
-        # counter read by relation_reads, after pg_backup_start
+        # The backup's last statements before it waits for the WAL read the archiver's state.
         wait_until(
             lambda: pg.psql("select count(*) from pg_stat_activity where application_name = 'recoverctl' "
-                            "and query like '%from pg_stat_wal%'") != "0",
-            timeout=120, interval=0.02, what="the backup to start",
+                            "and query like '%archive%'") != "0",
+            timeout=120, interval=0.05, what="the backup to wait for its WAL",
         )  # fmt: skip
+        assert proc.poll() is None, "the backup ended although its WAL cannot be archived"
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        for d in wal_dirs:
+            d.chmod(0o755)
     wait_until(
         lambda: pg.psql("select count(*) from pg_stat_activity where application_name = 'recoverctl'") == "0",
         what="the killed backup's session to end",
