@@ -5,6 +5,7 @@ and a checksum of every table; without the WAL it falls back to reading whole fi
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -262,8 +263,14 @@ def unchecked() -> Iterator[Env]:
         yield e
 
 
+def _pages(path: Path) -> list[str]:
+    """Return the md5 of each 8 KiB page of a relation file."""
+    data = path.read_bytes()
+    return [hashlib.md5(data[i : i + 8192]).hexdigest() for i in range(0, len(data), 8192)]
+
+
 def test_hint_bits_unlogged_without_checksums_reads_whole_files(unchecked: Env) -> None:
-    pg = unchecked.pg
+    pg, cli = unchecked.pg, unchecked.cli
     assert pg.psql("show data_checksums") == "off" and pg.psql("show wal_log_hints") == "off"
     unchecked.backup("full")
     pg.psql("update pgbench_accounts set abalance = abalance + 9 where aid % 100 = 29")
@@ -271,16 +278,32 @@ def test_hint_bits_unlogged_without_checksums_reads_whole_files(unchecked: Env) 
     page = unchecked.snapshot_metadata(inc["snapshot_id"])["page_incremental"]
     assert page["mode"] == "file" and page["reason"] == "hint_bits_not_logged", page
     assert page["chunks_kept"] == 0 and page["whole_file_reads"]["hint_bits_not_logged"] > 0
+    assert page["hints_logged"] is False
     pg.psql("create table after_hints(at text)")
     lsn = pg.psql("select pg_current_wal_lsn()")
     pg.archive_current_wal()
     state = _restore_and_check(unchecked, inc["snapshot_id"], lsn, checksums=False)
+    # Reading every table sets the hint bits of the updated rows' new versions, unlogged.
     assert state == _database_state(pg.port)
 
     pg.append_conf("wal_log_hints = on")
     pg.stop("fast")
     pg.start()
+    # The WAL since the parent only says wal_log_hints is on now; it does not name the pages
+    # whose hint bits changed while it was off, so keeping the parent's copies would not give
+    # the pages a full backup reads.
+    first = unchecked.backup("incremental")
+    page = unchecked.snapshot_metadata(first["snapshot_id"])["page_incremental"]
+    assert page["mode"] == "file" and page["reason"] == "hint_bits_not_logged", page
+    assert page["detail"] == "wal_log_hints was off when the parent backup started"
+    assert page["hints_logged"] is True
+    pg.psql("checkpoint")
+    rel = pg.psql("select pg_relation_filepath('pgbench_accounts')")
+    target = unchecked.target()
+    cli("restore", "postgres", "--target-dir", str(target), "--snapshot", first["snapshot_id"], check=0)
+    assert _pages(target / rel) == _pages(pg.data_dir / rel)  # nothing wrote since the backup
+
     pg.psql("update pgbench_accounts set abalance = abalance + 9 where aid % 100 = 61")
     logged = unchecked.snapshot_metadata(unchecked.backup("incremental")["snapshot_id"])["page_incremental"]
-    print("after wal_log_hints = on", logged)
     assert logged["mode"] == "page" and logged["reason"] is None, logged
+    assert logged["chunks_kept"] > 0
