@@ -400,6 +400,7 @@ def relation_reads(
     cannot vouch for that (see pageincr)."""
 
     generated = _wal_generated(conn)
+    hints_logged = bool(start.data_checksums) or _setting(conn, "wal_log_hints") == "on"
 
     def whole(reason: str | None, detail: str | None = None) -> RelationReads:
         return RelationReads(
@@ -410,6 +411,7 @@ def relation_reads(
             validate=False,
             detail=detail,
             wal_generated=generated,
+            hints_logged=hints_logged,
         )
 
     if parent is None:
@@ -419,9 +421,12 @@ def relation_reads(
         return whole("parent_not_page_aligned")
     if int(md.get("timeline") or 0) != start.timeline:
         return whole("timeline_switch", f"parent on timeline {md.get('timeline')}, now {start.timeline}")
-    hints_logged = start.data_checksums or _setting(conn, "wal_log_hints") == "on"
     if not hints_logged:
         return whole("hint_bits_not_logged")
+    # Turning wal_log_hints on leaves a PARAMETER_CHANGE "on" in the WAL, which does not say the
+    # range began with it off: the parent's own record does (older snapshots lack it: assume off).
+    if not md.get("data_checksums") and not (md.get("page_incremental") or {}).get("hints_logged"):
+        return whole("hint_bits_not_logged", "wal_log_hints was off when the parent backup started")
     if src.page_incremental == "off":
         return whole("configured_off", f"sources.{name}.page_incremental is off")
     parent_lsn = parse_lsn(str(md["start_lsn"]))
@@ -447,8 +452,9 @@ def relation_reads(
     if changes.hint_bits_unlogged and not start.data_checksums:
         return whole("hint_bits_not_logged", "wal_log_hints was off during part of the range")
     return RelationReads(
-        data_dir, changes, None, start_lsn=start_lsn, validate=start.data_checksums, wal_generated=generated
-    )
+        data_dir, changes, None, start_lsn=start_lsn, validate=start.data_checksums, wal_generated=generated,
+        hints_logged=hints_logged,
+    )  # fmt: skip
 
 
 def _wal_generated(conn: psycopg.Connection) -> int | None:

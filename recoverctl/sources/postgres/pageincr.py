@@ -14,8 +14,9 @@ free-space and visibility maps (FSM updates are not WAL-logged, VM bits are clea
 block reference to the VM page), init forks of unlogged relations, files created, truncated or
 copied (CREATE DATABASE, SET TABLESPACE) in the range, files new since the parent or cut
 another way there; and everything when the WAL has a gap, the timeline switched, or hint-bit
-changes go unlogged (data checksums and wal_log_hints both off: the page would differ from a
-full copy, although only in hint bits, which are recomputable — we keep page identity).
+changes went unlogged at some point since the parent started (data checksums and wal_log_hints
+both off: the page would differ from a full copy, although only in hint bits, which are
+recomputable — we keep page identity).
 """
 
 from __future__ import annotations
@@ -62,9 +63,11 @@ class RelationReads:
         validate: bool,
         detail: str | None = None,
         wal_generated: int | None = None,
+        hints_logged: bool = False,
     ):
         self.data_dir = data_dir
         self.wal_generated = wal_generated
+        self.hints_logged = hints_logged
         self.changes = changes
         self.reason = reason
         self.detail = detail
@@ -179,6 +182,10 @@ class RelationReads:
             "chunks_kept": self.chunks_kept,
             "whole_file_reads": dict(sorted(self.whole.items())),
             "wal_generated_bytes": self.wal_generated,
+            # Whether hint-bit changes were WAL-logged when this backup started: a child may keep
+            # this snapshot's pages only then (its WAL would not name a page whose only later
+            # change is a hint bit set while they were not).
+            "hints_logged": self.hints_logged,
         }
         c = self.changes
         if c is not None:

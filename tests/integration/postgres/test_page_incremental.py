@@ -5,19 +5,21 @@ and a checksum of every table; without the WAL it falls back to reading whole fi
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fixtures.net import free_port
+from tests.fixtures.net import free_port, wait_until
 from tests.fixtures.pgbackup import PgCli
-from tests.fixtures.postgres import BIN_DIR, PgCluster, _as_pg_user
+from tests.fixtures.postgres import BIN_DIR, PgCluster, _as_pg_user, chown_to_pg
 from tests.integration.postgres.test_pg_backup_restore import Env as BackupEnv
 from tests.integration.postgres.test_pg_backup_restore import psql, stop
 
@@ -35,28 +37,38 @@ class Env(BackupEnv):
         raise AssertionError(f"snapshot {snapshot_id} not listed")
 
 
-@pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
-    home = Path(tempfile.mkdtemp(prefix="recoverctl-pageincr-"))
+@contextmanager
+def _archiving_cluster(prefix: str, *, checksums: bool, scale: int) -> Iterator[Env]:
+    """Yield an Env: a started cluster archiving into its own repository (source `main`,
+    page_incremental on) with pgbench tables of `scale`; torn down with every restored server."""
+    home = Path(tempfile.mkdtemp(prefix=f"recoverctl-{prefix}-"))
     os.chmod(home, 0o755)
     cli = PgCli(home)
-    pg = PgCluster()  # data checksums on
-    pg.initdb(f"archive_mode = on\narchive_command = '{cli.archive_command('main')}'\n")
-    # `on`: this small cluster's WAL is as large as the files it touched, so `auto` would read
-    # them whole (test_auto_reads_whole_files_when_the_wal_is_not_smaller).
-    cli.write_config({"main": {**pg.source_config(), "page_incremental": "on"}})
-    cli("init", check=0)
-    pg.start()
-    subprocess.run(
-        _as_pg_user([str(BIN_DIR / "pgbench"), "-i", "-s", "3", "-q", "-h", "127.0.0.1", "-p", str(pg.port),
-                     "-U", "postgres", "postgres"]),
-        check=True, capture_output=True,
-    )  # fmt: skip
-    yield Env(cli, pg)
-    for d in home.glob("restore*"):
-        stop(d)
-    pg.destroy()
-    shutil.rmtree(home, ignore_errors=True)
+    pg = PgCluster(checksums=checksums)
+    try:
+        pg.initdb(f"archive_mode = on\narchive_command = '{cli.archive_command('main')}'\n")
+        # `on`: this small cluster's WAL is as large as the files it touched, so `auto` would read
+        # them whole (test_auto_decodes_only_when_the_wal_is_well_under_the_modified_files).
+        cli.write_config({"main": {**pg.source_config(), "page_incremental": "on"}})
+        cli("init", check=0)
+        pg.start()
+        subprocess.run(
+            _as_pg_user([str(BIN_DIR / "pgbench"), "-i", "-s", str(scale), "-q", "-h", "127.0.0.1",
+                         "-p", str(pg.port), "-U", "postgres", "postgres"]),
+            check=True, capture_output=True,
+        )  # fmt: skip
+        yield Env(cli, pg)
+    finally:
+        for d in home.glob("restore*"):
+            stop(d)
+        pg.destroy()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[Env]:
+    with _archiving_cluster("pageincr", checksums=True, scale=3) as e:
+        yield e
 
 
 _USER_TABLES = (
@@ -79,9 +91,9 @@ def _database_state(port: int) -> dict[str, str]:
     return state
 
 
-def _restore_and_check(env: Env, snapshot_id: str, lsn: str) -> dict[str, str]:
+def _restore_and_check(env: Env, snapshot_id: str, lsn: str, *, checksums: bool = True) -> dict[str, str]:
     """Restore `snapshot_id` on its own, replay to `lsn`, check it with pg_amcheck, stop it cleanly
-    and check every page with pg_checksums; return the table checksums."""
+    and (with `checksums`) check every page with pg_checksums; return the table checksums."""
     target, port = env.target(), free_port()
     env.cli("restore", "postgres", "--target-dir", str(target), "--snapshot", snapshot_id, "--to-lsn", lsn,
             "--start", "--port", str(port), check=0)  # fmt: skip
@@ -95,10 +107,11 @@ def _restore_and_check(env: Env, snapshot_id: str, lsn: str) -> dict[str, str]:
         assert amcheck.returncode == 0, amcheck.stdout + amcheck.stderr
     finally:
         stop(target, "fast")
-    checksums = subprocess.run(_as_pg_user([str(BIN_DIR / "pg_checksums"), "--check", "-D", str(target)]),
+    if checksums:
+        check = subprocess.run(_as_pg_user([str(BIN_DIR / "pg_checksums"), "--check", "-D", str(target)]),
                                capture_output=True, text=True)  # fmt: skip
-    assert checksums.returncode == 0, checksums.stdout + checksums.stderr
-    assert "Bad checksums:  0" in checksums.stdout
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert "Bad checksums:  0" in check.stdout
     return state
 
 
@@ -192,3 +205,105 @@ def test_auto_decodes_only_when_the_wal_is_well_under_the_modified_files(env: En
         assert wide["mode"] == "file" and wide["reason"] == "wal_not_smaller", wide
         assert "of WAL to decode against" in wide["detail"]
     cli.write_config({"main": {**pg.source_config(), "page_incremental": "on"}})
+
+
+def _switch_timeline(pg: PgCluster) -> None:
+    """Stop `pg` cleanly and start it in archive recovery with nothing to fetch: it replays pg_wal,
+    promotes onto the next timeline and archives that timeline's history file."""
+    pg.stop("fast")
+    (pg.data_dir / "recovery.signal").touch()
+    chown_to_pg(pg.data_dir / "recovery.signal")
+    # On the command line, not in postgresql.auto.conf: the backups copy that file.
+    subprocess.run(
+        _as_pg_user([str(BIN_DIR / "pg_ctl"), "-D", str(pg.data_dir), "-l", str(pg.base / "server.log"),
+                     "-o", "-c restore_command=false", "-w", "start"]),
+        check=True, capture_output=True,
+    )  # fmt: skip
+    promoted = "select not pg_is_in_recovery() and timeline_id = 2 from pg_control_checkpoint()"
+    wait_until(lambda: pg.psql(promoted) == "t", timeout=60, what="promotion onto timeline 2")
+
+
+@pytest.fixture(scope="module")
+def switching() -> Iterator[Env]:
+    """A cluster of its own: the timeline switch would leave the shared `env` on timeline 2."""
+    with _archiving_cluster("pageincr-tli", checksums=True, scale=1) as e:
+        yield e
+
+
+def test_a_timeline_switch_reads_whole_files_and_restores(switching: Env) -> None:
+    pg, cli = switching.pg, switching.cli
+    parent = switching.backup("full")
+    assert switching.snapshot_metadata(parent["snapshot_id"])["timeline"] == 1
+    pg.psql("update pgbench_accounts set abalance = abalance + 3 where aid % 100 = 17")
+    _switch_timeline(pg)
+    history = cli.repository / "wal" / "main" / "00000002" / "00000002.history"
+    wait_until(history.is_file, timeout=60, what="00000002.history archived")
+    pg.psql("update pgbench_accounts set abalance = abalance + 5 where aid % 100 = 71")
+
+    inc = switching.backup("incremental")
+    assert inc["type"] == "incremental" and inc["parent"] == parent["snapshot_id"]
+    md = switching.snapshot_metadata(inc["snapshot_id"])
+    page = md["page_incremental"]
+    assert md["timeline"] == 2
+    assert page["mode"] == "file" and page["reason"] == "timeline_switch", page
+    assert page["detail"] == "parent on timeline 1, now 2"
+    assert page["chunks_kept"] == 0 and page["whole_file_reads"]["timeline_switch"] > 0
+    pg.psql("create table after_switch(at text)")  # WAL past the backup, so a switch archives it
+    lsn = pg.psql("select pg_current_wal_lsn()")
+    pg.archive_current_wal()
+    state = _restore_and_check(switching, inc["snapshot_id"], lsn)
+    assert state == _database_state(pg.port)
+    assert "postgres.public.after_switch" in state
+
+
+@pytest.fixture(scope="module")
+def unchecked() -> Iterator[Env]:
+    """A cluster without data checksums (wal_log_hints off, the default)."""
+    with _archiving_cluster("pageincr-nosum", checksums=False, scale=1) as e:
+        yield e
+
+
+def _pages(path: Path) -> list[str]:
+    """Return the md5 of each 8 KiB page of a relation file."""
+    data = path.read_bytes()
+    return [hashlib.md5(data[i : i + 8192]).hexdigest() for i in range(0, len(data), 8192)]
+
+
+def test_hint_bits_unlogged_without_checksums_reads_whole_files(unchecked: Env) -> None:
+    pg, cli = unchecked.pg, unchecked.cli
+    assert pg.psql("show data_checksums") == "off" and pg.psql("show wal_log_hints") == "off"
+    unchecked.backup("full")
+    pg.psql("update pgbench_accounts set abalance = abalance + 9 where aid % 100 = 29")
+    inc = unchecked.backup("incremental")
+    page = unchecked.snapshot_metadata(inc["snapshot_id"])["page_incremental"]
+    assert page["mode"] == "file" and page["reason"] == "hint_bits_not_logged", page
+    assert page["chunks_kept"] == 0 and page["whole_file_reads"]["hint_bits_not_logged"] > 0
+    assert page["hints_logged"] is False
+    pg.psql("create table after_hints(at text)")
+    lsn = pg.psql("select pg_current_wal_lsn()")
+    pg.archive_current_wal()
+    state = _restore_and_check(unchecked, inc["snapshot_id"], lsn, checksums=False)
+    # Reading every table sets the hint bits of the updated rows' new versions, unlogged.
+    assert state == _database_state(pg.port)
+
+    pg.append_conf("wal_log_hints = on")
+    pg.stop("fast")
+    pg.start()
+    # The WAL since the parent only says wal_log_hints is on now; it does not name the pages
+    # whose hint bits changed while it was off, so keeping the parent's copies would not give
+    # the pages a full backup reads.
+    first = unchecked.backup("incremental")
+    page = unchecked.snapshot_metadata(first["snapshot_id"])["page_incremental"]
+    assert page["mode"] == "file" and page["reason"] == "hint_bits_not_logged", page
+    assert page["detail"] == "wal_log_hints was off when the parent backup started"
+    assert page["hints_logged"] is True
+    pg.psql("checkpoint")
+    rel = pg.psql("select pg_relation_filepath('pgbench_accounts')")
+    target = unchecked.target()
+    cli("restore", "postgres", "--target-dir", str(target), "--snapshot", first["snapshot_id"], check=0)
+    assert _pages(target / rel) == _pages(pg.data_dir / rel)  # nothing wrote since the backup
+
+    pg.psql("update pgbench_accounts set abalance = abalance + 9 where aid % 100 = 61")
+    logged = unchecked.snapshot_metadata(unchecked.backup("incremental")["snapshot_id"])["page_incremental"]
+    assert logged["mode"] == "page" and logged["reason"] is None, logged
+    assert logged["chunks_kept"] > 0
