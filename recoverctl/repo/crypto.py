@@ -32,13 +32,15 @@ OVERHEAD = NONCE_SIZE + TAG_SIZE + 1  # nonce, GCM tag, compression flag
 _RAW = b"\x00"
 _ZSTD = b"\x01"
 
-# scrypt at n=2**17, r=8 (current guidance, e.g. OWASP's password storage cheat sheet) costs
-# 128 MiB and ~0.55 s of CPU per derivation: once per process that opens the repository.
-DEFAULT_KDF = {"name": "scrypt", "n": 2**17, "r": 8, "p": 1}
+# scrypt at n=2**15, r=8, p=3: OWASP's password storage cheat sheet lists it as equivalent to
+# n=2**17, r=8, p=1 (the p lanes run one after another over the same 32 MiB). It costs 32 MiB
+# and ~0.4 s of CPU per derivation, once per process that opens the repository; n=2**17 cost
+# 128 MiB, which was the peak memory of every backup (docs/memory.md).
+DEFAULT_KDF = {"name": "scrypt", "n": 2**15, "r": 8, "p": 3}
 
 # Bounds on the KDF parameters read from a key file: key files are plaintext and anyone who can
 # write to the storage can plant one, so its parameters must not make opening exhaust memory or
-# CPU. 128 * n * r bytes of memory, n * r * p units of work (the default is 2**20 of them).
+# CPU. 128 * n * r bytes of memory, n * r * p units of work (the default is 3 * 2**18 of them).
 MAX_SCRYPT_N = 2**20
 MAX_SCRYPT_R = 32
 MAX_SCRYPT_P = 16

@@ -195,7 +195,7 @@ def test_kdf_parameters_are_bounded_before_any_work() -> None:
 
 
 def test_new_keys_follow_current_kdf_guidance(tmp_path: Path) -> None:
-    assert DEFAULT_KDF == {"name": "scrypt", "n": 2**17, "r": 8, "p": 1}
+    assert DEFAULT_KDF == {"name": "scrypt", "n": 2**15, "r": 8, "p": 3}
     repo = Repository.init(LocalStorage(tmp_path / "repo"), "pw")
     (key,) = (tmp_path / "repo" / "keys").iterdir()
     doc = json.loads(key.read_text())
