@@ -103,20 +103,12 @@ class Checker:
         """Load every index file, reporting unreadable ones instead of failing."""
         index = Index()
         keys = [o.key for o in self.repo.storage.list("index/")]
-
-        def load(key: str) -> tuple[str, dict[str, Any] | None, str]:
-            try:
-                return key, self.repo.read_index_file(key), ""
-            except (DecryptError, ValueError) as e:
-                return key, None, str(e)
-
-        with ThreadPoolExecutor(self.repo.parallelism) as pool:
-            for key, doc, err in pool.map(load, keys):
-                if doc is None:
-                    self._error("index", f"index file '{key}' is damaged: {err}", object=key)
-                else:
-                    index.merge_document(doc)
-                    index.files.add(key)
+        for key, doc, err in self.repo.read_index_files(keys, tolerate_damage=True):
+            if doc is None:
+                self._error("index", f"index file '{key}' is damaged: {err}", object=key)
+            else:
+                index.merge_document(doc)
+                index.files.add(key)
         self.repo.index = index
         self.repo._index_loaded = True
         return index

@@ -275,23 +275,36 @@ class Repository:
             if self._index_loaded and not reload:
                 return self.index
             index = Index()
-            keys = [o.key for o in self.storage.list("index/")]
-
-            def load(key: str) -> tuple[str, dict[str, Any]]:
-                return key, self.read_index_file(key)
-
-            # A window of reads, not pool.map: map would read and decode every index file before
-            # the first merge, and a large repository's documents are many times its index.
-            window = 2 * self.parallelism
-            with ThreadPoolExecutor(self.parallelism) as pool:
-                for start in range(0, len(keys), window):
-                    for key, doc in pool.map(load, keys[start : start + window]):
-                        index.merge_document(doc)
-                        index.files.add(key)
-                        del doc
+            for key, doc, _ in self.read_index_files([o.key for o in self.storage.list("index/")]):
+                assert doc is not None
+                index.merge_document(doc)
+                index.files.add(key)
+                del doc
             self.index = index
             self._index_loaded = True
             return index
+
+    def read_index_files(
+        self, keys: list[str], *, tolerate_damage: bool = False
+    ) -> Iterator[tuple[str, dict[str, Any] | None, str]]:
+        """Given index file keys, yield (key, document, "") for each, in order, read in parallel;
+        raise DecryptError for a damaged one, or with `tolerate_damage` yield (key, None, why)."""
+
+        def load(key: str) -> tuple[str, dict[str, Any] | None, str]:
+            try:
+                return key, self.read_index_file(key), ""
+            except (DecryptError, ValueError) as e:
+                if not tolerate_damage:
+                    raise
+                return key, None, str(e)
+
+        # A window of reads, not pool.map over every key: map would read and decode every index
+        # file before the caller merged the first, and a large repository's documents are many
+        # times the size of its merged index.
+        window = 2 * self.parallelism
+        with ThreadPoolExecutor(self.parallelism) as pool:
+            for start in range(0, len(keys), window):
+                yield from pool.map(load, keys[start : start + window])
 
     def read_index_file(self, key: str) -> dict[str, Any]:
         """Return an index file's document; raise DecryptError when it is damaged or misnamed."""
