@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 
 from tests.fixtures import pgbackup
+from tests.fixtures.drill_sources import drill_leftovers
+from tests.fixtures.net import wait_until
 from tests.fixtures.pgbackup import PgCli
 from tests.fixtures.postgres import PgCluster
 from tests.fixtures.wheel import build_dist
@@ -60,4 +62,7 @@ def test_installed_wheel_runs_the_packaged_drill_playbook(tmp_path: Path) -> Non
         assert packaged.is_file()
     finally:
         pg.destroy()
+        # The detached WAL pusher outlives the server briefly and records its last state in the
+        # catalog under `home`: removing home before it exits left a new catalog.db behind.
+        wait_until(lambda: not drill_leftovers(str(home)), timeout=90, what="the WAL pusher to exit")
         shutil.rmtree(home, ignore_errors=True)
