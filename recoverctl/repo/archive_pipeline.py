@@ -27,6 +27,7 @@ from pyfastcdc import FastCDC
 
 from recoverctl.progress import Progress
 from recoverctl.repo.archive_jobs import Counters, DirJob, FileJob, Subdir
+from recoverctl.repo.content_ids import ContentIds
 from recoverctl.repo.fixed_read import FixedRead, ReadPlanFn, read_fixed
 from recoverctl.repo.malloc_tuning import tune_malloc
 from recoverctl.repo.pack import DATA, TREE
@@ -120,16 +121,15 @@ class Archiver:
 
     def save_stream(self, stream: BinaryIO | io.RawIOBase, on_bytes: Callable[[int], None]) -> list[str]:
         """Chunk a stream and save its chunks in parallel; return the content ids in order."""
-        futures: list[Future[str]] = []
+        ids = ContentIds()
         try:
             for chunk in self._cdc().cut_stream(stream):
                 data = bytes(chunk.data)
                 on_bytes(len(data))
-                futures.append(self._submit_chunk(data))
-            return [f.result() for f in futures]
+                ids.append(self._submit_chunk(data))
+            return ids.result()
         finally:
-            for f in futures:
-                f.cancel()
+            ids.cancel()
 
     def _submit_chunk(self, data: bytes) -> Future[str]:
         """Queue one chunk for sealing (bounded by `chunk_slots`); return its content id's future."""

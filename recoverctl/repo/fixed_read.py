@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from recoverctl.repo.content_ids import ContentIds
 from recoverctl.repo.tree import Node
 
 
@@ -59,7 +60,7 @@ def read_fixed(
     called with the bytes actually read.
     """
     bs = plan.block_size
-    results: list[str | Future[str]] = []
+    results = ContentIds()
     covered = 0
     try:
         for index in range((size + bs - 1) // bs):
@@ -79,8 +80,6 @@ def read_fixed(
             covered = offset + len(data)
             if len(data) < bs:
                 break
-        return [r if isinstance(r, str) else r.result() for r in results], covered
+        return results.result(), covered
     finally:
-        for r in results:
-            if isinstance(r, Future):
-                r.cancel()
+        results.cancel()
