@@ -385,7 +385,9 @@ def test_a_worker_killed_mid_escalation_and_restarted_sends_the_missed_level_onc
     cli: Any, http_receiver: HttpReceiver
 ) -> None:
     rx = http_receiver
-    cli.write_config(_config(rx, level2_after="3s", repeat="60s"))
+    # Level 2 falls due 8 s after the incident opens: time enough, on a loaded machine, for the
+    # worker to start and send level 1 before it is killed.
+    cli.write_config(_config(rx, level2_after="8s", repeat="60s"))
     url = cli.env["RECOVERCTL_CATALOG"]
     catalog = Catalog(url)
     worker = _worker(cli, url)
@@ -395,7 +397,7 @@ def test_a_worker_killed_mid_escalation_and_restarted_sends_the_missed_level_onc
         worker.kill()  # kill -9 with level 2 still to come
         worker.wait()
         opened = incidents.get_incident(catalog, 1).opened_at
-        wait_until(lambda: time.time() > opened + 3.5, timeout=10, what="level 2 falling due with no worker")
+        wait_until(lambda: time.time() > opened + 8.5, timeout=15, what="level 2 falling due with no worker")
         assert _sent(catalog) == [(1, 1, 0, "sent")]
         worker = _worker(cli, url)  # the restarted worker catches up
         wait_until(lambda: len(_sent(catalog)) == 2 and _sent(catalog)[1][3] == "sent", what="level 2 sent")
