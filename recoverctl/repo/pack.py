@@ -8,12 +8,14 @@ of its bytes, which lets verification spot a damaged pack without the key.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import struct
 import tempfile
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from recoverctl.repo.crypto import Cipher, DecryptError, sha256_hex
+from recoverctl.repo.crypto import Cipher, DecryptError
 
 MAGIC = b"RCP1"
 TRAILER = struct.Struct("<I4s")
@@ -42,14 +44,30 @@ def pack_key(pack_id: str) -> str:
     return f"data/{pack_id[:2]}/{pack_id}"
 
 
+@dataclass
+class FinishedPack:
+    """A pack ready to upload: its id (the SHA-256 of its bytes), size, entries, and its bytes as
+    a file to read from the start (the spool file, or a BytesIO when the blobs stayed in memory).
+    Close it once stored."""
+
+    id: str
+    size: int
+    entries: list[PackEntry]
+    body: BinaryIO
+
+    def close(self) -> None:
+        self.body.close()
+
+
 class PackBuilder:
-    """Collects sealed blobs until `full`; `finish()` returns (pack id, bytes, entries).
+    """Collects sealed blobs until `full`; `finish()` returns the FinishedPack.
 
     The sealed blobs are spooled to an unnamed temporary file (in TMPDIR), as restic does, rather
-    than held in memory: a pack is 16 MiB, and a backup keeps one filling per blob type and one
-    waiting for an upload slot. finish() reads the file back as the one bytes object the upload
-    needs (no join of parts beside it). Without a usable temporary directory, or once writing to
-    it fails (e.g. it is full), the blobs stay in memory.
+    than held in memory: a pack is 16 MiB, and a backup keeps one filling per blob type and one per
+    uploader waiting or being uploaded. The upload streams the spool file (`Storage.put_file`), so
+    a pack's bytes are never in memory whole; its id is hashed as the blobs are written. Without a
+    usable temporary directory, or once writing to it fails (e.g. it is full), the blobs stay in
+    memory.
     """
 
     def __init__(self, cipher: Cipher, target_size: int, *, spool: bool = True):
@@ -60,6 +78,7 @@ class PackBuilder:
         self.size = 0
         self._spool: BinaryIO | None = None
         self._may_spool = spool
+        self._sha256 = hashlib.sha256()
 
     def add(self, blob_type: int, blob_id: bytes, sealed: bytes, raw_length: int, tail: bytes = b"") -> None:
         """Append a sealed blob (given whole, or as `sealed` + `tail` parts)."""
@@ -69,6 +88,8 @@ class PackBuilder:
         self.size += length
 
     def _write(self, *parts: bytes) -> None:
+        for part in parts:
+            self._sha256.update(part)
         if self._spool is None and self._may_spool and not self.parts:
             try:
                 # Closed by finish() (or with the builder); unlinked already, so nothing is left over.
@@ -99,29 +120,26 @@ class PackBuilder:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def finish(self) -> tuple[str, bytes, list[PackEntry]]:
+    def finish(self) -> FinishedPack:
+        """Seal the header, and return the pack to upload; the builder is done with after this."""
         header = b"".join(ENTRY.pack(e.type, e.id, e.length, e.raw_length) for e in self.entries)
         sealed_header = self.cipher.seal(header, HEADER_AAD, compress=False)
         self._write(sealed_header, TRAILER.pack(len(sealed_header), MAGIC))
+        total = self.size + len(sealed_header) + TRAILER.size
+        body: BinaryIO
         if self._spool is not None:
-            data = self._read_spool(self.size + len(sealed_header) + TRAILER.size)
+            body, self._spool = self._spool, None
+            body.flush()
+            held = body.tell()
+            if held != total:
+                body.close()
+                raise OSError(f"the pack's spool file holds {held} of {total} bytes")
+            body.seek(0)
         else:
             parts, self.parts = self.parts, []
-            data = b"".join(parts)
+            body = io.BytesIO(b"".join(parts))
             del parts
-        return sha256_hex(data), data, self.entries
-
-    def _read_spool(self, total: int) -> bytes:
-        """Return the spooled pack's `total` bytes (a buffered read of a known size fills one bytes
-        object); close the spool file."""
-        spool, self._spool = self._spool, None
-        assert spool is not None
-        with spool:
-            spool.seek(0)
-            data = spool.read(total)
-        if len(data) != total:
-            raise OSError(f"the pack's spool file ended at {len(data)} of {total} bytes")
-        return data
+        return FinishedPack(self._sha256.hexdigest(), total, self.entries, body)
 
 
 def parse_header(cipher: Cipher, tail: bytes, pack_size: int, what: str) -> list[PackEntry]:

@@ -134,9 +134,12 @@ def execute(
     def flush_builder() -> None:
         nonlocal builder
         if len(builder):
-            pid, data, entries = builder.finish()
-            repo.storage.put(pack_key(pid), data)
-            new_packs.append((pid, len(data), entries))
+            pack = builder.finish()
+            try:
+                repo.storage.put_file(pack_key(pack.id), pack.body, pack.size)
+            finally:
+                pack.close()
+            new_packs.append((pack.id, pack.size, pack.entries))
         builder = PackBuilder(repo.cipher, repo.pack_size)
 
     for n, pid in enumerate(p.repack, 1):

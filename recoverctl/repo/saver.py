@@ -1,11 +1,12 @@
 """BlobSaver: dedup → seal → pack → upload, in parallel with bounded memory.
 
 Blobs already in the index (or being written by another thread) are skipped. At most one finished
-pack per uploader is in memory: the sealer that fills a pack waits for an upload slot before it
-reads the pack back from its spool file, and holds a gate meanwhile that every other sealer passes
-before adding a blob, so a slow storage stalls the sealers instead of piling up full packs (each is
-16 MiB). An index file is written every few packs, so an interrupted backup leaves packs that the
-next backup finds in the index (and `index_orphan_packs` catches the rest).
+pack per uploader waits or is uploaded, each streamed from its spool file (`Storage.put_file`):
+the sealer that fills a pack waits for an upload slot, and holds a gate meanwhile that every other
+sealer passes before adding a blob, so a slow storage stalls the sealers instead of piling up full
+packs (each is 16 MiB of temporary disk). An index file is written every few packs, so an
+interrupted backup leaves packs that the next backup finds in the index (and `index_orphan_packs`
+catches the rest).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from recoverctl.repo.pack import DATA, TREE, PackBuilder, PackEntry, blob_aad, pack_key
+from recoverctl.repo.pack import DATA, TREE, FinishedPack, PackBuilder, PackEntry, blob_aad, pack_key
 from recoverctl.repo.repository import Repository
 
 _STOP = object()
@@ -98,11 +99,11 @@ class BlobSaver:
         with self._gate:
             self._pack_slots.acquire()  # released by the uploader once the pack is stored (or failed)
         try:
-            pid, data, entries = builder.finish()
+            pack = builder.finish()
         except BaseException:
             self._pack_slots.release()
             raise
-        self._queue.put((pid, data, entries))
+        self._queue.put(pack)
         self._raise_if_failed()
 
     def _uploader(self) -> None:
@@ -112,17 +113,18 @@ class BlobSaver:
             try:
                 if stop:
                     return
+                pack: FinishedPack = item
                 if self._error is not None:
+                    pack.close()
                     continue  # keep draining so producers never block on a dead pipeline
-                pid, data, entries = item
-                size = len(data)
+                pid, size, entries = pack.id, pack.size, pack.entries
                 try:
-                    self.repo.storage.put(pack_key(pid), data)
+                    self.repo.storage.put_file(pack_key(pid), pack.body, size)
                 except BaseException as e:
                     self._error = self._error or e
                     continue
                 finally:
-                    del data, item  # the pack's bytes go before its slot is handed on
+                    pack.close()  # the spool file goes before its slot is handed on
                 self.repo.index.add_pack(pid, size, entries)
                 write: list[tuple[str, int, list[PackEntry]]] = []
                 with self._lock:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 # Names of in-flight writes on file-like backends; hidden from listings, swept by prune.
 TMP_PREFIX = ".tmp-"
 # Object names, their count and sizes (which packs, snapshots, locks and hosts exist) are for the
 # repository's owner only: backends with directories create them with this mode.
 DIR_MODE = 0o700
+# put_file's read size: a pack streams through one buffer of this size per upload.
+COPY_BUFFER = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,12 @@ class Storage(Protocol):
 
     def put(self, key: str, data: bytes) -> None:
         """Store `data` under `key`, replacing any existing object."""
+        ...
+
+    def put_file(self, key: str, body: BinaryIO, size: int) -> None:
+        """Store the `size` bytes of `body` (read from its start, so a retry can read it again)
+        under `key`, replacing any existing object; large objects (packs) go this way so that
+        their bytes are never in memory whole."""
         ...
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:

@@ -6,12 +6,14 @@ import builtins
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from recoverctl.errors import ObjectNotFound, StorageError, WriteRefused
-from recoverctl.storage.base import DIR_MODE, TMP_PREFIX, ObjectInfo
+from recoverctl.storage.base import COPY_BUFFER, DIR_MODE, TMP_PREFIX, ObjectInfo
 
 # A write refused for good, while reads may still work: read-only mount, no write permission,
 # a full file system or quota.
@@ -53,13 +55,27 @@ class LocalStorage:
                 d.mkdir(mode=DIR_MODE)
 
     def put(self, key: str, data: bytes) -> None:
+        self._write(key, lambda f: f.write(data))
+
+    def put_file(self, key: str, body: BinaryIO, size: int) -> None:
+        def copy(f: BinaryIO) -> None:
+            body.seek(0)
+            shutil.copyfileobj(body, f, COPY_BUFFER)
+            if f.tell() != size:
+                raise OSError(errno.EIO, f"the source holds {f.tell()} of {size} bytes")
+
+        self._write(key, copy)
+
+    def _write(self, key: str, fill: Callable[[BinaryIO], object]) -> None:
+        """Write `key` atomically: `fill` writes a temporary file beside it, which is synced and
+        renamed over it."""
         path = self._path(key)
         try:
             self._make_dirs(path.parent)
             fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
             try:
                 with os.fdopen(fd, "wb") as f:
-                    f.write(data)
+                    fill(f)
                     f.flush()
                     os.fsync(f.fileno())
                 os.replace(tmp, path)

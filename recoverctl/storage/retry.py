@@ -8,7 +8,7 @@ from __future__ import annotations
 import builtins
 import logging
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from tenacity import (
     RetryCallState,
@@ -68,6 +68,9 @@ class RetryingStorage:
 
     def put(self, key: str, data: bytes) -> None:
         self._call(f"put {key}", lambda: self.inner.put(key, data))
+
+    def put_file(self, key: str, body: BinaryIO, size: int) -> None:
+        self._call(f"put {key}", lambda: self.inner.put_file(key, body, size))
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         return self._call(f"get {key}", lambda: self.inner.get(key, offset, length))

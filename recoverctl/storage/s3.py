@@ -6,7 +6,7 @@ import builtins
 import datetime as dt
 import io
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 import boto3
@@ -203,11 +203,20 @@ class S3Storage:
     # --- the Storage protocol ---------------------------------------------------------------------
 
     def put(self, key: str, data: bytes) -> None:
+        self.put_file(key, io.BytesIO(data), len(data))
+
+    def put_file(self, key: str, body: BinaryIO, size: int) -> None:
         # Multipart uploads become visible only on CompleteMultipartUpload, and s3transfer aborts
-        # the upload on failure: a reader never sees a partial object under `key`.
+        # the upload on failure: a reader never sees a partial object under `key`. A seekable
+        # body is read part by part as each part goes, not whole.
+        if (held := body.seek(0, io.SEEK_END)) != size:
+            raise StorageError(
+                f"unable to put '{key}' on '{self.url}': the source holds {held} of {size} bytes"
+            )
         try:
+            body.seek(0)
             self.client.upload_fileobj(
-                io.BytesIO(data),
+                _LentBody(body),
                 self.bucket,
                 self._key(key),
                 ExtraArgs=self._extra_args(),
@@ -298,3 +307,29 @@ class S3Storage:
 
     def close(self) -> None:
         self.client.close()
+
+
+class _LentBody:
+    """`body` as handed to s3transfer, which closes the file object it uploaded from: the caller
+    still owns it, and a retry reads it again."""
+
+    def __init__(self, body: BinaryIO) -> None:
+        self._body = body
+
+    def read(self, n: int = -1) -> bytes:
+        return self._body.read(n)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._body.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._body.tell()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass

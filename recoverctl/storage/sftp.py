@@ -12,6 +12,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 import paramiko
@@ -25,7 +26,7 @@ from recoverctl.errors import (
     UsageError,
     WriteRefused,
 )
-from recoverctl.storage.base import DIR_MODE, TMP_PREFIX, ObjectInfo
+from recoverctl.storage.base import COPY_BUFFER, DIR_MODE, TMP_PREFIX, ObjectInfo
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +304,24 @@ class SftpStorage:
     # --- the Storage protocol ---------------------------------------------------------------------
 
     def put(self, key: str, data: bytes) -> None:
+        self._write(key, lambda f: f.write(data))
+
+    def put_file(self, key: str, body: BinaryIO, size: int) -> None:
+        def copy(f: paramiko.SFTPFile) -> None:
+            body.seek(0)
+            written = 0
+            while chunk := body.read(COPY_BUFFER):
+                f.write(chunk)
+                written += len(chunk)
+            if written != size:
+                raise StorageError(
+                    f"unable to put '{key}' on {self.where}: the source holds {written} of {size} bytes"
+                )
+
+        self._write(key, copy)
+
+    def _write(self, key: str, fill: Callable[[paramiko.SFTPFile], object]) -> None:
+        """Write `key` atomically: `fill` writes a temporary file beside it, renamed over it."""
         path = self._path(key)
         directory, name = path.rsplit("/", 1)
         tmp = f"{directory}/{TMP_PREFIX}{name}.{uuid.uuid4().hex[:12]}"
@@ -315,7 +334,7 @@ class SftpStorage:
             try:
                 with f:
                     f.set_pipelined(True)
-                    f.write(data)
+                    fill(f)
                 # posix-rename replaces atomically; plain SFTP rename refuses an existing target.
                 sftp.posix_rename(tmp, path)
             except BaseException:

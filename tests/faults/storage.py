@@ -14,7 +14,7 @@ import builtins
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from recoverctl.errors import (
     ObjectNotFound,
@@ -97,6 +97,9 @@ class FaultyStorage:
 
     def put(self, key: str, data: bytes) -> None:
         self._call("put", key, lambda: self.inner.put(key, data))
+
+    def put_file(self, key: str, body: BinaryIO, size: int) -> None:
+        self._call("put", key, lambda: self.inner.put_file(key, body, size))
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         return self._call("get", key, lambda: self.inner.get(key, offset, length))

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from recoverctl.config import RepositoryConfig, RetryOptions, S3Options, SftpOptions
-from recoverctl.errors import ObjectNotFound
+from recoverctl.errors import ObjectNotFound, StorageError
 from recoverctl.storage import Storage, open_storage
 from tests.fixtures.s3 import S3Server
 from tests.fixtures.sshd import SshdFactory
@@ -194,6 +194,20 @@ def test_large_object_round_trip_and_ranges(backend: Backend, s3_server: S3Serve
         head = s3_server.client().head_object(Bucket=bucket, Key="repo/data/big/pack")
         assert head["ETag"].strip('"').endswith(f"-{-(-len(data) // (16 * MIB))}")
     assert [n for n in backend.raw_names() if "big" in n] in (["data/big/pack"], ["repo/data/big/pack"])
+
+
+def test_put_file_streams_from_the_start_and_refuses_a_short_source(backend: Backend, tmp_path: Path) -> None:
+    s = backend.storage
+    data = os.urandom(20 * MIB + 3)
+    with open(tmp_path / "pack", "w+b") as body:
+        body.write(data)  # left at its end: put_file reads from the start
+        s.put_file("data/fi/pack", body, len(data))
+        assert hashlib.sha256(s.get("data/fi/pack")).digest() == hashlib.sha256(data).digest()
+        with pytest.raises(StorageError, match="data/fi/short"):
+            s.put_file("data/fi/short", body, len(data) + 1)
+    with pytest.raises(ObjectNotFound):
+        s.stat("data/fi/short")
+    assert [n for n in backend.raw_names() if "/fi/" in n] in (["data/fi/pack"], ["repo/data/fi/pack"])
 
 
 def test_s3_object_options_reach_the_server(s3_server: S3Server) -> None:

@@ -1,9 +1,10 @@
-"""Pack builders spool sealed blobs to a temporary file and read the pack back whole; without a
-usable temporary directory, or when writing to it fails half-way, the pack is the same from memory."""
+"""Pack builders spool sealed blobs to a temporary file and hand that file on for the upload; without
+a usable temporary directory, or when writing to it fails half-way, the pack is the same from memory."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from recoverctl.repo.crypto import Cipher, MasterKey
-from recoverctl.repo.pack import DATA, TREE, PackBuilder, PackEntry, parse_header
+from recoverctl.repo.pack import DATA, TREE, FinishedPack, PackBuilder, PackEntry, parse_header
 
 REAL_TEMPORARY_FILE = tempfile.TemporaryFile
 BLOBS = [os.urandom(3000), b"y" * 70_000, os.urandom(200_000), b"tree"]
@@ -23,8 +24,16 @@ def fill(builder: PackBuilder, cipher: Cipher, sealed: list[tuple[bytes, bytes]]
         builder.add(TREE if i == 3 else DATA, cipher.blob_id(data), head, len(data), tail)
 
 
+def read_pack(pack: FinishedPack) -> bytes:
+    with pack.body:
+        data = pack.body.read()
+    assert len(data) == pack.size
+    return data
+
+
 def check_pack(cipher: Cipher, builder: PackBuilder, sealed: list[tuple[bytes, bytes]]) -> list[PackEntry]:
-    pid, data, entries = builder.finish()
+    pack = builder.finish()
+    data, pid, entries = read_pack(pack), pack.id, pack.entries
     assert pid == hashlib.sha256(data).hexdigest()
     assert data[: builder.size] == b"".join(head + tail for head, tail in sealed)
     assert parse_header(cipher, data, len(data), "pack") == entries
@@ -58,6 +67,19 @@ def test_spooled_and_in_memory_packs_hold_the_same_blobs(
     fill(in_memory, cipher, sealed)
     assert check_pack(cipher, spooled, sealed) == check_pack(cipher, in_memory, sealed)
     assert spooled._spool is None and os.listdir(tmp_path) == []  # unnamed and closed
+
+
+def test_a_spooled_pack_is_uploaded_from_its_file_not_from_memory(
+    cipher: Cipher, sealed: list[tuple[bytes, bytes]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    builder = PackBuilder(cipher, 1 << 20)
+    fill(builder, cipher, sealed)
+    pack = builder.finish()
+    assert not isinstance(pack.body, io.BytesIO) and pack.body.fileno() >= 0  # the spool file itself
+    assert pack.body.tell() == 0 and os.fstat(pack.body.fileno()).st_size == pack.size
+    pack.close()
+    assert pack.body.closed
 
 
 def test_no_temporary_directory_keeps_the_pack_in_memory(

@@ -51,7 +51,10 @@ def test_pack_header_lists_blobs() -> None:
     blobs = [os.urandom(100), b"x" * 500]
     for data in blobs:
         builder.add(DATA, c.blob_id(data), c.seal(data, b"a"), len(data))
-    pid, data, entries = builder.finish()
+    pack = builder.finish()
+    with pack.body:
+        data = pack.body.read()
+    pid, entries = pack.id, pack.entries
     parsed = parse_header(c, data, len(data), "pack")
     assert [(e.id, e.offset, e.length, e.raw_length) for e in parsed] == [
         (e.id, e.offset, e.length, e.raw_length) for e in entries

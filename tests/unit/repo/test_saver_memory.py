@@ -1,5 +1,5 @@
-"""The blob saver keeps at most one finished pack per uploader in memory when storage is slower
-than the sealers, and every blob still lands in a pack and in the index."""
+"""The blob saver keeps at most one finished pack per uploader waiting or uploading when storage is
+slower than the sealers, and every blob still lands in a pack and in the index."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
 from recoverctl.repo import Repository
 from recoverctl.repo import pack as pack_module
-from recoverctl.repo.pack import DATA, PackBuilder, PackEntry
+from recoverctl.repo.pack import DATA, FinishedPack, PackBuilder
 from recoverctl.repo.saver import BlobSaver
 from recoverctl.storage.local import LocalStorage
 
@@ -27,10 +28,10 @@ class SlowStorage(LocalStorage):
         super().__init__(root)
         self.on_stored = on_stored
 
-    def put(self, key: str, data: bytes) -> None:
+    def put_file(self, key: str, body: BinaryIO, size: int) -> None:
         if key.startswith("data/"):
             time.sleep(0.02)  # the slow server this test is about, not a wait for a condition
-        super().put(key, data)
+        super().put_file(key, body, size)
         if key.startswith("data/"):
             self.on_stored()  # before the uploader hands its slot on
 
@@ -42,7 +43,7 @@ def test_finished_packs_in_memory_never_exceed_the_uploaders(
     outstanding, peak = [0], [0]
     finish = PackBuilder.finish
 
-    def counted_finish(self: PackBuilder) -> tuple[str, bytes, list[PackEntry]]:
+    def counted_finish(self: PackBuilder) -> FinishedPack:
         with lock:
             outstanding[0] += 1
             peak[0] = max(peak[0], outstanding[0])
@@ -71,7 +72,7 @@ def test_finished_packs_in_memory_never_exceed_the_uploaders(
         for t in producers:
             t.join()
     uploaders = max(2, repo.parallelism // 2)
-    assert 1 <= peak[0] <= uploaders, f"{peak[0]} finished packs were in memory at once"
+    assert 1 <= peak[0] <= uploaders, f"{peak[0]} finished packs were waiting at once"
     assert len(saved) == 160 and all(bid in repo.index for bid in saved)
     assert len(list(storage.list("data/"))) >= 15  # 16 MiB of random blobs in 1 MiB packs
     assert len(repo.read_blob(saved[0])) == 100 * 1024
