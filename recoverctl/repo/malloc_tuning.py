@@ -1,5 +1,5 @@
-"""glibc malloc settings for the backup pipeline's memory profile: few arenas, and big blocks
-returned to the system when freed."""
+"""glibc malloc settings for bulk pack work on several threads (backup, restore, verify
+--read-data): few arenas, and big blocks returned to the system when freed."""
 
 from __future__ import annotations
 
