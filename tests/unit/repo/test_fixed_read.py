@@ -4,11 +4,12 @@ not keep are read, kept ones take the parent's content ids, and the result resto
 from __future__ import annotations
 
 import os
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 
-from recoverctl.repo import Repository, backup_tree, restore_snapshot
+from recoverctl.repo import Repository, backup_tree, fixed_read, restore_snapshot
 from recoverctl.repo.fixed_read import FixedRead, parent_chunks
 from recoverctl.repo.tree import Node
 from recoverctl.storage.local import LocalStorage
@@ -89,3 +90,59 @@ def test_a_parent_cut_another_way_has_no_reusable_chunks() -> None:
     assert parent_chunks({**node, "block_size": BS}, BS) == ["ab"]
     assert parent_chunks({**node, "block_size": BS * 2}, BS) is None
     assert parent_chunks(None, BS) is None
+
+
+def test_scattered_reads_are_announced_to_the_kernel_before_they_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "rel"
+    path.write_bytes(os.urandom(60 * BS))
+    to_read = [i for i in range(60) if i % 3 == 0]  # every third chunk changed, the rest kept
+    events: list[tuple[str, int]] = []
+    real_pread = os.pread
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, off, n, advice: events.append(("advise", off // BS)))
+    monkeypatch.setattr(
+        os, "pread", lambda fd, n, off: events.append(("read", off // BS)) or real_pread(fd, n, off)
+    )
+
+    def submit(data: bytes) -> Future[str]:
+        f: Future[str] = Future()
+        f.set_result(f"new-{len(data)}")
+        return f
+
+    keep = {i: f"kept-{i}" for i in range(60) if i not in to_read}
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        ids, covered = fixed_read.read_fixed(
+            fd, 60 * BS, FixedRead(BS, keep), submit, lambda n: None, lambda c: True
+        )
+    finally:
+        os.close(fd)
+    assert covered == 60 * BS and ids[1] == "kept-1" and ids[3] == f"new-{BS}"
+    assert [c for e, c in events if e == "read"] == to_read
+    advised = [c for e, c in events if e == "advise"]
+    assert advised == to_read[1:]  # each once, in order; the first is read at once
+    for chunk in to_read[1:]:  # announced before it is read, and at most READ_AHEAD_CHUNKS ahead
+        announced, read = events.index(("advise", chunk)), events.index(("read", chunk))
+        assert announced < read
+        reads_between = sum(1 for e, _ in events[announced:read] if e == "read")
+        assert reads_between <= fixed_read.READ_AHEAD_CHUNKS
+
+
+def test_a_file_read_whole_is_left_to_the_kernels_own_readahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "rel"
+    path.write_bytes(os.urandom(8 * BS))
+    advised: list[int] = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, off, n, advice: advised.append(off))
+    done: Future[str] = Future()
+    done.set_result("id")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        ids, _ = fixed_read.read_fixed(
+            fd, 8 * BS, FixedRead(BS), lambda d: done, lambda n: None, lambda c: True
+        )
+    finally:
+        os.close(fd)
+    assert ids == ["id"] * 8 and advised == []
