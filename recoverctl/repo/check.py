@@ -10,6 +10,7 @@ Damage is reported per pack, and mapped back to every snapshot and file it affec
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 
 from recoverctl.errors import ObjectNotFound, RecoverctlError
 from recoverctl.progress import Progress
-from recoverctl.repo.crypto import DecryptError, sha256_hex
+from recoverctl.repo.crypto import DecryptError
 from recoverctl.repo.index import BlobLocation, Index
 from recoverctl.repo.malloc_tuning import tune_malloc
 from recoverctl.repo.pack import PackEntry
@@ -31,6 +32,10 @@ class FinishReads(Protocol):
     """Waits for the pack reads and records them, or with abandon=True cancels those not started."""
 
     def __call__(self, *, abandon: bool = False) -> None: ...
+
+
+# verify --read-data reads each pack in ranges of this size (see Checker._read_pack).
+VERIFY_WINDOW = 4 * 1024 * 1024
 
 
 @dataclass
@@ -231,17 +236,7 @@ class Checker:
         def read(pid: str) -> tuple[str, list[bytes], str]:
             if pid not in stored:
                 return pid, [b for b, _ in by_pack.get(pid, [])], "missing"
-            data = self.repo.read_pack(pid)
-            bad: list[bytes] = []
-            for bid, loc in by_pack.get(pid, []):
-                try:
-                    self.repo.open_blob(
-                        bid, loc.type, memoryview(data)[loc.offset : loc.offset + loc.length], pid
-                    )
-                except DecryptError:
-                    bad.append(bid)
-            hash_ok = sha256_hex(data) == pid
-            return pid, bad, "" if hash_ok else "content hash mismatch"
+            return self._read_pack(pid, stored[pid], by_pack.get(pid, []))
 
         pool = ThreadPoolExecutor(self.repo.parallelism)
         try:
@@ -260,6 +255,44 @@ class Checker:
                 self._record_reads(results, by_pack, len(packs), {p: stored.get(p, 0) for p in packs})
 
         return finish
+
+    def _read_pack(
+        self, pid: str, size: int, blobs: list[tuple[bytes, BlobLocation]]
+    ) -> tuple[str, list[bytes], str]:
+        """Read pack `pid` of `size` bytes front to back in windows, opening each indexed blob once
+        its bytes are in and hashing the whole; return (pid, damaged blob ids, problem or "").
+
+        A pack is never in memory whole: at most a window and the blob it cuts through (a
+        whole-pack read on `parallelism` threads was most of verify's peak memory).
+        """
+        pending = sorted(blobs, key=lambda b: b[1].offset)
+        digest = hashlib.sha256()
+        bad: list[bytes] = []
+        buf, buf_start, pos, i = bytearray(), 0, 0, 0
+        while pos < size:
+            data = self.repo.read_pack(pid, pos, min(VERIFY_WINDOW, size - pos))
+            if not data:
+                break
+            digest.update(data)
+            buf += data
+            pos += len(data)
+            del data
+            while i < len(pending) and pending[i][1].offset + pending[i][1].length <= pos:
+                bid, loc = pending[i]
+                start = loc.offset - buf_start
+                with memoryview(buf) as view, view[start : start + loc.length] as sealed:
+                    try:
+                        self.repo.open_blob(bid, loc.type, sealed, pid)
+                    except DecryptError:
+                        bad.append(bid)
+                i += 1
+            keep_from = pending[i][1].offset if i < len(pending) else pos
+            del buf[: max(0, min(keep_from, pos) - buf_start)]
+            buf_start = max(buf_start, min(keep_from, pos))
+        bad.extend(bid for bid, _ in pending[i:])  # past the pack's end: the index names bytes it lacks
+        if pos != size:
+            return pid, bad, f"pack ends at {pos} of {size} bytes"
+        return pid, bad, "" if digest.hexdigest() == pid else "content hash mismatch"
 
     def _record_reads(
         self,
