@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import blake3
 import zstandard
@@ -151,6 +152,22 @@ class Cipher:
 
     def open(self, sealed: bytes | memoryview, aad: bytes, what: str = "object") -> bytes:
         """Return the plaintext of a sealed object; raise DecryptError when it does not authenticate."""
+        flag, body = self._decrypt(sealed, aad, what)
+        if flag == _ZSTD:
+            return self._decompressor().decompress(body, max_output_size=1 << 30)
+        return body
+
+    def open_to(self, sealed: bytes | memoryview, aad: bytes, out: BinaryIO, what: str = "object") -> None:
+        """Write the plaintext of a sealed object to `out`, inflated piece by piece (never whole in
+        memory); raise DecryptError, before anything is written, when it does not authenticate."""
+        flag, body = self._decrypt(sealed, aad, what)
+        if flag == _ZSTD:
+            self._decompressor().copy_stream(io.BytesIO(body), out)
+        else:
+            out.write(body)
+
+    def _decrypt(self, sealed: bytes | memoryview, aad: bytes, what: str) -> tuple[bytes, bytes]:
+        """Return (flag, authenticated body) of a sealed object; raise DecryptError."""
         if len(sealed) < OVERHEAD:
             raise DecryptError(f"{what} is truncated ({len(sealed)} bytes)")
         mv = memoryview(sealed)
@@ -163,9 +180,7 @@ class Cipher:
                 "or not written with this key)",
                 hint="run 'recoverctl verify --read-data' to find every damaged object",
             ) from None
-        if flag == _ZSTD:
-            return self._decompressor().decompress(body, max_output_size=1 << 30)
-        return body
+        return flag, body
 
     def seal_json(self, obj: Any, aad: bytes) -> bytes:
         return self.seal(json.dumps(obj, separators=(",", ":")).encode(), aad)

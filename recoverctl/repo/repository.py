@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, BinaryIO
 
 from recoverctl.errors import (
     NotFoundError,
@@ -522,6 +522,12 @@ class Repository:
         """Return the plaintext of an object; raise ObjectNotFound or DecryptError."""
         self._check_object_key(key)
         return self.cipher.open(self.storage.get(key), b"object:" + key.encode(), f"object '{key}'")
+
+    def get_object_to(self, key: str, out: BinaryIO) -> None:
+        """Write the plaintext of an object to `out`, inflated as it is written (a WAL segment is
+        16 MiB); raise ObjectNotFound or DecryptError (then nothing is written)."""
+        self._check_object_key(key)
+        self.cipher.open_to(self.storage.get(key), b"object:" + key.encode(), out, f"object '{key}'")
 
     def list_objects(self, prefix: str) -> Iterator[str]:
         """Yield the keys of objects under `prefix`."""

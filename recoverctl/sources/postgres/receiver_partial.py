@@ -10,8 +10,9 @@ listing of segments ever mistakes it for a finished segment. The object holds th
 
 from __future__ import annotations
 
+import io
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from recoverctl.errors import ObjectNotFound
 from recoverctl.sources.postgres.walnames import SEGMENT_RE, timeline_of, wal_key, wal_prefix
@@ -50,16 +51,25 @@ def read_wal(repo: Repository, source: str, name: str) -> bytes:
     """Return WAL file `name` of `source`: the archived file, or for a segment the archive lacks,
     the receiver's newest partial copy padded to a whole segment (recovery replays it and ends
     where its WAL ends). Raise ObjectNotFound when neither exists."""
+    out = io.BytesIO()
+    read_wal_to(repo, source, name, out)
+    return out.getvalue()
+
+
+def read_wal_to(repo: Repository, source: str, name: str, out: BinaryIO) -> None:
+    """Write WAL file `name` of `source` to `out`, as `read_wal` returns it; an archived file is
+    inflated into `out` as it is written, not held whole. Raise ObjectNotFound (nothing written)."""
     try:
-        return repo.get_object(wal_key(source, name))
+        repo.get_object_to(wal_key(source, name), out)
+        return
     except ObjectNotFound:
         if not SEGMENT_RE.match(name):
             raise
     try:
-        return decode_partial(repo.get_object(partial_key(source, name)))
+        out.write(decode_partial(repo.get_object(partial_key(source, name))))
     except ObjectNotFound:
         # stored whole (and its partial removed) between the two reads
-        return repo.get_object(wal_key(source, name))
+        repo.get_object_to(wal_key(source, name), out)
 
 
 def partial_segments(repo: Repository, source: str) -> list[str]:

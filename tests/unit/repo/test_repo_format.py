@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -300,3 +301,27 @@ def test_unchanged_file_keeps_its_node_and_a_metadata_change_is_seen(
     n = _root_node(repo, third, "f")
     assert n["mode"] == 0o644 and n["xattrs"] == {"user.note": "djI="}
     assert n["content"] == _root_node(repo, first, "f")["content"] and third.summary["files_changed"] == 1
+
+
+def test_open_to_writes_the_plaintext_piece_by_piece_and_nothing_when_it_does_not_authenticate(
+    tmp_path: Path,
+) -> None:
+    c = Cipher(MasterKey.generate())
+    segment = (b"wal record " * 100_000)[: 16 * 1024 * 1024 - 5] + os.urandom(5)  # compressible, 16 MiB
+    for plaintext, compress in ((segment, True), (os.urandom(70_000), False)):
+        sealed = c.seal(plaintext, b"object:wal/x", compress=compress)
+        tracemalloc.start()
+        try:
+            with open(tmp_path / "out", "wb") as out:
+                c.open_to(sealed, b"object:wal/x", out)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert (tmp_path / "out").read_bytes() == plaintext == c.open(sealed, b"object:wal/x")
+        if compress:
+            assert peak < 4 * 1024 * 1024, f"{peak} bytes traced: the segment was held whole"
+        tampered = bytearray(sealed)
+        tampered[-1] ^= 1
+        with open(tmp_path / "bad", "wb") as out, pytest.raises(DecryptError):
+            c.open_to(bytes(tampered), b"object:wal/x", out)
+        assert (tmp_path / "bad").read_bytes() == b""
