@@ -73,3 +73,15 @@ def test_page_batch_names_the_file_and_block_of_a_corrupted_page_among_small_fil
     assert recheck(str(on_disk), 131072, [131073], 1 << 40) == [131073]
     on_disk.write_bytes(_sealed([_page(i) for i in range(4)], 131072))  # a torn read, now whole
     assert recheck(str(on_disk), 131072, [131073], 1 << 40) == []
+
+
+def test_page_batch_copies_pages_in_so_callers_buffers_are_free_and_it_is_reused_after_flush() -> None:
+    good = bytearray(_sealed([_page(i) for i in range(4)], 0))
+    batch = PageBatch(start_lsn=1 << 40, limit=8)
+    batch.add("base/5/1", 0, memoryview(good))
+    good[BLCKSZ + 77] ^= 0x01  # the caller reuses its buffer: the batch checks what it was given
+    assert batch.flush() == {}
+    bad = bytearray(_sealed([_page(i) for i in range(4)], 4))
+    bad[2 * BLCKSZ + 99] ^= 0x01
+    assert batch.add("base/5/2", 4, bytes(bad)) is False
+    assert batch.flush() == {"base/5/2": [6]} and batch.pages_checked == 8
