@@ -25,14 +25,16 @@ def _cutoff(now: float, keep: float | None) -> float | None:
 
 
 def prune_catalog(cfg: Config, catalog: Catalog, *, dry_run: bool, now: float | None = None) -> CatalogPruned:
-    """Delete the events, alerts and notification rows older than `catalog.retention` that
-    nothing holds; audit what went. Return the counts; raise CatalogError when unreachable."""
+    """Delete the events, alerts, notification rows and ended WAL outages older than
+    `catalog.retention` that nothing holds; audit what went. Return the counts; raise
+    CatalogError when unreachable."""
     now = time.time() if now is None else now
     keep = cfg.catalog_retention
     cuts = HistoryCutoffs(
         events=_cutoff(now, keep.events),
         alerts=_cutoff(now, keep.alerts),
         notifications=_cutoff(now, keep.notifications),
+        wal_outages=_cutoff(now, keep.wal_outages),
     )
     deleted = prune_history(catalog, cuts, dry_run=dry_run)
     if not dry_run:

@@ -1,9 +1,11 @@
-"""Deleting old history rows: events, alerts and notification deliveries past their retention.
+"""Deleting old history rows: events, alerts, notification deliveries and ended WAL outages past
+their retention.
 
-Only these three tables are ever pruned: runs, snapshots, drills, releases, rollbacks, jobs and
+Only these four tables are ever pruned: runs, snapshots, drills, releases, rollbacks, jobs and
 the audit log are not touched. A row is kept, however old, while something still needs it:
 
 - an event not yet delivered (the deliverer has still to send it);
+- a WAL outage still open (no end yet), or one that ended within the window;
 - an alert whose job is queued or running, or the alert row that took an incident
   (source + fingerprint + startsAt) while that alert is still being received within the
   retention window: deleting it would let the same firing alert act a second time;
@@ -25,7 +27,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from recoverctl.catalog import Catalog
 from recoverctl.catalog import tables as t
 
-_PRUNED = frozenset({"events", "alerts", "notifications"})
+_PRUNED = frozenset({"events", "alerts", "notifications", "wal_outages"})
 _ACTIVE_JOB_STATES = ("queued", "running")
 
 
@@ -36,6 +38,7 @@ class HistoryCutoffs:
     events: float | None
     alerts: float | None
     notifications: float | None
+    wal_outages: float | None
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class PrunedHistory:
     events: int
     alerts: int
     notifications: int
+    wal_outages: int
 
 
 def _unreferenced(column: sa.Column[int]) -> ColumnElement[bool]:
@@ -80,6 +84,11 @@ def _old_alerts(cutoff: float) -> ColumnElement[bool]:
     )
 
 
+def _old_outages(cutoff: float) -> ColumnElement[bool]:
+    o = t.wal_outages
+    return sa.and_(o.c.ended_at.is_not(None), o.c.ended_at < cutoff, _unreferenced(o.c.id))
+
+
 def _old_notifications(cuts: HistoryCutoffs) -> ColumnElement[bool]:
     """Return the notification rows that go: old ones, and those of events that go."""
     n = t.notifications
@@ -96,21 +105,24 @@ def _count(conn: Connection, table: sa.Table, where: ColumnElement[bool]) -> int
 
 
 def prune_history(catalog: Catalog, cuts: HistoryCutoffs, *, dry_run: bool = False) -> PrunedHistory:
-    """Delete (with dry_run: count) the events, alerts and notification rows older than their
-    cutoffs that nothing holds (module docstring), in one transaction; return the counts. Raise
+    """Delete (with dry_run: count) the events, alerts, notification and WAL outage rows older
+    than their cutoffs that nothing holds (module docstring), in one transaction; return the counts. Raise
     CatalogError when the catalog is unreachable."""
     with catalog.begin() as conn:
         notes = _old_notifications(cuts)
         events = _old_events(cuts.events) if cuts.events is not None else sa.false()
         alerts = _old_alerts(cuts.alerts) if cuts.alerts is not None else sa.false()
+        outages = _old_outages(cuts.wal_outages) if cuts.wal_outages is not None else sa.false()
         if dry_run:
             return PrunedHistory(
                 events=_count(conn, t.events, events),
                 alerts=_count(conn, t.alerts, alerts),
                 notifications=_count(conn, t.notifications, notes),
+                wal_outages=_count(conn, t.wal_outages, outages),
             )
         # Deliveries first: an event can only go once no row points at it.
         n_notes = conn.execute(t.notifications.delete().where(notes)).rowcount
         n_events = conn.execute(t.events.delete().where(events)).rowcount
         n_alerts = conn.execute(t.alerts.delete().where(alerts)).rowcount
-    return PrunedHistory(events=n_events, alerts=n_alerts, notifications=n_notes)
+        n_outages = conn.execute(t.wal_outages.delete().where(outages)).rowcount
+    return PrunedHistory(events=n_events, alerts=n_alerts, notifications=n_notes, wal_outages=n_outages)

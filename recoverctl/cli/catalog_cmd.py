@@ -82,7 +82,7 @@ def catalog_sync(app: App) -> None:
 def _pruned_text(r: CatalogPruned) -> str:
     verb = "would delete" if r.dry_run else "deleted"
     lines = [f"catalog prune: {verb}"]
-    for group in ("events", "alerts", "notifications"):
+    for group in ("events", "alerts", "notifications", "wal_outages"):
         cutoff = getattr(r.cutoffs, group)
         older = (
             "kept forever"
@@ -98,10 +98,10 @@ def _pruned_text(r: CatalogPruned) -> str:
 @json_option
 @pass_app
 def catalog_prune(app: App, dry_run: bool) -> None:
-    """Delete events, alerts and notification deliveries older than catalog.retention (90 days
-    by default), except those still needed: undelivered events, alerts of running jobs or still
-    firing, rows an incident refers to. Runs, snapshots, drills, releases, rollbacks and the
-    audit log are never deleted.
+    """Delete events, alerts, notification deliveries and ended WAL outages older than
+    catalog.retention (90 days by default), except those still needed: undelivered events,
+    alerts of running jobs or still firing, rows an incident refers to, outages still open.
+    Runs, snapshots, drills, releases, rollbacks and the audit log are never deleted.
 
     \b
     Example:

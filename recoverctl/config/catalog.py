@@ -26,6 +26,7 @@ class CatalogRetention(Model):
     events: Duration | None = Field(default=DEFAULT_HISTORY, gt=0)
     alerts: Duration | None = Field(default=DEFAULT_HISTORY, gt=0)
     notifications: Duration | None = Field(default=DEFAULT_HISTORY, gt=0)
+    wal_outages: Duration | None = Field(default=DEFAULT_HISTORY, gt=0)  # ended ones only
 
 
 class CatalogSection(Model):

@@ -78,6 +78,14 @@ def _seed(catalog: Catalog, now: float) -> dict[str, int]:
         ids["firing_repeat"] = _alert(conn, recent, fingerprint="f2", starts_at="s2", decision="deduplicated")
         job = _insert(conn, t.jobs, kind="rollback", payload={}, state="queued", created_at=old)
         ids["alert_of_queued_job"] = _alert(conn, old, fingerprint="f3", starts_at="s3", job_id=job)
+        outage = {"source": "main", "first_failed_segment": "A", "last_failed_segment": "B", "failures": 3}
+        ids["old_outage"] = _insert(
+            conn, t.wal_outages, started_at=old, ended_at=old + 60, last_failed_at=old, **outage
+        )
+        ids["open_outage"] = _insert(conn, t.wal_outages, started_at=old, last_failed_at=recent, **outage)
+        ids["recent_outage"] = _insert(
+            conn, t.wal_outages, started_at=old, ended_at=recent, last_failed_at=recent, **outage
+        )
         _insert(conn, t.runs, kind="backup", started_at=old, status="succeeded")
         _insert(conn, t.drills, name="weekly", started_at=old, verdict="pass")
         _insert(conn, t.releases, service="web", version="1", created_at=old, status="good")
@@ -95,7 +103,12 @@ def test_prune_deletes_old_history_and_keeps_what_is_still_needed(catalog: Catal
     cfg = parse_config({}, env={})  # the default: 90 days for every group
 
     dry = prune_catalog(cfg, catalog, dry_run=True, now=now)
-    assert (dry.deleted.events, dry.deleted.alerts, dry.deleted.notifications) == (1, 1, 2)
+    assert (dry.deleted.events, dry.deleted.alerts, dry.deleted.notifications, dry.deleted.wal_outages) == (
+        1,
+        1,
+        2,
+        1,
+    )
     assert len(_ids(catalog, t.events)) == 3, "a dry run deletes nothing"
 
     done = prune_catalog(cfg, catalog, dry_run=False, now=now)
@@ -103,14 +116,16 @@ def test_prune_deletes_old_history_and_keeps_what_is_still_needed(catalog: Catal
     assert _ids(catalog, t.events) == {ids["old_undelivered"], ids["recent_event"]}
     assert _ids(catalog, t.notifications) == {ids["recent_note"]}
     assert _ids(catalog, t.alerts) == {ids["firing_alert"], ids["firing_repeat"], ids["alert_of_queued_job"]}
+    # an outage that ended long ago goes; one still open, or ended within the window, stays
+    assert _ids(catalog, t.wal_outages) == {ids["open_outage"], ids["recent_outage"]}
     for table in (t.runs, t.drills, t.releases, t.jobs):
         assert len(_ids(catalog, table)) == 1, f"{table.name} is never pruned"
     with catalog.begin() as conn:
         (audit,) = conn.execute(sa.select(t.audit_log).where(t.audit_log.c.action == "catalog.prune")).all()
-    assert audit.details["deleted"] == {"events": 1, "alerts": 1, "notifications": 2}
+    assert audit.details["deleted"] == {"events": 1, "alerts": 1, "notifications": 2, "wal_outages": 1}
     # Nothing more to do the second time.
     again = prune_catalog(cfg, catalog, dry_run=False, now=now).deleted
-    assert (again.events, again.alerts, again.notifications) == (0, 0, 0)
+    assert (again.events, again.alerts, again.notifications, again.wal_outages) == (0, 0, 0, 0)
 
 
 def test_retention_per_group_and_rows_another_table_refers_to(catalog: Catalog) -> None:
@@ -131,7 +146,17 @@ def test_retention_per_group_and_rows_another_table_refers_to(catalog: Catalog) 
                 t.events.update().where(t.events.c.id == ids["old_undelivered"]).values(delivered=True)
             )
         cfg = parse_config(
-            {"catalog": {"retention": {"events": "5d", "alerts": None, "notifications": "200d"}}}, env={}
+            {
+                "catalog": {
+                    "retention": {
+                        "events": "5d",
+                        "alerts": None,
+                        "notifications": "200d",
+                        "wal_outages": "5d",
+                    }
+                }
+            },
+            env={},
         )
         deleted = prune_catalog(cfg, catalog, dry_run=False, now=now).deleted
     finally:
@@ -141,6 +166,8 @@ def test_retention_per_group_and_rows_another_table_refers_to(catalog: Catalog) 
     assert _ids(catalog, t.notifications) == {ids["old_note"]}
     assert len(_ids(catalog, t.alerts)) == 4, "alerts: null keeps them all"
     assert (deleted.events, deleted.alerts, deleted.notifications) == (2, 0, 2)
+    # wal_outages: 5 days takes the one that ended 10 days ago too; the open one stays
+    assert _ids(catalog, t.wal_outages) == {ids["open_outage"]} and deleted.wal_outages == 2
 
 
 def test_catalog_prune_command_and_default_schedule(cli: Cli) -> None:
@@ -153,8 +180,10 @@ def test_catalog_prune_command_and_default_schedule(cli: Cli) -> None:
     assert "events                1  (older than" in text
     assert "notifications         3  (older than" in text
     out = cli("--json", "catalog", "prune", check=0).json()
-    assert out["dry_run"] is False and out["deleted"] == {"events": 1, "alerts": 1, "notifications": 3}
-    assert set(out["cutoffs"]) == {"events", "alerts", "notifications"}
+    assert "wal_outages           1  (older than" in text
+    assert out["dry_run"] is False
+    assert out["deleted"] == {"events": 1, "alerts": 1, "notifications": 3, "wal_outages": 1}
+    assert set(out["cutoffs"]) == {"events", "alerts", "notifications", "wal_outages"}
 
     from recoverctl.scheduler.defaults import DEFAULT_SCHEDULE_YAML
 
