@@ -176,24 +176,24 @@ def wait_for_wal(
 
 
 def _push_ready(repo: Repository, source: str, pg_wal: Path, names: list[str]) -> bool:
-    """Push those of `names` PostgreSQL has marked ready, in parallel and with markers; return
+    """Push those of `names` PostgreSQL has marked ready, one at a time and with markers; return
     whether any was pushed."""
-    from concurrent.futures import ThreadPoolExecutor
-
     ready = [n for n in names if (pg_wal / "archive_status" / f"{n}.ready").exists()]
     if not ready:
         return False
     markers = walspool.pushed_marker(pg_wal / ready[0], source).parent
     fetchspool.private_dirs(markers)
     pushed = False
-    workers = max(1, min(repo.parallelism, os.cpu_count() or 1, len(ready)))
-    with ThreadPoolExecutor(workers, thread_name_prefix="wal-push") as pool:
-        for f in [pool.submit(push_marked, repo, source, pg_wal / n, markers) for n in ready]:
-            try:
-                f.result()
-                pushed = True
-            except FileNotFoundError:
-                continue  # archived and recycled meanwhile: the next listing decides
+    # One at a time: a backup waits here with its pipeline's buffers still held, and each push
+    # holds a whole segment and its sealed copy (~30 MiB); pushing is where a PostgreSQL
+    # backup's memory peaks (docs/memory.md). The archiver is usually caught up by the stop, so
+    # this rarely has more than one to push.
+    for n in ready:
+        try:
+            push_marked(repo, source, pg_wal / n, markers)
+            pushed = True
+        except FileNotFoundError:
+            continue  # archived and recycled meanwhile: the next listing decides
     for n in ready:
         if not (pg_wal / "archive_status" / f"{n}.ready").exists():
             (markers / n).unlink(missing_ok=True)  # the archiver got there first: nothing to hand off
