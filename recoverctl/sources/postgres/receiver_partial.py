@@ -10,12 +10,14 @@ listing of segments ever mistakes it for a finished segment. The object holds th
 
 from __future__ import annotations
 
-import io
 import struct
-from typing import TYPE_CHECKING, BinaryIO
+from collections.abc import Callable
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from recoverctl.errors import ObjectNotFound
 from recoverctl.sources.postgres.walnames import SEGMENT_RE, timeline_of, wal_key, wal_prefix
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from recoverctl.repo import Repository
@@ -51,25 +53,30 @@ def read_wal(repo: Repository, source: str, name: str) -> bytes:
     """Return WAL file `name` of `source`: the archived file, or for a segment the archive lacks,
     the receiver's newest partial copy padded to a whole segment (recovery replays it and ends
     where its WAL ends). Raise ObjectNotFound when neither exists."""
-    out = io.BytesIO()
-    read_wal_to(repo, source, name, out)
-    return out.getvalue()
+    return _archived_or_partial(repo, source, name, repo.get_object, lambda data: data)
 
 
 def read_wal_to(repo: Repository, source: str, name: str, out: BinaryIO) -> None:
     """Write WAL file `name` of `source` to `out`, as `read_wal` returns it; an archived file is
     inflated into `out` as it is written, not held whole. Raise ObjectNotFound (nothing written)."""
+    _archived_or_partial(repo, source, name, lambda key: repo.get_object_to(key, out), out.write)
+
+
+def _archived_or_partial(
+    repo: Repository, source: str, name: str, archived: Callable[[str], T], partial: Callable[[bytes], T]
+) -> T:
+    """Return `archived(key)` of the archived file, else for a segment `partial(padded bytes)` of
+    the receiver's partial copy; raise ObjectNotFound when neither exists."""
     try:
-        repo.get_object_to(wal_key(source, name), out)
-        return
+        return archived(wal_key(source, name))
     except ObjectNotFound:
         if not SEGMENT_RE.match(name):
             raise
     try:
-        out.write(decode_partial(repo.get_object(partial_key(source, name))))
+        return partial(decode_partial(repo.get_object(partial_key(source, name))))
     except ObjectNotFound:
         # stored whole (and its partial removed) between the two reads
-        repo.get_object_to(wal_key(source, name), out)
+        return archived(wal_key(source, name))
 
 
 def partial_segments(repo: Repository, source: str) -> list[str]:
