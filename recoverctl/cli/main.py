@@ -21,6 +21,7 @@ from recoverctl.cli.options import SuggestingGroup
 from recoverctl.errors import ExitCode, RecoverctlError
 from recoverctl.interrupts import interrupt, stop_requested
 from recoverctl.logs import setup_logging
+from recoverctl.repo.malloc_tuning import tune_malloc
 
 # At exit the interpreter runs the cycle collector over every object and module a command loaded:
 # ~0.15 s of an unchanged re-backup here. Frozen (permanent generation) they are skipped; objects
@@ -158,6 +159,7 @@ def _keyboard_interrupt(_signum: int, _frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and exit with the documented exit code."""
+    tune_malloc()  # before any thread makes its own heap (repo/malloc_tuning.py)
     args = sys.argv[1:] if argv is None else argv
     as_json = "--json" in args
     # Only where Python's own handler is in place: an ignored SIGINT (nohup, `cmd &` in a

@@ -136,6 +136,11 @@ def main(argv: list[str] | None = None, *, spool: bool = True) -> None:
         import site
 
         site.main()
+    # Past the hand-off (that path stays thin) and before any thread; a detached pusher forked
+    # later inherits it.
+    from recoverctl.repo.malloc_tuning import tune_malloc
+
+    tune_malloc()
     import json
 
     from recoverctl.config import load_config, repository_password

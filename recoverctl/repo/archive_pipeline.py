@@ -29,7 +29,6 @@ from recoverctl.progress import Progress
 from recoverctl.repo.archive_jobs import Counters, DirJob, FileJob, Subdir
 from recoverctl.repo.content_ids import ContentIds
 from recoverctl.repo.fixed_read import FixedRead, ReadPlanFn, read_fixed
-from recoverctl.repo.malloc_tuning import tune_malloc
 from recoverctl.repo.pack import DATA, TREE
 from recoverctl.repo.repository import Repository
 from recoverctl.repo.saver import BlobSaver, DryRunSaver, Saver
@@ -74,7 +73,6 @@ class Archiver:
         follow_symlinks: FollowFn | None = None,
         read_plan: ReadPlanFn | None = None,
     ):
-        tune_malloc()
         self.repo = repo
         self.dry_run = dry_run
         self.progress = progress or Progress()

@@ -21,7 +21,6 @@ from recoverctl.errors import ObjectNotFound, RecoverctlError
 from recoverctl.progress import Progress
 from recoverctl.repo.crypto import DecryptError
 from recoverctl.repo.index import BlobLocation, Index
-from recoverctl.repo.malloc_tuning import tune_malloc
 from recoverctl.repo.pack import PackEntry
 from recoverctl.repo.repository import FORMAT_VERSION, RESERVED_PREFIXES, Repository
 from recoverctl.repo.snapshot import Snapshot
@@ -230,7 +229,6 @@ class Checker:
         The reads run while the caller checks the snapshots' trees; only the recording touches the
         report, on the caller's thread, so errors keep their order.
         """
-        tune_malloc()  # whole packs on several threads: as for a backup's packs (malloc_tuning)
         by_pack = index.by_pack()
 
         def read(pid: str) -> tuple[str, list[bytes], str]:

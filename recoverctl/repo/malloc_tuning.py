@@ -1,5 +1,9 @@
 """glibc malloc settings for bulk pack work on several threads (backup, restore, verify
---read-data): few arenas, and big blocks returned to the system when freed."""
+--read-data, the WAL pusher): few arenas, and big blocks returned to the system when freed.
+
+Set once per process, at its entry point (cli/main.py, cli/wal_entry.py), before any thread
+exists: a thread that allocates before the cap gets its own heap, and what it frees there stays
+(the page map's WAL fetch kept 28 MiB that way for a whole backup when this ran in the archiver)."""
 
 from __future__ import annotations
 

@@ -38,7 +38,6 @@ from recoverctl.repo.confined import (
 from recoverctl.repo.content import BATCH_GAP, MAX_READ, iter_content, tree_nodes
 from recoverctl.repo.crypto import DecryptError
 from recoverctl.repo.index import BlobLocation
-from recoverctl.repo.malloc_tuning import tune_malloc
 from recoverctl.repo.repository import Repository
 from recoverctl.repo.restore_target import link_leaves, matches, open_unchanged, selected, write_sparse
 from recoverctl.repo.tree import InvalidTreeError, Node
@@ -104,7 +103,6 @@ class _Restorer:
         mounts: dict[str, str] | None = None,
         inner_links_only: bool = False,
     ):
-        tune_malloc()  # pack ranges and file buffers on several threads (malloc_tuning)
         self.repo = repo
         self.inner_links_only = inner_links_only
         self.target = target

@@ -32,7 +32,6 @@ from recoverctl.errors import (
 from recoverctl.progress import Progress
 from recoverctl.repo import BackupResult, Repository, Snapshot, backup_stream
 from recoverctl.repo.archiver import backup_tree
-from recoverctl.repo.malloc_tuning import tune_malloc
 from recoverctl.sources.postgres.archive_wait import archive_stall_error, archiver_state
 from recoverctl.sources.postgres.checksum import PageBatch, PageValidator, recheck
 from recoverctl.sources.postgres.connection import connect, find_bin_dir, server_major
@@ -324,9 +323,6 @@ def copy_physical(
     stop segment is archived → write the snapshot. Raise VerificationError when the stop segment
     does not reach the archive (no snapshot then).
     """
-    # Before the first worker thread (the WAL decode's fetch comes before the archiver's): the
-    # fetch's buffers otherwise stayed in per-thread heaps for the whole backup (28 MiB at scale 120).
-    tune_malloc()
     names = tablespace_names(conn)
     with BackupSession(conn) as session:
         repo.index_orphan_packs()

@@ -244,7 +244,6 @@ def _push_detached(
     without waiting for it: PostgreSQL's calls for those files wait for their markers
     (walspool.wait_pushed) while this call's answer lets the archiver move on."""
     from recoverctl.repo.configured import open_repository  # on use: keeps wal push start-up small
-    from recoverctl.repo.malloc_tuning import tune_malloc
 
     try:
         repo = open_repository(cfg, password)
@@ -267,9 +266,6 @@ def _push_detached(
             null = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
-            # It lingers between pushes of 16 MiB segments on several threads: have their buffers
-            # go back to the system when freed, not stay spread over per-thread heaps.
-            tune_malloc()
             try:
                 ahead = _push_ahead(repo, source, path.parent, ready, markers) if ready else 0
                 _record(cfg, source, path.name, ok=True, count=1 + ahead)
