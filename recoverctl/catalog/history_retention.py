@@ -106,8 +106,8 @@ def _count(conn: Connection, table: sa.Table, where: ColumnElement[bool]) -> int
 
 def prune_history(catalog: Catalog, cuts: HistoryCutoffs, *, dry_run: bool = False) -> PrunedHistory:
     """Delete (with dry_run: count) the events, alerts, notification and WAL outage rows older
-    than their cutoffs that nothing holds (module docstring), in one transaction; return the counts. Raise
-    CatalogError when the catalog is unreachable."""
+    than their cutoffs that nothing holds (module docstring), in one transaction; return the
+    counts. Raise CatalogError when the catalog is unreachable."""
     with catalog.begin() as conn:
         notes = _old_notifications(cuts)
         events = _old_events(cuts.events) if cuts.events is not None else sa.false()

@@ -65,11 +65,11 @@ def read_fixed(
     bs = plan.block_size
     chunks = (size + bs - 1) // bs
     kept = {i: cid for i, cid in plan.keep.items() if i < chunks and indexed(cid)}
-    to_read = [i for i in range(chunks) if i not in kept]
     # Reads that skip kept chunks are scattered: the kernel's readahead does not see them coming,
     # and one pread at a time keeps one request in flight. Announcing the next few lets the disk
     # serve them together (measured: 20 % of a cold 1.5 GB file's chunks in 0.25 s instead of 0.55 s).
     advise = bool(kept) and hasattr(os, "posix_fadvise")
+    to_read = [i for i in range(chunks) if i not in kept] if advise else []
     advised = reads = 0  # of to_read: how many were announced, and read
     results = ContentIds()
     covered = 0
