@@ -56,12 +56,20 @@ def sealed(cipher: Cipher) -> list[tuple[bytes, bytes]]:
     ]
 
 
-def test_spooled_and_in_memory_packs_hold_the_same_blobs(
+@pytest.fixture
+def spooled(
     cipher: Cipher, sealed: list[tuple[bytes, bytes]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> PackBuilder:
+    """A builder holding BLOBS, spooling to `tmp_path`."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    spooled = PackBuilder(cipher, 1 << 20)
-    fill(spooled, cipher, sealed)
+    builder = PackBuilder(cipher, 1 << 20)
+    fill(builder, cipher, sealed)
+    return builder
+
+
+def test_spooled_and_in_memory_packs_hold_the_same_blobs(
+    cipher: Cipher, sealed: list[tuple[bytes, bytes]], spooled: PackBuilder, tmp_path: Path
+) -> None:
     assert spooled.parts == [] and spooled._spool is not None  # nothing of the blobs in memory
     in_memory = PackBuilder(cipher, 1 << 20, spool=False)
     fill(in_memory, cipher, sealed)
@@ -69,13 +77,8 @@ def test_spooled_and_in_memory_packs_hold_the_same_blobs(
     assert spooled._spool is None and os.listdir(tmp_path) == []  # unnamed and closed
 
 
-def test_a_spooled_pack_is_uploaded_from_its_file_not_from_memory(
-    cipher: Cipher, sealed: list[tuple[bytes, bytes]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    builder = PackBuilder(cipher, 1 << 20)
-    fill(builder, cipher, sealed)
-    pack = builder.finish()
+def test_a_spooled_pack_is_uploaded_from_its_file_not_from_memory(spooled: PackBuilder) -> None:
+    pack = spooled.finish()
     assert not isinstance(pack.body, io.BytesIO) and pack.body.fileno() >= 0  # the spool file itself
     assert pack.body.tell() == 0 and os.fstat(pack.body.fileno()).st_size == pack.size
     pack.close()
