@@ -84,9 +84,11 @@ def repair_index_cmd(app: App) -> None:
 @json_option
 @pass_app
 def repair_upgrade_cmd(app: App, dry_run: bool) -> None:
-    """Move the repository to the current format version (2): every key slot is renamed to the
-    hash of its content, so a key file copied under another name is refused. Data, snapshots and
-    passphrases are untouched; recoverctl before format 2 can no longer open it.
+    """Move the repository to the current format version (3). From 1: every key slot is renamed
+    to the hash of its content, so a key file copied under another name is refused. From 2:
+    PostgreSQL incrementals may then store a changed chunk as its changed pages (page patches).
+    Data, snapshots and passphrases are untouched; recoverctl of an older format can no longer
+    open it.
 
     \b
     Example:

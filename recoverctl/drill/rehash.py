@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from recoverctl.repo import Repository
+from recoverctl.repo.content import first_difference
+from recoverctl.repo.crypto import DecryptError
 from recoverctl.repo.reader import walk
 from recoverctl.repo.snapshot import Snapshot
+from recoverctl.repo.tree import Node
 from recoverctl.units import human_size
 
 # Mismatches listed in the check output; the count is always complete.
@@ -34,7 +38,6 @@ def rehash_tree(repo: Repository, snap: Snapshot, root: Path) -> RehashResult:
     """Given a snapshot restored under `root`, re-hash every regular file on disk chunk by chunk
     against the blob ids in the snapshot; return the counts and every mismatching path."""
     started = time.monotonic()
-    index = repo.load_index()
     out = RehashResult()
     for path, node in walk(repo, snap.tree):
         if node["type"] != "file":
@@ -42,37 +45,40 @@ def rehash_tree(repo: Repository, snap: Snapshot, root: Path) -> RehashResult:
         on_disk = root / path.lstrip("/")
         out.files += 1
         try:
-            with open(on_disk, "rb") as f:
-                for n, hex_id in enumerate(node.get("content", [])):
-                    loc = index.get(bytes.fromhex(hex_id))
-                    if loc is None:
-                        out.add_mismatch(path, f"chunk {n} ({hex_id[:16]}) is not in the index")
-                        break
-                    data = f.read(loc.raw_length)
-                    out.bytes += len(data)
-                    if len(data) != loc.raw_length or repo.cipher.blob_id(data) != bytes.fromhex(hex_id):
-                        out.add_mismatch(path, f"chunk {n} at byte {_chunk_offset(node, n, index)} differs")
-                        break
-                else:
-                    if f.read(1):
-                        out.add_mismatch(
-                            path, f"longer on disk than the {node.get('size', '?')} bytes stored"
-                        )
+            read_back, why = _rehash_file(repo, node, on_disk)
         except FileNotFoundError:
-            out.add_mismatch(path, "missing after the restore")
+            why, read_back = "missing after the restore", 0
         except OSError as e:
-            out.add_mismatch(path, f"unreadable: {e.strerror}")
+            why, read_back = f"unreadable: {e.strerror}", 0
+        except DecryptError as e:
+            why, read_back = f"its stored chunks cannot be read to compare: {e.message}", 0
+        out.bytes += read_back
+        if why is not None:
+            out.add_mismatch(path, why)
     out.duration_s = time.monotonic() - started
     return out
 
 
-def _chunk_offset(node: dict[str, Any], n: int, index: Any) -> int:
-    """Return the byte offset of chunk `n` of a file node (for naming where a mismatch starts)."""
-    total = 0
-    for hex_id in node.get("content", [])[:n]:
-        loc = index.get(bytes.fromhex(hex_id))
-        total += loc.raw_length if loc is not None else 0
-    return total
+def _rehash_file(repo: Repository, node: Node, on_disk: Path) -> tuple[int, str | None]:
+    """Return the bytes of `on_disk` compared with its node and why it differs (None: it does not)."""
+    fd = os.open(on_disk, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        read_back = 0
+
+        def read(offset: int, n: int) -> bytes:
+            nonlocal read_back
+            data = os.pread(fd, n, offset)
+            read_back += len(data)
+            return data
+
+        diff = first_difference(repo, node, read)
+        if diff is not None:
+            return read_back, diff.why
+        if os.fstat(fd).st_size > read_back:
+            return read_back, f"longer on disk than the {node.get('size', '?')} bytes stored"
+        return read_back, None
+    finally:
+        os.close(fd)
 
 
 def rehash_check(repo: Repository, snap: Snapshot, root: Path) -> dict[str, Any]:

@@ -28,8 +28,9 @@ from pyfastcdc import FastCDC
 from recoverctl.progress import Progress
 from recoverctl.repo.archive_jobs import Counters, DirJob, FileJob, Subdir
 from recoverctl.repo.content_ids import ContentIds
-from recoverctl.repo.fixed_read import FixedRead, ReadPlanFn, read_fixed
+from recoverctl.repo.fixed_read import FixedRead, FixedResult, ReadPlanFn, read_fixed
 from recoverctl.repo.pack import DATA, TREE
+from recoverctl.repo.page_patch import blob_ids, content_layout
 from recoverctl.repo.repository import Repository
 from recoverctl.repo.saver import BlobSaver, DryRunSaver, Saver
 from recoverctl.repo.snapshot import Snapshot
@@ -138,11 +139,10 @@ class Archiver:
             self.chunk_slots.release()
             raise
 
-    def _read_file(
-        self, path: str, st: os.stat_result, plan: FixedRead | None = None
-    ) -> tuple[list[str], int]:
-        """Return the content ids of a file and the length they cover (its bytes read, unless a
-        fixed-boundary `plan` keeps chunks of the parent); raise _VanishedError or OSError."""
+    def _read_file(self, path: str, st: os.stat_result, plan: FixedRead | None = None) -> FixedResult:
+        """Return the content ids of a file, the length they cover (its bytes read, unless a
+        fixed-boundary `plan` keeps chunks of the parent) and its page patches; raise
+        _VanishedError or OSError."""
         flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
         try:
             fd = os.open(path, flags | getattr(os, "O_NOATIME", 0))
@@ -159,7 +159,7 @@ class Archiver:
             if st.st_size < self.chunk_min:
                 data = f.read()
                 self._add_read(len(data))
-                return ([self.saver.save(DATA, data)[0].hex()] if data else []), len(data)
+                return FixedResult(([self.saver.save(DATA, data)[0].hex()] if data else []), len(data), [])
             total = 0
 
             def count(k: int) -> None:
@@ -168,7 +168,7 @@ class Archiver:
                 self._add_read(k)
                 self.progress.update(self._status())  # within a large file too, not only after it
 
-            return self.save_stream(f, count), total
+            return FixedResult(self.save_stream(f, count), total, [])
 
     def _add_read(self, n: int) -> None:
         with self._lock:
@@ -179,7 +179,13 @@ class Archiver:
     ) -> list[str] | None:
         try:
             for attempt in (1, 2):
-                content, n = self._read_file(path, st, plan)
+                content, n, patches = self._read_file(path, st, plan)
+                if patches:
+                    assert plan is not None
+                    node.update(page_size=plan.page_size, patches=patches)
+                else:
+                    node.pop("patches", None)
+                    node.pop("page_size", None)
                 after = os.lstat(path)
                 if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) == (
                     st.st_size,
@@ -440,6 +446,7 @@ class Archiver:
         if parent is not None and reusable:
             reused[0] += 1
             reused[1] += st.st_size
+            node.update(content_layout(parent))  # with block_size and patches, for the next incremental
             return FileJob(node, None, list(parent.get("content", ())))
         with self._lock:
             c = self.counters
@@ -464,7 +471,7 @@ class Archiver:
             not self.force_read
             and unchanged(parent, st)
             and not (self.force_reread is not None and self.force_reread(relpath, st))
-            and self._all_indexed(parent.get("content", ()))
+            and self._all_indexed(blob_ids(parent))
         )
 
     def _all_indexed(self, content: Iterable[str]) -> bool:

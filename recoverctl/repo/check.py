@@ -22,6 +22,7 @@ from recoverctl.progress import Progress
 from recoverctl.repo.crypto import DecryptError
 from recoverctl.repo.index import BlobLocation, Index
 from recoverctl.repo.pack import PackEntry
+from recoverctl.repo.page_patch import blob_ids
 from recoverctl.repo.repository import FORMAT_VERSION, RESERVED_PREFIXES, Repository
 from recoverctl.repo.snapshot import Snapshot
 from recoverctl.repo.tree import InvalidTreeError
@@ -129,10 +130,12 @@ class Checker:
                 )
         version = int(self.repo.config["version"])
         if version < FORMAT_VERSION:
+            lacks = ["PostgreSQL incrementals store changed chunks whole, not their changed pages"]
+            if version < 2:
+                lacks.insert(0, "a key slot copied under another name is not detected")
             self.report.notes.append(
-                f"the repository uses format version {version}: a key slot copied under another name "
-                "is not detected; 'recoverctl repair upgrade' moves it to version "
-                f"{FORMAT_VERSION}"
+                f"the repository uses format version {version}: {'; '.join(lacks)}; "
+                f"'recoverctl repair upgrade' moves it to version {FORMAT_VERSION}"
             )
 
     def check_objects(self) -> None:
@@ -210,7 +213,7 @@ class Checker:
                 for node in tree["nodes"]:
                     if node.get("subtree"):
                         stack.append((node["subtree"], f"{directory}/{node['name']}"))
-                    content = node.get("content")
+                    content = blob_ids(node)
                     if content and not all(map(blobs.__contains__, map(fromhex, content))):
                         self.report.missing_blobs.update(b for b in map(fromhex, content) if b not in blobs)
         self.report.trees = len(seen)
@@ -344,7 +347,7 @@ class Checker:
             path = f"{prefix}/{node['name']}"
             if node.get("subtree"):
                 self._affected_paths(node["subtree"], path, bad, paths)
-            elif any(bytes.fromhex(h) in bad for h in node.get("content", ())):
+            elif any(bytes.fromhex(h) in bad for h in blob_ids(node)):
                 paths.append(path)
 
 

@@ -1,20 +1,27 @@
 """Reading a snapshot back, blob by blob: tree nodes, the node at a path, a file's content.
 
 A file's blobs are fetched in runs stored back to back in one pack, one ranged read per run.
+Chunks stored as page patches (repo/page_patch.py) are put together here, so every reader of a
+file's bytes goes through `iter_file`, and every check of a file on disk through `first_difference`.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from recoverctl.errors import NotFoundError
 from recoverctl.repo.index import BlobLocation
+from recoverctl.repo.page_patch import apply_patch, node_patches
 from recoverctl.repo.repository import Repository
 from recoverctl.repo.snapshot import Snapshot
 from recoverctl.repo.tree import InvalidTreeError, Node
 
 MAX_READ = 16 * 1024 * 1024
+# Patch blobs are read beside their bases, so their runs are kept short.
+PATCH_READ = 2 * 1024 * 1024
 # Neighbouring single-blob files in a pack are fetched in one read when the bytes between them
 # (blobs of other files) are at most this much: reading them costs less than another request.
 BATCH_GAP = 1024 * 1024
@@ -69,7 +76,9 @@ def find_node(repo: Repository, snap: Snapshot, path: str) -> Node:
     )
 
 
-def _runs(repo: Repository, content: list[str]) -> Iterator[list[tuple[bytes, BlobLocation]]]:
+def _runs(
+    repo: Repository, content: list[str], max_read: int = MAX_READ
+) -> Iterator[list[tuple[bytes, BlobLocation]]]:
     """Group a file's blobs into runs stored back to back in one pack, so one ranged read fetches a run."""
     run: list[tuple[bytes, BlobLocation]] = []
     index = repo.load_index()
@@ -84,7 +93,7 @@ def _runs(repo: Repository, content: list[str]) -> Iterator[list[tuple[bytes, Bl
         if run:
             last = run[-1][1]
             size = run[-1][1].offset + last.length - run[0][1].offset
-            if loc.pack != last.pack or loc.offset != last.offset + last.length or size > MAX_READ:
+            if loc.pack != last.pack or loc.offset != last.offset + last.length or size > max_read:
                 yield run
                 run = []
         run.append((bid, loc))
@@ -92,9 +101,9 @@ def _runs(repo: Repository, content: list[str]) -> Iterator[list[tuple[bytes, Bl
         yield run
 
 
-def iter_content(repo: Repository, content: list[str]) -> Iterator[bytes]:
-    """Yield the verified plaintext of each blob of a file, in order; raise DecryptError on damage."""
-    for run in _runs(repo, content):
+def iter_content(repo: Repository, content: list[str], max_read: int = MAX_READ) -> Iterator[bytes]:
+    """Yield the verified plaintext of each blob of a list, in order; raise DecryptError on damage."""
+    for run in _runs(repo, content, max_read):
         first = run[0][1]
         last = run[-1][1]
         data = memoryview(repo.read_pack(first.pack, first.offset, last.offset + last.length - first.offset))
@@ -103,9 +112,69 @@ def iter_content(repo: Repository, content: list[str]) -> Iterator[bytes]:
             yield repo.open_blob(bid, loc.type, data[start : start + loc.length], loc.pack)
 
 
+def iter_file(repo: Repository, node: Node) -> Iterator[bytes]:
+    """Given a file node, yield its bytes chunk by chunk (page patches applied); raise
+    DecryptError on a damaged blob or a patch that does not fit its chunk."""
+    content: list[str] = node.get("content") or []
+    patches = node_patches(node)
+    if not patches:
+        yield from iter_content(repo, content)
+        return
+    page_size = int(node["page_size"])
+    # Bases and patches are read as two streams, each in its own runs: interleaving them in one
+    # list would break every run at each patch, one read per blob.
+    pages = iter_content(repo, [p.blob for p in patches.values()], PATCH_READ)
+    for i, base in enumerate(iter_content(repo, content)):
+        patch = patches.get(i)
+        yield base if patch is None else apply_patch(base, patch, page_size, next(pages))
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Where a file first differs from its node: chunk index, byte offset, and how."""
+
+    chunk: int
+    offset: int
+    why: str
+
+
+def first_difference(repo: Repository, node: Node, read: Callable[[int, int], bytes]) -> Difference | None:
+    """Given a file node and `read(offset, length)` of a file's bytes, return where the file first
+    differs from the node's content, or None when it starts with exactly that content.
+
+    Whole chunks are compared by their keyed hash, without reading the repository; a patched
+    chunk is put together from its blobs (raise DecryptError when they are damaged).
+    """
+    index = repo.load_index()
+    patches = node_patches(node)
+    page_size = int(node.get("page_size") or 0)
+    offset = 0
+    for n, hex_id in enumerate(node.get("content") or ()):
+        bid = bytes.fromhex(hex_id)
+        loc = index.get(bid)
+        if loc is None:
+            return Difference(n, offset, f"chunk {n} ({hex_id[:16]}) is not in the index")
+        data = read(offset, loc.raw_length)
+        patch = patches.get(n)
+        if patch is None:
+            same = len(data) == loc.raw_length and repo.cipher.blob_id(data) == bid
+        else:
+            base, pages = iter_content(repo, [hex_id, patch.blob])
+            same = data == apply_patch(base, patch, page_size, pages)
+        if not same:
+            return Difference(n, offset, f"chunk {n} at byte {offset} differs")
+        offset += loc.raw_length
+    return None
+
+
+def holds(repo: Repository, fd: int, node: Node) -> bool:
+    """Whether the open file `fd` starts with exactly the content of file node `node`."""
+    return first_difference(repo, node, lambda offset, n: os.pread(fd, n, offset)) is None
+
+
 def open_file(repo: Repository, snap: Snapshot, path: str) -> Iterator[bytes]:
     """Yield the bytes of one file in a snapshot (e.g. a stored stream); raise NotFoundError."""
     node = find_node(repo, snap, path)
     if node["type"] != "file":
         raise NotFoundError(f"'{path}' in snapshot {snap.short_id} is a {node['type']}, not a file")
-    return iter_content(repo, node.get("content", []))
+    return iter_file(repo, node)

@@ -25,9 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from recoverctl.errors import NotFoundError, VerificationError
+from recoverctl.errors import NotFoundError, UsageError, VerificationError
 from recoverctl.repo.crypto import DecryptError
 from recoverctl.repo.pack import DATA, TREE
+from recoverctl.repo.page_patch import PATCH_FORMAT_VERSION, blob_ids
 from recoverctl.repo.repository import Repository
 from recoverctl.repo.saver import BlobSaver, SaveStats
 from recoverctl.repo.snapshot import Snapshot
@@ -230,7 +231,7 @@ class RepositoryCopy:
                     continue
                 if n.get("subtree") and m.get("subtree"):
                     stack.append((bytes.fromhex(n["subtree"]), bytes.fromhex(m["subtree"])))
-                s_content, d_content = n.get("content") or [], m.get("content") or []
+                s_content, d_content = blob_ids(n), blob_ids(m)
                 if len(s_content) == len(d_content):
                     for a, b in zip(s_content, d_content, strict=True):
                         self.blob_map[bytes.fromhex(a)] = bytes.fromhex(b)
@@ -289,7 +290,15 @@ class RepositoryCopy:
             for n in tree["nodes"]:
                 if n.get("subtree"):
                     stack.append((bytes.fromhex(n["subtree"]), False))
-                for h in n.get("content") or ():
+                if n.get("patches") and int(self.dst.config["version"]) < PATCH_FORMAT_VERSION:
+                    raise UsageError(
+                        f"'{n['name']}' stores chunks as page patches, which the repository at "
+                        f"'{self.dst.url}' (format version {self.dst.config['version']}) cannot hold; "
+                        "nothing was copied of this snapshot",
+                        hint="run 'recoverctl repair upgrade --repo NAME' on the target first (older "
+                        "recoverctl versions then refuse it), then copy again",
+                    )
+                for h in blob_ids(n):
                     bid = bytes.fromhex(h)
                     if not self._present(self.blob_map, bid):
                         wanted[bid] = None
@@ -327,6 +336,9 @@ class RepositoryCopy:
             m = dict(n)
             if n.get("content") is not None:
                 m["content"] = [self.blob_map[bytes.fromhex(h)].hex() for h in n["content"]]
+            if n.get("patches"):
+                blob = self.blob_map
+                m["patches"] = [[c, mask, blob[bytes.fromhex(h)].hex()] for c, mask, h in n["patches"]]
             if n.get("subtree"):
                 m["subtree"] = self.tree_map[bytes.fromhex(n["subtree"])].hex()
             nodes.append(m)
@@ -344,7 +356,7 @@ class RepositoryCopy:
         check that every blob it names is in the target's index."""
         for tid in tree_ids:
             for n in self.dst.load_tree(tid)["nodes"]:
-                missing = [h for h in n.get("content") or () if bytes.fromhex(h) not in self.dst.index]
+                missing = [h for h in blob_ids(n) if bytes.fromhex(h) not in self.dst.index]
                 if missing or (n.get("subtree") and bytes.fromhex(n["subtree"]) not in self.dst.index):
                     raise VerificationError(
                         f"copy to '{self.dst.url}': '{n['name']}' names blobs the target does not hold",

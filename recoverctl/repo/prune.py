@@ -15,6 +15,7 @@ from recoverctl.errors import VerificationError
 from recoverctl.progress import Progress
 from recoverctl.repo.index import BlobLocation
 from recoverctl.repo.pack import PackBuilder, PackEntry, pack_key
+from recoverctl.repo.page_patch import blob_ids
 from recoverctl.repo.repository import Repository
 from recoverctl.storage.base import ObjectInfo
 
@@ -62,7 +63,7 @@ def used_blobs(repo: Repository) -> set[bytes]:
             for node in repo.load_tree(tid)["nodes"]:
                 if node.get("subtree"):
                     stack.append(node["subtree"])
-                for h in node.get("content", ()):
+                for h in blob_ids(node):
                     b = bytes.fromhex(h)
                     used.add(b)
                     if b not in index:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from recoverctl.repo.content import find_node, iter_content, naming, open_file, tree_nodes, walk
+from recoverctl.repo.content import find_node, iter_file, naming, open_file, tree_nodes, walk
+from recoverctl.repo.page_patch import blob_ids
 from recoverctl.repo.repository import Repository
 from recoverctl.repo.restorer import RestoreResult, link_leaves, restore_snapshot
 from recoverctl.repo.snapshot import Snapshot
@@ -19,7 +20,7 @@ __all__ = [
     "RestoreResult",
     "diff",
     "find_node",
-    "iter_content",
+    "iter_file",
     "link_leaves",
     "ls",
     "open_file",
@@ -92,7 +93,7 @@ def diff(repo: Repository, a: Snapshot, b: Snapshot) -> list[dict[str, Any]]:
                 if _meta(x)[:4] != _meta(y)[:4]:
                     out.append({"path": path, "change": "metadata", "type": "dir"})
                 rec(x.get("subtree"), y.get("subtree"), path)
-            elif x.get("content") != y.get("content") or x.get("target") != y.get("target"):
+            elif blob_ids(x) != blob_ids(y) or x.get("target") != y.get("target"):
                 out.append({"path": path, "change": "modified", "type": y["type"]})
             elif _meta(x) != _meta(y):
                 out.append({"path": path, "change": "metadata", "type": y["type"]})

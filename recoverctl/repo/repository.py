@@ -46,8 +46,10 @@ from recoverctl.storage.base import ObjectInfo, Storage
 # Version 2 names every key slot by its content hash (KeySlot.id), so a slot copied under another
 # name is refused; version 1 named them at random. Everything else is the same in both, and the
 # checks that need no format change (snapshot and index names are the SHA-256 of their bytes,
-# single objects carry their key in the AAD) apply to both. `repair upgrade` moves 1 to 2.
-FORMAT_VERSION = 2
+# single objects carry their key in the AAD) apply to both. Version 3 file nodes may store a chunk
+# as page patches (repo/page_patch.py), which an older client would restore wrongly, so it must
+# refuse them. `repair upgrade` moves 1 or 2 to 3.
+FORMAT_VERSION = 3
 RESERVED_PREFIXES = ("config", "keys/", "data/", "index/", "snapshots/", "locks/")
 DEFAULT_CHUNKER = {"name": "fastcdc", "min": 256 * 1024, "avg": 1024 * 1024, "max": 4 * 1024 * 1024}
 

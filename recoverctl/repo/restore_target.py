@@ -7,6 +7,7 @@ import os
 import stat
 from typing import Any
 
+from recoverctl.repo.content import holds
 from recoverctl.repo.repository import Repository
 from recoverctl.repo.tree import Node
 
@@ -23,21 +24,6 @@ def selected(path: str, include: list[str] | None) -> tuple[bool, bool]:
     return False, False
 
 
-def matches(repo: Repository, fd: int, content: list[str]) -> bool:
-    """Whether the open file holds exactly the chunks `content` lists, from its start."""
-    index = repo.load_index()
-    offset = 0
-    for hex_id in content:
-        loc = index.get(bytes.fromhex(hex_id))
-        if loc is None:
-            return False
-        data = os.pread(fd, loc.raw_length, offset)
-        if len(data) != loc.raw_length or repo.cipher.blob_id(data) != bytes.fromhex(hex_id):
-            return False
-        offset += loc.raw_length
-    return True
-
-
 def open_unchanged(repo: Repository, node: Node, dir_fd: int, name: str) -> int | None:
     """Return a read-only descriptor of the regular file `name` (never a symlink, FIFO or device)
     when it already holds the node's content, else None."""
@@ -49,7 +35,7 @@ def open_unchanged(repo: Repository, node: Node, dir_fd: int, name: str) -> int 
         return None
     fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
-        if stat.S_ISREG(os.fstat(fd).st_mode) and matches(repo, fd, node.get("content", [])):
+        if stat.S_ISREG(os.fstat(fd).st_mode) and holds(repo, fd, node):
             return fd
     except BaseException:
         os.close(fd)

@@ -35,11 +35,11 @@ from recoverctl.repo.confined import (
     write_all,
     write_replacing,
 )
-from recoverctl.repo.content import BATCH_GAP, MAX_READ, iter_content, tree_nodes
+from recoverctl.repo.content import BATCH_GAP, MAX_READ, holds, iter_file, tree_nodes
 from recoverctl.repo.crypto import DecryptError
 from recoverctl.repo.index import BlobLocation
 from recoverctl.repo.repository import Repository
-from recoverctl.repo.restore_target import link_leaves, matches, open_unchanged, selected, write_sparse
+from recoverctl.repo.restore_target import link_leaves, open_unchanged, selected, write_sparse
 from recoverctl.repo.tree import InvalidTreeError, Node
 
 
@@ -317,7 +317,7 @@ class _Restorer:
     def _batch(self, node: Node, d: Dir, name: str, path: str) -> bool:
         """Queue a file of one blob for its pack's batch; return False to restore it on its own."""
         content: list[str] = node.get("content") or []
-        if len(content) != 1 or self.delta or node.get("links", 1) > 1:
+        if len(content) != 1 or self.delta or node.get("links", 1) > 1 or node.get("patches"):
             return False
         bid = bytes.fromhex(content[0])
         loc = self.repo.index.get(bid)
@@ -413,14 +413,12 @@ class _Restorer:
                         with self._lock:
                             self.result.skipped += 1
                         return d, name
-                content = node.get("content", [])
-                if len(content) <= 1:
+                if len(node.get("content") or ()) <= 1:
                     # The blob is authenticated before the file is created, so wrong bytes can
                     # never appear under the name.
-                    data = b"".join(iter_content(self.repo, content))
-                    written = self._write_new(node, dfd, name, data)
+                    written = self._write_new(node, dfd, name, b"".join(iter_file(self.repo, node)))
                 else:
-                    written = self._write_via_temp(node, dfd, name, iter_content(self.repo, content))
+                    written = self._write_via_temp(node, dfd, name, iter_file(self.repo, node))
             self._count_file(written)
             return d, name
         except (RecoverctlError, OSError) as e:
@@ -478,7 +476,7 @@ class _Restorer:
         return write_replacing(dfd, name, fill, self.write_flags)
 
     def _verify_written(self, fd: int, node: Node) -> None:
-        if not matches(self.repo, fd, node.get("content", [])):
+        if not holds(self.repo, fd, node):
             raise DecryptError(f"restored bytes of '{node['name']}' differ from the snapshot")
 
     def _plan(self, tree_id: str | None, dfd: int | None, rel: str) -> None:

@@ -4,7 +4,9 @@ A tree blob is the JSON document ``{"nodes": [node, ...]}`` sorted by name. A no
 ``name, type`` (file, dir, symlink, fifo, chardev, blockdev, socket), ``mode`` (permission bits),
 ``uid, gid, user, group, mtime_ns, ctime_ns, inode, dev, links, size``, and per type
 ``content`` (list of hex blob ids), ``subtree`` (hex tree id), ``target`` (symlink), ``rdev``,
-``sparse``, ``xattrs`` ({name: base64}), ``changed_during_read`` (read while being written).
+``sparse``, ``xattrs`` ({name: base64}), ``changed_during_read`` (read while being written);
+files cut at fixed boundaries add ``block_size``, and ``page_size`` with ``patches`` when some
+chunks are stored as page patches (repo/page_patch.py).
 Names that are not valid UTF-8 are kept as surrogate escapes. Access times are not stored (like
 borg): every reader changes them, which would make every tree differ; restores set atime = mtime.
 
@@ -161,6 +163,7 @@ def check_nodes(tree_id: bytes, nodes: list[Any]) -> None:
             or "xattrs" in node
             or "sparse" in node
             or "changed_during_read" in node
+            or "patches" in node
         ):
             _check_rare(tree_id, name, node)
     # All content ids at once, in C: strings (join), 64 digits each (lengths), hex (fromhex,
@@ -216,6 +219,10 @@ def _check_fields(tree_id: bytes, name: str, node: Node, fields: dict[str, tuple
 def _check_rare(tree_id: bytes, name: str, node: Node) -> None:
     """Check the fields only some nodes have: access time, device number, flags, xattrs."""
     _check_fields(tree_id, name, node, _RARE_INT_FIELDS)
+    if "patches" in node:
+        problem = _patch_problem(node)
+        if problem is not None:
+            raise InvalidTreeError(tree_id, f"holds file {name!r} whose {problem}")
     for flag in ("sparse", "changed_during_read"):
         if flag in node and type(node[flag]) is not bool:
             raise _field_error(tree_id, name, flag, node[flag], "true or false")
@@ -229,6 +236,32 @@ def _check_rare(tree_id: bytes, name: str, node: Node) -> None:
             raise _field_error(tree_id, name, "xattrs", key, "an attribute name (non-empty, no NUL)")
         if type(encoded) is not str or len(encoded) % 4 or not _BASE64(encoded):
             raise _field_error(tree_id, name, f"xattrs[{key!r}]", encoded, "a base64 value")
+
+
+def _patch_problem(node: Node) -> str | None:
+    """Return why a node's page patch fields (repo/page_patch.py) are not ones a backup writes."""
+    block, page, patches = node.get("block_size"), node.get("page_size"), node.get("patches")
+    if node.get("type") != "file" or type(node.get("content")) is not list:
+        return "patches belong to no file content"
+    if type(block) is not int or type(page) is not int or not 0 < page <= block <= 2**30:
+        return "patches lack a block_size and a page_size that fits it"
+    if block % page or block // page > 64:
+        return f"block_size {block} is not a multiple of page_size {page} of at most 64 pages"
+    if type(patches) is not list:
+        return "patches are not a list"
+    last, chunks = -1, len(node["content"])
+    for p in patches:
+        if not (type(p) is list and len(p) == 3):
+            return f"patch {p!r:.60} is not [chunk, page mask, blob id]"
+        chunk, mask, blob = p
+        if type(chunk) is not int or not last < chunk < chunks:
+            return f"patch chunk {chunk!r:.20} is not a chunk index in ascending order"
+        if type(mask) is not int or not 0 < mask < 1 << (block // page):
+            return f"patch mask {mask!r:.30} of chunk {chunk} names no page, or one past the chunk"
+        if not (type(blob) is str and _BLOB_ID(blob)):
+            return f"patch blob {blob!r:.70} of chunk {chunk} is not a 64-digit hex blob id"
+        last = chunk
+    return None
 
 
 def _field_error(tree_id: bytes, name: str, key: str, value: object, expected: str) -> InvalidTreeError:

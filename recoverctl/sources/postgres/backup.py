@@ -32,6 +32,7 @@ from recoverctl.errors import (
 from recoverctl.progress import Progress
 from recoverctl.repo import BackupResult, Repository, Snapshot, backup_stream
 from recoverctl.repo.archiver import backup_tree
+from recoverctl.repo.page_patch import PATCH_FORMAT_VERSION
 from recoverctl.sources.postgres.archive_wait import archive_stall_error, archiver_state
 from recoverctl.sources.postgres.checksum import PageBatch, PageValidator, recheck
 from recoverctl.sources.postgres.connection import connect, find_bin_dir, server_major
@@ -453,7 +454,7 @@ def relation_reads(
         return whole("hint_bits_not_logged", "wal_log_hints was off during part of the range")
     return RelationReads(
         data_dir, changes, None, start_lsn=start_lsn, validate=start.data_checksums, wal_generated=generated,
-        hints_logged=hints_logged,
+        hints_logged=hints_logged, patches=int(repo.config["version"]) >= PATCH_FORMAT_VERSION,
     )  # fmt: skip
 
 

@@ -4,10 +4,15 @@ Relation files are cut at fixed 128 KiB boundaries (16 pages), so a changed 8 Ki
 exactly one chunk. For an incremental whose WAL since the parent's start LSN could be decoded
 (pagemap), a relation file present in the parent reads only the chunks holding blocks the WAL
 names, plus any chunk past the parent's length; every other chunk keeps the parent's content id
-unread. Why that is enough: the parent read each page after its own start LSN, so any later
-difference between that copy and the page as of this backup's start was caused by a WAL record
-in [parent start, this start); changes after this start are repaired by replay, as for any
-online backup (full-page writes are forced during a backup).
+unread. In a repository that holds page patches (format 3), a changed chunk reads only its
+changed pages (with those of the parent's patch of it), stored as a patch over the parent's
+chunk, until a quarter of its pages would be patched; then it is read and stored whole again.
+
+Why that is enough: the parent read each page after its own start LSN, so any later difference
+between that copy and the page as of this backup's start was caused by a WAL record in [parent
+start, this start); changes after this start are repaired by replay, as for any online backup
+(full-page writes are forced during a backup). A page outside a chunk's patch is the parent's
+page (its base's), by the same argument one snapshot further back.
 
 What the WAL cannot vouch for is read whole, and the reason is counted in the snapshot:
 free-space and visibility maps (FSM updates are not WAL-logged, VM bits are cleared without a
@@ -28,7 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from recoverctl.repo.fixed_read import FixedRead, parent_chunks
+from recoverctl.repo.fixed_read import FixedRead, parent_chunks, parent_patches
+from recoverctl.repo.page_patch import max_patch_pages
 from recoverctl.repo.tree import Node
 from recoverctl.sources.postgres.checksum import BLCKSZ, RELSEG_BLOCKS, PageBatch, recheck
 from recoverctl.sources.postgres.pagemap import RelationFile, WalChanges, relation_file
@@ -64,10 +70,12 @@ class RelationReads:
         detail: str | None = None,
         wal_generated: int | None = None,
         hints_logged: bool = False,
+        patches: bool = False,
     ):
         self.data_dir = data_dir
         self.wal_generated = wal_generated
         self.hints_logged = hints_logged
+        self.patches = patches
         self.changes = changes
         self.reason = reason
         self.detail = detail
@@ -77,6 +85,8 @@ class RelationReads:
         self.files_paged = 0
         self.chunks_kept = 0
         self.chunks_read = 0
+        self.chunks_patched = 0
+        self.pages_patched = 0
         self.pages_checked = 0
         self._suspects: dict[str, tuple[int, list[int]]] = {}
         self._batch = PageBatch(start_lsn)
@@ -86,22 +96,38 @@ class RelationReads:
         rf = relation_file(relpath)
         if rf is None:
             return None
-        on_read = self._on_read(relpath, rf.segment * RELSEG_BLOCKS)
+        patch: dict[int, int] = {}  # filled below for a paged read: its pages are not whole chunks
+        on_read = self._on_read(relpath, rf.segment * RELSEG_BLOCKS, patch)
         why = self.reason if self.changes is None else self._whole_file_reason(rf, st, parent)
         if why is not None or self.changes is None:
             if why is not None:
                 self.whole[why] += 1
             return FixedRead(BLOCK_SIZE, on_read=on_read)
         kept = parent_chunks(parent, BLOCK_SIZE)
-        assert kept is not None and parent is not None
+        carried = parent_patches(parent, BLCKSZ) if parent is not None else None
+        assert kept is not None and parent is not None and carried is not None
         changed = self._changed_chunks(rf)
         parent_size = int(parent["size"])
-        # A chunk is reused only when it is whole in both copies, or the file kept its length.
+        # A chunk is reused (as is or under a patch) only when it is whole in both copies, or the
+        # file kept its length.
         whole_chunks = len(kept) if st.st_size == parent_size else parent_size // BLOCK_SIZE
-        keep = {i: kept[i] for i in range(whole_chunks) if i not in changed}
+        plan = FixedRead(BLOCK_SIZE, on_read=on_read, page_size=BLCKSZ, patch=patch)
+        limit = max_patch_pages(BLOCK_SIZE, BLCKSZ) if self.patches else 0
+        for i in range(whole_chunks):
+            old = carried.get(i)
+            if i not in changed:
+                plan.keep[i] = kept[i]
+                if old is not None:
+                    plan.carry[i] = old
+                continue
+            mask = changed[i] | (old[0] if old is not None else 0)
+            if mask.bit_count() <= limit:
+                plan.keep[i] = kept[i]
+                plan.patch[i] = mask
         self.files_paged += 1
-        self.chunks_kept += len(keep)
-        return FixedRead(BLOCK_SIZE, keep, on_read)
+        self.chunks_kept += len(plan.keep) - len(plan.patch)
+        self.chunks_patched += len(plan.patch)
+        return plan
 
     def _whole_file_reason(self, rf: RelationFile, st: os.stat_result, parent: Node | None) -> str | None:
         """Return why this relation file must be read whole despite decoded WAL, or None."""
@@ -115,7 +141,11 @@ class RelationReads:
             return "unlogged"
         if parent is None:
             return "new_file"
-        if kept is None or len(kept) != -(-int(parent.get("size", 0)) // BLOCK_SIZE):
+        if (
+            kept is None
+            or len(kept) != -(-int(parent.get("size", 0)) // BLOCK_SIZE)
+            or parent_patches(parent, BLCKSZ) is None
+        ):
             return "parent_not_page_aligned"
         if (spc, db) in changes.database_dirs:
             return "database_copied"
@@ -125,18 +155,23 @@ class RelationReads:
             return "truncated"
         return None
 
-    def _changed_chunks(self, rf: RelationFile) -> set[int]:
-        """Return the chunk indexes within this segment file that hold blocks the WAL changed."""
+    def _changed_chunks(self, rf: RelationFile) -> dict[int, int]:
+        """Return {chunk index: mask of its changed pages} of the chunks within this segment file
+        that hold blocks the WAL changed."""
         assert self.changes is not None
         bits = self.changes.changed_in(rf.fork, rf.segment * RELSEG_BLOCKS, RELSEG_BLOCKS)
-        step = PAGES_PER_CHUNK // 8  # bitmap bytes per chunk
-        return {i // step for i in range(0, len(bits), step) if any(bits[i : i + step])}
+        step = PAGES_PER_CHUNK // 8  # bitmap bytes per chunk; bit p of a chunk's bytes is its page p
+        masks = (int.from_bytes(bits[i : i + step], "little") for i in range(0, len(bits), step))
+        return {i: mask for i, mask in enumerate(masks) if mask}
 
-    def _on_read(self, relpath: str, first_block: int) -> Callable[[int, bytes], None]:
+    def _on_read(self, relpath: str, first_block: int, patch: dict[int, int]) -> Callable[[int, bytes], None]:
         def seen(offset: int, data: bytes) -> None:
             full = None
             with self._lock:
-                self.chunks_read += 1
+                if offset // BLOCK_SIZE in patch:
+                    self.pages_patched += len(data) // BLCKSZ
+                else:
+                    self.chunks_read += 1
                 # Chunks are validated in batches of 512 pages: numpy's lane loop costs the same
                 # for 16 pages as for 512 (one chunk at a time took ~3x the copy's own time).
                 if self.validate and self._batch.add(relpath, first_block + offset // BLCKSZ, data):
@@ -180,6 +215,8 @@ class RelationReads:
             "files_paged": self.files_paged,
             "chunks_read": self.chunks_read,
             "chunks_kept": self.chunks_kept,
+            "chunks_patched": self.chunks_patched,
+            "pages_patched": self.pages_patched,
             "whole_file_reads": dict(sorted(self.whole.items())),
             "wal_generated_bytes": self.wal_generated,
             # Whether hint-bit changes were WAL-logged when this backup started: a child may keep

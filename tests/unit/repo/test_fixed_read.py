@@ -113,7 +113,7 @@ def test_scattered_reads_are_announced_to_the_kernel_before_they_are_read(
     keep = {i: f"kept-{i}" for i in range(60) if i not in to_read}
     fd = os.open(path, os.O_RDONLY)
     try:
-        ids, covered = fixed_read.read_fixed(
+        ids, covered, _ = fixed_read.read_fixed(
             fd, 60 * BS, FixedRead(BS, keep), submit, lambda n: None, lambda c: True
         )
     finally:
@@ -140,7 +140,7 @@ def test_a_file_read_whole_is_left_to_the_kernels_own_readahead(
     done.set_result("id")
     fd = os.open(path, os.O_RDONLY)
     try:
-        ids, _ = fixed_read.read_fixed(
+        ids, _, _ = fixed_read.read_fixed(
             fd, 8 * BS, FixedRead(BS), lambda d: done, lambda n: None, lambda c: True
         )
     finally:

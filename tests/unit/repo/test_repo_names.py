@@ -201,7 +201,7 @@ def test_new_keys_follow_current_kdf_guidance(tmp_path: Path) -> None:
     doc = json.loads(key.read_text())
     assert doc["kdf"] == DEFAULT_KDF
     assert key.name == KeySlot.parse(doc).id == repo.key_id  # named by its content
-    assert repo.config["version"] == 2
+    assert repo.config["version"] == 3
 
 
 def _v1_copy(tmp_path: Path) -> Path:
@@ -247,8 +247,8 @@ def test_upgrade_binds_key_slots_to_their_names(tmp_path: Path, cli: Cli) -> Non
     assert json.loads((path / "config").read_text())["version"] == 1
 
     done = json.loads(run("--json", "repair", "upgrade", check=0).stdout)
-    assert (done["version_before"], done["version"]) == (1, 2)
-    assert json.loads((path / "config").read_text())["version"] == 2
+    assert (done["version_before"], done["version"]) == (1, 3)
+    assert json.loads((path / "config").read_text())["version"] == 3
     for key in (path / "keys").iterdir():
         assert key.name == KeySlot.parse(json.loads(key.read_text())).id
     for password in ("fixture-v1", "fixture-v1-second"):
@@ -256,7 +256,7 @@ def test_upgrade_binds_key_slots_to_their_names(tmp_path: Path, cli: Cli) -> Non
         _reads_everything(repo)
     assert check(repo, read_packs=lambda packs: packs, read_objects=True).ok
     again = json.loads(run("--json", "repair", "upgrade", check=0).stdout)
-    assert again["version_before"] == 2 and again["keys_renamed"] == []
+    assert again["version_before"] == 3 and again["keys_renamed"] == []
 
     # now a key slot copied under another name is refused and reported
     some = sorted((path / "keys").iterdir())[0]
