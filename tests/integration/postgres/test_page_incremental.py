@@ -307,3 +307,37 @@ def test_hint_bits_unlogged_without_checksums_reads_whole_files(unchecked: Env) 
     logged = unchecked.snapshot_metadata(unchecked.backup("incremental")["snapshot_id"])["page_incremental"]
     assert logged["mode"] == "page" and logged["reason"] is None, logged
     assert logged["chunks_kept"] > 0
+
+
+def test_a_chain_of_page_patches_restores_the_same_database_as_a_full_backup(env: Env) -> None:
+    """Sparse changes are stored as page patches over the parent's chunks; a second incremental
+    patches the same chunks again (its pages with the parent's), carries untouched patches, and
+    stores a chunk whole again once a quarter of it would be patched."""
+    pg = env.pg
+    env.backup("full")
+    pg.psql("update pgbench_accounts set abalance = abalance + 1 where aid % 10007 = 11")
+    first = env.backup("incremental")
+    one = env.snapshot_metadata(first["snapshot_id"])["page_incremental"]
+    assert one["mode"] == "page" and one["chunks_patched"] > 0, one
+    # at most a quarter of a chunk's 16 pages each: the rest of the chunk is not read
+    assert 0 < one["pages_patched"] <= 4 * one["chunks_patched"]
+
+    # the rows next to the first ones (same pages: the patches grow), other chunks, and a run of
+    # rows on consecutive pages (more than 4 pages of one chunk: stored whole again)
+    pg.psql("update pgbench_accounts set abalance = abalance + 1 where aid % 10007 = 12")
+    pg.psql("update pgbench_accounts set abalance = abalance + 1 where aid % 7919 = 5")
+    pg.psql("update pgbench_accounts set abalance = abalance + 1 where aid between 100000 and 100700")
+    second = env.backup("incremental")
+    assert second["parent"] == first["snapshot_id"]
+    two = env.snapshot_metadata(second["snapshot_id"])["page_incremental"]
+    assert two["mode"] == "page" and two["chunks_patched"] > 0 and two["chunks_read"] > 0, two
+    print("patched incrementals", one, first["bytes_read"], two, second["bytes_read"])
+    assert second["checksum_errors"] == [] and second["pages_checked"] > 0
+
+    full = env.backup("full")
+    pg.psql("create table after_patches(at text)")
+    lsn = pg.psql("select pg_current_wal_lsn()")
+    env.pg.archive_current_wal()
+    from_patches = _restore_and_check(env, second["snapshot_id"], lsn)
+    assert from_patches == _restore_and_check(env, full["snapshot_id"], lsn)
+    assert "postgres.public.after_patches" in from_patches
