@@ -22,10 +22,10 @@ from recoverctl.progress import Progress
 from recoverctl.repo.crypto import DecryptError
 from recoverctl.repo.index import BlobLocation, Index
 from recoverctl.repo.pack import PackEntry
-from recoverctl.repo.page_patch import blob_ids
+from recoverctl.repo.page_patch import blob_ids, node_patches
 from recoverctl.repo.repository import FORMAT_VERSION, RESERVED_PREFIXES, Repository
 from recoverctl.repo.snapshot import Snapshot
-from recoverctl.repo.tree import InvalidTreeError
+from recoverctl.repo.tree import InvalidTreeError, Node
 
 
 class FinishReads(Protocol):
@@ -216,6 +216,8 @@ class Checker:
                     content = blob_ids(node)
                     if content and not all(map(blobs.__contains__, map(fromhex, content))):
                         self.report.missing_blobs.update(b for b in map(fromhex, content) if b not in blobs)
+                    if node.get("patches"):
+                        self._check_patches(index, node, snap, f"{directory}/{node['name']}")
         self.report.trees = len(seen)
         if self.report.missing_blobs:
             self._error(
@@ -224,6 +226,27 @@ class Checker:
                 "(a lost index file or pack): run 'recoverctl repair index'",
             )
         return snaps
+
+    def _check_patches(self, index: Index, node: Node, snap: Snapshot, path: str) -> None:
+        """Report page patches whose blobs' lengths (from the index) do not fit their masks: a
+        restore would refuse those chunks as damaged."""
+        page_size = int(node["page_size"])
+        content = node["content"]
+        for patch in node_patches(node).values():
+            base, pages = index.get(bytes.fromhex(content[patch.chunk])), index.get(bytes.fromhex(patch.blob))
+            if base is None or pages is None:
+                continue  # reported as missing blobs
+            if pages.raw_length != patch.mask.bit_count() * page_size or (
+                patch.mask.bit_length() * page_size > base.raw_length
+            ):
+                self._error(
+                    "patch_invalid",
+                    f"snapshot {snap.short_id}: '{path}' chunk {patch.chunk} has a page patch that does "
+                    f"not fit it ({pages.raw_length} bytes of patch for mask {patch.mask:#x}, a base of "
+                    f"{base.raw_length} bytes); restoring the file fails",
+                    snapshot=snap.id,
+                    path=path,
+                )
 
     def read_packs(self, index: Index, packs: list[str], stored: dict[str, int]) -> FinishReads:
         """Start reading `packs` on a pool; return the function that waits and records the results

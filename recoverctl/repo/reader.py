@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from recoverctl.repo.content import find_node, iter_file, naming, open_file, tree_nodes, walk
-from recoverctl.repo.page_patch import blob_ids
 from recoverctl.repo.repository import Repository
 from recoverctl.repo.restorer import RestoreResult, link_leaves, restore_snapshot
 from recoverctl.repo.snapshot import Snapshot
@@ -93,10 +92,15 @@ def diff(repo: Repository, a: Snapshot, b: Snapshot) -> list[dict[str, Any]]:
                 if _meta(x)[:4] != _meta(y)[:4]:
                     out.append({"path": path, "change": "metadata", "type": "dir"})
                 rec(x.get("subtree"), y.get("subtree"), path)
-            elif blob_ids(x) != blob_ids(y) or x.get("target") != y.get("target"):
+            elif _stored(x) != _stored(y) or x.get("target") != y.get("target"):
                 out.append({"path": path, "change": "modified", "type": y["type"]})
             elif _meta(x) != _meta(y):
                 out.append({"path": path, "change": "metadata", "type": y["type"]})
 
     rec(a.tree, b.tree, "")
     return out
+
+
+def _stored(node: Node) -> tuple[object, object]:
+    """Return what says a file's bytes: its content ids and where its patches put which pages."""
+    return node.get("content"), node.get("patches")

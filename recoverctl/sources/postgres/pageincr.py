@@ -43,12 +43,13 @@ from recoverctl.sources.postgres.pagemap import RelationFile, WalChanges, relati
 # coarse enough that a 1 TB cluster is ~8 M blobs (measured, see docs/postgres.md).
 BLOCK_SIZE = 128 * 1024
 PAGES_PER_CHUNK = BLOCK_SIZE // BLCKSZ
-# Decoding a byte of WAL costs about as much as reading a byte of data (pg_waldump prints every
-# record as text), and how many chunks the WAL touches is only known after decoding it: a
-# scattered update can touch every chunk with little WAL. Decoding when the WAL is under a tenth
-# of the relation bytes a file-level incremental would read costs at most ~10 % over that when
-# it saves nothing, and saves nearly all of it for localized changes. Otherwise read files whole.
-WAL_DECODE_SHARE = 0.1
+# Decoding a byte of WAL costs at most about as much as reading and storing a byte of data (less
+# for full-page images, which pg_waldump does not print), and how many chunks the WAL touches is
+# only known after decoding it. Decoding when the WAL is under a quarter of the relation bytes a
+# file-level incremental would read costs at most ~25 % over that when it saves nothing (a dense
+# change: a 1 % pgbench update's WAL is ~0.7x the files), and saves nearly all of it for a sparse
+# or localized change, whose changed pages alone are read and stored (page patches).
+WAL_DECODE_SHARE = 0.25
 
 
 class RelationReads:
