@@ -514,7 +514,7 @@ class _Restorer:
             if in_way is False and node["type"] == "file" and self.delta and dfd is not None:
                 try:
                     same = open_unchanged(self.repo, node, dfd, name)
-                except OSError as e:
+                except (OSError, RecoverctlError) as e:  # a patched chunk's blobs may be damaged
                     self._fail(path, e)
                     continue
                 if same is not None:

@@ -431,6 +431,21 @@ def test_check_names_a_patch_that_does_not_fit_its_blob_and_restore_refuses_it(
     assert not (out / "data.bin").exists()
 
 
+def test_a_delta_dry_run_names_a_file_whose_patch_blobs_are_lost(
+    repo: Repository, chain: Chain, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    _restored(repo, chain.snaps[2], out)
+    carried = node_patches(chain.node(repo, 2))[3].blob
+    loc = repo.load_index().get(bytes.fromhex(carried))
+    assert loc is not None
+    repo.storage.delete(pack_key(loc.pack))
+
+    result = restore_snapshot(repo, chain.snaps[2].id, str(out), delta=True, dry_run=True)
+    assert [e["path"] for e in result.errors] == ["/data.bin"]
+    assert (out / "data.bin").read_bytes() == chain.data[2]  # a dry run changes nothing
+
+
 def _repository_at_version(path: Path, version: int) -> Repository:
     """Create a repository, then rewrite its config (with a valid mac) at `version`."""
     fresh = Repository.init(LocalStorage(path), "pw", kdf=FAST_KDF, pack_size_mib=1)
