@@ -22,7 +22,7 @@ from recoverctl.progress import Progress
 from recoverctl.repo.crypto import DecryptError
 from recoverctl.repo.index import BlobLocation, Index
 from recoverctl.repo.pack import PackEntry
-from recoverctl.repo.page_patch import blob_ids, node_patches
+from recoverctl.repo.page_patch import blob_ids, node_patches, patch_misfit
 from recoverctl.repo.repository import FORMAT_VERSION, RESERVED_PREFIXES, Repository
 from recoverctl.repo.snapshot import Snapshot
 from recoverctl.repo.tree import InvalidTreeError, Node
@@ -236,14 +236,11 @@ class Checker:
             base, pages = index.get(bytes.fromhex(content[patch.chunk])), index.get(bytes.fromhex(patch.blob))
             if base is None or pages is None:
                 continue  # reported as missing blobs
-            if pages.raw_length != patch.mask.bit_count() * page_size or (
-                patch.mask.bit_length() * page_size > base.raw_length
-            ):
+            misfit = patch_misfit(patch, page_size, base.raw_length, pages.raw_length)
+            if misfit is not None:
                 self._error(
                     "patch_invalid",
-                    f"snapshot {snap.short_id}: '{path}' chunk {patch.chunk} has a page patch that does "
-                    f"not fit it ({pages.raw_length} bytes of patch for mask {patch.mask:#x}, a base of "
-                    f"{base.raw_length} bytes); restoring the file fails",
+                    f"snapshot {snap.short_id}: '{path}': {misfit}; restoring the file fails",
                     snapshot=snap.id,
                     path=path,
                 )

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from recoverctl.errors import NotFoundError
+from recoverctl.repo.crypto import DecryptError
 from recoverctl.repo.index import BlobLocation
-from recoverctl.repo.page_patch import apply_patch, node_patches
+from recoverctl.repo.page_patch import apply_patch, mask_runs, node_patches, patch_misfit
 from recoverctl.repo.repository import Repository
 from recoverctl.repo.snapshot import Snapshot
 from recoverctl.repo.tree import InvalidTreeError, Node
@@ -25,6 +27,8 @@ PATCH_READ = 2 * 1024 * 1024
 # Neighbouring single-blob files in a pack are fetched in one read when the bytes between them
 # (blobs of other files) are at most this much: reading them costs less than another request.
 BATCH_GAP = 1024 * 1024
+
+T = TypeVar("T")
 
 
 def tree_nodes(repo: Repository, tree_id: str, directory: str) -> list[Node]:
@@ -84,12 +88,7 @@ def _runs(
     index = repo.load_index()
     for hex_id in content:
         bid = bytes.fromhex(hex_id)
-        loc = index.get(bid)
-        if loc is None:
-            raise NotFoundError(
-                f"blob {hex_id[:16]} is missing from the index",
-                hint="run 'recoverctl verify' and 'recoverctl repair index'",
-            )
+        loc = _located(index.get(bid), hex_id)
         if run:
             last = run[-1][1]
             size = run[-1][1].offset + last.length - run[0][1].offset
@@ -99,6 +98,104 @@ def _runs(
         run.append((bid, loc))
     if run:
         yield run
+
+
+def _located(loc: BlobLocation | None, hex_id: str) -> BlobLocation:
+    if loc is None:
+        raise NotFoundError(
+            f"blob {hex_id[:16]} is missing from the index",
+            hint="run 'recoverctl verify' and 'recoverctl repair index'",
+        )
+    return loc
+
+
+def pack_stretches(
+    members: Iterable[tuple[BlobLocation, T]], gap: int = BATCH_GAP
+) -> Iterator[tuple[str, int, int, list[tuple[BlobLocation, T]]]]:
+    """Given blob locations with a tag each, yield (pack, offset, length, members): one ranged read
+    each, in pack and offset order, covering members at most `gap` bytes apart (the blobs between
+    them, of other files, cost less to read than another request) and at most MAX_READ long."""
+    by_pack: dict[str, list[tuple[BlobLocation, T]]] = {}
+    for member in members:
+        by_pack.setdefault(member[0].pack, []).append(member)
+    for pack, items in by_pack.items():
+        items.sort(key=lambda item: item[0].offset)
+        start = 0
+        while start < len(items):
+            first = items[start][0]
+            end = first.offset + first.length
+            stop = start + 1
+            while stop < len(items):
+                loc = items[stop][0]
+                if loc.offset - end > gap or loc.offset + loc.length - first.offset > MAX_READ:
+                    break
+                end = max(end, loc.offset + loc.length)
+                stop += 1
+            yield pack, first.offset, end - first.offset, items[start:stop]
+            start = stop
+
+
+def read_scattered(repo: Repository, node: Node, write: Callable[[int, bytes | memoryview], None]) -> int:
+    """Given a file node, hand each piece of its bytes to `write(offset, data)`, reading its blobs
+    pack by pack (`pack_stretches`) rather than in file order; return the file's length.
+
+    A file's chunks are sealed in parallel, so consecutive chunks are rarely neighbours in a pack:
+    in file order a 1 GiB relation file took ~5,000 reads (as many requests to an object store);
+    by pack, a few dozen. A blob used at several offsets (zero pages) is opened once. Page patches
+    are written after every base. Raise NotFoundError for a blob missing from the index and
+    DecryptError for a damaged one or a patch that does not fit its base, possibly after some
+    writes: the caller writes to a file it discards on failure.
+    """
+    index = repo.load_index()
+    content: list[str] = node.get("content") or []
+    at: dict[bytes, list[int]] = {}
+    starts: list[int] = []  # of each chunk
+    bases: dict[bytes, BlobLocation] = {}
+    offset = 0
+    for hex_id in content:
+        bid = bytes.fromhex(hex_id)
+        loc = bases.get(bid) or _located(index.get(bid), hex_id)
+        bases[bid] = loc
+        at.setdefault(bid, []).append(offset)
+        starts.append(offset)
+        offset += loc.raw_length
+    patches = node_patches(node)
+    page_size = int(node.get("page_size") or 0)
+    pages: dict[bytes, list[tuple[int, int]]] = {}  # patch blob: (chunk offset, mask) it patches
+    located: dict[bytes, BlobLocation] = {}
+    for p in patches.values():
+        bid = bytes.fromhex(p.blob)
+        loc = located.get(bid) or _located(index.get(bid), p.blob)
+        located[bid] = loc
+        base_length = bases[bytes.fromhex(content[p.chunk])].raw_length
+        misfit = patch_misfit(p, page_size, base_length, loc.raw_length)
+        if misfit is not None:
+            raise DecryptError(misfit)
+        pages.setdefault(bid, []).append((starts[p.chunk], p.mask))
+    for bid, plain in _open_by_pack(repo, bases):
+        if len(plain) != bases[bid].raw_length:  # the offsets come from the index's lengths
+            raise DecryptError(f"blob {bid.hex()[:16]} is not as long as the index says")
+        for where in at[bid]:
+            write(where, plain)
+    for bid, opened in _open_by_pack(repo, located):
+        view = memoryview(opened)
+        for chunk_at, mask in pages[bid]:
+            if len(view) != mask.bit_count() * page_size:  # the index's length was not the blob's
+                raise DecryptError(f"patch blob {bid.hex()[:16]} does not hold the pages its file names")
+            used = 0
+            for first, n in mask_runs(mask):
+                write(chunk_at + first * page_size, view[used : used + n * page_size])
+                used += n * page_size
+    return offset
+
+
+def _open_by_pack(repo: Repository, blobs: dict[bytes, BlobLocation]) -> Iterator[tuple[bytes, bytes]]:
+    """Yield (id, verified plaintext) of each blob, read pack by pack (`pack_stretches`)."""
+    for pack, start, length, members in pack_stretches((loc, bid) for bid, loc in blobs.items()):
+        data = memoryview(repo.read_pack(pack, start, length))
+        for loc, bid in members:
+            begin = loc.offset - start
+            yield bid, repo.open_blob(bid, loc.type, data[begin : begin + loc.length], pack)
 
 
 def iter_content(repo: Repository, content: list[str], max_read: int = MAX_READ) -> Iterator[bytes]:

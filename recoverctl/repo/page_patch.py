@@ -71,23 +71,32 @@ def mask_runs(mask: int) -> Iterator[tuple[int, int]]:
         page += run
 
 
+def patch_misfit(patch: Patch, page_size: int, base_length: int, pages_length: int) -> str | None:
+    """Given a patch, its file's page size and the lengths of its base and of its patch blob,
+    return why they do not belong together, or None when the patch fits its base."""
+    count = patch.mask.bit_count()
+    if pages_length != count * page_size:
+        return (
+            f"patch blob {patch.blob[:16]} holds {pages_length} bytes, not the {count} page(s) of "
+            f"{page_size} bytes its file names for chunk {patch.chunk}"
+        )
+    if patch.mask.bit_length() * page_size > base_length:
+        return (
+            f"patch blob {patch.blob[:16]} names a page past the end of chunk {patch.chunk} "
+            f"({base_length} bytes)"
+        )
+    return None
+
+
 def apply_patch(base: bytes, patch: Patch, page_size: int, pages: bytes) -> bytes:
     """Given a chunk's base bytes, its patch and the patch blob's plaintext, return the chunk.
 
-    Raise DecryptError when the patch blob does not hold exactly the pages the mask names or a
-    named page lies past the base's end: the node and its blobs do not belong together.
+    Raise DecryptError when the patch does not fit (`patch_misfit`): the node and its blobs do not
+    belong together.
     """
-    count = patch.mask.bit_count()
-    if len(pages) != count * page_size:
-        raise DecryptError(
-            f"patch blob {patch.blob[:16]} holds {len(pages)} bytes, not the {count} page(s) of "
-            f"{page_size} bytes its file names for chunk {patch.chunk}"
-        )
-    if patch.mask.bit_length() * page_size > len(base):
-        raise DecryptError(
-            f"patch blob {patch.blob[:16]} names a page past the end of chunk {patch.chunk} "
-            f"({len(base)} bytes)"
-        )
+    misfit = patch_misfit(patch, page_size, len(base), len(pages))
+    if misfit is not None:
+        raise DecryptError(misfit)
     out = bytearray(base)
     at = 0
     for first, n in mask_runs(patch.mask):

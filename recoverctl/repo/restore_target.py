@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any
 
 from recoverctl.repo.content import holds
 from recoverctl.repo.repository import Repository
@@ -58,12 +57,15 @@ _HOLE = 64 * 1024
 _ZEROS = bytes(_HOLE)
 
 
-def write_sparse(f: Any, data: bytes) -> None:
-    """Write data, seeking over all-zero 64 KiB pieces so they stay holes."""
+def write_at(fd: int, data: bytes | memoryview, offset: int, sparse: bool = False) -> None:
+    """Write `data` at `offset` of the open file `fd`. With `sparse`, all-zero 64 KiB pieces are
+    skipped so they stay holes (the caller sets the file's length)."""
     mv = memoryview(data)
-    for i in range(0, len(mv), _HOLE):
-        piece = mv[i : i + _HOLE]
-        if piece == _ZEROS[: len(piece)]:
-            f.seek(len(piece), os.SEEK_CUR)
-        else:
-            f.write(piece)
+    step = _HOLE if sparse else max(1, len(mv))
+    for i in range(0, len(mv), step):
+        piece = mv[i : i + step]
+        if sparse and piece == _ZEROS[: len(piece)]:
+            continue
+        done = 0
+        while done < len(piece):
+            done += os.pwrite(fd, piece[done:], offset + i + done)

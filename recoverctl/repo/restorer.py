@@ -16,7 +16,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,11 +35,11 @@ from recoverctl.repo.confined import (
     write_all,
     write_replacing,
 )
-from recoverctl.repo.content import BATCH_GAP, MAX_READ, holds, iter_file, tree_nodes
+from recoverctl.repo.content import holds, iter_file, pack_stretches, read_scattered, tree_nodes
 from recoverctl.repo.crypto import DecryptError
 from recoverctl.repo.index import BlobLocation
 from recoverctl.repo.repository import Repository
-from recoverctl.repo.restore_target import link_leaves, open_unchanged, selected, write_sparse
+from recoverctl.repo.restore_target import link_leaves, open_unchanged, selected, write_at
 from recoverctl.repo.tree import InvalidTreeError, Node
 
 
@@ -328,29 +328,16 @@ class _Restorer:
 
     def _restore_batch(self, pack: str, items: list[_Queued]) -> None:
         """Restore single-blob files from one pack: read neighbouring blobs in one request each."""
-        items.sort(key=lambda item: item[0].offset)
-        start = 0
-        while start < len(items):
-            first = items[start][0]
-            end = first.offset + first.length
-            stop = start + 1
-            while stop < len(items):
-                loc = items[stop][0]
-                if loc.offset - end > BATCH_GAP or loc.offset + loc.length - first.offset > MAX_READ:
-                    break
-                end = max(end, loc.offset + loc.length)
-                stop += 1
-            run = items[start:stop]
-            start = stop
+        for _pack, start, length, run in pack_stretches((item[0], item) for item in items):
             try:
-                data = memoryview(self.repo.read_pack(pack, first.offset, end - first.offset))
+                data = memoryview(self.repo.read_pack(pack, start, length))
             except RecoverctlError as e:
-                for *_, path in run:
+                for _loc, (*_, path) in run:
                     self._fail(path, e)
                 continue
-            for loc, bid, node, d, name, path in run:
+            for loc, (_loc, bid, node, d, name, path) in run:
                 try:
-                    begin = loc.offset - first.offset
+                    begin = loc.offset - start
                     plain = self.repo.open_blob(bid, loc.type, data[begin : begin + loc.length], pack)
                     with self.table.use(d) as dfd:
                         written = self._write_new(node, dfd, name, plain)
@@ -418,7 +405,7 @@ class _Restorer:
                     # never appear under the name.
                     written = self._write_new(node, dfd, name, b"".join(iter_file(self.repo, node)))
                 else:
-                    written = self._write_via_temp(node, dfd, name, iter_file(self.repo, node))
+                    written = self._write_via_temp(node, dfd, name, self._scatter(node))
             self._count_file(written)
             return d, name
         except (RecoverctlError, OSError) as e:
@@ -432,13 +419,17 @@ class _Restorer:
         try:
             fd = os.open(name, self.write_flags | NEW_FILE, 0o600, dir_fd=dfd)
         except FileExistsError:
-            return self._write_via_temp(node, dfd, name, (data,))
+
+            def put(fd: int) -> int:
+                self._put(fd, node, 0, data)
+                return len(data)
+
+            return self._write_via_temp(node, dfd, name, put)
         try:
             try:
                 if node.get("sparse"):
-                    with os.fdopen(fd, "wb", closefd=False) as f:
-                        write_sparse(f, data)
-                        f.truncate(len(data))
+                    self._put(fd, node, 0, data)
+                    os.ftruncate(fd, len(data))
                 else:
                     # Straight on the descriptor: a file object per small file costs more than its write.
                     write_all(fd, data)
@@ -453,21 +444,25 @@ class _Restorer:
             raise
         return len(data)
 
-    def _write_via_temp(self, node: Node, dfd: int, name: str, chunks: Iterable[bytes]) -> int:
-        """Write to a temporary name and rename into place once every blob was authenticated."""
+    def _scatter(self, node: Node) -> Callable[[int], int]:
+        """Return how to write a file of many blobs through its descriptor, pack by pack."""
+
+        def put(fd: int) -> int:
+            return read_scattered(self.repo, node, lambda offset, data: self._put(fd, node, offset, data))
+
+        return put
+
+    def _put(self, fd: int, node: Node, offset: int, data: bytes | memoryview) -> None:
+        write_at(fd, data, offset, sparse=bool(node.get("sparse")))
+
+    def _write_via_temp(self, node: Node, dfd: int, name: str, put: Callable[[int], int]) -> int:
+        """Write to a temporary name with `put(fd)` (returning the length it wrote) and rename into
+        place once every blob was authenticated."""
 
         def fill(fd: int) -> int:
-            written = 0
-            with os.fdopen(fd, "wb", closefd=False) as f:
-                sparse = bool(node.get("sparse"))
-                for data in chunks:
-                    if sparse:
-                        write_sparse(f, data)
-                    else:
-                        f.write(data)
-                    written += len(data)
-                if sparse:
-                    f.truncate(written)
+            written = put(fd)
+            if node.get("sparse"):
+                os.ftruncate(fd, written)  # holes at the end
             if self.verify:
                 self._verify_written(fd, node)
             apply_meta(fd, node, self.is_root)
