@@ -24,6 +24,10 @@ from recoverctl.repo.tree import InvalidTreeError, Node
 MAX_READ = 16 * 1024 * 1024
 # Patch blobs are read beside their bases, so their runs are kept short.
 PATCH_READ = 2 * 1024 * 1024
+# A restore reads a file's packs in stretches of at most this much: below glibc's mmap threshold
+# (set at the entry points), so each read reuses heap memory instead of faulting in fresh pages,
+# and at a few hundred reads per GiB still one request per many blobs.
+SCATTER_READ = 2 * 1024 * 1024
 # Neighbouring single-blob files in a pack are fetched in one read when the bytes between them
 # (blobs of other files) are at most this much: reading them costs less than another request.
 BATCH_GAP = 1024 * 1024
@@ -110,11 +114,11 @@ def _located(loc: BlobLocation | None, hex_id: str) -> BlobLocation:
 
 
 def pack_stretches(
-    members: Iterable[tuple[BlobLocation, T]], gap: int = BATCH_GAP
+    members: Iterable[tuple[BlobLocation, T]], gap: int = BATCH_GAP, max_read: int = MAX_READ
 ) -> Iterator[tuple[str, int, int, list[tuple[BlobLocation, T]]]]:
     """Given blob locations with a tag each, yield (pack, offset, length, members): one ranged read
     each, in pack and offset order, covering members at most `gap` bytes apart (the blobs between
-    them, of other files, cost less to read than another request) and at most MAX_READ long."""
+    them, of other files, cost less to read than another request) and at most `max_read` long."""
     by_pack: dict[str, list[tuple[BlobLocation, T]]] = {}
     for member in members:
         by_pack.setdefault(member[0].pack, []).append(member)
@@ -127,7 +131,7 @@ def pack_stretches(
             stop = start + 1
             while stop < len(items):
                 loc = items[stop][0]
-                if loc.offset - end > gap or loc.offset + loc.length - first.offset > MAX_READ:
+                if loc.offset - end > gap or loc.offset + loc.length - first.offset > max_read:
                     break
                 end = max(end, loc.offset + loc.length)
                 stop += 1
@@ -191,7 +195,8 @@ def read_scattered(repo: Repository, node: Node, write: Callable[[int, bytes | m
 
 def _open_by_pack(repo: Repository, blobs: dict[bytes, BlobLocation]) -> Iterator[tuple[bytes, bytes]]:
     """Yield (id, verified plaintext) of each blob, read pack by pack (`pack_stretches`)."""
-    for pack, start, length, members in pack_stretches((loc, bid) for bid, loc in blobs.items()):
+    stretches = pack_stretches(((loc, bid) for bid, loc in blobs.items()), max_read=SCATTER_READ)
+    for pack, start, length, members in stretches:
         data = memoryview(repo.read_pack(pack, start, length))
         for loc, bid in members:
             begin = loc.offset - start

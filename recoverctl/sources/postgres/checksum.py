@@ -8,50 +8,61 @@ keeps up with reading.
 
 from __future__ import annotations
 
-import numpy as np
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 BLCKSZ = 8192
 RELSEG_BLOCKS = 131072  # 1 GiB segment files of 8 KiB blocks
 _N_SUMS = 32
 _ROWS = BLCKSZ // (4 * _N_SUMS)
-_FNV_PRIME = np.uint32(16777619)
-_BASE = np.array(
-    [
-        0x5B1F36E9,
-        0xB8525960,
-        0x02AB50AA,
-        0x1DE66D2A,
-        0x79FF467A,
-        0x9BB9F8A3,
-        0x217E7CD2,
-        0x83E13D2C,
-        0xF8D4474F,
-        0xE39EB970,
-        0x42C6AE16,
-        0x993216FA,
-        0x7B093B5D,
-        0x98DAFF3C,
-        0xF718902A,
-        0x0B1C9CDB,
-        0xE58F764B,
-        0x187636BC,
-        0x5D7B3BB1,
-        0xE73DE7DE,
-        0x92BEC979,
-        0xCCA6C0B2,
-        0x304A0979,
-        0x85AA43D4,
-        0x783125BB,
-        0x6CA8EAA2,
-        0xE407EAC6,
-        0x4B5CFC3E,
-        0x9FBF8C76,
-        0x15CA20BE,
-        0xF2CA9FD3,
-        0x959BD756,
-    ],
-    dtype=np.uint32,
+_FNV_PRIME = 16777619
+_BASE = (
+    0x5B1F36E9,
+    0xB8525960,
+    0x02AB50AA,
+    0x1DE66D2A,
+    0x79FF467A,
+    0x9BB9F8A3,
+    0x217E7CD2,
+    0x83E13D2C,
+    0xF8D4474F,
+    0xE39EB970,
+    0x42C6AE16,
+    0x993216FA,
+    0x7B093B5D,
+    0x98DAFF3C,
+    0xF718902A,
+    0x0B1C9CDB,
+    0xE58F764B,
+    0x187636BC,
+    0x5D7B3BB1,
+    0xE73DE7DE,
+    0x92BEC979,
+    0xCCA6C0B2,
+    0x304A0979,
+    0x85AA43D4,
+    0x783125BB,
+    0x6CA8EAA2,
+    0xE407EAC6,
+    0x4B5CFC3E,
+    0x9FBF8C76,
+    0x15CA20BE,
+    0xF2CA9FD3,
+    0x959BD756,
 )
+
+
+@cache
+def _numpy() -> tuple[Any, Any, Any]:
+    """Return numpy with the lane constants as its arrays, imported on first use: restores,
+    listings and verify never check pages, and numpy costs ~80 ms to import (and starts its BLAS
+    threads)."""
+    import numpy
+
+    return numpy, numpy.uint32(_FNV_PRIME), numpy.array(_BASE, dtype=numpy.uint32)
 
 
 # Pages per numpy batch: the lane state (pages x 32 words) then stays in the CPU cache.
@@ -60,6 +71,7 @@ _BATCH = 512
 
 def page_checksums(pages: bytes | bytearray | memoryview, first_block: int) -> np.ndarray:
     """Given whole 8 KiB pages and the block number of the first, return their checksums (uint16)."""
+    np = _numpy()[0]
     n = len(pages) // BLCKSZ
     out = np.empty(n, dtype=np.uint16)
     for i in range(0, n, _BATCH):
@@ -71,6 +83,7 @@ def page_checksums(pages: bytes | bytearray | memoryview, first_block: int) -> n
 
 def _checksums(pages: bytes | bytearray | memoryview, blocks: np.ndarray) -> np.ndarray:
     """Checksums of len(blocks) whole pages, page i being block blocks[i] of its relation fork."""
+    np, fnv_prime, base = _numpy()
     n = len(blocks)
     # words[:, r, :] is row r of every page: a strided view, read in place (no transposed copy).
     words = np.frombuffer(pages, dtype="<u4", count=n * BLCKSZ // 4).reshape(n, _ROWS, _N_SUMS)
@@ -78,15 +91,15 @@ def _checksums(pages: bytes | bytearray | memoryview, blocks: np.ndarray) -> np.
     row0 = words[:, 0, :].copy()
     row0[:, 2] &= np.uint32(0xFFFF0000)
     sums = np.empty((n, _N_SUMS), dtype=np.uint32)
-    sums[:] = _BASE
+    sums[:] = base
     tmp = np.empty_like(sums)
     for r in range(_ROWS):
         np.bitwise_xor(sums, row0 if r == 0 else words[:, r, :], out=tmp)
-        np.multiply(tmp, _FNV_PRIME, out=sums)
+        np.multiply(tmp, fnv_prime, out=sums)
         np.right_shift(tmp, np.uint32(17), out=tmp)
         np.bitwise_xor(sums, tmp, out=sums)
     for _ in range(2):  # two rounds of zeros, as checksum_impl.h mixes the final values
-        np.multiply(sums, _FNV_PRIME, out=tmp)
+        np.multiply(sums, fnv_prime, out=tmp)
         np.right_shift(sums, np.uint32(17), out=sums)
         np.bitwise_xor(tmp, sums, out=sums)
     result = np.bitwise_xor.reduce(sums, axis=1)
@@ -111,6 +124,7 @@ def _suspects(
 ) -> list[int]:
     """Indexes of the pages whose stored checksum differs from `computed`, minus new pages and
     pages written after `start_lsn`."""
+    np = _numpy()[0]
     header = np.frombuffer(pages, dtype="<u2", count=n * BLCKSZ // 2).reshape(n, BLCKSZ // 2)
     stored = header[:, 4]
     upper = header[:, 7]
@@ -153,6 +167,7 @@ class PageBatch:
             if end > len(self._pages):
                 self._pages.extend(bytes(end - len(self._pages)))
             self._pages[self.pages * BLCKSZ : end] = memoryview(data)[: n * BLCKSZ]
+            np = _numpy()[0]
             self._blocks.append(np.arange(first_block, first_block + n, dtype=np.uint64))
             self._owners.append((key, first_block, n))
             self.pages += n
@@ -161,6 +176,7 @@ class PageBatch:
     def flush(self) -> dict[str, list[int]]:
         if not self.pages:
             return {}
+        np = _numpy()[0]
         n = self.pages
         found: dict[str, list[int]] = {}
         pages = memoryview(self._pages)[: n * BLCKSZ]
