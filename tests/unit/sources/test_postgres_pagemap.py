@@ -132,7 +132,12 @@ def test_block_bitmaps_count_distinct_blocks_and_map_them_to_chunks(tmp_path: Pa
     assert changes.blocks_of(fork) == {15, 16, 1000, 131071, 131072, 10_000_000}
     reads = RelationReads(tmp_path, changes, None, start_lsn=1, validate=False)
     # {chunk: mask of its changed pages}, bit p for page p of the chunk
-    assert reads._changed_chunks(RelationFile(fork, 0)) == {0: 1 << 15, 1: 1, 1000 // 16: 1 << 8, 8191: 1 << 15}
+    assert reads._changed_chunks(RelationFile(fork, 0)) == {
+        0: 1 << 15,
+        1: 1,
+        1000 // 16: 1 << 8,
+        8191: 1 << 15,
+    }
     assert reads._changed_chunks(RelationFile(fork, 1)) == {0: 1}
     last = 10_000_000 % 131072
     assert reads._changed_chunks(RelationFile(fork, 10_000_000 // 131072)) == {last // 16: 1 << (last % 16)}
