@@ -15,8 +15,8 @@ from typing import TypeVar
 
 from recoverctl.errors import NotFoundError
 from recoverctl.repo.crypto import DecryptError
-from recoverctl.repo.index import BlobLocation
-from recoverctl.repo.page_patch import apply_patch, mask_runs, node_patches, patch_misfit
+from recoverctl.repo.index import BlobLocation, Index
+from recoverctl.repo.page_patch import Patch, apply_patch, mask_runs, node_patches, patch_misfit
 from recoverctl.repo.repository import Repository
 from recoverctl.repo.snapshot import Snapshot
 from recoverctl.repo.tree import InvalidTreeError, Node
@@ -240,33 +240,83 @@ class Difference:
     why: str
 
 
+# Patched chunks compared together: their blobs are fetched pack by pack, as a restore does, and
+# their bytes on disk (128 KiB each) are held until then.
+COMPARE_GROUP = 64
+
+
 def first_difference(repo: Repository, node: Node, read: Callable[[int, int], bytes]) -> Difference | None:
     """Given a file node and `read(offset, length)` of a file's bytes, return where the file first
     differs from the node's content, or None when it starts with exactly that content.
 
-    Whole chunks are compared by their keyed hash, without reading the repository; a patched
-    chunk is put together from its blobs (raise DecryptError when they are damaged).
+    Whole chunks are compared by their keyed hash, without reading the repository. Patched chunks
+    are put together from their blobs, fetched for `COMPARE_GROUP` chunks at a time pack by pack
+    (one request per chunk would be two per patched chunk against an object store); raise
+    DecryptError when those blobs are damaged.
     """
     index = repo.load_index()
     patches = node_patches(node)
     page_size = int(node.get("page_size") or 0)
+    pending: list[_Patched] = []
     offset = 0
     for n, hex_id in enumerate(node.get("content") or ()):
         bid = bytes.fromhex(hex_id)
         loc = index.get(bid)
+        found: Difference | None = None
         if loc is None:
-            return Difference(n, offset, f"chunk {n} ({hex_id[:16]}) is not in the index")
-        data = read(offset, loc.raw_length)
-        patch = patches.get(n)
-        if patch is None:
-            same = len(data) == loc.raw_length and repo.cipher.blob_id(data) == bid
+            found = Difference(n, offset, f"chunk {n} ({hex_id[:16]}) is not in the index")
         else:
-            base, pages = iter_content(repo, [hex_id, patch.blob])
-            same = data == apply_patch(base, patch, page_size, pages)
-        if not same:
-            return Difference(n, offset, f"chunk {n} at byte {offset} differs")
+            data = read(offset, loc.raw_length)
+            patch = patches.get(n)
+            if patch is not None:
+                pending.append(_Patched(n, offset, bid, loc, patch, data))
+            elif len(data) != loc.raw_length or repo.cipher.blob_id(data) != bid:
+                found = Difference(n, offset, f"chunk {n} at byte {offset} differs")
+        if found is not None or len(pending) >= COMPARE_GROUP:
+            earlier = _first_patched_difference(repo, index, pending, page_size)
+            pending = []
+            if earlier is not None or found is not None:
+                return earlier or found
+        assert loc is not None
         offset += loc.raw_length
-    return None
+    return _first_patched_difference(repo, index, pending, page_size)
+
+
+@dataclass(frozen=True)
+class _Patched:
+    """A patched chunk waiting for its comparison: index, offset, base, patch, bytes on disk."""
+
+    chunk: int
+    offset: int
+    base: bytes
+    base_at: BlobLocation
+    patch: Patch
+    data: bytes
+
+
+def _first_patched_difference(
+    repo: Repository, index: Index, chunks: list[_Patched], page_size: int
+) -> Difference | None:
+    """Return the first of `chunks` whose bytes on disk are not its base with its patch applied."""
+    if not chunks:
+        return None
+    patch_blobs = {
+        bytes.fromhex(c.patch.blob): _located(index.get(bytes.fromhex(c.patch.blob)), c.patch.blob)
+        for c in chunks
+    }
+    pages = dict(_open_by_pack(repo, patch_blobs))
+    differ: list[_Patched] = []
+    by_base: dict[bytes, list[_Patched]] = {}
+    for c in chunks:
+        by_base.setdefault(c.base, []).append(c)
+    for bid, base in _open_by_pack(repo, {c.base: c.base_at for c in chunks}):
+        for c in by_base[bid]:
+            if c.data != apply_patch(base, c.patch, page_size, pages[bytes.fromhex(c.patch.blob)]):
+                differ.append(c)
+    if not differ:
+        return None
+    first = min(differ, key=lambda c: c.chunk)
+    return Difference(first.chunk, first.offset, f"chunk {first.chunk} at byte {first.offset} differs")
 
 
 def holds(repo: Repository, fd: int, node: Node) -> bool:

@@ -117,3 +117,43 @@ def test_an_index_length_that_is_not_the_blobs_writes_no_file(
     assert [(e["path"], e["damaged"]) for e in result.errors] == [("/big", "yes")]
     assert "not as long as the index says" in result.errors[0]["error"]
     assert list((tmp_path / "out").iterdir()) == []  # nothing under the name, no temporary file
+
+
+def test_patched_chunks_are_compared_pack_by_pack_not_two_reads_each(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = 4096
+    chunks = [os.urandom(CHUNK) for _ in range(CHUNKS)]
+    snap = _snapshot(repo, chunks, list(range(CHUNKS)))
+    node = repo.load_tree(bytes.fromhex(snap.tree))["nodes"][0]
+    # Every chunk gets a one-page patch (page i % 16): the file is each chunk with that page replaced.
+    patched, patches = [], []
+    with BlobSaver(repo) as saver:
+        for i, chunk in enumerate(chunks):
+            new_page = os.urandom(page)
+            at = (i % 16) * page
+            patched.append(chunk[:at] + new_page + chunk[at + page :])
+            patches.append([i, 1 << (i % 16), saver.save(DATA, new_page)[0].hex()])
+        node = {**node, "block_size": CHUNK, "page_size": page, "patches": patches}
+        tree_id, _ = saver.save(TREE, json.dumps({"nodes": [node]}, sort_keys=True).encode())
+    snap = Snapshot(time=time.time(), kind="files", tree=tree_id.hex(), paths=["/"])
+    repo.save_snapshot(snap)
+    out = tmp_path / "out"
+    assert restore_snapshot(repo, snap.id, str(out)).errors == []
+    assert (out / "big").read_bytes() == b"".join(patched)
+
+    packs = {loc.pack for loc in (repo.load_index().get(bid) for bid in repo.index.blobs) if loc}
+    reads = _count_calls(monkeypatch, repo, "read_pack")
+    # --delta over an equal file: every patched chunk is put together and compared, and kept
+    result = restore_snapshot(repo, snap.id, str(out), delta=True)
+    assert result.errors == [] and result.skipped == 1 and result.files == 0
+    assert len(reads) <= 2 * len(packs) < CHUNKS  # per group and pack, not two per chunk
+
+    # a changed page in the last patched chunk is still found, and named
+    with open(out / "big", "r+b") as f:
+        f.seek((CHUNKS - 1) * CHUNK + 5)
+        f.write(b"\xff")
+    reads.clear()
+    result = restore_snapshot(repo, snap.id, str(out), delta=True)
+    assert result.errors == [] and result.files == 1 and result.skipped == 0
+    assert (out / "big").read_bytes() == b"".join(patched)
