@@ -165,17 +165,12 @@ def read_scattered(repo: Repository, node: Node, write: Callable[[int, bytes | m
         offset += loc.raw_length
     patches = node_patches(node)
     page_size = int(node.get("page_size") or 0)
-    pages: dict[bytes, list[tuple[int, int]]] = {}  # patch blob: (chunk offset, mask) it patches
+    pages: dict[bytes, list[Patch]] = {}  # patch blob: the patches it holds the pages of
     located: dict[bytes, BlobLocation] = {}
     for p in patches.values():
         bid = bytes.fromhex(p.blob)
-        loc = located.get(bid) or _located(index.get(bid), p.blob)
-        located[bid] = loc
-        base_length = bases[bytes.fromhex(content[p.chunk])].raw_length
-        misfit = patch_misfit(p, page_size, base_length, loc.raw_length)
-        if misfit is not None:
-            raise DecryptError(misfit)
-        pages.setdefault(bid, []).append((starts[p.chunk], p.mask))
+        located[bid] = located.get(bid) or _located(index.get(bid), p.blob)
+        pages.setdefault(bid, []).append(p)
     for bid, plain in _open_by_pack(repo, bases):
         if len(plain) != bases[bid].raw_length:  # the offsets come from the index's lengths
             raise DecryptError(f"blob {bid.hex()[:16]} is not as long as the index says")
@@ -183,12 +178,14 @@ def read_scattered(repo: Repository, node: Node, write: Callable[[int, bytes | m
             write(where, plain)
     for bid, opened in _open_by_pack(repo, located):
         view = memoryview(opened)
-        for chunk_at, mask in pages[bid]:
-            if len(view) != mask.bit_count() * page_size:  # the index's length was not the blob's
-                raise DecryptError(f"patch blob {bid.hex()[:16]} does not hold the pages its file names")
+        for p in pages[bid]:
+            base_length = bases[bytes.fromhex(content[p.chunk])].raw_length  # checked above
+            misfit = patch_misfit(p, page_size, base_length, len(view))
+            if misfit is not None:
+                raise DecryptError(misfit)
             used = 0
-            for first, n in mask_runs(mask):
-                write(chunk_at + first * page_size, view[used : used + n * page_size])
+            for first, n in mask_runs(p.mask):
+                write(starts[p.chunk] + first * page_size, view[used : used + n * page_size])
                 used += n * page_size
     return offset
 

@@ -328,14 +328,14 @@ class _Restorer:
 
     def _restore_batch(self, pack: str, items: list[_Queued]) -> None:
         """Restore single-blob files from one pack: read neighbouring blobs in one request each."""
-        for _pack, start, length, run in pack_stretches((item[0], item) for item in items):
+        for _pack, start, length, run in pack_stretches((item[0], item[1:]) for item in items):
             try:
                 data = memoryview(self.repo.read_pack(pack, start, length))
             except RecoverctlError as e:
                 for _loc, (*_, path) in run:
                     self._fail(path, e)
                 continue
-            for loc, (_loc, bid, node, d, name, path) in run:
+            for loc, (bid, node, d, name, path) in run:
                 try:
                     begin = loc.offset - start
                     plain = self.repo.open_blob(bid, loc.type, data[begin : begin + loc.length], pack)
